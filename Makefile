@@ -1,0 +1,38 @@
+# Two commands do everything: `make demo` and `make test`.
+# Both set up what they need first (apt packages when root, a virtualenv, the
+# Python dependencies), so they work on a fresh Debian/Ubuntu machine.
+
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.pgresilience-installed
+
+.PHONY: setup test lint pytest demo bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/bootstrap.sh
+	VENV=$(VENV) bash scripts/bootstrap.sh
+	touch $@
+
+## make test: lint (sqlfluff, ruff, mypy) then the whole pytest suite against real PostgreSQL
+test: setup lint pytest
+
+lint: setup
+	$(BIN)/sqlfluff lint sql --dialect postgres --processes 2 --disable-progress-bar
+	$(BIN)/ruff check python_client tests bench alembic plpython
+	$(BIN)/ruff format --check python_client tests bench alembic plpython
+	$(BIN)/mypy
+
+pytest: setup
+	$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+## make demo: runs every scenario on an embedded PostgreSQL (or on $$DATABASE_URL)
+demo: setup
+	$(BIN)/pgresilience demo
+
+## make bench: every benchmark, printing ratios measured side by side
+bench: setup
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,196 @@
+"""Install, upgrade and uninstall pgresilience in a database.
+
+Everything happens in one database transaction (all or nothing), serialized by
+an advisory lock so that two installers never interleave. The order is
+described in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, create_engine
+from sqlalchemy.pool import NullPool
+
+from pgresilience._resources import data_path
+from pgresilience.queries import query
+
+__all__ = ["InstallReport", "install", "uninstall", "installed_revision"]
+
+NO_EVENT_TRIGGERS = (
+    "event triggers not created ({reason}): DDL tracking falls back to "
+    "calling resilience.schema_refresh()"
+)
+
+
+@dataclass
+class InstallReport:
+    """What an install did, in words, plus the facts callers test on."""
+
+    revision: str | None = None
+    actions: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    plpython: bool = False
+    event_triggers: bool = False
+    exposed: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        return self.actions + [f"warning: {w}" for w in self.warnings]
+
+
+@contextmanager
+def _connect(dsn: str) -> Iterator[tuple[Connection, psycopg.Connection[Any]]]:
+    """A SQLAlchemy connection for Alembic and the psycopg connection under it,
+    sharing one database transaction that is committed on success."""
+    engine = create_engine(
+        "postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=NullPool
+    )
+    try:
+        with engine.connect() as sa_conn:
+            raw = sa_conn.connection.driver_connection
+            assert isinstance(raw, psycopg.Connection)
+            yield sa_conn, raw
+            sa_conn.commit()
+    finally:
+        engine.dispose()
+
+
+def _alembic_config(sa_conn: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(data_path("alembic")))
+    config.attributes["connection"] = sa_conn
+    return config
+
+
+def _current_revision(sa_conn: Connection) -> str | None:
+    context = MigrationContext.configure(
+        sa_conn, opts={"version_table_schema": "resilience", "version_table": "alembic_version"}
+    )
+    return context.get_current_revision()
+
+
+def installed_revision(conn: psycopg.Connection[Any]) -> str | None:
+    """The Alembic revision installed in this database, or None."""
+    installed = conn.execute(query("is_installed")).fetchone()
+    if not (installed and installed[0]):
+        return None
+    row = conn.execute(query("installed_revision")).fetchone()
+    return str(row[0]) if row else None
+
+
+def _sql_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.sql")) if folder.is_dir() else []
+
+
+def _apply(raw: psycopg.Connection[Any], path: Path) -> None:
+    # Bytes, no parameters: psycopg sends the file as-is (several statements).
+    raw.execute(path.read_bytes())
+
+
+def _collect_notices(raw: psycopg.Connection[Any], sink: list[str]) -> None:
+    def on_notice(diag: psycopg.errors.Diagnostic) -> None:
+        if diag.severity_nonlocalized in ("WARNING",) and diag.message_primary:
+            sink.append(diag.message_primary.removeprefix("pgresilience: "))
+
+    raw.add_notice_handler(on_notice)
+
+
+def _install_plpython(raw: psycopg.Connection[Any], report: InstallReport) -> None:
+    try:
+        with raw.transaction():
+            existed = raw.execute(query("extension_exists"), ("plpython3u",)).fetchone()
+            raw.execute(query("create_plpython"))
+    except psycopg.Error as exc:
+        report.warnings.append(
+            f"PL/Python (plpython3u) unavailable ({exc.diag.message_primary}): schema diffs "
+            "are computed by the Python client instead"
+        )
+        return
+    if existed is None:
+        raw.execute(query("record_created_extension"), ("plpython3u",))
+    for module in sorted(data_path("plpython").glob("*.py")):
+        source = module.read_text(encoding="utf-8")
+        digest = hashlib.sha256(source.encode()).hexdigest()
+        raw.execute(query("store_plpython_module"), (module.stem, source, digest))
+    for path in _sql_files(data_path("sql") / "plpython"):
+        _apply(raw, path)
+    report.plpython = True
+    report.actions.append("installed PL/Python functions (schema diff runs in the database)")
+
+
+def _install_event_triggers(raw: psycopg.Connection[Any], report: InstallReport) -> None:
+    files = _sql_files(data_path("sql") / "superuser")
+    if not files:
+        return
+    try:
+        with raw.transaction():
+            for path in files:
+                _apply(raw, path)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        report.warnings.append(NO_EVENT_TRIGGERS.format(reason=exc.diag.message_primary))
+        return
+    report.event_triggers = True
+    report.actions.append("created event triggers (every committed migration is tracked)")
+
+
+def install(dsn: str, *, expose: str | None = "public") -> InstallReport:
+    """Install or upgrade pgresilience; idempotent."""
+    report = InstallReport()
+    with _connect(dsn) as (sa_conn, raw):
+        _collect_notices(raw, report.warnings)
+        raw.execute(query("install_lock"))
+        before = _current_revision(sa_conn)
+        command.upgrade(_alembic_config(sa_conn), "head")
+        report.revision = _current_revision(sa_conn)
+        if before == report.revision:
+            report.actions.append(f"schema resilience already at revision {before}")
+        else:
+            report.actions.append(
+                f"migrated schema resilience from revision {before or 'none'} to {report.revision}"
+            )
+        # Files 9x (grants, wrappers) derive from the functions that exist, so
+        # they run after PL/Python and the event triggers.
+        files = _sql_files(data_path("sql"))
+        derived = [p for p in files if p.stem.startswith("9")]
+        for path in [p for p in files if p not in derived]:
+            _apply(raw, path)
+        _install_plpython(raw, report)
+        _install_event_triggers(raw, report)
+        for path in derived:
+            _apply(raw, path)
+        report.actions.append(f"applied {len(files)} SQL files ({', '.join(p.stem for p in files)})")
+        removed = raw.execute(query("unexpose")).fetchall()
+        if expose:
+            rows = raw.execute(query("expose"), (expose,)).fetchall()
+            report.exposed = [str(r[0]) for r in rows]
+            report.actions.append(f"exposed {len(rows)} wrappers in schema {expose}")
+        elif removed:
+            report.actions.append(f"removed {len(removed)} exposed wrappers")
+    return report
+
+
+def uninstall(dsn: str) -> list[str]:
+    """Remove exactly what install created; idempotent."""
+    with _connect(dsn) as (sa_conn, raw):
+        raw.execute(query("install_lock"))
+        revision = _current_revision(sa_conn)
+        if revision is None:
+            return ["pgresilience is not installed here: nothing to do"]
+        counts = raw.execute(query("installed_objects")).fetchone()
+        assert counts is not None
+        command.downgrade(_alembic_config(sa_conn), "base")
+    functions, tables, wrappers, event_triggers = counts
+    return [
+        f"removed schema resilience (revision {revision}): {tables} tables, {functions} functions",
+        f"removed {wrappers} exposed wrappers and {event_triggers} event triggers",
+        "roles resilience_user/resilience_admin dropped unless another database still uses them",
+    ]

@@ -1,0 +1,64 @@
+-- Core helpers shared by every feature: settings, caller identity, audit.
+-- Every SECURITY DEFINER function pins search_path to '' and qualifies names.
+
+create or replace function resilience._setting(setting_name text)
+returns text
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+    select s.value from resilience.settings as s where s.name = setting_name;
+$$;
+
+-- The role that called us. Inside a SECURITY DEFINER function current_user is
+-- the owner, so read the SET ROLE value (PostgREST: `set local role
+-- authenticated`), else the session user.
+create or replace function resilience._caller_role()
+returns text
+language sql
+stable
+set search_path = ''
+as $$
+    select case
+        when pg_catalog.current_setting('role') = 'none'
+            then pg_catalog.session_user()::text
+        else pg_catalog.current_setting('role')
+    end;
+$$;
+
+-- The JWT subject PostgREST put in request.jwt.claims (an unset setting reads
+-- ''), or null outside PostgREST.
+create or replace function resilience._caller_sub()
+returns text
+language sql
+stable
+set search_path = ''
+as $$
+    select coalesce(
+        nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::jsonb
+            operator(pg_catalog.->>) 'sub',
+        nullif(pg_catalog.current_setting('request.jwt.claim.sub', true), '')
+    );
+$$;
+
+create or replace function resilience._is_admin()
+returns boolean
+language sql
+stable
+set search_path = ''
+as $$
+    select exists (select 1 from pg_catalog.pg_roles where rolname = 'resilience_admin')
+        and pg_catalog.pg_has_role(resilience._caller_role(), 'resilience_admin', 'member');
+$$;
+
+create or replace function resilience._audit(event text, tx_id uuid, detail jsonb default '{}')
+returns void
+language sql
+volatile
+security definer
+set search_path = ''
+as $$
+    insert into resilience.audit_log (event, tx_id, actor_role, actor_sub, detail)
+    values (event, tx_id, resilience._caller_role(), resilience._caller_sub(), coalesce(detail, '{}'));
+$$;

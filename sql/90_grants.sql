@@ -1,0 +1,69 @@
+-- Grants and row-level security, re-applied on every install.
+-- Public API = every function of schema resilience whose name does not start
+-- with an underscore; resilience_user may call it, nobody else by default
+-- (`anon` and PUBLIC get nothing).
+
+revoke all on schema resilience from public;
+revoke all on all functions in schema resilience from public;
+revoke all on all tables in schema resilience from public;
+
+do $$
+declare
+    obj record;
+    has_roles boolean := exists (select 1 from pg_roles where rolname = 'resilience_user')
+        and exists (select 1 from pg_roles where rolname = 'resilience_admin');
+begin
+    -- RLS on every table of ours: clients read their own rows at most.
+    for obj in
+        select c.oid::regclass as table_name from pg_class as c
+        where c.relnamespace = 'resilience'::regnamespace and c.relkind in ('r', 'p')
+    loop
+        execute format('alter table %s enable row level security', obj.table_name);
+    end loop;
+
+    if not has_roles then
+        raise warning 'pgresilience: roles resilience_user/resilience_admin missing; API left to the owner only';
+        return;
+    end if;
+
+    grant usage on schema resilience to resilience_user, resilience_admin;
+    for obj in
+        select p.oid::regprocedure as signature from pg_proc as p
+        where p.pronamespace = 'resilience'::regnamespace
+            and p.proname !~ '^_'
+            and p.prorettype not in ('trigger'::regtype, 'event_trigger'::regtype)
+    loop
+        execute format('grant execute on function %s to resilience_user', obj.signature);
+    end loop;
+
+    -- Row-level security policies call these as the querying user.
+    grant execute on function resilience._caller_role(), resilience._caller_sub(),
+        resilience._is_admin() to resilience_user;
+
+    grant select on resilience.audit_log to resilience_user;
+    drop policy if exists audit_log_own_rows on resilience.audit_log;
+    create policy audit_log_own_rows on resilience.audit_log for select to resilience_user
+        using (
+            (actor_role = resilience._caller_role()
+                and actor_sub is not distinct from resilience._caller_sub())
+            or resilience._is_admin()
+        );
+
+    -- Role memberships need the ADMIN option on our roles, which a database
+    -- owner without CREATEROLE lacks: say so and leave them to a superuser.
+    -- Supabase: signed-in users and the service role; `anon` gets nothing.
+    begin
+        grant resilience_user to resilience_admin;
+        if exists (select 1 from pg_roles where rolname = 'authenticated') then
+            grant resilience_user to authenticated;
+        end if;
+        if exists (select 1 from pg_roles where rolname = 'service_role') then
+            grant resilience_user, resilience_admin to service_role;
+        end if;
+    exception when insufficient_privilege then
+        raise warning 'pgresilience: cannot grant role memberships (%); a superuser should run: '
+            'grant resilience_user to resilience_admin, authenticated; '
+            'grant resilience_user, resilience_admin to service_role', sqlerrm;
+    end;
+end;
+$$;

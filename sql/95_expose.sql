@@ -1,0 +1,71 @@
+-- Thin wrappers in an "exposed" schema (default public), so that
+-- supabase.rpc('tx_begin', ...) works without exposing schema resilience.
+-- Each wrapper is SECURITY INVOKER and just forwards its arguments: the
+-- caller's identity and privileges are unchanged.
+
+create or replace function resilience._expose(target_schema text)
+returns setof regprocedure
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    api record;
+    wrapper regprocedure;
+    has_user_role boolean := exists (select 1 from pg_catalog.pg_roles where rolname = 'resilience_user');
+begin
+    for api in
+        select p.oid, p.proname,
+            pg_catalog.pg_get_function_arguments(p.oid) as arguments,
+            pg_catalog.pg_get_function_result(p.oid) as result,
+            p.proretset,
+            p.provolatile,
+            (select pg_catalog.string_agg(pg_catalog.format('%I => %I', a.name, a.name), ', ' order by a.ord)
+                from pg_catalog.unnest(p.proargnames) with ordinality as a (name, ord)) as forwarded
+        from pg_catalog.pg_proc as p
+        where p.pronamespace = 'resilience'::regnamespace
+            and p.proname !~ '^_'
+            and p.prokind = 'f'
+            and p.prorettype not in ('trigger'::regtype, 'event_trigger'::regtype)
+    loop
+        execute pg_catalog.format(
+            'create or replace function %I.%I(%s) returns %s language sql %s security invoker '
+            'set search_path = '''' as $wrapper$ select %s resilience.%I(%s) $wrapper$',
+            target_schema, api.proname, api.arguments, api.result,
+            case api.provolatile when 'i' then 'immutable' when 's' then 'stable' else 'volatile' end,
+            case when api.proretset then '* from' else '' end,
+            api.proname, coalesce(api.forwarded, ''));
+        select w.oid::regprocedure into strict wrapper
+        from pg_catalog.pg_proc as w, pg_catalog.pg_proc as original
+        where original.oid = api.oid
+            and w.pronamespace = target_schema::regnamespace
+            and w.proname = api.proname
+            and w.proargtypes = original.proargtypes;
+        execute pg_catalog.format('comment on function %s is %L', wrapper,
+            'pgresilience wrapper of resilience.' || api.proname);
+        execute pg_catalog.format('revoke all on function %s from public', wrapper);
+        if has_user_role then
+            execute pg_catalog.format('grant execute on function %s to resilience_user', wrapper);
+        end if;
+        insert into resilience.exposed_functions (signature) values (wrapper)
+        on conflict do nothing;
+        return next wrapper;
+    end loop;
+end;
+$$;
+
+create or replace function resilience._unexpose()
+returns setof regprocedure
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    wrapper regprocedure;
+begin
+    for wrapper in delete from resilience.exposed_functions returning signature loop
+        execute pg_catalog.format('drop function if exists %s', wrapper);
+        return next wrapper;
+    end loop;
+end;
+$$;

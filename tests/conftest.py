@@ -1,0 +1,182 @@
+"""Test fixtures: one real PostgreSQL server per session, pgresilience installed
+once into a template database, and a fresh copy of it for every test.
+
+Set PGRESILIENCE_TEST_DSN to a superuser conninfo to run against an existing
+server instead of the embedded one.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from pgresilience import installer
+from pgresilience.embedded import EmbeddedPostgres
+
+# Supabase's roles, as the platform creates them: PostgREST logs in as
+# `authenticator` and switches to `anon` or `authenticated` per request.
+SUPABASE_ROLES = """
+create role anon nologin noinherit;
+create role authenticated nologin noinherit;
+create role service_role nologin noinherit bypassrls;
+create role authenticator login noinherit;
+grant anon, authenticated, service_role to authenticator;
+"""
+
+
+@dataclass
+class Server:
+    """A PostgreSQL server the tests may create databases and roles on."""
+
+    admin_dsn: str
+    roles: set[str] = field(default_factory=set)
+
+    def dsn(self, dbname: str, user: str | None = None) -> str:
+        params: dict[str, Any] = {"dbname": dbname}
+        if user is not None:
+            params["user"] = user
+            params.pop("password", None)
+        return make_conninfo(self.admin_dsn, **params)
+
+    def admin(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.admin_dsn, autocommit=True)
+
+    def create_database(self, name: str, template: str = "template0", owner: str | None = None) -> str:
+        statement = sql.SQL("create database {} template {}").format(
+            sql.Identifier(name), sql.Identifier(template)
+        )
+        if owner is not None:
+            statement += sql.SQL(" owner {}").format(sql.Identifier(owner))
+        with self.admin() as conn:
+            conn.execute(statement)
+        return self.dsn(name)
+
+    def drop_database(self, name: str) -> None:
+        with self.admin() as conn:
+            conn.execute(
+                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+            )
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[Server]:
+    external = os.environ.get("PGRESILIENCE_TEST_DSN")
+    if external:
+        yield from _prepared(Server(admin_dsn=external))
+        return
+    with EmbeddedPostgres() as pg:
+        yield from _prepared(Server(admin_dsn=pg.dsn()))
+
+
+def _prepared(srv: Server) -> Iterator[Server]:
+    with srv.admin() as conn:
+        existing = {r[0] for r in conn.execute("select rolname from pg_roles")}
+        if "authenticated" not in existing:
+            conn.execute(SUPABASE_ROLES)
+            srv.roles.update({"authenticator", "anon", "authenticated", "service_role"})
+    try:
+        yield srv
+    finally:
+        with srv.admin() as conn:
+            for role in srv.roles:
+                try:
+                    conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(role)))
+                except psycopg.errors.DependentObjectsStillExist:
+                    pass  # still used in a database another session owns
+
+
+@pytest.fixture(scope="session")
+def template_db(server: Server) -> Iterator[str]:
+    """A database with pgresilience installed, used as the template of every test's."""
+    name = _unique("pgr_template")
+    server.create_database(name)
+    installer.install(server.dsn(name))
+    try:
+        yield name
+    finally:
+        server.drop_database(name)
+
+
+@pytest.fixture
+def database(server: Server, template_db: str) -> Iterator[str]:
+    """Name of a fresh database with pgresilience installed, dropped afterwards."""
+    name = _unique("pgr_test")
+    server.create_database(name, template=template_db)
+    try:
+        yield name
+    finally:
+        server.drop_database(name)
+
+
+@pytest.fixture
+def dsn(server: Server, database: str) -> str:
+    """Superuser conninfo of a fresh database with pgresilience installed."""
+    return server.dsn(database)
+
+
+@pytest.fixture
+def conn(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """Autocommit superuser connection to the test's database."""
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        yield connection
+
+
+@pytest.fixture
+def bare_dsn(server: Server) -> Iterator[str]:
+    """Conninfo of a fresh database with nothing installed."""
+    name = _unique("pgr_bare")
+    server.create_database(name)
+    try:
+        yield server.dsn(name)
+    finally:
+        server.drop_database(name)
+
+
+@pytest.fixture
+def make_role(server: Server, dsn: str) -> Callable[..., str]:
+    """make_role(name, login=True, superuser=False, createrole=False, member_of=())
+    creates the role (once per session) and returns its conninfo for the test
+    database. Roles are cluster-wide and dropped at the end of the session."""
+
+    def create(
+        name: str,
+        *,
+        login: bool = True,
+        superuser: bool = False,
+        createrole: bool = False,
+        member_of: tuple[str, ...] = (),
+    ) -> str:
+        options = sql.SQL(" ").join(
+            sql.SQL(word)
+            for word in (
+                "login" if login else "nologin",
+                "superuser" if superuser else "nosuperuser",
+                "createrole" if createrole else "nocreaterole",
+            )
+        )
+        with server.admin() as admin:
+            exists = admin.execute("select 1 from pg_roles where rolname = %s", (name,)).fetchone()
+            if not exists:
+                admin.execute(sql.SQL("create role {} ").format(sql.Identifier(name)) + options)
+                server.roles.add(name)
+            for group in member_of:
+                admin.execute(
+                    sql.SQL("grant {} to {}").format(sql.Identifier(group), sql.Identifier(name))
+                )
+        dbname = conninfo_to_dict(dsn)["dbname"]
+        assert isinstance(dbname, str)
+        return server.dsn(dbname, user=name)
+
+    return create
