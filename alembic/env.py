@@ -26,11 +26,7 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
     )
     with context.begin_transaction():
         context.run_migrations()
-        left = connection.execute(
-            text(
-                "select count(*) from resilience.alembic_version"
-            )
-        ).scalar()
+        left = connection.execute(text("select count(*) from resilience.alembic_version")).scalar()
         if left == 0:
             connection.execute(text("drop table resilience.alembic_version"))
             connection.execute(text("drop schema resilience"))

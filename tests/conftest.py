@@ -49,7 +49,9 @@ class Server:
     def admin(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.admin_dsn, autocommit=True)
 
-    def create_database(self, name: str, template: str = "template0", owner: str | None = None) -> str:
+    def create_database(
+        self, name: str, template: str = "template0", owner: str | None = None
+    ) -> str:
         statement = sql.SQL("create database {} template {}").format(
             sql.Identifier(name), sql.Identifier(template)
         )

@@ -74,7 +74,7 @@ class EmbeddedPostgres:
         self._wrapper_dir: str | None = None
 
     def start(self) -> EmbeddedPostgres:
-        import testing.postgresql  # type: ignore[import-untyped]
+        import testing.postgresql
 
         bin_dir = self._bin_dir or find_bin_dir()
         initdb, postgres = str(bin_dir / "initdb"), str(bin_dir / "postgres")

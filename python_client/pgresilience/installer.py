@@ -167,7 +167,9 @@ def install(dsn: str, *, expose: str | None = "public") -> InstallReport:
         _install_event_triggers(raw, report)
         for path in derived:
             _apply(raw, path)
-        report.actions.append(f"applied {len(files)} SQL files ({', '.join(p.stem for p in files)})")
+        report.actions.append(
+            f"applied {len(files)} SQL files ({', '.join(p.stem for p in files)})"
+        )
         removed = raw.execute(query("unexpose")).fetchall()
         if expose:
             rows = raw.execute(query("expose"), (expose,)).fetchall()

@@ -36,3 +36,18 @@ select
     (select count(*) from resilience.exposed_functions),
     (select count(*) from pg_event_trigger e join pg_proc p on p.oid = e.evtfoid
         where p.pronamespace = 'resilience'::regnamespace);
+
+-- status_installation --
+-- Installed objects for `pgresilience status`.
+select
+    (select count(*) from pg_proc where pronamespace = 'resilience'::regnamespace),
+    (select count(*) from pg_class where relnamespace = 'resilience'::regnamespace and relkind in ('r', 'p')),
+    (select count(*) from resilience.exposed_functions),
+    (select coalesce(array_agg(distinct n.nspname::text), '{}') from resilience.exposed_functions e
+        join pg_proc p on p.oid = e.signature join pg_namespace n on n.oid = p.pronamespace),
+    exists (select 1 from pg_proc where pronamespace = 'resilience'::regnamespace
+        and prolang = (select oid from pg_language where lanname = 'plpython3u')),
+    (select count(*) from pg_event_trigger e join pg_proc p on p.oid = e.evtfoid
+        where p.pronamespace = 'resilience'::regnamespace),
+    (select coalesce(array_agg(rolname::text order by rolname), '{}') from pg_roles
+        where rolname in ('resilience_user', 'resilience_admin'));

@@ -1,0 +1,52 @@
+"""The embedded PostgreSQL used by the demo and the tests."""
+
+from __future__ import annotations
+
+import os
+import pwd
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pgresilience.embedded import EmbeddedPostgres
+
+
+def postmaster_pid(data_dir: Path) -> int:
+    return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
+
+
+def test_starts_a_server_and_leaves_nothing_behind() -> None:
+    with EmbeddedPostgres() as pg:
+        with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+        data_dir = pg.data_dir
+        pid = postmaster_pid(data_dir)
+        assert Path(f"/proc/{pid}").exists()
+    assert not Path(f"/proc/{pid}").exists()
+    assert not data_dir.parent.exists()
+
+
+def test_cleans_up_when_the_body_raises() -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        with EmbeddedPostgres() as pg:
+            data_dir = pg.data_dir
+            pid = postmaster_pid(data_dir)
+            raise RuntimeError("boom")
+    assert not Path(f"/proc/{pid}").exists()
+    assert not data_dir.parent.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only meaningful as root")
+def test_as_root_the_server_runs_as_an_unprivileged_user() -> None:
+    with EmbeddedPostgres() as pg:
+        pid = postmaster_pid(pg.data_dir)
+        uid = Path(f"/proc/{pid}").stat().st_uid
+    assert uid == pwd.getpwnam("postgres").pw_uid
+
+
+def test_constructor_does_no_io() -> None:
+    pg = EmbeddedPostgres()
+    with pytest.raises(RuntimeError, match="not started"):
+        pg.dsn()
+    pg.stop()  # stopping a server never started is harmless

@@ -1,0 +1,186 @@
+"""Installing, upgrading and uninstalling pgresilience in a database."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from alembic import command
+from catalog import catalog_listing, role_listing
+
+from pgresilience import installer
+from pgresilience.embedded import EmbeddedPostgres, find_bin_dir
+from pgresilience.installer import install, installed_revision, uninstall
+from pgresilience.status import head_revision
+
+EXPECTED_OBJECTS = Path(__file__).with_name("expected_objects.txt")
+
+PUBLIC_API = """
+select proname::text, pg_get_function_arguments(oid) from pg_proc
+where pronamespace = 'resilience'::regnamespace and proname !~ '^_'
+    and prorettype not in ('trigger'::regtype, 'event_trigger'::regtype)
+order by 1, 2
+"""
+WRAPPERS = """
+select proname::text, pg_get_function_arguments(oid) from pg_proc
+where pronamespace = %s::regnamespace order by 1, 2
+"""
+
+
+def package_objects(bare_dsn: str) -> list[str]:
+    """What install adds to a bare database, by name, plus its roles."""
+    before = set(catalog_listing(bare_dsn))
+    install(bare_dsn)
+    roles = [line for line in role_listing(bare_dsn) if "resilience_" in line]
+    return sorted(set(catalog_listing(bare_dsn)) - before) + roles
+
+
+def test_install_creates_exactly_the_listed_objects(bare_dsn: str) -> None:
+    """Every object the package creates, listed in tests/expected_objects.txt, so
+    that any change to it shows in review. Regenerate with
+    PGRESILIENCE_UPDATE_EXPECTED=1."""
+    created = package_objects(bare_dsn)
+    if os.environ.get("PGRESILIENCE_UPDATE_EXPECTED"):
+        EXPECTED_OBJECTS.write_text("\n".join(created) + "\n")
+    assert created == EXPECTED_OBJECTS.read_text().splitlines()
+
+
+def test_install_uninstall_install_leaves_no_stray_object(bare_dsn: str) -> None:
+    pristine = catalog_listing(bare_dsn)
+    install(bare_dsn)
+    first = catalog_listing(bare_dsn)
+
+    uninstall(bare_dsn)
+    assert catalog_listing(bare_dsn) == pristine
+
+    install(bare_dsn)
+    assert catalog_listing(bare_dsn) == first
+
+
+def test_install_and_uninstall_are_idempotent(bare_dsn: str) -> None:
+    first = install(bare_dsn)
+    listing = catalog_listing(bare_dsn)
+    again = install(bare_dsn)
+    assert catalog_listing(bare_dsn) == listing
+    assert again.revision == first.revision == head_revision()
+    assert any("already at revision" in line for line in again.lines())
+
+    uninstall(bare_dsn)
+    assert uninstall(bare_dsn) == ["pgresilience is not installed here: nothing to do"]
+
+
+@pytest.mark.usefixtures("template_db")
+def test_uninstall_keeps_the_roles_while_another_database_uses_them(bare_dsn: str) -> None:
+    install(bare_dsn)
+    roles = role_listing(bare_dsn)
+    uninstall(bare_dsn)
+    # The session's template database still has pgresilience installed.
+    assert role_listing(bare_dsn) == roles
+
+
+def test_app_alembic_version_table_is_never_touched(bare_dsn: str) -> None:
+    with psycopg.connect(bare_dsn, autocommit=True) as conn:
+        conn.execute("create table public.alembic_version (version_num varchar(32) primary key)")
+        conn.execute("insert into public.alembic_version values ('app_rev_42')")
+    install(bare_dsn)
+    uninstall(bare_dsn)
+    with psycopg.connect(bare_dsn, autocommit=True) as conn:
+        rows = conn.execute("select version_num from public.alembic_version").fetchall()
+    assert rows == [("app_rev_42",)]
+
+
+def test_alembic_downgrade_base_removes_everything_and_upgrade_head_works_again(
+    bare_dsn: str,
+) -> None:
+    pristine = catalog_listing(bare_dsn)
+    install(bare_dsn)
+    installed = catalog_listing(bare_dsn)
+
+    with installer._connect(bare_dsn) as (sa_conn, _raw):
+        command.downgrade(installer._alembic_config(sa_conn), "base")
+    assert catalog_listing(bare_dsn) == pristine
+
+    with installer._connect(bare_dsn) as (sa_conn, _raw):
+        command.upgrade(installer._alembic_config(sa_conn), "head")
+    with psycopg.connect(bare_dsn, autocommit=True) as conn:
+        assert installed_revision(conn) == head_revision()
+    install(bare_dsn)
+    assert catalog_listing(bare_dsn) == installed
+
+
+def test_wrappers_in_the_exposed_schema_cover_the_whole_api(bare_dsn: str) -> None:
+    with psycopg.connect(bare_dsn, autocommit=True) as conn:
+        conn.execute("create schema api")
+    report = install(bare_dsn, expose="api")
+    with psycopg.connect(bare_dsn, autocommit=True) as conn:
+        public_api = conn.execute(PUBLIC_API).fetchall()
+        wrappers = conn.execute(WRAPPERS, ("api",)).fetchall()
+    assert len(report.exposed) == len(public_api) > 0
+    assert wrappers == public_api
+
+    # Re-installing with --expose none removes exactly those wrappers.
+    install(bare_dsn, expose=None)
+    with psycopg.connect(bare_dsn, autocommit=True) as conn:
+        assert conn.execute(WRAPPERS, ("api",)).fetchall() == []
+
+
+def test_non_superuser_owner_installs_everything_it_may(server, make_role) -> None:  # type: ignore[no-untyped-def]
+    make_role("app_owner")
+    name = "pgr_owned_by_app_owner"
+    server.create_database(name, owner="app_owner")
+    try:
+        owner_dsn = server.dsn(name, user="app_owner")
+        report = install(owner_dsn)
+        warnings = " ".join(report.warnings)
+        assert not report.plpython and "PL/Python" in warnings
+        assert not report.event_triggers and "schema_refresh()" in warnings
+        with psycopg.connect(owner_dsn, autocommit=True) as conn:
+            assert installed_revision(conn) == head_revision()
+            owner = conn.execute(
+                "select nspowner::regrole::text from pg_namespace where nspname = 'resilience'"
+            ).fetchone()
+        assert owner == ("app_owner",)
+        uninstall(owner_dsn)
+    finally:
+        server.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def no_plpython_dsn() -> Iterator[str]:
+    """A server whose installation lacks plpython3u: a relocated copy of the
+    PostgreSQL tree (PostgreSQL finds its share/ and lib/ relative to its
+    binaries) without the extension's files."""
+    # World-readable: the server runs as an unprivileged user when we are root.
+    root = Path(tempfile.mkdtemp(prefix="pgresilience-no-plpython-"))
+    bin_dir = find_bin_dir()
+    major = bin_dir.parent.name
+    lib_copy = root / "usr/lib/postgresql" / major
+    shutil.copytree(bin_dir.parent, lib_copy, symlinks=False)
+    share_copy = root / "usr/share/postgresql" / major
+    shutil.copytree(Path("/usr/share/postgresql") / major, share_copy)
+    for path in [*share_copy.glob("extension/*plpython*"), *lib_copy.glob("lib/*plpython*")]:
+        path.unlink()
+    root.chmod(0o755)
+    try:
+        with EmbeddedPostgres(bin_dir=lib_copy / "bin") as pg:
+            yield pg.dsn()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_install_without_plpython_available(no_plpython_dsn: str) -> None:
+    """On a server without the plpython3u extension the installer says so and
+    installs everything else (as on hosted Supabase)."""
+    report = install(no_plpython_dsn)
+    assert not report.plpython
+    assert any("PL/Python" in w for w in report.warnings)
+    with psycopg.connect(no_plpython_dsn, autocommit=True) as conn:
+        assert installed_revision(conn) == head_revision()
+        languages = conn.execute("select lanname from pg_language").fetchall()
+    assert ("plpython3u",) not in languages
+    uninstall(no_plpython_dsn)
