@@ -80,12 +80,16 @@ class EmbeddedPostgres:
         initdb, postgres = str(bin_dir / "initdb"), str(bin_dir / "postgres")
         if os.geteuid() == 0:
             initdb, postgres = self._root_wrappers(initdb, postgres)
+        settings = _FAST_SETTINGS
+        if (bin_dir.parent / "lib" / "pg_cron.so").exists():
+            # pg_cron must be preloaded; its jobs run from database postgres.
+            settings += " -c shared_preload_libraries=pg_cron -c cron.database_name=postgres"
         try:
             self._server = testing.postgresql.Postgresql(
                 initdb=initdb,
                 initdb_args="-U postgres -A trust --encoding=UTF8 --locale=C.UTF-8",
                 postgres=postgres,
-                postgres_args=f"-h 127.0.0.1 {_FAST_SETTINGS}",
+                postgres_args=f"-h 127.0.0.1 {settings}",
             )
         except BaseException:
             self.stop()
