@@ -50,3 +50,16 @@ def test_constructor_does_no_io() -> None:
     with pytest.raises(RuntimeError, match="not started"):
         pg.dsn()
     pg.stop()  # stopping a server never started is harmless
+
+
+def test_crash_then_restart_keeps_committed_data() -> None:
+    with EmbeddedPostgres() as pg:
+        with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+            conn.execute("create table kept (id int)")
+            conn.execute("insert into kept values (1)")
+        pg.crash()
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(pg.dsn(), connect_timeout=2)
+        pg.restart()
+        with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+            assert conn.execute("select id from kept").fetchall() == [(1,)]

@@ -15,6 +15,7 @@ import os
 import pwd
 import shlex
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 from types import TracebackType
@@ -22,9 +23,11 @@ from typing import Any
 
 __all__ = ["EmbeddedPostgres", "find_bin_dir"]
 
-# Throwaway server: durability is worthless, speed is everything.
+# Throwaway server: no fsync (a process crash loses nothing, an OS crash
+# would), but synchronous_commit stays on so that crash tests see every
+# committed transaction after recovery.
 _FAST_SETTINGS = (
-    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+    "-c fsync=off -c full_page_writes=off "
     "-c max_connections=300 -c shared_buffers=256MB -c logging_collector=off"
 )
 
@@ -127,6 +130,28 @@ class EmbeddedPostgres:
     @property
     def bin_dir(self) -> Path:
         return self._bin_dir or find_bin_dir()
+
+    def crash(self) -> None:
+        """Stop the server the hard way, as ``pg_ctl stop -m immediate`` does:
+        no checkpoint, crash recovery at the next start."""
+        command = [str(self.bin_dir / "pg_ctl"), "stop", "-m", "immediate", "-w"]
+        command += ["-D", str(self.data_dir)]
+        if os.geteuid() == 0:
+            user = pwd.getpwnam(self._run_as)
+            command = [
+                "setpriv",
+                f"--reuid={user.pw_uid}",
+                f"--regid={user.pw_gid}",
+                "--init-groups",
+                *command,
+            ]
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+        self._server.child_process.wait(timeout=60)
+        self._server.child_process = None
+
+    def restart(self) -> None:
+        """Start again on the same port and data directory (after ``crash``)."""
+        self._server.start()
 
     def stop(self) -> None:
         server, self._server = self._server, None
