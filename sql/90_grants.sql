@@ -17,6 +17,7 @@ begin
     for obj in
         select c.oid::regclass as table_name from pg_class as c
         where c.relnamespace = 'resilience'::regnamespace and c.relkind in ('r', 'p')
+            and not c.relrowsecurity
     loop
         execute format('alter table %s enable row level security', obj.table_name);
     end loop;

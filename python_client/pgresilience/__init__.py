@@ -5,4 +5,21 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from pgresilience.breakers import (  # noqa: E402  (after __version__, which submodules read)
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    CircuitBreakerRegistry,
+    CircuitOpenError,
+    CircuitState,
+    circuit_breaker_registry,
+)
+
+__all__ = [
+    "CircuitBreaker",
+    "CircuitBreakerConfig",
+    "CircuitBreakerRegistry",
+    "CircuitOpenError",
+    "CircuitState",
+    "__version__",
+    "circuit_breaker_registry",
+]

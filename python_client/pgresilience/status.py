@@ -27,7 +27,9 @@ def head_revision() -> str | None:
 
 def _feature_sections() -> list[tuple[str, Section]]:
     # Imported here: each feature's module pulls in its own dependencies.
-    return []
+    from pgresilience.breakers.status import status_lines as circuits
+
+    return [("circuits", circuits)]
 
 
 def _installation(conn: psycopg.Connection[Any], revision: str) -> list[str]:

@@ -19,7 +19,9 @@ Say = Callable[[str], None]
 
 def _steps() -> list[tuple[str, Callable[[str, Say], None]]]:
     # Imported here so that each step loads only what it needs.
-    return []
+    from pgresilience.demo import breakers
+
+    return [("circuit breakers: a flaky AI endpoint", breakers.run)]
 
 
 def _run_on(dsn: str, say: Say) -> None:

@@ -1,0 +1,360 @@
+"""Opt-in shared state: breakers in many processes see one circuit.
+
+Design (docs/breakers.md has the long form):
+
+* Failures are counted locally; only transitions are written, through
+  ``resilience._circuit_publish``.
+* The database clock decides: an open circuit's deadline is stored as a
+  timestamp computed with ``now()``; processes receive "open for N more
+  seconds" and never compare their clocks with each other.
+* Exactly one half-open probe across all processes: when a local open timeout
+  ends, the breaker asks ``resilience._circuit_probe``, a conditional update
+  that grants an expiring lease to one process only.
+* Other processes learn of a transition through ``NOTIFY
+  resilience_circuits`` (milliseconds) and, should a notification be lost, a
+  re-read every ``refresh_interval`` seconds: the delay is bounded.
+* When the database cannot be reached the breakers keep working from their
+  local state; probes are then decided locally and unsent transitions are
+  published once the database is back.
+
+All database I/O runs in one background thread with one connection; breaker
+calls only enqueue work, except the probe request, which waits for its answer
+at most ``request_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from types import TracebackType
+from typing import Any
+
+import psycopg
+
+from ..queries import query
+from .breaker import CircuitBreaker
+from .core import Transition
+from .state import CircuitState
+
+__all__ = ["SharedCircuitStore", "StoreUnavailable"]
+
+log = logging.getLogger("pgresilience.breakers.shared")
+
+CHANNEL = "resilience_circuits"
+
+
+class StoreUnavailable(Exception):
+    """The database could not be reached; decide locally."""
+
+
+class SharedCircuitStore:
+    """Shares the state of attached breakers through ``resilience.circuits``.
+
+    ``store.attach(breaker)`` (or ``registry.get_breaker(name, shared=True)``
+    after ``registry.use_shared_store(store)``). The constructor does no I/O;
+    the background thread starts with the first ``attach``.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        owner: str | None = None,
+        probe_lease: float = 15.0,
+        refresh_interval: float = 1.0,
+        connect_timeout: float = 2.0,
+        retry_interval: float = 2.0,
+        request_timeout: float = 2.0,
+    ) -> None:
+        self.conninfo = conninfo
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.probe_lease = probe_lease
+        self.refresh_interval = refresh_interval
+        self.connect_timeout = connect_timeout
+        self.retry_interval = retry_interval
+        self.request_timeout = request_timeout
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._versions: dict[str, int] = {}
+        self._unsent: dict[str, Transition] = {}
+        self._jobs: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._down_until = 0.0
+        self._connected = threading.Event()
+
+    # -- public ----------------------------------------------------------------
+
+    def attach(self, breaker: CircuitBreaker) -> CircuitBreaker:
+        with self._lock:
+            self._breakers[breaker.name] = breaker
+            breaker.attach_gate(self)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="pgresilience-circuits", daemon=True
+                )
+                self._thread.start()
+        self._jobs.put(("catch_up", [breaker.name]))
+        return breaker
+
+    def detach(self, breaker: CircuitBreaker) -> None:
+        with self._lock:
+            if self._breakers.get(breaker.name) is breaker:
+                del self._breakers[breaker.name]
+            breaker.attach_gate(None)
+
+    @property
+    def available(self) -> bool:
+        """Whether the database answered last time we tried."""
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until queued work is done; False if the database is away."""
+        done: Future[None] = Future()
+        self._jobs.put(("flush", done))
+        try:
+            done.result(timeout)
+        except (FutureTimeout, StoreUnavailable):
+            return False
+        return not self._unsent
+
+    def close(self) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None:
+            self._jobs.put(("stop", None))
+            thread.join(10)
+        for breaker in list(self._breakers.values()):
+            self.detach(breaker)
+
+    def __enter__(self) -> SharedCircuitStore:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- CircuitGate ------------------------------------------------------------
+
+    def request_probe(self, breaker: CircuitBreaker) -> float | None:
+        if time.monotonic() < self._down_until:
+            return None  # the database is away: the local breaker decides
+        answer: Future[dict[str, Any]] = Future()
+        self._jobs.put(("probe", (breaker, answer)))
+        try:
+            row = answer.result(self.request_timeout)
+        except (FutureTimeout, StoreUnavailable):
+            return None
+        if row.get("granted"):
+            self._versions[breaker.name] = int(row["version"])
+            return None
+        self._adopt(breaker, row, force=True)
+        state = row["state"]
+        if state == "open":
+            return max(float(row["open_for"]), 0.05)
+        if state == "half_open":
+            # Another process probes; look again soon, or when its lease ends.
+            return max(min(float(row["lease_for"]), self.refresh_interval), 0.05)
+        if state == "forced_open":
+            return 0.0
+        return None  # closed or disabled here now: the call may run
+
+    def on_transition(self, breaker: CircuitBreaker, transition: Transition) -> None:
+        if transition.remote or transition.new is CircuitState.HALF_OPEN:
+            return  # others' news, or covered by the probe lease
+        self._jobs.put(("publish", (breaker, transition)))
+
+    # -- the background thread ----------------------------------------------------
+
+    def _run(self) -> None:
+        next_refresh = 0.0
+        while not self._stop.is_set():
+            conn = self._conn
+            if conn is None and time.monotonic() >= self._down_until:
+                conn = self._connect()
+            try:
+                job = self._jobs.get(timeout=0.05)
+            except queue.Empty:
+                job = None
+            try:
+                if job is not None:
+                    if job[0] == "stop":
+                        break
+                    self._handle(job, conn)
+                if conn is not None:
+                    for notice in conn.notifies(timeout=0.0):
+                        self._on_notify(notice.payload)
+                    if time.monotonic() >= next_refresh:
+                        self._catch_up(conn, list(self._breakers))
+                        next_refresh = time.monotonic() + self.refresh_interval
+            except psycopg.OperationalError as error:
+                self._lost(error)
+            except Exception:
+                log.exception("shared circuit state: unexpected error")
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connect(self) -> psycopg.Connection[Any] | None:
+        try:
+            conn = psycopg.connect(
+                self.conninfo,
+                autocommit=True,
+                connect_timeout=max(1, round(self.connect_timeout)),
+                application_name="pgresilience-circuits",
+            )
+            conn.execute(query("circuit_listen"))
+        except psycopg.Error as error:
+            self._lost(error)
+            return None
+        self._conn = conn
+        self._connected.set()
+        log.info("shared circuit state: connected")
+        # Unsent transitions first, then catch up on what happened meanwhile.
+        pending = list(self._unsent.items())
+        self._unsent.clear()
+        try:
+            for name, transition in pending:
+                breaker = self._breakers.get(name)
+                if breaker is not None:
+                    self._publish(conn, breaker, transition)
+            self._catch_up(conn, list(self._breakers))
+        except psycopg.OperationalError as error:
+            self._lost(error)
+            return None
+        return conn
+
+    def _lost(self, error: BaseException) -> None:
+        if self._connected.is_set() or self._conn is not None:
+            log.warning("shared circuit state: database unreachable (%s); using local state", error)
+        self._connected.clear()
+        self._down_until = time.monotonic() + self.retry_interval
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+    def _handle(self, job: tuple[str, Any], conn: psycopg.Connection[Any] | None) -> None:
+        kind, data = job
+        if kind == "publish":
+            breaker, transition = data
+            if conn is None:
+                self._unsent[breaker.name] = transition
+                return
+            try:
+                self._publish(conn, breaker, transition)
+            except psycopg.OperationalError:
+                self._unsent[breaker.name] = transition
+                raise
+        elif kind == "probe":
+            breaker, answer = data
+            if conn is None:
+                answer.set_exception(StoreUnavailable())
+                return
+            try:
+                row = self._fetch(
+                    conn,
+                    "circuit_probe",
+                    {
+                        "name": breaker.name,
+                        "owner": self.owner,
+                        "lease_seconds": self.probe_lease,
+                    },
+                )
+            except psycopg.OperationalError:
+                answer.set_exception(StoreUnavailable())
+                raise
+            answer.set_result(row)
+        elif kind == "catch_up":
+            if conn is not None:
+                self._catch_up(conn, data)
+        elif kind == "flush":
+            if conn is None:
+                data.set_exception(StoreUnavailable())
+            else:
+                data.set_result(None)
+
+    def _fetch(
+        self, conn: psycopg.Connection[Any], name: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        row = conn.execute(query(name), params).fetchone()
+        assert row is not None
+        result: dict[str, Any] = row[0]
+        return result
+
+    def _publish(
+        self, conn: psycopg.Connection[Any], breaker: CircuitBreaker, transition: Transition
+    ) -> None:
+        # Seconds still to go by our clock; the database turns them into a deadline.
+        remaining = transition.at + transition.open_for - breaker.clock()
+        row = self._fetch(
+            conn,
+            "circuit_publish",
+            {
+                "name": breaker.name,
+                "state": transition.new.value,
+                "open_seconds": max(0.0, remaining) if transition.new is CircuitState.OPEN else 0.0,
+                "reason": transition.reason,
+                "owner": self.owner,
+                "failure_rate": breaker.metrics.failure_rate,
+                "forced": transition.manual,
+            },
+        )
+        if row["state"] == transition.new.value:
+            self._versions[breaker.name] = max(
+                int(row["version"]), self._versions.get(breaker.name, 0)
+            )
+        else:
+            self._adopt(breaker, row, force=True)  # refused: take the shared view
+
+    def _catch_up(self, conn: psycopg.Connection[Any], names: list[str]) -> None:
+        if not names:
+            return
+        for (row,) in conn.execute(query("circuit_get"), {"names": names}).fetchall():
+            breaker = self._breakers.get(row["name"])
+            if breaker is not None:
+                self._adopt(breaker, row)
+
+    def _on_notify(self, payload: str) -> None:
+        try:
+            row = json.loads(payload)
+        except ValueError:
+            return
+        breaker = self._breakers.get(row.get("name"))
+        if breaker is not None and row.get("updated_by") != self.owner:
+            self._adopt(breaker, row)
+
+    def _adopt(self, breaker: CircuitBreaker, row: dict[str, Any], *, force: bool = False) -> None:
+        """Bring the local breaker in line with the shared row."""
+        version = int(row.get("version") or 0)
+        if not force and version <= self._versions.get(breaker.name, 0):
+            return  # nothing newer than what we saw (or wrote)
+        self._versions[breaker.name] = max(version, self._versions.get(breaker.name, 0))
+        state = CircuitState(row["state"])
+        reason = f"shared: {row.get('reason') or state.value}"
+        now = breaker.clock()
+        if state is CircuitState.HALF_OPEN:
+            if row.get("probe_owner") == self.owner:
+                return
+            # Someone else probes: stay (or become) open until they decide.
+            breaker.core.apply_remote(
+                CircuitState.OPEN, now, float(row.get("lease_for") or 0), reason
+            )
+        else:
+            breaker.core.apply_remote(state, now, float(row.get("open_for") or 0), reason)
+        breaker.dispatch_pending()
