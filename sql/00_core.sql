@@ -1,24 +1,28 @@
 -- Core helpers shared by every feature: settings, caller identity, audit.
 -- Every SECURITY DEFINER function pins search_path to '' and qualifies names.
 
+-- plpgsql (not sql): a sql function with a SET clause is re-planned on every
+-- call, a plpgsql one keeps its plan.
 create or replace function resilience._setting(setting_name text)
 returns text
-language sql
+language plpgsql
 stable
 security definer
 set search_path = ''
 as $$
-    select s.value from resilience.settings as s where s.name = setting_name;
+begin
+    return (select s.value from resilience.settings as s where s.name = setting_name);
+end;
 $$;
 
 -- The role that called us. Inside a SECURITY DEFINER function current_user is
 -- the owner, so read the SET ROLE value (PostgREST: `set local role
--- authenticated`), else the session user.
+-- authenticated`), else the session user. The caller helpers carry no SET
+-- clause so that they can be inlined; they qualify every name instead.
 create or replace function resilience._caller_role()
 returns text
 language sql
 stable
-set search_path = ''
 as $$
     select case
         when pg_catalog.current_setting('role') = 'none'
@@ -33,7 +37,6 @@ create or replace function resilience._caller_sub()
 returns text
 language sql
 stable
-set search_path = ''
 as $$
     select coalesce(
         nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::jsonb
@@ -46,19 +49,20 @@ create or replace function resilience._is_admin()
 returns boolean
 language sql
 stable
-set search_path = ''
 as $$
-    select exists (select 1 from pg_catalog.pg_roles where rolname = 'resilience_admin')
+    select exists (select 1 from pg_catalog.pg_roles as r where r.rolname = 'resilience_admin')
         and pg_catalog.pg_has_role(resilience._caller_role(), 'resilience_admin', 'member');
 $$;
 
 create or replace function resilience._audit(event text, tx_id uuid, detail jsonb default '{}')
 returns void
-language sql
+language plpgsql
 volatile
 security definer
 set search_path = ''
 as $$
+begin
     insert into resilience.audit_log (event, tx_id, actor_role, actor_sub, detail)
     values (event, tx_id, resilience._caller_role(), resilience._caller_sub(), coalesce(detail, '{}'));
+end;
 $$;

@@ -3,6 +3,53 @@
 -- with an underscore; resilience_user may call it, nobody else by default
 -- (`anon` and PUBLIC get nothing).
 
+
+-- Grant to `target` every privilege `source` holds on schema resilience and
+-- its tables and functions, and add `target` to every policy naming `source`.
+create or replace function resilience._mirror_privileges(source name, target name)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    obj record;
+begin
+    if pg_catalog.has_schema_privilege(source, 'resilience', 'usage') then
+        execute pg_catalog.format('grant usage on schema resilience to %I', target);
+    end if;
+    for obj in
+        select c.oid::regclass as relation, acl.privilege_type
+        from pg_catalog.pg_class as c, pg_catalog.aclexplode(c.relacl) as acl
+        where c.relnamespace = 'resilience'::regnamespace
+            and acl.grantee = pg_catalog.to_regrole(source)
+    loop
+        execute pg_catalog.format('grant %s on %s to %I', obj.privilege_type, obj.relation, target);
+    end loop;
+    for obj in
+        select p.oid::regprocedure as signature
+        from pg_catalog.pg_proc as p, pg_catalog.aclexplode(p.proacl) as acl
+        where p.pronamespace = 'resilience'::regnamespace
+            and acl.grantee = pg_catalog.to_regrole(source) and acl.privilege_type = 'EXECUTE'
+    loop
+        execute pg_catalog.format('grant execute on function %s to %I', obj.signature, target);
+    end loop;
+    for obj in
+        select pol.polname, pol.polrelid::regclass as relation,
+            (select pg_catalog.string_agg(pg_catalog.quote_ident(r.rolname), ', ')
+                from pg_catalog.pg_roles as r
+                where r.oid = any(pol.polroles) or r.rolname = target) as roles
+        from pg_catalog.pg_policy as pol
+        inner join pg_catalog.pg_class as c on c.oid = pol.polrelid
+        where c.relnamespace = 'resilience'::regnamespace
+            and pg_catalog.to_regrole(source) = any(pol.polroles)
+            and not pg_catalog.to_regrole(target) = any(pol.polroles)
+    loop
+        execute pg_catalog.format('alter policy %I on %s to %s', obj.polname, obj.relation, obj.roles);
+    end loop;
+end;
+$$;
+
 revoke all on schema resilience from public;
 revoke all on all functions in schema resilience from public;
 revoke all on all tables in schema resilience from public;
@@ -49,6 +96,15 @@ begin
                 and actor_sub is not distinct from resilience._caller_sub())
             or resilience._is_admin()
         );
+
+    -- Supabase's roles are NOINHERIT: membership in resilience_user alone
+    -- gives them nothing. Mirror every privilege and policy of
+    -- resilience_user onto them, so that what one may do the other may too.
+    for obj in
+        select r.rolname from pg_roles as r where r.rolname in ('authenticated', 'service_role')
+    loop
+        perform resilience._mirror_privileges('resilience_user', obj.rolname);
+    end loop;
 
     -- Role memberships need the ADMIN option on our roles, which a database
     -- owner without CREATEROLE lacks: say so and leave them to a superuser.

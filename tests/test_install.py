@@ -184,3 +184,37 @@ def test_install_without_plpython_available(no_plpython_dsn: str) -> None:
         languages = conn.execute("select lanname from pg_language").fetchall()
     assert ("plpython3u",) not in languages
     uninstall(no_plpython_dsn)
+
+
+def test_install_schedules_the_reaper_with_pg_cron(server) -> None:  # type: ignore[no-untyped-def]
+    """pg_cron lives in one database of the server (here `postgres`, as on
+    Supabase); installing there with schedule_reaper adds one job, and
+    uninstall removes it."""
+    dsn = server.dsn("postgres")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        available = conn.execute(
+            "select 1 from pg_available_extensions where name = 'pg_cron'"
+        ).fetchone()
+        if not available or conn.execute("show shared_preload_libraries").fetchone() != (
+            "pg_cron",
+        ):
+            pytest.skip("pg_cron is not preloaded on this server")
+        conn.execute("create extension if not exists pg_cron")
+    try:
+        report = install(dsn, expose=None, schedule_reaper="* * * * *")
+        assert any("pg_cron every * * * * *" in line for line in report.actions)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            jobs = conn.execute("select schedule, command from cron.job").fetchall()
+        assert jobs == [("* * * * *", "select resilience.tx_reap()")]
+        uninstall(dsn)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert conn.execute("select count(*) from cron.job").fetchone() == (0,)
+    finally:
+        uninstall(dsn)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("drop extension if exists pg_cron")
+
+
+def test_without_pg_cron_the_reaper_is_not_scheduled_and_install_says_so(bare_dsn: str) -> None:
+    report = install(bare_dsn, schedule_reaper="* * * * *")
+    assert any("pg_cron is not installed" in w for w in report.warnings)

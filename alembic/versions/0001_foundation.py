@@ -87,6 +87,10 @@ do $$
 declare
     obj record;
 begin
+    -- A pg_cron job calling our functions would fail every run once they are gone.
+    if to_regprocedure('resilience._unschedule_reaper()') is not null then
+        perform resilience._unschedule_reaper();
+    end if;
     for obj in select signature from resilience.exposed_functions loop
         execute format('drop function if exists %s', obj.signature);
     end loop;

@@ -13,8 +13,14 @@ from pgresilience.breakers import (  # noqa: E402  (after __version__, which sub
     CircuitState,
     circuit_breaker_registry,
 )
+from pgresilience.transactions import (  # noqa: E402
+    AsyncTransactionManager,
+    TransactionManager,
+)
 
 __all__ = [
+    "AsyncTransactionManager",
+    "TransactionManager",
     "CircuitBreaker",
     "CircuitBreakerConfig",
     "CircuitBreakerRegistry",

@@ -25,7 +25,8 @@ def _install(args: argparse.Namespace) -> None:
     from pgresilience.installer import install
 
     expose = None if args.expose == "none" else args.expose
-    for line in install(_dsn(args), expose=expose).lines():
+    report = install(_dsn(args), expose=expose, schedule_reaper=args.schedule_reaper)
+    for line in report.lines():
         print(line)
 
 
@@ -75,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
                 default="public",
                 metavar="SCHEMA|none",
                 help="schema for the rpc() wrappers (default: public; none for no wrappers)",
+            )
+            sub.add_argument(
+                "--schedule-reaper",
+                metavar="SCHEDULE",
+                help="run resilience.tx_reap() from pg_cron on this schedule: cron syntax "
+                "('* * * * *'), or '10 seconds' on pg_cron >= 1.5",
             )
     return parser
 

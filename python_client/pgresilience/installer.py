@@ -142,8 +142,26 @@ def _install_event_triggers(raw: psycopg.Connection[Any], report: InstallReport)
     report.actions.append("created event triggers (every committed migration is tracked)")
 
 
-def install(dsn: str, *, expose: str | None = "public") -> InstallReport:
-    """Install or upgrade pgresilience; idempotent."""
+def _schedule_reaper(raw: psycopg.Connection[Any], interval: str, report: InstallReport) -> None:
+    row = raw.execute(query("schedule_reaper"), (interval,)).fetchone()
+    if row and row[0]:
+        report.actions.append(f"scheduled resilience.tx_reap() with pg_cron every {interval!s}")
+    else:
+        report.warnings.append(
+            "pg_cron is not installed in this database: reaper not scheduled "
+            "(tx_begin still reaps lazily; the Python Janitor can run it too)"
+        )
+
+
+def install(
+    dsn: str, *, expose: str | None = "public", schedule_reaper: str | None = None
+) -> InstallReport:
+    """Install or upgrade pgresilience; idempotent.
+
+    ``expose``: schema for the rpc() wrappers, or None. ``schedule_reaper``: a
+    pg_cron schedule at which to run ``tx_reap()``: cron syntax
+    (``"* * * * *"``), or ``"10 seconds"`` on pg_cron >= 1.5.
+    """
     report = InstallReport()
     with _connect(dsn) as (sa_conn, raw):
         _collect_notices(raw, report.warnings)
@@ -177,6 +195,8 @@ def install(dsn: str, *, expose: str | None = "public") -> InstallReport:
             report.actions.append(f"exposed {len(rows)} wrappers in schema {expose}")
         elif removed:
             report.actions.append(f"removed {len(removed)} exposed wrappers")
+        if schedule_reaper:
+            _schedule_reaper(raw, schedule_reaper, report)
     return report
 
 

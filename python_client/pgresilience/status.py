@@ -28,8 +28,9 @@ def head_revision() -> str | None:
 def _feature_sections() -> list[tuple[str, Section]]:
     # Imported here: each feature's module pulls in its own dependencies.
     from pgresilience.breakers.status import status_lines as circuits
+    from pgresilience.transactions.status import status_lines as transactions
 
-    return [("circuits", circuits)]
+    return [("logical transactions", transactions), ("circuits", circuits)]
 
 
 def _installation(conn: psycopg.Connection[Any], revision: str) -> list[str]:

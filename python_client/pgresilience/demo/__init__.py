@@ -19,9 +19,12 @@ Say = Callable[[str], None]
 
 def _steps() -> list[tuple[str, Callable[[str, Say], None]]]:
     # Imported here so that each step loads only what it needs.
-    from pgresilience.demo import breakers
+    from pgresilience.demo import breakers, transactions
 
-    return [("circuit breakers: a flaky AI endpoint", breakers.run)]
+    return [
+        ("logical transactions: a signup rolled back across calls", transactions.run),
+        ("circuit breakers: a flaky AI endpoint", breakers.run),
+    ]
 
 
 def _run_on(dsn: str, say: Say) -> None:

@@ -51,3 +51,7 @@ select
         where p.pronamespace = 'resilience'::regnamespace),
     (select coalesce(array_agg(rolname::text order by rolname), '{}') from pg_roles
         where rolname in ('resilience_user', 'resilience_admin'));
+
+-- schedule_reaper --
+-- Run tx_reap() from pg_cron at this interval; false where pg_cron is absent.
+select resilience._schedule_reaper(%s);

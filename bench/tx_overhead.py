@@ -1,0 +1,202 @@
+"""What logical transactions cost, measured side by side in one run.
+
+(a) tx_execute single-row insert vs a plain single-row INSERT, each its own
+    autocommit call over the same connection (target: ratio <= 1.5);
+(b) a 100,000-row update inside a logical transaction (tx_execute, captured)
+    vs the same update on an unmanaged table (target <= 2.0);
+(c) that logical transaction's rollback vs the forward update (target <= 2.0);
+(d) bulk insert of 100,000 rows into a managed table outside any logical
+    transaction vs an unmanaged table (target <= 1.05).
+
+Usage: python bench/tx_overhead.py [--quick]
+Uses an embedded PostgreSQL, or the server of $PGRESILIENCE_BENCH_DSN (superuser).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+from psycopg.types.json import Jsonb
+
+from pgresilience import installer
+from pgresilience.embedded import EmbeddedPostgres
+
+SCHEMA = """
+create table {t} (id bigint primary key, grp int not null, v int not null, note text not null);
+"""
+
+
+@contextmanager
+def database() -> Iterator[str]:
+    """A fresh database with pgresilience installed, dropped afterwards."""
+    external = os.environ.get("PGRESILIENCE_BENCH_DSN")
+    with contextlib_server(external) as admin_dsn:
+        name = f"pgr_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        dsn = make_conninfo(admin_dsn, dbname=name)
+        try:
+            installer.install(dsn)
+            yield dsn
+        finally:
+            with psycopg.connect(admin_dsn, autocommit=True) as admin:
+                admin.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def contextlib_server(external: str | None) -> Iterator[str]:
+    if external:
+        yield external
+        return
+    with EmbeddedPostgres() as pg:
+        yield pg.dsn()
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def make_tables(conn: psycopg.Connection[Any], rows: int) -> None:
+    for t, managed in (
+        ("plain_t", False),
+        ("managed_t", True),
+        ("bulk_plain", False),
+        ("bulk_managed", True),
+    ):
+        conn.execute(sql.SQL(SCHEMA.format(t="{}")).format(sql.Identifier(t)))
+        if managed:
+            conn.execute("select resilience.manage_table(%s)", (t,))
+    for t in ("plain_t", "managed_t"):
+        conn.execute(
+            sql.SQL(
+                "insert into {} select g, 1, 0, 'row ' || g from generate_series(1, %s) g"
+            ).format(sql.Identifier(t)),
+            (rows,),
+        )
+    conn.execute("vacuum analyze")
+
+
+def single_row_inserts(conn: psycopg.Connection[Any], n: int, rounds: int) -> tuple[float, float]:
+    conn.execute(
+        "create table ins_plain (id bigint generated always as identity primary key, name text)"
+    )
+    conn.execute(
+        "create table ins_managed (id bigint generated always as identity primary key, name text)"
+    )
+    conn.execute("select resilience.manage_table('ins_managed')")
+    tx = conn.execute("select resilience.tx_begin(86400000)").fetchone()[0]  # type: ignore[index]
+    payload = Jsonb({"name": "someone"})
+    plain, managed = [], []
+
+    def plain_block() -> None:
+        for _ in range(n):
+            conn.execute("insert into ins_plain (name) values (%s)", ("someone",))
+
+    def managed_block() -> None:
+        for _ in range(n):
+            conn.execute(
+                "select resilience.tx_execute(%s, 'ins_managed', 'insert', %s)", (tx, payload)
+            )
+
+    plain_block(), managed_block()  # warm up (plans, caches)
+    for _ in range(rounds):
+        plain.append(timed(plain_block) / n)
+        managed.append(timed(managed_block) / n)
+    conn.execute("select resilience.tx_commit(%s)", (tx,))
+    return statistics.median(plain), statistics.median(managed)
+
+
+def big_update(conn: psycopg.Connection[Any], rounds: int) -> tuple[float, float, float]:
+    forward, captured, rollback = [], [], []
+    for value in range(1, rounds + 1):
+        forward.append(
+            timed(lambda v=value: conn.execute("update plain_t set v = %s where grp = 1", (v,)))
+        )
+        tx = conn.execute("select resilience.tx_begin(86400000)").fetchone()[0]  # type: ignore[index]
+        captured.append(
+            timed(
+                lambda v=value, tx=tx: conn.execute(
+                    "select resilience.tx_execute(%s, 'managed_t', 'update', %s, %s)",
+                    (tx, Jsonb({"v": v}), Jsonb({"grp": 1})),
+                )
+            )
+        )
+        rollback.append(
+            timed(lambda tx=tx: conn.execute("select resilience.tx_rollback(%s)", (tx,)))
+        )
+    return statistics.median(forward), statistics.median(captured), statistics.median(rollback)
+
+
+def bulk_insert(conn: psycopg.Connection[Any], rows: int, rounds: int) -> tuple[float, float]:
+    plain, managed = [], []
+    statement = "insert into {} select g, 1, g, 'row ' || g from generate_series(1, %s) g"
+    for _ in range(rounds + 1):
+        for t, sink in (("bulk_plain", plain), ("bulk_managed", managed)):
+            conn.execute(sql.SQL("truncate {}").format(sql.Identifier(t)))
+            sink.append(
+                timed(
+                    lambda t=t: conn.execute(sql.SQL(statement).format(sql.Identifier(t)), (rows,))
+                )
+            )
+    return statistics.median(plain[1:]), statistics.median(managed[1:])
+
+
+def verdict(ratio: float, target: float) -> str:
+    return "ok" if ratio <= target else "OVER TARGET"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="short run (smaller tables, fewer rounds)"
+    )
+    args = parser.parse_args()
+    rows = 20_000 if args.quick else 100_000
+    n, rounds = (200, 3) if args.quick else (1000, 7)
+    big_rounds = 3 if args.quick else 5
+    with database() as dsn, psycopg.connect(dsn, autocommit=True) as conn:
+        make_tables(conn, rows)
+        plain, managed = single_row_inserts(conn, n, rounds)
+        forward, captured, undo = big_update(conn, big_rounds)
+        bulk_plain, bulk_managed = bulk_insert(conn, rows, big_rounds)
+    print(f"pgresilience logical transactions overhead ({rows:,} rows; medians)")
+    lines = [
+        ("(a) tx_execute insert vs plain INSERT", plain * 1e6, managed * 1e6, "us", 1.5),
+        (
+            f"(b) {rows:,}-row update: captured vs unmanaged",
+            forward * 1e3,
+            captured * 1e3,
+            "ms",
+            2.0,
+        ),
+        ("(c) rollback of (b) vs the forward update", forward * 1e3, undo * 1e3, "ms", 2.0),
+        (
+            f"(d) bulk insert {rows:,} rows: managed vs unmanaged",
+            bulk_plain * 1e3,
+            bulk_managed * 1e3,
+            "ms",
+            1.05,
+        ),
+    ]
+    for label, base, ours, unit, target in lines:
+        ratio = ours / base
+        print(
+            f"  {label:<52} {base:9.2f} {unit} -> {ours:9.2f} {unit}  ratio {ratio:5.2f}"
+            f"  (target <= {target}) {verdict(ratio, target)}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Demo: a logical transaction across separate calls, rolled back as a whole.
+
+Create a user, then its profile; the profile insert fails, and the rollback
+removes the user too, although the user's insert was committed by its own
+call long before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psycopg
+
+from pgresilience.transactions import TransactionManager
+
+__all__ = ["run"]
+
+SCHEMA = """
+create table if not exists demo_users (
+    id bigint generated always as identity primary key,
+    name text not null
+);
+create table if not exists demo_profiles (
+    id bigint generated always as identity primary key,
+    user_id bigint not null references demo_users (id) on delete cascade,
+    bio text not null check (length(bio) <= 20)
+);
+select resilience.manage_table('demo_users');
+select resilience.manage_table('demo_profiles');
+"""
+
+
+def run(dsn: str, say: Callable[[str], None]) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(SCHEMA)
+        say("managed tables demo_users and demo_profiles (writes to them are captured)")
+        users_before = conn.execute("select count(*) from demo_users").fetchone()
+        with TransactionManager(conn) as tm:
+            tx_id = tm.begin(timeout=30.0, label="signup")
+            say(f"begin: logical transaction {tx_id}")
+            user = tm.execute(tx_id, "demo_users", "insert", {"name": "John"})
+            say(f"call 1 (committed on its own): created user {user.data[0]}")
+            profile = tm.execute(
+                tx_id,
+                "demo_profiles",
+                "insert",
+                {"user_id": user.data[0]["id"], "bio": "a bio far too long for the check"},
+            )
+            code = profile.error.sqlstate if profile.error else None
+            say(f"call 2: profile insert failed: {profile.error} (SQLSTATE {code})")
+            seen = conn.execute("select count(*) from demo_users").fetchone()
+            say(f"the user is still in the table for now: {seen[0] if seen else 0} user(s)")
+            result = tm.rollback(tx_id, reason="profile failed")
+            say(f"rollback: {result['restored_rows']} row(s) restored, status {result['status']}")
+        after = conn.execute("select count(*) from demo_users").fetchone()
+        n_before = users_before[0] if users_before else 0
+        n_after = after[0] if after else 0
+        say(f"users before: {n_before}, after rollback: {n_after}: the user is gone too")

@@ -1,0 +1,155 @@
+"""The transaction client's logic, without I/O.
+
+Every API call is described once, here, as a ``Call``: which named query to
+send, with which parameters, and how to read its result or its error. The
+sync and async managers only run calls (``manager.py``), so the logic exists
+once for both.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, NoReturn, TypeVar
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from pgresilience.errors import PgResilienceError, map_error
+
+__all__ = [
+    "OPERATIONS",
+    "Call",
+    "ExecuteResult",
+    "TxId",
+    "active",
+    "begin",
+    "commit",
+    "execute",
+    "raise_mapped",
+    "reap",
+    "rollback",
+    "rollback_to",
+    "savepoint",
+    "status",
+]
+
+T = TypeVar("T")
+TxId = str | uuid.UUID
+Rows = Sequence[Sequence[Any]]
+OPERATIONS = ("insert", "update", "delete", "upsert")
+
+
+def raise_mapped(exc: psycopg.Error) -> NoReturn:
+    """The one place a database error becomes a package exception."""
+    raise map_error(exc) from exc
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One RPC: a named query (``queries/transactions.sql``), its parameters,
+    how to turn the rows into the result, and what a database error becomes
+    (by default: raised as the package exception for its SQLSTATE)."""
+
+    query: str
+    params: Mapping[str, Any]
+    parse: Callable[[Rows], T]
+    on_error: Callable[[psycopg.Error], T] = field(default=raise_mapped)
+
+
+@dataclass(frozen=True)
+class ExecuteResult:
+    """Outcome of ``execute``: an operation error is reported, not raised."""
+
+    success: bool
+    data: list[dict[str, Any]] = field(default_factory=list)
+    count: int = 0
+    error: PgResilienceError | None = None
+
+    def unwrap(self) -> list[dict[str, Any]]:
+        """The rows, or the error raised."""
+        if self.error is not None:
+            raise self.error
+        return self.data
+
+
+def _scalar(rows: Rows) -> Any:
+    return rows[0][0]
+
+
+def _object(rows: Rows) -> dict[str, Any]:
+    value = _scalar(rows)
+    if not isinstance(value, dict):
+        raise PgResilienceError(f"unexpected result: {value!r}")
+    return value
+
+
+def _tx(tx_id: TxId) -> str:
+    return str(tx_id)
+
+
+def begin(timeout: float | None = 30.0, label: str | None = None) -> Call[str]:
+    """``timeout`` in seconds (None: the database's default_timeout_ms)."""
+    timeout_ms = None if timeout is None else max(1, round(timeout * 1000))
+    return Call(
+        "tx_begin", {"timeout_ms": timeout_ms, "label": label}, lambda rows: str(_scalar(rows))
+    )
+
+
+def _execute_result(rows: Rows) -> ExecuteResult:
+    value = _object(rows)
+    return ExecuteResult(
+        success=bool(value.get("success")),
+        data=list(value.get("data") or []),
+        count=int(value.get("count") or 0),
+    )
+
+
+def _execute_failed(exc: psycopg.Error) -> ExecuteResult:
+    return ExecuteResult(success=False, error=map_error(exc))
+
+
+def execute(
+    tx_id: TxId,
+    table: str,
+    operation: str,
+    data: Any = None,
+    match: Mapping[str, Any] | None = None,
+) -> Call[ExecuteResult]:
+    params = {
+        "tx_id": _tx(tx_id),
+        "table": table,
+        "operation": operation,
+        "data": None if data is None else Jsonb(data),
+        "match": None if match is None else Jsonb(dict(match)),
+    }
+    return Call("tx_execute", params, _execute_result, _execute_failed)
+
+
+def savepoint(tx_id: TxId, name: str) -> Call[dict[str, Any]]:
+    return Call("tx_savepoint", {"tx_id": _tx(tx_id), "name": name}, _object)
+
+
+def rollback_to(tx_id: TxId, name: str) -> Call[dict[str, Any]]:
+    return Call("tx_rollback_to", {"tx_id": _tx(tx_id), "name": name}, _object)
+
+
+def commit(tx_id: TxId) -> Call[dict[str, Any]]:
+    return Call("tx_commit", {"tx_id": _tx(tx_id)}, _object)
+
+
+def rollback(tx_id: TxId, reason: str | None = None, force: bool = False) -> Call[dict[str, Any]]:
+    return Call("tx_rollback", {"tx_id": _tx(tx_id), "reason": reason, "force": force}, _object)
+
+
+def status(tx_id: TxId) -> Call[dict[str, Any]]:
+    return Call("tx_status", {"tx_id": _tx(tx_id)}, _object)
+
+
+def active() -> Call[list[dict[str, Any]]]:
+    return Call("tx_active", {}, lambda rows: [dict(r[0]) for r in rows])
+
+
+def reap(max_count: int = 100) -> Call[int]:
+    return Call("tx_reap", {"max_count": max_count}, lambda rows: int(_scalar(rows)))

@@ -1,0 +1,268 @@
+-- Logical transactions: lifecycle (begin, savepoint, commit, status, active).
+-- Every function here is SECURITY DEFINER: clients never write the package
+-- tables directly, and ownership (caller role + JWT subject) is checked on
+-- every call. A caller who does not own a transaction gets RZ001 "not found":
+-- existence is not leaked.
+
+-- Does the caller own this transaction?
+create or replace function resilience._owns(owner_role text, owner_sub text)
+returns boolean
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+begin
+    return (
+        select owner_role = resilience._caller_role()
+            and owner_sub is not distinct from resilience._caller_sub()
+    );
+end;
+$$;
+
+-- The transaction, locked, if the caller may act on it; RZ001 otherwise.
+-- lock_mode: 'share' (a write, a savepoint: several may run at once) or
+-- 'update' (commit, rollback: exclusive). admin_ok lets resilience_admin in.
+create or replace function resilience._tx_locked(
+    tx_id uuid, lock_mode text, admin_ok boolean default false
+)
+returns resilience.transactions
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    tx resilience.transactions;
+begin
+    if tx_id is null then
+        raise exception using errcode = 'RZ001', message = 'logical transaction id is null';
+    end if;
+    if lock_mode = 'update' then
+        select t.* into tx from resilience.transactions as t where t.id = tx_id for update;
+    else
+        select t.* into tx from resilience.transactions as t where t.id = tx_id for share;
+    end if;
+    if tx.id is null
+        or not (resilience._owns(tx.owner_role, tx.owner_sub) or (admin_ok and resilience._is_admin()))
+    then
+        raise exception using
+            errcode = 'RZ001',
+            message = pg_catalog.format('logical transaction %s not found', tx_id),
+            hint = 'It does not exist or belongs to another role/user.';
+    end if;
+    return tx;
+end;
+$$;
+
+-- Raise unless the transaction may still be written to (active, unexpired).
+create or replace function resilience._require_active(tx resilience.transactions)
+returns void
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+begin
+    if tx.status = 'timed_out'
+        or (tx.status = 'active' and tx.expires_at <= pg_catalog.clock_timestamp())
+    then
+        raise exception using
+            errcode = 'RZ003',
+            message = pg_catalog.format('logical transaction %s expired at %s', tx.id, tx.expires_at);
+    end if;
+    if tx.status <> 'active' then
+        raise exception using
+            errcode = 'RZ002',
+            message = pg_catalog.format('logical transaction %s is %s, not active', tx.id, tx.status);
+    end if;
+end;
+$$;
+
+-- The lock-free check the capture trigger and tx_execute share: the
+-- transaction, share-locked so that no commit/rollback/reap finishes it while
+-- this statement captures into it.
+create or replace function resilience._tx_for_write(tx_id uuid)
+returns resilience.transactions
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    tx resilience.transactions := resilience._tx_locked(tx_id, 'share');
+begin
+    perform resilience._require_active(tx);
+    return tx;
+end;
+$$;
+
+-- Roll back expired transactions if there are any: a cheap index probe on
+-- the common path. Called by tx_begin and tx_execute ("lazily").
+create or replace function resilience._reap_if_expired()
+returns void
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+begin
+    if exists (
+        select 1 from resilience.transactions as t
+        where t.status = 'active' and t.expires_at < pg_catalog.clock_timestamp()
+    ) then
+        perform resilience.tx_reap(coalesce(resilience._setting('reap_batch')::integer, 100));
+    end if;
+end;
+$$;
+
+create or replace function resilience.tx_begin(timeout_ms integer default 30000, label text default null)
+returns uuid
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    effective_ms integer := coalesce(timeout_ms, resilience._setting('default_timeout_ms')::integer, 30000);
+    max_ms integer := coalesce(resilience._setting('max_timeout_ms')::integer, 86400000);
+    started timestamptz := pg_catalog.clock_timestamp();
+    new_id uuid;
+begin
+    if effective_ms <= 0 or effective_ms > max_ms then
+        raise exception using
+            errcode = '22023',
+            message = pg_catalog.format('timeout_ms must be between 1 and %s, got %s', max_ms, effective_ms);
+    end if;
+    perform resilience._reap_if_expired();
+    insert into resilience.transactions (owner_role, owner_sub, started_at, expires_at, label)
+    values (
+        resilience._caller_role(), resilience._caller_sub(), started,
+        started + pg_catalog.make_interval(secs => effective_ms / 1000.0), label
+    )
+    returning id into new_id;
+    perform resilience._audit(
+        'begin', new_id, pg_catalog.jsonb_build_object('timeout_ms', effective_ms, 'label', label)
+    );
+    return new_id;
+end;
+$$;
+
+create or replace function resilience.tx_savepoint(tx_id uuid, name text)
+returns jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    tx resilience.transactions := resilience._tx_locked(tx_id, 'share');
+    marker bigint;
+begin
+    perform resilience._require_active(tx);
+    if name is null or name = '' then
+        raise exception using errcode = '22023', message = 'savepoint name must not be empty';
+    end if;
+    -- Re-using a name moves the savepoint, as SQL's SAVEPOINT does in effect.
+    insert into resilience.savepoints as s (tx_id, name, seq)
+    values (tx.id, name, pg_catalog.nextval('resilience.restore_point_seq'))
+    on conflict on constraint savepoints_pkey
+    do update set seq = excluded.seq, created_at = pg_catalog.clock_timestamp()
+    returning s.seq into marker;
+    perform resilience._audit('savepoint', tx.id, pg_catalog.jsonb_build_object('savepoint', name));
+    return pg_catalog.jsonb_build_object('success', true, 'savepoint', name);
+end;
+$$;
+
+create or replace function resilience.tx_commit(tx_id uuid)
+returns jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    tx resilience.transactions := resilience._tx_locked(tx_id, 'update');
+    finished timestamptz := pg_catalog.clock_timestamp();
+    statements bigint;
+    row_count bigint;
+begin
+    perform resilience._require_active(tx);
+    select pg_catalog.count(distinct r.seq), pg_catalog.count(*) into statements, row_count
+    from resilience.restore_points as r where r.tx_id = tx.id;
+    update resilience.transactions as t
+    set status = 'committed', finished_at = finished
+    where t.id = tx.id;
+    delete from resilience.claims as c where c.tx_id = tx.id;
+    perform resilience._audit('commit', tx.id, pg_catalog.jsonb_build_object(
+        'operations', statements, 'rows', row_count,
+        'duration_ms', pg_catalog.round(extract(epoch from finished - tx.started_at) * 1000, 3)
+    ));
+    return pg_catalog.jsonb_build_object('success', true, 'status', 'committed', 'operations', statements);
+end;
+$$;
+
+-- A transaction as the API shows it.
+create or replace function resilience._tx_json(tx resilience.transactions)
+returns jsonb
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+    select pg_catalog.jsonb_build_object(
+        'id', tx.id,
+        'status', tx.status,
+        'label', tx.label,
+        'owner_role', tx.owner_role,
+        'owner_sub', tx.owner_sub,
+        'started_at', tx.started_at,
+        'expires_at', tx.expires_at,
+        'finished_at', tx.finished_at,
+        'expired', tx.status = 'active' and tx.expires_at <= pg_catalog.clock_timestamp(),
+        'operations', (select pg_catalog.count(distinct r.seq) from resilience.restore_points as r
+            where r.tx_id = tx.id),
+        'rows', (select pg_catalog.count(*) from resilience.restore_points as r where r.tx_id = tx.id),
+        'claims', (select pg_catalog.count(*) from resilience.claims as c where c.tx_id = tx.id),
+        'savepoints', (select coalesce(pg_catalog.jsonb_agg(s.name order by s.seq), '[]'::jsonb)
+            from resilience.savepoints as s where s.tx_id = tx.id),
+        'outcome', tx.outcome
+    );
+$$;
+
+create or replace function resilience.tx_status(tx_id uuid)
+returns jsonb
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+declare
+    tx resilience.transactions;
+begin
+    select t.* into tx from resilience.transactions as t where t.id = tx_id;
+    if tx.id is null
+        or not (resilience._owns(tx.owner_role, tx.owner_sub) or resilience._is_admin())
+    then
+        raise exception using
+            errcode = 'RZ001',
+            message = pg_catalog.format('logical transaction %s not found', tx_id);
+    end if;
+    return resilience._tx_json(tx);
+end;
+$$;
+
+create or replace function resilience.tx_active()
+returns setof jsonb
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+    select resilience._tx_json(t)
+    from resilience.transactions as t
+    where t.status = 'active'
+        and t.owner_role = resilience._caller_role()
+        and t.owner_sub is not distinct from resilience._caller_sub()
+    order by t.started_at;
+$$;

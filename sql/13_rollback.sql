@@ -1,0 +1,332 @@
+-- Rollback: undo captured statements in reverse order (LIFO) inside ONE
+-- database transaction. Each captured statement is undone by one set-based
+-- statement, the way it was applied. Before undoing a statement its rows must
+-- still equal the recorded after-images (an inserted/updated row unchanged, a
+-- deleted key still absent); otherwise nothing is restored (RZ005, detail =
+-- the conflicting rows) unless force => true.
+
+-- `t.k1 = k.k1 and ...` over the primary key columns.
+create or replace function resilience._key_join_sql(relation regclass)
+returns text
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+begin
+    return (
+        select pg_catalog.string_agg(pg_catalog.format('t.%1$I = k.%1$I', a.attname), ' and ' order by k.ord)
+        from pg_catalog.pg_index as i
+        cross join lateral pg_catalog.unnest(i.indkey::int2 []) with ordinality as k (attnum, ord)
+        inner join pg_catalog.pg_attribute as a on a.attrelid = i.indrelid and a.attnum = k.attnum
+        where i.indrelid = relation and i.indisprimary
+    );
+end;
+$$;
+
+-- Columns a restore writes: stored generated columns are recomputed, and an
+-- identity GENERATED ALWAYS column cannot be updated (re-inserts use
+-- OVERRIDING SYSTEM VALUE, so they keep it).
+create or replace function resilience._restorable_columns(relation regclass, for_update boolean)
+returns text[]
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+begin
+    return (
+        select pg_catalog.array_agg(a.attname::text order by a.attnum)
+        from pg_catalog.pg_attribute as a
+        where a.attrelid = relation and a.attnum > 0 and not a.attisdropped
+            and a.attgenerated = ''
+            and not (for_update and a.attidentity = 'a')
+    );
+end;
+$$;
+
+-- Undo one captured statement (one batch of restore points). A row already
+-- back in its before-state counts as restored, not as a conflict: FK cascades
+-- run by an earlier undo step (a parent re-inserted, a key changed back) get
+-- there first. Returns {"restored_rows", "conflicts"}; raises RZ005 on a
+-- conflict unless force.
+create or replace function resilience._undo_batch(
+    tx_id uuid, batch_seq bigint, relid oid, operation text, force boolean
+)
+returns jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    target text;
+    key_join text;
+    cols text [];
+    conflicts jsonb;
+    affected bigint := 0;
+begin
+    select pg_catalog.format('%I.%I', n.nspname, c.relname) into target
+    from pg_catalog.pg_class as c
+    inner join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
+    where c.oid = relid;
+    if target is null then
+        conflicts := pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+            'table', relid::text, 'operation', operation, 'seq', batch_seq, 'reason', 'table dropped'));
+    else
+        key_join := resilience._key_join_sql(relid::regclass);
+        if operation = 'insert' then
+            -- The inserted row must be unchanged (or already gone).
+            execute pg_catalog.format(
+                'select pg_catalog.jsonb_agg(r.key_after) from resilience.restore_points as r '
+                'cross join lateral pg_catalog.jsonb_populate_record(null::%1$s, r.key_after) as k '
+                'inner join %1$s as t on %2$s where r.tx_id = $1 and r.seq = $2 '
+                'and pg_catalog.to_jsonb(t) operator(pg_catalog.<>) r.after',
+                target, key_join)
+            into conflicts using tx_id, batch_seq;
+        elsif operation = 'delete' then
+            -- The deleted key must be absent (or already back as it was).
+            execute pg_catalog.format(
+                'select pg_catalog.jsonb_agg(r.key_before) from resilience.restore_points as r '
+                'cross join lateral pg_catalog.jsonb_populate_record(null::%1$s, r.key_before) as k '
+                'inner join %1$s as t on %2$s where r.tx_id = $1 and r.seq = $2 '
+                'and pg_catalog.to_jsonb(t) operator(pg_catalog.<>) r.before',
+                target, key_join)
+            into conflicts using tx_id, batch_seq;
+        else
+            -- The updated row must equal its after-image (or be back at its
+            -- before-image, under its old key if the key changed).
+            execute pg_catalog.format(
+                'select pg_catalog.jsonb_agg(r.key_after) from resilience.restore_points as r '
+                'cross join lateral pg_catalog.jsonb_populate_record(null::%1$s, r.key_after) as k '
+                'left join %1$s as t on %2$s '
+                'where r.tx_id = $1 and r.seq = $2 and not ('
+                '(t.ctid is not null and (pg_catalog.to_jsonb(t) operator(pg_catalog.=) r.after '
+                'or pg_catalog.to_jsonb(t) operator(pg_catalog.=) r.before)) '
+                'or (t.ctid is null and exists (select 1 from '
+                'pg_catalog.jsonb_populate_record(null::%1$s, r.key_before) as k, %1$s as t '
+                'where %2$s and pg_catalog.to_jsonb(t) operator(pg_catalog.=) r.before)))',
+                target, key_join)
+            into conflicts using tx_id, batch_seq;
+        end if;
+        if conflicts is not null then
+            select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                'table', relid::regclass::text, 'operation', operation, 'seq', batch_seq, 'key', k))
+            into conflicts
+            from pg_catalog.jsonb_array_elements(conflicts) as k;
+        end if;
+    end if;
+
+    if conflicts is not null and not force then
+        raise exception using
+            errcode = 'RZ005',
+            message = pg_catalog.format(
+                'rollback of logical transaction %s conflicts with %s row(s) changed outside it; nothing was restored',
+                tx_id, pg_catalog.jsonb_array_length(conflicts)),
+            detail = pg_catalog.jsonb_build_object('conflicts', conflicts)::text,
+            hint = 'Inspect the rows, then roll back with force => true to overwrite them.';
+    end if;
+    if target is null then
+        return pg_catalog.jsonb_build_object('restored_rows', 0, 'conflicts', coalesce(conflicts, '[]'::jsonb));
+    end if;
+
+    if operation = 'insert' then
+        execute pg_catalog.format(
+            'delete from %1$s as t using resilience.restore_points as r '
+            'cross join lateral pg_catalog.jsonb_populate_record(null::%1$s, r.key_after) as k '
+            'where r.tx_id = $1 and r.seq = $2 and %2$s',
+            target, key_join)
+        using tx_id, batch_seq;
+    elsif operation = 'update' then
+        cols := resilience._restorable_columns(relid::regclass, true);
+        execute pg_catalog.format(
+            'update %1$s as t set (%2$s) = row(%3$s) from resilience.restore_points as r '
+            'cross join lateral pg_catalog.jsonb_populate_record(null::%1$s, r.before) as b '
+            'cross join lateral pg_catalog.jsonb_populate_record(null::%1$s, r.key_after) as k '
+            'where r.tx_id = $1 and r.seq = $2 and %4$s',
+            target,
+            (select pg_catalog.string_agg(pg_catalog.format('%I', c), ', ') from pg_catalog.unnest(cols) as c),
+            (select pg_catalog.string_agg(pg_catalog.format('b.%I', c), ', ') from pg_catalog.unnest(cols) as c),
+            key_join)
+        using tx_id, batch_seq;
+    else
+        cols := resilience._restorable_columns(relid::regclass, false);
+        execute pg_catalog.format(
+            'insert into %1$s as t (%2$s) overriding system value select %3$s '
+            'from resilience.restore_points as r '
+            'cross join lateral pg_catalog.jsonb_populate_record(null::%1$s, r.before) as b '
+            'where r.tx_id = $1 and r.seq = $2 order by r.row_no on conflict %4$s',
+            target,
+            (select pg_catalog.string_agg(pg_catalog.format('%I', c), ', ') from pg_catalog.unnest(cols) as c),
+            (select pg_catalog.string_agg(pg_catalog.format('b.%I', c), ', ') from pg_catalog.unnest(cols) as c),
+            case when conflicts is null
+                -- Keys already back as they were (checked above) stay.
+                then 'do nothing'
+                -- Forced: overwrite whatever took the key meanwhile.
+                else (select pg_catalog.format('(%s) do update set (%s) = row(%s)',
+                        (select pg_catalog.string_agg(pg_catalog.format('%I', a.attname), ', ')
+                            from pg_catalog.pg_index as i
+                            inner join pg_catalog.pg_attribute as a
+                                on a.attrelid = i.indrelid and a.attnum = any (i.indkey::int2 [])
+                            where i.indrelid = relid and i.indisprimary),
+                        pg_catalog.string_agg(pg_catalog.format('%I', c), ', '),
+                        pg_catalog.string_agg(pg_catalog.format('excluded.%I', c), ', '))
+                    from pg_catalog.unnest(resilience._restorable_columns(relid::regclass, true)) as c)
+            end)
+        using tx_id, batch_seq;
+    end if;
+    get diagnostics affected = row_count;
+    return pg_catalog.jsonb_build_object('restored_rows', affected, 'conflicts', coalesce(conflicts, '[]'::jsonb));
+end;
+$$;
+
+-- Undo every restore point of tx_id with seq > after_seq, newest first.
+-- PostgreSQL queues an FK cascade's statement AFTER the statement that caused
+-- it, so strict LIFO can try to re-insert a child before its parent: a step
+-- failing with foreign_key_violation is retried after the others, until a
+-- pass makes no progress. Returns {"restored_rows", "conflicts"}.
+create or replace function resilience._undo(tx_id uuid, after_seq bigint, force boolean)
+returns jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    undo_token uuid := pg_catalog.gen_random_uuid();
+    pending jsonb;
+    postponed jsonb;
+    step jsonb;
+    outcome jsonb;
+    conflicts jsonb := '[]'::jsonb;
+    restored bigint := 0;
+    last_error text;
+    last_state text;
+begin
+    -- Our own restore statements must be neither captured nor claim-blocked.
+    insert into resilience.restore_tokens (token) values (undo_token);
+    perform pg_catalog.set_config('resilience.restoring', undo_token::text, true);
+
+    select coalesce(pg_catalog.jsonb_agg(b order by b.seq desc), '[]'::jsonb) into pending
+    from (
+        select distinct r.seq, r.relation::oid as relid, r.operation
+        from resilience.restore_points as r
+        where r.tx_id = _undo.tx_id and r.seq > after_seq
+    ) as b;
+
+    while pg_catalog.jsonb_array_length(pending) > 0 loop
+        postponed := '[]'::jsonb;
+        for step in select e from pg_catalog.jsonb_array_elements(pending) as e loop
+            begin
+                outcome := resilience._undo_batch(
+                    tx_id, (step ->> 'seq')::bigint, (step ->> 'relid')::oid, step ->> 'operation', force);
+                restored := restored + (outcome ->> 'restored_rows')::bigint;
+                conflicts := conflicts || coalesce(outcome -> 'conflicts', '[]'::jsonb);
+            exception when foreign_key_violation then
+                get stacked diagnostics last_error = message_text, last_state = returned_sqlstate;
+                postponed := postponed || pg_catalog.jsonb_build_array(step);
+            end;
+        end loop;
+        if pg_catalog.jsonb_array_length(postponed) = pg_catalog.jsonb_array_length(pending) then
+            raise exception using errcode = last_state, message = last_error;
+        end if;
+        pending := postponed;
+    end loop;
+
+    delete from resilience.restore_tokens as r where r.token = undo_token;
+    perform pg_catalog.set_config('resilience.restoring', '', true);
+    return pg_catalog.jsonb_build_object('restored_rows', restored, 'conflicts', conflicts);
+end;
+$$;
+
+create or replace function resilience.tx_rollback(tx_id uuid, reason text default null, force boolean default false)
+returns jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    tx resilience.transactions := resilience._tx_locked(tx_id, 'update', admin_ok => true);
+    undo jsonb;
+    finished timestamptz;
+begin
+    -- Rolling back twice is harmless: the first call did the work.
+    if tx.status in ('rolled_back', 'timed_out') then
+        return pg_catalog.jsonb_build_object(
+            'success', true, 'status', tx.status, 'restored_rows', 0, 'conflicts', '[]'::jsonb);
+    end if;
+    if tx.status <> 'active' then
+        raise exception using
+            errcode = 'RZ002',
+            message = pg_catalog.format('logical transaction %s is %s, not active', tx.id, tx.status);
+    end if;
+    undo := resilience._undo(tx.id, 0, coalesce(force, false));
+    finished := pg_catalog.clock_timestamp();
+    update resilience.transactions as t
+    set status = 'rolled_back', finished_at = finished,
+        outcome = pg_catalog.jsonb_build_object('reason', reason, 'forced_conflicts', undo -> 'conflicts')
+    where t.id = tx.id;
+    delete from resilience.claims as c where c.tx_id = tx.id;
+    if undo -> 'conflicts' <> '[]'::jsonb then
+        perform resilience._audit('conflict', tx.id, pg_catalog.jsonb_build_object(
+            'conflicts', undo -> 'conflicts', 'forced', true));
+    end if;
+    perform resilience._audit('rollback', tx.id, pg_catalog.jsonb_build_object(
+        'reason', reason, 'forced', coalesce(force, false),
+        'restored_rows', undo -> 'restored_rows',
+        'duration_ms', pg_catalog.round(extract(epoch from finished - tx.started_at) * 1000, 3)));
+    return pg_catalog.jsonb_build_object(
+        'success', true, 'status', 'rolled_back',
+        'restored_rows', undo -> 'restored_rows', 'conflicts', undo -> 'conflicts');
+end;
+$$;
+
+create or replace function resilience.tx_rollback_to(tx_id uuid, name text)
+returns jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    tx resilience.transactions := resilience._tx_locked(tx_id, 'update');
+    marker bigint;
+    undo jsonb;
+begin
+    perform resilience._require_active(tx);
+    select s.seq into marker from resilience.savepoints as s where s.tx_id = tx.id and s.name = tx_rollback_to.name;
+    if marker is null then
+        raise exception using
+            errcode = 'RZ006',
+            message = pg_catalog.format('savepoint %L not found in logical transaction %s', name, tx.id);
+    end if;
+    undo := resilience._undo(tx.id, marker, false);
+    -- The undone statements leave the transaction, and so do the claims that
+    -- only they held.
+    with undone as (
+        delete from resilience.restore_points as r
+        where r.tx_id = tx.id and r.seq > marker
+        returning r.relation, r.key_before, r.key_after
+    ),
+    released as (
+        select u.relation, u.key_before as key from undone as u where u.key_before is not null
+        union
+        select u.relation, u.key_after from undone as u where u.key_after is not null
+        except
+        select r.relation, r.key_before from resilience.restore_points as r
+        where r.tx_id = tx.id and r.seq <= marker and r.key_before is not null
+        except
+        select r.relation, r.key_after from resilience.restore_points as r
+        where r.tx_id = tx.id and r.seq <= marker and r.key_after is not null
+    )
+    delete from resilience.claims as c
+    using released
+    where c.relation = released.relation and c.key = released.key and c.tx_id = tx.id;
+    delete from resilience.savepoints as s where s.tx_id = tx.id and s.seq > marker;
+    perform resilience._audit('rollback', tx.id, pg_catalog.jsonb_build_object(
+        'savepoint', name, 'restored_rows', undo -> 'restored_rows'));
+    return pg_catalog.jsonb_build_object(
+        'success', true, 'savepoint', name, 'restored_rows', undo -> 'restored_rows');
+end;
+$$;

@@ -1,0 +1,48 @@
+-- Logical transactions: what clients may read (their own rows) and the
+-- internal helpers SECURITY INVOKER tx_execute calls. Clients write none of
+-- these tables directly; every write goes through the SECURITY DEFINER API.
+
+do $$
+begin
+    if not exists (select 1 from pg_roles where rolname = 'resilience_user') then
+        return;
+    end if;
+
+    grant select on resilience.transactions, resilience.savepoints, resilience.claims,
+        resilience.restore_points, resilience.managed_tables to resilience_user;
+
+    drop policy if exists transactions_own_rows on resilience.transactions;
+    create policy transactions_own_rows on resilience.transactions for select to resilience_user
+        using (
+            (owner_role = resilience._caller_role()
+                and owner_sub is not distinct from resilience._caller_sub())
+            or resilience._is_admin()
+        );
+
+    -- Rows of a transaction are visible when the transaction is (its policy
+    -- applies inside the subquery).
+    drop policy if exists savepoints_own_rows on resilience.savepoints;
+    create policy savepoints_own_rows on resilience.savepoints for select to resilience_user
+        using (exists (select 1 from resilience.transactions as t where t.id = tx_id));
+    drop policy if exists claims_own_rows on resilience.claims;
+    create policy claims_own_rows on resilience.claims for select to resilience_user
+        using (exists (select 1 from resilience.transactions as t where t.id = tx_id));
+    drop policy if exists restore_points_own_rows on resilience.restore_points;
+    create policy restore_points_own_rows on resilience.restore_points for select to resilience_user
+        using (exists (select 1 from resilience.transactions as t where t.id = tx_id));
+
+    drop policy if exists managed_tables_readable on resilience.managed_tables;
+    create policy managed_tables_readable on resilience.managed_tables for select to resilience_user
+        using (true);
+
+    -- Internal steps of tx_execute, which runs as the caller.
+    grant execute on function
+        resilience._resolve_table(text),
+        resilience._execute_prepare(uuid, regclass),
+        resilience._execute_sql(regclass, text, jsonb, jsonb),
+        resilience._match_sql(regclass, jsonb),
+        resilience._require_columns(regclass, text []),
+        resilience._execute_done(uuid, regclass, text, bigint, timestamptz)
+    to resilience_user;
+end;
+$$;

@@ -1,0 +1,98 @@
+"""Fixtures for logical transactions: an app schema with managed tables."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+APP_SCHEMA = """
+create type mood as enum ('happy', 'sad');
+create table users (
+    id bigint generated always as identity primary key,
+    name text not null,
+    email text default 'nobody@example.com',
+    tags text[],
+    meta jsonb,
+    feeling mood,
+    seen_at timestamptz,
+    balance numeric(12, 2) default 0,
+    avatar bytea,
+    shout text generated always as (upper(name)) stored
+);
+create table profiles (
+    id serial primary key,
+    user_id bigint not null references users (id) on delete cascade,
+    bio text not null check (bio <> '')
+);
+create table codes (code text primary key, label text);
+create table no_pk (x int);
+select resilience.manage_table('users');
+select resilience.manage_table('profiles');
+select resilience.manage_table('codes');
+"""
+
+
+@pytest.fixture
+def app(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """``conn`` with tables users, profiles (FK on delete cascade) and codes
+    managed, and no_pk (no primary key) unmanaged."""
+    conn.execute(APP_SCHEMA)
+    return conn
+
+
+def table_rows(conn: psycopg.Connection[Any], table: str) -> list[dict[str, Any]]:
+    """Every row of ``table`` as jsonb (exact values), ordered by primary key."""
+    rows = conn.execute(
+        f"select to_jsonb(t) from {table} as t order by 1"  # test tables only
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def begin(conn: psycopg.Connection[Any], timeout_ms: int = 30000) -> str:
+    return str(conn.execute("select resilience.tx_begin(%s)", (timeout_ms,)).fetchone()[0])  # type: ignore[index]
+
+
+def execute(
+    conn: psycopg.Connection[Any],
+    tx: str,
+    table: str,
+    operation: str,
+    data: Any = None,
+    match: Any = None,
+) -> dict[str, Any]:
+    row = conn.execute(
+        "select resilience.tx_execute(%s, %s, %s, %s, %s)",
+        (
+            tx,
+            table,
+            operation,
+            None if data is None else Jsonb(data),
+            None if match is None else Jsonb(match),
+        ),
+    ).fetchone()
+    assert row is not None
+    return row[0]  # type: ignore[no-any-return]
+
+
+def call(conn: psycopg.Connection[Any], function: str, *args: Any) -> Any:
+    placeholders = ", ".join(["%s"] * len(args))
+    row = conn.execute(f"select resilience.{function}({placeholders})", args).fetchone()
+    assert row is not None
+    return row[0]
+
+
+Snapshot = Callable[[], dict[str, list[dict[str, Any]]]]
+
+
+@pytest.fixture
+def snapshot(app: psycopg.Connection[Any]) -> Snapshot:
+    """Every app table's exact content, to compare before and after."""
+
+    def take() -> dict[str, list[dict[str, Any]]]:
+        return {t: table_rows(app, t) for t in ("users", "profiles", "codes")}
+
+    return take

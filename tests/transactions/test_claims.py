@@ -1,0 +1,176 @@
+"""Claims (issue 4, item 1): a row written inside a logical transaction
+belongs to it until commit or rollback. Any other write to it, from another
+logical transaction or a plain statement, fails AT ONCE with 55P03 naming the
+holder and its expiry; an expired holder is rolled back, then the write goes
+through. Each test uses separate connections, as separate clients would."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from .conftest import begin, call, execute
+
+
+@pytest.fixture
+def clients(app: psycopg.Connection[Any], dsn: str):
+    app.execute("insert into codes values ('a', 'A'), ('b', 'B')")
+    conns = [psycopg.connect(dsn, autocommit=True) for _ in range(3)]
+    yield conns
+    for c in conns:
+        c.close()
+
+
+def claim_error(run) -> psycopg.Error:
+    started = time.monotonic()
+    with pytest.raises(psycopg.Error) as caught:
+        run()
+    assert time.monotonic() - started < 5, "a claim conflict must not wait"
+    assert caught.value.sqlstate == "55P03"
+    return caught.value
+
+
+def test_second_logical_transaction_fails_at_once_naming_holder_and_expiry(clients):
+    one, two, _ = clients
+    holder = begin(one)
+    execute(one, holder, "codes", "update", {"label": "one"}, {"code": "a"})
+    other = begin(two)
+    error = claim_error(
+        lambda: execute(two, other, "codes", "update", {"label": "two"}, {"code": "a"})
+    )
+    message = error.diag.message_primary or ""
+    expires = call(one, "tx_status", holder)["expires_at"]
+    assert holder in message and "expires" in message
+    assert expires[:19].replace("T", " ") in message
+    # Nothing of the failed write remains; the other transaction is still usable.
+    assert two.execute("select label from codes where code = 'a'").fetchone() == ("one",)
+    execute(two, other, "codes", "update", {"label": "two"}, {"code": "b"})
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "update codes set label = 'plain' where code = 'a'",
+        "delete from codes where code = 'a'",
+        "update codes set code = 'a2' where code = 'a'",
+    ],
+)
+def test_plain_write_to_a_claimed_row_fails_at_once(clients, statement):
+    one, two, _ = clients
+    holder = begin(one)
+    execute(one, holder, "codes", "update", {"label": "one"}, {"code": "a"})
+    claim_error(lambda: two.execute(statement))
+    assert two.execute("select label from codes where code = 'a'").fetchone() == ("one",)
+
+
+def test_plain_insert_of_a_key_the_transaction_deleted_fails(clients):
+    one, two, _ = clients
+    holder = begin(one)
+    execute(one, holder, "codes", "delete", match={"code": "a"})
+    claim_error(lambda: two.execute("insert into codes values ('a', 'intruder')"))
+    call(one, "tx_rollback", holder)
+    assert two.execute("select label from codes where code = 'a'").fetchone() == ("A",)
+
+
+def test_truncate_of_a_table_with_claims_is_refused(clients):
+    one, two, _ = clients
+    holder = begin(one)
+    execute(one, holder, "codes", "update", {"label": "one"}, {"code": "a"})
+    claim_error(lambda: two.execute("truncate codes cascade"))
+
+
+def test_unclaimed_rows_stay_writable(clients):
+    one, two, _ = clients
+    holder = begin(one)
+    execute(one, holder, "codes", "update", {"label": "one"}, {"code": "a"})
+    two.execute("update codes set label = 'free' where code = 'b'")
+    assert two.execute("select label from codes where code = 'b'").fetchone() == ("free",)
+
+
+def test_commit_and_rollback_release_claims(clients):
+    one, two, _ = clients
+    for finish in ("tx_commit", "tx_rollback"):
+        holder = begin(one)
+        execute(one, holder, "codes", "update", {"label": finish}, {"code": "a"})
+        call(one, finish, holder)
+        two.execute("update codes set label = 'after' where code = 'a'")
+
+
+def test_expired_holder_is_rolled_back_then_the_write_goes_through(clients):
+    one, two, three = clients
+    holder = begin(one, timeout_ms=200)
+    execute(one, holder, "codes", "update", {"label": "abandoned"}, {"code": "a"})
+    time.sleep(0.3)
+    # A logical transaction meeting the expired claim rolls the holder back first.
+    writer = begin(two)
+    execute(two, writer, "codes", "update", {"label": "two"}, {"code": "a"})
+    status = three.execute(
+        "select status from resilience.transactions where id = %s", (holder,)
+    ).fetchone()
+    assert status == ("timed_out",)
+    call(two, "tx_commit", writer)
+    assert three.execute("select label from codes where code = 'a'").fetchone() == ("two",)
+
+
+def test_plain_write_on_expired_claim_names_it_then_goes_through_after_reap(clients):
+    one, two, _ = clients
+    holder = begin(one, timeout_ms=100)
+    execute(one, holder, "codes", "update", {"label": "abandoned"}, {"code": "a"})
+    time.sleep(0.2)
+    error = claim_error(lambda: two.execute("update codes set label = 'plain' where code = 'a'"))
+    assert "expired" in (error.diag.message_primary or "")
+    assert call(two, "tx_reap") == 1
+    two.execute("update codes set label = 'plain' where code = 'a'")
+    assert two.execute("select label from codes where code = 'a'").fetchone() == ("plain",)
+
+
+def test_concurrent_claimers_of_one_row_never_both_succeed(clients, dsn):
+    """Many logical transactions race for the same row: exactly one wins, the
+    others fail with 55P03 (none waits for a logical transaction to end)."""
+    one, _, _ = clients
+    racers = 6
+    txs = [begin(one) for _ in range(racers)]
+    barrier = threading.Barrier(racers)
+    outcomes: list[str] = []
+
+    def race(tx: str) -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            barrier.wait()
+            try:
+                execute(conn, tx, "codes", "update", {"label": tx}, {"code": "b"})
+                outcomes.append("won")
+            except psycopg.Error as exc:
+                outcomes.append(exc.sqlstate or "?")
+
+    threads = [threading.Thread(target=race, args=(tx,)) for tx in txs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(outcomes) == ["55P03"] * (racers - 1) + ["won"]
+    winner = one.execute("select label from codes where code = 'b'").fetchone()[0]
+    assert one.execute("select tx_id::text from resilience.claims").fetchall() == [(winner,)]
+
+
+def test_three_transactions_interleaved(clients):
+    """A holds a, B holds b; A reaching for b and B for a both fail at once
+    (with row locks this would be a deadlock); after A commits, B takes a."""
+    one, two, three = clients
+    a = begin(one)
+    b = begin(two)
+    execute(one, a, "codes", "update", {"label": "A"}, {"code": "a"})
+    execute(two, b, "codes", "update", {"label": "B"}, {"code": "b"})
+    claim_error(lambda: execute(one, a, "codes", "update", {"label": "A"}, {"code": "b"}))
+    claim_error(lambda: execute(two, b, "codes", "update", {"label": "B"}, {"code": "a"}))
+    claim_error(lambda: three.execute("update codes set label = 'C'"))
+    call(one, "tx_commit", a)
+    execute(two, b, "codes", "update", {"label": "B"}, {"code": "a"})
+    call(two, "tx_commit", b)
+    assert three.execute("select code, label from codes order by code").fetchall() == [
+        ("a", "B"),
+        ("b", "B"),
+    ]
