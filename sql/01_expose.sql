@@ -12,6 +12,7 @@ as $$
 declare
     api record;
     wrapper regprocedure;
+    grantee name;
     has_user_role boolean := exists (select 1 from pg_catalog.pg_roles where rolname = 'resilience_user');
 begin
     for api in
@@ -47,6 +48,14 @@ begin
         if has_user_role then
             execute pg_catalog.format('grant execute on function %s to resilience_user', wrapper);
         end if;
+        -- Supabase's roles are NOINHERIT: membership in resilience_user alone
+        -- does not let them call anything (see 90_grants.sql).
+        for grantee in
+            select r.rolname from pg_catalog.pg_roles as r
+            where r.rolname in ('authenticated', 'service_role')
+        loop
+            execute pg_catalog.format('grant execute on function %s to %I', wrapper, grantee);
+        end loop;
         insert into resilience.exposed_functions (signature) values (wrapper)
         on conflict do nothing;
         return next wrapper;

@@ -7,31 +7,6 @@
 -- Everything else (tx validation, images, claims) runs only inside a logical
 -- transaction.
 
--- SQL text of a row image's primary key as {column: value}, for format().
--- `image` is internal SQL (an alias expression), never client input.
-create or replace function resilience._key_sql(relation regclass, image text)
-returns text
-language plpgsql
-stable
-security definer
-set search_path = ''
-as $$
-begin
-    return (
-        select 'pg_catalog.jsonb_build_object('
-            || pg_catalog.string_agg(
-                pg_catalog.format('%L, %s operator(pg_catalog.->) %L', a.attname, image, a.attname),
-                ', ' order by k.ord
-            )
-            || ')'
-        from pg_catalog.pg_index as i
-        cross join lateral pg_catalog.unnest(i.indkey::int2 []) with ordinality as k (attnum, ord)
-        inner join pg_catalog.pg_attribute as a on a.attrelid = i.indrelid and a.attnum = k.attnum
-        where i.indrelid = relation and i.indisprimary
-    );
-end;
-$$;
-
 -- Is this statement issued by a running restore of ours (see restore_tokens)?
 create or replace function resilience._restoring()
 returns boolean
@@ -75,90 +50,23 @@ begin
 end;
 $$;
 
--- The claim guard for a write outside any logical transaction: the first
--- written key claimed by anyone ($1 = relation). Keys come from the
--- statement's transition tables.
-create or replace function resilience._guard_sql(relation regclass, operation text)
-returns text
-language plpgsql
-stable
-security definer
-set search_path = ''
-as $$
-declare
-    written text := case operation
-        when 'INSERT' then pg_catalog.format(
-            'select %s as key from new_rows as n', resilience._key_sql(relation, 'pg_catalog.to_jsonb(n)'))
-        when 'DELETE' then pg_catalog.format(
-            'select %s as key from old_rows as o', resilience._key_sql(relation, 'pg_catalog.to_jsonb(o)'))
-        else pg_catalog.format(
-            'select %s as key from old_rows as o union all select %s from new_rows as n',
-            resilience._key_sql(relation, 'pg_catalog.to_jsonb(o)'),
-            resilience._key_sql(relation, 'pg_catalog.to_jsonb(n)'))
-    end;
-begin
-    return pg_catalog.format(
-        'select c.tx_id, c.key from (%s) as w '
-        'inner join resilience.claims as c on c.relation = $1 and c.key = w.key limit 1',
-        written
-    );
-end;
-$$;
-
--- The capture of one statement ($1 = tx id, $2 = seq, $3 = relation): insert
--- the restore points and claim every key. Returns (keys wanted, keys newly
--- claimed): fewer claimed means some key was claimed already, by us or by
--- someone else, and the trigger looks closer.
+-- The one capture trigger function (AFTER INSERT / UPDATE / DELETE, FOR EACH
+-- STATEMENT, transition tables new_rows / old_rows).
+--
+-- It runs on EVERY write to a managed table, so it is built for speed:
+-- * static SQL only (PL/pgSQL caches one plan per trigger, transition tables
+--   included), no SQL text built from the catalog per statement;
+-- * no SET clause (a SET search_path costs about as much as the whole empty
+--   trigger): instead every name is schema-qualified - tables, functions,
+--   types, and operators as operator(pg_catalog.x) - so a caller's
+--   search_path cannot hijack anything while this SECURITY DEFINER body runs;
+-- * the plain-write path (no logical transaction) reads two settings and
+--   makes one index probe on claims; the written keys are compared with the
+--   claims only when the table has claims at all.
 --
 -- UPDATE pairs old and new rows by position: PostgreSQL appends a row's old
 -- and new versions to the two transition tables in the same call, so their
 -- scan orders match. This is what lets a primary-key change be captured.
-create or replace function resilience._capture_sql(relation regclass, operation text)
-returns text
-language plpgsql
-stable
-security definer
-set search_path = ''
-as $$
-declare
-    claim text := 'claimed as (insert into resilience.claims (relation, key, tx_id) '
-        'select $3, keys.key, $1 from keys on conflict do nothing returning 1) '
-        'select (select pg_catalog.count(*) from keys), (select pg_catalog.count(*) from claimed)';
-begin
-    if operation = 'INSERT' then
-        return pg_catalog.format(
-            'with n as (select pg_catalog.row_number() over () as rn, pg_catalog.to_jsonb(n) as img '
-            'from new_rows as n), '
-            'keys as (insert into resilience.restore_points '
-            '(tx_id, seq, row_no, relation, operation, key_after, after) '
-            'select $1, $2, n.rn, $3, ''insert'', %s, n.img from n returning key_after as key), %s',
-            resilience._key_sql(relation, 'n.img'), claim);
-    elsif operation = 'DELETE' then
-        return pg_catalog.format(
-            'with o as (select pg_catalog.row_number() over () as rn, pg_catalog.to_jsonb(o) as img '
-            'from old_rows as o), '
-            'keys as (insert into resilience.restore_points '
-            '(tx_id, seq, row_no, relation, operation, key_before, before) '
-            'select $1, $2, o.rn, $3, ''delete'', %s, o.img from o returning key_before as key), %s',
-            resilience._key_sql(relation, 'o.img'), claim);
-    end if;
-    return pg_catalog.format(
-        'with o as (select pg_catalog.row_number() over () as rn, pg_catalog.to_jsonb(o) as img '
-        'from old_rows as o), '
-        'n as (select pg_catalog.row_number() over () as rn, pg_catalog.to_jsonb(n) as img '
-        'from new_rows as n), '
-        'rp as (insert into resilience.restore_points '
-        '(tx_id, seq, row_no, relation, operation, key_before, key_after, before, after) '
-        'select $1, $2, n.rn, $3, ''update'', %s, %s, o.img, n.img '
-        'from o inner join n on n.rn = o.rn returning key_before, key_after), '
-        'keys as (select rp.key_after as key from rp union all '
-        'select rp.key_before from rp where rp.key_before <> rp.key_after), %s',
-        resilience._key_sql(relation, 'o.img'), resilience._key_sql(relation, 'n.img'), claim);
-end;
-$$;
-
--- The one capture trigger function (AFTER INSERT / UPDATE / DELETE, FOR EACH
--- STATEMENT, transition tables new_rows / old_rows).
 create or replace function resilience._capture()
 returns trigger
 language plpgsql
@@ -167,64 +75,211 @@ security definer
 set search_path = ''
 as $$
 declare
-    tx_text text := pg_catalog.current_setting('resilience.tx_id', true);
-    headers text;
-    via_header boolean := false;
+    rel pg_catalog.regclass := tg_relid::pg_catalog.regclass;
+    tx_text pg_catalog.text := pg_catalog.current_setting('resilience.tx_id', true);
+    headers pg_catalog.text;
+    via_header pg_catalog.bool := false;
+    restoring_flag pg_catalog.text;
+    -- Every column but the primary key: image minus these = the key.
+    other_cols pg_catalog.text [];
     tx resilience.transactions;
-    statement_seq bigint;
-    holder uuid;
-    claimed_key jsonb;
-    wanted bigint;
-    got bigint;
+    caller_sub pg_catalog.text;
+    statement_seq pg_catalog.int8;
+    holder pg_catalog.uuid;
+    claimed_key pg_catalog.jsonb;
+    wanted pg_catalog.int8;
+    got pg_catalog.int8;
+    unclaimed pg_catalog.int8;
 begin
-    if tx_text is null or tx_text = '' then
+    if tx_text is null or tx_text operator(pg_catalog.=) '' then
         headers := pg_catalog.current_setting('request.headers', true);
-        if headers is not null and pg_catalog.strpos(headers, 'x-resilience-tx') > 0 then
-            tx_text := (headers::jsonb) operator(pg_catalog.->>) 'x-resilience-tx';
+        if headers is not null and pg_catalog.strpos(headers, 'x-resilience-tx') operator(pg_catalog.>) 0 then
+            tx_text := headers::pg_catalog.jsonb operator(pg_catalog.->>) 'x-resilience-tx';
             via_header := true;
         end if;
     end if;
 
-    if tx_text is null or tx_text = '' then
+    if tx_text is null or tx_text operator(pg_catalog.=) '' then
         -- A plain write: nothing to capture; only claimed rows are off limits.
-        if exists (select 1 from resilience.claims as c where c.relation = tg_relid::regclass)
-            and not resilience._restoring()
-        then
-            execute resilience._guard_sql(tg_relid, tg_op)
-            into holder, claimed_key using tg_relid::regclass;
-            if holder is not null then
-                perform resilience._claim_conflict(tg_relid, claimed_key, holder);
-            end if;
+        if not exists (select 1 from resilience.claims as c where c.relation operator(pg_catalog.=) rel) then
+            return null;
+        end if;
+        restoring_flag := pg_catalog.current_setting('resilience.restoring', true);
+        if restoring_flag operator(pg_catalog.<>) '' and exists (
+            select 1 from resilience.restore_tokens as r where r.token::pg_catalog.text operator(pg_catalog.=) restoring_flag
+        ) then
+            return null;
+        end if;
+        select coalesce(pg_catalog.array_agg(a.attname::pg_catalog.text), '{}') into other_cols
+        from pg_catalog.pg_attribute as a
+        where a.attrelid operator(pg_catalog.=) tg_relid and a.attnum operator(pg_catalog.>) 0 and not a.attisdropped
+            and a.attnum operator(pg_catalog.<>) all ((
+                select i.indkey::pg_catalog.int2 [] from pg_catalog.pg_index as i
+                where i.indrelid operator(pg_catalog.=) tg_relid and i.indisprimary
+            )::pg_catalog.int2 []);
+        if tg_op operator(pg_catalog.=) 'INSERT' then
+            select c.tx_id, c.key into holder, claimed_key
+            from resilience.claims as c
+            where c.relation operator(pg_catalog.=) rel
+                and c.key operator(pg_catalog.=) any (array(select pg_catalog.to_jsonb(n) operator(pg_catalog.-) other_cols from new_rows as n))
+            limit 1;
+        elsif tg_op operator(pg_catalog.=) 'DELETE' then
+            select c.tx_id, c.key into holder, claimed_key
+            from resilience.claims as c
+            where c.relation operator(pg_catalog.=) rel
+                and c.key operator(pg_catalog.=) any (array(select pg_catalog.to_jsonb(o) operator(pg_catalog.-) other_cols from old_rows as o))
+            limit 1;
+        else
+            select c.tx_id, c.key into holder, claimed_key
+            from resilience.claims as c
+            where c.relation operator(pg_catalog.=) rel
+                and c.key operator(pg_catalog.=) any (array(
+                    select pg_catalog.to_jsonb(o) operator(pg_catalog.-) other_cols from old_rows as o
+                    union all
+                    select pg_catalog.to_jsonb(n) operator(pg_catalog.-) other_cols from new_rows as n
+                ))
+            limit 1;
+        end if;
+        if holder is not null then
+            perform resilience._claim_conflict(rel, claimed_key, holder);
         end if;
         return null;
     end if;
 
-    if resilience._restoring() then
+    -- Our own restore statements are neither captured nor claim-checked.
+    restoring_flag := pg_catalog.current_setting('resilience.restoring', true);
+    if restoring_flag operator(pg_catalog.<>) '' and exists (
+        select 1 from resilience.restore_tokens as r where r.token::pg_catalog.text operator(pg_catalog.=) restoring_flag
+    ) then
         return null;
     end if;
-    if tx_text !~ '^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$' then
+    if tx_text operator(pg_catalog.!~) '^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$' then
         raise exception using
             errcode = 'RZ001',
             message = pg_catalog.format('logical transaction %L not found', tx_text);
     end if;
-    tx := resilience._tx_for_write(tx_text::uuid);
+    -- The transaction, share-locked so that no commit/rollback/reap finishes
+    -- it while this statement captures into it; owned by the caller, active,
+    -- unexpired (the checks of _tx_for_write, inlined).
+    select t.* into tx from resilience.transactions as t
+    where t.id operator(pg_catalog.=) tx_text::pg_catalog.uuid
+    for share;
+    caller_sub := resilience._caller_sub();
+    if tx.id is null
+        or tx.owner_role operator(pg_catalog.<>) resilience._caller_role()
+        or not coalesce(tx.owner_sub operator(pg_catalog.=) caller_sub, tx.owner_sub is null and caller_sub is null)
+    then
+        raise exception using
+            errcode = 'RZ001',
+            message = pg_catalog.format('logical transaction %s not found', tx_text),
+            hint = 'It does not exist or belongs to another role/user.';
+    end if;
+    if tx.status operator(pg_catalog.<>) 'active'
+        or tx.expires_at operator(pg_catalog.<=) pg_catalog.clock_timestamp()
+    then
+        perform resilience._require_active(tx);
+    end if;
+
     statement_seq := pg_catalog.nextval('resilience.restore_point_seq');
-    execute resilience._capture_sql(tg_relid, tg_op)
-    into wanted, got using tx.id, statement_seq, tg_relid::regclass;
-    if got < wanted then
-        select c.tx_id, c.key into holder, claimed_key
-        from resilience.restore_points as r
-        inner join resilience.claims as c
-            on c.relation = r.relation and (c.key = r.key_after or c.key = r.key_before)
-        where r.tx_id = tx.id and r.seq = statement_seq and c.tx_id <> tx.id
-        limit 1;
-        if holder is not null then
-            perform resilience._claim_conflict(tg_relid, claimed_key, holder);
-        end if;
+    select coalesce(pg_catalog.array_agg(a.attname::pg_catalog.text), '{}') into other_cols
+        from pg_catalog.pg_attribute as a
+        where a.attrelid operator(pg_catalog.=) tg_relid and a.attnum operator(pg_catalog.>) 0 and not a.attisdropped
+            and a.attnum operator(pg_catalog.<>) all ((
+                select i.indkey::pg_catalog.int2 [] from pg_catalog.pg_index as i
+                where i.indrelid operator(pg_catalog.=) tg_relid and i.indisprimary
+            )::pg_catalog.int2 []);
+    -- One statement: the restore points, then a claim for every key.
+    if tg_op operator(pg_catalog.=) 'INSERT' then
+        with rp as (
+            insert into resilience.restore_points (tx_id, seq, row_no, relation, operation, key_after, after)
+            select tx.id, statement_seq, w.rn, rel, 'insert', (w.img operator(pg_catalog.-) other_cols), w.img
+            from (select pg_catalog.row_number() over () as rn, pg_catalog.to_jsonb(n) as img from new_rows as n) as w
+            returning key_after as key
+        ),
+        claimed as (
+            insert into resilience.claims (relation, key, tx_id)
+            select rel, rp.key, tx.id from rp
+            on conflict do nothing
+            returning 1
+        )
+        select (select pg_catalog.count(*) from rp), (select pg_catalog.count(*) from claimed) into wanted, got;
+    elsif tg_op operator(pg_catalog.=) 'DELETE' then
+        with rp as (
+            insert into resilience.restore_points (tx_id, seq, row_no, relation, operation, key_before, before)
+            select tx.id, statement_seq, w.rn, rel, 'delete', (w.img operator(pg_catalog.-) other_cols), w.img
+            from (select pg_catalog.row_number() over () as rn, pg_catalog.to_jsonb(o) as img from old_rows as o) as w
+            returning key_before as key
+        ),
+        claimed as (
+            insert into resilience.claims (relation, key, tx_id)
+            select rel, rp.key, tx.id from rp
+            on conflict do nothing
+            returning 1
+        )
+        select (select pg_catalog.count(*) from rp), (select pg_catalog.count(*) from claimed) into wanted, got;
+    else
+        with rp as (
+            insert into resilience.restore_points
+                (tx_id, seq, row_no, relation, operation, key_before, key_after, before, after)
+            select tx.id, statement_seq, n.rn, rel, 'update',
+                (o.img operator(pg_catalog.-) other_cols), (n.img operator(pg_catalog.-) other_cols), o.img, n.img
+            from (select pg_catalog.row_number() over () as rn, pg_catalog.to_jsonb(o) as img from old_rows as o) as o
+            inner join (
+                select pg_catalog.row_number() over () as rn, pg_catalog.to_jsonb(n) as img from new_rows as n
+            ) as n on n.rn operator(pg_catalog.=) o.rn
+            returning key_before, key_after
+        ),
+        keys as (
+            select rp.key_after as key from rp
+            union all
+            select rp.key_before from rp where rp.key_before operator(pg_catalog.<>) rp.key_after
+        ),
+        claimed as (
+            insert into resilience.claims (relation, key, tx_id)
+            select rel, keys.key, tx.id from keys
+            on conflict do nothing
+            returning 1
+        )
+        select (select pg_catalog.count(*) from keys), (select pg_catalog.count(*) from claimed) into wanted, got;
+    end if;
+    -- Some key was claimed already, by us (fine) or by someone else. The
+    -- other holder may have finished between our insert and this look-up
+    -- (each statement here takes a fresh snapshot): then claim the keys
+    -- again, until every key of this statement is ours or a holder shows.
+    if got operator(pg_catalog.<) wanted then
+        loop
+            select c.tx_id, c.key into holder, claimed_key
+            from resilience.restore_points as r
+            inner join resilience.claims as c
+                on c.relation operator(pg_catalog.=) r.relation
+                and (c.key operator(pg_catalog.=) r.key_after or c.key operator(pg_catalog.=) r.key_before)
+            where r.tx_id operator(pg_catalog.=) tx.id and r.seq operator(pg_catalog.=) statement_seq
+                and c.tx_id operator(pg_catalog.<>) tx.id
+            limit 1;
+            if holder is not null then
+                perform resilience._claim_conflict(rel, claimed_key, holder);
+            end if;
+            insert into resilience.claims (relation, key, tx_id)
+            select distinct rel, k.key, tx.id
+            from resilience.restore_points as r
+            cross join lateral (values (r.key_after), (r.key_before)) as k (key)
+            where r.tx_id operator(pg_catalog.=) tx.id and r.seq operator(pg_catalog.=) statement_seq
+                and k.key is not null
+            on conflict do nothing;
+            select pg_catalog.count(*) filter (where c.tx_id is null) into unclaimed
+            from resilience.restore_points as r
+            cross join lateral (values (r.key_after), (r.key_before)) as k (key)
+            left join resilience.claims as c
+                on c.relation operator(pg_catalog.=) rel and c.key operator(pg_catalog.=) k.key
+                and c.tx_id operator(pg_catalog.=) tx.id
+            where r.tx_id operator(pg_catalog.=) tx.id and r.seq operator(pg_catalog.=) statement_seq
+                and k.key is not null;
+            exit when unclaimed operator(pg_catalog.=) 0;
+        end loop;
     end if;
     if via_header then
         perform resilience._audit('execute', tx.id, pg_catalog.jsonb_build_object(
-            'table', tg_relid::regclass::text, 'operation', pg_catalog.lower(tg_op),
+            'table', rel::pg_catalog.text, 'operation', pg_catalog.lower(tg_op),
             'rows', wanted, 'via', 'header'
         ));
     end if;

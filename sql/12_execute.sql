@@ -36,6 +36,8 @@ end;
 $$;
 
 -- Lazy reap, transaction check (RZ001/RZ002/RZ003), managed-table check.
+-- One SECURITY DEFINER call with the checks of _tx_for_write inlined: every
+-- nested PL/pgSQL call with a SET clause costs as much as a small query.
 create or replace function resilience._execute_prepare(tx_id uuid, relation regclass)
 returns void
 language plpgsql
@@ -43,9 +45,31 @@ volatile
 security definer
 set search_path = ''
 as $$
+declare
+    tx resilience.transactions;
 begin
-    perform resilience._reap_if_expired();
-    perform resilience._tx_for_write(tx_id);
+    if exists (
+        select 1 from resilience.transactions as t
+        where t.status = 'active' and t.expires_at < pg_catalog.clock_timestamp()
+    ) then
+        perform resilience._reap_if_expired();
+    end if;
+    if tx_id is null then
+        raise exception using errcode = 'RZ001', message = 'logical transaction id is null';
+    end if;
+    select t.* into tx from resilience.transactions as t where t.id = _execute_prepare.tx_id for share;
+    if tx.id is null
+        or tx.owner_role <> resilience._caller_role()
+        or tx.owner_sub is distinct from resilience._caller_sub()
+    then
+        raise exception using
+            errcode = 'RZ001',
+            message = pg_catalog.format('logical transaction %s not found', tx_id),
+            hint = 'It does not exist or belongs to another role/user.';
+    end if;
+    if tx.status <> 'active' or tx.expires_at <= pg_catalog.clock_timestamp() then
+        perform resilience._require_active(tx);
+    end if;
     if not exists (select 1 from resilience.managed_tables as m where m.relation = _execute_prepare.relation) then
         raise exception using
             errcode = '22023',
@@ -55,6 +79,8 @@ begin
 end;
 $$;
 
+-- The 'execute' audit row (duration measured from `started`). Checks that
+-- the caller owns the transaction: clients may call this helper directly.
 create or replace function resilience._execute_done(
     tx_id uuid, relation regclass, operation text, row_count bigint, started timestamptz
 )
@@ -65,11 +91,22 @@ security definer
 set search_path = ''
 as $$
 begin
-    perform resilience._audit('execute', tx_id, pg_catalog.jsonb_build_object(
-            'table', relation::text, 'operation', operation, 'rows', row_count,
-            'duration_ms', pg_catalog.round(
-                extract(epoch from pg_catalog.clock_timestamp() - started) * 1000, 3)
-        ));
+    if not exists (
+        select 1 from resilience.transactions as t
+        where t.id = _execute_done.tx_id and t.status = 'active'
+            and t.owner_role = resilience._caller_role()
+            and t.owner_sub is not distinct from resilience._caller_sub()
+    ) then
+        raise exception using
+            errcode = 'RZ001',
+            message = pg_catalog.format('logical transaction %s not found', tx_id);
+    end if;
+    insert into resilience.audit_log (event, tx_id, actor_role, actor_sub, detail)
+    values ('execute', tx_id, resilience._caller_role(), resilience._caller_sub(), pg_catalog.jsonb_build_object(
+        'table', relation::text, 'operation', operation, 'rows', row_count,
+        'duration_ms', pg_catalog.round(
+            extract(epoch from pg_catalog.clock_timestamp() - started) * 1000, 3)
+    ));
 end;
 $$;
 

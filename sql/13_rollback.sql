@@ -45,11 +45,75 @@ begin
 end;
 $$;
 
--- Undo one captured statement (one batch of restore points). A row already
--- back in its before-state counts as restored, not as a conflict: FK cascades
--- run by an earlier undo step (a parent re-inserted, a key changed back) get
--- there first. Returns {"restored_rows", "conflicts"}; raises RZ005 on a
--- conflict unless force.
+-- The rows of one captured statement that were changed outside the logical
+-- transaction: an inserted/updated row that no longer equals its after-image,
+-- a deleted key that is back with other values. A row already back in its
+-- before-state counts as restored, not as a conflict: FK cascades run by an
+-- earlier undo step (a parent re-inserted, a key changed back) get there
+-- first, and so does the optimistic restore of _undo_batch. Null when none.
+create or replace function resilience._undo_conflicts(
+    tx_id uuid, batch_seq bigint, relid oid, operation text, target text, key_join text
+)
+returns jsonb
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+declare
+    conflicts jsonb;
+begin
+    if operation = 'insert' then
+        execute pg_catalog.format(
+            'select pg_catalog.jsonb_agg(r.key_after) from resilience.restore_points as r '
+            'cross join lateral pg_catalog.jsonb_populate_record(null::%1$s, r.key_after) as k '
+            'inner join %1$s as t on %2$s where r.tx_id = $1 and r.seq = $2 '
+            'and pg_catalog.to_jsonb(t) operator(pg_catalog.<>) r.after',
+            target, key_join)
+        into conflicts using tx_id, batch_seq;
+    elsif operation = 'delete' then
+        execute pg_catalog.format(
+            'select pg_catalog.jsonb_agg(r.key_before) from resilience.restore_points as r '
+            'cross join lateral pg_catalog.jsonb_populate_record(null::%1$s, r.key_before) as k '
+            'inner join %1$s as t on %2$s where r.tx_id = $1 and r.seq = $2 '
+            'and pg_catalog.to_jsonb(t) operator(pg_catalog.<>) r.before',
+            target, key_join)
+        into conflicts using tx_id, batch_seq;
+    else
+        -- Equal to its after-image, or back at its before-image (under its
+        -- old key if the key changed).
+        execute pg_catalog.format(
+            'select pg_catalog.jsonb_agg(r.key_after) from resilience.restore_points as r '
+            'cross join lateral pg_catalog.jsonb_populate_record(null::%1$s, r.key_after) as k '
+            'left join %1$s as t on %2$s '
+            'where r.tx_id = $1 and r.seq = $2 and not ('
+            '(t.ctid is not null and (pg_catalog.to_jsonb(t) operator(pg_catalog.=) r.after '
+            'or pg_catalog.to_jsonb(t) operator(pg_catalog.=) r.before)) '
+            'or (t.ctid is null and exists (select 1 from '
+            'pg_catalog.jsonb_populate_record(null::%1$s, r.key_before) as k, %1$s as t '
+            'where %2$s and pg_catalog.to_jsonb(t) operator(pg_catalog.=) r.before)))',
+            target, key_join)
+        into conflicts using tx_id, batch_seq;
+    end if;
+    if conflicts is null then
+        return null;
+    end if;
+    return (
+        select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+            'table', relid::regclass::text, 'operation', operation, 'seq', batch_seq, 'key', k))
+        from pg_catalog.jsonb_array_elements(conflicts) as k
+    );
+end;
+$$;
+
+-- Undo one captured statement (one batch of restore points) with ONE
+-- set-based statement. Without force it is optimistic: the restore itself
+-- only touches rows still equal to their after-image (delete, update) or
+-- keys still free (re-insert); only when it restored fewer rows than the
+-- batch holds does it look for conflicts (rows already back in their
+-- before-state are not conflicts) and raise RZ005, which undoes the whole
+-- rollback. With force, conflicting rows are overwritten and reported.
+-- Returns {"restored_rows", "conflicts"}.
 create or replace function resilience._undo_batch(
     tx_id uuid, batch_seq bigint, relid oid, operation text, force boolean
 )
@@ -63,7 +127,9 @@ declare
     target text;
     key_join text;
     cols text [];
+    set_list text;
     conflicts jsonb;
+    expected bigint;
     affected bigint := 0;
 begin
     select pg_catalog.format('%I.%I', n.nspname, c.relname) into target
@@ -73,69 +139,26 @@ begin
     if target is null then
         conflicts := pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
             'table', relid::text, 'operation', operation, 'seq', batch_seq, 'reason', 'table dropped'));
-    else
-        key_join := resilience._key_join_sql(relid::regclass);
-        if operation = 'insert' then
-            -- The inserted row must be unchanged (or already gone).
-            execute pg_catalog.format(
-                'select pg_catalog.jsonb_agg(r.key_after) from resilience.restore_points as r '
-                'cross join lateral pg_catalog.jsonb_populate_record(null::%1$s, r.key_after) as k '
-                'inner join %1$s as t on %2$s where r.tx_id = $1 and r.seq = $2 '
-                'and pg_catalog.to_jsonb(t) operator(pg_catalog.<>) r.after',
-                target, key_join)
-            into conflicts using tx_id, batch_seq;
-        elsif operation = 'delete' then
-            -- The deleted key must be absent (or already back as it was).
-            execute pg_catalog.format(
-                'select pg_catalog.jsonb_agg(r.key_before) from resilience.restore_points as r '
-                'cross join lateral pg_catalog.jsonb_populate_record(null::%1$s, r.key_before) as k '
-                'inner join %1$s as t on %2$s where r.tx_id = $1 and r.seq = $2 '
-                'and pg_catalog.to_jsonb(t) operator(pg_catalog.<>) r.before',
-                target, key_join)
-            into conflicts using tx_id, batch_seq;
-        else
-            -- The updated row must equal its after-image (or be back at its
-            -- before-image, under its old key if the key changed).
-            execute pg_catalog.format(
-                'select pg_catalog.jsonb_agg(r.key_after) from resilience.restore_points as r '
-                'cross join lateral pg_catalog.jsonb_populate_record(null::%1$s, r.key_after) as k '
-                'left join %1$s as t on %2$s '
-                'where r.tx_id = $1 and r.seq = $2 and not ('
-                '(t.ctid is not null and (pg_catalog.to_jsonb(t) operator(pg_catalog.=) r.after '
-                'or pg_catalog.to_jsonb(t) operator(pg_catalog.=) r.before)) '
-                'or (t.ctid is null and exists (select 1 from '
-                'pg_catalog.jsonb_populate_record(null::%1$s, r.key_before) as k, %1$s as t '
-                'where %2$s and pg_catalog.to_jsonb(t) operator(pg_catalog.=) r.before)))',
-                target, key_join)
-            into conflicts using tx_id, batch_seq;
+        if not force then
+            perform resilience._raise_undo_conflict(tx_id, conflicts);
         end if;
-        if conflicts is not null then
-            select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                'table', relid::regclass::text, 'operation', operation, 'seq', batch_seq, 'key', k))
-            into conflicts
-            from pg_catalog.jsonb_array_elements(conflicts) as k;
-        end if;
+        return pg_catalog.jsonb_build_object('restored_rows', 0, 'conflicts', conflicts);
     end if;
-
-    if conflicts is not null and not force then
-        raise exception using
-            errcode = 'RZ005',
-            message = pg_catalog.format(
-                'rollback of logical transaction %s conflicts with %s row(s) changed outside it; nothing was restored',
-                tx_id, pg_catalog.jsonb_array_length(conflicts)),
-            detail = pg_catalog.jsonb_build_object('conflicts', conflicts)::text,
-            hint = 'Inspect the rows, then roll back with force => true to overwrite them.';
-    end if;
-    if target is null then
-        return pg_catalog.jsonb_build_object('restored_rows', 0, 'conflicts', coalesce(conflicts, '[]'::jsonb));
+    key_join := resilience._key_join_sql(relid::regclass);
+    -- row_no runs 1..n within a batch: the batch's size, from one index probe.
+    select pg_catalog.max(r.row_no) into expected
+    from resilience.restore_points as r where r.tx_id = _undo_batch.tx_id and r.seq = batch_seq;
+    if force then
+        conflicts := resilience._undo_conflicts(tx_id, batch_seq, relid, operation, target, key_join);
     end if;
 
     if operation = 'insert' then
         execute pg_catalog.format(
             'delete from %1$s as t using resilience.restore_points as r '
             'cross join lateral pg_catalog.jsonb_populate_record(null::%1$s, r.key_after) as k '
-            'where r.tx_id = $1 and r.seq = $2 and %2$s',
-            target, key_join)
+            'where r.tx_id = $1 and r.seq = $2 and %2$s%3$s',
+            target, key_join,
+            case when force then '' else ' and pg_catalog.to_jsonb(t) operator(pg_catalog.=) r.after' end)
         using tx_id, batch_seq;
     elsif operation = 'update' then
         cols := resilience._restorable_columns(relid::regclass, true);
@@ -143,14 +166,28 @@ begin
             'update %1$s as t set (%2$s) = row(%3$s) from resilience.restore_points as r '
             'cross join lateral pg_catalog.jsonb_populate_record(null::%1$s, r.before) as b '
             'cross join lateral pg_catalog.jsonb_populate_record(null::%1$s, r.key_after) as k '
-            'where r.tx_id = $1 and r.seq = $2 and %4$s',
+            'where r.tx_id = $1 and r.seq = $2 and %4$s%5$s',
             target,
             (select pg_catalog.string_agg(pg_catalog.format('%I', c), ', ') from pg_catalog.unnest(cols) as c),
             (select pg_catalog.string_agg(pg_catalog.format('b.%I', c), ', ') from pg_catalog.unnest(cols) as c),
-            key_join)
+            key_join,
+            case when force then '' else ' and pg_catalog.to_jsonb(t) operator(pg_catalog.=) r.after' end)
         using tx_id, batch_seq;
     else
         cols := resilience._restorable_columns(relid::regclass, false);
+        if force and conflicts is not null then
+            -- Overwrite whatever took the key meanwhile.
+            select pg_catalog.format('(%s) do update set (%s) = row(%s)',
+                    (select pg_catalog.string_agg(pg_catalog.format('%I', a.attname), ', ')
+                        from pg_catalog.pg_index as i
+                        inner join pg_catalog.pg_attribute as a
+                            on a.attrelid = i.indrelid and a.attnum = any (i.indkey::int2 [])
+                        where i.indrelid = relid and i.indisprimary),
+                    pg_catalog.string_agg(pg_catalog.format('%I', c), ', '),
+                    pg_catalog.string_agg(pg_catalog.format('excluded.%I', c), ', '))
+            into set_list
+            from pg_catalog.unnest(resilience._restorable_columns(relid::regclass, true)) as c;
+        end if;
         execute pg_catalog.format(
             'insert into %1$s as t (%2$s) overriding system value select %3$s '
             'from resilience.restore_points as r '
@@ -159,24 +196,40 @@ begin
             target,
             (select pg_catalog.string_agg(pg_catalog.format('%I', c), ', ') from pg_catalog.unnest(cols) as c),
             (select pg_catalog.string_agg(pg_catalog.format('b.%I', c), ', ') from pg_catalog.unnest(cols) as c),
-            case when conflicts is null
-                -- Keys already back as they were (checked above) stay.
-                then 'do nothing'
-                -- Forced: overwrite whatever took the key meanwhile.
-                else (select pg_catalog.format('(%s) do update set (%s) = row(%s)',
-                        (select pg_catalog.string_agg(pg_catalog.format('%I', a.attname), ', ')
-                            from pg_catalog.pg_index as i
-                            inner join pg_catalog.pg_attribute as a
-                                on a.attrelid = i.indrelid and a.attnum = any (i.indkey::int2 [])
-                            where i.indrelid = relid and i.indisprimary),
-                        pg_catalog.string_agg(pg_catalog.format('%I', c), ', '),
-                        pg_catalog.string_agg(pg_catalog.format('excluded.%I', c), ', '))
-                    from pg_catalog.unnest(resilience._restorable_columns(relid::regclass, true)) as c)
-            end)
+            -- Keys already back as they were stay.
+            case when force and conflicts is not null then set_list else 'do nothing' end)
         using tx_id, batch_seq;
     end if;
     get diagnostics affected = row_count;
+
+    if not force and affected < coalesce(expected, 0) then
+        -- Fewer rows restored than captured: already back in their
+        -- before-state (fine), or changed behind the guards (a conflict).
+        conflicts := resilience._undo_conflicts(tx_id, batch_seq, relid, operation, target, key_join);
+        if conflicts is not null then
+            perform resilience._raise_undo_conflict(tx_id, conflicts);
+        end if;
+    end if;
     return pg_catalog.jsonb_build_object('restored_rows', affected, 'conflicts', coalesce(conflicts, '[]'::jsonb));
+end;
+$$;
+
+-- RZ005: the rollback would overwrite rows changed outside the transaction.
+create or replace function resilience._raise_undo_conflict(tx_id uuid, conflicts jsonb)
+returns void
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+begin
+    raise exception using
+        errcode = 'RZ005',
+        message = pg_catalog.format(
+            'rollback of logical transaction %s conflicts with %s row(s) changed outside it; nothing was restored',
+            tx_id, pg_catalog.jsonb_array_length(conflicts)),
+        detail = pg_catalog.jsonb_build_object('conflicts', conflicts)::text,
+        hint = 'Inspect the rows, then roll back with force => true to overwrite them.';
 end;
 $$;
 

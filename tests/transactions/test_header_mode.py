@@ -17,22 +17,9 @@ from .conftest import table_rows
 
 @pytest.fixture
 def api(app: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
-    # The installer grants resilience_user to `authenticated` when that role
-    # exists at install time. Supabase's `authenticated` is NOINHERIT, so it
-    # does not use resilience_user's privileges by membership alone: give it
-    # the same ones here, in this database only.
+    # Only the application's own grants: the installer gave `authenticated`
+    # (NOINHERIT on Supabase) everything resilience_user may do.
     app.execute("""
-        grant usage on schema resilience to authenticated;
-        do $$
-        declare f regprocedure;
-        begin
-            for f in select p.oid::regprocedure from pg_proc p
-                where p.pronamespace = 'resilience'::regnamespace
-                    and has_function_privilege('resilience_user', p.oid, 'execute')
-            loop
-                execute format('grant execute on function %s to authenticated', f);
-            end loop;
-        end $$;
         grant usage on schema public to authenticated;
         grant all on users, profiles, codes to authenticated;
         grant usage on all sequences in schema public to authenticated;

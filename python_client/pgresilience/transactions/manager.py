@@ -9,7 +9,7 @@ psycopg_pool pool. Constructors do no I/O.
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import (
     AbstractAsyncContextManager,
     AbstractContextManager,
@@ -25,7 +25,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from pgresilience.errors import PgResilienceError
 from pgresilience.queries import query
-from pgresilience.transactions import core
+from pgresilience.transactions import batch, core
 from pgresilience.transactions.core import Call, ExecuteResult, TxId
 
 __all__ = [
@@ -121,6 +121,10 @@ class TransactionManager:
 
     def reap(self, max_count: int = 100) -> int:
         return self._run(core.reap(max_count))
+
+    def run(self, operations: Iterable[Mapping[str, Any]]) -> batch.BatchResult:
+        """tx_run: an atomic batch in one database transaction (see batch.py)."""
+        return self._run(batch.run(operations))
 
     @contextmanager
     def transaction(
@@ -258,6 +262,10 @@ class AsyncTransactionManager:
 
     async def reap(self, max_count: int = 100) -> int:
         return await self._run(core.reap(max_count))
+
+    async def run(self, operations: Iterable[Mapping[str, Any]]) -> batch.BatchResult:
+        """tx_run: an atomic batch in one database transaction (see batch.py)."""
+        return await self._run(batch.run(operations))
 
     def transaction(
         self, timeout: float | None = 30.0, label: str | None = None
