@@ -2,7 +2,8 @@
 
 Create a user, then its profile; the profile insert fails, and the rollback
 removes the user too, although the user's insert was committed by its own
-call long before.
+call long before. Then the same signup as one atomic batch (tx_run), where
+the profile refers to the user id the first operation returned.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 import psycopg
 
 from pgresilience.transactions import TransactionManager
+from pgresilience.transactions.batch import operation, ref
 
 __all__ = ["run"]
 
@@ -56,3 +58,14 @@ def run(dsn: str, say: Callable[[str], None]) -> None:
         n_before = users_before[0] if users_before else 0
         n_after = after[0] if after else 0
         say(f"users before: {n_before}, after rollback: {n_after}: the user is gone too")
+        say("the same signup as one atomic batch (tx_run), profile -> {$ref: '0.id'}:")
+        with TransactionManager(conn) as tm:
+            batch = tm.run(
+                [
+                    operation("demo_users", "insert", {"name": "Jane"}),
+                    operation("demo_profiles", "insert", {"user_id": ref(0, "id"), "bio": "hi"}),
+                ]
+            )
+            say(f"  one call, one database transaction: success={batch.success}")
+            for index, result in enumerate(batch.results):
+                say(f"  operation {index}: {result.data}")
