@@ -1,0 +1,19 @@
+"""`make demo` runs every scenario; here on a fresh database."""
+
+from __future__ import annotations
+
+from pgresilience.demo import run_demo
+
+
+def test_demo_runs_every_scenario_and_prints_each_step(bare_dsn: str) -> None:
+    lines: list[str] = []
+    run_demo(bare_dsn, say=lines.append)
+    text = "\n".join(lines)
+
+    assert "== install" in text and "== status" in text
+    assert "installed: revision" in text
+    # Logical transactions: the rollback removes the committed user too.
+    assert "after rollback: 0: the user is gone too" in text
+    assert "one call, one database transaction: success=True" in text
+    # Circuit breakers: the fallback answers while open, then it recovers.
+    assert "circuit open" in text and "[closed]" in text
