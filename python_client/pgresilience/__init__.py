@@ -13,12 +13,18 @@ from pgresilience.breakers import (  # noqa: E402  (after __version__, which sub
     CircuitState,
     circuit_breaker_registry,
 )
+from pgresilience.schema import (  # noqa: E402
+    AsyncSchemaVersionManager,
+    SchemaVersionManager,
+)
 from pgresilience.transactions import (  # noqa: E402
     AsyncTransactionManager,
     TransactionManager,
 )
 
 __all__ = [
+    "AsyncSchemaVersionManager",
+    "SchemaVersionManager",
     "AsyncTransactionManager",
     "TransactionManager",
     "CircuitBreaker",

@@ -28,9 +28,14 @@ def head_revision() -> str | None:
 def _feature_sections() -> list[tuple[str, Section]]:
     # Imported here: each feature's module pulls in its own dependencies.
     from pgresilience.breakers.status import status_lines as circuits
+    from pgresilience.schema.status import status_lines as schema
     from pgresilience.transactions.status import status_lines as transactions
 
-    return [("logical transactions", transactions), ("circuits", circuits)]
+    return [
+        ("logical transactions", transactions),
+        ("schema versions", schema),
+        ("circuits", circuits),
+    ]
 
 
 def _installation(conn: psycopg.Connection[Any], revision: str) -> list[str]:

@@ -19,10 +19,11 @@ Say = Callable[[str], None]
 
 def _steps() -> list[tuple[str, Callable[[str, Say], None]]]:
     # Imported here so that each step loads only what it needs.
-    from pgresilience.demo import breakers, transactions
+    from pgresilience.demo import breakers, schema, transactions
 
     return [
         ("logical transactions: a signup rolled back across calls", transactions.run),
+        ("schema tracking: a migration watched live", schema.run),
         ("circuit breakers: a flaky AI endpoint", breakers.run),
     ]
 

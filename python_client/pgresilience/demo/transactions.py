@@ -67,5 +67,5 @@ def run(dsn: str, say: Callable[[str], None]) -> None:
                 ]
             )
             say(f"  one call, one database transaction: success={batch.success}")
-            for index, result in enumerate(batch.results):
-                say(f"  operation {index}: {result.data}")
+            for index, outcome in enumerate(batch.results):
+                say(f"  operation {index}: {outcome.data}")

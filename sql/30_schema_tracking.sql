@@ -1,0 +1,858 @@
+-- Schema version tracking (DESIGN.md section 2, docs/schema_tracking.md).
+--
+-- Event triggers (sql/superuser/30_event_triggers.sql) remember the objects
+-- each DDL command touched and mark the transaction in
+-- resilience.schema_pending. At commit a deferred constraint trigger on it
+-- folds all of the transaction's DDL into ONE version: only the touched objects are re-read from the catalog, their
+-- OID-free canonical JSON is hashed, the snapshot is updated, the diff is
+-- computed (PL/Python when available), and listeners are notified.
+-- Tracking never blocks DDL: every entry point catches its own errors.
+
+-- Names of the schemas whose objects are tracked: every schema except pg_*,
+-- information_schema, resilience and the ignored ones (setting), or only the
+-- listed ones (setting schema_tracked_schemas). Read once per statement.
+create or replace function resilience._schema_tracked_names()
+returns text[]
+language plpgsql
+stable
+as $$
+declare
+    ignored text[];
+    listed text[];
+begin
+    -- plpgsql, not sql: its plans are cached per session (it runs on every
+    -- DDL). No SECURITY DEFINER nor SET clause (each costs per call): its
+    -- callers are, and every name here is qualified.
+    select pg_catalog.string_to_array(pg_catalog.replace(s.value, ' ', ''), ',') into ignored
+    from resilience.settings as s where s.name = 'schema_ignored_schemas';
+    select pg_catalog.string_to_array(pg_catalog.replace(s.value, ' ', ''), ',') into listed
+    from resilience.settings as s where s.name = 'schema_tracked_schemas' and s.value operator(pg_catalog.<>) '*';
+    return array(
+        select n.nspname::text
+        from pg_catalog.pg_namespace as n
+        where n.nspname operator(pg_catalog.!~) '^pg_'
+            and n.nspname operator(pg_catalog.<>) 'information_schema'
+            and n.nspname operator(pg_catalog.<>) 'resilience'
+            and not n.nspname::text operator(pg_catalog.=) any(coalesce(ignored, '{}'))
+            and (listed is null or n.nspname::text operator(pg_catalog.=) any(listed))
+    );
+end;
+$$;
+
+-- SHA-256 (hex) of one object: kind, a colon, then its canonical JSON text
+-- (jsonb prints keys in a fixed order). schema_diff.object_hash() agrees.
+-- No SET clause (names are qualified): it is inlined, it runs once per object.
+create or replace function resilience._schema_object_hash(kind text, data jsonb)
+returns text
+language sql
+immutable
+as $$
+    select pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
+        kind operator(pg_catalog.||) ':' operator(pg_catalog.||) data::text, 'UTF8'
+    )), 'hex');
+$$;
+
+-- Every trackable object id, for a full re-snapshot.
+create or replace function resilience._schema_all_ids(
+    out rels oid[], out procs oid[], out types oid[]
+)
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+    with tracked as (
+        select n.oid from pg_catalog.pg_namespace as n
+        where n.nspname::text operator(pg_catalog.=) any(resilience._schema_tracked_names())
+    )
+
+    select
+        array(select c.oid from pg_catalog.pg_class as c
+            where c.relkind in ('r', 'p', 'f', 'v', 'm') and c.relnamespace in (select t.oid from tracked as t)),
+        array(select p.oid from pg_catalog.pg_proc as p
+            where p.pronamespace in (select t.oid from tracked as t)),
+        array(select ty.oid from pg_catalog.pg_type as ty
+            where ty.typtype = 'e' and ty.typnamespace in (select t.oid from tracked as t));
+$$;
+
+-- The catalog as snapshot objects, for the given relations (tables, views,
+-- and everything on them), functions and enum types. `data` holds names, never
+-- OIDs, so equal schemas give equal JSON on any server. Extension members, the
+-- rpc() wrappers of pgresilience and untracked schemas are left out.
+create or replace function resilience._schema_catalog(rels oid[], procs oid[], types oid[])
+returns table (kind text, object_oid oid, sub_id integer, table_oid oid, data jsonb)
+language plpgsql
+stable
+security definer
+set search_path = ''
+-- Planning this big query costs more than running it for one table: plan once.
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+    tracked text[] := resilience._schema_tracked_names();
+begin
+    return query
+    with rel as (
+        select c.oid, c.relname::text as name, c.relkind, c.relrowsecurity, c.relforcerowsecurity,
+            c.relpersistence, c.relispartition, c.relpartbound,
+            n.nspname::text as schema,
+            n.nspname::text operator(pg_catalog.||) '.' operator(pg_catalog.||) c.relname::text as qualified
+        from pg_catalog.pg_class as c
+        inner join pg_catalog.pg_namespace as n on c.relnamespace = n.oid
+        where c.oid operator(pg_catalog.=) any(rels)
+            and c.relkind in ('r', 'p', 'f', 'v', 'm')
+            and c.relpersistence operator(pg_catalog.<>) 't'
+            and n.nspname::text operator(pg_catalog.=) any(tracked)
+            and not exists (
+                select from pg_catalog.pg_depend as d
+                where d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                    and d.objid = c.oid and d.deptype = 'e'
+            )
+    )
+
+    select 'table', r.oid, 0, r.oid, pg_catalog.jsonb_build_object(
+        'schema', r.schema,
+        'name', r.name,
+        'kind', case r.relkind when 'p' then 'partitioned table' when 'f' then 'foreign table' else 'table' end,
+        'persistence', case r.relpersistence when 'u' then 'unlogged' else 'logged' end,
+        'rls', r.relrowsecurity,
+        'rls_forced', r.relforcerowsecurity,
+        'partition_of', (
+            select pn.nspname::text operator(pg_catalog.||) '.' operator(pg_catalog.||) pc.relname::text
+            from pg_catalog.pg_inherits as i
+            inner join pg_catalog.pg_class as pc on i.inhparent = pc.oid
+            inner join pg_catalog.pg_namespace as pn on pc.relnamespace = pn.oid
+            where r.relispartition and i.inhrelid = r.oid
+        ),
+        'partition_bound', pg_catalog.pg_get_expr(r.relpartbound, r.oid),
+        'partition_key', case when r.relkind = 'p' then pg_catalog.pg_get_partkeydef(r.oid) end,
+        'columns', pg_catalog.to_jsonb(array(
+            select a.attname::text from pg_catalog.pg_attribute as a
+            where a.attrelid = r.oid and a.attnum operator(pg_catalog.>) 0 and not a.attisdropped
+            order by a.attnum
+        ))
+    )
+    from rel as r
+    where r.relkind in ('r', 'p', 'f')
+
+    union all
+    select 'column', r.oid, a.attnum::integer, r.oid, pg_catalog.jsonb_build_object(
+        'table', r.qualified,
+        'name', a.attname::text,
+        'type', pg_catalog.format_type(a.atttypid, a.atttypmod),
+        'not_null', a.attnotnull,
+        'default', case when a.attgenerated = '' then pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) end,
+        'generated', case when a.attgenerated operator(pg_catalog.<>) '' then pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) end,
+        'identity', case a.attidentity when 'a' then 'always' when 'd' then 'by default' end,
+        'collation', case when a.attcollation operator(pg_catalog.<>) t.typcollation then coll.collname::text end
+    )
+    from rel as r
+    inner join pg_catalog.pg_attribute as a on r.oid = a.attrelid
+    inner join pg_catalog.pg_type as t on a.atttypid = t.oid
+    left join pg_catalog.pg_attrdef as ad on a.attrelid = ad.adrelid and a.attnum = ad.adnum
+    left join pg_catalog.pg_collation as coll on a.attcollation = coll.oid
+    where r.relkind in ('r', 'p', 'f') and a.attnum operator(pg_catalog.>) 0 and not a.attisdropped
+
+    union all
+    select 'constraint', con.oid, 0, r.oid, pg_catalog.jsonb_build_object(
+        'table', r.qualified,
+        'name', con.conname::text,
+        'type', case con.contype
+            when 'p' then 'primary key' when 'u' then 'unique' when 'c' then 'check'
+            when 'f' then 'foreign key' when 'x' then 'exclusion'
+        end,
+        'definition', pg_catalog.pg_get_constraintdef(con.oid),
+        'references', (
+            select fn.nspname::text operator(pg_catalog.||) '.' operator(pg_catalog.||) fc.relname::text
+            from pg_catalog.pg_class as fc
+            inner join pg_catalog.pg_namespace as fn on fc.relnamespace = fn.oid
+            where fc.oid = con.confrelid
+        ),
+        'validated', con.convalidated,
+        'deferrable', con.condeferrable,
+        'deferred', con.condeferred
+    )
+    from rel as r
+    inner join pg_catalog.pg_constraint as con on r.oid = con.conrelid
+    where con.contype in ('p', 'u', 'c', 'f', 'x')
+
+    union all
+    -- Indexes behind a primary key, unique or exclusion constraint are
+    -- reported as that constraint.
+    select 'index', i.indexrelid, 0, r.oid, pg_catalog.jsonb_build_object(
+        'table', r.qualified,
+        'name', ic.relname::text,
+        'definition', pg_catalog.pg_get_indexdef(i.indexrelid),
+        'unique', i.indisunique
+    )
+    from rel as r
+    inner join pg_catalog.pg_index as i on r.oid = i.indrelid
+    inner join pg_catalog.pg_class as ic on i.indexrelid = ic.oid
+    where not exists (
+        select from pg_catalog.pg_constraint as k
+        where k.conindid = i.indexrelid and k.conrelid = r.oid and k.contype in ('p', 'u', 'x')
+    )
+
+    union all
+    select 'policy', pol.oid, 0, r.oid, pg_catalog.jsonb_build_object(
+        'table', r.qualified,
+        'name', pol.polname::text,
+        'command', case pol.polcmd
+            when 'r' then 'select' when 'a' then 'insert' when 'w' then 'update'
+            when 'd' then 'delete' else 'all'
+        end,
+        'permissive', pol.polpermissive,
+        'roles', pg_catalog.to_jsonb(array(
+            select case when role_oid = 0 then 'public' else pg_catalog.pg_get_userbyid(role_oid)::text end
+            from pg_catalog.unnest(pol.polroles) as role_oid
+            order by 1
+        )),
+        'using', pg_catalog.pg_get_expr(pol.polqual, pol.polrelid),
+        'check', pg_catalog.pg_get_expr(pol.polwithcheck, pol.polrelid)
+    )
+    from rel as r
+    inner join pg_catalog.pg_policy as pol on r.oid = pol.polrelid
+
+    union all
+    select 'view', r.oid, 0, r.oid, pg_catalog.jsonb_build_object(
+        'schema', r.schema,
+        'name', r.name,
+        'kind', case r.relkind when 'm' then 'materialized view' else 'view' end,
+        'definition', pg_catalog.pg_get_viewdef(r.oid),
+        'columns', coalesce((
+            select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                'name', a.attname::text, 'type', pg_catalog.format_type(a.atttypid, a.atttypmod)
+            ) order by a.attnum)
+            from pg_catalog.pg_attribute as a
+            where a.attrelid = r.oid and a.attnum operator(pg_catalog.>) 0 and not a.attisdropped
+        ), '[]')
+    )
+    from rel as r
+    where r.relkind in ('v', 'm')
+
+    union all
+    select 'function', p.oid, 0, null::oid, pg_catalog.jsonb_build_object(
+        'schema', n.nspname::text,
+        'name', p.proname::text,
+        'kind', case p.prokind when 'p' then 'procedure' else 'function' end,
+        'arguments', pg_catalog.pg_get_function_identity_arguments(p.oid),
+        'result', pg_catalog.pg_get_function_result(p.oid),
+        'language', l.lanname::text,
+        -- SQL-standard bodies (BEGIN ATOMIC) leave prosrc empty.
+        'body', case when coalesce(p.prosrc, '') = '' then pg_catalog.pg_get_functiondef(p.oid) else p.prosrc end,
+        'volatility', case p.provolatile when 'i' then 'immutable' when 's' then 'stable' else 'volatile' end,
+        'security_definer', p.prosecdef,
+        'strict', p.proisstrict,
+        'config', pg_catalog.to_jsonb(p.proconfig)
+    )
+    from pg_catalog.pg_proc as p
+    inner join pg_catalog.pg_namespace as n on p.pronamespace = n.oid
+    inner join pg_catalog.pg_language as l on p.prolang = l.oid
+    where p.oid operator(pg_catalog.=) any(procs)
+        and p.prokind in ('f', 'p')
+        and n.nspname::text operator(pg_catalog.=) any(tracked)
+        and not exists (
+            select from pg_catalog.pg_depend as d
+            where d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass and d.objid = p.oid and d.deptype = 'e'
+        )
+        -- pgresilience's own rpc() wrappers (resilience._expose)
+        and not exists (select from resilience.exposed_functions as w where w.signature::oid = p.oid)
+
+    union all
+    select 'enum', t.oid, 0, null::oid, pg_catalog.jsonb_build_object(
+        'schema', n.nspname::text,
+        'name', t.typname::text,
+        'values', pg_catalog.to_jsonb(array(
+            select e.enumlabel::text from pg_catalog.pg_enum as e
+            where e.enumtypid = t.oid order by e.enumsortorder
+        ))
+    )
+    from pg_catalog.pg_type as t
+    inner join pg_catalog.pg_namespace as n on t.typnamespace = n.oid
+    where t.oid operator(pg_catalog.=) any(types)
+        and t.typtype = 'e'
+        and n.nspname::text operator(pg_catalog.=) any(tracked)
+        and not exists (
+            select from pg_catalog.pg_depend as d
+            where d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass and d.objid = t.oid and d.deptype = 'e'
+        );
+end;
+$$;
+
+-- The objects this transaction's DDL touched (collected by
+-- resilience._schema_remember), resolved to relations, functions and enum
+-- types, plus the objects whose definition text names them (a view or foreign
+-- key naming a renamed table, a column of a renamed enum type) are added by
+-- resilience._schema_dependents. Consumes what was collected.
+-- full_scan: a schema was renamed, re-read everything.
+create or replace function resilience._schema_take_pending(
+    out rels oid[], out procs oid[], out types oid[], out full_scan boolean, out commands text[],
+    out created oid[]
+)
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+begin
+    with pending as (
+        select
+            pg_catalog.split_part(e.entry, ',', 1)::oid as classid,
+            pg_catalog.split_part(e.entry, ',', 2)::oid as objid,
+            pg_catalog.split_part(e.entry, ',', 3) as command_tag
+        from pg_catalog.generate_series(1, coalesce(nullif(
+            pg_catalog.current_setting('pgresilience.schema_pending_n', true), ''
+        )::integer, 0)) as chunk (n)
+        cross join lateral pg_catalog.unnest(pg_catalog.string_to_array(
+            pg_catalog.current_setting('pgresilience.schema_pending_' || chunk.n, true), ';'
+        )) as e (entry)
+    ),
+
+    resolved as (
+        select
+            p.command_tag,
+            p.objid,
+            p.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+            and p.command_tag = 'ALTER SCHEMA' as whole_schema,
+            case p.classid
+                when 'pg_catalog.pg_class'::pg_catalog.regclass then coalesce(
+                    (select i.indrelid from pg_catalog.pg_index as i where i.indexrelid = p.objid), p.objid
+                )
+                when 'pg_catalog.pg_constraint'::pg_catalog.regclass then
+                    (select nullif(c.conrelid, 0) from pg_catalog.pg_constraint as c where c.oid = p.objid)
+                when 'pg_catalog.pg_policy'::pg_catalog.regclass then
+                    (select pol.polrelid from pg_catalog.pg_policy as pol where pol.oid = p.objid)
+                when 'pg_catalog.pg_attrdef'::pg_catalog.regclass then
+                    (select ad.adrelid from pg_catalog.pg_attrdef as ad where ad.oid = p.objid)
+                when 'pg_catalog.pg_rewrite'::pg_catalog.regclass then
+                    (select rw.ev_class from pg_catalog.pg_rewrite as rw where rw.oid = p.objid)
+                when 'pg_catalog.pg_type'::pg_catalog.regclass then
+                    (select nullif(t.typrelid, 0) from pg_catalog.pg_type as t where t.oid = p.objid)
+            end as live_rel,
+            -- Dropped objects are gone from the catalog: the snapshot knows their table.
+            (select o.table_oid from resilience.schema_objects as o
+                where o.object_oid = p.objid and o.table_oid is not null limit 1) as known_rel,
+            case when p.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass then p.objid end as proc,
+            case when p.classid = 'pg_catalog.pg_type'::pg_catalog.regclass then p.objid end as typ
+        from pending as p
+    )
+
+    select
+        array(
+            select distinct v.x from resolved as rr
+            cross join lateral (values (rr.live_rel), (rr.known_rel)) as v (x)
+            where v.x is not null
+        ),
+        coalesce(pg_catalog.array_agg(distinct r.proc) filter (where r.proc is not null), '{}'),
+        coalesce(pg_catalog.array_agg(distinct r.typ) filter (where r.typ is not null), '{}'),
+        coalesce(pg_catalog.bool_or(r.whole_schema), false),
+        coalesce(pg_catalog.array_agg(distinct r.command_tag), '{}'),
+        -- Created by this transaction: nothing older can name them, so their
+        -- dependents need no re-read (those created since are pending too).
+        coalesce(pg_catalog.array_agg(distinct r.objid) filter (
+            where r.command_tag in (
+                'CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'CREATE VIEW',
+                'CREATE MATERIALIZED VIEW', 'CREATE SEQUENCE', 'CREATE FOREIGN TABLE',
+                'CREATE TYPE', 'CREATE FUNCTION', 'CREATE PROCEDURE'
+            )
+        ), '{}')
+    into rels, procs, types, full_scan, commands, created
+    from resolved as r;
+    -- Consumed: DDL after this point (SET CONSTRAINTS ... IMMEDIATE) starts afresh.
+    perform pg_catalog.set_config('pgresilience.schema_pending_n', '0', true);
+end;
+$$;
+
+-- Relations and functions whose stored definition text names one of the given
+-- objects (pg_depend): a view or a foreign key naming a renamed table, a
+-- column or function using a renamed enum type. They must be re-read too.
+create or replace function resilience._schema_dependents(
+    rels oid[], procs oid[], types oid[], out dep_rels oid[], out dep_procs oid[]
+)
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+    with dep as (
+        select d.classid, d.objid from pg_catalog.pg_depend as d
+        where d.refclassid in (
+            'pg_catalog.pg_class'::pg_catalog.regclass,
+            'pg_catalog.pg_type'::pg_catalog.regclass,
+            'pg_catalog.pg_proc'::pg_catalog.regclass
+        )
+            and d.refobjid operator(pg_catalog.=) any(rels operator(pg_catalog.||) procs operator(pg_catalog.||) types)
+    )
+
+    select
+        array(
+            select distinct x.rel from (
+                select case dep.classid
+                    when 'pg_catalog.pg_class'::pg_catalog.regclass then coalesce(
+                        (select i.indrelid from pg_catalog.pg_index as i where i.indexrelid = dep.objid), dep.objid
+                    )
+                    when 'pg_catalog.pg_rewrite'::pg_catalog.regclass then
+                        (select rw.ev_class from pg_catalog.pg_rewrite as rw where rw.oid = dep.objid)
+                    when 'pg_catalog.pg_constraint'::pg_catalog.regclass then
+                        (select nullif(c.conrelid, 0) from pg_catalog.pg_constraint as c where c.oid = dep.objid)
+                    when 'pg_catalog.pg_attrdef'::pg_catalog.regclass then
+                        (select ad.adrelid from pg_catalog.pg_attrdef as ad where ad.oid = dep.objid)
+                    when 'pg_catalog.pg_policy'::pg_catalog.regclass then
+                        (select pol.polrelid from pg_catalog.pg_policy as pol where pol.oid = dep.objid)
+                end as rel
+                from dep
+            ) as x where x.rel is not null
+        ),
+        array(select distinct dep.objid from dep where dep.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass);
+$$;
+
+-- A version's deltas in the shape schema_diff.compute_changes() takes:
+-- [{kind, id, table_id, old, new}], ids being OIDs (and attnum) as text.
+create or replace function resilience._schema_diff_input(for_version bigint)
+returns json
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+    -- json, not jsonb: built and handed over as text, several times faster.
+    select coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(
+        'kind', d.kind,
+        'id', d.object_oid::text operator(pg_catalog.||)
+        case when d.sub_id operator(pg_catalog.>) 0 then '.' operator(pg_catalog.||) d.sub_id::text else '' end,
+        'table_id', d.table_oid::text,
+        'old', d.old_data,
+        'new', d.new_data
+    ) order by d.kind, d.object_oid, d.sub_id), '[]')
+    from resilience.schema_deltas as d
+    where d.version operator(pg_catalog.=) for_version;
+$$;
+
+-- Schema hash: SHA-256 over the group hashes in sorted ("C") order (each group
+-- hash: SHA-256 over its objects' sorted hashes). The hash index holds them
+-- sorted already: read it rather than sort.
+create or replace function resilience._schema_hash()
+returns text
+language sql
+stable
+security definer
+set search_path = ''
+set enable_sort = off
+set enable_seqscan = off
+as $$
+    select
+        pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
+            coalesce(pg_catalog.string_agg(sorted.hash, ''), ''), 'UTF8'
+        )), 'hex')
+    from (select g.hash from resilience.schema_groups as g order by g.hash) as sorted;
+$$;
+
+-- Re-read the given objects (all of them when full_scan), store what changed
+-- as a new version, diff it, audit it, notify. Returns the new version, or
+-- null when nothing tracked changed. The caller holds the fold lock.
+create or replace function resilience._schema_fold(
+    origin text, rels oid[], procs oid[], types oid[], full_scan boolean, commands text[]
+)
+returns bigint
+language plpgsql
+volatile
+security definer
+set search_path = ''
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+    delta_count bigint;
+    new_hash text;
+    new_version bigint;
+    object_total integer;
+    diff_changes jsonb;
+    diffed_in text := 'client';
+    severity text;
+    touched text[];
+    shown text[];
+    payload jsonb;
+begin
+    -- Version numbers follow commit order: the caller holds the fold lock.
+    select coalesce(pg_catalog.max(v.version), 0) operator(pg_catalog.+) 1 into new_version
+    from resilience.schema_versions as v;
+
+    with fresh as (
+        select f.kind, f.object_oid, f.sub_id, f.table_oid, f.data,
+            resilience._schema_object_hash(f.kind, f.data) as hash
+        from resilience._schema_catalog(rels, procs, types) as f
+    ),
+
+    -- Separate branches, not one OR: each uses its index under a generic plan.
+    stale as (
+        select o.kind, o.object_oid, o.sub_id, o.table_oid, o.data, o.hash
+        from resilience.schema_objects as o
+        where full_scan
+        union all
+        select o.kind, o.object_oid, o.sub_id, o.table_oid, o.data, o.hash
+        from resilience.schema_objects as o
+        where not full_scan and o.table_oid is not null
+            and coalesce(o.table_oid, o.object_oid) operator(pg_catalog.=) any(rels)
+        union all
+        select o.kind, o.object_oid, o.sub_id, o.table_oid, o.data, o.hash
+        from resilience.schema_objects as o
+        where not full_scan and o.kind = 'function'
+            and coalesce(o.table_oid, o.object_oid) operator(pg_catalog.=) any(procs)
+        union all
+        select o.kind, o.object_oid, o.sub_id, o.table_oid, o.data, o.hash
+        from resilience.schema_objects as o
+        where not full_scan and o.kind = 'enum'
+            and coalesce(o.table_oid, o.object_oid) operator(pg_catalog.=) any(types)
+    ),
+
+    written as (
+        insert into resilience.schema_deltas (
+            version, kind, object_oid, sub_id, table_oid, old_data, new_data, new_hash
+        )
+        select new_version, coalesce(f.kind, s.kind), coalesce(f.object_oid, s.object_oid),
+            coalesce(f.sub_id, s.sub_id), coalesce(f.table_oid, s.table_oid), s.data, f.data, f.hash
+        from fresh as f
+        full join stale as s on f.kind = s.kind and f.object_oid = s.object_oid and f.sub_id = s.sub_id
+        where f.hash is distinct from s.hash
+        returning 1
+    )
+
+    select pg_catalog.count(*) into delta_count from written;
+
+    if delta_count = 0 and origin operator(pg_catalog.<>) 'baseline' then
+        return null;
+    end if;
+
+    delete from resilience.schema_objects as o
+    using resilience.schema_deltas as d
+    where d.version = new_version
+        and o.kind = d.kind and o.object_oid = d.object_oid and o.sub_id = d.sub_id;
+
+    insert into resilience.schema_objects (kind, object_oid, sub_id, table_oid, data, hash)
+    select d.kind, d.object_oid, d.sub_id, d.table_oid, d.new_data, d.new_hash
+    from resilience.schema_deltas as d
+    where d.version = new_version and d.new_data is not null;
+
+    -- Re-hash the groups (tables, functions, enum types) this version touched.
+    with touched as (
+        select distinct coalesce(d.table_oid, d.object_oid) as group_oid
+        from resilience.schema_deltas as d
+        where d.version = new_version
+    ),
+
+    rehashed as (
+        select coalesce(o.table_oid, o.object_oid) as group_oid,
+            pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
+                pg_catalog.string_agg(o.hash, '' order by o.hash), 'UTF8'
+            )), 'hex') as hash
+        from resilience.schema_objects as o
+        where coalesce(o.table_oid, o.object_oid) in (select t.group_oid from touched as t)
+        group by coalesce(o.table_oid, o.object_oid)
+    ),
+
+    emptied as (
+        delete from resilience.schema_groups as g
+        where g.group_oid in (select t.group_oid from touched as t)
+            and g.group_oid not in (select r.group_oid from rehashed as r)
+    )
+
+    insert into resilience.schema_groups (group_oid, hash)
+    select r.group_oid, r.hash from rehashed as r
+    on conflict (group_oid) do update set hash = excluded.hash;
+
+    new_hash := resilience._schema_hash();
+    -- Object count, kept incrementally (counting every object costs a scan).
+    select coalesce((
+        select v.object_count from resilience.schema_versions as v order by v.version desc limit 1
+    ), 0)
+    operator(pg_catalog.+) pg_catalog.count(*) filter (where d.old_data is null)
+    operator(pg_catalog.-) pg_catalog.count(*) filter (where d.new_data is null)
+    into object_total
+    from resilience.schema_deltas as d
+    where d.version = new_version;
+
+    select coalesce(pg_catalog.array_agg(distinct x.name order by x.name), '{}') into touched
+    from (
+        select coalesce(
+            d.new_data operator(pg_catalog.->>) 'table', d.old_data operator(pg_catalog.->>) 'table',
+            (d.new_data operator(pg_catalog.->>) 'schema') operator(pg_catalog.||) '.'
+            operator(pg_catalog.||) (d.new_data operator(pg_catalog.->>) 'name'),
+            (d.old_data operator(pg_catalog.->>) 'schema') operator(pg_catalog.||) '.'
+            operator(pg_catalog.||) (d.old_data operator(pg_catalog.->>) 'name')
+        ) as name
+        from resilience.schema_deltas as d
+        where d.version = new_version
+            and d.kind in ('table', 'column', 'constraint', 'index', 'policy', 'view')
+    ) as x;
+
+    if origin = 'baseline' then
+        diff_changes := '[]';
+    elsif pg_catalog.to_regprocedure('resilience._schema_diff(json)') is not null then
+        begin
+            execute 'select resilience._schema_diff($1)::jsonb' into diff_changes
+            using resilience._schema_diff_input(new_version);
+        exception when others then
+            raise warning 'pgresilience: schema diff failed, the client will compute it (%): %',
+                sqlstate, sqlerrm;
+            diff_changes := null;
+        end;
+    end if;
+
+    if diff_changes is not null then
+        diffed_in := 'database';
+        select x.s into severity
+        from pg_catalog.jsonb_array_elements(diff_changes) as c (change),
+            lateral (select c.change operator(pg_catalog.->>) 'severity') as x (s)
+        order by pg_catalog.array_position(array['low', 'medium', 'high', 'critical'], x.s) desc
+        limit 1;
+    end if;
+
+    insert into resilience.schema_versions (
+        version, hash, origin, actor_role, object_count, commands, tables, diffed_in,
+        changes, change_count, max_severity
+    ) values (
+        new_version, new_hash, origin, resilience._caller_role(), object_total,
+        coalesce(commands, '{}'), touched, diffed_in, diff_changes,
+        pg_catalog.jsonb_array_length(diff_changes), severity
+    );
+
+    -- Check the deltas' key now rather than at commit: a pending check would
+    -- stop later DDL on schema_deltas in this transaction (an install).
+    set constraints resilience.schema_deltas_version_fkey immediate;
+    set constraints resilience.schema_deltas_version_fkey deferred;
+
+    perform resilience._audit('schema_change', null, pg_catalog.jsonb_build_object(
+        'version', new_version, 'hash', new_hash, 'origin', origin, 'commands', commands,
+        'tables', touched, 'change_count', pg_catalog.jsonb_array_length(diff_changes),
+        'max_severity', severity, 'diffed_in', diffed_in
+    ));
+
+    -- NOTIFY payloads must stay under 8000 bytes: shorten the table list.
+    shown := touched;
+    loop
+        payload := pg_catalog.jsonb_build_object(
+            'version', new_version, 'hash', new_hash, 'origin', origin,
+            'max_severity', severity, 'change_count', pg_catalog.jsonb_array_length(diff_changes),
+            'diffed_in', diffed_in, 'tables', pg_catalog.to_jsonb(shown),
+            'tables_truncated', coalesce(pg_catalog.cardinality(shown), 0)
+            operator(pg_catalog.<) coalesce(pg_catalog.cardinality(touched), 0)
+        );
+        exit when pg_catalog.octet_length(payload::text) operator(pg_catalog.<) 7900;
+        shown := shown[1:coalesce(pg_catalog.cardinality(shown), 0) operator(pg_catalog./) 2];
+    end loop;
+    perform pg_catalog.pg_notify('resilience_schema', payload::text);
+    if coalesce(resilience._setting('notify_postgrest'), 'off') = 'on' then
+        perform pg_catalog.pg_notify('pgrst', 'reload schema');
+    end if;
+    return new_version;
+end;
+$$;
+
+-- Serializes folds: versions are numbered in commit order and every hash
+-- covers all earlier versions.
+create or replace function resilience._schema_lock()
+returns void
+language sql
+volatile
+set search_path = ''
+as $$
+    select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgresilience-schema-fold'));
+$$;
+
+-- Deferred constraint trigger on schema_pending: runs once per
+-- transaction that ran tracked DDL, just before it commits. Never raises:
+-- a tracking bug must not block a migration.
+create or replace function resilience._schema_on_commit()
+returns trigger
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    pending record;
+    dependents record;
+    everything record;
+begin
+    begin
+        perform resilience._schema_lock();
+        -- This transaction's row, and any a failed fold left behind.
+        delete from resilience.schema_pending;
+        select * into pending from resilience._schema_take_pending();
+        if pending.full_scan then
+            select * into everything from resilience._schema_all_ids();
+            perform resilience._schema_fold(
+                'ddl', everything.rels, everything.procs, everything.types, true, pending.commands
+            );
+        else
+            select * into dependents
+            from resilience._schema_dependents(
+                array(select pg_catalog.unnest(pending.rels) except select pg_catalog.unnest(pending.created)),
+                array(select pg_catalog.unnest(pending.procs) except select pg_catalog.unnest(pending.created)),
+                array(select pg_catalog.unnest(pending.types) except select pg_catalog.unnest(pending.created))
+            );
+            perform resilience._schema_fold(
+                'ddl',
+                pending.rels operator(pg_catalog.||) dependents.dep_rels,
+                pending.procs operator(pg_catalog.||) dependents.dep_procs,
+                pending.types, false, pending.commands
+            );
+        end if;
+    exception when others then
+        raise warning 'pgresilience: schema version not recorded (%: %); resilience.schema_refresh() catches up',
+            sqlstate, sqlerrm;
+    end;
+    return null;
+end;
+$$;
+
+drop trigger if exists schema_fold_at_commit on resilience.schema_pending;
+create constraint trigger schema_fold_at_commit
+after insert on resilience.schema_pending
+deferrable initially deferred
+for each row execute function resilience._schema_on_commit();
+
+-- The first snapshot, taken at install (version 1, no changes).
+create or replace function resilience._schema_baseline()
+returns bigint
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    everything record;
+begin
+    perform resilience._schema_lock();
+    if exists (select from resilience.schema_versions) then
+        return null;
+    end if;
+    select * into everything from resilience._schema_all_ids();
+    return resilience._schema_fold('baseline', everything.rels, everything.procs, everything.types, true, '{}');
+end;
+$$;
+
+-- Public API ---------------------------------------------------------------
+
+create or replace function resilience.schema_current()
+returns jsonb
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+    select pg_catalog.jsonb_build_object(
+        'version', v.version,
+        'hash', v.hash,
+        'taken_at', v.taken_at,
+        'tables', coalesce((
+            select pg_catalog.jsonb_object_agg(
+                (t.data operator(pg_catalog.->>) 'schema') operator(pg_catalog.||) '.'
+                operator(pg_catalog.||) (t.data operator(pg_catalog.->>) 'name'),
+                pg_catalog.jsonb_build_object(
+                    'kind', t.data operator(pg_catalog.->) 'kind',
+                    'rls', coalesce(t.data operator(pg_catalog.->) 'rls', 'false'),
+                    'columns', case when t.kind = 'view' then t.data operator(pg_catalog.->) 'columns' else coalesce((
+                        select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                            'name', c.data operator(pg_catalog.->) 'name',
+                            'type', c.data operator(pg_catalog.->) 'type',
+                            'not_null', c.data operator(pg_catalog.->) 'not_null',
+                            'default', c.data operator(pg_catalog.->) 'default'
+                        ) order by c.sub_id)
+                        from resilience.schema_objects as c
+                        where c.kind = 'column' and coalesce(c.table_oid, c.object_oid) = t.object_oid
+                    ), '[]') end
+                )
+            )
+            from resilience.schema_objects as t
+            where t.kind in ('table', 'view')
+        ), '{}')
+    )
+    from (select null) as one
+    left join lateral (
+        select sv.version, sv.hash, sv.taken_at from resilience.schema_versions as sv
+        order by sv.version desc limit 1
+    ) as v on true;
+$$;
+
+-- Full re-snapshot (the force refresh): records what changed while tracking
+-- was off or where event triggers could not be installed.
+create or replace function resilience.schema_refresh()
+returns jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    everything record;
+    new_version bigint;
+    latest record;
+begin
+    perform resilience._schema_lock();
+    select * into everything from resilience._schema_all_ids();
+    new_version := resilience._schema_fold(
+        case when exists (select from resilience.schema_versions) then 'refresh' else 'baseline' end,
+        everything.rels, everything.procs, everything.types, true, '{}'
+    );
+    select v.version, v.hash, v.change_count, v.max_severity into latest
+    from resilience.schema_versions as v order by v.version desc limit 1;
+    return pg_catalog.jsonb_build_object(
+        'version', latest.version,
+        'hash', latest.hash,
+        'changed', new_version is not null,
+        'change_count', case when new_version is not null then latest.change_count else 0 end,
+        'max_severity', case when new_version is not null then latest.max_severity end
+    );
+end;
+$$;
+
+create or replace function resilience._schema_version_json(v resilience.schema_versions)
+returns jsonb
+language sql
+stable
+set search_path = ''
+as $$
+    select pg_catalog.jsonb_build_object(
+        'version', v.version, 'hash', v.hash, 'taken_at', v.taken_at, 'origin', v.origin,
+        'actor_role', v.actor_role, 'object_count', v.object_count, 'commands', v.commands,
+        'tables', v.tables, 'diffed_in', v.diffed_in, 'change_count', v.change_count,
+        'max_severity', v.max_severity
+    );
+$$;
+
+-- Versions, newest first.
+create or replace function resilience.schema_history(max_count integer default 50)
+returns setof jsonb
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+    select resilience._schema_version_json(v)
+    from resilience.schema_versions as v
+    order by v.version desc
+    limit greatest(max_count, 0);
+$$;
+
+-- Every version after `version`, oldest first, with its changes. Where the
+-- database could not diff (no plpython3u), `changes` is null and `deltas`
+-- holds the input the client diffs with the same module.
+create or replace function resilience.schema_changes_since(version bigint)
+returns setof jsonb
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+    select resilience._schema_version_json(v)
+        operator(pg_catalog.||) pg_catalog.jsonb_build_object('changes', v.changes)
+        operator(pg_catalog.||) case when v.changes is null
+            then pg_catalog.jsonb_build_object('deltas', resilience._schema_diff_input(v.version)::jsonb)
+            else '{}'::jsonb
+        end
+    from resilience.schema_versions as v
+    where v.version operator(pg_catalog.>) coalesce(schema_changes_since.version, 0)
+    order by v.version;
+$$;
+
+select resilience._schema_baseline();
