@@ -32,11 +32,24 @@ where pronamespace = %s::regnamespace order by 1, 2
 """
 
 
+# Roles are cluster-wide; other tests add their own members to ours.
+PACKAGE_ROLES = {"resilience_user", "resilience_admin"}
+SUPABASE_ROLES = {"anon", "authenticated", "service_role", "authenticator"}
+
+
+def _is_package_role_line(line: str) -> bool:
+    words = line.split()
+    if words[0] == "role":
+        return words[1] in PACKAGE_ROLES
+    member, group = words[1], words[3]
+    return group in PACKAGE_ROLES and member in PACKAGE_ROLES | SUPABASE_ROLES
+
+
 def package_objects(bare_dsn: str) -> list[str]:
     """What install adds to a bare database, by name, plus its roles."""
     before = set(catalog_listing(bare_dsn))
     install(bare_dsn)
-    roles = [line for line in role_listing(bare_dsn) if "resilience_" in line]
+    roles = [line for line in role_listing(bare_dsn) if _is_package_role_line(line)]
     return sorted(set(catalog_listing(bare_dsn)) - before) + roles
 
 

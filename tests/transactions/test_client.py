@@ -141,8 +141,10 @@ def test_demo_walks_the_signup_example(app, dsn):
     lines: list[str] = []
     run(dsn, lines.append)
     assert any("failed" in line and "23514" in line for line in lines)
-    assert lines[-1].startswith("users before: 0, after rollback: 0")
-    assert app.execute("select count(*) from demo_users").fetchone() == (0,)
+    assert any(line.startswith("users before: 0, after rollback: 0") for line in lines)
+    assert app.execute("select count(*) from demo_users where name = 'John'").fetchone() == (0,)
+    # The batch part of the demo commits Jane and her profile in one call.
+    assert app.execute("select count(*) from demo_profiles").fetchone() == (1,)
 
 
 @pytest.mark.parametrize("source", ["conninfo", "connection", "pool"])
