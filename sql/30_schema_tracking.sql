@@ -301,10 +301,10 @@ begin
             pg_catalog.split_part(e.entry, ',', 2)::oid as objid,
             pg_catalog.split_part(e.entry, ',', 3) as command_tag
         from pg_catalog.generate_series(1, coalesce(nullif(
-            pg_catalog.current_setting('pgresilience.schema_pending_n', true), ''
+            pg_catalog.current_setting('resilience.schema_pending_n', true), ''
         )::integer, 0)) as chunk (n)
         cross join lateral pg_catalog.unnest(pg_catalog.string_to_array(
-            pg_catalog.current_setting('pgresilience.schema_pending_' || chunk.n, true), ';'
+            pg_catalog.current_setting('resilience.schema_pending_' || chunk.n, true), ';'
         )) as e (entry)
     ),
 
@@ -359,7 +359,7 @@ begin
     into rels, procs, types, full_scan, commands, created
     from resolved as r;
     -- Consumed: DDL after this point (SET CONSTRAINTS ... IMMEDIATE) starts afresh.
-    perform pg_catalog.set_config('pgresilience.schema_pending_n', '0', true);
+    perform pg_catalog.set_config('resilience.schema_pending_n', '0', true);
 end;
 $$;
 

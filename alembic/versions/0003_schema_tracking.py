@@ -92,7 +92,7 @@ create table resilience.schema_deltas (
 -- triggers at its first tracked DDL statement. Its deferred constraint trigger
 -- fires once, at commit, and folds the transaction's DDL into one version.
 -- The touched objects themselves are collected in transaction-local settings
--- (pgresilience.schema_pending_<n>), not rows: a row per statement would give
+-- (resilience.schema_pending_<n>), not rows: a row per statement would give
 -- every DDL statement its own subtransaction XID.
 create table resilience.schema_pending (
     tx bigint primary key,

@@ -28,7 +28,7 @@ $$;
 
 -- Remember the objects one DDL statement touched ("classid,objid,tag;..."),
 -- in transaction-local settings so that a savepoint rollback forgets them
--- too. Chunks of ~32 kB (pgresilience.schema_pending_1, _2, ...) keep each
+-- too. Chunks of ~32 kB (resilience.schema_pending_1, _2, ...) keep each
 -- append cheap in a migration of thousands of statements. The first tracked
 -- statement of a transaction writes its row in resilience.schema_pending,
 -- whose deferred trigger folds everything at commit. No SECURITY DEFINER nor
@@ -39,27 +39,27 @@ language plpgsql
 volatile
 as $$
 declare
-    chunk integer := coalesce(nullif(pg_catalog.current_setting('pgresilience.schema_pending_n', true), '')::integer, 0);
+    chunk integer := coalesce(nullif(pg_catalog.current_setting('resilience.schema_pending_n', true), '')::integer, 0);
     collected text;
 begin
     if chunk = 0 then
         if resilience._schema_in_installer() then
-            perform pg_catalog.set_config('pgresilience.installing', 'on', true);
+            perform pg_catalog.set_config('resilience.installing', 'on', true);
             return;
         end if;
         insert into resilience.schema_pending (tx) values (pg_catalog.txid_current())
         on conflict do nothing;
         chunk := 1;
-        perform pg_catalog.set_config('pgresilience.schema_pending_n', '1', true);
+        perform pg_catalog.set_config('resilience.schema_pending_n', '1', true);
     end if;
-    collected := coalesce(pg_catalog.current_setting('pgresilience.schema_pending_' || chunk, true), '');
+    collected := coalesce(pg_catalog.current_setting('resilience.schema_pending_' || chunk, true), '');
     if pg_catalog.length(collected) operator(pg_catalog.>) 32000 then
         chunk := chunk operator(pg_catalog.+) 1;
         collected := '';
-        perform pg_catalog.set_config('pgresilience.schema_pending_n', chunk::text, true);
+        perform pg_catalog.set_config('resilience.schema_pending_n', chunk::text, true);
     end if;
     perform pg_catalog.set_config(
-        'pgresilience.schema_pending_' || chunk,
+        'resilience.schema_pending_' || chunk,
         case when collected = '' then entries else collected || ';' || entries end,
         true
     );
@@ -78,7 +78,7 @@ declare
     tracked text[];
 begin
     -- Tracking off, or pgresilience's own installer at work.
-    if pg_catalog.current_setting('pgresilience.installing', true) = 'on'
+    if pg_catalog.current_setting('resilience.installing', true) = 'on'
         or exists (
             select from resilience.settings as s
             where s.name = 'schema_tracking' and s.value operator(pg_catalog.<>) 'on'
@@ -120,7 +120,7 @@ declare
     entries text;
     tracked text[];
 begin
-    if pg_catalog.current_setting('pgresilience.installing', true) = 'on'
+    if pg_catalog.current_setting('resilience.installing', true) = 'on'
         or exists (
             select from resilience.settings as s
             where s.name = 'schema_tracking' and s.value operator(pg_catalog.<>) 'on'
