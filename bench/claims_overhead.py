@@ -1,8 +1,12 @@
 """The claim guard's write-path cost outside any logical transaction,
-measured side by side in one run: single-row UPDATEs (each its own autocommit
+measured side by side in one run: UPDATEs (each its own autocommit
 statement) on a managed table vs an unmanaged one (target: ratio <= 1.05),
 (1) with no claims on the table and (2) while a logical transaction holds
 claims on other rows of it (the guard then checks the written keys).
+
+The single-row UPDATE is the figure the target is about. The guard is a
+statement-level trigger, so its fixed cost per statement amortizes over the
+rows a statement writes: the 100-row and 10,000-row UPDATEs show that.
 
 Usage: python bench/claims_overhead.py [--quick]
 Uses an embedded PostgreSQL, or the server of $PGRESILIENCE_BENCH_DSN (superuser).
@@ -31,31 +35,63 @@ tx_overhead = importlib.util.module_from_spec(_spec)
 sys.modules["tx_overhead"] = tx_overhead
 _spec.loader.exec_module(tx_overhead)
 
-ROWS = 10_000
+# Rows 1..WORKLOAD are written by the workload; the logical transaction of
+# case (2) claims rows WORKLOAD+1..ROWS, which the workload never touches.
+WORKLOAD = 10_000
+ROWS = 2 * WORKLOAD
+
+# (label, rows per statement, WHERE clause; %s = a start id in 1..WORKLOAD)
+SHAPES = (
+    ("single-row UPDATE", 1, "id = %s"),
+    ("100-row UPDATE", 100, "id between %s and %s + 99"),
+    ("10,000-row UPDATE", WORKLOAD, "id between %s and %s + 9999"),
+)
 
 
-def per_statement(conn: psycopg.Connection[Any], table: str, n: int) -> float:
-    statement = sql.SQL("update {} set v = v + 1 where id = %s").format(sql.Identifier(table))
+def per_statement(
+    conn: psycopg.Connection[Any], table: str, where: str, width: int, n: int
+) -> float:
+    statement = sql.SQL("update {} set v = v + 1 where {}").format(
+        sql.Identifier(table), sql.SQL(where)
+    )
+    places = where.count("%s")
+    span = WORKLOAD - width + 1
     started = time.perf_counter()
     for i in range(n):
-        conn.execute(statement, (i % 5_000 + 1,))
+        conn.execute(statement, (i % span + 1,) * places)
     return (time.perf_counter() - started) / n
 
 
-def measure(conn: psycopg.Connection[Any], n: int, rounds: int) -> tuple[float, float]:
+def measure(
+    conn: psycopg.Connection[Any], where: str, width: int, n: int, rounds: int
+) -> tuple[float, float]:
     plain, managed = [], []
-    per_statement(conn, "g_plain", n), per_statement(conn, "g_managed", n)  # warm up
+    per_statement(conn, "g_plain", where, width, n)  # warm up
+    per_statement(conn, "g_managed", where, width, n)
     for _ in range(rounds):
-        plain.append(per_statement(conn, "g_plain", n))
-        managed.append(per_statement(conn, "g_managed", n))
+        plain.append(per_statement(conn, "g_plain", where, width, n))
+        managed.append(per_statement(conn, "g_managed", where, width, n))
     return statistics.median(plain), statistics.median(managed)
+
+
+def measure_all(conn: psycopg.Connection[Any], quick: bool) -> list[tuple[str, float, float]]:
+    results = []
+    for label, width, where in SHAPES:
+        if width == 1:
+            n, rounds = (500, 3) if quick else (3000, 9)
+        elif width <= 100:
+            n, rounds = (100, 3) if quick else (500, 7)
+        else:
+            n, rounds = (3, 3) if quick else (10, 7)
+        plain, managed = measure(conn, where, width, n, rounds)
+        results.append((label, plain, managed))
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short run")
     args = parser.parse_args()
-    n, rounds = (500, 3) if args.quick else (3000, 9)
     with tx_overhead.database() as dsn, psycopg.connect(dsn, autocommit=True) as conn:
         for t in ("g_plain", "g_managed"):
             name = sql.Identifier(t)
@@ -68,24 +104,28 @@ def main() -> None:
             )
         conn.execute("select resilience.manage_table('g_managed')")
         conn.execute("vacuum analyze")
-        free = measure(conn, n, rounds)
+        free = measure_all(conn, args.quick)
         tx = conn.execute("select resilience.tx_begin(86400000)").fetchone()[0]  # type: ignore[index]
+        # Claim rows WORKLOAD+1..ROWS (the workload's rows all have v > 0 now).
         conn.execute(
             "select resilience.tx_execute(%s, 'g_managed', 'update', %s, %s)",
             (tx, Jsonb({"v": -1}), Jsonb({"v": 0})),
-        )  # claims rows 5001.. (untouched by the workload: ids 1..5000 were updated above)
-        held = measure(conn, n, rounds)
-        conn.execute("select resilience.tx_rollback(%s)", (tx,))
-    print("pgresilience claim guard: single-row UPDATE, managed vs unmanaged table (medians)")
-    for label, (base, ours) in (
-        ("no claims on the table", free),
-        ("claims held on other rows", held),
-    ):
-        ratio = ours / base
-        print(
-            f"  {label:<28} {base * 1e6:8.1f} us -> {ours * 1e6:8.1f} us  ratio {ratio:5.2f}"
-            f"  (target <= 1.05) {'ok' if ratio <= 1.05 else 'OVER TARGET'}"
         )
+        held = measure_all(conn, args.quick)
+        conn.execute("select resilience.tx_rollback(%s)", (tx,))
+    print("pgresilience claim guard: UPDATE on a managed vs an unmanaged table (medians)")
+    for case, results in (
+        ("no claims on the table", free),
+        (f"claims held on {ROWS - WORKLOAD:,} other rows", held),
+    ):
+        print(f" {case}:")
+        for label, base, ours in results:
+            ratio = ours / base
+            target = "(target <= 1.05)" if label.startswith("single") else "(amortized)     "
+            print(
+                f"  {label:<20} {base * 1e6:10.1f} us -> {ours * 1e6:10.1f} us  ratio {ratio:5.2f}"
+                f"  {target} {'ok' if ratio <= 1.05 else 'over 1.05'}"
+            )
 
 
 if __name__ == "__main__":

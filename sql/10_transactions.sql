@@ -194,6 +194,7 @@ begin
     set status = 'committed', finished_at = finished
     where t.id = tx.id;
     delete from resilience.claims as c where c.tx_id = tx.id;
+    delete from resilience.claimed_tables as c where c.tx_id = tx.id;
     perform resilience._audit('commit', tx.id, pg_catalog.jsonb_build_object(
         'operations', statements, 'rows', row_count,
         'duration_ms', pg_catalog.round(extract(epoch from finished - tx.started_at) * 1000, 3)

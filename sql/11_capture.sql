@@ -3,7 +3,8 @@
 -- changed, never from caller-supplied data.
 --
 -- Fast path (a write outside any logical transaction): read two settings, and
--- only when the table has claims at all, check the written keys against them.
+-- only when the table has claims at all (claimed_tables), check the written
+-- keys against them.
 -- Everything else (tx validation, images, claims) runs only inside a logical
 -- transaction.
 
@@ -56,17 +57,23 @@ $$;
 -- It runs on EVERY write to a managed table, so it is built for speed:
 -- * static SQL only (PL/pgSQL caches one plan per trigger, transition tables
 --   included), no SQL text built from the catalog per statement;
--- * no SET clause (a SET search_path costs about as much as the whole empty
---   trigger): instead every name is schema-qualified - tables, functions,
---   types, and operators as operator(pg_catalog.x) - so a caller's
---   search_path cannot hijack anything while this SECURITY DEFINER body runs;
+-- * every name is schema-qualified - tables, functions, types, and operators
+--   as operator(pg_catalog.x) - so the body is hijack-proof on its own; it
+--   still carries `set search_path = ''` (about 9 us per call), as every
+--   SECURITY DEFINER function of ours must;
 -- * the plain-write path (no logical transaction) reads two settings and
---   makes one index probe on claims; the written keys are compared with the
---   claims only when the table has claims at all.
+--   makes one index probe on claimed_tables (see 0002 for why not claims);
+--   the written keys are compared with the claims (by key hash) only when
+--   the table has claims at all;
+-- * inside a logical transaction: one insert of the restore points, one
+--   plain insert of the claims (see below), and the race loop only when some
+--   key was claimed already.
 --
 -- UPDATE pairs old and new rows by position: PostgreSQL appends a row's old
 -- and new versions to the two transition tables in the same call, so their
--- scan orders match. This is what lets a primary-key change be captured.
+-- scan orders match. This is what lets a primary-key change be captured. The
+-- two image arrays are zipped (ROWS FROM (unnest, unnest) WITH ORDINALITY):
+-- no sort and no join, where row_number() on both sides cost two sorts.
 create or replace function resilience._capture()
 returns trigger
 language plpgsql
@@ -90,6 +97,8 @@ declare
     wanted pg_catalog.int8;
     got pg_catalog.int8;
     unclaimed pg_catalog.int8;
+    -- The keys this statement wrote (both keys of a key change).
+    claim_keys pg_catalog.jsonb [];
 begin
     if tx_text is null or tx_text operator(pg_catalog.=) '' then
         headers := pg_catalog.current_setting('request.headers', true);
@@ -101,7 +110,9 @@ begin
 
     if tx_text is null or tx_text operator(pg_catalog.=) '' then
         -- A plain write: nothing to capture; only claimed rows are off limits.
-        if not exists (select 1 from resilience.claims as c where c.relation operator(pg_catalog.=) rel) then
+        if not exists (
+            select 1 from resilience.claimed_tables as c where c.relation operator(pg_catalog.=) rel
+        ) then
             return null;
         end if;
         restoring_flag := pg_catalog.current_setting('resilience.restoring', true);
@@ -121,22 +132,22 @@ begin
             select c.tx_id, c.key into holder, claimed_key
             from resilience.claims as c
             where c.relation operator(pg_catalog.=) rel
-                and c.key operator(pg_catalog.=) any (array(select pg_catalog.to_jsonb(n) operator(pg_catalog.-) other_cols from new_rows as n))
+                and c.key_hash operator(pg_catalog.=) any (array(select pg_catalog.jsonb_hash_extended(pg_catalog.to_jsonb(n) operator(pg_catalog.-) other_cols, 0) from new_rows as n))
             limit 1;
         elsif tg_op operator(pg_catalog.=) 'DELETE' then
             select c.tx_id, c.key into holder, claimed_key
             from resilience.claims as c
             where c.relation operator(pg_catalog.=) rel
-                and c.key operator(pg_catalog.=) any (array(select pg_catalog.to_jsonb(o) operator(pg_catalog.-) other_cols from old_rows as o))
+                and c.key_hash operator(pg_catalog.=) any (array(select pg_catalog.jsonb_hash_extended(pg_catalog.to_jsonb(o) operator(pg_catalog.-) other_cols, 0) from old_rows as o))
             limit 1;
         else
             select c.tx_id, c.key into holder, claimed_key
             from resilience.claims as c
             where c.relation operator(pg_catalog.=) rel
-                and c.key operator(pg_catalog.=) any (array(
-                    select pg_catalog.to_jsonb(o) operator(pg_catalog.-) other_cols from old_rows as o
+                and c.key_hash operator(pg_catalog.=) any (array(
+                    select pg_catalog.jsonb_hash_extended(pg_catalog.to_jsonb(o) operator(pg_catalog.-) other_cols, 0) from old_rows as o
                     union all
-                    select pg_catalog.to_jsonb(n) operator(pg_catalog.-) other_cols from new_rows as n
+                    select pg_catalog.jsonb_hash_extended(pg_catalog.to_jsonb(n) operator(pg_catalog.-) other_cols, 0) from new_rows as n
                 ))
             limit 1;
         end if;
@@ -188,60 +199,68 @@ begin
                 select i.indkey::pg_catalog.int2 [] from pg_catalog.pg_index as i
                 where i.indrelid operator(pg_catalog.=) tg_relid and i.indisprimary
             )::pg_catalog.int2 []);
-    -- One statement: the restore points, then a claim for every key.
+    -- The restore points of this statement, in one insert; its keys (both
+    -- keys of a key change) are collected for the claims.
     if tg_op operator(pg_catalog.=) 'INSERT' then
         with rp as (
             insert into resilience.restore_points (tx_id, seq, row_no, relation, operation, key_after, after)
             select tx.id, statement_seq, w.rn, rel, 'insert', (w.img operator(pg_catalog.-) other_cols), w.img
-            from (select pg_catalog.row_number() over () as rn, pg_catalog.to_jsonb(n) as img from new_rows as n) as w
-            returning key_after as key
-        ),
-        claimed as (
-            insert into resilience.claims (relation, key, tx_id)
-            select rel, rp.key, tx.id from rp
-            on conflict do nothing
-            returning 1
+            from pg_catalog.unnest(array(select pg_catalog.to_jsonb(n) from new_rows as n))
+                with ordinality as w (img, rn)
+            returning key_after
         )
-        select (select pg_catalog.count(*) from rp), (select pg_catalog.count(*) from claimed) into wanted, got;
+        select pg_catalog.array_agg(rp.key_after) into claim_keys from rp;
     elsif tg_op operator(pg_catalog.=) 'DELETE' then
         with rp as (
             insert into resilience.restore_points (tx_id, seq, row_no, relation, operation, key_before, before)
             select tx.id, statement_seq, w.rn, rel, 'delete', (w.img operator(pg_catalog.-) other_cols), w.img
-            from (select pg_catalog.row_number() over () as rn, pg_catalog.to_jsonb(o) as img from old_rows as o) as w
-            returning key_before as key
-        ),
-        claimed as (
-            insert into resilience.claims (relation, key, tx_id)
-            select rel, rp.key, tx.id from rp
-            on conflict do nothing
-            returning 1
+            from pg_catalog.unnest(array(select pg_catalog.to_jsonb(o) from old_rows as o))
+                with ordinality as w (img, rn)
+            returning key_before
         )
-        select (select pg_catalog.count(*) from rp), (select pg_catalog.count(*) from claimed) into wanted, got;
+        select pg_catalog.array_agg(rp.key_before) into claim_keys from rp;
     else
+        -- Old and new rows zipped by position (see above).
         with rp as (
             insert into resilience.restore_points
                 (tx_id, seq, row_no, relation, operation, key_before, key_after, before, after)
-            select tx.id, statement_seq, n.rn, rel, 'update',
-                (o.img operator(pg_catalog.-) other_cols), (n.img operator(pg_catalog.-) other_cols), o.img, n.img
-            from (select pg_catalog.row_number() over () as rn, pg_catalog.to_jsonb(o) as img from old_rows as o) as o
-            inner join (
-                select pg_catalog.row_number() over () as rn, pg_catalog.to_jsonb(n) as img from new_rows as n
-            ) as n on n.rn operator(pg_catalog.=) o.rn
+            select tx.id, statement_seq, w.rn, rel, 'update',
+                (w.old_img operator(pg_catalog.-) other_cols), (w.new_img operator(pg_catalog.-) other_cols),
+                w.old_img, w.new_img
+            from rows from (
+                pg_catalog.unnest(array(select pg_catalog.to_jsonb(o) from old_rows as o)),
+                pg_catalog.unnest(array(select pg_catalog.to_jsonb(n) from new_rows as n))
+            ) with ordinality as w (old_img, new_img, rn)
             returning key_before, key_after
-        ),
-        keys as (
-            select rp.key_after as key from rp
-            union all
-            select rp.key_before from rp where rp.key_before operator(pg_catalog.<>) rp.key_after
-        ),
-        claimed as (
-            insert into resilience.claims (relation, key, tx_id)
-            select rel, keys.key, tx.id from keys
-            on conflict do nothing
-            returning 1
         )
-        select (select pg_catalog.count(*) from keys), (select pg_catalog.count(*) from claimed) into wanted, got;
+        select pg_catalog.array_agg(k.key) into claim_keys
+        from rp
+        cross join lateral (
+            values (rp.key_after),
+                (case when rp.key_before operator(pg_catalog.<>) rp.key_after then rp.key_before end)
+        ) as k (key)
+        where k.key is not null;
     end if;
+    wanted := coalesce(pg_catalog.cardinality(claim_keys), 0);
+    -- The table has claims now (what plain writes probe first).
+    insert into resilience.claimed_tables (relation, tx_id) values (rel, tx.id)
+    on conflict do nothing;
+    -- Claim every key with a plain insert (cheaper per row than ON
+    -- CONFLICT's speculative insertion); when some key is claimed already
+    -- (by us or by someone else) that fails, and ON CONFLICT DO NOTHING
+    -- claims the others.
+    begin
+        insert into resilience.claims (relation, key_hash, tx_id, key)
+        select rel, pg_catalog.jsonb_hash_extended(k.key, 0), tx.id, k.key
+        from pg_catalog.unnest(claim_keys) as k (key);
+        get diagnostics got = row_count;
+    exception when unique_violation then
+        insert into resilience.claims (relation, key_hash, tx_id, key)
+        select rel, pg_catalog.jsonb_hash_extended(k.key, 0), tx.id, k.key
+        from pg_catalog.unnest(claim_keys) as k (key)
+        on conflict do nothing;
+        get diagnostics got = row_count;
+    end;
     -- Some key was claimed already, by us (fine) or by someone else. The
     -- other holder may have finished between our insert and this look-up
     -- (each statement here takes a fresh snapshot): then claim the keys
@@ -249,31 +268,25 @@ begin
     if got operator(pg_catalog.<) wanted then
         loop
             select c.tx_id, c.key into holder, claimed_key
-            from resilience.restore_points as r
+            from pg_catalog.unnest(claim_keys) as k (key)
             inner join resilience.claims as c
-                on c.relation operator(pg_catalog.=) r.relation
-                and (c.key operator(pg_catalog.=) r.key_after or c.key operator(pg_catalog.=) r.key_before)
-            where r.tx_id operator(pg_catalog.=) tx.id and r.seq operator(pg_catalog.=) statement_seq
-                and c.tx_id operator(pg_catalog.<>) tx.id
+                on c.relation operator(pg_catalog.=) rel
+                and c.key_hash operator(pg_catalog.=) pg_catalog.jsonb_hash_extended(k.key, 0)
+            where c.tx_id operator(pg_catalog.<>) tx.id
             limit 1;
             if holder is not null then
                 perform resilience._claim_conflict(rel, claimed_key, holder);
             end if;
-            insert into resilience.claims (relation, key, tx_id)
-            select distinct rel, k.key, tx.id
-            from resilience.restore_points as r
-            cross join lateral (values (r.key_after), (r.key_before)) as k (key)
-            where r.tx_id operator(pg_catalog.=) tx.id and r.seq operator(pg_catalog.=) statement_seq
-                and k.key is not null
+            insert into resilience.claims (relation, key_hash, tx_id, key)
+            select rel, pg_catalog.jsonb_hash_extended(k.key, 0), tx.id, k.key
+            from pg_catalog.unnest(claim_keys) as k (key)
             on conflict do nothing;
             select pg_catalog.count(*) filter (where c.tx_id is null) into unclaimed
-            from resilience.restore_points as r
-            cross join lateral (values (r.key_after), (r.key_before)) as k (key)
+            from pg_catalog.unnest(claim_keys) as k (key)
             left join resilience.claims as c
-                on c.relation operator(pg_catalog.=) rel and c.key operator(pg_catalog.=) k.key
-                and c.tx_id operator(pg_catalog.=) tx.id
-            where r.tx_id operator(pg_catalog.=) tx.id and r.seq operator(pg_catalog.=) statement_seq
-                and k.key is not null;
+                on c.relation operator(pg_catalog.=) rel
+                and c.key_hash operator(pg_catalog.=) pg_catalog.jsonb_hash_extended(k.key, 0)
+                and c.tx_id operator(pg_catalog.=) tx.id;
             exit when unclaimed operator(pg_catalog.=) 0;
         end loop;
     end if;

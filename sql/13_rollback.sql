@@ -145,9 +145,12 @@ begin
         return pg_catalog.jsonb_build_object('restored_rows', 0, 'conflicts', conflicts);
     end if;
     key_join := resilience._key_join_sql(relid::regclass);
-    -- row_no runs 1..n within a batch: the batch's size, from one index probe.
-    select pg_catalog.max(r.row_no) into expected
-    from resilience.restore_points as r where r.tx_id = _undo_batch.tx_id and r.seq = batch_seq;
+    -- row_no runs 1..n within a batch: the batch's size, from one index probe
+    -- (written as order by/limit: max() was planned as a scan of the batch).
+    select r.row_no into expected
+    from resilience.restore_points as r where r.tx_id = _undo_batch.tx_id and r.seq = batch_seq
+    order by r.row_no desc
+    limit 1;
     if force then
         conflicts := resilience._undo_conflicts(tx_id, batch_seq, relid, operation, target, key_join);
     end if;
@@ -260,12 +263,29 @@ begin
     insert into resilience.restore_tokens (token) values (undo_token);
     perform pg_catalog.set_config('resilience.restoring', undo_token::text, true);
 
+    -- The captured statements, newest first: a skip scan of the primary key
+    -- (one probe per statement, not a read of every captured row).
+    with recursive batch as (
+        (
+            select r.seq, r.relation::oid as relid, r.operation
+            from resilience.restore_points as r
+            where r.tx_id = _undo.tx_id and r.seq > after_seq
+            order by r.seq
+            limit 1
+        )
+        union all
+        select later.seq, later.relid, later.operation
+        from batch
+        cross join lateral (
+            select r.seq, r.relation::oid as relid, r.operation
+            from resilience.restore_points as r
+            where r.tx_id = _undo.tx_id and r.seq > batch.seq
+            order by r.seq
+            limit 1
+        ) as later
+    )
     select coalesce(pg_catalog.jsonb_agg(b order by b.seq desc), '[]'::jsonb) into pending
-    from (
-        select distinct r.seq, r.relation::oid as relid, r.operation
-        from resilience.restore_points as r
-        where r.tx_id = _undo.tx_id and r.seq > after_seq
-    ) as b;
+    from batch as b;
 
     while pg_catalog.jsonb_array_length(pending) > 0 loop
         postponed := '[]'::jsonb;
@@ -321,6 +341,7 @@ begin
         outcome = pg_catalog.jsonb_build_object('reason', reason, 'forced_conflicts', undo -> 'conflicts')
     where t.id = tx.id;
     delete from resilience.claims as c where c.tx_id = tx.id;
+    delete from resilience.claimed_tables as c where c.tx_id = tx.id;
     if undo -> 'conflicts' <> '[]'::jsonb then
         perform resilience._audit('conflict', tx.id, pg_catalog.jsonb_build_object(
             'conflicts', undo -> 'conflicts', 'forced', true));
@@ -363,19 +384,20 @@ begin
         returning r.relation, r.key_before, r.key_after
     ),
     released as (
-        select u.relation, u.key_before as key from undone as u where u.key_before is not null
+        select u.relation, pg_catalog.jsonb_hash_extended(u.key_before, 0) as key_hash
+        from undone as u where u.key_before is not null
         union
-        select u.relation, u.key_after from undone as u where u.key_after is not null
+        select u.relation, pg_catalog.jsonb_hash_extended(u.key_after, 0) from undone as u where u.key_after is not null
         except
-        select r.relation, r.key_before from resilience.restore_points as r
+        select r.relation, pg_catalog.jsonb_hash_extended(r.key_before, 0) from resilience.restore_points as r
         where r.tx_id = tx.id and r.seq <= marker and r.key_before is not null
         except
-        select r.relation, r.key_after from resilience.restore_points as r
+        select r.relation, pg_catalog.jsonb_hash_extended(r.key_after, 0) from resilience.restore_points as r
         where r.tx_id = tx.id and r.seq <= marker and r.key_after is not null
     )
     delete from resilience.claims as c
     using released
-    where c.relation = released.relation and c.key = released.key and c.tx_id = tx.id;
+    where c.relation = released.relation and c.key_hash = released.key_hash and c.tx_id = tx.id;
     delete from resilience.savepoints as s where s.tx_id = tx.id and s.seq > marker;
     perform resilience._audit('rollback', tx.id, pg_catalog.jsonb_build_object(
         'savepoint', name, 'restored_rows', undo -> 'restored_rows'));

@@ -88,16 +88,38 @@ create table resilience.savepoints (
 );
 
 -- Claims: a row written in a logical transaction belongs to it until commit
--- or rollback. The primary key makes two claimers of one row collide.
+-- or rollback. The primary key makes two claimers of one row collide. It is
+-- a 64-bit hash of the key (jsonb_hash_extended(key, 0)), not the jsonb key:
+-- a fixed-width btree key costs half as much per claimed row. Equal keys
+-- always hash equal, so no claim is ever missed; two different keys of one
+-- table that happen to hash equal (about 1 in 2^64 per pair) only make the
+-- second writer fail with a spurious 55P03 - the safe direction. The key
+-- itself is kept, unindexed, for messages. No index on tx_id: commit and
+-- rollback delete a transaction's claims with one scan of this table, which
+-- only ever holds the claims of ACTIVE transactions; an index would cost
+-- every claimed row one more btree insert.
 create table resilience.claims (
     relation regclass not null,
-    key jsonb not null check (jsonb_typeof(key) = 'object'),
+    key_hash bigint not null,
     tx_id uuid not null,
-    primary key (relation, key)
+    key jsonb not null check (jsonb_typeof(key) = 'object'),
+    primary key (relation, key_hash)
 );
-create index claims_tx_id_idx on resilience.claims (tx_id);
 comment on table resilience.claims is
     'Rows claimed by active logical transactions; other writes to them fail with 55P03';
+
+-- Which tables an active logical transaction holds claims on: one row per
+-- (table, transaction), written by the capture trigger with the claims and
+-- deleted with them. A plain write (outside any logical transaction) probes
+-- this small table, not claims, to learn whether its table has claims at
+-- all: after a 100,000-row transaction finishes, claims_pkey holds 100,000
+-- dead entries under that table until vacuum, and a probe of claims would
+-- step over all of them on every plain write; here it is one dead entry.
+create table resilience.claimed_tables (
+    relation regclass not null,
+    tx_id uuid not null,
+    primary key (relation, tx_id)
+);
 
 -- A running restore (rollback, rollback_to, reap) puts a random token here
 -- and in the setting resilience.restoring, and deletes it before returning:
@@ -126,6 +148,7 @@ alter table resilience.transactions enable row level security;
 alter table resilience.restore_points enable row level security;
 alter table resilience.savepoints enable row level security;
 alter table resilience.claims enable row level security;
+alter table resilience.claimed_tables enable row level security;
 alter table resilience.managed_tables enable row level security;
 alter table resilience.restore_tokens enable row level security;
 """
@@ -152,6 +175,7 @@ $$;
 
 drop table if exists resilience.managed_tables cascade;
 drop table if exists resilience.restore_tokens cascade;
+drop table if exists resilience.claimed_tables cascade;
 drop table if exists resilience.claims cascade;
 drop table if exists resilience.savepoints cascade;
 drop table if exists resilience.restore_points cascade;

@@ -100,6 +100,30 @@ def test_commit_and_rollback_release_claims(clients):
         two.execute("update codes set label = 'after' where code = 'a'")
 
 
+def test_claims_and_the_claimed_table_marker_end_with_their_transaction(clients):
+    """Plain writes look at resilience.claimed_tables first (one row per table
+    and transaction) and compare keys only when their table has claims: the
+    marker must exist exactly while claims do, however the transaction ends."""
+    one, two, _ = clients
+    held = (
+        "select (select count(*) from resilience.claims),"
+        " (select count(*) from resilience.claimed_tables)"
+    )
+    for finish in ("tx_commit", "tx_rollback", "tx_reap"):
+        holder = begin(one, timeout_ms=200) if finish == "tx_reap" else begin(one)
+        execute(one, holder, "codes", "update", {"label": "held"}, {"code": "a"})
+        execute(one, holder, "codes", "update", {"label": "held"}, {"code": "b"})
+        assert one.execute(held).fetchone() == (2, 1)
+        claim_error(lambda: two.execute("update codes set label = 'plain' where code = 'b'"))
+        if finish == "tx_reap":
+            time.sleep(0.3)
+            one.execute("select resilience.tx_reap()")
+        else:
+            call(one, finish, holder)
+        assert one.execute(held).fetchone() == (0, 0)
+        two.execute("update codes set label = 'plain' where code = 'b'")
+
+
 def test_expired_holder_is_rolled_back_then_the_write_goes_through(clients):
     one, two, three = clients
     holder = begin(one, timeout_ms=200)
