@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import random
 import statistics
 import threading
@@ -35,11 +34,9 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 
-from pgresilience import installer
-from pgresilience.embedded import EmbeddedPostgres
+from _support import scratch_database, server
 
 DATABASE = "pgresilience_bench_bank"
 START_BALANCE = 1_000_000
@@ -60,24 +57,8 @@ select resilience.manage_table('public.transfers');
 
 
 @contextlib.contextmanager
-def server() -> Iterator[str]:
-    external = os.environ.get("PGRESILIENCE_BENCH_DSN")
-    if external:
-        yield external
-        return
-    with EmbeddedPostgres() as pg:
-        yield pg.dsn()
-
-
-@contextlib.contextmanager
 def bank_database(admin_dsn: str, accounts: int) -> Iterator[str]:
-    drop = sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(DATABASE))
-    with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute(drop)
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(DATABASE)))
-    dsn = make_conninfo(admin_dsn, dbname=DATABASE)
-    try:
-        installer.install(dsn)
+    with scratch_database(admin_dsn, DATABASE) as dsn:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(
                 sql.SQL(SCHEMA).format(
@@ -85,9 +66,6 @@ def bank_database(admin_dsn: str, accounts: int) -> Iterator[str]:
                 )
             )
         yield dsn
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as admin:
-            admin.execute(drop)
 
 
 class Counters:

@@ -15,25 +15,15 @@ Uses an embedded PostgreSQL, or the server of $PGRESILIENCE_BENCH_DSN (superuser
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-# The database helper lives next to us in tx_overhead.py.
-_spec = importlib.util.spec_from_file_location(
-    "tx_overhead", Path(__file__).with_name("tx_overhead.py")
-)
-assert _spec is not None and _spec.loader is not None
-tx_overhead = importlib.util.module_from_spec(_spec)
-sys.modules["tx_overhead"] = tx_overhead
-_spec.loader.exec_module(tx_overhead)
+import tx_overhead  # next to us; benchmarks run as scripts from bench/
 
 # Rows 1..WORKLOAD are written by the workload; the logical transaction of
 # case (2) claims rows WORKLOAD+1..ROWS, which the workload never touches.

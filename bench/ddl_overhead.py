@@ -14,53 +14,28 @@ Uses an embedded PostgreSQL, or the server of $PGRESILIENCE_BENCH_DSN (superuser
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import queue
 import statistics
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from pgresilience import installer
-from pgresilience.embedded import EmbeddedPostgres
 from pgresilience.schema import ChangeList, SchemaVersionManager
+
+from _support import create_database, drop_database, server
 
 TRACKED, PLAIN = "bench_ddl_tracked", "bench_ddl_plain"
 
 
-@contextlib.contextmanager
-def server() -> Iterator[str]:
-    external = os.environ.get("PGRESILIENCE_BENCH_DSN")
-    if external:
-        yield external
-        return
-    with EmbeddedPostgres() as pg:
-        yield pg.dsn()
-
-
 def fresh_database(admin_dsn: str, name: str, *, tracked: bool) -> str:
-    with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-        )
-        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    dsn = make_conninfo(admin_dsn, dbname=name)
+    dsn = create_database(admin_dsn, name)
     if tracked:
         report = installer.install(dsn)
         assert report.event_triggers, "the benchmark needs a superuser (event triggers)"
     return dsn
-
-
-def drop_database(admin_dsn: str, name: str) -> None:
-    with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-        )
 
 
 def create_tables(conn: psycopg.Connection[Any], prefix: str, count: int) -> float:

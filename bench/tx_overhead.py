@@ -18,21 +18,17 @@ Uses an embedded PostgreSQL, or the server of $PGRESILIENCE_BENCH_DSN (superuser
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 
-from pgresilience import installer
-from pgresilience.embedded import EmbeddedPostgres
+from _support import scratch_database, server
 
 SCHEMA = """
 create table {t} (id bigint primary key, grp int not null, v int not null, note text not null);
@@ -42,27 +38,8 @@ create table {t} (id bigint primary key, grp int not null, v int not null, note 
 @contextmanager
 def database() -> Iterator[str]:
     """A fresh database with pgresilience installed, dropped afterwards."""
-    external = os.environ.get("PGRESILIENCE_BENCH_DSN")
-    with contextlib_server(external) as admin_dsn:
-        name = f"pgr_bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(admin_dsn, autocommit=True) as admin:
-            admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-        dsn = make_conninfo(admin_dsn, dbname=name)
-        try:
-            installer.install(dsn)
-            yield dsn
-        finally:
-            with psycopg.connect(admin_dsn, autocommit=True) as admin:
-                admin.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
-
-
-@contextmanager
-def contextlib_server(external: str | None) -> Iterator[str]:
-    if external:
-        yield external
-        return
-    with EmbeddedPostgres() as pg:
-        yield pg.dsn()
+    with server() as admin_dsn, scratch_database(admin_dsn) as dsn:
+        yield dsn
 
 
 def timed(fn: Callable[[], Any]) -> float:

@@ -11,12 +11,13 @@ from pathlib import Path
 import psycopg
 import pytest
 from alembic import command
-from catalog import catalog_listing, role_listing
 
 from pgresilience import installer
 from pgresilience.embedded import EmbeddedPostgres, find_bin_dir
 from pgresilience.installer import install, installed_revision, uninstall
 from pgresilience.status import head_revision
+
+from catalog import catalog_listing, role_listing
 
 EXPECTED_OBJECTS = Path(__file__).with_name("expected_objects.txt")
 
