@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from pgresilience.schema import ChangeList
 
@@ -41,12 +42,12 @@ class Tracker:
             assert v.diffed_in == self.mode, (v.version, v.diffed_in)
         return versions
 
-    def migrate(self, *statements: str) -> ChangeList:
+    def migrate(self, *statements: str | sql.Composable) -> ChangeList:
         """Run ``statements`` in ONE transaction; exactly one version must result."""
         before = self.latest()
         with self.conn.transaction():
             for statement in statements:
-                self.conn.execute(statement)  # type: ignore[arg-type]
+                self.conn.execute(statement)  # type: ignore[arg-type]  # literal test SQL
         versions = self.since(before)
         assert len(versions) == 1, [v.version for v in versions]
         return versions[0]

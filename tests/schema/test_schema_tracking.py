@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from pgresilience import installer
 from pgresilience.schema import diff
@@ -129,9 +130,13 @@ def test_type_change_says_whether_it_rewrites_the_table(tracker: Tracker) -> Non
 
 
 def test_a_300_statement_migration_is_one_version(tracker: Tracker) -> None:
-    statements = [f"create table t{i} (id int primary key)" for i in range(100)]
-    statements += [f"alter table t{i} add column note text" for i in range(100)]
-    statements += [f"create index t{i}_note_idx on t{i} (note)" for i in range(100)]
+    tables = [sql.Identifier(f"t{i}") for i in range(100)]
+    statements = [sql.SQL("create table {} (id int primary key)").format(t) for t in tables]
+    statements += [sql.SQL("alter table {} add column note text").format(t) for t in tables]
+    statements += [
+        sql.SQL("create index {} on {} (note)").format(sql.Identifier(f"t{i}_note_idx"), t)
+        for i, t in enumerate(tables)
+    ]
     changes = tracker.migrate(*statements)
     assert len(changes) == 100  # a new table's columns and indexes are part of table_added
     assert {c["type"] for c in changes} == {"table_added"}
@@ -159,8 +164,9 @@ def test_concurrent_migrations_get_one_version_each_in_commit_order(
 
     def migrate(name: str) -> None:
         with psycopg.connect(dsn) as conn:  # one transaction, committed on exit
-            conn.execute(f"create table {name} (id int primary key)")  # type: ignore[arg-type]
-            conn.execute(f"create index on {name} (id)")  # type: ignore[arg-type]
+            table = sql.Identifier(name)
+            conn.execute(sql.SQL("create table {} (id int primary key)").format(table))
+            conn.execute(sql.SQL("create index on {} (id)").format(table))
             ready.wait()
 
     threads = [threading.Thread(target=migrate, args=(f"par{i}",)) for i in range(4)]
@@ -285,7 +291,12 @@ def test_notify_payload_stays_under_8000_bytes(db_tracker: Tracker, dsn: str) ->
     long = "t" * 55
     with psycopg.connect(dsn, autocommit=True) as listener:
         listener.execute("listen resilience_schema")
-        db_tracker.migrate(*[f"create table {long}{i:03d} (id int)" for i in range(300)])
+        db_tracker.migrate(
+            *[
+                sql.SQL("create table {} (id int)").format(sql.Identifier(f"{long}{i:03d}"))
+                for i in range(300)
+            ]
+        )
         [notify] = list(listener.notifies(timeout=5, stop_after=1))
     assert len(notify.payload.encode()) < 8000
     message = payload(notify)

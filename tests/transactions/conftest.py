@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 APP_SCHEMA = """
@@ -46,9 +47,8 @@ def app(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
 
 def table_rows(conn: psycopg.Connection[Any], table: str) -> list[dict[str, Any]]:
     """Every row of ``table`` as jsonb (exact values), ordered by primary key."""
-    rows = conn.execute(
-        f"select to_jsonb(t) from {table} as t order by 1"  # test tables only
-    ).fetchall()
+    statement = sql.SQL("select to_jsonb(t) from {} as t order by 1")
+    rows = conn.execute(statement.format(sql.Identifier(*table.split(".")))).fetchall()
     return [r[0] for r in rows]
 
 

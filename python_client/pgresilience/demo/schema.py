@@ -14,32 +14,34 @@ from pgresilience.schema.format import version_lines
 
 __all__ = ["run"]
 
-SCHEMA = "pgresilience_demo_shop"
-
 MIGRATIONS: list[tuple[str, list[str]]] = [
     (
         "migration 1: create the shop (4 statements, one transaction)",
         [
-            f"create schema {SCHEMA}",
-            f"create table {SCHEMA}.customers (id bigint generated always as identity "
-            "primary key, email text not null unique, name text)",
-            f"create table {SCHEMA}.orders (id bigint generated always as identity primary key, "
-            f"customer_id bigint not null references {SCHEMA}.customers (id), total integer)",
-            f"create index orders_customer_idx on {SCHEMA}.orders (customer_id)",
+            "create schema pgresilience_demo_shop",
+            "create table pgresilience_demo_shop.customers ("
+            " id bigint generated always as identity primary key,"
+            " email text not null unique, name text)",
+            "create table pgresilience_demo_shop.orders ("
+            " id bigint generated always as identity primary key,"
+            " customer_id bigint not null references pgresilience_demo_shop.customers (id),"
+            " total integer)",
+            "create index orders_customer_idx on pgresilience_demo_shop.orders (customer_id)",
         ],
     ),
     (
         "migration 2: rename, retype, tighten, secure",
         [
-            f"alter table {SCHEMA}.customers rename column name to full_name",
-            f"alter table {SCHEMA}.orders alter column total type bigint",
-            f"alter table {SCHEMA}.orders add column status text not null default 'new'",
-            f"alter table {SCHEMA}.customers alter column full_name set not null",
-            f"alter table {SCHEMA}.customers enable row level security",
-            f"create policy own_row on {SCHEMA}.customers for select using (true)",
+            "alter table pgresilience_demo_shop.customers rename column name to full_name",
+            "alter table pgresilience_demo_shop.orders alter column total type bigint",
+            "alter table pgresilience_demo_shop.orders"
+            " add column status text not null default 'new'",
+            "alter table pgresilience_demo_shop.customers alter column full_name set not null",
+            "alter table pgresilience_demo_shop.customers enable row level security",
+            "create policy own_row on pgresilience_demo_shop.customers for select using (true)",
         ],
     ),
-    ("migration 3: drop the orders table", [f"drop table {SCHEMA}.orders"]),
+    ("migration 3: drop the orders table", ["drop table pgresilience_demo_shop.orders"]),
 ]
 
 
@@ -53,9 +55,14 @@ def run(dsn: str, say: Callable[[str], None]) -> None:
         say(f"watcher started at schema version {current.version} (hash {current.hash[:12]})")
         manager.on_schema_change(arrived.put)
         manager.wait_listening()
-        conn.execute(f"drop schema if exists {SCHEMA} cascade")  # a previous run's leftovers
+        conn.execute(
+            "drop schema if exists pgresilience_demo_shop cascade"
+        )  # a previous run's leftovers
         _drain(arrived, timeout=1.0)
-        steps = [*MIGRATIONS, ("clean up: drop the demo schema", [f"drop schema {SCHEMA} cascade"])]
+        steps = [
+            *MIGRATIONS,
+            ("clean up: drop the demo schema", ["drop schema pgresilience_demo_shop cascade"]),
+        ]
         for title, statements in steps:
             say(f"-- {title}")
             with conn.transaction():
