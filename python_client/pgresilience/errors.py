@@ -15,6 +15,7 @@ __all__ = [
     "DatabaseError",
     "InvalidOperation",
     "NotSupported",
+    "ObjectInUse",
     "PermissionDenied",
     "PgResilienceError",
     "RollbackConflict",
@@ -77,6 +78,12 @@ class UnknownObject(InvalidOperation):
     """Unknown table (42P01) or column (42703)."""
 
 
+class ObjectInUse(PgResilienceError):
+    """E.g. unmanaging a table whose rows are still claimed (55006)."""
+
+    sqlstate = "55006"
+
+
 class PermissionDenied(PgResilienceError):
     sqlstate = "42501"
 
@@ -92,6 +99,7 @@ _BY_SQLSTATE: dict[str, type[PgResilienceError]] = {
     "RZ005": RollbackConflict,
     "RZ006": SavepointNotFound,
     "55P03": ClaimConflict,
+    "55006": ObjectInUse,
     "22023": InvalidOperation,
     "22P02": InvalidOperation,  # invalid text representation (bad JSON value for a column)
     "42P01": UnknownObject,
