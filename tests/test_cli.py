@@ -102,3 +102,24 @@ def test_the_wheel_carries_the_database_side_and_installs_from_anywhere(
     assert result.returncode == 0, result.stderr
     with psycopg.connect(bare_dsn) as conn:
         assert installed_revision(conn) is not None
+
+
+def test_watch_prints_each_migration_as_it_commits(dsn: str) -> None:
+    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "pgresilience.cli", "watch", "--dsn", dsn],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+    )
+    try:
+        assert watcher.stdout is not None
+        assert "watching schema changes" in watcher.stdout.readline()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("create table watched_orders (id int primary key)")
+        seen = [watcher.stdout.readline() for _ in range(2)]
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=30)
+    assert any("table_added" in line and "watched_orders" in line for line in seen), seen
