@@ -469,3 +469,37 @@ def test_api_callable_by_resilience_user(db_tracker: Tracker, make_role: Any) ->
         assert user.execute("select count(*) from resilience.schema_changes_since(0)").fetchone()
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             user.execute("select * from resilience.schema_objects")
+
+
+def test_the_snapshot_reads_partitions_identity_generated_collation_fk_and_exclusion(
+    tracker: Tracker,
+) -> None:
+    """Each of these properties is read from the real catalog: changing one of
+    them alone is seen, with its severity."""
+    tracker.migrate(
+        "create table events (id bigint generated always as identity, at timestamptz not null,"
+        ' name text collate "C", slug text generated always as (lower(name)) stored,'
+        " primary key (id, at)) partition by range (at)",
+        "create table events_2026 partition of events"
+        " for values from ('2026-01-01') to ('2027-01-01')",
+        "create table rooms (id int primary key, booked tstzrange,"
+        " constraint no_double_booking exclude using gist (booked with &&))",
+        "create table tickets (id int primary key, event_id bigint, event_at timestamptz,"
+        " constraint tickets_event_fk foreign key (event_id, event_at) references events (id, at))",
+    )
+    steps: list[tuple[str, set[tuple[Any, ...]]]] = [
+        ("alter table events alter column id drop identity",
+         {("column_changed", "public.events", "id", "medium")}),
+        ("alter table events alter column slug drop expression",
+         {("column_changed", "public.events", "slug", "medium")}),
+        ('alter table events alter column name type text collate "POSIX"',
+         {("column_changed", "public.events", "name", "medium")}),
+        ("alter table rooms drop constraint no_double_booking",
+         {("constraint_dropped", "public.rooms", None, "high")}),
+        ("alter table tickets drop constraint tickets_event_fk",
+         {("constraint_dropped", "public.tickets", None, "medium")}),
+        ("drop table events_2026",
+         {("table_dropped", "public.events_2026", None, "critical")}),
+    ]  # fmt: skip
+    for statement, expected in steps:
+        assert summary(tracker.migrate(statement)) >= expected, statement
