@@ -127,6 +127,13 @@ declare
     target text;
     key_join text;
     cols text [];
+    -- Every column, and the type a column's image value is cast to (null:
+    -- read it from jsonb_populate_record instead, see below).
+    col_names text [];
+    col_casts text [];
+    needs_record boolean;
+    key_from text := '';
+    value_list text;
     set_list text;
     conflicts jsonb;
     expected bigint;
@@ -144,7 +151,46 @@ begin
         end if;
         return pg_catalog.jsonb_build_object('restored_rows', 0, 'conflicts', conflicts);
     end if;
-    key_join := resilience._key_join_sql(relid::regclass);
+    -- A column of a plain scalar type (base, enum, range; no array, no
+    -- json(b), no domain, no type whose cast from text is a function) is
+    -- read from an image as `(image ->> 'col')::type`: what
+    -- jsonb_populate_record does for such a column (the scalar's text through
+    -- the type's input function), without building a whole record per row
+    -- (100,000-row rollback: ~790 -> ~650 ms). Other columns still go through
+    -- jsonb_populate_record, which converts arrays, composites and domains
+    -- structurally.
+    select pg_catalog.array_agg(a.attname::text order by a.attnum),
+        pg_catalog.array_agg(
+            case when ty.typtype in ('b', 'e', 'r', 'm') and ty.typcategory <> 'A'
+                and ty.oid not in ('pg_catalog.json'::regtype, 'pg_catalog.jsonb'::regtype)
+                and not exists (
+                    select 1 from pg_catalog.pg_cast as pc
+                    where pc.castsource = 'pg_catalog.text'::regtype and pc.casttarget = ty.oid
+                        and pc.castmethod <> 'b')
+            then pg_catalog.format_type(a.atttypid, a.atttypmod) end
+            order by a.attnum)
+    into col_names, col_casts
+    from pg_catalog.pg_attribute as a
+    inner join pg_catalog.pg_type as ty on ty.oid = a.atttypid
+    where a.attrelid = relid and a.attnum > 0 and not a.attisdropped;
+    -- Join on the primary key, read from image `key_after` (alias k when a
+    -- key column is not castable).
+    select pg_catalog.string_agg(
+            case when col_casts[pg_catalog.array_position(col_names, a.attname::text)] is not null
+                then pg_catalog.format('t.%1$I = (r.key_after operator(pg_catalog.->>) %2$L)::%3$s',
+                    a.attname, a.attname, col_casts[pg_catalog.array_position(col_names, a.attname::text)])
+                else pg_catalog.format('t.%1$I = k.%1$I', a.attname) end,
+            ' and ' order by k.ord),
+        pg_catalog.bool_or(col_casts[pg_catalog.array_position(col_names, a.attname::text)] is null)
+    into key_join, needs_record
+    from pg_catalog.pg_index as i
+    cross join lateral pg_catalog.unnest(i.indkey::int2 []) with ordinality as k (attnum, ord)
+    inner join pg_catalog.pg_attribute as a on a.attrelid = i.indrelid and a.attnum = k.attnum
+    where i.indrelid = relid and i.indisprimary;
+    if needs_record then
+        key_from := pg_catalog.format(
+            'cross join lateral pg_catalog.jsonb_populate_record(null::%s, r.key_after) as k ', target);
+    end if;
     -- row_no runs 1..n within a batch: the batch's size, from one index probe
     -- (written as order by/limit: max() was planned as a scan of the batch).
     select r.row_no into expected
@@ -152,32 +198,47 @@ begin
     order by r.row_no desc
     limit 1;
     if force then
-        conflicts := resilience._undo_conflicts(tx_id, batch_seq, relid, operation, target, key_join);
+        conflicts := resilience._undo_conflicts(
+            tx_id, batch_seq, relid, operation, target, resilience._key_join_sql(relid::regclass));
+    end if;
+    if operation <> 'insert' then
+        cols := resilience._restorable_columns(relid::regclass, operation = 'update');
+        -- The restored values, read from the before-image (alias b where a
+        -- column is not castable).
+        select pg_catalog.string_agg(
+                case when col_casts[pg_catalog.array_position(col_names, c)] is not null
+                    then pg_catalog.format('(r.before operator(pg_catalog.->>) %L)::%s',
+                        c, col_casts[pg_catalog.array_position(col_names, c)])
+                    else pg_catalog.format('b.%I', c) end,
+                ', ' order by o),
+            pg_catalog.bool_or(col_casts[pg_catalog.array_position(col_names, c)] is null)
+        into value_list, needs_record
+        from pg_catalog.unnest(cols) with ordinality as u (c, o);
     end if;
 
     if operation = 'insert' then
         execute pg_catalog.format(
             'delete from %1$s as t using resilience.restore_points as r '
-            'cross join lateral pg_catalog.jsonb_populate_record(null::%1$s, r.key_after) as k '
-            'where r.tx_id = $1 and r.seq = $2 and %2$s%3$s',
-            target, key_join,
+            '%2$s'
+            'where r.tx_id = $1 and r.seq = $2 and %3$s%4$s',
+            target, key_from, key_join,
             case when force then '' else ' and pg_catalog.to_jsonb(t) operator(pg_catalog.=) r.after' end)
         using tx_id, batch_seq;
     elsif operation = 'update' then
-        cols := resilience._restorable_columns(relid::regclass, true);
         execute pg_catalog.format(
             'update %1$s as t set (%2$s) = row(%3$s) from resilience.restore_points as r '
-            'cross join lateral pg_catalog.jsonb_populate_record(null::%1$s, r.before) as b '
-            'cross join lateral pg_catalog.jsonb_populate_record(null::%1$s, r.key_after) as k '
-            'where r.tx_id = $1 and r.seq = $2 and %4$s%5$s',
+            '%4$s%5$s'
+            'where r.tx_id = $1 and r.seq = $2 and %6$s%7$s',
             target,
             (select pg_catalog.string_agg(pg_catalog.format('%I', c), ', ') from pg_catalog.unnest(cols) as c),
-            (select pg_catalog.string_agg(pg_catalog.format('b.%I', c), ', ') from pg_catalog.unnest(cols) as c),
-            key_join,
+            value_list,
+            case when needs_record then pg_catalog.format(
+                'cross join lateral pg_catalog.jsonb_populate_record(null::%s, r.before) as b ', target)
+                else '' end,
+            key_from, key_join,
             case when force then '' else ' and pg_catalog.to_jsonb(t) operator(pg_catalog.=) r.after' end)
         using tx_id, batch_seq;
     else
-        cols := resilience._restorable_columns(relid::regclass, false);
         if force and conflicts is not null then
             -- Overwrite whatever took the key meanwhile.
             select pg_catalog.format('(%s) do update set (%s) = row(%s)',
@@ -194,11 +255,14 @@ begin
         execute pg_catalog.format(
             'insert into %1$s as t (%2$s) overriding system value select %3$s '
             'from resilience.restore_points as r '
-            'cross join lateral pg_catalog.jsonb_populate_record(null::%1$s, r.before) as b '
-            'where r.tx_id = $1 and r.seq = $2 order by r.row_no on conflict %4$s',
+            '%4$s'
+            'where r.tx_id = $1 and r.seq = $2 order by r.row_no on conflict %5$s',
             target,
             (select pg_catalog.string_agg(pg_catalog.format('%I', c), ', ') from pg_catalog.unnest(cols) as c),
-            (select pg_catalog.string_agg(pg_catalog.format('b.%I', c), ', ') from pg_catalog.unnest(cols) as c),
+            value_list,
+            case when needs_record then pg_catalog.format(
+                'cross join lateral pg_catalog.jsonb_populate_record(null::%s, r.before) as b ', target)
+                else '' end,
             -- Keys already back as they were stay.
             case when force and conflicts is not null then set_list else 'do nothing' end)
         using tx_id, batch_seq;
@@ -208,7 +272,8 @@ begin
     if not force and affected < coalesce(expected, 0) then
         -- Fewer rows restored than captured: already back in their
         -- before-state (fine), or changed behind the guards (a conflict).
-        conflicts := resilience._undo_conflicts(tx_id, batch_seq, relid, operation, target, key_join);
+        conflicts := resilience._undo_conflicts(
+            tx_id, batch_seq, relid, operation, target, resilience._key_join_sql(relid::regclass));
         if conflicts is not null then
             perform resilience._raise_undo_conflict(tx_id, conflicts);
         end if;
