@@ -133,6 +133,7 @@ declare
     col_casts text [];
     needs_record boolean;
     key_from text := '';
+    after_check text;
     value_list text;
     set_list text;
     conflicts jsonb;
@@ -201,6 +202,55 @@ begin
         conflicts := resilience._undo_conflicts(
             tx_id, batch_seq, relid, operation, target, resilience._key_join_sql(relid::regclass));
     end if;
+    -- The optimistic check "the row still equals its after-image" is
+    -- to_jsonb(t) = r.after. When the batch's images hold exactly the
+    -- table's current columns (one look at its first image: a statement's
+    -- images all have the same columns), it is evaluated per column instead,
+    -- without building a jsonb of every row (100,000 rows: ~100 ms):
+    -- columns of types whose equality is the equality of their jsonb values
+    -- (integers, numeric, boolean, uuid, date, timestamp(tz), text and
+    -- varchar compared under collation "C", i.e. bytewise) are compared
+    -- typed with the image's value cast back; every other column as jsonb,
+    -- to_jsonb(t.col) = r.after -> 'col' (the very values to_jsonb(t)
+    -- holds). A row that fails the check is looked at by _undo_conflicts,
+    -- which still compares whole images.
+    if not force and operation <> 'delete' and (
+        select pg_catalog.array_agg(k.key order by k.key)
+        from pg_catalog.jsonb_object_keys((
+            select r.after from resilience.restore_points as r
+            where r.tx_id = _undo_batch.tx_id and r.seq = batch_seq
+            order by r.row_no
+            limit 1)) as k (key)
+    ) = (select pg_catalog.array_agg(c order by c) from pg_catalog.unnest(col_names) as c) then
+        select pg_catalog.string_agg(
+                case
+                    when a.atttypid in ('pg_catalog.int2'::regtype, 'pg_catalog.int4'::regtype,
+                        'pg_catalog.int8'::regtype, 'pg_catalog.numeric'::regtype,
+                        'pg_catalog.bool'::regtype, 'pg_catalog.uuid'::regtype, 'pg_catalog.date'::regtype,
+                        'pg_catalog.timestamp'::regtype, 'pg_catalog.timestamptz'::regtype)
+                    then pg_catalog.format(
+                        '(t.%1$I operator(pg_catalog.=) (r.after operator(pg_catalog.->>) %2$L)::%3$s '
+                        'or (t.%1$I is null and r.after operator(pg_catalog.->>) %2$L is null))',
+                        a.attname, a.attname, pg_catalog.format_type(a.atttypid, null))
+                    when a.atttypid in ('pg_catalog.text'::regtype, 'pg_catalog.varchar'::regtype)
+                    then pg_catalog.format(
+                        '(t.%1$I collate pg_catalog."C" operator(pg_catalog.=) '
+                        '(r.after operator(pg_catalog.->>) %2$L) collate pg_catalog."C" '
+                        'or (t.%1$I is null and r.after operator(pg_catalog.->>) %2$L is null))',
+                        a.attname, a.attname)
+                    else pg_catalog.format(
+                        'coalesce(pg_catalog.to_jsonb(t.%1$I), ''null''::pg_catalog.jsonb) '
+                        'operator(pg_catalog.=) (r.after operator(pg_catalog.->) %2$L)',
+                        a.attname, a.attname)
+                end,
+                ' and ' order by a.attnum)
+        into after_check
+        from pg_catalog.pg_attribute as a
+        where a.attrelid = relid and a.attnum > 0 and not a.attisdropped;
+    end if;
+    if after_check is null then
+        after_check := 'pg_catalog.to_jsonb(t) operator(pg_catalog.=) r.after';
+    end if;
     if operation <> 'insert' then
         cols := resilience._restorable_columns(relid::regclass, operation = 'update');
         -- The restored values, read from the before-image (alias b where a
@@ -222,7 +272,7 @@ begin
             '%2$s'
             'where r.tx_id = $1 and r.seq = $2 and %3$s%4$s',
             target, key_from, key_join,
-            case when force then '' else ' and pg_catalog.to_jsonb(t) operator(pg_catalog.=) r.after' end)
+            case when force then '' else ' and ' || after_check end)
         using tx_id, batch_seq;
     elsif operation = 'update' then
         execute pg_catalog.format(
@@ -236,7 +286,7 @@ begin
                 'cross join lateral pg_catalog.jsonb_populate_record(null::%s, r.before) as b ', target)
                 else '' end,
             key_from, key_join,
-            case when force then '' else ' and pg_catalog.to_jsonb(t) operator(pg_catalog.=) r.after' end)
+            case when force then '' else ' and ' || after_check end)
         using tx_id, batch_seq;
     else
         if force and conflicts is not null then
