@@ -98,3 +98,15 @@ def test_a_column_added_during_the_transaction_makes_its_rows_conflict(app):
     assert caught.value.sqlstate == "RZ005"
     call(app, "tx_rollback", tx, None, True)
     assert [{k: v for k, v in r.items() if k != "extra"} for r in table_rows(app, "codes")] == before
+
+
+def test_a_rollback_in_another_time_zone_restores_timestamptz(app):
+    app.execute("set timezone = 'UTC'")
+    app.execute(SEED)
+    before = table_rows(app, "users")
+    tx = begin(app)
+    execute(app, tx, "users", "update", {"seen_at": "2026-03-01 08:00+00"}, {"name": "ann"})
+    app.execute("set timezone = 'Europe/Paris'")
+    assert call(app, "tx_rollback", tx)["restored_rows"] == 1
+    app.execute("set timezone = 'UTC'")
+    assert table_rows(app, "users") == before
