@@ -97,6 +97,8 @@ declare
     wanted pg_catalog.int8;
     got pg_catalog.int8;
     unclaimed pg_catalog.int8;
+    first_claims pg_catalog.int8;
+    other_claim pg_catalog.jsonb;
     -- The keys this statement wrote (both keys of a key change).
     claim_keys pg_catalog.jsonb [];
 begin
@@ -233,61 +235,81 @@ begin
             ) with ordinality as w (old_img, new_img, rn)
             returning key_before, key_after
         )
-        select pg_catalog.array_agg(k.key) into claim_keys
-        from rp
-        cross join lateral (
-            values (rp.key_after),
-                (case when rp.key_before operator(pg_catalog.<>) rp.key_after then rp.key_before end)
-        ) as k (key)
-        where k.key is not null;
+        -- Two aggregates, not a lateral VALUES per row (100,000 rows: ~60 ms).
+        select pg_catalog.array_cat(
+                pg_catalog.array_agg(rp.key_after),
+                pg_catalog.array_agg(rp.key_before)
+                    filter (where rp.key_before operator(pg_catalog.<>) rp.key_after))
+            into claim_keys
+        from rp;
     end if;
     wanted := coalesce(pg_catalog.cardinality(claim_keys), 0);
-    -- The table has claims now (what plain writes probe first).
+    -- The table has claims now (what plain writes probe first). No row
+    -- inserted: this transaction claimed rows of the table before.
     insert into resilience.claimed_tables (relation, tx_id) values (rel, tx.id)
     on conflict do nothing;
-    -- Claim every key with a plain insert (cheaper per row than ON
-    -- CONFLICT's speculative insertion); when some key is claimed already
-    -- (by us or by someone else) that fails, and ON CONFLICT DO NOTHING
-    -- claims the others.
-    begin
+    get diagnostics first_claims = row_count;
+    -- Claim every key, in key_hash order: consecutive btree inserts then
+    -- land on the same leaf pages instead of random ones (100,000 claims:
+    -- ~310 -> ~260 ms).
+    -- The first statement of this transaction on the table claims with a
+    -- plain insert (cheaper per row than ON CONFLICT's speculative
+    -- insertion); when some key is claimed already (by someone else) that
+    -- fails, and ON CONFLICT DO NOTHING claims the others. A later statement
+    -- on the table likely re-claims keys of its own, so it goes to ON
+    -- CONFLICT DO NOTHING at once instead of failing a plain insert first.
+    if first_claims operator(pg_catalog.>) 0 then
+        begin
+            insert into resilience.claims (relation, key_hash, tx_id, key)
+            select rel, h.key_hash, tx.id, h.key
+            from (
+                select pg_catalog.jsonb_hash_extended(k.key, 0) as key_hash, k.key
+                from pg_catalog.unnest(claim_keys) as k (key)
+            ) as h
+            order by h.key_hash;
+            get diagnostics got = row_count;
+        exception when unique_violation then
+            got := -1;
+        end;
+    end if;
+    if got is null or got operator(pg_catalog.<) 0 then
         insert into resilience.claims (relation, key_hash, tx_id, key)
-        select rel, pg_catalog.jsonb_hash_extended(k.key, 0), tx.id, k.key
-        from pg_catalog.unnest(claim_keys) as k (key);
-        get diagnostics got = row_count;
-    exception when unique_violation then
-        insert into resilience.claims (relation, key_hash, tx_id, key)
-        select rel, pg_catalog.jsonb_hash_extended(k.key, 0), tx.id, k.key
-        from pg_catalog.unnest(claim_keys) as k (key)
+        select rel, h.key_hash, tx.id, h.key
+        from (
+            select pg_catalog.jsonb_hash_extended(k.key, 0) as key_hash, k.key
+            from pg_catalog.unnest(claim_keys) as k (key)
+        ) as h
+        order by h.key_hash
         on conflict do nothing;
         get diagnostics got = row_count;
-    end;
+    end if;
     -- Some key was claimed already, by us (fine) or by someone else. The
     -- other holder may have finished between our insert and this look-up
     -- (each statement here takes a fresh snapshot): then claim the keys
     -- again, until every key of this statement is ours or a holder shows.
+    -- One pass over the keys per round finds both another holder and the
+    -- keys nobody claims (a 100,000-row statement re-writing rows this
+    -- transaction claimed before: one pass instead of three).
     if got operator(pg_catalog.<) wanted then
         loop
-            select c.tx_id, c.key into holder, claimed_key
+            select pg_catalog.count(*) filter (where c.tx_id is null),
+                (pg_catalog.array_agg(pg_catalog.jsonb_build_object('holder', c.tx_id, 'key', c.key))
+                    filter (where c.tx_id operator(pg_catalog.<>) tx.id))[1]
+            into unclaimed, other_claim
             from pg_catalog.unnest(claim_keys) as k (key)
-            inner join resilience.claims as c
+            left join resilience.claims as c
                 on c.relation operator(pg_catalog.=) rel
-                and c.key_hash operator(pg_catalog.=) pg_catalog.jsonb_hash_extended(k.key, 0)
-            where c.tx_id operator(pg_catalog.<>) tx.id
-            limit 1;
-            if holder is not null then
-                perform resilience._claim_conflict(rel, claimed_key, holder);
+                and c.key_hash operator(pg_catalog.=) pg_catalog.jsonb_hash_extended(k.key, 0);
+            if other_claim is not null then
+                perform resilience._claim_conflict(
+                    rel, other_claim operator(pg_catalog.->) 'key',
+                    (other_claim operator(pg_catalog.->>) 'holder')::pg_catalog.uuid);
             end if;
+            exit when unclaimed operator(pg_catalog.=) 0;
             insert into resilience.claims (relation, key_hash, tx_id, key)
             select rel, pg_catalog.jsonb_hash_extended(k.key, 0), tx.id, k.key
             from pg_catalog.unnest(claim_keys) as k (key)
             on conflict do nothing;
-            select pg_catalog.count(*) filter (where c.tx_id is null) into unclaimed
-            from pg_catalog.unnest(claim_keys) as k (key)
-            left join resilience.claims as c
-                on c.relation operator(pg_catalog.=) rel
-                and c.key_hash operator(pg_catalog.=) pg_catalog.jsonb_hash_extended(k.key, 0)
-                and c.tx_id operator(pg_catalog.=) tx.id;
-            exit when unclaimed operator(pg_catalog.=) 0;
         end loop;
     end if;
     if via_header then
