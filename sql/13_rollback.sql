@@ -135,6 +135,8 @@ declare
     key_from text := '';
     after_check text;
     value_list text;
+    col_list text;
+    record_join text;
     set_list text;
     conflicts jsonb;
     expected bigint;
@@ -264,6 +266,11 @@ begin
             pg_catalog.bool_or(col_casts[pg_catalog.array_position(col_names, c)] is null)
         into value_list, needs_record
         from pg_catalog.unnest(cols) with ordinality as u (c, o);
+        select pg_catalog.string_agg(pg_catalog.format('%I', c), ', ') into col_list
+        from pg_catalog.unnest(cols) as c;
+        record_join := case when needs_record then pg_catalog.format(
+            'cross join lateral pg_catalog.jsonb_populate_record(null::%s, r.before) as b ', target)
+            else '' end;
     end if;
 
     if operation = 'insert' then
@@ -280,11 +287,9 @@ begin
             '%4$s%5$s'
             'where r.tx_id = $1 and r.seq = $2 and %6$s%7$s',
             target,
-            (select pg_catalog.string_agg(pg_catalog.format('%I', c), ', ') from pg_catalog.unnest(cols) as c),
+            col_list,
             value_list,
-            case when needs_record then pg_catalog.format(
-                'cross join lateral pg_catalog.jsonb_populate_record(null::%s, r.before) as b ', target)
-                else '' end,
+            record_join,
             key_from, key_join,
             case when force then '' else ' and ' || after_check end)
         using tx_id, batch_seq;
@@ -308,11 +313,9 @@ begin
             '%4$s'
             'where r.tx_id = $1 and r.seq = $2 order by r.row_no on conflict %5$s',
             target,
-            (select pg_catalog.string_agg(pg_catalog.format('%I', c), ', ') from pg_catalog.unnest(cols) as c),
+            col_list,
             value_list,
-            case when needs_record then pg_catalog.format(
-                'cross join lateral pg_catalog.jsonb_populate_record(null::%s, r.before) as b ', target)
-                else '' end,
+            record_join,
             -- Keys already back as they were stay.
             case when force and conflicts is not null then set_list else 'do nothing' end)
         using tx_id, batch_seq;

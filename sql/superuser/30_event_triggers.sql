@@ -66,6 +66,22 @@ begin
 end;
 $$;
 
+-- Tracking switched off, or pgresilience's own installer at work: the event
+-- triggers then note nothing. (No SET clause: called on every DDL, its
+-- callers are SECURITY DEFINER with search_path '', and names are qualified.)
+create or replace function resilience._schema_tracking_skipped()
+returns boolean
+language sql
+stable
+as $$
+    select pg_catalog.current_setting('resilience.installing', true) operator(pg_catalog.=) 'on'
+        or exists (
+            select from resilience.settings as s
+            where s.name operator(pg_catalog.=) 'schema_tracking'
+                and s.value operator(pg_catalog.<>) 'on'
+        );
+$$;
+
 create or replace function resilience._schema_ddl_command_end()
 returns event_trigger
 language plpgsql
@@ -77,12 +93,7 @@ declare
     entries text;
     tracked text[];
 begin
-    -- Tracking off, or pgresilience's own installer at work.
-    if pg_catalog.current_setting('resilience.installing', true) = 'on'
-        or exists (
-            select from resilience.settings as s
-            where s.name = 'schema_tracking' and s.value operator(pg_catalog.<>) 'on'
-        ) then
+    if resilience._schema_tracking_skipped() then
         return;
     end if;
     tracked := resilience._schema_tracked_names();
@@ -120,11 +131,7 @@ declare
     entries text;
     tracked text[];
 begin
-    if pg_catalog.current_setting('resilience.installing', true) = 'on'
-        or exists (
-            select from resilience.settings as s
-            where s.name = 'schema_tracking' and s.value operator(pg_catalog.<>) 'on'
-        ) then
+    if resilience._schema_tracking_skipped() then
         return;
     end if;
     tracked := resilience._schema_tracked_names();
