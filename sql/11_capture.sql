@@ -47,7 +47,9 @@ begin
         detail = pg_catalog.jsonb_build_object(
             'table', relation::text, 'key', key, 'holder', holder, 'expires_at', expires
         )::text,
-        hint = 'Retry once the holder commits or rolls back.';
+        hint = case when expires <= pg_catalog.clock_timestamp()
+            then 'Call resilience.tx_reap() and retry; through PostgREST, set db-pre-request to resilience.tx_pre_request.'
+            else 'Retry once the holder commits or rolls back.' end;
 end;
 $$;
 

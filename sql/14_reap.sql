@@ -96,6 +96,30 @@ begin
 end;
 $$;
 
+-- PostgREST's db-pre-request hook (`pgrst.db_pre_request =
+-- 'resilience.tx_pre_request'`): PostgREST calls it in each request's
+-- database transaction, after the role and request.* settings and BEFORE the
+-- request's own statement. Reaping here is what lets a plain (or header-mode)
+-- write on a row claimed by an expired logical transaction go through: the
+-- holder is rolled back by an earlier statement, so the write's snapshot sees
+-- the restored row. A trigger on the write itself cannot do this (see
+-- docs/transactions.md, "Expired holders"). Reads (GET/HEAD/OPTIONS) skip it;
+-- a write request with nothing expired costs one index probe.
+create or replace function resilience.tx_pre_request()
+returns void
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+begin
+    if pg_catalog.current_setting('request.method', true) in ('GET', 'HEAD', 'OPTIONS') then
+        return;
+    end if;
+    perform resilience._reap_if_expired();
+end;
+$$;
+
 -- pg_cron, where installed: run tx_reap every `schedule` ('10 seconds', or a
 -- cron expression) in this database. Returns false where pg_cron is absent.
 create or replace function resilience._schedule_reaper(schedule text default '10 seconds')

@@ -15,5 +15,8 @@ def test_demo_runs_every_scenario_and_prints_each_step(bare_dsn: str) -> None:
     # Logical transactions: the rollback removes the committed user too.
     assert "after rollback: 0: the user is gone too" in text
     assert "one call, one database transaction: success=True" in text
+    # Claims: an expired holder blocks a plain write until a request's hook reaps it.
+    assert "a plain write on that row fails at once" in text
+    assert "holder timed_out" in text and "'Jane (request)'" in text
     # Circuit breakers: the fallback answers while open, then it recovers.
     assert "circuit open" in text and "[closed]" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,56 @@ def app(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
     managed, and no_pk (no primary key) unmanaged."""
     conn.execute(APP_SCHEMA)
     return conn
+
+
+@pytest.fixture
+def api(app: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """``app`` as PostgREST's `authenticated` role sees it: only the
+    application's own grants (the installer gave `authenticated`, NOINHERIT
+    on Supabase, everything resilience_user may do)."""
+    app.execute("""
+        grant usage on schema public to authenticated;
+        grant all on users, profiles, codes to authenticated;
+        grant usage on all sequences in schema public to authenticated;
+        insert into codes values ('a', 'A');
+    """)
+    return app
+
+
+def request(
+    conn: psycopg.Connection[Any],
+    sub: str,
+    statement: str,
+    tx: str | None = None,
+    params: Any = None,
+    *,
+    method: str = "POST",
+    pre_request: bool = False,
+) -> Any:
+    """One PostgREST request, as PostgREST runs it: its own database
+    transaction, `set local role authenticated`, the JWT claims, method and
+    headers set with set_config(..., true), the db-pre-request function when
+    one is configured, then the request's statement."""
+    headers = {"accept": "application/json"}
+    if tx is not None:
+        headers["x-resilience-tx"] = tx
+    with conn.transaction():
+        conn.execute("set local role authenticated")
+        conn.execute(
+            "select set_config('request.jwt.claims', %s, true),"
+            " set_config('request.method', %s, true),"
+            " set_config('request.headers', %s, true)",
+            (json.dumps({"sub": sub, "role": "authenticated"}), method, json.dumps(headers)),
+        )
+        if pre_request:
+            conn.execute("select resilience.tx_pre_request()")
+        cursor = conn.execute(statement, params)
+        return cursor.fetchall() if cursor.description else None
+
+
+def begin_as(conn: psycopg.Connection[Any], sub: str, timeout_ms: int = 30000) -> str:
+    """tx_begin through a PostgREST request by JWT subject ``sub``."""
+    return str(request(conn, sub, "select resilience.tx_begin(%s)", params=(timeout_ms,))[0][0])
 
 
 def table_rows(conn: psycopg.Connection[Any], table: str) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from pgresilience.errors import (
@@ -120,6 +121,28 @@ def test_status_lines_list_active_transactions(app, dsn):
         lines = status_lines(app)
     assert lines[0] == "logical transactions: 1 active"
     assert tx in lines[1] and "'visible'" in lines[1]
+
+
+def test_status_says_whether_postgrest_reaps_before_each_write(app, make_role):
+    lines = status_lines(app)
+    assert "PostgREST db-pre-request: not set" in lines[-1]
+    role = "pgr_authenticator"
+    make_role(role, login=False)
+    database = app.info.dbname
+    app.execute(
+        sql.SQL("alter role {} in database {} set pgrst.db_pre_request = {}").format(
+            sql.Identifier(role), sql.Identifier(database), sql.Literal("resilience.tx_pre_request")
+        )
+    )
+    try:
+        lines = status_lines(app)
+    finally:
+        app.execute(
+            sql.SQL("alter role {} in database {} reset pgrst.db_pre_request").format(
+                sql.Identifier(role), sql.Identifier(database)
+            )
+        )
+    assert lines[-1] == f"  PostgREST db-pre-request: resilience.tx_pre_request (role {role})"
 
 
 def test_janitor_reaps_expired_transactions(app, dsn):

@@ -6,52 +6,12 @@ that logical transaction."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import psycopg
 import pytest
 
-from .conftest import table_rows
-
-
-@pytest.fixture
-def api(app: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
-    # Only the application's own grants: the installer gave `authenticated`
-    # (NOINHERIT on Supabase) everything resilience_user may do.
-    app.execute("""
-        grant usage on schema public to authenticated;
-        grant all on users, profiles, codes to authenticated;
-        grant usage on all sequences in schema public to authenticated;
-        insert into codes values ('a', 'A');
-    """)
-    return app
-
-
-def request(
-    conn: psycopg.Connection[Any],
-    sub: str,
-    statement: str,
-    tx: str | None = None,
-    params: Any = None,
-) -> Any:
-    """One PostgREST request: its own database transaction."""
-    headers = {"accept": "application/json"}
-    if tx is not None:
-        headers["x-resilience-tx"] = tx
-    with conn.transaction():
-        conn.execute("set local role authenticated")
-        conn.execute(
-            "select set_config('request.jwt.claims', %s, true)",
-            (json.dumps({"sub": sub, "role": "authenticated"}),),
-        )
-        conn.execute("select set_config('request.headers', %s, true)", (json.dumps(headers),))
-        cursor = conn.execute(statement, params)
-        return cursor.fetchall() if cursor.description else None
-
-
-def begin_as(conn: psycopg.Connection[Any], sub: str, timeout_ms: int = 30000) -> str:
-    return str(request(conn, sub, "select resilience.tx_begin(%s)", params=(timeout_ms,))[0][0])
+from .conftest import begin_as, request, table_rows
 
 
 def test_plain_writes_with_the_header_are_captured_and_roll_back(api):

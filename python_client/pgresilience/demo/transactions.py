@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import time
+
 import psycopg
 
 from pgresilience.transactions import TransactionManager
@@ -69,3 +71,24 @@ def run(dsn: str, say: Callable[[str], None]) -> None:
             say(f"  one call, one database transaction: success={batch.success}")
             for index, outcome in enumerate(batch.results):
                 say(f"  operation {index}: {outcome.data}")
+        claims(conn, say)
+
+
+def claims(conn: psycopg.Connection[tuple[object, ...]], say: Callable[[str], None]) -> None:
+    with TransactionManager(conn) as tm:
+        holder = tm.begin(timeout=0.2, label="abandoned")
+        tm.execute(holder, "demo_users", "update", {"name": "Jane (abandoned)"}, {"name": "Jane"})
+        say(f"claims: {holder} renamed Jane, then was abandoned (timeout 0.2 s)")
+        time.sleep(0.3)
+        try:
+            conn.execute("update demo_users set name = 'Jane (plain)' where name like 'Jane%'")
+        except psycopg.errors.LockNotAvailable as exc:
+            say(f"  a plain write on that row fails at once: {exc.diag.message_primary} (55P03)")
+        # As PostgREST runs a PATCH request with db-pre-request set to the hook.
+        with conn.transaction():
+            conn.execute("select set_config('request.method', 'PATCH', true)")
+            conn.execute("select resilience.tx_pre_request()")
+            conn.execute("update demo_users set name = name || ' (request)' where name like 'Jane%'")
+        row = conn.execute("select name from demo_users where name like 'Jane%'").fetchone()
+        say(f"  as a PostgREST request with tx_pre_request: holder {tm.status(holder)['status']},")
+        say(f"  and the write went through on the restored row: {row[0] if row else None!r}")

@@ -37,3 +37,13 @@ select t.id::text, t.owner_role, t.owner_sub, t.label, t.started_at, t.expires_a
 from resilience.transactions as t
 where t.status = 'active'
 order by t.started_at;
+
+-- postgrest_pre_request --
+-- PostgREST's in-database db-pre-request settings (per role, for this database or all), for `pgresilience status`.
+select r.rolname, substr(cfg, length('pgrst.db_pre_request=') + 1) as function_name
+from pg_db_role_setting as s
+inner join pg_roles as r on r.oid = s.setrole
+cross join unnest(s.setconfig) as cfg
+where s.setdatabase in (0, (select d.oid from pg_database as d where d.datname = current_database()))
+    and cfg like 'pgrst.db\_pre\_request=%'
+order by r.rolname;
