@@ -6,8 +6,6 @@ that logical transaction."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import psycopg
 import pytest
 

@@ -48,7 +48,10 @@ def label_of_a(api: psycopg.Connection[Any]) -> str:
 def test_plain_write_request_rolls_the_expired_holder_back_then_goes_through(api):
     holder = abandon(api)
     request(
-        api, "user-2", "update codes set label = label || '+plain' where code = 'a'", pre_request=True
+        api,
+        "user-2",
+        "update codes set label = label || '+plain' where code = 'a'",
+        pre_request=True,
     )
     # The write applied to the restored row, not to the holder's 'abandoned'.
     assert label_of_a(api) == "A+plain"

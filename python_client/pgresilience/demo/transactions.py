@@ -8,9 +8,8 @@ the profile refers to the user id the first operation returned.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import time
+from collections.abc import Callable
 
 import psycopg
 
@@ -88,7 +87,9 @@ def claims(conn: psycopg.Connection[tuple[object, ...]], say: Callable[[str], No
         with conn.transaction():
             conn.execute("select set_config('request.method', 'PATCH', true)")
             conn.execute("select resilience.tx_pre_request()")
-            conn.execute("update demo_users set name = name || ' (request)' where name like 'Jane%'")
+            conn.execute(
+                "update demo_users set name = name || ' (request)' where name like 'Jane%'"
+            )
         row = conn.execute("select name from demo_users where name like 'Jane%'").fetchone()
         say(f"  as a PostgREST request with tx_pre_request: holder {tm.status(holder)['status']},")
         say(f"  and the write went through on the restored row: {row[0] if row else None!r}")
