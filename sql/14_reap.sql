@@ -103,7 +103,7 @@ $$;
 -- write on a row claimed by an expired logical transaction go through: the
 -- holder is rolled back by an earlier statement, so the write's snapshot sees
 -- the restored row. A trigger on the write itself cannot do this (see
--- docs/transactions.md, "Expired holders"). Reads (GET/HEAD/OPTIONS) skip it;
+-- docs/transactions.md, "Claims"). Reads (GET/HEAD/OPTIONS) skip it;
 -- a write request with nothing expired costs one index probe.
 create or replace function resilience.tx_pre_request()
 returns void
