@@ -79,21 +79,18 @@ begin
 end;
 $$;
 
--- The lock-free check the capture trigger and tx_execute share: the
--- transaction, share-locked so that no commit/rollback/reap finishes it while
--- this statement captures into it.
-create or replace function resilience._tx_for_write(tx_id uuid)
-returns resilience.transactions
+-- Release every claim of a finished transaction (commit, rollback, reap):
+-- its claims and the claimed_tables rows plain writes probe first go together.
+-- Called only by our SECURITY DEFINER functions, so it runs as their owner.
+create or replace function resilience._release_claims(tx_id uuid)
+returns void
 language plpgsql
 volatile
-security definer
 set search_path = ''
 as $$
-declare
-    tx resilience.transactions := resilience._tx_locked(tx_id, 'share');
 begin
-    perform resilience._require_active(tx);
-    return tx;
+    delete from resilience.claims as c where c.tx_id = _release_claims.tx_id;
+    delete from resilience.claimed_tables as c where c.tx_id = _release_claims.tx_id;
 end;
 $$;
 
@@ -193,8 +190,7 @@ begin
     update resilience.transactions as t
     set status = 'committed', finished_at = finished
     where t.id = tx.id;
-    delete from resilience.claims as c where c.tx_id = tx.id;
-    delete from resilience.claimed_tables as c where c.tx_id = tx.id;
+    perform resilience._release_claims(tx.id);
     perform resilience._audit('commit', tx.id, pg_catalog.jsonb_build_object(
         'operations', statements, 'rows', row_count,
         'duration_ms', pg_catalog.round(extract(epoch from finished - tx.started_at) * 1000, 3)

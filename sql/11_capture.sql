@@ -89,6 +89,9 @@ declare
     headers pg_catalog.text;
     via_header pg_catalog.bool := false;
     restoring_flag pg_catalog.text;
+    plain_write pg_catalog.bool;
+    -- Hashes of the keys a plain write wrote (only when the table has claims).
+    written_hashes pg_catalog.int8 [];
     -- Every column but the primary key: image minus these = the key.
     other_cols pg_catalog.text [];
     tx resilience.transactions;
@@ -112,52 +115,12 @@ begin
         end if;
     end if;
 
-    if tx_text is null or tx_text operator(pg_catalog.=) '' then
-        -- A plain write: nothing to capture; only claimed rows are off limits.
-        if not exists (
-            select 1 from resilience.claimed_tables as c where c.relation operator(pg_catalog.=) rel
-        ) then
-            return null;
-        end if;
-        restoring_flag := pg_catalog.current_setting('resilience.restoring', true);
-        if restoring_flag operator(pg_catalog.<>) '' and exists (
-            select 1 from resilience.restore_tokens as r where r.token::pg_catalog.text operator(pg_catalog.=) restoring_flag
-        ) then
-            return null;
-        end if;
-        select coalesce(pg_catalog.array_agg(a.attname::pg_catalog.text), '{}') into other_cols
-        from pg_catalog.pg_attribute as a
-        where a.attrelid operator(pg_catalog.=) tg_relid and a.attnum operator(pg_catalog.>) 0 and not a.attisdropped
-            and a.attnum operator(pg_catalog.<>) all ((
-                select i.indkey::pg_catalog.int2 [] from pg_catalog.pg_index as i
-                where i.indrelid operator(pg_catalog.=) tg_relid and i.indisprimary
-            )::pg_catalog.int2 []);
-        if tg_op operator(pg_catalog.=) 'INSERT' then
-            select c.tx_id, c.key into holder, claimed_key
-            from resilience.claims as c
-            where c.relation operator(pg_catalog.=) rel
-                and c.key_hash operator(pg_catalog.=) any (array(select pg_catalog.jsonb_hash_extended(pg_catalog.to_jsonb(n) operator(pg_catalog.-) other_cols, 0) from new_rows as n))
-            limit 1;
-        elsif tg_op operator(pg_catalog.=) 'DELETE' then
-            select c.tx_id, c.key into holder, claimed_key
-            from resilience.claims as c
-            where c.relation operator(pg_catalog.=) rel
-                and c.key_hash operator(pg_catalog.=) any (array(select pg_catalog.jsonb_hash_extended(pg_catalog.to_jsonb(o) operator(pg_catalog.-) other_cols, 0) from old_rows as o))
-            limit 1;
-        else
-            select c.tx_id, c.key into holder, claimed_key
-            from resilience.claims as c
-            where c.relation operator(pg_catalog.=) rel
-                and c.key_hash operator(pg_catalog.=) any (array(
-                    select pg_catalog.jsonb_hash_extended(pg_catalog.to_jsonb(o) operator(pg_catalog.-) other_cols, 0) from old_rows as o
-                    union all
-                    select pg_catalog.jsonb_hash_extended(pg_catalog.to_jsonb(n) operator(pg_catalog.-) other_cols, 0) from new_rows as n
-                ))
-            limit 1;
-        end if;
-        if holder is not null then
-            perform resilience._claim_conflict(rel, claimed_key, holder);
-        end if;
+    plain_write := tx_text is null or tx_text operator(pg_catalog.=) '';
+    -- A plain write captures nothing; only claimed rows are off limits, so a
+    -- table without claims costs this one probe.
+    if plain_write and not exists (
+        select 1 from resilience.claimed_tables as c where c.relation operator(pg_catalog.=) rel
+    ) then
         return null;
     end if;
 
@@ -168,41 +131,77 @@ begin
     ) then
         return null;
     end if;
-    if tx_text operator(pg_catalog.!~) '^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$' then
-        raise exception using
-            errcode = 'RZ001',
-            message = pg_catalog.format('logical transaction %L not found', tx_text);
+
+    if not plain_write then
+        if tx_text operator(pg_catalog.!~) '^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$' then
+            raise exception using
+                errcode = 'RZ001',
+                message = pg_catalog.format('logical transaction %L not found', tx_text);
+        end if;
+        -- The transaction, share-locked so that no commit/rollback/reap
+        -- finishes it while this statement captures into it; owned by the
+        -- caller, active, unexpired (the checks of _tx_locked and
+        -- _require_active, inlined).
+        select t.* into tx from resilience.transactions as t
+        where t.id operator(pg_catalog.=) tx_text::pg_catalog.uuid
+        for share;
+        caller_sub := resilience._caller_sub();
+        if tx.id is null
+            or tx.owner_role operator(pg_catalog.<>) resilience._caller_role()
+            or not coalesce(tx.owner_sub operator(pg_catalog.=) caller_sub, tx.owner_sub is null and caller_sub is null)
+        then
+            raise exception using
+                errcode = 'RZ001',
+                message = pg_catalog.format('logical transaction %s not found', tx_text),
+                hint = 'It does not exist or belongs to another role/user.';
+        end if;
+        if tx.status operator(pg_catalog.<>) 'active'
+            or tx.expires_at operator(pg_catalog.<=) pg_catalog.clock_timestamp()
+        then
+            perform resilience._require_active(tx);
+        end if;
     end if;
-    -- The transaction, share-locked so that no commit/rollback/reap finishes
-    -- it while this statement captures into it; owned by the caller, active,
-    -- unexpired (the checks of _tx_for_write, inlined).
-    select t.* into tx from resilience.transactions as t
-    where t.id operator(pg_catalog.=) tx_text::pg_catalog.uuid
-    for share;
-    caller_sub := resilience._caller_sub();
-    if tx.id is null
-        or tx.owner_role operator(pg_catalog.<>) resilience._caller_role()
-        or not coalesce(tx.owner_sub operator(pg_catalog.=) caller_sub, tx.owner_sub is null and caller_sub is null)
-    then
-        raise exception using
-            errcode = 'RZ001',
-            message = pg_catalog.format('logical transaction %s not found', tx_text),
-            hint = 'It does not exist or belongs to another role/user.';
-    end if;
-    if tx.status operator(pg_catalog.<>) 'active'
-        or tx.expires_at operator(pg_catalog.<=) pg_catalog.clock_timestamp()
-    then
-        perform resilience._require_active(tx);
+
+    select coalesce(pg_catalog.array_agg(a.attname::pg_catalog.text), '{}') into other_cols
+    from pg_catalog.pg_attribute as a
+    where a.attrelid operator(pg_catalog.=) tg_relid and a.attnum operator(pg_catalog.>) 0 and not a.attisdropped
+        and a.attnum operator(pg_catalog.<>) all ((
+            select i.indkey::pg_catalog.int2 [] from pg_catalog.pg_index as i
+            where i.indrelid operator(pg_catalog.=) tg_relid and i.indisprimary
+        )::pg_catalog.int2 []);
+
+    if plain_write then
+        -- The hashes of the written keys (both keys of a key change), probed
+        -- against the table's claims. Each branch reads only the transition
+        -- tables its trigger declares.
+        if tg_op operator(pg_catalog.=) 'INSERT' then
+            written_hashes := array(
+                select pg_catalog.jsonb_hash_extended(pg_catalog.to_jsonb(n) operator(pg_catalog.-) other_cols, 0)
+                from new_rows as n);
+        elsif tg_op operator(pg_catalog.=) 'DELETE' then
+            written_hashes := array(
+                select pg_catalog.jsonb_hash_extended(pg_catalog.to_jsonb(o) operator(pg_catalog.-) other_cols, 0)
+                from old_rows as o);
+        else
+            written_hashes := array(
+                select pg_catalog.jsonb_hash_extended(pg_catalog.to_jsonb(o) operator(pg_catalog.-) other_cols, 0)
+                from old_rows as o
+                union all
+                select pg_catalog.jsonb_hash_extended(pg_catalog.to_jsonb(n) operator(pg_catalog.-) other_cols, 0)
+                from new_rows as n);
+        end if;
+        select c.tx_id, c.key into holder, claimed_key
+        from resilience.claims as c
+        where c.relation operator(pg_catalog.=) rel
+            and c.key_hash operator(pg_catalog.=) any (written_hashes)
+        limit 1;
+        if holder is not null then
+            perform resilience._claim_conflict(rel, claimed_key, holder);
+        end if;
+        return null;
     end if;
 
     statement_seq := pg_catalog.nextval('resilience.restore_point_seq');
-    select coalesce(pg_catalog.array_agg(a.attname::pg_catalog.text), '{}') into other_cols
-        from pg_catalog.pg_attribute as a
-        where a.attrelid operator(pg_catalog.=) tg_relid and a.attnum operator(pg_catalog.>) 0 and not a.attisdropped
-            and a.attnum operator(pg_catalog.<>) all ((
-                select i.indkey::pg_catalog.int2 [] from pg_catalog.pg_index as i
-                where i.indrelid operator(pg_catalog.=) tg_relid and i.indisprimary
-            )::pg_catalog.int2 []);
     -- The restore points of this statement, in one insert; its keys (both
     -- keys of a key change) are collected for the claims.
     if tg_op operator(pg_catalog.=) 'INSERT' then

@@ -36,8 +36,9 @@ end;
 $$;
 
 -- Lazy reap, transaction check (RZ001/RZ002/RZ003), managed-table check.
--- One SECURITY DEFINER call with the checks of _tx_for_write inlined: every
--- nested PL/pgSQL call with a SET clause costs as much as a small query.
+-- One SECURITY DEFINER call with the checks of _tx_locked and _require_active
+-- inlined: every nested PL/pgSQL call with a SET clause costs as much as a
+-- small query.
 create or replace function resilience._execute_prepare(tx_id uuid, relation regclass)
 returns void
 language plpgsql

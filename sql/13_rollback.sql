@@ -458,8 +458,7 @@ begin
     set status = 'rolled_back', finished_at = finished,
         outcome = pg_catalog.jsonb_build_object('reason', reason, 'forced_conflicts', undo -> 'conflicts')
     where t.id = tx.id;
-    delete from resilience.claims as c where c.tx_id = tx.id;
-    delete from resilience.claimed_tables as c where c.tx_id = tx.id;
+    perform resilience._release_claims(tx.id);
     if undo -> 'conflicts' <> '[]'::jsonb then
         perform resilience._audit('conflict', tx.id, pg_catalog.jsonb_build_object(
             'conflicts', undo -> 'conflicts', 'forced', true));

@@ -83,8 +83,7 @@ begin
             perform resilience._audit('conflict', expired.id, conflict_detail::jsonb
                 operator(pg_catalog.||) pg_catalog.jsonb_build_object('during', 'timeout'));
         end;
-        delete from resilience.claims as c where c.tx_id = expired.id;
-        delete from resilience.claimed_tables as c where c.tx_id = expired.id;
+        perform resilience._release_claims(expired.id);
         reaped := reaped + 1;
     end loop;
     purged := resilience._purge(coalesce(resilience._setting('purge_batch')::integer, 1000));
