@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml scripts/bootstrap.sh
 test: setup lint pytest
 
 lint: setup
-	$(BIN)/sqlfluff lint sql --dialect postgres --processes 2 --disable-progress-bar
+	$(BIN)/sqlfluff lint sql alembic/versions --dialect postgres --processes 2 --disable-progress-bar
 	$(BIN)/ruff check python_client tests bench alembic plpython
 	$(BIN)/ruff format --check python_client tests bench alembic plpython
 	$(BIN)/mypy

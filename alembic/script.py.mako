@@ -7,23 +7,21 @@ Create Date: ${create_date}
 
 from alembic import op
 
+from pgresilience.queries import revision_sql
+
 revision = ${repr(up_revision)}
 down_revision = ${repr(down_revision)}
 branch_labels = ${repr(branch_labels)}
 depends_on = ${repr(depends_on)}
 
-# A revision carries the SQL it applies: never read a file that later edits
-# could change.
-UPGRADE = """
-"""
-
-DOWNGRADE = """
-"""
+# This revision's SQL: its own file beside it (same name, .sql), blocks
+# "upgrade" and "downgrade". A released revision's file never changes.
+SQL = revision_sql(__file__)
 
 
 def upgrade() -> None:
-    op.execute(UPGRADE)
+    op.execute(SQL["upgrade"])
 
 
 def downgrade() -> None:
-    op.execute(DOWNGRADE)
+    op.execute(SQL["downgrade"])
