@@ -19,9 +19,10 @@ test: setup lint pytest
 
 lint: setup
 	$(BIN)/sqlfluff lint sql alembic/versions --dialect postgres --processes 2 --disable-progress-bar
-	$(BIN)/ruff check python_client tests bench alembic plpython
-	$(BIN)/ruff format --check python_client tests bench alembic plpython
+	$(BIN)/ruff check python_client tests bench alembic plpython scripts
+	$(BIN)/ruff format --check python_client tests bench alembic plpython scripts
 	$(BIN)/mypy
+	$(BIN)/python scripts/generate.py --check
 
 pytest: setup
 	$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS)

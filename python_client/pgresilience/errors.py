@@ -1,16 +1,20 @@
 """The package's exceptions, and the one place that maps database errors to them.
 
-Mapping is by SQLSTATE, never by message text. The codes are listed in
-docs/architecture.md.
+Mapping is by SQLSTATE, never by message text. ``SQLSTATES`` is the one table
+of codes: docs/errors.md is generated from it
+(``scripts/generate.py``) and a test checks that they agree.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
 __all__ = [
+    "SQLSTATES",
     "ClaimConflict",
     "DatabaseError",
     "InvalidOperation",
@@ -20,28 +24,43 @@ __all__ = [
     "PgResilienceError",
     "RollbackConflict",
     "SavepointNotFound",
+    "SqlState",
     "TransactionExpired",
     "TransactionNotActive",
     "TransactionNotFound",
     "UnknownObject",
+    "errors_markdown",
     "map_error",
 ]
 
 
 class PgResilienceError(Exception):
-    """Base class. ``sqlstate`` is the database's code when one caused it."""
+    """Base class of every exception the package raises.
+
+    ``sqlstate`` is the database's code when one caused it (the psycopg error
+    is then ``__cause__``); ``detail`` is always a dict: the database's
+    structured detail (our functions raise JSON objects), ``{"message": text}``
+    for a plain-text detail, or ``{}``.
+    """
 
     sqlstate: str | None = None
 
-    def __init__(self, message: str, *, sqlstate: str | None = None, detail: Any = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        sqlstate: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         if sqlstate is not None:
             self.sqlstate = sqlstate
-        self.detail = detail
+        self.detail: dict[str, Any] = dict(detail or {})
 
 
 class DatabaseError(PgResilienceError):
-    """Any other database error."""
+    """Any other database error (connection lost, a constraint of the user's
+    table, ...): its SQLSTATE is kept in ``sqlstate``."""
 
 
 class TransactionNotFound(PgResilienceError):
@@ -92,28 +111,107 @@ class NotSupported(PgResilienceError):
     sqlstate = "0A000"
 
 
-_BY_SQLSTATE: dict[str, type[PgResilienceError]] = {
-    "RZ001": TransactionNotFound,
-    "RZ002": TransactionNotActive,
-    "RZ003": TransactionExpired,
-    "RZ005": RollbackConflict,
-    "RZ006": SavepointNotFound,
-    "55P03": ClaimConflict,
-    "55006": ObjectInUse,
-    "22023": InvalidOperation,
-    "22P02": InvalidOperation,  # invalid text representation (bad JSON value for a column)
-    "42P01": UnknownObject,
-    "42703": UnknownObject,
-    "42501": PermissionDenied,
-    "0A000": NotSupported,
-}
+@dataclass(frozen=True)
+class SqlState:
+    """One row of the contract: a code, when the database raises it, and the
+    Python class it becomes."""
+
+    code: str
+    meaning: str
+    error: type[PgResilienceError]
+
+
+SQLSTATES: tuple[SqlState, ...] = (
+    SqlState(
+        "RZ001",
+        "transaction not found, or not the caller's (existence is not leaked); "
+        "malformed id in the x-resilience-tx header",
+        TransactionNotFound,
+    ),
+    SqlState(
+        "RZ002", "transaction not active (committed, rolled back, failed)", TransactionNotActive
+    ),
+    SqlState("RZ003", "transaction expired (or timed out)", TransactionExpired),
+    SqlState(
+        "RZ005",
+        "rollback conflict: a row no longer equals its after-image, or restoring it "
+        "violates a constraint; nothing restored (detail lists the rows)",
+        RollbackConflict,
+    ),
+    SqlState("RZ006", "savepoint not found", SavepointNotFound),
+    SqlState(
+        "55P03",
+        "row claimed by another logical transaction (detail names the holder and its "
+        "expiry); truncate of a table with claims",
+        ClaimConflict,
+    ),
+    SqlState("55006", "unmanage_table while rows of the table are claimed", ObjectInUse),
+    SqlState(
+        "22023",
+        "invalid operation or argument: bad operation, data/match shape, missing match, "
+        "unmanaged table, table without primary key, bad timeout",
+        InvalidOperation,
+    ),
+    SqlState("22P02", "a value of data/match that the column's type refuses", InvalidOperation),
+    SqlState("42P01", "unknown table", UnknownObject),
+    SqlState("42703", "unknown column", UnknownObject),
+    SqlState(
+        "42501",
+        "permission denied: the target table's grants or RLS, manage_table by a non-owner",
+        PermissionDenied,
+    ),
+    SqlState("0A000", "feature not available here (no PL/Python, no privilege)", NotSupported),
+)
+
+_BY_SQLSTATE: dict[str, type[PgResilienceError]] = {s.code: s.error for s in SQLSTATES}
+
+
+def _detail(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    return parsed if isinstance(parsed, dict) else {"message": text}
 
 
 def map_error(exc: psycopg.Error) -> PgResilienceError:
-    """The package exception for a psycopg error (chain it with ``from exc``)."""
+    """The package exception for a psycopg error, with ``exc`` as its
+    ``__cause__`` (so it stays chained even when raised later)."""
     sqlstate = exc.sqlstate
     cls = _BY_SQLSTATE.get(sqlstate or "", DatabaseError)
     diag = exc.diag
     message = diag.message_primary or str(exc)
-    detail = diag.message_detail
-    return cls(message, sqlstate=sqlstate, detail=detail)
+    error = cls(message, sqlstate=sqlstate, detail=_detail(diag.message_detail))
+    error.__cause__ = exc
+    return error
+
+
+def errors_markdown() -> str:
+    """docs/errors.md, generated from ``SQLSTATES`` and the class hierarchy."""
+    lines = [
+        "# Errors",
+        "",
+        "<!-- Generated from pgresilience.errors.SQLSTATES by scripts/generate.py; "
+        "do not edit. -->",
+        "",
+        "Every exception the package raises derives from `pgresilience.PgResilienceError` "
+        "and is importable from `pgresilience`. A database error becomes the class of "
+        "its SQLSTATE (never matched by message text); the psycopg error is kept as "
+        "`__cause__`, the code as `.sqlstate`, and `.detail` is always a dict.",
+        "",
+        "| SQLSTATE | when | Python class |",
+        "|---|---|---|",
+    ]
+    for s in SQLSTATES:
+        lines.append(f"| `{s.code}` | {s.meaning} | `{s.error.__name__}` |")
+    lines += [
+        "| other | the database's own errors (constraints of your tables, connection "
+        "lost, ...), SQLSTATE kept | `DatabaseError` |",
+        "",
+        "Outside the database: `CircuitOpenError` (a circuit rejected the call; "
+        "`.retry_after` seconds) also derives from `PgResilienceError`.",
+        "",
+    ]
+    return "\n".join(lines)

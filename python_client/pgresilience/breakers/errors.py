@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pgresilience.errors import PgResilienceError
+
 from .state import CircuitState
 
 __all__ = ["CircuitOpenError"]
 
 
-class CircuitOpenError(Exception):
+class CircuitOpenError(PgResilienceError):
     """The circuit rejected the call without running it.
 
     ``retry_after`` is how many seconds until the circuit will admit a trial
@@ -17,7 +19,9 @@ class CircuitOpenError(Exception):
 
     def __init__(self, name: str, state: CircuitState, retry_after: float | None) -> None:
         # The message is built only when shown: rejections must be cheap.
-        super().__init__(name, state, retry_after)
+        # Exception.__init__ directly: PgResilienceError's builds a message.
+        Exception.__init__(self, name, state, retry_after)
+        self.detail = {"name": name, "state": state.value, "retry_after": retry_after}
         self.name = name
         self.state = state
         self.retry_after = retry_after

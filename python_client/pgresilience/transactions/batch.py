@@ -12,7 +12,6 @@ describes the call, and the managers execute it (sync or async).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,19 +114,10 @@ def parse_result(rows: Sequence[Sequence[Any]]) -> BatchResult:
 
 def batch_error(exc: psycopg.Error) -> PgResilienceError:
     """The package exception for a failed batch. Its class follows the
-    SQLSTATE of the operation that failed; ``.detail`` is a dict
-    ``{"index", "table", "operation", "error", "detail"}`` (left as the
-    database's text when the batch as a whole was refused)."""
-    error = map_error(exc)
-    detail = error.detail
-    if isinstance(detail, str):
-        try:
-            parsed = json.loads(detail)
-        except ValueError:
-            parsed = None
-        if isinstance(parsed, dict) and "index" in parsed:
-            error.detail = parsed
-    return error
+    SQLSTATE of the operation that failed; ``.detail`` is the dict
+    ``{"index", "table", "operation", "error", "detail"}`` (or the database's
+    own detail when the batch as a whole was refused)."""
+    return map_error(exc)
 
 
 def _failed(exc: psycopg.Error) -> BatchResult:
