@@ -1,56 +1,102 @@
-"""AsyncSchemaVersionManager: the asyncio twin of SchemaVersionManager (same
-core, same behaviour; callbacks may be plain functions or coroutines)."""
+"""AsyncSchemaVersionManager: the schema version, its history, and live change
+callbacks, with automatic reconnect that catches up on every version committed
+while it was disconnected.
+
+The async code in ``aio.py`` is the source: the sync twin in ``manager.py``
+(``SchemaVersionManager``, whose callbacks run on a listener thread) is
+generated from it by ``scripts/generate.py``.
+
+Queries go through ``AsyncConnectionSource`` (a conninfo, a connection or a
+pool, as for the transaction managers). Changes arrive in one of two modes:
+
+* ``listen``: ``LISTEN resilience_schema`` on a connection of its own, from
+  ``listen_conninfo`` when given (a direct URL when the main one goes through a
+  pooler), else the conninfo, else one held from the pool;
+* ``poll``: ``schema_changes_since`` every ``poll_interval`` seconds, when the
+  source is a single connection (LISTEN would need it for itself) or
+  ``poll=True`` (a pooler in transaction mode cannot deliver notifications).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
 
 import psycopg
+from psycopg_pool import AsyncConnectionPool
 
+from pgresilience._acompat import AEvent, aevent_wait, ainvoke, aspawn, astop
+from pgresilience._source_aio import CONNECT_KWARGS, AsyncConnectionSource, AsyncSource
 from pgresilience.errors import map_error
 from pgresilience.queries import query
 from pgresilience.schema._core import Callback, ChangeList, SchemaCache, SchemaState, SchemaVersion
-from pgresilience.schema.manager import LISTENER_NAME
 
-__all__ = ["AsyncSchemaVersionManager"]
+__all__ = ["LISTENER_NAME", "AsyncSchemaVersionManager"]
 
 log = logging.getLogger("pgresilience.schema")
 
+#: application_name of the listener connection (visible in pg_stat_activity)
+LISTENER_NAME = "pgresilience-schema-listener"
+
 
 class AsyncSchemaVersionManager:
-    """Watch the schema of one database from asyncio. No I/O until ``initialize()``."""
+    """Watch the schema of one database.
+
+    Nothing touches the database until ``initialize()`` (or the first call that
+    needs it). Callbacks (plain functions, or coroutine functions in async
+    code) run one version at a time, oldest first, each version once.
+    """
 
     def __init__(
         self,
-        conninfo: str,
+        source: AsyncSource,
         *,
+        listen_conninfo: str | None = None,
+        poll: bool = False,
+        pool_size: int = 2,
         reconnect_delay: float = 0.2,
         max_reconnect_delay: float = 10.0,
         poll_interval: float = 0.5,
     ) -> None:
-        self._conninfo = conninfo
+        self._connections = AsyncConnectionSource(
+            source, pool_size=pool_size, name="pgresilience-schema"
+        )
+        self._listen_conninfo = listen_conninfo
+        #: how changes arrive: "listen" (LISTEN/NOTIFY) or "poll" (see the module)
+        self.mode = (
+            "poll"
+            if poll or (listen_conninfo is None and isinstance(source, psycopg.AsyncConnection))
+            else "listen"
+        )
         self._reconnect_delay = reconnect_delay
         self._max_reconnect_delay = max_reconnect_delay
         self._poll_interval = poll_interval
         self._state = SchemaState()
-        self._task: asyncio.Task[None] | None = None
+        self._stop = AEvent()
+        self._worker: Any = None
         self._initialized = False
-        self.listening = asyncio.Event()
+        #: set while changes are being delivered (listening, or polling)
+        self.listening = AEvent()
+        #: how many times the listener (re)connected
         self.connections = 0
+
+    # -- public API ------------------------------------------------------------
 
     @property
     def cache(self) -> SchemaCache:
+        """Cache for schema-derived values; cleared when a new version arrives."""
         return self._state.cache
 
     @property
     def last_version(self) -> int | None:
+        """The newest version this manager knows of."""
         return self._state.last_version
 
     async def initialize(self) -> SchemaVersion:
+        """Read the current version; callbacks get the versions after it."""
         current = await self._fetch_current()
         self._state.seen(current.version)
         self._state.current = current
@@ -58,58 +104,62 @@ class AsyncSchemaVersionManager:
         return current
 
     async def on_schema_change(self, callback: Callback) -> None:
+        """Call ``callback(changes)`` for every new version (``changes`` is a
+        list of change dicts with ``.version``, ``.hash``, ``.max_severity``)."""
         if not self._initialized:
             await self.initialize()
         self._state.add_callback(callback)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._listen(), name="pgresilience-schema-listener")
+        if self._worker is None:
+            self._stop.clear()
+            self._worker = aspawn(self._watch, name=LISTENER_NAME)
 
     async def wait_listening(self, timeout: float = 10.0) -> bool:
-        try:
-            await asyncio.wait_for(self.listening.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        """Wait until changes are being delivered (tests, demos)."""
+        return await aevent_wait(self.listening, timeout)
 
     async def force_refresh(self) -> SchemaVersion:
+        """Full re-snapshot in the database (``schema_refresh()``); callbacks
+        get any drift it recorded before this returns."""
         await self._one("schema_refresh")
         await self.catch_up()
         self._state.current = None
         return await self.get_current_version()
 
     async def get_current_version(self) -> SchemaVersion:
+        """The current version (``.version``, ``.hash``, ``.tables``); served
+        from memory while a LISTEN connection guarantees it is fresh."""
         current = self._state.current
-        if current is not None and self.listening.is_set():
+        if current is not None and self.mode == "listen" and self.listening.is_set():
             return current
         current = await self._fetch_current()
         self._state.current = current
         return current
 
     async def history(self, max_count: int = 50) -> list[dict[str, Any]]:
+        """Versions, newest first."""
         return [row[0] for row in await self._rows("schema_history", (max_count,))]
 
     async def changes_since(self, version: int) -> list[ChangeList]:
+        """Changes of every version after ``version``, oldest first."""
         rows = await self._rows("schema_changes_since", (version,))
         return [ChangeList.from_row(row[0]) for row in rows]
 
     async def catch_up(self) -> list[ChangeList]:
+        """Deliver versions newer than the last one seen; returns them."""
         try:
-            async with await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True
-            ) as conn:
+            async with self._connections.connection() as conn:
                 return await self._deliver(conn)
         except psycopg.Error as exc:
             raise map_error(exc) from exc
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        """Stop delivering changes and close the connections opened here."""
+        self._stop.set()
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await astop(worker, timeout=self._poll_interval + 5.0)
         self.listening.clear()
+        await self._connections.close()
 
     async def __aenter__(self) -> AsyncSchemaVersionManager:
         return self
@@ -122,12 +172,12 @@ class AsyncSchemaVersionManager:
     ) -> None:
         await self.close()
 
+    # -- internals -------------------------------------------------------------
+
     async def _rows(self, name: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         try:
-            async with await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True
-            ) as conn:
-                cursor = await conn.execute(query(name), params)
+            async with self._connections.connection() as conn:
+                cursor = await conn.execute(query(name), params, prepare=False)
                 return await cursor.fetchall()
         except psycopg.Error as exc:
             raise map_error(exc) from exc
@@ -140,31 +190,52 @@ class AsyncSchemaVersionManager:
         return SchemaVersion.from_json(await self._one("schema_current") or {})
 
     async def _deliver(self, conn: psycopg.AsyncConnection[Any]) -> list[ChangeList]:
-        cursor = await conn.execute(query("schema_changes_since"), (self._state.since(),))
+        cursor = await conn.execute(
+            query("schema_changes_since"), (self._state.since(),), prepare=False
+        )
         fresh = self._state.accept([row[0] for row in await cursor.fetchall()])
         for changes in fresh:
             for callback in list(self._state.callbacks):
                 try:
-                    result = callback(changes)
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception:
+                    await ainvoke(callback, changes)
+                except Exception:  # a callback's bug must not stop the listener
                     log.exception("schema change callback failed for version %s", changes.version)
         return fresh
 
-    async def _listen(self) -> None:
+    @asynccontextmanager
+    async def _listener(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A connection of its own for LISTEN (see the module's docstring)."""
+        source = self._connections.source
+        conninfo = self._listen_conninfo or (source if isinstance(source, str) else None)
+        if conninfo is not None:
+            async with await psycopg.AsyncConnection.connect(
+                conninfo, application_name=LISTENER_NAME, **CONNECT_KWARGS
+            ) as conn:
+                yield conn
+        else:
+            assert isinstance(source, AsyncConnectionPool)
+            async with source.connection() as conn:
+                yield conn
+
+    async def _watch(self) -> None:
         delay = self._reconnect_delay
-        while True:
+        while not self._stop.is_set():
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True, application_name=LISTENER_NAME
-                ) as conn:
-                    await conn.execute(query("schema_listen"))
+                if self.mode == "poll":
+                    async with self._connections.connection() as conn:
+                        await self._deliver(conn)
+                    self.listening.set()
+                    delay = self._reconnect_delay
+                    await aevent_wait(self._stop, self._poll_interval)
+                    continue
+                async with self._listener() as conn:
+                    await conn.execute(query("schema_listen"), prepare=False)
                     self.connections += 1
+                    # Versions committed while we were not listening.
                     await self._deliver(conn)
                     self.listening.set()
                     delay = self._reconnect_delay
-                    while True:
+                    while not self._stop.is_set():
                         notified = False
                         async for _ in conn.notifies(timeout=self._poll_interval, stop_after=1):
                             notified = True
@@ -172,6 +243,7 @@ class AsyncSchemaVersionManager:
                             await self._deliver(conn)
             except psycopg.Error as exc:
                 self.listening.clear()
-                log.warning("schema listener disconnected (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+                log.warning("schema watcher disconnected (%s); retrying in %.1fs", exc, delay)
+                await aevent_wait(self._stop, delay)
                 delay = min(delay * 2, self._max_reconnect_delay)
+        self.listening.clear()

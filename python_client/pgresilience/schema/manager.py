@@ -1,16 +1,36 @@
+# Generated from aio.py by scripts/generate.py: do not edit; edit aio.py and run it.
 """SchemaVersionManager: the schema version, its history, and live change
-callbacks through LISTEN resilience_schema, with automatic reconnect that
-catches up on every version committed while it was disconnected."""
+callbacks, with automatic reconnect that catches up on every version committed
+while it was disconnected.
+
+The async code in ``aio.py`` is the source: the sync twin in ``manager.py``
+(``SchemaVersionManager``, whose callbacks run on a listener thread) is
+generated from it by ``scripts/generate.py``.
+
+Queries go through ``ConnectionSource`` (a conninfo, a connection or a
+pool, as for the transaction managers). Changes arrive in one of two modes:
+
+* ``listen``: ``LISTEN resilience_schema`` on a connection of its own, from
+  ``listen_conninfo`` when given (a direct URL when the main one goes through a
+  pooler), else the conninfo, else one held from the pool;
+* ``poll``: ``schema_changes_since`` every ``poll_interval`` seconds, when the
+  source is a single connection (LISTEN would need it for itself) or
+  ``poll=True`` (a pooler in transaction mode cannot deliver notifications).
+"""
 
 from __future__ import annotations
 
 import logging
-import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
 import psycopg
+from psycopg_pool import ConnectionPool
 
+from pgresilience._acompat import Event, event_wait, invoke, spawn, stop
+from pgresilience._source import CONNECT_KWARGS, ConnectionSource, SyncSource
 from pgresilience.errors import map_error
 from pgresilience.queries import query
 from pgresilience.schema._core import Callback, ChangeList, SchemaCache, SchemaState, SchemaVersion
@@ -27,28 +47,40 @@ class SchemaVersionManager:
     """Watch the schema of one database.
 
     Nothing touches the database until ``initialize()`` (or the first call that
-    needs it). Callbacks run on the listener thread, one version at a time,
-    oldest first, each version once.
+    needs it). Callbacks (plain functions, or coroutine functions in async
+    code) run one version at a time, oldest first, each version once.
     """
 
     def __init__(
         self,
-        conninfo: str,
+        source: SyncSource,
         *,
+        listen_conninfo: str | None = None,
+        poll: bool = False,
+        pool_size: int = 2,
         reconnect_delay: float = 0.2,
         max_reconnect_delay: float = 10.0,
         poll_interval: float = 0.5,
     ) -> None:
-        self._conninfo = conninfo
+        self._connections = ConnectionSource(
+            source, pool_size=pool_size, name="pgresilience-schema"
+        )
+        self._listen_conninfo = listen_conninfo
+        #: how changes arrive: "listen" (LISTEN/NOTIFY) or "poll" (see the module)
+        self.mode = (
+            "poll"
+            if poll or (listen_conninfo is None and isinstance(source, psycopg.Connection))
+            else "listen"
+        )
         self._reconnect_delay = reconnect_delay
         self._max_reconnect_delay = max_reconnect_delay
         self._poll_interval = poll_interval
         self._state = SchemaState()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._stop = Event()
+        self._worker: Any = None
         self._initialized = False
-        #: set while the listener is connected and listening
-        self.listening = threading.Event()
+        #: set while changes are being delivered (listening, or polling)
+        self.listening = Event()
         #: how many times the listener (re)connected
         self.connections = 0
 
@@ -78,16 +110,13 @@ class SchemaVersionManager:
         if not self._initialized:
             self.initialize()
         self._state.add_callback(callback)
-        if self._thread is None or not self._thread.is_alive():
+        if self._worker is None:
             self._stop.clear()
-            self._thread = threading.Thread(
-                target=self._listen, name="pgresilience-schema-listener", daemon=True
-            )
-            self._thread.start()
+            self._worker = spawn(self._watch, name=LISTENER_NAME)
 
     def wait_listening(self, timeout: float = 10.0) -> bool:
-        """Block until the listener is connected (tests, demos)."""
-        return self.listening.wait(timeout)
+        """Wait until changes are being delivered (tests, demos)."""
+        return event_wait(self.listening, timeout)
 
     def force_refresh(self) -> SchemaVersion:
         """Full re-snapshot in the database (``schema_refresh()``); callbacks
@@ -99,9 +128,9 @@ class SchemaVersionManager:
 
     def get_current_version(self) -> SchemaVersion:
         """The current version (``.version``, ``.hash``, ``.tables``); served
-        from memory while the listener guarantees it is fresh."""
+        from memory while a LISTEN connection guarantees it is fresh."""
         current = self._state.current
-        if current is not None and self.listening.is_set():
+        if current is not None and self.mode == "listen" and self.listening.is_set():
             return current
         current = self._fetch_current()
         self._state.current = current
@@ -113,25 +142,25 @@ class SchemaVersionManager:
 
     def changes_since(self, version: int) -> list[ChangeList]:
         """Changes of every version after ``version``, oldest first."""
-        return [
-            ChangeList.from_row(row[0]) for row in self._rows("schema_changes_since", (version,))
-        ]
+        rows = self._rows("schema_changes_since", (version,))
+        return [ChangeList.from_row(row[0]) for row in rows]
 
     def catch_up(self) -> list[ChangeList]:
         """Deliver versions newer than the last one seen; returns them."""
         try:
-            with psycopg.connect(self._conninfo, autocommit=True) as conn:
+            with self._connections.connection() as conn:
                 return self._deliver(conn)
         except psycopg.Error as exc:
             raise map_error(exc) from exc
 
     def close(self) -> None:
+        """Stop delivering changes and close the connections opened here."""
         self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=self._poll_interval + 5.0)
-        self._thread = None
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            stop(worker, timeout=self._poll_interval + 5.0)
         self.listening.clear()
+        self._connections.close()
 
     def __enter__(self) -> SchemaVersionManager:
         return self
@@ -148,8 +177,9 @@ class SchemaVersionManager:
 
     def _rows(self, name: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         try:
-            with psycopg.connect(self._conninfo, autocommit=True) as conn:
-                return conn.execute(query(name), params).fetchall()
+            with self._connections.connection() as conn:
+                cursor = conn.execute(query(name), params, prepare=False)
+                return cursor.fetchall()
         except psycopg.Error as exc:
             raise map_error(exc) from exc
 
@@ -161,24 +191,44 @@ class SchemaVersionManager:
         return SchemaVersion.from_json(self._one("schema_current") or {})
 
     def _deliver(self, conn: psycopg.Connection[Any]) -> list[ChangeList]:
-        rows = conn.execute(query("schema_changes_since"), (self._state.since(),)).fetchall()
-        fresh = self._state.accept([row[0] for row in rows])
+        cursor = conn.execute(query("schema_changes_since"), (self._state.since(),), prepare=False)
+        fresh = self._state.accept([row[0] for row in cursor.fetchall()])
         for changes in fresh:
             for callback in list(self._state.callbacks):
                 try:
-                    callback(changes)
+                    invoke(callback, changes)
                 except Exception:  # a callback's bug must not stop the listener
                     log.exception("schema change callback failed for version %s", changes.version)
         return fresh
 
-    def _listen(self) -> None:
+    @contextmanager
+    def _listener(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection of its own for LISTEN (see the module's docstring)."""
+        source = self._connections.source
+        conninfo = self._listen_conninfo or (source if isinstance(source, str) else None)
+        if conninfo is not None:
+            with psycopg.Connection.connect(
+                conninfo, application_name=LISTENER_NAME, **CONNECT_KWARGS
+            ) as conn:
+                yield conn
+        else:
+            assert isinstance(source, ConnectionPool)
+            with source.connection() as conn:
+                yield conn
+
+    def _watch(self) -> None:
         delay = self._reconnect_delay
         while not self._stop.is_set():
             try:
-                with psycopg.connect(
-                    self._conninfo, autocommit=True, application_name=LISTENER_NAME
-                ) as conn:
-                    conn.execute(query("schema_listen"))
+                if self.mode == "poll":
+                    with self._connections.connection() as conn:
+                        self._deliver(conn)
+                    self.listening.set()
+                    delay = self._reconnect_delay
+                    event_wait(self._stop, self._poll_interval)
+                    continue
+                with self._listener() as conn:
+                    conn.execute(query("schema_listen"), prepare=False)
                     self.connections += 1
                     # Versions committed while we were not listening.
                     self._deliver(conn)
@@ -192,7 +242,7 @@ class SchemaVersionManager:
                             self._deliver(conn)
             except psycopg.Error as exc:
                 self.listening.clear()
-                log.warning("schema listener disconnected (%s); retrying in %.1fs", exc, delay)
-                self._stop.wait(delay)
+                log.warning("schema watcher disconnected (%s); retrying in %.1fs", exc, delay)
+                event_wait(self._stop, delay)
                 delay = min(delay * 2, self._max_reconnect_delay)
         self.listening.clear()

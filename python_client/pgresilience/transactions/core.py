@@ -30,6 +30,7 @@ __all__ = [
     "raise_mapped",
     "reap",
     "rollback",
+    "rollback_reason",
     "rollback_to",
     "savepoint",
     "status",
@@ -38,7 +39,7 @@ __all__ = [
 T = TypeVar("T")
 TxId = str | uuid.UUID
 Rows = Sequence[Sequence[Any]]
-OPERATIONS = ("insert", "update", "delete", "upsert")
+OPERATIONS = ("insert", "update", "delete", "upsert", "lock")
 
 
 def raise_mapped(exc: psycopg.Error) -> NoReturn:
@@ -153,3 +154,8 @@ def active() -> Call[list[dict[str, Any]]]:
 
 def reap(max_count: int = 100) -> Call[int]:
     return Call("tx_reap", {"max_count": max_count}, lambda rows: int(_scalar(rows)))
+
+
+def rollback_reason(exc: BaseException) -> str:
+    """The reason recorded when ``transaction()`` rolls back on an exception."""
+    return f"{type(exc).__name__}: {exc}"[:500]

@@ -20,7 +20,7 @@ class Janitor:
     def __init__(self, source: SyncSource, interval: float = 10.0, max_count: int = 100) -> None:
         if interval <= 0:
             raise ValueError("interval must be positive")
-        self._manager = TransactionManager(source)
+        self._manager = TransactionManager(source, pool_size=1)
         self._interval = interval
         self._max_count = max_count
         self._stop = threading.Event()

@@ -1,0 +1,84 @@
+"""What the async sources use where sync and async differ only in kind (the
+idea of psycopg's ``_acompat``). ``scripts/generate.py`` writes each sync
+module from its async source by dropping ``async``/``await`` and renaming the
+async names below (``ALock``, ``aspawn``, ...) to their sync twins."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+__all__ = [
+    "AEvent",
+    "ALock",
+    "Event",
+    "Lock",
+    "aevent_wait",
+    "ainvoke",
+    "aspawn",
+    "astop",
+    "event_wait",
+    "invoke",
+    "spawn",
+    "stop",
+]
+
+ALock = asyncio.Lock
+Lock = threading.Lock
+AEvent = asyncio.Event
+Event = threading.Event
+
+
+async def aevent_wait(event: asyncio.Event, timeout: float) -> bool:
+    """``event.wait(timeout)``: True when set, False on timeout."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+def event_wait(event: threading.Event, timeout: float) -> bool:
+    return event.wait(timeout)
+
+
+async def ainvoke(function: Callable[..., Any], *args: Any) -> Any:
+    """Call a callback that may be a plain function or a coroutine function."""
+    result = function(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def invoke(function: Callable[..., Any], *args: Any) -> Any:
+    return function(*args)
+
+
+def aspawn(target: Callable[[], Coroutine[Any, Any, None]], name: str) -> asyncio.Task[None]:
+    """Run ``target`` in the background (a task; a daemon thread in sync code)."""
+    return asyncio.create_task(target(), name=name)
+
+
+def spawn(target: Callable[[], None], name: str) -> threading.Thread:
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+async def astop(task: asyncio.Task[None], timeout: float) -> None:
+    """Stop a background worker whose stop event is already set: a task is
+    cancelled at once; a thread is joined (it sees the event within ``timeout``)."""
+    if task is asyncio.current_task():
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def stop(thread: threading.Thread, timeout: float) -> None:
+    if thread is not threading.current_thread():
+        thread.join(timeout)

@@ -1,0 +1,102 @@
+# Generated from _source_aio.py by scripts/generate.py: do not edit; edit _source_aio.py and run it.
+"""Where a manager's connections come from: the one rule for the conninfo,
+the connection or the pool a user passes (async source; ``_source.py`` is
+generated from it by ``scripts/generate.py``).
+
+* a conninfo: a pool owned here (``pool_size`` connections at most, opened on
+  first use, closed by ``close()``): safe to share between tasks/threads;
+* a psycopg connection: callers take turns on it, one database transaction at
+  a time (a lock per connection, shared by everyone given it);
+* a psycopg_pool pool: each use borrows a connection from it.
+
+Connections opened here never prepare statements server-side
+(``prepare_threshold=None``), and callers pass ``prepare=False`` on the
+others, so every source works through a pooler in transaction mode.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from weakref import WeakKeyDictionary
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from pgresilience._acompat import Lock
+from pgresilience.errors import PgResilienceError
+
+__all__ = ["ConnectionSource", "SyncSource"]
+
+SyncSource = str | psycopg.Connection[Any] | ConnectionPool[Any]
+
+#: keyword arguments of every connection this package opens itself
+CONNECT_KWARGS: dict[str, Any] = {"autocommit": True, "prepare_threshold": None}
+
+_CONNECTION_LOCKS: WeakKeyDictionary[psycopg.Connection[Any], Lock] = WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _turns(conn: psycopg.Connection[Any]) -> Lock:
+    with _LOCKS_GUARD:
+        lock = _CONNECTION_LOCKS.get(conn)
+        if lock is None:
+            lock = _CONNECTION_LOCKS[conn] = Lock()
+        return lock
+
+
+class ConnectionSource:
+    """Connections from a conninfo, a connection or a pool. No I/O here."""
+
+    def __init__(self, source: SyncSource, *, pool_size: int = 10, name: str = "pgresilience"):
+        if not isinstance(source, str | psycopg.Connection | ConnectionPool):
+            raise TypeError(
+                f"expected a conninfo, a psycopg connection or a pool, not {type(source).__name__}"
+            )
+        if pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        self.source = source
+        self._pool_size = pool_size
+        self._name = name
+        self._pool: ConnectionPool[Any] | None = None
+        self._pool_lock = Lock()
+        self._closed = False
+
+    def _own_pool(self, conninfo: str) -> ConnectionPool[Any]:
+        with self._pool_lock:
+            if self._closed:
+                raise PgResilienceError("closed: this manager's connections are closed")
+            if self._pool is None:
+                pool: ConnectionPool[Any] = ConnectionPool(
+                    conninfo,
+                    min_size=1,
+                    max_size=self._pool_size,
+                    kwargs=CONNECT_KWARGS,
+                    name=self._name,
+                    open=False,
+                )
+                pool.open()
+                self._pool = pool
+            return self._pool
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection for one database transaction, exclusively ours meanwhile."""
+        source = self.source
+        if isinstance(source, psycopg.Connection):
+            with _turns(source):
+                yield source
+            return
+        pool = source if isinstance(source, ConnectionPool) else self._own_pool(source)
+        with pool.connection() as conn:
+            yield conn
+
+    def close(self) -> None:
+        """Close the pool opened here (if any); what the caller gave stays open."""
+        with self._pool_lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()

@@ -1,0 +1,101 @@
+"""Where a manager's connections come from: the one rule for the conninfo,
+the connection or the pool a user passes (async source; ``_source.py`` is
+generated from it by ``scripts/generate.py``).
+
+* a conninfo: a pool owned here (``pool_size`` connections at most, opened on
+  first use, closed by ``close()``): safe to share between tasks/threads;
+* a psycopg connection: callers take turns on it, one database transaction at
+  a time (a lock per connection, shared by everyone given it);
+* a psycopg_pool pool: each use borrows a connection from it.
+
+Connections opened here never prepare statements server-side
+(``prepare_threshold=None``), and callers pass ``prepare=False`` on the
+others, so every source works through a pooler in transaction mode.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from weakref import WeakKeyDictionary
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from pgresilience._acompat import ALock
+from pgresilience.errors import PgResilienceError
+
+__all__ = ["AsyncConnectionSource", "AsyncSource"]
+
+AsyncSource = str | psycopg.AsyncConnection[Any] | AsyncConnectionPool[Any]
+
+#: keyword arguments of every connection this package opens itself
+CONNECT_KWARGS: dict[str, Any] = {"autocommit": True, "prepare_threshold": None}
+
+_CONNECTION_LOCKS: WeakKeyDictionary[psycopg.AsyncConnection[Any], ALock] = WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _turns(conn: psycopg.AsyncConnection[Any]) -> ALock:
+    with _LOCKS_GUARD:
+        lock = _CONNECTION_LOCKS.get(conn)
+        if lock is None:
+            lock = _CONNECTION_LOCKS[conn] = ALock()
+        return lock
+
+
+class AsyncConnectionSource:
+    """Connections from a conninfo, a connection or a pool. No I/O here."""
+
+    def __init__(self, source: AsyncSource, *, pool_size: int = 10, name: str = "pgresilience"):
+        if not isinstance(source, str | psycopg.AsyncConnection | AsyncConnectionPool):
+            raise TypeError(
+                f"expected a conninfo, a psycopg connection or a pool, not {type(source).__name__}"
+            )
+        if pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        self.source = source
+        self._pool_size = pool_size
+        self._name = name
+        self._pool: AsyncConnectionPool[Any] | None = None
+        self._pool_lock = ALock()
+        self._closed = False
+
+    async def _own_pool(self, conninfo: str) -> AsyncConnectionPool[Any]:
+        async with self._pool_lock:
+            if self._closed:
+                raise PgResilienceError("closed: this manager's connections are closed")
+            if self._pool is None:
+                pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+                    conninfo,
+                    min_size=1,
+                    max_size=self._pool_size,
+                    kwargs=CONNECT_KWARGS,
+                    name=self._name,
+                    open=False,
+                )
+                await pool.open()
+                self._pool = pool
+            return self._pool
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A connection for one database transaction, exclusively ours meanwhile."""
+        source = self.source
+        if isinstance(source, psycopg.AsyncConnection):
+            async with _turns(source):
+                yield source
+            return
+        pool = source if isinstance(source, AsyncConnectionPool) else await self._own_pool(source)
+        async with pool.connection() as conn:
+            yield conn
+
+    async def close(self) -> None:
+        """Close the pool opened here (if any); what the caller gave stays open."""
+        async with self._pool_lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()

@@ -1,0 +1,173 @@
+"""AsyncTransactionManager and AsyncTransaction: thin I/O over ``core``.
+
+The async code in ``aio.py`` is the source: the sync twin in ``manager.py``
+is generated from it by ``scripts/generate.py`` (edit ``aio.py``, then run
+it; ``make lint`` fails while they differ).
+
+Each method builds its ``core.Call`` and runs it as its own database
+transaction (as an RPC is), on a connection from ``AsyncConnectionSource``: a
+conninfo (the manager owns a pool of ``pool_size`` connections and may be
+shared by any number of tasks, or threads for the sync manager), a psycopg
+connection (calls take turns on it), or a psycopg_pool pool. Statements are
+never prepared server-side, so every source works through a pooler in
+transaction mode (PgBouncer, Supavisor). Constructors do no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
+from typing import Any, TypeVar
+
+import psycopg
+
+from pgresilience._source_aio import AsyncConnectionSource, AsyncSource
+from pgresilience.errors import PgResilienceError
+from pgresilience.queries import query
+from pgresilience.transactions import batch, core
+from pgresilience.transactions.core import Call, ExecuteResult, TxId
+
+__all__ = ["AsyncSource", "AsyncTransaction", "AsyncTransactionManager"]
+
+T = TypeVar("T")
+
+
+class AsyncTransactionManager:
+    """Logical transactions over a conninfo, a connection or a pool (see the
+    module's docstring). ``pool_size``: most connections of the pool the
+    manager opens for a conninfo."""
+
+    def __init__(self, source: AsyncSource, *, pool_size: int = 10) -> None:
+        self._connections = AsyncConnectionSource(source, pool_size=pool_size)
+
+    # -- I/O ---------------------------------------------------------------
+    async def _run(self, call: Call[T]) -> T:
+        async with self._connections.connection() as conn:
+            try:
+                async with conn.transaction():
+                    cursor = await conn.execute(query(call.query), call.params, prepare=False)
+                    rows = await cursor.fetchall()
+            except psycopg.Error as exc:
+                return call.on_error(exc)
+        return call.parse(rows)
+
+    async def close(self) -> None:
+        """Close the pool this manager opened for a conninfo (if any); a
+        connection or pool the caller gave stays open."""
+        await self._connections.close()
+
+    async def __aenter__(self) -> AsyncTransactionManager:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- API ---------------------------------------------------------------
+    async def begin(self, timeout: float | None = 30.0, label: str | None = None) -> str:
+        return await self._run(core.begin(timeout, label))
+
+    async def execute(
+        self,
+        tx_id: TxId,
+        table: str,
+        operation: str,
+        data: Any = None,
+        match: Mapping[str, Any] | None = None,
+    ) -> ExecuteResult:
+        return await self._run(core.execute(tx_id, table, operation, data, match))
+
+    async def savepoint(self, tx_id: TxId, name: str) -> dict[str, Any]:
+        return await self._run(core.savepoint(tx_id, name))
+
+    async def rollback_to(self, tx_id: TxId, name: str) -> dict[str, Any]:
+        return await self._run(core.rollback_to(tx_id, name))
+
+    async def commit(self, tx_id: TxId) -> dict[str, Any]:
+        return await self._run(core.commit(tx_id))
+
+    async def rollback(
+        self, tx_id: TxId, reason: str | None = None, force: bool = False
+    ) -> dict[str, Any]:
+        return await self._run(core.rollback(tx_id, reason, force))
+
+    async def status(self, tx_id: TxId) -> dict[str, Any]:
+        return await self._run(core.status(tx_id))
+
+    async def active_transactions(self) -> list[dict[str, Any]]:
+        return await self._run(core.active())
+
+    async def reap(self, max_count: int = 100) -> int:
+        return await self._run(core.reap(max_count))
+
+    async def run(self, operations: Iterable[Mapping[str, Any]]) -> batch.BatchResult:
+        """tx_run: an atomic batch in one database transaction (see batch.py)."""
+        return await self._run(batch.run(operations))
+
+    def transaction(
+        self, timeout: float | None = 30.0, label: str | None = None
+    ) -> AbstractAsyncContextManager[AsyncTransaction]:
+        """``async with``: commit on exit, roll back on exception (then re-raise it)."""
+        return self._transaction(timeout, label)
+
+    @asynccontextmanager
+    async def _transaction(
+        self, timeout: float | None, label: str | None
+    ) -> AsyncIterator[AsyncTransaction]:
+        tx = AsyncTransaction(self, await self.begin(timeout, label))
+        try:
+            yield tx
+        except BaseException as exc:
+            try:
+                await self.rollback(tx.id, reason=core.rollback_reason(exc))
+            except PgResilienceError as rollback_error:
+                exc.add_note(f"pgresilience: rollback of {tx.id} failed too: {rollback_error}")
+            raise
+        await self.commit(tx.id)
+
+
+class AsyncTransaction:
+    """The handle ``transaction()`` yields: operations raise on error."""
+
+    def __init__(self, manager: AsyncTransactionManager, tx_id: str) -> None:
+        self.manager = manager
+        self.id = tx_id
+
+    async def execute(
+        self, table: str, operation: str, data: Any = None, match: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        return (await self.manager.execute(self.id, table, operation, data, match)).unwrap()
+
+    async def insert(self, table: str, data: Any) -> list[dict[str, Any]]:
+        return await self.execute(table, "insert", data)
+
+    async def update(
+        self, table: str, data: Mapping[str, Any], match: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        return await self.execute(table, "update", data, match)
+
+    async def delete(self, table: str, match: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return await self.execute(table, "delete", None, match)
+
+    async def upsert(self, table: str, data: Any) -> list[dict[str, Any]]:
+        return await self.execute(table, "upsert", data)
+
+    async def lock(self, table: str, match: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Claim the matched rows without writing them and return them (the
+        logical ``SELECT ... FOR UPDATE``): read, decide, then write in later
+        calls without a lost update."""
+        return await self.execute(table, "lock", None, match)
+
+    async def savepoint(self, name: str) -> dict[str, Any]:
+        return await self.manager.savepoint(self.id, name)
+
+    async def rollback_to(self, name: str) -> dict[str, Any]:
+        return await self.manager.rollback_to(self.id, name)
+
+    async def status(self) -> dict[str, Any]:
+        return await self.manager.status(self.id)
