@@ -17,6 +17,9 @@ select resilience.schema_changes_since(%s);
 -- schema_listen --
 listen resilience_schema;
 
+-- schema_unlisten --
+unlisten resilience_schema;
+
 -- schema_status --
 -- Latest version and tracking settings for `pgresilience status`.
 select

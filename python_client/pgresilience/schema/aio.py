@@ -176,7 +176,7 @@ class AsyncSchemaVersionManager:
 
     async def _rows(self, name: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         try:
-            async with self._connections.connection() as conn:
+            async with self._connections.connection() as conn, conn.transaction():
                 cursor = await conn.execute(query(name), params, prepare=False)
                 return await cursor.fetchall()
         except psycopg.Error as exc:
@@ -190,10 +190,14 @@ class AsyncSchemaVersionManager:
         return SchemaVersion.from_json(await self._one("schema_current") or {})
 
     async def _deliver(self, conn: psycopg.AsyncConnection[Any]) -> list[ChangeList]:
-        cursor = await conn.execute(
-            query("schema_changes_since"), (self._state.since(),), prepare=False
-        )
-        fresh = self._state.accept([row[0] for row in await cursor.fetchall()])
+        # In a transaction block: a connection the user gave may not be in
+        # autocommit mode, and must not be left inside a transaction.
+        async with conn.transaction():
+            cursor = await conn.execute(
+                query("schema_changes_since"), (self._state.since(),), prepare=False
+            )
+            rows = await cursor.fetchall()
+        fresh = self._state.accept([row[0] for row in rows])
         for changes in fresh:
             for callback in list(self._state.callbacks):
                 try:
@@ -215,7 +219,13 @@ class AsyncSchemaVersionManager:
         else:
             assert isinstance(source, AsyncConnectionPool)
             async with source.connection() as conn:
-                yield conn
+                try:
+                    yield conn
+                finally:
+                    # The connection goes back to the pool: without our LISTEN.
+                    if not conn.closed:
+                        async with conn.transaction():
+                            await conn.execute(query("schema_unlisten"), prepare=False)
 
     async def _watch(self) -> None:
         delay = self._reconnect_delay
@@ -229,7 +239,8 @@ class AsyncSchemaVersionManager:
                     await aevent_wait(self._stop, self._poll_interval)
                     continue
                 async with self._listener() as conn:
-                    await conn.execute(query("schema_listen"), prepare=False)
+                    async with conn.transaction():  # LISTEN takes effect at commit
+                        await conn.execute(query("schema_listen"), prepare=False)
                     self.connections += 1
                     # Versions committed while we were not listening.
                     await self._deliver(conn)

@@ -177,7 +177,7 @@ class SchemaVersionManager:
 
     def _rows(self, name: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         try:
-            with self._connections.connection() as conn:
+            with self._connections.connection() as conn, conn.transaction():
                 cursor = conn.execute(query(name), params, prepare=False)
                 return cursor.fetchall()
         except psycopg.Error as exc:
@@ -191,8 +191,14 @@ class SchemaVersionManager:
         return SchemaVersion.from_json(self._one("schema_current") or {})
 
     def _deliver(self, conn: psycopg.Connection[Any]) -> list[ChangeList]:
-        cursor = conn.execute(query("schema_changes_since"), (self._state.since(),), prepare=False)
-        fresh = self._state.accept([row[0] for row in cursor.fetchall()])
+        # In a transaction block: a connection the user gave may not be in
+        # autocommit mode, and must not be left inside a transaction.
+        with conn.transaction():
+            cursor = conn.execute(
+                query("schema_changes_since"), (self._state.since(),), prepare=False
+            )
+            rows = cursor.fetchall()
+        fresh = self._state.accept([row[0] for row in rows])
         for changes in fresh:
             for callback in list(self._state.callbacks):
                 try:
@@ -214,7 +220,13 @@ class SchemaVersionManager:
         else:
             assert isinstance(source, ConnectionPool)
             with source.connection() as conn:
-                yield conn
+                try:
+                    yield conn
+                finally:
+                    # The connection goes back to the pool: without our LISTEN.
+                    if not conn.closed:
+                        with conn.transaction():
+                            conn.execute(query("schema_unlisten"), prepare=False)
 
     def _watch(self) -> None:
         delay = self._reconnect_delay
@@ -228,7 +240,8 @@ class SchemaVersionManager:
                     event_wait(self._stop, self._poll_interval)
                     continue
                 with self._listener() as conn:
-                    conn.execute(query("schema_listen"), prepare=False)
+                    with conn.transaction():  # LISTEN takes effect at commit
+                        conn.execute(query("schema_listen"), prepare=False)
                     self.connections += 1
                     # Versions committed while we were not listening.
                     self._deliver(conn)

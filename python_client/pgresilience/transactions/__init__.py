@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
-from pgresilience.transactions.core import ExecuteResult
 from pgresilience.transactions.aio import AsyncTransaction, AsyncTransactionManager
+from pgresilience.transactions.core import ExecuteResult
 from pgresilience.transactions.manager import Transaction, TransactionManager
 
 __all__ = [
