@@ -66,3 +66,79 @@ def _lines(dsn: str, listing: str) -> list[str]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows: list[Any] = conn.execute(listing).fetchall()
     return [row[0] for row in rows]
+
+
+# Beyond names: definitions, so that an upgraded database can be compared
+# with a fresh install object by object.
+DEFINITIONS = """
+select 'function ' || p.oid::regprocedure::text
+        || ' args(' || pg_get_function_arguments(p.oid) || ')'
+        || ' returns ' || coalesce(pg_get_function_result(p.oid), '-')
+        || ' owner ' || pg_get_userbyid(p.proowner)
+        || ' acl ' || coalesce(p.proacl::text, 'default')
+        || ' md5 '
+        || md5(case when p.prokind in ('a', 'w') then '' else pg_get_functiondef(p.oid) end)
+    from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+    where n.nspname !~ '^pg_' and n.nspname <> 'information_schema'
+union all
+select 'column ' || a.attrelid::regclass::text || '.' || a.attname || ' '
+        || format_type(a.atttypid, a.atttypmod)
+        || case when a.attnotnull then ' not null' else '' end
+        || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')
+        || ' identity ' || a.attidentity::text || ' generated ' || a.attgenerated::text
+        || ' acl ' || coalesce(a.attacl::text, 'default')
+    from pg_attribute a join pg_class c on c.oid = a.attrelid
+    join pg_namespace n on n.oid = c.relnamespace
+    left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+    where a.attnum > 0 and not a.attisdropped
+        and n.nspname !~ '^pg_' and n.nspname <> 'information_schema'
+union all
+select 'relation ' || c.oid::regclass::text || ' kind ' || c.relkind::text
+        || ' owner ' || pg_get_userbyid(c.relowner)
+        || ' acl ' || coalesce(c.relacl::text, 'default')
+        || ' rls ' || c.relrowsecurity::text || ' force ' || c.relforcerowsecurity::text
+        || ' comment ' || coalesce(obj_description(c.oid, 'pg_class'), '-')
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where n.nspname !~ '^pg_' and n.nspname <> 'information_schema'
+union all
+select 'constraint ' || conrelid::regclass::text || '.' || conname || ' '
+        || pg_get_constraintdef(oid)
+    from pg_constraint where connamespace in (
+        select oid from pg_namespace where nspname !~ '^pg_' and nspname <> 'information_schema')
+union all
+select 'index ' || pg_get_indexdef(i.indexrelid)
+    from pg_index i join pg_class c on c.oid = i.indexrelid
+    join pg_namespace n on n.oid = c.relnamespace
+    where n.nspname !~ '^pg_' and n.nspname <> 'information_schema'
+union all
+select 'trigger ' || pg_get_triggerdef(oid) || ' enabled ' || tgenabled::text
+    from pg_trigger where not tgisinternal
+union all
+select 'policy ' || polrelid::regclass::text || '.' || polname || ' ' || polcmd::text
+        || ' ' || polroles::regrole[]::text
+        || ' using ' || coalesce(pg_get_expr(polqual, polrelid), '-')
+        || ' check ' || coalesce(pg_get_expr(polwithcheck, polrelid), '-')
+    from pg_policy
+union all
+select 'event trigger ' || evtname || ' ' || evtevent || ' ' || evtfoid::regproc::text
+        || ' enabled ' || evtenabled::text
+    from pg_event_trigger
+union all
+select 'schema ' || nspname || ' owner ' || pg_get_userbyid(nspowner)
+        || ' acl ' || coalesce(nspacl::text, 'default')
+    from pg_namespace where nspname !~ '^pg_' and nspname <> 'information_schema'
+union all
+select 'extension ' || extname || ' ' || extversion from pg_extension
+union all
+select 'type ' || t.oid::regtype::text || ' '
+        || coalesce((select string_agg(enumlabel::text, ',' order by enumsortorder)
+            from pg_enum where enumtypid = t.oid), '')
+    from pg_type t join pg_namespace n on n.oid = t.typnamespace
+    where n.nspname !~ '^pg_' and n.nspname <> 'information_schema' and t.typtype in ('e', 'd')
+order by 1
+"""
+
+
+def definition_listing(dsn: str) -> list[str]:
+    """Every object of this database with its definition (roles excluded)."""
+    return _lines(dsn, DEFINITIONS)

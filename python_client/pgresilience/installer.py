@@ -23,6 +23,7 @@ from sqlalchemy.pool import NullPool
 
 from pgresilience._resources import data_path
 from pgresilience.queries import query
+from pgresilience.sqlscript import function_probe, statements
 
 __all__ = ["InstallReport", "install", "uninstall", "installed_revision"]
 
@@ -96,12 +97,54 @@ def _apply(raw: psycopg.Connection[Any], path: Path) -> None:
     raw.execute(path.read_bytes())
 
 
-def _collect_notices(raw: psycopg.Connection[Any], sink: list[str]) -> None:
+def _collect_notices(raw: psycopg.Connection[Any], report: InstallReport) -> None:
+    """Our SQL speaks through WARNINGs (something the user should act on) and
+    NOTICEs prefixed ``pgresilience:`` (something done)."""
+
     def on_notice(diag: psycopg.errors.Diagnostic) -> None:
-        if diag.severity_nonlocalized in ("WARNING",) and diag.message_primary:
-            sink.append(diag.message_primary.removeprefix("pgresilience: "))
+        message = diag.message_primary
+        if not message:
+            return
+        if diag.severity_nonlocalized == "WARNING":
+            report.warnings.append(message.removeprefix("pgresilience: "))
+        elif diag.severity_nonlocalized == "NOTICE" and message.startswith("pgresilience: "):
+            report.actions.append(message.removeprefix("pgresilience: "))
 
     raw.add_notice_handler(on_notice)
+
+
+def release_probes(*, plpython: bool) -> list[str]:
+    """The release's function definitions as ``pg_temp`` probes (sqlscript.py):
+    every ``sql/`` file, ``sql/superuser/``, and ``sql/plpython/`` when the
+    language exists (a probe needs it)."""
+    folders = [data_path("sql"), data_path("sql") / "superuser"]
+    if plpython:
+        folders.append(data_path("sql") / "plpython")
+    probes = []
+    for folder in folders:
+        for path in _sql_files(folder):
+            for statement in statements(path.read_text(encoding="utf-8")):
+                probe = function_probe(statement)
+                if probe is not None:
+                    probes.append(probe)
+    return probes
+
+
+def _drop_stale_functions(raw: psycopg.Connection[Any]) -> None:
+    """DESIGN.md "Upgrades": before the release's files run, drop the
+    functions the installed release defined that this one no longer defines,
+    or defines with another signature (probes stay until ``_record_release``)."""
+    row = raw.execute(query("language_exists"), ("plpython3u",)).fetchone()
+    raw.execute(query("probes_begin"))
+    for probe in release_probes(plpython=bool(row and row[0])):
+        raw.execute(probe.encode())
+    raw.execute(query("probes_end"))
+    raw.execute(query("drop_stale_functions"))
+
+
+def _record_release(raw: psycopg.Connection[Any]) -> None:
+    raw.execute(query("record_release_functions"))
+    raw.execute(query("drop_probes"))
 
 
 def _install_plpython(raw: psycopg.Connection[Any], report: InstallReport) -> None:
@@ -164,7 +207,7 @@ def install(
     """
     report = InstallReport()
     with _connect(dsn) as (sa_conn, raw):
-        _collect_notices(raw, report.warnings)
+        _collect_notices(raw, report)
         raw.execute(query("install_lock"))
         before = _current_revision(sa_conn)
         command.upgrade(_alembic_config(sa_conn), "head")
@@ -175,6 +218,7 @@ def install(
             report.actions.append(
                 f"migrated schema resilience from revision {before or 'none'} to {report.revision}"
             )
+        _drop_stale_functions(raw)
         # Files 9x (grants, wrappers) derive from the functions that exist, so
         # they run after PL/Python and the event triggers.
         files = _sql_files(data_path("sql"))
@@ -185,6 +229,7 @@ def install(
         _install_event_triggers(raw, report)
         for path in derived:
             _apply(raw, path)
+        _record_release(raw)
         report.actions.append(
             f"applied {len(files)} SQL files ({', '.join(p.stem for p in files)})"
         )

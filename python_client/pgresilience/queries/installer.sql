@@ -55,3 +55,90 @@ select
 -- schedule_reaper --
 -- Run tx_reap() from pg_cron at this interval; false where pg_cron is absent.
 select resilience._schedule_reaper(%s);
+
+-- probes_begin --
+-- Function probes (sqlscript.py) are created without checking their bodies:
+-- only their signatures matter.
+set local check_function_bodies = off;
+
+-- probes_end --
+set local check_function_bodies to default;
+
+-- language_exists --
+select exists (select 1 from pg_language where lanname = %s);
+
+-- drop_stale_functions --
+-- Drop every function the installed release defined that the new one (its
+-- probes in pg_temp) does not define with the same kind, arguments (names,
+-- types, defaults) and result: CREATE OR REPLACE cannot change those, and a
+-- changed argument list would leave an ambiguous overload. RESTRICT: an
+-- object still depending on a dropped function stops the upgrade.
+do $$
+declare
+    stale record;
+begin
+    for stale in
+        select p.oid::regprocedure as signature, p.prokind
+        from resilience.release_functions as f
+        join pg_catalog.pg_proc as p on p.oid = f.signature
+        where not exists (
+            select 1 from pg_catalog.pg_proc as n
+            where n.pronamespace = pg_catalog.pg_my_temp_schema()
+                and n.proname = p.proname
+                and n.prokind = p.prokind
+                and pg_catalog.pg_get_function_arguments(n.oid)
+                = pg_catalog.pg_get_function_arguments(p.oid)
+                and pg_catalog.pg_get_function_result(n.oid)
+                is not distinct from pg_catalog.pg_get_function_result(p.oid)
+        )
+        order by 1::text
+    loop
+        -- Named before it goes: a dropped function's regprocedure is a number.
+        raise notice 'pgresilience: dropped % (not in this release, or redefined)', stale.signature;
+        execute pg_catalog.format(
+            'drop %s %s',
+            case stale.prokind when 'p' then 'procedure' else 'function' end,
+            stale.signature
+        );
+    end loop;
+end;
+$$;
+
+-- record_release_functions --
+-- The functions this release defined (those matching a probe), for the next upgrade.
+delete from resilience.release_functions;
+insert into resilience.release_functions (signature)
+select p.oid::regprocedure
+from pg_catalog.pg_proc as p
+where p.pronamespace = 'resilience'::regnamespace
+    and exists (
+        select 1 from pg_catalog.pg_proc as n
+        where n.pronamespace = pg_catalog.pg_my_temp_schema()
+            and n.proname = p.proname
+            and n.prokind = p.prokind
+            and pg_catalog.pg_get_function_identity_arguments(n.oid)
+            = pg_catalog.pg_get_function_identity_arguments(p.oid)
+    );
+
+-- drop_probes --
+do $$
+declare
+    probe record;
+begin
+    for probe in
+        select n.oid::regprocedure as signature, n.prokind
+        from pg_catalog.pg_proc as n
+        where n.pronamespace = pg_catalog.pg_my_temp_schema()
+            and exists (
+                select 1 from pg_catalog.pg_proc as p
+                where p.pronamespace = 'resilience'::regnamespace and p.proname = n.proname
+            )
+    loop
+        execute pg_catalog.format(
+            'drop %s %s',
+            case probe.prokind when 'p' then 'procedure' else 'function' end,
+            probe.signature
+        );
+    end loop;
+end;
+$$;

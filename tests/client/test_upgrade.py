@@ -1,0 +1,190 @@
+"""Upgrades (DESIGN.md "Upgrades"): the previous release (v0.1.0, commit
+dec13be, taken from git history) installed, then HEAD over it, gives the very
+catalog a fresh HEAD install gives, while a logical transaction stays usable
+across the upgrade; a release that changes a signature or removes a function
+drops the old one first."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgresilience import TransactionManager, installer
+from pgresilience.installer import install
+from pgresilience.sqlscript import function_probe, statements
+
+from catalog import definition_listing
+
+ROOT = Path(__file__).resolve().parents[2]
+PREVIOUS_RELEASE = "dec13be"  # v0.1.0
+
+APP = """
+create table ledger (id int primary key, amount int not null, note text);
+insert into ledger values (1, 10, 'before'), (2, 20, 'before');
+select resilience.manage_table('ledger');
+"""
+STATE = """
+select (select string_agg(name || '=' || value, ',' order by name) from resilience.settings),
+       (select version_num from resilience.alembic_version)
+"""
+
+
+@pytest.fixture(scope="module")
+def previous_release(tmp_path_factory) -> Path:
+    """The source tree of the previous release, from git history (a fresh
+    clone has it; a shallow one does not: then this test fails, loudly)."""
+    target = tmp_path_factory.mktemp("v0.1.0")
+    archive = subprocess.run(
+        [
+            "git",
+            "-C",
+            str(ROOT),
+            "archive",
+            PREVIOUS_RELEASE,
+            "sql",
+            "plpython",
+            "alembic",
+            "python_client",
+        ],
+        capture_output=True,
+    )
+    if archive.returncode != 0:
+        pytest.fail(
+            f"commit {PREVIOUS_RELEASE} (v0.1.0) not found in git history "
+            f"(clone without --depth): {archive.stderr.decode()}"
+        )
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
+def _install_previous(tree: Path, dsn: str) -> None:
+    """Install with the previous release's own installer, in its own process."""
+    env = dict(os.environ, PYTHONPATH=str(tree / "python_client"))
+    code = (
+        "import sys, pgresilience.installer as i; "
+        "assert i.__file__.startswith(sys.argv[2]), i.__file__; i.install(sys.argv[1])"
+    )
+    subprocess.run([sys.executable, "-c", code, dsn, str(tree)], env=env, check=True)
+
+
+def _app_and_transactions(dsn: str) -> tuple[str, str]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(APP)
+    with TransactionManager(dsn) as tm:
+        undone, kept = tm.begin(timeout=600), tm.begin(timeout=600)
+        tm.execute(undone, "ledger", "update", {"amount": 11, "note": "undone"}, {"id": 1}).unwrap()
+        tm.execute(kept, "ledger", "update", {"amount": 22, "note": "kept"}, {"id": 2}).unwrap()
+    return undone, kept
+
+
+def test_previous_release_upgrades_to_the_catalog_of_a_fresh_install(
+    previous_release, server, bare_dsn
+):
+    fresh_name = "pgr_fresh_" + os.urandom(6).hex()
+    fresh_dsn = server.create_database(fresh_name)
+    try:
+        _install_previous(previous_release, bare_dsn)
+        undone, kept = _app_and_transactions(bare_dsn)
+
+        report = install(bare_dsn)
+        assert any("migrated" in line for line in report.actions), report.actions
+
+        install(fresh_dsn)
+        with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+            conn.execute(APP)
+        upgraded, fresh = definition_listing(bare_dsn), definition_listing(fresh_dsn)
+        assert [x for x in upgraded if x not in fresh] == []
+        assert [x for x in fresh if x not in upgraded] == []
+        with psycopg.connect(bare_dsn) as a, psycopg.connect(fresh_dsn) as b:
+            assert a.execute(STATE).fetchone() == b.execute(STATE).fetchone()
+
+        # The transactions begun under v0.1.0 are still theirs to finish.
+        with TransactionManager(bare_dsn) as tm:
+            assert {t["id"] for t in tm.active_transactions()} == {undone, kept}
+            tm.execute(kept, "ledger", "update", {"note": "kept, after upgrade"}, {"id": 2})
+            assert tm.rollback(undone)["status"] == "rolled_back"
+            assert tm.commit(kept)["status"] == "committed"
+        with psycopg.connect(bare_dsn) as conn:
+            rows = conn.execute("select id, amount, note from ledger order by id").fetchall()
+        assert rows == [(1, 10, "before"), (2, 22, "kept, after upgrade")]
+
+        # And installing again changes nothing.
+        again = install(bare_dsn)
+        assert not [line for line in again.actions if line.startswith("dropped")]
+        assert definition_listing(bare_dsn) == upgraded
+    finally:
+        server.drop_database(fresh_name)
+
+
+@pytest.fixture
+def next_release(tmp_path, monkeypatch) -> Path:
+    """A copy of this release's sql/ that the installer will read instead."""
+    sql = tmp_path / "sql"
+    shutil.copytree(ROOT / "sql", sql)
+    original = installer.data_path
+
+    def data_path(name: str) -> Path:
+        return sql if name == "sql" else original(name)
+
+    monkeypatch.setattr(installer, "data_path", data_path)
+    return sql
+
+
+def _signatures(conn: psycopg.Connection[Any], name: str) -> list[str]:
+    rows = conn.execute(
+        "select pg_get_function_arguments(oid) from pg_proc "
+        "where proname = %s and pronamespace = any(array['resilience', 'public']::regnamespace[])"
+        " order by 1",
+        (name,),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _edit_definition(folder: Path, name: str, edit) -> None:
+    """Rewrite (or, when ``edit`` returns None, remove) the statement defining
+    resilience.NAME in the release copy."""
+    for path in sorted(folder.glob("*.sql")):
+        parts = list(statements(path.read_text(encoding="utf-8")))
+        hits = [i for i, s in enumerate(parts) if function_probe(s) and f"resilience.{name}(" in s]
+        if hits:
+            edited = [edit(s) if i in hits else s for i, s in enumerate(parts)]
+            path.write_text(";".join(s for s in edited if s is not None) + ";\n")
+            return
+    raise AssertionError(f"no definition of resilience.{name} in sql/")
+
+
+def test_a_new_optional_parameter_and_a_removed_function(dsn, conn, next_release):
+    # The next release: tx_status gains an optional parameter; tx_active is gone.
+    before = _signatures(conn, "tx_status")
+    assert len(before) == 2 and before[0] == before[1]  # resilience's and the wrapper
+
+    def add_parameter(statement: str) -> str:
+        head, _, rest = statement.partition("resilience.tx_status(")
+        args, _, tail = rest.partition(")")
+        return f"{head}resilience.tx_status({args}, include_rows boolean default false){tail}"
+
+    _edit_definition(next_release, "tx_status", add_parameter)
+    _edit_definition(next_release, "tx_active", lambda statement: None)
+
+    report = install(dsn)
+    dropped = [line for line in report.actions if line.startswith("dropped")]
+    assert any("tx_status" in line for line in dropped), report.actions
+    assert any("tx_active" in line for line in dropped), report.actions
+    after = _signatures(conn, "tx_status")
+    assert after == [before[0] + ", include_rows boolean DEFAULT false"] * 2
+    assert _signatures(conn, "tx_active") == []
+    tx = conn.execute("select resilience.tx_begin()").fetchone()[0]
+    status = conn.execute("select public.tx_status(tx_id => %s)", (tx,)).fetchone()[0]
+    assert status["status"] == "active"
+    # Nothing of the removed function is left granted.
+    assert conn.execute(
+        "select count(*) from information_schema.routine_privileges "
+        "where routine_name = 'tx_active'"
+    ).fetchone() == (0,)
