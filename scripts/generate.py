@@ -8,7 +8,8 @@
   ``transactions/manager.py``, ``schema/aio.py`` -> ``schema/manager.py``:
   ``async``/``await`` dropped and
   the async names of ``SYNC_NAMES`` renamed, then ruff fixes imports and format;
-* docs/errors.md from ``pgresilience.errors.SQLSTATES``.
+* docs/errors.md from ``pgresilience.errors.SQLSTATES``;
+* docs/cli.md from the command's parser and its exit codes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from pgresilience.cli import cli_markdown
 from pgresilience.errors import errors_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +84,7 @@ def sync_from_async(source: Path, target: Path) -> str:
 
 GENERATED: dict[str, Callable[[], str]] = {
     "docs/errors.md": errors_markdown,
+    "docs/cli.md": cli_markdown,
 }
 for _source, _target in [
     (PACKAGE / "_source_aio.py", PACKAGE / "_source.py"),

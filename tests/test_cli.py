@@ -92,6 +92,7 @@ def test_the_wheel_carries_the_database_side_and_installs_from_anywhere(
         "pgresilience/_data/sql/00_core.sql",
         "pgresilience/_data/alembic/env.py",
         "pgresilience/_data/alembic/versions/0001_foundation.py",
+        "pgresilience/_data/alembic/versions/0001_foundation.sql",
         "pgresilience/queries/installer.sql",
         "pgresilience/py.typed",
     ):

@@ -1,13 +1,19 @@
-"""`make demo` runs every scenario; here on a fresh database."""
+"""`make demo` runs every scenario; here on a fresh database, which it leaves
+as it found it."""
 
 from __future__ import annotations
 
 from pgresilience.demo import run_demo
 
+from catalog import catalog_listing
+
 
 def test_demo_runs_every_scenario_and_prints_each_step(bare_dsn: str) -> None:
     lines: list[str] = []
+    before = catalog_listing(bare_dsn)
     run_demo(bare_dsn, say=lines.append)
+    # Given a database explicitly, the demo removes everything it created.
+    assert catalog_listing(bare_dsn) == before
     text = "\n".join(lines)
 
     assert "== install" in text and "== status" in text

@@ -22,15 +22,21 @@ from sqlalchemy import Connection, create_engine
 from sqlalchemy.pool import NullPool
 
 from pgresilience._resources import data_path
+from pgresilience.errors import PgResilienceError
 from pgresilience.queries import query
 from pgresilience.sqlscript import function_probe, statements
 
-__all__ = ["InstallReport", "install", "uninstall", "installed_revision"]
+__all__ = ["ActiveTransactions", "InstallReport", "install", "uninstall", "installed_revision"]
 
 NO_EVENT_TRIGGERS = (
     "event triggers not created ({reason}): DDL tracking falls back to "
     "calling resilience.schema_refresh()"
 )
+
+
+class ActiveTransactions(PgResilienceError):
+    """``uninstall`` refused: logical transactions are active, and removing the
+    package would leave their half-done writes in place."""
 
 
 @dataclass
@@ -245,18 +251,29 @@ def install(
     return report
 
 
-def uninstall(dsn: str) -> list[str]:
-    """Remove exactly what install created; idempotent."""
+def uninstall(dsn: str, *, force: bool = False) -> list[str]:
+    """Remove exactly what install created; idempotent. Refuses while logical
+    transactions are active (``ActiveTransactions``) unless ``force``, which
+    rolls them back first (``force => true``: drift does not stop it)."""
+    lines = []
     with _connect(dsn) as (sa_conn, raw):
         raw.execute(query("install_lock"))
         revision = _current_revision(sa_conn)
         if revision is None:
             return ["pgresilience is not installed here: nothing to do"]
+        active = [str(r[0]) for r in raw.execute(query("active_transaction_ids")).fetchall()]
+        if active and not force:
+            shown = ", ".join(active[:3]) + (" ..." if len(active) > 3 else "")
+            raise ActiveTransactions(f"{len(active)} logical transactions are active ({shown})")
+        for tx_id in active:
+            raw.execute(query("uninstall_rollback"), (tx_id,))
+        if active:
+            lines.append(f"rolled back {len(active)} active logical transactions first (--force)")
         counts = raw.execute(query("installed_objects")).fetchone()
         assert counts is not None
         command.downgrade(_alembic_config(sa_conn), "base")
     functions, tables, wrappers, event_triggers = counts
-    return [
+    return lines + [
         f"removed schema resilience (revision {revision}): {tables} tables, {functions} functions",
         f"removed {wrappers} exposed wrappers and {event_triggers} event triggers",
         "roles resilience_user/resilience_admin dropped unless another database still uses them",

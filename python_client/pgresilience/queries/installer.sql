@@ -142,3 +142,11 @@ begin
     end loop;
 end;
 $$;
+
+-- active_transaction_ids --
+-- Logical transactions that uninstall would cut off, newest first.
+select id from resilience.transactions where status = 'active' order by started_at desc;
+
+-- uninstall_rollback --
+-- uninstall --force: undo one active transaction (as resilience_admin or its owner).
+select resilience.tx_rollback(%s::uuid, 'pgresilience uninstall --force', true);
