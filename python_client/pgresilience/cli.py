@@ -50,10 +50,18 @@ def _dsn(args: argparse.Namespace) -> str:
 
 
 def _install(args: argparse.Namespace) -> int:
-    from pgresilience.installer import install
+    from pgresilience.installer import install, print_sql
 
     expose = None if args.expose == "none" else args.expose
-    report = install(_dsn(args), expose=expose, schedule_reaper=args.schedule_reaper)
+    options = {"plpython": not args.no_plpython, "event_triggers": not args.no_event_triggers}
+    if args.print_sql:
+        if args.dsn or args.schedule_reaper:
+            raise CliError(
+                "--print-sql connects to no database: drop --dsn/--schedule-reaper", EXIT_USAGE
+            )
+        sys.stdout.write(print_sql(expose=expose, **options))
+        return 0
+    report = install(_dsn(args), expose=expose, schedule_reaper=args.schedule_reaper, **options)
     for line in report.lines():
         print(line)
     return 0
@@ -112,7 +120,9 @@ COMMANDS = (
         "Install pgresilience into the database, or upgrade it in place: schema "
         "resilience, its tables and functions, roles resilience_user/resilience_admin, "
         "PL/Python and event triggers where the role may create them, and rpc() wrappers "
-        "in the exposed schema. One database transaction: all or nothing. Idempotent.",
+        "in the exposed schema. One database transaction: all or nothing. Idempotent. "
+        "With --print-sql, writes the same install as one SQL script instead (for "
+        "supabase/migrations/ or psql --single-transaction).",
     ),
     Command(
         "uninstall",
@@ -193,6 +203,22 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
                 metavar="SCHEDULE",
                 help="run resilience.tx_reap() from pg_cron on this schedule: cron syntax "
                 "('* * * * *'), or '10 seconds' on pg_cron >= 1.5",
+            )
+            sub.add_argument(
+                "--no-plpython",
+                action="store_true",
+                help="do not install PL/Python (schema diffs are then computed by the client)",
+            )
+            sub.add_argument(
+                "--no-event-triggers",
+                action="store_true",
+                help="do not create event triggers (DDL tracked by schema_refresh() calls)",
+            )
+            sub.add_argument(
+                "--print-sql",
+                action="store_true",
+                help="write one SQL script doing this install (or upgrade) to stdout instead, "
+                "for supabase/migrations/; no database is contacted",
             )
         if command.name == "uninstall":
             sub.add_argument(

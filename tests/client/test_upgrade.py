@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from pgresilience import TransactionManager, installer
-from pgresilience.installer import install
+from pgresilience.installer import install, print_sql
 from pgresilience.sqlscript import function_probe, statements
 
 from catalog import definition_listing
@@ -84,8 +84,9 @@ def _app_and_transactions(dsn: str) -> tuple[str, str]:
     return undone, kept
 
 
+@pytest.mark.parametrize("via", ["install", "print-sql"])
 def test_previous_release_upgrades_to_the_catalog_of_a_fresh_install(
-    previous_release, server, bare_dsn
+    previous_release, server, bare_dsn, tmp_path, via
 ):
     fresh_name = "pgr_fresh_" + os.urandom(6).hex()
     fresh_dsn = server.create_database(fresh_name)
@@ -93,8 +94,27 @@ def test_previous_release_upgrades_to_the_catalog_of_a_fresh_install(
         _install_previous(previous_release, bare_dsn)
         undone, kept = _app_and_transactions(bare_dsn)
 
-        report = install(bare_dsn)
-        assert any("migrated" in line for line in report.actions), report.actions
+        if via == "install":
+            report = install(bare_dsn)
+            assert any("migrated" in line for line in report.actions), report.actions
+        else:
+            script = tmp_path / "upgrade.sql"
+            script.write_text(print_sql())
+            subprocess.run(
+                [
+                    "psql",
+                    "-X",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "--single-transaction",
+                    "-f",
+                    str(script),
+                    bare_dsn,
+                ],
+                check=True,
+                capture_output=True,
+            )
 
         install(fresh_dsn)
         with psycopg.connect(fresh_dsn, autocommit=True) as conn:

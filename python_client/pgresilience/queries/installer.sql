@@ -15,6 +15,20 @@ select 1 from pg_extension where extname = %s;
 -- create_plpython --
 create extension if not exists plpython3u;
 
+-- record_created_extension_if_new --
+-- Before create extension: remember it as ours when it was not there yet.
+insert into resilience.created_extensions (name)
+select %s where not exists (select 1 from pg_extension where extname = 'plpython3u')
+on conflict do nothing;
+
+-- create_version_table --
+-- Alembic's version table, as Alembic creates it (install --print-sql).
+create schema if not exists resilience;
+create table if not exists resilience.alembic_version (
+    version_num varchar(32) not null,
+    constraint alembic_version_pkc primary key (version_num)
+);
+
 -- record_created_extension --
 insert into resilience.created_extensions (name) values (%s) on conflict do nothing;
 
@@ -150,3 +164,16 @@ select id from resilience.transactions where status = 'active' order by started_
 -- uninstall_rollback --
 -- uninstall --force: undo one active transaction (as resilience_admin or its owner).
 select resilience.tx_rollback(%s::uuid, 'pgresilience uninstall --force', true);
+
+-- print_sql_revision --
+-- install --print-sql: one Alembic revision, applied when the recorded
+-- revision is the one before it (so the script upgrades any earlier install).
+do $pgr_step$
+begin
+    if (select version_num from resilience.alembic_version) is not distinct from {down} then
+        execute {upgrade};
+        delete from resilience.alembic_version;
+        insert into resilience.alembic_version (version_num) values ({revision});
+    end if;
+end;
+$pgr_step$;
