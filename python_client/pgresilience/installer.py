@@ -22,6 +22,7 @@ from sqlalchemy import Connection, create_engine
 from sqlalchemy.pool import NullPool
 
 from pgresilience._resources import data_path
+from pgresilience.advice import FollowUp, follow_ups
 from pgresilience.errors import PgResilienceError
 from pgresilience.queries import query
 from pgresilience.sqlscript import function_probe, statements
@@ -49,6 +50,8 @@ class InstallReport:
     plpython: bool = False
     event_triggers: bool = False
     exposed: list[str] = field(default_factory=list)
+    #: commands still to run, and by whom (also in ``warnings``)
+    follow_ups: list[FollowUp] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         return self.actions + [f"warning: {w}" for w in self.warnings]
@@ -257,6 +260,8 @@ def install(
             report.actions.append(f"removed {len(removed)} exposed wrappers")
         if schedule_reaper:
             _schedule_reaper(raw, schedule_reaper, report)
+        report.follow_ups = follow_ups(raw)
+        report.warnings += [f.line() for f in report.follow_ups]
     return report
 
 

@@ -11,6 +11,7 @@ from alembic.script import ScriptDirectory
 
 from pgresilience import __version__
 from pgresilience._resources import data_path
+from pgresilience.advice import follow_ups
 from pgresilience.installer import installed_revision
 from pgresilience.queries import query
 
@@ -76,4 +77,7 @@ def status_lines(conn: psycopg.Connection[Any]) -> list[str]:
     lines += _installation(conn, revision)
     for title, section in _feature_sections():
         lines += ["", f"[{title}]"] + [f"  {line}" for line in section(conn)]
+    todo = follow_ups(conn)
+    if todo:
+        lines += ["", "[to do]"] + [f"  {f.line()}" for f in todo]
     return lines

@@ -177,3 +177,21 @@ begin
     end if;
 end;
 $pgr_step$;
+
+-- follow_up_state --
+-- What advice.follow_ups needs: package roles present, event triggers, role
+-- authenticator (PostgREST), its db-pre-request, whether we may set it, who we are.
+select
+    (select count(*) from pg_roles where rolname in ('resilience_user', 'resilience_admin')),
+    exists (select 1 from pg_event_trigger as e inner join pg_proc as p on p.oid = e.evtfoid
+        where p.pronamespace = 'resilience'::regnamespace),
+    exists (select 1 from pg_roles where rolname = 'authenticator'),
+    exists (select 1 from pg_db_role_setting as s
+        inner join pg_roles as r on r.oid = s.setrole
+        cross join unnest(s.setconfig) as cfg
+        where r.rolname = 'authenticator'
+            and s.setdatabase in (0, (select d.oid from pg_database as d where d.datname = current_database()))
+            and cfg like 'pgrst.db\_pre\_request=%tx\_pre\_request%'),
+    (select rolsuper from pg_roles where rolname = current_user)
+        or has_parameter_privilege('pgrst.db_pre_request', 'SET'),
+    current_user::text;
