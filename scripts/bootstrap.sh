@@ -20,6 +20,8 @@ missing_packages() {
   [ -f "/usr/lib/postgresql/$major/lib/plpython3.so" ] || missing+=("postgresql-plpython3-$major")
   [ -f "/usr/lib/postgresql/$major/lib/pg_cron.so" ] || missing+=("postgresql-$major-cron")
   command -v setpriv >/dev/null || missing+=("util-linux")
+  # The pooler tests run a real PgBouncer in transaction mode.
+  [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || missing+=("pgbouncer")
   echo "${missing[@]:-}"
 }
 
@@ -28,7 +30,8 @@ missing=$(missing_packages "$major")
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "bootstrap: installing $missing"
-    export DEBIAN_FRONTEND=noninteractive
+    # RUNLEVEL=1: packages (pgbouncer) must not start their services here.
+    export DEBIAN_FRONTEND=noninteractive RUNLEVEL=1
     apt-get update -q
     # shellcheck disable=SC2086
     apt-get install -y -q $missing

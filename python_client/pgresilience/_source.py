@@ -28,7 +28,7 @@ from psycopg_pool import ConnectionPool
 from pgresilience._acompat import Lock
 from pgresilience.errors import PgResilienceError
 
-__all__ = ["ConnectionSource", "SyncSource"]
+__all__ = ["ConnectionSource", "SyncSource", "through_proxy"]
 
 SyncSource = str | psycopg.Connection[Any] | ConnectionPool[Any]
 
@@ -45,6 +45,15 @@ def _turns(conn: psycopg.Connection[Any]) -> Lock:
         if lock is None:
             lock = _CONNECTION_LOCKS[conn] = Lock()
         return lock
+
+
+def through_proxy(client_port: int | None, server_port: int | None) -> bool:
+    """Whether something sits between us and the server (a pooler such as
+    PgBouncer or Supavisor): the port we connected to is not the server's.
+    LISTEN cannot be trusted there: in transaction mode the session that
+    listens is gone after the statement. (A port-forward looks the same; it
+    then costs polling, never a lost change.)"""
+    return client_port is not None and server_port is not None and client_port != server_port
 
 
 class ConnectionSource:

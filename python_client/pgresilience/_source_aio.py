@@ -27,7 +27,7 @@ from psycopg_pool import AsyncConnectionPool
 from pgresilience._acompat import ALock
 from pgresilience.errors import PgResilienceError
 
-__all__ = ["AsyncConnectionSource", "AsyncSource"]
+__all__ = ["AsyncConnectionSource", "AsyncSource", "through_proxy"]
 
 AsyncSource = str | psycopg.AsyncConnection[Any] | AsyncConnectionPool[Any]
 
@@ -44,6 +44,15 @@ def _turns(conn: psycopg.AsyncConnection[Any]) -> ALock:
         if lock is None:
             lock = _CONNECTION_LOCKS[conn] = ALock()
         return lock
+
+
+def through_proxy(client_port: int | None, server_port: int | None) -> bool:
+    """Whether something sits between us and the server (a pooler such as
+    PgBouncer or Supavisor): the port we connected to is not the server's.
+    LISTEN cannot be trusted there: in transaction mode the session that
+    listens is gone after the statement. (A port-forward looks the same; it
+    then costs polling, never a lost change.)"""
+    return client_port is not None and server_port is not None and client_port != server_port
 
 
 class AsyncConnectionSource:

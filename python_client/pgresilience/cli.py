@@ -83,7 +83,7 @@ def _status(args: argparse.Namespace) -> int:
     from pgresilience.installer import installed_revision
     from pgresilience.status import status_lines
 
-    with psycopg.connect(_dsn(args), autocommit=True) as conn:
+    with psycopg.connect(_dsn(args), autocommit=True, prepare_threshold=None) as conn:
         for line in status_lines(conn):
             print(line)
         return 0 if installed_revision(conn) is not None else EXIT_NOT_INSTALLED

@@ -62,7 +62,11 @@ def _connect(dsn: str) -> Iterator[tuple[Connection, psycopg.Connection[Any]]]:
     """A SQLAlchemy connection for Alembic and the psycopg connection under it,
     sharing one database transaction that is committed on success."""
     engine = create_engine(
-        "postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=NullPool
+        "postgresql+psycopg://",
+        # No server-side prepared statements: a pooler in transaction mode
+        # would hand them to other clients.
+        creator=lambda: psycopg.connect(dsn, prepare_threshold=None),
+        poolclass=NullPool,
     )
     try:
         with engine.connect() as sa_conn:

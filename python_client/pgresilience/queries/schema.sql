@@ -17,6 +17,11 @@ select resilience.schema_changes_since(%s);
 -- schema_listen --
 listen resilience_schema;
 
+-- server_port --
+-- The port the server listens on (null over a Unix socket): not the one we
+-- connected to means a pooler or proxy in between.
+select inet_server_port();
+
 -- schema_unlisten --
 unlisten resilience_schema;
 

@@ -12,9 +12,12 @@ pool, as for the transaction managers). Changes arrive in one of two modes:
 * ``listen``: ``LISTEN resilience_schema`` on a connection of its own, from
   ``listen_conninfo`` when given (a direct URL when the main one goes through a
   pooler), else the conninfo, else one held from the pool;
-* ``poll``: ``schema_changes_since`` every ``poll_interval`` seconds, when the
-  source is a single connection (LISTEN would need it for itself) or
-  ``poll=True`` (a pooler in transaction mode cannot deliver notifications).
+* ``poll``: ``schema_changes_since`` every ``poll_interval`` seconds (0.5 s by
+  default), when the source is a single connection (LISTEN would need it for
+  itself), when ``poll=True``, or when the listener finds itself behind a
+  pooler (``through_proxy``: the port it connected to is not the server's),
+  where LISTEN cannot deliver notifications; pass a direct ``listen_conninfo``
+  to listen anyway.
 """
 
 from __future__ import annotations
@@ -29,7 +32,12 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgresilience._acompat import AEvent, aevent_wait, ainvoke, aspawn, astop
-from pgresilience._source_aio import CONNECT_KWARGS, AsyncConnectionSource, AsyncSource
+from pgresilience._source_aio import (
+    CONNECT_KWARGS,
+    AsyncConnectionSource,
+    AsyncSource,
+    through_proxy,
+)
 from pgresilience.errors import map_error
 from pgresilience.queries import query
 from pgresilience.schema._core import Callback, ChangeList, SchemaCache, SchemaState, SchemaVersion
@@ -206,6 +214,12 @@ class AsyncSchemaVersionManager:
                     log.exception("schema change callback failed for version %s", changes.version)
         return fresh
 
+    async def _behind_pooler(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        async with conn.transaction():
+            cursor = await conn.execute(query("server_port"), prepare=False)
+            row = await cursor.fetchone()
+        return through_proxy(conn.info.port, row[0] if row else None)
+
     @asynccontextmanager
     async def _listener(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A connection of its own for LISTEN (see the module's docstring)."""
@@ -239,6 +253,17 @@ class AsyncSchemaVersionManager:
                     await aevent_wait(self._stop, self._poll_interval)
                     continue
                 async with self._listener() as conn:
+                    if self._listen_conninfo is None and await self._behind_pooler(conn):
+                        log.warning(
+                            "schema watcher: %s:%s is a pooler or proxy, where LISTEN cannot "
+                            "deliver notifications: polling every %.1fs instead (pass "
+                            "listen_conninfo=<direct URL> to listen)",
+                            conn.info.host,
+                            conn.info.port,
+                            self._poll_interval,
+                        )
+                        self.mode = "poll"
+                        continue
                     async with conn.transaction():  # LISTEN takes effect at commit
                         await conn.execute(query("schema_listen"), prepare=False)
                     self.connections += 1
