@@ -78,6 +78,10 @@ class ConnectionSource:
             if self._closed:
                 raise PgResilienceError("closed: this manager's connections are closed")
             if self._pool is None:
+                # One plain connection first: a wrong conninfo fails now with
+                # the server's own error, not with a pool timeout 30 s later.
+                probe = psycopg.Connection.connect(conninfo, **CONNECT_KWARGS)
+                probe.close()
                 pool: ConnectionPool[Any] = ConnectionPool(
                     conninfo,
                     min_size=1,

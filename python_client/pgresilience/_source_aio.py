@@ -77,6 +77,10 @@ class AsyncConnectionSource:
             if self._closed:
                 raise PgResilienceError("closed: this manager's connections are closed")
             if self._pool is None:
+                # One plain connection first: a wrong conninfo fails now with
+                # the server's own error, not with a pool timeout 30 s later.
+                probe = await psycopg.AsyncConnection.connect(conninfo, **CONNECT_KWARGS)
+                await probe.close()
                 pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
                     conninfo,
                     min_size=1,

@@ -67,8 +67,9 @@ def follow_ups(conn: psycopg.Connection[Any]) -> list[FollowUp]:
             todo.append(
                 FollowUp(
                     "superuser",
+                    # ``me`` is quote_ident(current_user), quoted by PostgreSQL.
                     sql.SQL("grant set on parameter pgrst.db_pre_request to {};")
-                    .format(sql.Identifier(me))
+                    .format(sql.SQL(me))
                     .as_string(None),
                     "setting PostgREST's db-pre-request on role authenticator needs this "
                     "privilege (or set db-pre-request in PostgREST's own configuration)",

@@ -67,7 +67,7 @@ def test_usage_error():
     assert run("frobnicate").returncode == 2
 
 
-@pytest.mark.parametrize("command", ["install", "uninstall", "status"])
+@pytest.mark.parametrize("command", ["install", "uninstall", "status", "watch", "demo"])
 def test_refused_connection(command):
     line = one_line_error(run(command, "--dsn", "host=127.0.0.1 port=9 connect_timeout=3"), 3)
     assert line.startswith(f"pgresilience {command}: cannot connect")

@@ -57,16 +57,16 @@ def snippets(path: Path) -> list[Snippet]:
     return [Snippet(m.group(1).split(), m.group(2)) for m in FENCE.finditer(path.read_text())]
 
 
-def _env(dsn: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+def _env(dsn: str, bin_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "PYTHON", "VIRTUAL"))}
     env["DATABASE_URL"] = dsn
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     return env
 
 
-def _run(command: list[str], dsn: str, cwd: Path, what: str) -> None:
+def _run(command: list[str], dsn: str, cwd: Path, what: str, bin_dir: Path = BIN) -> None:
     done = subprocess.run(
-        command, capture_output=True, text=True, env=_env(dsn), cwd=cwd, timeout=180
+        command, capture_output=True, text=True, env=_env(dsn, bin_dir), cwd=cwd, timeout=180
     )
     assert done.returncode == 0, f"{what} failed:\n{done.stdout}\n{done.stderr}"
 
@@ -115,10 +115,8 @@ def _check_rpc(code: str, dsn: str) -> None:
             assert any(keys <= set(args or []) and ok for args, ok in rows), (name, keys, rows)
 
 
-@pytest.mark.parametrize("doc", sorted(SNIPPET_DOCS))
-def test_every_snippet_runs_as_written(doc, bare_dsn, tmp_path):
-    if SNIPPET_DOCS[doc]:
-        install(bare_dsn)
+def run_snippets(doc: str, dsn: str, cwd: Path, bin_dir: Path = BIN) -> int:
+    """Run the snippets of ``doc`` in order; returns how many ran."""
     pending_sql: list[str] = []
     ran = 0
     for snippet in snippets(REPO / doc) + [Snippet(["end"], "")]:
@@ -126,27 +124,75 @@ def test_every_snippet_runs_as_written(doc, bare_dsn, tmp_path):
             pending_sql.append(snippet.code)
             continue
         if pending_sql:
-            _psql("\n".join(pending_sql), bare_dsn, tmp_path)
+            _psql("\n".join(pending_sql), dsn, cwd)
             ran += len(pending_sql)
             pending_sql = []
         if snippet.kind == "python":
-            _run([sys.executable, "-c", snippet.code], bare_dsn, tmp_path, snippet.code)
+            _run([str(bin_dir / "python"), "-c", snippet.code], dsn, cwd, snippet.code, bin_dir)
         elif snippet.kind == "sh":
-            lines = [ln for ln in snippet.code.splitlines() if not ln.startswith("pip install")]
             if snippet.code.startswith("make "):
                 continue  # `make demo` / `make test`: what CI itself runs
-            _run(
-                ["bash", "-euo", "pipefail", "-c", "\n".join(lines)],
-                bare_dsn,
-                tmp_path,
-                snippet.code,
-            )
+            lines = [ln for ln in snippet.code.splitlines() if not ln.startswith("pip install")]
+            command = ["bash", "-euo", "pipefail", "-c", "\n".join(lines)]
+            _run(command, dsn, cwd, snippet.code, bin_dir)
         elif snippet.kind == "rpc":
-            _check_rpc(snippet.code, bare_dsn)
+            _check_rpc(snippet.code, dsn)
         else:
             continue
         ran += 1
-    assert ran >= 3
+    return ran
+
+
+@pytest.mark.parametrize("doc", sorted(SNIPPET_DOCS))
+def test_every_snippet_runs_as_written(doc, bare_dsn, tmp_path):
+    if SNIPPET_DOCS[doc]:
+        install(bare_dsn)
+    assert run_snippets(doc, bare_dsn, tmp_path) >= 3
+
+
+def test_readme_from_a_wheel_in_a_new_venv_in_another_directory(bare_dsn, tmp_path):
+    """`pip install .` in a new virtualenv (dependencies from the package
+    index), then the README, from a directory outside the source tree."""
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = wheels.glob("pgresilience-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    installed = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert installed.returncode == 0, installed.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert run_snippets("README.md", bare_dsn, elsewhere, venv / "bin") >= 5
+    # The package came from the wheel, not from this checkout.
+    where = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import pgresilience; print(pgresilience.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=elsewhere,
+        check=True,
+    )
+    assert str(venv) in where.stdout
 
 
 PUBLIC_API = """

@@ -5,6 +5,7 @@ Supabase's `postgres`): install works, and every command the installer and
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -13,6 +14,8 @@ from psycopg.conninfo import conninfo_to_dict
 from pgresilience.advice import follow_ups
 from pgresilience.installer import install
 from pgresilience.status import status_lines
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -42,8 +45,11 @@ def test_every_follow_up_works_for_the_role_it_names(owner_db):
 
     with psycopg.connect(owner_dsn, autocommit=True) as conn:
         status = "\n".join(status_lines(conn))
+    readme = (REPO / "README.md").read_text()
     for follow_up in todo:
         assert follow_up.sql in status
+        # The README tells the same, for an owner named postgres (Supabase's).
+        assert follow_up.sql.replace("pgr_app_owner", "postgres") in readme
 
     for follow_up in todo:
         who = admin_dsn if follow_up.who == "superuser" else owner_dsn

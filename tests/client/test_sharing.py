@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from pgresilience import AsyncTransactionManager, TransactionManager
+from pgresilience import AsyncTransactionManager, DatabaseError, TransactionManager
 
 THREADS = 8
 TASKS = 50
@@ -124,3 +124,12 @@ def test_constructors_do_no_io_and_check_their_arguments():
         TransactionManager("dbname=x", pool_size=0)
     with pytest.raises(TypeError):
         TransactionManager(42)  # type: ignore[arg-type]
+
+
+def test_a_wrong_conninfo_fails_at_once_with_the_servers_error():
+    """Not with a pool timeout 30 s later: the first use connects once first."""
+    tm = TransactionManager("host=127.0.0.1 port=9 connect_timeout=5")
+    with pytest.raises(DatabaseError) as raised:
+        tm.begin()
+    assert type(raised.value.__cause__) is psycopg.OperationalError  # not PoolTimeout
+    tm.close()

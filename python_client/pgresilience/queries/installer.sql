@@ -194,4 +194,4 @@ select
             and cfg like 'pgrst.db\_pre\_request=%tx\_pre\_request%'),
     (select rolsuper from pg_roles where rolname = current_user)
         or has_parameter_privilege('pgrst.db_pre_request', 'SET'),
-    current_user::text;
+    quote_ident(current_user);

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from pgresilience._source_aio import AsyncConnectionSource, AsyncSource
-from pgresilience.errors import PgResilienceError
+from pgresilience.errors import PgResilienceError, map_error
 from pgresilience.queries import query
 from pgresilience.transactions import batch, core
 from pgresilience.transactions.core import Call, ExecuteResult, TxId
@@ -43,13 +43,16 @@ class AsyncTransactionManager:
 
     # -- I/O ---------------------------------------------------------------
     async def _run(self, call: Call[T]) -> T:
-        async with self._connections.connection() as conn:
-            try:
-                async with conn.transaction():
-                    cursor = await conn.execute(query(call.query), call.params, prepare=False)
-                    rows = await cursor.fetchall()
-            except psycopg.Error as exc:
-                return call.on_error(exc)
+        try:
+            async with self._connections.connection() as conn:
+                try:
+                    async with conn.transaction():
+                        cursor = await conn.execute(query(call.query), call.params, prepare=False)
+                        rows = await cursor.fetchall()
+                except psycopg.Error as exc:
+                    return call.on_error(exc)
+        except psycopg.Error as exc:  # no connection: raised, whatever the call
+            raise map_error(exc) from exc
         return call.parse(rows)
 
     async def close(self) -> None:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from pgresilience._source import ConnectionSource, SyncSource
-from pgresilience.errors import PgResilienceError
+from pgresilience.errors import PgResilienceError, map_error
 from pgresilience.queries import query
 from pgresilience.transactions import batch, core
 from pgresilience.transactions.core import Call, ExecuteResult, TxId
@@ -44,13 +44,16 @@ class TransactionManager:
 
     # -- I/O ---------------------------------------------------------------
     def _run(self, call: Call[T]) -> T:
-        with self._connections.connection() as conn:
-            try:
-                with conn.transaction():
-                    cursor = conn.execute(query(call.query), call.params, prepare=False)
-                    rows = cursor.fetchall()
-            except psycopg.Error as exc:
-                return call.on_error(exc)
+        try:
+            with self._connections.connection() as conn:
+                try:
+                    with conn.transaction():
+                        cursor = conn.execute(query(call.query), call.params, prepare=False)
+                        rows = cursor.fetchall()
+                except psycopg.Error as exc:
+                    return call.on_error(exc)
+        except psycopg.Error as exc:  # no connection: raised, whatever the call
+            raise map_error(exc) from exc
         return call.parse(rows)
 
     def close(self) -> None:
