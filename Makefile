@@ -27,7 +27,7 @@ lint: setup
 pytest: setup
 	$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS)
 
-## make demo: runs every scenario on an embedded PostgreSQL (or on $$DATABASE_URL)
+## make demo: runs every scenario on a throwaway embedded PostgreSQL
 demo: setup
 	$(BIN)/pgresilience demo
 

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 #: checked files -> whether pgresilience is installed before their snippets run
-SNIPPET_DOCS = {"README.md": False, "docs/reference.md": True}
+SNIPPET_DOCS = {"README.md": False, "docs/reference.md": True, "docs/batch_and_security.md": True}
 #: pages their owners are rewriting in this round; their links are not checked yet
 NOT_YET_CHECKED = {"docs/transactions.md", "docs/schema_tracking.md", "docs/breakers.md"}
 
