@@ -3,7 +3,7 @@ tracking and circuit breakers, for apps on PostgreSQL / Supabase."""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"  # unreleased; 0.1.0 was commit dec13be
 
 from pgresilience.breakers import (  # noqa: E402  (after __version__, which submodules read)
     CircuitBreaker,
