@@ -147,7 +147,7 @@ def _drop_stale_functions(raw: psycopg.Connection[Any]) -> None:
     """DESIGN.md "Upgrades": before the release's files run, drop the
     functions the installed release defined that this one no longer defines,
     or defines with another signature (probes stay until ``_record_release``)."""
-    row = raw.execute(query("language_exists"), ("plpython3u",)).fetchone()
+    row = raw.execute(query("language_usable"), ("plpython3u",)).fetchone()
     raw.execute(query("probes_begin"))
     for probe in release_probes(plpython=bool(row and row[0])):
         raw.execute(probe.encode())
@@ -161,24 +161,26 @@ def _record_release(raw: psycopg.Connection[Any]) -> None:
 
 
 def _install_plpython(raw: psycopg.Connection[Any], report: InstallReport) -> None:
+    # All in one savepoint: the extension may exist while this role may not
+    # create functions in an untrusted language.
     try:
         with raw.transaction():
             existed = raw.execute(query("extension_exists"), ("plpython3u",)).fetchone()
             raw.execute(query("create_plpython"))
+            if existed is None:
+                raw.execute(query("record_created_extension"), ("plpython3u",))
+            for module in sorted(data_path("plpython").glob("*.py")):
+                source = module.read_text(encoding="utf-8")
+                digest = hashlib.sha256(source.encode()).hexdigest()
+                raw.execute(query("store_plpython_module"), (module.stem, source, digest))
+            for path in _sql_files(data_path("sql") / "plpython"):
+                _apply(raw, path)
     except psycopg.Error as exc:
         report.warnings.append(
             f"PL/Python (plpython3u) unavailable ({exc.diag.message_primary}): schema diffs "
             "are computed by the Python client instead"
         )
         return
-    if existed is None:
-        raw.execute(query("record_created_extension"), ("plpython3u",))
-    for module in sorted(data_path("plpython").glob("*.py")):
-        source = module.read_text(encoding="utf-8")
-        digest = hashlib.sha256(source.encode()).hexdigest()
-        raw.execute(query("store_plpython_module"), (module.stem, source, digest))
-    for path in _sql_files(data_path("sql") / "plpython"):
-        _apply(raw, path)
     report.plpython = True
     report.actions.append("installed PL/Python functions (schema diff runs in the database)")
 

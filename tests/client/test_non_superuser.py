@@ -68,3 +68,15 @@ def test_every_follow_up_works_for_the_role_it_names(owner_db):
             setting is not None and "pgrst.db_pre_request=resilience.tx_pre_request" in (setting[0])
         )
         assert conninfo_to_dict(owner_dsn)["user"] == "pgr_app_owner"
+
+
+def test_plpython_present_but_not_for_this_role(owner_db):
+    """The extension exists (a superuser created it), but an untrusted
+    language is for superusers only: install goes on without it."""
+    owner_dsn, admin_dsn = owner_db
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute("create extension plpython3u")
+    report = install(owner_dsn)
+    assert not report.plpython
+    assert any("PL/Python" in warning for warning in report.warnings)
+    assert install(owner_dsn).revision == report.revision  # and again, as an upgrade

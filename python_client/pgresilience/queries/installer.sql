@@ -78,8 +78,15 @@ set local check_function_bodies = off;
 -- probes_end --
 set local check_function_bodies to default;
 
--- language_exists --
-select exists (select 1 from pg_language where lanname = %s);
+-- language_usable --
+-- The language exists and this role may create functions in it (plpython3u
+-- is untrusted: superusers only).
+select exists (
+    select 1 from pg_language as l
+    where l.lanname = %s
+        and ((l.lanpltrusted and has_language_privilege(l.oid, 'USAGE'))
+            or (select r.rolsuper from pg_roles as r where r.rolname = current_user))
+);
 
 -- drop_stale_functions --
 -- Drop every function the installed release defined that the new one (its
