@@ -113,6 +113,37 @@ alter table resilience.managed_tables
 """
 
 DOWNGRADE = r"""
+-- What manage_table generated: triggers on user tables, image tables, row
+-- types, functions.
+do $$
+declare
+    obj record;
+begin
+    for obj in
+        select t.tgname, t.tgrelid::regclass as relation
+        from pg_trigger as t
+        join pg_proc as p on p.oid = t.tgfoid
+        where p.pronamespace = 'resilience'::regnamespace
+            and (p.proname like '\_capture\_%' or p.proname = '_guard_truncate')
+    loop
+        execute format('drop trigger if exists %I on %s', obj.tgname, obj.relation);
+    end loop;
+    for obj in
+        select c.oid::regclass as image from pg_class as c
+        where c.relnamespace = 'resilience'::regnamespace and c.relkind = 'r' and c.relname like '\_img\_%'
+    loop
+        execute format('drop table if exists %s', obj.image);
+    end loop;
+    for obj in
+        select t.oid::regtype as row_type from pg_type as t
+        where t.typnamespace = 'resilience'::regnamespace and t.typtype = 'c' and t.typname like '\_row\_%'
+    loop
+        execute format('drop type if exists %s cascade', obj.row_type);
+    end loop;
+    drop event trigger if exists resilience_managed_ddl_end;
+    drop event trigger if exists resilience_managed_sql_drop;
+end;
+$$;
 drop table if exists resilience.tx_statements cascade;
 alter table resilience.managed_tables
     drop column if exists image_table,

@@ -15,7 +15,10 @@ as $$
 declare
     managed regclass;
 begin
-    if not exists (select 1 from resilience.managed_tables) then
+    -- Nothing managed (or the package being uninstalled): nothing to do.
+    if pg_catalog.to_regclass('resilience.managed_tables') is null
+        or not exists (select 1 from resilience.managed_tables)
+    then
         return;
     end if;
     for managed in
@@ -51,7 +54,10 @@ as $$
 declare
     managed regclass;
 begin
-    if not exists (select 1 from resilience.managed_tables) then
+    -- Nothing managed (or the package being uninstalled): nothing to do.
+    if pg_catalog.to_regclass('resilience.managed_tables') is null
+        or not exists (select 1 from resilience.managed_tables)
+    then
         return;
     end if;
     for managed in
