@@ -4,12 +4,13 @@ python shared_worker.py probe <dsn> <circuit>  -> prints "ready", waits for
     a line on stdin, asks for the half-open probe, prints "granted" or "refused"
 python shared_worker.py trip <dsn> <circuit>   -> trips the circuit, prints "tripped"
 python shared_worker.py herd <dsn> <circuit> <threads>  -> prints "ready", waits
-    for a line, then <threads> threads call the breaker every millisecond until
-    each got through once; prints one JSON line: calls admitted, probe
-    questions asked, rejection latencies
+    for a line and for the circuit to open here, then <threads> threads call
+    the breaker every millisecond until each got through once; prints one
+    JSON line: calls admitted, probe questions asked, rejection latencies
 python shared_worker.py fail-probe <dsn> <circuit>  -> prints "ready", waits for
-    a line, calls until admitted; the admitted trial prints "trial", waits for
-    a line and fails; prints "failed" once that is published
+    a line and for the circuit to open here, calls until admitted; the
+    admitted trial prints "trial", waits for a line and fails; prints
+    "failed" once that is published
 """
 
 from __future__ import annotations
@@ -20,8 +21,15 @@ import sys
 import threading
 import time
 
-from pgresilience.breakers import CircuitBreaker, CircuitOpenError
+from pgresilience.breakers import CircuitBreaker, CircuitOpenError, CircuitState
 from pgresilience.breakers.shared import SharedCircuitStore
+
+
+def wait_open(breaker: CircuitBreaker) -> None:
+    """Until this process has heard that the circuit is open (NOTIFY)."""
+    deadline = time.monotonic() + 20
+    while breaker.core.state is not CircuitState.OPEN and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 def herd(store: SharedCircuitStore, breaker: CircuitBreaker, threads: int) -> None:
@@ -110,10 +118,12 @@ def main(mode: str, dsn: str, name: str, *rest: str) -> None:
         elif mode == "herd":
             print("ready", flush=True)
             sys.stdin.readline()
+            wait_open(breaker)
             herd(store, breaker, int(rest[0]))
         elif mode == "fail-probe":
             print("ready", flush=True)
             sys.stdin.readline()
+            wait_open(breaker)
             fail_probe(store, breaker)
 
 

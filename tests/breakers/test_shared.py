@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,20 +56,6 @@ def eventually(check: Callable[[], bool], within: float = 10.0) -> bool:
             return True
         time.sleep(0.02)
     return check()
-
-
-@pytest.fixture
-def stores(dsn: str) -> Iterator[Callable[..., SharedCircuitStore]]:
-    made: list[SharedCircuitStore] = []
-
-    def make(conninfo: str = dsn, **options: Any) -> SharedCircuitStore:
-        store = SharedCircuitStore(conninfo, **options)
-        made.append(store)
-        return store
-
-    yield make
-    for store in made:
-        store.close()
 
 
 # -- the SQL functions ------------------------------------------------------------------
