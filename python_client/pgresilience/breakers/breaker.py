@@ -36,6 +36,7 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 CLOSED = CircuitState.CLOSED
+OPEN = CircuitState.OPEN
 DISABLED = CircuitState.DISABLED
 _SUCCESS = Outcome.SUCCESS
 _FAILURE = Outcome.FAILURE
@@ -171,7 +172,18 @@ class CircuitBreaker:
         """
         core = self._core
         permit = core.epoch
-        if core.state is not CLOSED or not self._plain:
+        state = core.state
+        if state is not CLOSED or not self._plain:
+            if state is OPEN:
+                # Fail fast: an OPEN circuit before its deadline rejects
+                # without the admission machinery (unlocked reads: a racing
+                # transition only makes this rejection a little stale).
+                wait = core.open_until - self._clock()
+                if wait > 0.0 and not self._listeners.on_rejected:
+                    core.count_rejection()
+                    if fallback is not None:
+                        return cast(T, fallback())
+                    raise CircuitOpenError(self.name, OPEN, wait)
             return self._execute(fn, args, kwargs, fallback)
         # The hot path: CLOSED, nothing to time, nothing to inspect.
         try:
@@ -365,10 +377,28 @@ class CircuitBreaker:
 
             return cast(F, async_wrapper)
 
+        core = self._core
+
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if fallback is None and "fallback" not in kwargs:
-                return self.execute(fn, *args, **kwargs)  # the fast path
+            permit = core.epoch
+            state = core.state
+            if state is CLOSED and self._plain:
+                # The hot path of execute(), inlined.
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as exc:
+                    if self._failed(exc, permit, None) and fallback is not None:
+                        return fallback(*args, **kwargs)
+                    raise
+                core.closed_success(permit)
+                return result
+            if state is OPEN and fallback is None:
+                # Fail fast, as in execute().
+                wait = core.open_until - self._clock()
+                if wait > 0.0 and not self._listeners.on_rejected:
+                    core.count_rejection()
+                    raise CircuitOpenError(self.name, OPEN, wait)
             bound = None if fallback is None else functools.partial(fallback, *args, **kwargs)
             return self._execute(fn, args, kwargs, bound)
 
