@@ -385,3 +385,16 @@ def test_after_a_failed_probe_elsewhere_a_process_is_admitted_after_timeout_not_
         assert time.monotonic() - failed_at < 10
     finally:
         stop([prober])
+
+
+def test_the_store_connection_carries_its_bounds_and_keeps_the_callers_own() -> None:
+    store = SharedCircuitStore(
+        "host=db.invalid dbname=app options='-c search_path=app' keepalives_idle=30",
+        request_timeout=1.5,
+        connect_timeout=0.5,
+    )
+    params = store._connect_params()
+    assert params["options"] == "-c search_path=app -c statement_timeout=1500 -c lock_timeout=1500"
+    assert params["keepalives"] == 1 and params["keepalives_idle"] == "30"  # the caller's
+    assert params["connect_timeout"] == 2  # libpq's minimum
+    assert params["autocommit"] is True

@@ -553,6 +553,7 @@ class CircuitBreaker:
                 try:
                     granted = answer.result(gate.request_timeout)
                 except Exception:  # no answer in time, or the store is away
+                    answer.cancel()  # a question not yet sent is not sent late
                     granted = True
         except BaseException:
             self._core.finish_probe(self._clock(), False)
