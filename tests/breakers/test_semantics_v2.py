@@ -426,3 +426,23 @@ def test_asking_for_an_existing_breaker_with_the_other_shared_value_raises() -> 
         assert registry.get_breaker("local", shared=False) is local
     finally:
         store.close()
+
+
+def test_fail_fast_rejections_are_counted_exactly_under_threads() -> None:
+    breaker, _ = make(failure_threshold=1, timeout=3600.0)
+    trip(breaker, 1)
+    decorated = breaker(ok)
+
+    def hammer() -> None:
+        for i in range(2000):
+            try:
+                breaker.execute(ok) if i % 2 else decorated()
+            except CircuitOpenError:
+                pass
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert breaker.metrics.rejections == 16000

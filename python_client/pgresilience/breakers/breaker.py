@@ -798,7 +798,8 @@ class CircuitBreaker:
 
     def open(self, duration: float | None = None) -> None:
         """Open the circuit now for ``duration`` seconds (None: the configured
-        open time); trial calls follow as after a trip."""
+        open time); trial calls follow as after a trip. On an OPEN circuit
+        this only sets the new deadline (locally: no transition to publish)."""
         if duration is not None and not duration >= 0:
             raise ValueError(f"duration must be >= 0, got {duration!r}")
         self._core.open(self._clock(), duration)

@@ -389,14 +389,18 @@ class CircuitCore:
                 duration = self.config.open_duration(max(self.consecutive_opens, 1))
             self.consecutive_opens = max(self.consecutive_opens, 1)
             self.open_until = now + duration
+            if self.state is OPEN:
+                return  # a new deadline, not a transition
             self.half_open_in_flight = 0
             self.half_open_successes = 0
             self._move(OPEN, now, "opened by operator", duration, manual=True)
 
     def half_open(self, now: float) -> None:
-        """An operator starts a half-open episode now: trial calls decide."""
+        """An operator starts a half-open episode now: trial calls decide
+        (already HALF_OPEN: the episode under way goes on)."""
         with self.lock:
-            self._to_half_open(now, "half-opened by operator", manual=True)
+            if self.state is not HALF_OPEN:
+                self._to_half_open(now, "half-opened by operator", manual=True)
 
     def reset(self, now: float) -> None:
         """Back to a fresh CLOSED circuit: window, streaks and counters cleared."""
