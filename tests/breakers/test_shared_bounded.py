@@ -217,6 +217,42 @@ def test_async_callers_at_probe_time_with_a_frozen_backend_use_no_executor(
         assert_shows_the_hang(store, breaker)
 
 
+def test_async_callers_at_probe_time_with_a_healthy_database_ask_once_without_executor(
+    conn: psycopg.Connection[Any], stores: Callable[..., SharedCircuitStore]
+) -> None:
+    store, breaker, clock = shared_breaker(stores)
+    trip(breaker, 1)
+    assert store.flush(10)
+    conn.execute("update resilience.circuits set open_until = now() - interval '1 s'")
+    clock.advance(10)
+
+    async def answer() -> str:
+        return "ok"
+
+    async def one() -> str:
+        try:
+            return await breaker.execute_async(answer)
+        except CircuitOpenError:
+            return "rejected"
+
+    async def herd() -> tuple[list[str], int, float]:
+        executor = CountingExecutor()
+        asyncio.get_running_loop().set_default_executor(executor)
+        began = time.perf_counter()
+        results = await asyncio.gather(*(one() for _ in range(30)))
+        return list(results), executor.submitted, time.perf_counter() - began
+
+    results, submitted, took = asyncio.run(herd())
+    assert submitted == 0
+    assert took < WAITED  # the answer came back, no one sat out request_timeout
+    assert results.count("ok") >= 1  # the one that asked was granted the probe
+    assert store.probe_questions == 1
+    assert breaker.state is CircuitState.CLOSED
+    assert store.flush(10)
+    (state,) = conn.execute("select state from resilience.circuits").fetchone() or ()
+    assert state == "closed"
+
+
 # -- 2. a herd at probe time, healthy database -------------------------------------------
 
 

@@ -569,8 +569,7 @@ class CircuitBreaker:
             answer = None if gate is None else gate.request_probe(self)
             if answer is not None and gate is not None:
                 try:
-                    async with asyncio.timeout(gate.request_timeout):
-                        granted = await asyncio.wrap_future(answer)
+                    granted = await _answer(answer, gate.request_timeout)
                 except Exception:  # TimeoutError, or the store is away
                     granted = True
         except BaseException:
@@ -873,6 +872,40 @@ async def _maybe_await(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
     return value
+
+
+async def _answer(answer: Future[bool], timeout: float) -> bool:
+    """Await a gate's answer on the running loop, at most ``timeout`` seconds.
+
+    The store's thread hands the result over with ``call_soon_threadsafe``
+    (no executor involved); an answer that comes after the loop has closed
+    is dropped quietly, and a question not yet sent is withdrawn.
+    """
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[bool] = loop.create_future()
+
+    def copy(done: Future[bool]) -> None:
+        if waiter.done():
+            return
+        if done.cancelled():
+            waiter.cancel()
+        elif (error := done.exception()) is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(done.result())
+
+    def relay(done: Future[bool]) -> None:
+        try:
+            loop.call_soon_threadsafe(copy, done)
+        except RuntimeError:
+            pass  # the loop has closed: nobody is waiting any more
+
+    answer.add_done_callback(relay)
+    try:
+        async with asyncio.timeout(timeout):
+            return await waiter
+    finally:
+        answer.cancel()
 
 
 async def _aiter_any(items: Any) -> AsyncIterator[Any]:
