@@ -201,22 +201,25 @@ def test_disabled_records_nothing_and_tells_no_listener() -> None:
     assert breaker.execute(lambda: 1 / 0, fallback=lambda: "cached") == "cached"
 
 
-def test_a_call_admitted_before_disable_is_not_recorded_when_it_ends() -> None:
+@pytest.mark.parametrize("fails", [True, False])
+def test_a_call_admitted_before_disable_is_not_recorded_when_it_ends(fails: bool) -> None:
     breaker, _ = make(failure_threshold=1)
     release = threading.Event()
     started = threading.Event()
-    errors: list[BaseException] = []
+    ended: list[str] = []
 
-    def slow_failure() -> None:
+    def slow_call() -> None:
         started.set()
         release.wait(10)
-        raise Boom("late")
+        if fails:
+            raise Boom("late")
 
     def run() -> None:
         try:
-            breaker.execute(slow_failure)
-        except Boom as exc:
-            errors.append(exc)
+            breaker.execute(slow_call)  # admitted on the CLOSED hot path
+            ended.append("ok")
+        except Boom:
+            ended.append("failed")
 
     thread = threading.Thread(target=run)
     thread.start()
@@ -224,7 +227,8 @@ def test_a_call_admitted_before_disable_is_not_recorded_when_it_ends() -> None:
     breaker.disable()
     release.set()
     thread.join(10)
-    assert errors and breaker.metrics.failures == 0
+    assert ended == ["failed" if fails else "ok"]
+    assert breaker.metrics.calls == 0
     assert breaker.state is CircuitState.DISABLED
 
 

@@ -201,23 +201,27 @@ class CircuitCore:
         """The hot path: a successful call admitted in CLOSED, no timing needed
         (count window, no slow-call rule)."""
         with self.lock:
+            if permit != self.epoch:
+                # Admitted before a transition: history only (none if DISABLED).
+                if self.state is not DISABLED:
+                    self.successes += 1
+                return
             self.successes += 1
-            if permit == self.epoch:
-                self.consecutive_failures = 0
-                # CountWindow.record(now, 0), inlined: this is the hot path.
-                window = self.window
-                index = window.next  # type: ignore[attr-defined]
-                if window.calls == window.size:  # type: ignore[attr-defined]
-                    ring = window.ring  # type: ignore[attr-defined]
-                    evicted = ring[index]
-                    if evicted:
-                        window.failures -= evicted & FAILED
-                        window.slow -= evicted >> 1
-                        ring[index] = 0
-                else:
-                    window.calls += 1
-                index += 1
-                window.next = 0 if index == window.size else index  # type: ignore[attr-defined]
+            self.consecutive_failures = 0
+            # CountWindow.record(now, 0), inlined: this is the hot path.
+            window = self.window
+            index = window.next  # type: ignore[attr-defined]
+            if window.calls == window.size:  # type: ignore[attr-defined]
+                ring = window.ring  # type: ignore[attr-defined]
+                evicted = ring[index]
+                if evicted:
+                    window.failures -= evicted & FAILED
+                    window.slow -= evicted >> 1
+                    ring[index] = 0
+            else:
+                window.calls += 1
+            index += 1
+            window.next = 0 if index == window.size else index  # type: ignore[attr-defined]
 
     def record(
         self, permit: int, now: float, duration: float, outcome: int, hint: float | None = None
