@@ -290,7 +290,13 @@ as $$
         'generated', (select coalesce(pg_catalog.jsonb_agg(a.attname order by a.attnum), '[]')
             from pg_catalog.pg_attribute as a
             where a.attrelid = relation and a.attnum > 0 and not a.attisdropped and a.attgenerated <> ''),
-        'lock', (select m.lock_function::text from resilience.managed_tables as m
+        -- Column types as the table declares them (domains included), for
+        -- reading client JSON into exactly the columns it names.
+        'types', (select coalesce(pg_catalog.jsonb_object_agg(a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)),
+                '{}')
+            from pg_catalog.pg_attribute as a
+            where a.attrelid = relation and a.attnum > 0 and not a.attisdropped),
+        'lock', (select m.lock_function::oid::regproc::text from resilience.managed_tables as m
             where m.relation = _describe.relation)
     );
 $$;

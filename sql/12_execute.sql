@@ -120,6 +120,21 @@ begin
 end;
 $$;
 
+-- `(a type_a, b type_b)`: the column definition list that reads exactly the
+-- named columns from client JSON (jsonb_to_record): a column the client did
+-- not name is never read, so a NOT NULL domain on it is not tripped.
+create or replace function resilience._record_definition(descriptor jsonb, names text [])
+returns text
+language sql
+immutable
+set search_path = ''
+as $$
+    select '(' operator(pg_catalog.||) pg_catalog.string_agg(
+        pg_catalog.format('%I %s', k.name, descriptor -> 'types' operator(pg_catalog.->>) k.name), ', ' order by k.name)
+        operator(pg_catalog.||) ')'
+    from pg_catalog.unnest(names) as k (name);
+$$;
+
 -- `t.col = m.col and ...` for an equality filter ({"col": null} means IS NULL).
 create or replace function resilience._match_sql(descriptor jsonb, match jsonb)
 returns text
@@ -231,8 +246,9 @@ begin
         if operation = 'insert' then
             return pg_catalog.format(
                 'with w as (insert into %1$s as t (%2$s) select %3$s '
-                'from pg_catalog.jsonb_populate_recordset(null::%1$s, $1) as d returning %4$s as j) %5$s',
-                target, cols, data_cols, returning_sql, result_sql);
+                'from pg_catalog.jsonb_to_recordset($1) as d %6$s returning %4$s as j) %5$s',
+                target, cols, data_cols, returning_sql, result_sql,
+                resilience._record_definition(descriptor, names));
         end if;
         if pg_catalog.jsonb_array_length(descriptor -> 'key') = 0 then
             raise exception using
@@ -247,7 +263,7 @@ begin
         where not (descriptor -> 'key') ? k;
         return pg_catalog.format(
             'with w as (insert into %1$s as t (%2$s) %7$s select %3$s '
-            'from pg_catalog.jsonb_populate_recordset(null::%1$s, $1) as d '
+            'from pg_catalog.jsonb_to_recordset($1) as d %9$s '
             'on conflict (%4$s) %5$s returning %8$s as j) %6$s',
             target, cols, data_cols, key_cols,
             case when set_names is null then 'do nothing'
@@ -259,7 +275,7 @@ begin
             result_sql,
             -- An upsert names rows by key, identity GENERATED ALWAYS included.
             case when descriptor -> 'identity_always' ?| names then 'overriding system value' else '' end,
-            returning_sql);
+            returning_sql, resilience._record_definition(descriptor, names));
     elsif operation = 'update' then
         if data is null or pg_catalog.jsonb_typeof(data) <> 'object' or data = '{}'::jsonb then
             raise exception using
@@ -269,22 +285,25 @@ begin
         perform resilience._require_columns(descriptor, names);
         return pg_catalog.format(
             'with w as (update %1$s as t set (%2$s) = row(%3$s) '
-            'from pg_catalog.jsonb_populate_record(null::%1$s, $1) as d, '
-            'pg_catalog.jsonb_populate_record(null::%1$s, $2) as m where %4$s returning %6$s as j) %5$s',
+            'from pg_catalog.jsonb_to_record($1) as d %8$s, '
+            'pg_catalog.jsonb_to_record($2) as m %7$s where %4$s returning %6$s as j) %5$s',
             target,
             (select pg_catalog.string_agg(pg_catalog.format('%I', k), ', ' order by k)
                 from pg_catalog.unnest(names) as k),
             (select pg_catalog.string_agg(pg_catalog.format('d.%I', k), ', ' order by k)
                 from pg_catalog.unnest(names) as k),
-            resilience._match_sql(descriptor, match), result_sql, returning_sql);
+            resilience._match_sql(descriptor, match), result_sql, returning_sql,
+            resilience._record_definition(descriptor, array(select pg_catalog.jsonb_object_keys(match))),
+            resilience._record_definition(descriptor, names));
     elsif operation = 'delete' then
         if data is not null then
             raise exception using errcode = '22023', message = 'delete takes no data, only match';
         end if;
         return pg_catalog.format(
-            'with w as (delete from %1$s as t using pg_catalog.jsonb_populate_record(null::%1$s, $2) as m '
+            'with w as (delete from %1$s as t using pg_catalog.jsonb_to_record($2) as m %5$s '
             'where %2$s returning %4$s as j) %3$s',
-            target, resilience._match_sql(descriptor, match), result_sql, returning_sql);
+            target, resilience._match_sql(descriptor, match), result_sql, returning_sql,
+            resilience._record_definition(descriptor, array(select pg_catalog.jsonb_object_keys(match))));
     elsif operation = 'lock' then
         if data is not null then
             raise exception using errcode = '22023', message = 'lock takes no data, only match';
@@ -293,7 +312,7 @@ begin
         -- once (55P03), like a claimed row.
         return pg_catalog.format(
             'with w as (select t.tableoid as o, t.ctid as c, %3$s as j '
-            'from %1$s as t, pg_catalog.jsonb_populate_record(null::%1$s, $2) as m '
+            'from %1$s as t, pg_catalog.jsonb_to_record($2) as m %5$s '
             'where %2$s for update of t nowait) %4$s',
             target, resilience._match_sql(descriptor, match), returning_sql,
             case when lock_tx is null then result_sql
@@ -301,7 +320,8 @@ begin
                     'select coalesce(pg_catalog.jsonb_agg(w.j), ''[]''::pg_catalog.jsonb), '
                     '%s($3, coalesce(pg_catalog.array_agg(w.o), ''{}''), coalesce(pg_catalog.array_agg(w.c), ''{}'')) '
                     'from w', descriptor ->> 'lock')
-            end);
+            end,
+            resilience._record_definition(descriptor, array(select pg_catalog.jsonb_object_keys(match))));
     end if;
     raise exception using
         errcode = '22023',

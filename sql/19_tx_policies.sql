@@ -40,7 +40,8 @@ begin
         resilience._returning_sql(regclass, jsonb),
         resilience._execute_sql(regclass, text, jsonb, jsonb, uuid),
         resilience._match_sql(jsonb, jsonb),
-        resilience._require_columns(jsonb, text [])
+        resilience._require_columns(jsonb, text []),
+        resilience._record_definition(jsonb, text [])
     to resilience_user;
 end;
 $$;
