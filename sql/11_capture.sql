@@ -110,7 +110,7 @@ $$;
 -- keys must be checked), 's' nothing to do (a plain write on a table without
 -- claims, or our own restore). `via` says how the transaction was named.
 create or replace function resilience._capture_mode(
-    relation regclass, out mode "char", out tx_id uuid, out via text
+    relation regclass, out mode "char", out tx_id uuid, out via text -- noqa: RF06
 )
 language plpgsql
 volatile
@@ -364,7 +364,7 @@ $$;
 
 
 -- Generated SQL fragments: `p.a, p.b` and `l.x op r.y and ...` over name lists.
-create or replace function resilience._sql_list(prefix text, names text [])
+create or replace function resilience._sql_list(prefix text, names text[])
 returns text
 language sql
 immutable
@@ -375,7 +375,7 @@ as $$
 $$;
 
 create or replace function resilience._sql_keys_equal(
-    left_prefix text, left_names text [], operators text [], right_prefix text, right_names text []
+    left_prefix text, left_names text[], operators text[], right_prefix text, right_names text[]
 )
 returns text
 language sql
@@ -560,9 +560,12 @@ begin
 
     -- A row as the row type: live columns by name, attributes of columns
     -- dropped since as null.
-    select pg_catalog.string_agg(coalesce(pg_catalog.format('o.%I', a.attname), 'null'), ', ' order by r.attnum),
-        pg_catalog.string_agg(coalesce(pg_catalog.format('n.%I', a.attname), 'null'), ', ' order by r.attnum),
-        pg_catalog.string_agg(coalesce(pg_catalog.format('t.%I', a.attname), 'null'), ', ' order by r.attnum)
+    select pg_catalog.string_agg(case when a.attname is null then 'null' else pg_catalog.format('o.%I', a.attname) end,
+            ', ' order by r.attnum),
+        pg_catalog.string_agg(case when a.attname is null then 'null' else pg_catalog.format('n.%I', a.attname) end,
+            ', ' order by r.attnum),
+        pg_catalog.string_agg(case when a.attname is null then 'null' else pg_catalog.format('t.%I', a.attname) end,
+            ', ' order by r.attnum)
     into row_of_o, row_of_n, row_of_t
     from pg_catalog.pg_attribute as r
     left join pg_catalog.pg_attribute as a

@@ -53,6 +53,7 @@ set search_path = ''
 as $$
 declare
     tx resilience.transactions;
+    managed_as text;
 begin
     if exists (
         select 1 from resilience.transactions as t
@@ -76,11 +77,22 @@ begin
     if tx.status <> 'active' or tx.expires_at <= pg_catalog.clock_timestamp() then
         perform resilience._require_active(tx);
     end if;
-    if not exists (select 1 from resilience.managed_tables as m where m.relation = _execute_prepare.relation) then
+    select m.descriptor ->> 'target' into managed_as from resilience.managed_tables as m
+    where m.relation = _execute_prepare.relation;
+    if not found then
         raise exception using
             errcode = '22023',
             message = pg_catalog.format('table %s is not managed by pgresilience', relation),
             hint = 'Call resilience.manage_table(table) first (as the table owner).';
+    end if;
+    -- Renamed since manage_table (and no event trigger regenerated it): the
+    -- descriptor's name is stale. Other shape changes are caught by the
+    -- capture trigger.
+    if managed_as is distinct from (
+        select pg_catalog.format('%I.%I', n.nspname, c.relname) from pg_catalog.pg_class as c
+        inner join pg_catalog.pg_namespace as n on n.oid = c.relnamespace where c.oid = relation
+    ) then
+        perform resilience._require_shape(relation);
     end if;
 end;
 $$;
@@ -99,7 +111,7 @@ as $$
 $$;
 
 -- Raise 42703 unless every name is a column of the table.
-create or replace function resilience._require_columns(descriptor jsonb, names text [])
+create or replace function resilience._require_columns(descriptor jsonb, names text[])
 returns void
 language plpgsql
 immutable
@@ -123,7 +135,7 @@ $$;
 -- `(a type_a, b type_b)`: the column definition list that reads exactly the
 -- named columns from client JSON (jsonb_to_record): a column the client did
 -- not name is never read, so a NOT NULL domain on it is not tripped.
-create or replace function resilience._record_definition(descriptor jsonb, names text [])
+create or replace function resilience._record_definition(descriptor jsonb, names text[])
 returns text
 language sql
 immutable
