@@ -82,15 +82,18 @@ $$;
 -- The image tables a transaction has images in (or had claims on).
 create or replace function resilience._tx_image_tables(tx_id uuid)
 returns setof regclass
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
+begin
+    return query
     select m.image_table from resilience.managed_tables as m
     where m.image_table is not null and m.relation in (
         select s.relation from resilience.tx_statements as s where s.tx_id = _tx_image_tables.tx_id
         union
         select c.relation from resilience.claimed_tables as c where c.tx_id = _tx_image_tables.tx_id);
+end;
 $$;
 
 -- Release every claim of a finished transaction (commit, rollback, reap).

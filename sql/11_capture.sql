@@ -71,26 +71,28 @@ $$;
 -- The logical transaction a write belongs to, checked: it exists, the caller
 -- owns it, it is active and unexpired (RZ001 / RZ002 / RZ003). Share-locked
 -- so that no commit, rollback or reap finishes it while a statement
--- captures into it.
+-- captures into it. Called only by generated SECURITY DEFINER functions (so
+-- it runs as the owner already): no SECURITY DEFINER, no SET clause (each
+-- costs on every captured statement); every name is qualified.
 create or replace function resilience._tx_for_capture(tx_text text)
 returns resilience.transactions
 language plpgsql
 volatile
-security definer
-set search_path = ''
 as $$
 declare
     tx resilience.transactions;
     caller_sub text;
 begin
-    if tx_text !~ '^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$' then
+    if tx_text operator(pg_catalog.!~) '^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$'
+    then
         raise exception using
             errcode = 'RZ001', message = pg_catalog.format('logical transaction %L not found', tx_text);
     end if;
-    select t.* into tx from resilience.transactions as t where t.id = tx_text::uuid for share;
+    select t.* into tx from resilience.transactions as t
+    where t.id operator(pg_catalog.=) tx_text::pg_catalog.uuid for share;
     caller_sub := resilience._caller_sub();
     if tx.id is null
-        or tx.owner_role <> resilience._caller_role()
+        or tx.owner_role operator(pg_catalog.<>) resilience._caller_role()
         or tx.owner_sub is distinct from caller_sub
     then
         raise exception using
@@ -98,7 +100,7 @@ begin
             message = pg_catalog.format('logical transaction %s not found', tx_text),
             hint = 'It does not exist or belongs to another role/user.';
     end if;
-    if tx.status <> 'active' or tx.expires_at <= pg_catalog.clock_timestamp() then
+    if tx.status operator(pg_catalog.<>) 'active' or tx.expires_at operator(pg_catalog.<=) pg_catalog.clock_timestamp() then
         perform resilience._require_active(tx);
     end if;
     return tx;
@@ -109,13 +111,12 @@ $$;
 -- transaction (tx set), 'p' a plain write on a table that has claims (its
 -- keys must be checked), 's' nothing to do (a plain write on a table without
 -- claims, or our own restore). `via` says how the transaction was named.
+-- Like _tx_for_capture: no SECURITY DEFINER, no SET clause, names qualified.
 create or replace function resilience._capture_mode(
     relation regclass, out mode "char", out tx_id uuid, out via text -- noqa: RF06
 )
 language plpgsql
 volatile
-security definer
-set search_path = ''
 as $$
 declare
     tx_text text := pg_catalog.current_setting('resilience.tx_id', true);
@@ -123,19 +124,21 @@ declare
     flag text;
 begin
     via := 'tx_execute';
-    if tx_text is null or tx_text = '' then
+    if tx_text is null or tx_text operator(pg_catalog.=) '' then
         headers := pg_catalog.current_setting('request.headers', true);
-        if headers is not null and pg_catalog.strpos(headers, 'x-resilience-tx') > 0 then
-            tx_text := headers::jsonb ->> 'x-resilience-tx';
+        if headers is not null and pg_catalog.strpos(headers, 'x-resilience-tx') operator(pg_catalog.>) 0 then
+            tx_text := headers::pg_catalog.jsonb operator(pg_catalog.->>) 'x-resilience-tx';
             via := 'header';
         end if;
     end if;
     flag := pg_catalog.current_setting('resilience.restoring', true);
-    if flag <> '' and exists (select 1 from resilience.restore_tokens as r where r.token::text = flag) then
+    if flag operator(pg_catalog.<>) '' and exists (
+        select 1 from resilience.restore_tokens as r where r.token::pg_catalog.text operator(pg_catalog.=) flag
+    ) then
         mode := 's';
-    elsif tx_text is null or tx_text = '' then
+    elsif tx_text is null or tx_text operator(pg_catalog.=) '' then
         mode := case when exists (
-            select 1 from resilience.claimed_tables as c where c.relation = _capture_mode.relation
+            select 1 from resilience.claimed_tables as c where c.relation operator(pg_catalog.=) _capture_mode.relation
         ) then 'p' else 's' end;
     else
         mode := 'c';
@@ -166,29 +169,37 @@ as $$
 $$;
 
 -- RZ007 unless the table still has the shape its generated code was made
--- for. False when the table is no longer managed (a detached partition keeps
--- its triggers until DDL tracking or manage_table removes them).
+-- for. Where our DDL event trigger is installed and enabled (it fires in
+-- replica mode too: ENABLE ALWAYS) DDL regenerates at once, so the shape is
+-- compared only without it, or when it could not regenerate (shape null).
+-- False when the table is no longer managed (a
+-- detached partition keeps its triggers until DDL tracking or manage_table
+-- removes them). Called only by SECURITY DEFINER functions; names qualified.
 create or replace function resilience._require_shape(relation regclass)
 returns boolean
 language plpgsql
 stable
-security definer
-set search_path = ''
 as $$
 declare
     stored text;
 begin
-    select m.shape into stored from resilience.managed_tables as m where m.relation = _require_shape.relation;
+    select m.shape into stored from resilience.managed_tables as m
+    where m.relation operator(pg_catalog.=) _require_shape.relation;
     if not found then
         return false;
     end if;
-    if stored is distinct from resilience._table_shape(relation) then
+    if (stored is null or not exists (
+        select 1 from pg_catalog.pg_event_trigger as e
+        where e.evtname operator(pg_catalog.=) 'resilience_managed_ddl_end'
+            and e.evtenabled operator(pg_catalog.=) 'A'
+    )) and stored is distinct from resilience._table_shape(relation)
+    then
         raise exception using
             errcode = 'RZ007',
             message = pg_catalog.format('managed table %s changed since manage_table', relation),
             hint = pg_catalog.format(
                 'Run select resilience.manage_table(%L) as its owner (event triggers do it at once where installed).',
-                relation::text);
+                relation::pg_catalog.text);
     end if;
     return true;
 end;
@@ -741,14 +752,16 @@ $body$,
         resilience._sql_keys_equal('e.', kk, kop, '(u.b).', kc));            -- 17
     execute pg_catalog.format('revoke all on function %s() from public', capture_fn);
 
-    -- Undo one captured statement, set-based. First the conflicts: rows
-    -- that no longer equal their after-image, compared with *= (binary
-    -- equality of every column: -0 is not 0, 1.0 is not 1.00, json text as
-    -- written, independent of session settings), unless already back in
-    -- their before-state (an FK cascade undone by an earlier step). With
-    -- conflicts and no force nothing is restored; with force the drifted
-    -- rows are overwritten too. Returns the restored count and the
-    -- conflicting keys.
+    -- Undo one captured statement, set-based. A row is restored only while
+    -- it still equals its after-image, compared with *= (binary equality of
+    -- every column: -0 is not 0, 1.0 is not 1.00, json text as written,
+    -- independent of session settings). Optimistic: when every row was
+    -- restored there is nothing to look for; otherwise the rows not
+    -- accounted for (not in their before-state, e.g. by an FK cascade undone
+    -- earlier) are the conflicts, and the caller (_undo) raises RZ005,
+    -- which discards this step too. With force, the conflicts are looked up
+    -- first (they are reported) and overwritten. Returns the restored count
+    -- and the conflicting keys.
     execute pg_catalog.format($body$
 create or replace function %1$s(p_tx pg_catalog.uuid, p_seq pg_catalog.int8, p_op pg_catalog.text,
     p_force pg_catalog.bool)
@@ -761,46 +774,71 @@ as $undo$
 #variable_conflict use_variable
 declare
     v_done pg_catalog.int8 := 0;
+    v_expected pg_catalog.int8;
     v_conflicts pg_catalog.jsonb;
 begin
+    select pg_catalog.count(*) into v_expected from %3$s as i where i.tx_id = p_tx and i.seq = p_seq
+        and i.op = pg_catalog.left(p_op, 1)::"char";
     if p_op = 'insert' then
-        select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(%6$s)) into v_conflicts
-        from %3$s as i
-        where i.tx_id = p_tx and i.seq = p_seq and i.op = 'i'
-            and exists (select 1 from %2$s as t where %4$s and not (%5$s operator(pg_catalog.*=) i.a));
-        if v_conflicts is null or p_force then
-            delete from %2$s as t using %3$s as i
-            where i.tx_id = p_tx and i.seq = p_seq and i.op = 'i' and %4$s;
-            get diagnostics v_done = row_count;
+        if p_force then
+            select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(%6$s)) into v_conflicts
+            from %3$s as i
+            where i.tx_id = p_tx and i.seq = p_seq and i.op = 'i'
+                and exists (select 1 from %2$s as t where %4$s and not (%5$s operator(pg_catalog.*=) i.a));
+        end if;
+        delete from %2$s as t using %3$s as i
+        where i.tx_id = p_tx and i.seq = p_seq and i.op = 'i' and %4$s
+            and (p_force or %5$s operator(pg_catalog.*=) i.a);
+        get diagnostics v_done = row_count;
+        if not p_force and v_done < v_expected then
+            -- Rows still there differ from their after-image (absent ones
+            -- are already undone).
+            select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(%6$s)) into v_conflicts
+            from %3$s as i
+            where i.tx_id = p_tx and i.seq = p_seq and i.op = 'i'
+                and exists (select 1 from %2$s as t where %4$s);
         end if;
     elsif p_op = 'delete' then
-        select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(%6$s)) into v_conflicts
-        from %3$s as i
-        where i.tx_id = p_tx and i.seq = p_seq and i.op = 'd'
-            and exists (select 1 from %2$s as t where %4$s and not (%5$s operator(pg_catalog.*=) i.b));
-        if v_conflicts is null or p_force then
-            insert into %2$s (%7$s) %8$s
-            select %9$s from %3$s as i
+        if p_force then
+            select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(%6$s)) into v_conflicts
+            from %3$s as i
             where i.tx_id = p_tx and i.seq = p_seq and i.op = 'd'
-                and not exists (select 1 from %2$s as t where %4$s);
-            get diagnostics v_done = row_count;
-        end if;
-        if v_conflicts is not null and p_force then
+                and exists (select 1 from %2$s as t where %4$s and not (%5$s operator(pg_catalog.*=) i.b));
             update %2$s as t set (%10$s) = row(%11$s) from %3$s as i
             where i.tx_id = p_tx and i.seq = p_seq and i.op = 'd' and %4$s
                 and not (%5$s operator(pg_catalog.*=) i.b);
         end if;
+        insert into %2$s (%7$s) %8$s
+        select %9$s from %3$s as i
+        where i.tx_id = p_tx and i.seq = p_seq and i.op = 'd'
+            and not exists (select 1 from %2$s as t where %4$s);
+        get diagnostics v_done = row_count;
+        if not p_force and v_done < v_expected then
+            -- Keys taken meanwhile by rows other than the deleted ones.
+            select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(%6$s)) into v_conflicts
+            from %3$s as i
+            where i.tx_id = p_tx and i.seq = p_seq and i.op = 'd'
+                and not exists (select 1 from %2$s as t where %4$s and %5$s operator(pg_catalog.*=) i.b);
+        end if;
     elsif p_op = 'update' then
-        select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(%6$s)) into v_conflicts
-        from %3$s as i
-        where i.tx_id = p_tx and i.seq = p_seq and i.op = 'u'
-            and not exists (select 1 from %2$s as t where %12$s and %5$s operator(pg_catalog.*=) i.a)
-            and not exists (select 1 from %2$s as t where %13$s and %5$s operator(pg_catalog.*=) i.b);
-        if v_conflicts is null or p_force then
-            update %2$s as t set (%10$s) = row(%11$s) from %3$s as i
-            where i.tx_id = p_tx and i.seq = p_seq and i.op = 'u' and %12$s
-                and (p_force or %5$s operator(pg_catalog.*=) i.a);
-            get diagnostics v_done = row_count;
+        if p_force then
+            select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(%6$s)) into v_conflicts
+            from %3$s as i
+            where i.tx_id = p_tx and i.seq = p_seq and i.op = 'u'
+                and not exists (select 1 from %2$s as t where %12$s and %5$s operator(pg_catalog.*=) i.a)
+                and not exists (select 1 from %2$s as t where %13$s and %5$s operator(pg_catalog.*=) i.b);
+        end if;
+        update %2$s as t set (%10$s) = row(%11$s) from %3$s as i
+        where i.tx_id = p_tx and i.seq = p_seq and i.op = 'u' and %12$s
+            and (p_force or %5$s operator(pg_catalog.*=) i.a);
+        get diagnostics v_done = row_count;
+        if not p_force and v_done < v_expected then
+            -- Restored rows now equal their before-image, and so do rows
+            -- already back; the others changed behind the claims.
+            select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(%6$s)) into v_conflicts
+            from %3$s as i
+            where i.tx_id = p_tx and i.seq = p_seq and i.op = 'u'
+                and not exists (select 1 from %2$s as t where %13$s and %5$s operator(pg_catalog.*=) i.b);
         end if;
     end if;
     return pg_catalog.jsonb_build_object('restored_rows', v_done,

@@ -43,17 +43,20 @@ begin
 end;
 $$;
 
--- Lazy reap, transaction check (RZ001/RZ002/RZ003), managed-table check.
-create or replace function resilience._execute_prepare(tx_id uuid, relation regclass)
-returns void
+-- Lazy reap (one index probe when nothing expired) and the managed table's
+-- descriptor (22023 when it is not managed). The transaction itself is
+-- checked (RZ001 / RZ002 / RZ003) and share-locked by the capture trigger
+-- or lock helper of the statement, which every write fires, so it is not
+-- checked twice.
+create or replace function resilience._execute_prepare(relation regclass)
+returns jsonb
 language plpgsql
 volatile
 security definer
 set search_path = ''
 as $$
 declare
-    tx resilience.transactions;
-    managed_as text;
+    managed jsonb;
 begin
     if exists (
         select 1 from resilience.transactions as t
@@ -61,25 +64,9 @@ begin
     ) then
         perform resilience._reap_if_expired();
     end if;
-    if tx_id is null then
-        raise exception using errcode = 'RZ001', message = 'logical transaction id is null';
-    end if;
-    select t.* into tx from resilience.transactions as t where t.id = _execute_prepare.tx_id for share;
-    if tx.id is null
-        or tx.owner_role <> resilience._caller_role()
-        or tx.owner_sub is distinct from resilience._caller_sub()
-    then
-        raise exception using
-            errcode = 'RZ001',
-            message = pg_catalog.format('logical transaction %s not found', tx_id),
-            hint = 'It does not exist or belongs to another role/user.';
-    end if;
-    if tx.status <> 'active' or tx.expires_at <= pg_catalog.clock_timestamp() then
-        perform resilience._require_active(tx);
-    end if;
-    select m.descriptor ->> 'target' into managed_as from resilience.managed_tables as m
+    select m.descriptor into managed from resilience.managed_tables as m
     where m.relation = _execute_prepare.relation;
-    if not found then
+    if managed is null then
         raise exception using
             errcode = '22023',
             message = pg_catalog.format('table %s is not managed by pgresilience', relation),
@@ -88,26 +75,29 @@ begin
     -- Renamed since manage_table (and no event trigger regenerated it): the
     -- descriptor's name is stale. Other shape changes are caught by the
     -- capture trigger.
-    if managed_as is distinct from (
+    if managed ->> 'target' is distinct from (
         select pg_catalog.format('%I.%I', n.nspname, c.relname) from pg_catalog.pg_class as c
         inner join pg_catalog.pg_namespace as n on n.oid = c.relnamespace where c.oid = relation
     ) then
         perform resilience._require_shape(relation);
     end if;
+    return managed;
 end;
 $$;
 
--- The descriptor of a table: the registry's for a managed table, else read
--- from the catalog (tx_run works on any table).
+-- plpgsql, not sql: a non-inlined sql function is planned again on every
+-- call from another function; plpgsql keeps its plans for the session.
 create or replace function resilience._descriptor(relation regclass)
 returns jsonb
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
-    select coalesce(
+begin
+    return coalesce(
         (select m.descriptor from resilience.managed_tables as m where m.relation = _descriptor.relation),
         resilience._describe(relation));
+end;
 $$;
 
 -- Raise 42703 unless every name is a column of the table.
@@ -137,14 +127,16 @@ $$;
 -- not name is never read, so a NOT NULL domain on it is not tripped.
 create or replace function resilience._record_definition(descriptor jsonb, names text[])
 returns text
-language sql
+language plpgsql
 immutable
 set search_path = ''
 as $$
-    select '(' operator(pg_catalog.||) pg_catalog.string_agg(
-        pg_catalog.format('%I %s', k.name, descriptor -> 'types' operator(pg_catalog.->>) k.name), ', ' order by k.name)
-        operator(pg_catalog.||) ')'
-    from pg_catalog.unnest(names) as k (name);
+begin
+    return (
+        select '(' || pg_catalog.string_agg(
+            pg_catalog.format('%I %s', k.name, descriptor -> 'types' ->> k.name), ', ' order by k.name) || ')'
+        from pg_catalog.unnest(names) as k (name));
+end;
 $$;
 
 -- `t.col = m.col and ...` for an equality filter ({"col": null} means IS NULL).
@@ -180,29 +172,32 @@ $$;
 -- (every column with a table SELECT grant, else only the granted columns).
 create or replace function resilience._returning_sql(relation regclass, descriptor jsonb)
 returns text
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
-    select case
-        when pg_catalog.has_table_privilege(relation, 'SELECT') then 'pg_catalog.to_jsonb(t.*)'
-        else coalesce((
-            select pg_catalog.string_agg(chunk.part, ' operator(pg_catalog.||) ')
-            from (
-                select pg_catalog.format('pg_catalog.jsonb_build_object(%s)',
-                    pg_catalog.string_agg(pg_catalog.format('%L, t.%I', c.name, c.name), ', ' order by c.ord)) as part
-                from pg_catalog.jsonb_array_elements_text(descriptor -> 'columns') with ordinality as c (name, ord)
-                where pg_catalog.has_column_privilege(relation, c.name, 'SELECT')
-                group by (c.ord - 1) / 50
-            ) as chunk), '''{}''::pg_catalog.jsonb')
-    end;
+begin
+    if pg_catalog.has_table_privilege(relation, 'SELECT') then
+        return 'pg_catalog.to_jsonb(t.*)';
+    end if;
+    return coalesce((
+        select pg_catalog.string_agg(chunk.part, ' operator(pg_catalog.||) ')
+        from (
+            select pg_catalog.format('pg_catalog.jsonb_build_object(%s)',
+                pg_catalog.string_agg(pg_catalog.format('%L, t.%I', c.name, c.name), ', ' order by c.ord)) as part
+            from pg_catalog.jsonb_array_elements_text(descriptor -> 'columns') with ordinality as c (name, ord)
+            where pg_catalog.has_column_privilege(relation, c.name, 'SELECT')
+            group by (c.ord - 1) / 50
+        ) as chunk), '''{}''::pg_catalog.jsonb');
+end;
 $$;
 
 -- The statement for tx_execute and tx_run: returns (rows jsonb, count bigint).
 -- lock_tx: the logical transaction a lock claims rows for (tx_execute); null
 -- in tx_run, where lock is a plain SELECT ... FOR UPDATE NOWAIT.
 create or replace function resilience._execute_sql(
-    relation regclass, operation text, data jsonb, match jsonb, lock_tx uuid default null
+    relation regclass, operation text, data jsonb, match jsonb, lock_tx uuid default null,
+    known_descriptor jsonb default null
 )
 returns text
 language plpgsql
@@ -210,7 +205,7 @@ stable
 set search_path = ''
 as $$
 declare
-    descriptor jsonb := resilience._descriptor(relation);
+    descriptor jsonb := coalesce(known_descriptor, resilience._descriptor(relation));
     target text := descriptor ->> 'target';
     returning_sql text := resilience._returning_sql(relation, descriptor);
     names text [];
@@ -362,9 +357,12 @@ begin
             errcode = '22023',
             message = pg_catalog.format('unknown operation %L: one of insert, update, delete, upsert, lock', operation);
     end if;
+    if tx_id is null then
+        raise exception using errcode = 'RZ001', message = 'logical transaction id is null';
+    end if;
     relation := resilience._resolve_table(table_name);
-    perform resilience._execute_prepare(tx_id, relation);
-    statement := resilience._execute_sql(relation, operation, data, match, tx_id);
+    statement := resilience._execute_sql(relation, operation, data, match, tx_id,
+        resilience._execute_prepare(relation));
     if pg_catalog.jsonb_typeof(data) = 'object' and operation in ('insert', 'upsert') then
         data := pg_catalog.jsonb_build_array(data);
     end if;

@@ -34,11 +34,11 @@ begin
     -- Internal steps of tx_execute and tx_run, which run as the caller.
     grant execute on function
         resilience._resolve_table(text),
-        resilience._execute_prepare(uuid, regclass),
+        resilience._execute_prepare(regclass),
         resilience._descriptor(regclass),
         resilience._describe(regclass),
         resilience._returning_sql(regclass, jsonb),
-        resilience._execute_sql(regclass, text, jsonb, jsonb, uuid),
+        resilience._execute_sql(regclass, text, jsonb, jsonb, uuid, jsonb),
         resilience._match_sql(jsonb, jsonb),
         resilience._require_columns(jsonb, text []),
         resilience._record_definition(jsonb, text [])

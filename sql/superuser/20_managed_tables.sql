@@ -34,6 +34,9 @@ begin
             begin
                 perform resilience._generate(managed);
             exception when others then
+                -- No stored shape: captured writes compare shapes again, and
+                -- fail with RZ007 until manage_table succeeds.
+                update resilience.managed_tables as m set shape = null where m.relation = managed;
                 raise warning 'pgresilience: capture of % not regenerated (%); captured writes fail with RZ007 '
                     'until resilience.manage_table(%L) is run', managed, sqlerrm, managed::text;
             end;
@@ -76,6 +79,7 @@ begin
         begin
             perform resilience._generate(managed);
         exception when others then
+            update resilience.managed_tables as m set shape = null where m.relation = managed;
             raise warning 'pgresilience: capture of % not regenerated (%)', managed, sqlerrm;
         end;
     end loop;
