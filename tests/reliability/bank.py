@@ -7,10 +7,11 @@ database transaction: tx_begin; the debit (one tx_execute); the credit
 log commits or rolls back with the money); then tx_commit or tx_rollback, or
 nothing at all (abandoned: the reaper times it out).
 
-tx_execute writes absolute values, so a client reads a balance and writes it
-back only if it is unchanged: `match` carries the balance it read
-(compare-and-set). A row another logical transaction has claimed fails at once
-with 55P03, a stale balance matches no row; either way the client rolls its
+tx_execute writes absolute values, so a client reads a balance under `lock`
+(the logical SELECT ... FOR UPDATE: the row is claimed by the transaction from
+that call on) and writes the new balance in the next call: nobody can change
+the balance in between, so no update is lost. A row another logical
+transaction has claimed fails at once with 55P03; the client rolls its
 transaction back and tries another transfer. Nobody waits, so no deadlock.
 """
 
@@ -75,10 +76,6 @@ def create_teller(admin: psycopg.Connection[Any]) -> None:
 EXPIRED = ("RZ002", "RZ003")
 
 
-class Retry(Exception):
-    """The transfer met a claimed row or a stale balance: roll back, try another."""
-
-
 @dataclass
 class Outcomes:
     """What the clients know happened, by logical transaction id."""
@@ -90,7 +87,6 @@ class Outcomes:
     # with the connection (crash): the database says what became of them.
     unknown: set[str] = field(default_factory=set)
     claim_conflicts: int = 0
-    stale_reads: int = 0
     gave_up: int = 0
     reconnects: int = 0
     transfers_done: int = 0  # planned transfers finished, whatever their outcome
@@ -144,27 +140,21 @@ class Teller:
         assert row is not None
         return row[0]
 
-    def balance(self, account: int) -> int:
-        row = self.conn.execute(
-            "select balance from public.accounts where id = %s", (account,)
-        ).fetchone()
-        assert row is not None
-        return int(row[0])
-
     def move(self, tx_id: str, account: int, delta: int) -> None:
-        """One call: compare-and-set the account's balance inside the transaction."""
-        seen = self.balance(account)
+        """Two calls: read the balance under lock (claimed from then on), then
+        write the new balance."""
+        locked = self.call("tx_execute", tx_id, "public.accounts", "lock", None, {"id": account})
+        assert locked["count"] == 1, locked
+        seen = int(locked["data"][0]["balance"])
         result = self.call(
             "tx_execute",
             tx_id,
             "public.accounts",
             "update",
             {"balance": seen + delta},
-            {"id": account, "balance": seen},
+            {"id": account},
         )
-        if result["count"] != 1:
-            self.outcomes.count("stale_reads")
-            raise Retry
+        assert result["count"] == 1, result
 
     def transfer(self, intent: str, rng: random.Random, plan: Plan) -> bool:
         """One attempt at a transfer; False when it has to be retried."""
@@ -192,9 +182,8 @@ class Teller:
             else:
                 self.outcomes.add("abandoned", tx_id)
             return True
-        except (Retry, psycopg.errors.LockNotAvailable) as exc:
-            if isinstance(exc, psycopg.errors.LockNotAvailable):
-                self.outcomes.count("claim_conflicts")
+        except psycopg.errors.LockNotAvailable:
+            self.outcomes.count("claim_conflicts")
             self.abort(tx_id, "conflict, retrying")
             return False
         except psycopg.Error as exc:
