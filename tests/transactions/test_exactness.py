@@ -201,14 +201,10 @@ def test_composite_key_updated_including_a_key_column(settings_conns):
     """)
     before = rows_text(conn, "public", "pairs")
     tx = begin(capture)
-    # Key swaps in one statement, then through tx_execute, then a delete.
-    header_write(
-        capture,
-        tx,
-        sql.SQL("update pairs set b = case b when 'x' then 'y' else 'x' end where a = 1"),
-    )
+    # Two keys changed in one statement, one through tx_execute, then a delete.
+    header_write(capture, tx, sql.SQL("update pairs set b = b || '2' where a = 1"))
     execute(capture, tx, "pairs", "update", {"a": 3, "v": "2.000"}, {"a": 2, "b": "x"})
-    execute(capture, tx, "pairs", "delete", None, {"a": 1, "b": "x"})
+    execute(capture, tx, "pairs", "delete", None, {"a": 1, "b": "x2"})
     header_write(capture, tx, sql.SQL("insert into pairs values (7, 'x', 2)"))
     assert rollback(control, tx)["conflicts"] == []
     assert rows_text(conn, "public", "pairs") == before

@@ -120,6 +120,7 @@ def test_savepoint_over_partitions(conn):
         "create table events_old (like events including all) ;"
         " alter table events attach partition events_old for values in ('old')",
     ],
+    ids=["partition_of", "attach_partition"],
 )
 def test_a_partition_is_refused_with_a_hint_naming_its_parent(conn, child):
     conn.execute("""
