@@ -273,6 +273,40 @@ begin
 end;
 $$;
 
+-- Can `=` compare values of this type (a default btree or hash operator
+-- class for it, its base type, or the polymorphic class it belongs to)? A
+-- match filter on any other column (json, point, xml, json[]) is refused
+-- with 22023 instead of failing as generated SQL.
+create or replace function resilience._has_equality(type_oid oid)
+returns boolean
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+    ty record;
+begin
+    select t.oid, t.typtype, t.typcategory, t.typelem, t.typbasetype into ty
+    from pg_catalog.pg_type as t where t.oid = type_oid;
+    if ty.typtype = 'd' then
+        return resilience._has_equality(ty.typbasetype);
+    end if;
+    if ty.typcategory = 'A' and ty.typelem <> 0 then
+        return resilience._has_equality(ty.typelem);
+    end if;
+    return exists (
+        select 1 from pg_catalog.pg_opclass as o
+        inner join pg_catalog.pg_am as a on a.oid = o.opcmethod
+        where a.amname in ('btree', 'hash') and o.opcdefault
+            and o.opcintype = any (array[ty.oid, case ty.typtype
+                when 'e' then 'pg_catalog.anyenum'::regtype
+                when 'r' then 'pg_catalog.anyrange'::regtype
+                when 'm' then 'pg_catalog.anymultirange'::regtype
+                when 'c' then 'pg_catalog.record'::regtype
+            end]));
+end;
+$$;
+
 -- What tx_execute and tx_run build statements from: the table's quoted name,
 -- its columns, key, identity ALWAYS and generated columns. Stored in the
 -- registry for managed tables (read per call instead of the catalog).
@@ -301,6 +335,11 @@ as $$
         'generated', (select coalesce(pg_catalog.jsonb_agg(a.attname order by a.attnum), '[]')
             from pg_catalog.pg_attribute as a
             where a.attrelid = relation and a.attnum > 0 and not a.attisdropped and a.attgenerated <> ''),
+        -- Columns a match filter may name (their type has an equality).
+        'comparable', (select coalesce(pg_catalog.jsonb_agg(a.attname order by a.attnum), '[]')
+            from pg_catalog.pg_attribute as a
+            where a.attrelid = relation and a.attnum > 0 and not a.attisdropped
+                and resilience._has_equality(a.atttypid)),
         -- Column types as the table declares them (domains included), for
         -- reading client JSON into exactly the columns it names.
         'types', (select coalesce(pg_catalog.jsonb_object_agg(a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)),
