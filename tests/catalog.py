@@ -6,6 +6,8 @@ identifies it to a person: kind, schema-qualified name, signature.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Any
 
 import psycopg
@@ -76,8 +78,7 @@ select 'function ' || p.oid::regprocedure::text
         || ' returns ' || coalesce(pg_get_function_result(p.oid), '-')
         || ' owner ' || pg_get_userbyid(p.proowner)
         || ' acl ' || coalesce(p.proacl::text, 'default')
-        || ' md5 '
-        || md5(case when p.prokind in ('a', 'w') then '' else pg_get_functiondef(p.oid) end)
+        || ' body ' || case when p.prokind in ('a', 'w') then '' else pg_get_functiondef(p.oid) end
     from pg_proc p join pg_namespace n on n.oid = p.pronamespace
     where n.nspname !~ '^pg_' and n.nspname <> 'information_schema'
 union all
@@ -139,6 +140,29 @@ order by 1
 """
 
 
+USER_TABLES = """
+select c.oid::text, c.relname::text from pg_class c
+where c.relnamespace not in (select oid from pg_namespace
+    where nspname ~ '^pg_' or nspname in ('information_schema', 'resilience'))
+    and c.relkind in ('r', 'p')
+"""
+
+
 def definition_listing(dsn: str) -> list[str]:
-    """Every object of this database with its definition (roles excluded)."""
-    return _lines(dsn, DEFINITIONS)
+    """Every object of this database with its definition (roles excluded).
+    Objects generated for a user table carry its OID in their names and
+    bodies; that OID is replaced by the table's name so that two databases
+    compare equal. Function bodies are compared by their SHA-256."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        tables = conn.execute(USER_TABLES).fetchall()
+    pattern = re.compile(r"(?<![0-9])(" + "|".join(o for o, _ in tables) + r")(?![0-9])")
+    names = dict(tables)
+    lines = []
+    for line in _lines(dsn, DEFINITIONS):
+        if tables:
+            line = pattern.sub(lambda m: f"<{names[m.group(1)]}>", line)
+        head, sep, body = line.partition(" body ")
+        if sep:
+            line = f"{head} body-sha256 {hashlib.sha256(body.encode()).hexdigest()}"
+        lines.append(line)
+    return sorted(lines)

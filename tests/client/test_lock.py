@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from pgresilience import AsyncTransactionManager, ClaimConflict, TransactionManager
 
 
-@pytest.mark.xfail(strict=False, reason="needs lock in SQL core")
 def test_lock_returns_the_rows_and_claims_them(accounts, dsn):
     with TransactionManager(dsn) as tm, tm.transaction() as tx:
         rows = tx.lock("accounts", {"id": 7})
@@ -23,7 +20,6 @@ def test_lock_returns_the_rows_and_claims_them(accounts, dsn):
     assert accounts.execute("select balance from accounts where id = 7").fetchone() == (70,)
 
 
-@pytest.mark.xfail(strict=False, reason="needs lock in SQL core")
 def test_async_lock_returns_the_rows(accounts, dsn):
     async def main() -> list[dict[str, object]]:
         async with AsyncTransactionManager(dsn) as tm, tm.transaction() as tx:

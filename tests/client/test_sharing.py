@@ -39,7 +39,7 @@ def _check(conn: psycopg.Connection[Any], outcomes: dict[int, tuple[str, str]]) 
         "select count(*) from resilience.transactions where status = 'active'"
     ).fetchone()
     assert active == (0,)
-    assert conn.execute("select count(*) from resilience.claims").fetchone() == (0,)
+    assert conn.execute("select count(*) from resilience._claims()").fetchone() == (0,)
 
 
 def _sync_worker(tm: TransactionManager, i: int) -> tuple[str, str]:

@@ -9,12 +9,18 @@ create table resilience.release_functions (
 comment on table resilience.release_functions is
 'Functions the installed release defined; written by the installer only';
 
--- Up to v0.1.0 (revision 0004) every function of the schema came from the
--- release's files: they are the ones to compare with the new release.
+-- Until now every function of the schema came from the release's files
+-- (v0.1.0, then revision 0005), except what manage_table generated for each
+-- managed table (its registry names them): the rest is what the new release
+-- is compared with.
 insert into resilience.release_functions (signature)
 select p.oid::regprocedure
 from pg_catalog.pg_proc as p
-where p.pronamespace = 'resilience'::regnamespace;
+where p.pronamespace = 'resilience'::regnamespace
+    and not exists (
+        select 1 from resilience.managed_tables as m
+        where p.oid in (m.capture_function, m.undo_function, m.lock_function)
+    );
 
 -- downgrade --
 drop table resilience.release_functions;
