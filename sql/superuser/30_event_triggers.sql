@@ -97,8 +97,15 @@ begin
         return;
     end if;
     tracked := resilience._schema_tracked_names();
+    -- CONCURRENTLY shares its command tag with the plain form: the query says
+    -- which (it runs alone, outside any transaction block, so the query is
+    -- that one statement).
     select pg_catalog.string_agg(
-        c.classid::text || ',' || c.objid::text || ',' || c.command_tag, ';'
+        c.classid::text || ',' || c.objid::text || ',' || c.command_tag
+        || case when c.command_tag = 'CREATE INDEX'
+            and pg_catalog.current_query() operator(pg_catalog.~*) 'create\s+(unique\s+)?index\s+concurrently\M'
+            then ' CONCURRENTLY' else '' end,
+        ';'
     ) into entries
     from pg_catalog.pg_event_trigger_ddl_commands() as c
     where not c.in_extension
@@ -168,5 +175,11 @@ begin
     drop event trigger if exists resilience_schema_sql_drop;
     create event trigger resilience_schema_sql_drop on sql_drop
     execute function resilience._schema_sql_drop();
+
+    -- ALWAYS: also under session_replication_role = replica (pg_restore
+    -- --disable-triggers, logical replication appliers, some migration tools),
+    -- where an ORIGIN trigger would silently record nothing.
+    alter event trigger resilience_schema_ddl_end enable always;
+    alter event trigger resilience_schema_sql_drop enable always;
 end;
 $$;

@@ -58,7 +58,7 @@ def test_every_change_type_with_its_severity(tracker: Tracker) -> None:
         (["alter table users alter column nickname set not null"],
          {("nullability_changed", "public.users", "nickname", "high")}),
         (["alter table users alter column nickname drop not null"],
-         {("nullability_changed", "public.users", "nickname", "low")}),
+         {("nullability_changed", "public.users", "nickname", "medium")}),
         (["alter table users alter column nickname set default 'anon'"],
          {("default_changed", "public.users", "nickname", "low")}),
         (["alter table users rename column name to full_name"],

@@ -1,0 +1,45 @@
+"""Schema tracking v2: where the snapshot was taken.
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-11-30
+"""
+
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+# A revision carries the SQL it applies: never read a file that later edits
+# could change.
+UPGRADE = r"""
+-- The catalog the snapshot's OIDs belong to, and the snapshot's format. A
+-- restore (pg_dump/pg_restore) or a pg_upgrade brings the snapshot into a
+-- catalog where its OIDs mean nothing (or other objects); a new release may
+-- read more per object. Either way the next fold first re-keys the snapshot
+-- (by name, or by OID for a format change) instead of reporting phantom
+-- drops. One row; empty until the first fold after this revision.
+create table resilience.schema_catalog (
+    singleton boolean primary key default true check (singleton),
+    system_identifier bigint not null,
+    database_oid oid not null,
+    -- The OID of this very table: another one after any restore, even into
+    -- a cluster whose identifiers happen to match.
+    table_oid oid not null,
+    snapshot_format integer not null check (snapshot_format > 0)
+);
+"""
+
+DOWNGRADE = r"""
+drop table if exists resilience.schema_catalog;
+"""
+
+
+def upgrade() -> None:
+    op.execute(UPGRADE)
+
+
+def downgrade() -> None:
+    op.execute(DOWNGRADE)
