@@ -19,13 +19,10 @@ from psycopg import sql
 from pgresilience import installer
 from pgresilience.schema import diff
 
+from .conftest import summary
+
 Tracker = Any  # tests/schema/conftest.py: Tracker
 Server = Any  # tests/conftest.py: Server
-
-
-def summary(changes: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
-    """{(type, table, column, severity)}: the facts most tests assert on."""
-    return {(c["type"], c["table"], c["column"], c["severity"]) for c in changes}
 
 
 def payload(notify: Any) -> dict[str, Any]:
