@@ -611,7 +611,7 @@ begin
         )
 
         -- Collected first, written after: old and new keys may overlap.
-        select pg_catalog.array_agg(pg_catalog.row(
+        select pg_catalog.array_agg(row(
             e.kind, e.object_oid, e.sub_id, e.table_oid, e.data, e.hash
         )::resilience.schema_objects) into snapshot
         from everything_kept as e;
