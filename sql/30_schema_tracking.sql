@@ -589,25 +589,46 @@ begin
             from paired as p
         ),
 
-        -- Stored objects without a live counterpart stay, unless their key is
-        -- now another live object's.
+        -- Stored objects without a live counterpart (dropped while DDL was not
+        -- tracked) stay, for the next diff to report them dropped. In another
+        -- catalog their OIDs may now be other objects': they get keys no live
+        -- object has (OIDs from the top of the range, attnums past the limit),
+        -- on the re-keyed table they belong to.
         kept as (
-            select o.kind, o.object_oid, o.sub_id, o.table_oid, o.data, o.hash
+            select o.kind, o.object_oid, o.sub_id, o.table_oid, o.data, o.hash,
+                (4294967295 operator(pg_catalog.-) pg_catalog.row_number() over (
+                    order by o.kind, o.object_oid, o.sub_id
+                ))::oid as ghost,
+                100000 operator(pg_catalog.+) pg_catalog.row_number() over (
+                    order by o.kind, o.object_oid, o.sub_id
+                ) as ghost_sub
             from resilience.schema_objects as o
             where not exists (
                 select from rekeyed as r
                 where r.kind = o.kind and r.old_oid = o.object_oid and r.old_sub = o.sub_id
             )
-                and not exists (
-                    select from fresh as f
-                    where f.kind = o.kind and f.object_oid = o.object_oid and f.sub_id = o.sub_id
-                )
         ),
 
         everything_kept as (
             select r.kind, r.object_oid, r.sub_id, r.table_oid, r.data, r.hash from rekeyed as r
             union all
-            select k.kind, k.object_oid, k.sub_id, k.table_oid, k.data, k.hash from kept as k
+            select k.kind,
+                case when not moved then k.object_oid
+                    when k.kind = 'column' then coalesce(t.object_oid, k.ghost)
+                    else k.ghost
+                end,
+                case when moved and k.kind = 'column' then k.ghost_sub::integer else k.sub_id end,
+                case when not moved then k.table_oid
+                    when k.kind in ('column', 'constraint', 'index', 'policy') then coalesce(t.object_oid, k.ghost)
+                    when k.kind in ('table', 'view') then k.ghost
+                end,
+                k.data, k.hash
+            from kept as k
+            left join rekeyed as t
+                on moved and t.kind = 'table'
+                and (t.data operator(pg_catalog.->>) 'schema') operator(pg_catalog.||) '.'
+                operator(pg_catalog.||) (t.data operator(pg_catalog.->>) 'name')
+                = k.data operator(pg_catalog.->>) 'table'
         )
 
         -- Collected first, written after: old and new keys may overlap.
