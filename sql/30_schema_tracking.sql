@@ -871,11 +871,11 @@ as $$
     select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgresilience-schema-fold'));
 $$;
 
--- Deferred constraint trigger on schema_pending: runs once per
--- transaction that ran tracked DDL, just before it commits. Never raises:
--- a tracking bug must not block a migration.
-create or replace function resilience._schema_on_commit()
-returns trigger
+-- Fold this transaction's DDL (collected by the event triggers) into one
+-- version; returns it, or null when nothing tracked changed. The caller
+-- holds the fold lock.
+create or replace function resilience._schema_fold_pending()
+returns bigint
 language plpgsql
 volatile
 security definer
@@ -886,30 +886,44 @@ declare
     dependents record;
     everything record;
 begin
+    select * into pending from resilience._schema_take_pending();
+    if pending.full_scan then
+        select * into everything from resilience._schema_all_ids();
+        return resilience._schema_fold(
+            'ddl', everything.rels, everything.procs, everything.types, true, pending.commands
+        );
+    end if;
+    select * into dependents
+    from resilience._schema_dependents(
+        array(select pg_catalog.unnest(pending.rels) except select pg_catalog.unnest(pending.created)),
+        array(select pg_catalog.unnest(pending.procs) except select pg_catalog.unnest(pending.created)),
+        array(select pg_catalog.unnest(pending.types) except select pg_catalog.unnest(pending.created))
+    );
+    return resilience._schema_fold(
+        'ddl',
+        pending.rels operator(pg_catalog.||) dependents.dep_rels,
+        pending.procs operator(pg_catalog.||) dependents.dep_procs,
+        pending.types, false, pending.commands
+    );
+end;
+$$;
+
+-- Deferred constraint trigger on schema_pending: runs once per
+-- transaction that ran tracked DDL, just before it commits. Never raises:
+-- a tracking bug must not block a migration.
+create or replace function resilience._schema_on_commit()
+returns trigger
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+begin
     begin
         perform resilience._schema_lock();
         -- This transaction's row, and any a failed fold left behind.
         delete from resilience.schema_pending;
-        select * into pending from resilience._schema_take_pending();
-        if pending.full_scan then
-            select * into everything from resilience._schema_all_ids();
-            perform resilience._schema_fold(
-                'ddl', everything.rels, everything.procs, everything.types, true, pending.commands
-            );
-        else
-            select * into dependents
-            from resilience._schema_dependents(
-                array(select pg_catalog.unnest(pending.rels) except select pg_catalog.unnest(pending.created)),
-                array(select pg_catalog.unnest(pending.procs) except select pg_catalog.unnest(pending.created)),
-                array(select pg_catalog.unnest(pending.types) except select pg_catalog.unnest(pending.created))
-            );
-            perform resilience._schema_fold(
-                'ddl',
-                pending.rels operator(pg_catalog.||) dependents.dep_rels,
-                pending.procs operator(pg_catalog.||) dependents.dep_procs,
-                pending.types, false, pending.commands
-            );
-        end if;
+        perform resilience._schema_fold_pending();
     exception when others then
         raise warning 'pgresilience: schema version not recorded (%: %); resilience.schema_refresh() catches up',
             sqlstate, sqlerrm;
@@ -1033,6 +1047,69 @@ as $$
         'tables', v.tables, 'diffed_in', v.diffed_in, 'change_count', v.change_count,
         'max_severity', v.max_severity
     );
+$$;
+
+-- The changes the DDL run so far in this transaction would record at
+-- commit, without recording anything: the fold runs in a subtransaction that
+-- is rolled back (its version, snapshot, audit row and NOTIFY with it), and
+-- the DDL collected so far stays pending for the real commit. Without event
+-- triggers there is nothing collected: the preview then compares the whole
+-- catalog with the last version (as schema_refresh() would).
+-- Shape: a schema_changes_since() row plus "preview": true; "changes" is
+-- null (and "deltas" given) where PL/Python is missing.
+create or replace function resilience.schema_preview()
+returns jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    result jsonb;
+    new_version bigint;
+    everything record;
+begin
+    begin
+        perform resilience._schema_lock();
+        if exists (
+            select from pg_catalog.pg_event_trigger as e
+            where e.evtname = 'resilience_schema_ddl_end' and e.evtenabled operator(pg_catalog.<>) 'D'
+        ) then
+            new_version := resilience._schema_fold_pending();
+        else
+            select * into everything from resilience._schema_all_ids();
+            new_version := resilience._schema_fold(
+                'refresh', everything.rels, everything.procs, everything.types, true, '{}'
+            );
+        end if;
+        select resilience._schema_version_json(v)
+            operator(pg_catalog.||) pg_catalog.jsonb_build_object('changes', v.changes)
+            operator(pg_catalog.||) case when v.changes is null
+                then pg_catalog.jsonb_build_object(
+                    'deltas', resilience._schema_diff_input(v.version, v.commands)::jsonb
+                )
+                else '{}'::jsonb
+            end
+        into result
+        from resilience.schema_versions as v
+        where v.version = new_version;
+        -- Undo the fold: only the values read above survive.
+        raise exception using errcode = 'RZ900', message = 'pgresilience: preview rolled back';
+    exception when sqlstate 'RZ900' then
+        null;
+    end;
+    if result is null then
+        -- Nothing tracked changed: the current version, no changes.
+        select resilience._schema_version_json(v)
+            operator(pg_catalog.||) pg_catalog.jsonb_build_object(
+                'changes', '[]'::jsonb, 'change_count', 0, 'max_severity', null
+            )
+        into result
+        from resilience.schema_versions as v
+        order by v.version desc limit 1;
+    end if;
+    return result operator(pg_catalog.||) pg_catalog.jsonb_build_object('preview', true);
+end;
 $$;
 
 -- Versions, newest first.
