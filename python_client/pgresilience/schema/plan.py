@@ -105,6 +105,8 @@ def plan_sql(dsn: str, migration: str) -> PlanResult:
             return _failure(exc)
         try:
             return PlanResult(changes=_preview(conn))
+        except psycopg.Error as exc:  # e.g. pgresilience not installed there
+            return _failure(exc)
         finally:
             conn.rollback()
 
