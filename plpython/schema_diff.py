@@ -24,11 +24,18 @@ strong_migrations; the table is ``SEVERITY_RULES`` and docs/schema_tracking.md.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+
+# Typing-only imports: at commit, in a new session, PL/Python loads this
+# module, and importing typing (~15 ms) or collections would be paid there.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
+    from typing import Any
+
+    Delta = Mapping[str, Any]
+    Change = dict[str, Any]
 
 __all__ = [
     "CRITICAL",
@@ -53,18 +60,21 @@ LOW, MEDIUM, HIGH, CRITICAL = "low", "medium", "high", "critical"
 SEVERITIES = (LOW, MEDIUM, HIGH, CRITICAL)
 _RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 
-Delta = Mapping[str, Any]
-Change = dict[str, Any]
 
-
-class Rule(NamedTuple):
+class Rule:
     """One severity rule: the change type it rates, the situation, the
     severity, and the migration linter rule it follows (or "-")."""
 
-    type: str
-    situation: str
-    severity: str
-    source: str
+    __slots__ = ("type", "situation", "severity", "source")
+
+    def __init__(self, type_: str, situation: str, severity: str, source: str) -> None:
+        self.type, self.situation, self.severity, self.source = type_, situation, severity, source
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((self.type, self.situation, self.severity, self.source))
+
+    def __repr__(self) -> str:
+        return f"Rule{tuple(self)!r}"
 
 
 # The one source of severities: compute_changes() rates every change through
@@ -322,7 +332,7 @@ def canonical_json(value: Any) -> str:
     The database hashes exactly that text, so the client can recompute any
     object hash. Numbers are limited to integers (snapshots hold no floats).
     """
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):
         items = sorted(value.items(), key=lambda kv: _jsonb_key(kv[0]))
         return (
             "{"
@@ -344,11 +354,15 @@ def canonical_json(value: Any) -> str:
 
 def object_hash(kind: str, data: Mapping[str, Any]) -> str:
     """SHA-256 (hex) of ``kind || ':' || canonical JSON``, as the database computes it."""
+    import hashlib  # not needed by the diff at commit
+
     return hashlib.sha256(f"{kind}:{canonical_json(data)}".encode()).hexdigest()
 
 
 def sorted_hash(hashes: Iterable[str]) -> str:
     """SHA-256 (hex) over ``hashes`` sorted and concatenated."""
+    import hashlib
+
     return hashlib.sha256("".join(sorted(hashes)).encode("ascii")).hexdigest()
 
 

@@ -1,4 +1,4 @@
-"""Schema tracking v2: where the snapshot was taken.
+"""Schema tracking v2: where the snapshot was taken; compiled PL/Python modules.
 
 Revision ID: 0005
 Revises: 0004
@@ -30,10 +30,21 @@ create table resilience.schema_catalog (
     table_oid oid not null,
     snapshot_format integer not null check (snapshot_format > 0)
 );
+
+-- A module's compiled code (marshal), so that a new session loads it instead
+-- of compiling the source again (that compile is paid at the first DDL's
+-- commit). Written by the plpython3u loaders; bytecode_key says for which
+-- source (SHA-256) and which Python (cache tag) it is valid.
+alter table resilience.plpython_modules
+add column bytecode bytea,
+add column bytecode_key text;
 """
 
 DOWNGRADE = r"""
 drop table if exists resilience.schema_catalog;
+alter table resilience.plpython_modules
+drop column if exists bytecode,
+drop column if exists bytecode_key;
 """
 
 

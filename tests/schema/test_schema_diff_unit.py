@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -503,7 +504,7 @@ def test_plpython_entry_point_takes_and_returns_json_text() -> None:
 
 
 def test_every_rule_in_the_severity_table_uses_a_known_severity() -> None:
-    assert {rule[2] for rule in sd.SEVERITY_RULES} <= set(sd.SEVERITIES)
+    assert {rule.severity for rule in sd.SEVERITY_RULES} <= set(sd.SEVERITIES)
 
 
 def test_module_runs_on_the_system_python_the_server_uses() -> None:
@@ -539,3 +540,18 @@ def test_every_change_names_the_rule_that_rated_it() -> None:
     change = only([delta("column", "100.2", column("email"), None)])
     assert change["rule"] == "column_dropped"
     assert sd.RULES[change["rule"]].severity == change["severity"]
+
+
+def test_module_imports_neither_typing_nor_hashlib_when_it_loads() -> None:
+    """PL/Python loads the module at the first DDL's commit in a new session:
+    what it imports there is paid by that commit."""
+    source = data_path("plpython") / "schema_diff.py"
+    script = (
+        "import sys, types; before = set(sys.modules); m = types.ModuleType('schema_diff'); "
+        f"exec(compile(open({str(source)!r}).read(), 'schema_diff.py', 'exec'), m.__dict__); "
+        "print(sorted(set(sys.modules) - before))"
+    )
+    result = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True,
+                            check=True)  # fmt: skip
+    loaded = result.stdout
+    assert "'typing'" not in loaded and "'hashlib'" not in loaded and "'collections'" not in loaded

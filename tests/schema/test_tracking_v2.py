@@ -127,3 +127,26 @@ def test_drop_not_null_is_medium(tracker: Tracker) -> None:
     changes = tracker.migrate("alter table t alter column id drop not null")
     assert summary(changes) == {("nullability_changed", "public.t", "id", "medium")}
     assert changes[0]["rule"] == "drop_not_null"
+
+
+def test_the_diff_module_is_compiled_once_and_loaded_by_later_sessions(
+    db_tracker: Tracker, dsn: str
+) -> None:
+    conn = db_tracker.conn
+    db_tracker.migrate("create table t (id int)")
+    key, sha = conn.execute(
+        "select bytecode_key, sha256 from resilience.plpython_modules where name = 'schema_diff'"
+    ).fetchone() or (None, None)
+    assert key is not None and key.startswith(f"{sha}:")
+    # Stale compiled code (another source) is never used: compiled again.
+    conn.execute(
+        "update resilience.plpython_modules set bytecode = 'junk', bytecode_key = 'other'"
+        " where name = 'schema_diff'"
+    )
+    with psycopg.connect(dsn, autocommit=True) as fresh:
+        fresh.execute("alter table t add column note text")
+    [version] = db_tracker.since(db_tracker.latest() - 1)
+    assert summary(version) == {("column_added", "public.t", "note", "low")}
+    assert conn.execute(
+        "select bytecode_key from resilience.plpython_modules where name = 'schema_diff'"
+    ).fetchone() == (key,)
