@@ -82,6 +82,19 @@ as $$
         );
 $$;
 
+-- Schemas whose objects are never tracked, whatever the settings say:
+-- pg_* (temporary objects included), information_schema, resilience. Inlined
+-- (language sql, no SET clause): it runs for every object of every DDL.
+create or replace function resilience._schema_never_tracked(schema_name text)
+returns boolean
+language sql
+immutable
+as $$
+    select schema_name operator(pg_catalog.~~) 'pg\_%'
+        or schema_name operator(pg_catalog.=) 'information_schema'
+        or schema_name operator(pg_catalog.=) 'resilience';
+$$;
+
 create or replace function resilience._schema_ddl_command_end()
 returns event_trigger
 language plpgsql
@@ -91,12 +104,10 @@ set search_path = ''
 as $$
 declare
     entries text;
-    tracked text[];
 begin
     if resilience._schema_tracking_skipped() then
         return;
     end if;
-    tracked := resilience._schema_tracked_names();
     -- CONCURRENTLY shares its command tag with the plain form: the query says
     -- which (it runs alone, outside any transaction block, so the query is
     -- that one statement).
@@ -115,8 +126,10 @@ begin
             'pg_catalog.pg_rewrite'::pg_catalog.regclass, 'pg_catalog.pg_type'::pg_catalog.regclass,
             'pg_catalog.pg_proc'::pg_catalog.regclass, 'pg_catalog.pg_namespace'::pg_catalog.regclass
         )
-        and (c.schema_name is null
-            or c.schema_name operator(pg_catalog.=) any(tracked))
+        -- Only the schemas never tracked are left out here (a cheap test on
+        -- every statement); the setting-driven choice is made at commit, where
+        -- the catalog is re-read from tracked schemas only.
+        and (c.schema_name is null or not resilience._schema_never_tracked(c.schema_name))
         and (c.classid operator(pg_catalog.<>) 'pg_catalog.pg_namespace'::pg_catalog.regclass
             or c.command_tag = 'ALTER SCHEMA');
     if entries is not null then
@@ -136,12 +149,10 @@ set search_path = ''
 as $$
 declare
     entries text;
-    tracked text[];
 begin
     if resilience._schema_tracking_skipped() then
         return;
     end if;
-    tracked := resilience._schema_tracked_names();
     select pg_catalog.string_agg(d.classid::text || ',' || d.objid::text || ',' || tg_tag, ';') into entries
     from pg_catalog.pg_event_trigger_dropped_objects() as d
     where not d.is_temporary
@@ -151,11 +162,8 @@ begin
             'pg_catalog.pg_rewrite'::pg_catalog.regclass, 'pg_catalog.pg_type'::pg_catalog.regclass,
             'pg_catalog.pg_proc'::pg_catalog.regclass
         )
-        -- A schema dropped by this very command is gone already: keep its objects
-        -- (the fold ignores whatever the snapshot never had).
-        and (d.schema_name is null
-            or d.schema_name operator(pg_catalog.=) any(tracked)
-            or pg_catalog.to_regnamespace(d.schema_name) is null);
+        -- The fold ignores whatever the snapshot never had.
+        and (d.schema_name is null or not resilience._schema_never_tracked(d.schema_name));
     if entries is not null then
         perform resilience._schema_remember(entries);
     end if;
