@@ -491,9 +491,11 @@ as $$
 $$;
 
 -- An object's identity by name, for re-keying the snapshot where OIDs
--- changed: relations, enum types by schema and name, functions with their
--- arguments, everything on a table by the table's and its own name.
-create or replace function resilience._schema_name_key(kind text, data jsonb)
+-- changed: relations and enum types by schema and name, functions with their
+-- arguments, everything on a relation by that relation's schema and name
+-- (``owner``: the relation's data) and its own name. Built as a JSON array:
+-- names may hold any character, dots included.
+create or replace function resilience._schema_name_key(kind text, data jsonb, owner jsonb)
 returns text
 language sql
 immutable
@@ -501,7 +503,10 @@ as $$
     select pg_catalog.jsonb_build_array(
         kind,
         case when kind in ('column', 'constraint', 'index', 'policy')
-            then data operator(pg_catalog.->>) 'table' else data operator(pg_catalog.->>) 'schema'
+            then owner operator(pg_catalog.->>) 'schema' else data operator(pg_catalog.->>) 'schema'
+        end,
+        case when kind in ('column', 'constraint', 'index', 'policy')
+            then owner operator(pg_catalog.->>) 'name'
         end,
         data operator(pg_catalog.->>) 'name',
         data operator(pg_catalog.->>) 'arguments'
@@ -547,17 +552,28 @@ begin
 
     if exists (select from resilience.schema_objects) then
         select * into everything from resilience._schema_all_ids();
-        with fresh as (
+        with live as (
             select f.kind, f.object_oid, f.sub_id, f.table_oid, f.data,
-                resilience._schema_object_hash(f.kind, f.data) as hash,
-                resilience._schema_name_key(f.kind, f.data) as name_key
+                resilience._schema_object_hash(f.kind, f.data) as hash
             from resilience._schema_catalog(everything.rels, everything.procs, everything.types) as f
+        ),
+
+        fresh as (
+            select f.kind, f.object_oid, f.sub_id, f.table_oid, f.data, f.hash,
+                resilience._schema_name_key(f.kind, f.data, rel.data) as name_key
+            from live as f
+            left join live as rel
+                on f.kind in ('column', 'constraint', 'index', 'policy')
+                and rel.kind in ('table', 'view') and rel.object_oid = f.table_oid
         ),
 
         stale as (
             select o.kind, o.object_oid, o.sub_id, o.data, o.hash,
-                resilience._schema_name_key(o.kind, o.data) as name_key
+                resilience._schema_name_key(o.kind, o.data, rel.data) as name_key
             from resilience.schema_objects as o
+            left join resilience.schema_objects as rel
+                on o.kind in ('column', 'constraint', 'index', 'policy')
+                and rel.kind in ('table', 'view') and rel.object_oid = o.table_oid and rel.sub_id = 0
         ),
 
         -- Another catalog: pair by name. Same catalog, other format: by OID.
@@ -625,10 +641,8 @@ begin
                 k.data, k.hash
             from kept as k
             left join rekeyed as t
-                on moved and t.kind = 'table'
-                and (t.data operator(pg_catalog.->>) 'schema') operator(pg_catalog.||) '.'
-                operator(pg_catalog.||) (t.data operator(pg_catalog.->>) 'name')
-                = k.data operator(pg_catalog.->>) 'table'
+                on moved and t.kind in ('table', 'view') and t.old_oid = k.table_oid and t.old_sub = 0
+                and k.kind in ('column', 'constraint', 'index', 'policy')
         )
 
         -- Collected first, written after: old and new keys may overlap.

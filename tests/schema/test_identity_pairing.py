@@ -121,3 +121,20 @@ def test_after_pairing_a_full_re_read_finds_nothing(tracker: Tracker) -> None:
     )
     refreshed = tracker.conn.execute("select resilience.schema_refresh()").fetchone()
     assert refreshed is not None and refreshed[0]["changed"] is False
+
+
+def test_hostile_names_pair_like_any_other(tracker: Tracker) -> None:
+    tracker.migrate(
+        'create schema "s.1"',
+        'create table "s.1"."t ""x""" ("c,1;2" varchar(15) constraint "u ""k""" unique,'
+        ' n int constraint "n;>0" check (n > 0))',
+        'create index "i.1" on "s.1"."t ""x""" (n)',
+    )
+    changes = tracker.migrate(
+        'alter table "s.1"."t ""x""" alter column "c,1;2" type text',
+        'alter table "s.1"."t ""x""" alter column n type bigint',
+    )
+    assert summary(changes) == {
+        ("column_type_changed", 's.1.t "x"', "c,1;2", "low"),
+        ("column_type_changed", 's.1.t "x"', "n", "high"),
+    }

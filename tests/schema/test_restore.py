@@ -35,6 +35,14 @@ APP_SCHEMA = [
     "create policy own on users using (email = current_user)",
     "create view adults as select id, email from users where age >= 18",
     "create function add(a int, b int) returns int language sql as 'select a + b'",
+    # Hostile names: dots, quotes, separators, spaces (the name key must not blur them).
+    'create schema "a.b"',
+    'create table "a.b"."c ""d""" ("x,y;z" int constraint "k;1,2" check ("x,y;z" > 0))',
+    # "a"."b.c" and "a.b"."c" print alike as a.b.c: still two tables.
+    'create schema "a"',
+    'create table "a"."b.c" (id int constraint same_name check (id > 0))',
+    'create table "a.b"."c" (id int constraint same_name check (id > 1))',
+    'create index "i ""1""" on "a.b"."c ""d""" ("x,y;z")',
 ]
 
 
