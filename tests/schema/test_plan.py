@@ -191,3 +191,18 @@ def test_schema_preview_records_nothing_and_keeps_the_ddl_pending(
     # Outside any DDL: no change.
     empty = app.execute("select resilience.schema_preview()").fetchone()
     assert empty is not None and empty[0]["changes"] == [] and empty[0]["version"] == before[0] + 1
+
+
+def test_a_preview_left_open_does_not_hold_up_other_migrations(
+    app: psycopg.Connection[Any], dsn: str
+) -> None:
+    """The preview's fold (and its lock) is rolled back with its subtransaction."""
+    with app.transaction():
+        app.execute("alter table users add column bio text")
+        app.execute("select resilience.schema_preview()")
+        with psycopg.connect(dsn, autocommit=True) as other:
+            before = other.execute("select max(version) from resilience.schema_versions").fetchone()
+            other.execute("set lock_timeout = '3s'")
+            other.execute("create table elsewhere (id int)")
+            after = other.execute("select max(version) from resilience.schema_versions").fetchone()
+        assert before is not None and after is not None and after[0] == before[0] + 1
