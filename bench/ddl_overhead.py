@@ -16,7 +16,7 @@
 (alternating who goes first), 1 warm-up round then >= 5 measured; each prints
 median [min-max] of wall time and of backend CPU time (/proc/<pid>/schedstat).
 
-Usage: python bench/ddl_overhead.py [--quick] [--only a,b,c,d,e,f]
+Usage: python bench/ddl_overhead.py [--quick] [--only a,b,c,d,e,f] [--diff-at-commit on|off]
 Uses an embedded PostgreSQL, or the server of $PGRESILIENCE_BENCH_DSN (superuser).
 """
 
@@ -393,6 +393,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short run (smaller sizes)")
     parser.add_argument("--only", default="a,b,c,d,e,f", help="which parts to run (default: all)")
+    parser.add_argument(
+        "--diff-at-commit",
+        choices=("on", "off"),
+        default="on",
+        help="setting schema_diff_at_commit of the tracked database (default: on)",
+    )
     args = parser.parse_args()
     parts = set(args.only.split(","))
     create_count, rounds_a = (300, 2) if args.quick else (1000, 5)
@@ -404,6 +410,12 @@ def main() -> None:
     with server() as admin_dsn:
         tracked = fresh_database(admin_dsn, TRACKED, tracked=True)
         plain = fresh_database(admin_dsn, PLAIN, tracked=False)
+        with psycopg.connect(tracked, autocommit=True) as conn:
+            conn.execute(
+                "update resilience.settings set value = %s where name = 'schema_diff_at_commit'",
+                (args.diff_at_commit,),
+            )
+        print(f"schema_diff_at_commit = {args.diff_at_commit}")
         try:
             if "a" in parts:
                 verdicts.append(bench_create(tracked, plain, create_count, rounds_a) <= 1.5)

@@ -813,6 +813,10 @@ begin
 
     if origin = 'baseline' then
         diff_changes := '[]';
+    elsif origin = 'ddl' and resilience._setting('schema_diff_at_commit') = 'off' then
+        -- Off: a migration's commit never starts PL/Python (~30 ms in a new
+        -- session); the version keeps its deltas and readers rate them.
+        diff_changes := null;
     elsif pg_catalog.to_regprocedure('resilience._schema_diff(json)') is not null then
         begin
             execute 'select resilience._schema_diff($1)::jsonb' into diff_changes

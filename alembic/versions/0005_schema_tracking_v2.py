@@ -38,9 +38,16 @@ create table resilience.schema_catalog (
 alter table resilience.plpython_modules
 add column bytecode bytea,
 add column bytecode_key text;
+
+insert into resilience.settings (name, value, description) values
+    ('schema_diff_at_commit', 'on',
+        'Diff each migration in PL/Python at its commit (on/off); off: the commit never starts '
+        || 'PL/Python, versions keep their deltas and readers (the Python client) rate them')
+on conflict (name) do nothing;
 """
 
 DOWNGRADE = r"""
+delete from resilience.settings where name = 'schema_diff_at_commit';
 drop table if exists resilience.schema_catalog;
 alter table resilience.plpython_modules
 drop column if exists bytecode,

@@ -12,13 +12,15 @@ select pg_temp.pgresilience_plan_run(%s);
 select resilience.schema_preview();
 
 -- schema_tracking_mode --
--- How DDL becomes versions here: event triggers enabled? diff in PL/Python?
+-- How DDL becomes versions here: event triggers enabled? diff in PL/Python
+-- at commit (installed, and setting schema_diff_at_commit on)?
 select
     exists (
         select from pg_event_trigger
         where evtname in ('resilience_schema_ddl_end', 'resilience_schema_sql_drop') and evtenabled <> 'D'
     ),
-    to_regprocedure('resilience._schema_diff(json)') is not null;
+    to_regprocedure('resilience._schema_diff(json)') is not null
+    and coalesce(resilience._setting('schema_diff_at_commit'), 'on') = 'on';
 
 -- schema_history_rated --
 -- The last N versions, newest first, each with its changes or, where the

@@ -107,7 +107,8 @@ def rated_history(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def tracking_notes(event_triggers: bool, plpython: bool) -> list[str]:
-    """What a user must know about how changes reach them here (status, watch)."""
+    """What a user must know about how changes reach them here (status, watch).
+    ``plpython``: the database diffs at commit (PL/Python there, setting on)."""
     notes: list[str] = []
     if not event_triggers:
         notes.append(
@@ -115,7 +116,10 @@ def tracking_notes(event_triggers: bool, plpython: bool) -> list[str]:
             "resilience.schema_refresh() (call it after every migration)"
         )
     if not plpython:
-        notes.append("no PL/Python here: the client computes each version's changes and severities")
+        notes.append(
+            "no diff at commit here (no PL/Python, or setting schema_diff_at_commit off): "
+            "the client computes each version's changes and severities"
+        )
     return notes
 
 
