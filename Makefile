@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pgresilience-installed
 
-.PHONY: setup test lint pytest demo bench clean
+.PHONY: setup test lint pytest fuzz demo bench clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,12 @@ lint: setup
 
 pytest: setup
 	$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+## make fuzz: the oracle test with many more examples, shrinking failures
+## (ORACLE_EXAMPLES=n to choose how many; ORACLE_TAME=1 for plain names and types)
+fuzz: setup
+	ORACLE_EXAMPLES=$${ORACLE_EXAMPLES:-400} ORACLE_SHRINK=1 $(BIN)/pytest -p no:cacheprovider \
+		tests/transactions/test_oracle.py --timeout 3600 $(PYTEST_ARGS)
 
 ## make demo: runs every scenario on an embedded PostgreSQL (or on $$DATABASE_URL)
 demo: setup

@@ -70,8 +70,8 @@ def state(conn: psycopg.Connection[Any]) -> Any:
         "select (select jsonb_agg(u order by id) from users u),"
         " (select jsonb_agg(p) from profiles p),"
         " (select jsonb_agg(c order by code) from codes c), (select count(*) from no_pk),"
-        " (select count(*) from resilience.restore_points),"
-        " (select count(*) from resilience.claims)"
+        " (select resilience._image_count()),"
+        " (select count(*) from resilience._claims())"
     ).fetchone()
 
 
