@@ -273,6 +273,40 @@ begin
 end;
 $$;
 
+-- Can `=` compare values of this type (a default btree or hash operator
+-- class for it, its base type, or the polymorphic class it belongs to)? A
+-- match filter on any other column (json, point, xml, json[]) is refused
+-- with 22023 instead of failing as generated SQL.
+create or replace function resilience._has_equality(type_oid oid)
+returns boolean
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+    ty record;
+begin
+    select t.oid, t.typtype, t.typcategory, t.typelem, t.typbasetype into ty
+    from pg_catalog.pg_type as t where t.oid = type_oid;
+    if ty.typtype = 'd' then
+        return resilience._has_equality(ty.typbasetype);
+    end if;
+    if ty.typcategory = 'A' and ty.typelem <> 0 then
+        return resilience._has_equality(ty.typelem);
+    end if;
+    return exists (
+        select 1 from pg_catalog.pg_opclass as o
+        inner join pg_catalog.pg_am as a on a.oid = o.opcmethod
+        where a.amname in ('btree', 'hash') and o.opcdefault
+            and o.opcintype = any (array[ty.oid, case ty.typtype
+                when 'e' then 'pg_catalog.anyenum'::regtype
+                when 'r' then 'pg_catalog.anyrange'::regtype
+                when 'm' then 'pg_catalog.anymultirange'::regtype
+                when 'c' then 'pg_catalog.record'::regtype
+            end]));
+end;
+$$;
+
 -- What tx_execute and tx_run build statements from: the table's quoted name,
 -- its columns, key, identity ALWAYS and generated columns. Stored in the
 -- registry for managed tables (read per call instead of the catalog).
@@ -301,6 +335,11 @@ as $$
         'generated', (select coalesce(pg_catalog.jsonb_agg(a.attname order by a.attnum), '[]')
             from pg_catalog.pg_attribute as a
             where a.attrelid = relation and a.attnum > 0 and not a.attisdropped and a.attgenerated <> ''),
+        -- Columns a match filter may name (their type has an equality).
+        'comparable', (select coalesce(pg_catalog.jsonb_agg(a.attname order by a.attnum), '[]')
+            from pg_catalog.pg_attribute as a
+            where a.attrelid = relation and a.attnum > 0 and not a.attisdropped
+                and resilience._has_equality(a.atttypid)),
         -- Column types as the table declares them (domains included), for
         -- reading client JSON into exactly the columns it names.
         'types', (select coalesce(pg_catalog.jsonb_object_agg(a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)),
@@ -334,11 +373,12 @@ begin
             errcode = '22023',
             message = pg_catalog.format('%s cannot be managed: only ordinary application tables can', relation);
     end if;
-    if target.relispartition or exists (select 1 from pg_catalog.pg_inherits as h where h.inhrelid = relation) then
+    if exists (select 1 from pg_catalog.pg_inherits as h where h.inhrelid = relation) then
         raise exception using
             errcode = '22023',
             message = pg_catalog.format('%s is a partition or an inheritance child', relation),
-            hint = 'Manage its parent: capture on the parent covers every partition.';
+            hint = pg_catalog.format('Manage its parent %s: capture on the parent covers every partition.',
+                (select h.inhparent::regclass from pg_catalog.pg_inherits as h where h.inhrelid = relation limit 1));
     end if;
     if not exists (select 1 from pg_catalog.pg_index as i where i.indrelid = relation and i.indisprimary) then
         raise exception using
@@ -778,7 +818,7 @@ declare
     v_conflicts pg_catalog.jsonb;
 begin
     select pg_catalog.count(*) into v_expected from %3$s as i where i.tx_id = p_tx and i.seq = p_seq
-        and i.op = pg_catalog.left(p_op, 1)::"char";
+        and i.op = pg_catalog.left(p_op, 1)::"char" and p_op <> 'keys';
     if p_op = 'insert' then
         if p_force then
             select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(%6$s)) into v_conflicts
@@ -840,6 +880,10 @@ begin
             where i.tx_id = p_tx and i.seq = p_seq and i.op = 'u'
                 and not exists (select 1 from %2$s as t where %13$s and %5$s operator(pg_catalog.*=) i.b);
         end if;
+    elsif p_op = 'keys' then
+        -- The statement's keys (the first 20), to name the rows of an error.
+        select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(%6$s)) into v_conflicts
+        from (select * from %3$s as e where e.tx_id = p_tx and e.seq = p_seq and e.op <> 'k' limit 20) as i;
     end if;
     return pg_catalog.jsonb_build_object('restored_rows', v_done,
         'conflicts', coalesce(v_conflicts, '[]'::pg_catalog.jsonb));
@@ -882,6 +926,10 @@ declare
     v_first pg_catalog.bool;
     v_holder pg_catalog.uuid;
 begin
+    -- Nothing locked, nothing claimed, nothing to record.
+    if coalesce(pg_catalog.cardinality(p_ctids), 0) = 0 then
+        return 0;
+    end if;
     insert into resilience.claimed_tables (relation, tx_id) values (v_root, v_tx_id) on conflict do nothing;
     get diagnostics v_rows = row_count;
     v_first := v_rows > 0;

@@ -148,6 +148,7 @@ set search_path = ''
 as $$
 declare
     names text [];
+    incomparable text;
 begin
     if match is null or pg_catalog.jsonb_typeof(match) <> 'object' or match = '{}'::jsonb then
         raise exception using
@@ -157,6 +158,15 @@ begin
     end if;
     select pg_catalog.array_agg(k order by k) into names from pg_catalog.jsonb_object_keys(match) as k;
     perform resilience._require_columns(descriptor, names);
+    select k into incomparable from pg_catalog.unnest(names) as k
+    where pg_catalog.jsonb_typeof(match -> k) <> 'null' and not (descriptor -> 'comparable') ? k
+    limit 1;
+    if incomparable is not null then
+        raise exception using
+            errcode = '22023',
+            message = pg_catalog.format('match cannot compare column %I of table %s: its type has no equality',
+                incomparable, descriptor ->> 'target');
+    end if;
     return (
         select pg_catalog.string_agg(
             case when pg_catalog.jsonb_typeof(match -> k) = 'null'

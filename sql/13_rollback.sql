@@ -117,9 +117,13 @@ begin
                 get stacked diagnostics failed_state = returned_sqlstate, failed_message = message_text,
                     failed_constraint = constraint_name;
                 postponed := postponed || pg_catalog.jsonb_build_array(step);
+                execute pg_catalog.format('select %s($1, $2, $3, false)', undo_fn::oid::regproc)
+                into outcome using tx_id, (step ->> 'seq')::bigint, 'keys';
                 failures := failures || pg_catalog.jsonb_build_array(step - 'relation'
                     || pg_catalog.jsonb_build_object('sqlstate', failed_state, 'error', failed_message,
-                        'constraint', nullif(failed_constraint, '')));
+                        'constraint', nullif(failed_constraint, ''),
+                        'keys', case when resilience._keys_visible_to((step ->> 'relation')::oid::regclass, owner_role)
+                            then outcome -> 'conflicts' end));
             end;
         end loop;
         -- Rows changed outside the transaction: never overwritten silently.

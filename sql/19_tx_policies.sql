@@ -37,6 +37,7 @@ begin
         resilience._execute_prepare(regclass),
         resilience._descriptor(regclass),
         resilience._describe(regclass),
+        resilience._has_equality(oid),
         resilience._returning_sql(regclass, jsonb),
         resilience._execute_sql(regclass, text, jsonb, jsonb, uuid, jsonb),
         resilience._match_sql(jsonb, jsonb),

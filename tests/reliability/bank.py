@@ -340,7 +340,7 @@ def check_invariants(admin: psycopg.Connection[Any], outcomes: Outcomes) -> dict
     ).fetchall()
     assert mismatched == []
 
-    assert admin.execute("select count(*) from resilience.claims").fetchone() == (0,)
+    assert admin.execute("select count(*) from resilience._claims()").fetchone() == (0,)
     return {
         "committed": len(committed_in_db),
         "transfers": len(logged),

@@ -266,7 +266,7 @@ def test_tx_run_with_every_name(conn, tables):
             assert_rows(result, columns, count)
         assert results[1]["data"][0] == {key: 10} | {c: "u" for c in rest}
         final = conn.execute(
-            sql.SQL("select to_jsonb(t) from {} as t where {} = 11").format(
+            sql.SQL("select to_jsonb(t.*) from {} as t where {} = 11").format(
                 sql.Identifier(table), sql.Identifier(key)
             )
         ).fetchone()
