@@ -43,12 +43,11 @@ begin
 end;
 $$;
 
--- Lazy reap (one index probe when nothing expired) and the managed table's
--- descriptor (22023 when it is not managed). The transaction itself is
--- checked (RZ001 / RZ002 / RZ003) and share-locked by the capture trigger
--- or lock helper of the statement, which every write fires, so it is not
--- checked twice.
-create or replace function resilience._execute_prepare(relation regclass)
+-- Lazy reap (one index probe when nothing expired), the transaction check
+-- (RZ001 / RZ002 / RZ003, before the write is even tried: a caller who does
+-- not own it learns nothing else) and the managed table's descriptor
+-- (22023 when it is not managed).
+create or replace function resilience._execute_prepare(tx_id uuid, relation regclass)
 returns jsonb
 language plpgsql
 volatile
@@ -64,6 +63,7 @@ begin
     ) then
         perform resilience._reap_if_expired();
     end if;
+    perform resilience._tx_for_capture(tx_id::text);
     select m.descriptor into managed from resilience.managed_tables as m
     where m.relation = _execute_prepare.relation;
     if managed is null then
@@ -372,7 +372,7 @@ begin
     end if;
     relation := resilience._resolve_table(table_name);
     statement := resilience._execute_sql(relation, operation, data, match, tx_id,
-        resilience._execute_prepare(relation));
+        resilience._execute_prepare(tx_id, relation));
     if pg_catalog.jsonb_typeof(data) = 'object' and operation in ('insert', 'upsert') then
         data := pg_catalog.jsonb_build_array(data);
     end if;

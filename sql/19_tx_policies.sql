@@ -34,7 +34,7 @@ begin
     -- Internal steps of tx_execute and tx_run, which run as the caller.
     grant execute on function
         resilience._resolve_table(text),
-        resilience._execute_prepare(regclass),
+        resilience._execute_prepare(uuid, regclass),
         resilience._descriptor(regclass),
         resilience._describe(regclass),
         resilience._has_equality(oid),

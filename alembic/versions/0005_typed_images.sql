@@ -47,6 +47,7 @@ drop function if exists resilience._execute_sql(regclass, text, jsonb, jsonb);
 drop function if exists resilience._match_sql(regclass, jsonb);
 drop function if exists resilience._require_columns(regclass, text[]);
 drop function if exists resilience._execute_done(uuid, regclass, text, bigint, timestamptz);
+-- Same arguments, another result type (the descriptor).
 drop function if exists resilience._execute_prepare(uuid, regclass);
 drop function if exists resilience._release_claims(uuid);
 drop function if exists resilience._undo_batch(uuid, bigint, oid, text, boolean);

@@ -96,6 +96,12 @@ def _watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from pgresilience.schema import plan
+
+    return plan.run(args, _dsn(args))
+
+
 def _demo(args: argparse.Namespace) -> int:
     from pgresilience.demo import run_demo
 
@@ -146,6 +152,15 @@ COMMANDS = (
         "print schema changes live",
         "Print every schema version as its migration commits, with its changes and their "
         "severities, until interrupted.",
+    ),
+    Command(
+        "plan",
+        _plan,
+        "run a migration, print its rated changes, roll back (CI gate)",
+        "Run a migration for real in one transaction (a SQL file, or `alembic upgrade "
+        "head` with --alembic), print the changes it makes with their severities, and roll "
+        "back. Its own exit codes: 0 below --fail-on, 1 at or above it, 2 when the migration "
+        "itself fails.",
     ),
     Command(
         "demo",
@@ -220,6 +235,10 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
                 help="write one SQL script doing this install (or upgrade) to stdout instead, "
                 "for supabase/migrations/; no database is contacted",
             )
+        if command.name == "plan":
+            from pgresilience.schema.plan import add_arguments
+
+            add_arguments(sub)
         if command.name == "uninstall":
             sub.add_argument(
                 "--force",

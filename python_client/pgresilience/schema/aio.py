@@ -40,7 +40,14 @@ from pgresilience._source_aio import (
 )
 from pgresilience.errors import map_error
 from pgresilience.queries import query
-from pgresilience.schema._core import Callback, ChangeList, SchemaCache, SchemaState, SchemaVersion
+from pgresilience.schema._core import (
+    Callback,
+    ChangeList,
+    SchemaCache,
+    SchemaState,
+    SchemaVersion,
+    rated_history,
+)
 
 __all__ = ["LISTENER_NAME", "AsyncSchemaVersionManager"]
 
@@ -145,7 +152,8 @@ class AsyncSchemaVersionManager:
 
     async def history(self, max_count: int = 50) -> list[dict[str, Any]]:
         """Versions, newest first."""
-        return [row[0] for row in await self._rows("schema_history", (max_count,))]
+        rows = await self._rows("schema_history_rated", {"n": max_count})
+        return rated_history([row[0] for row in rows])
 
     async def changes_since(self, version: int) -> list[ChangeList]:
         """Changes of every version after ``version``, oldest first."""
@@ -182,7 +190,7 @@ class AsyncSchemaVersionManager:
 
     # -- internals -------------------------------------------------------------
 
-    async def _rows(self, name: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    async def _rows(self, name: str, params: Any = ()) -> list[tuple[Any, ...]]:
         try:
             async with self._connections.connection() as conn, conn.transaction():
                 cursor = await conn.execute(query(name), params, prepare=False)

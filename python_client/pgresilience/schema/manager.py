@@ -41,7 +41,14 @@ from pgresilience._source import (
 )
 from pgresilience.errors import map_error
 from pgresilience.queries import query
-from pgresilience.schema._core import Callback, ChangeList, SchemaCache, SchemaState, SchemaVersion
+from pgresilience.schema._core import (
+    Callback,
+    ChangeList,
+    SchemaCache,
+    SchemaState,
+    SchemaVersion,
+    rated_history,
+)
 
 __all__ = ["LISTENER_NAME", "SchemaVersionManager"]
 
@@ -146,7 +153,8 @@ class SchemaVersionManager:
 
     def history(self, max_count: int = 50) -> list[dict[str, Any]]:
         """Versions, newest first."""
-        return [row[0] for row in self._rows("schema_history", (max_count,))]
+        rows = self._rows("schema_history_rated", {"n": max_count})
+        return rated_history([row[0] for row in rows])
 
     def changes_since(self, version: int) -> list[ChangeList]:
         """Changes of every version after ``version``, oldest first."""
@@ -183,7 +191,7 @@ class SchemaVersionManager:
 
     # -- internals -------------------------------------------------------------
 
-    def _rows(self, name: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    def _rows(self, name: str, params: Any = ()) -> list[tuple[Any, ...]]:
         try:
             with self._connections.connection() as conn, conn.transaction():
                 cursor = conn.execute(query(name), params, prepare=False)

@@ -1,7 +1,7 @@
 """Release bookkeeping: the functions the installed release defined.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-11-30
 """
 
@@ -9,8 +9,8 @@ from alembic import op
 
 from pgresilience.queries import revision_sql
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

@@ -10,7 +10,7 @@ comment on table resilience.release_functions is
 'Functions the installed release defined; written by the installer only';
 
 -- Until now every function of the schema came from the release's files
--- (v0.1.0, then revision 0005), except what manage_table generated for each
+-- (v0.1.0, then revisions 0005-0006), except what manage_table generated for each
 -- managed table (its registry names them): the rest is what the new release
 -- is compared with.
 insert into resilience.release_functions (signature)
