@@ -25,6 +25,7 @@ __all__ = [
     "RollbackConflict",
     "SavepointNotFound",
     "SqlState",
+    "TableChanged",
     "TransactionExpired",
     "TransactionNotActive",
     "TransactionNotFound",
@@ -83,6 +84,13 @@ class SavepointNotFound(PgResilienceError):
     sqlstate = "RZ006"
 
 
+class TableChanged(PgResilienceError):
+    """A managed table's columns or key changed since ``manage_table`` and
+    nothing regenerated its capture: run ``manage_table`` again (RZ007)."""
+
+    sqlstate = "RZ007"
+
+
 class ClaimConflict(PgResilienceError):
     """The row is claimed by another logical transaction (SQLSTATE 55P03)."""
 
@@ -139,6 +147,12 @@ SQLSTATES: tuple[SqlState, ...] = (
         RollbackConflict,
     ),
     SqlState("RZ006", "savepoint not found", SavepointNotFound),
+    SqlState(
+        "RZ007",
+        "a managed table changed since manage_table and its capture was not regenerated "
+        "(no event triggers, or images of a changed key/type are held): run manage_table again",
+        TableChanged,
+    ),
     SqlState(
         "55P03",
         "row claimed by another logical transaction (detail names the holder and its "
