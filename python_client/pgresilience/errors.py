@@ -156,14 +156,17 @@ SQLSTATES: tuple[SqlState, ...] = (
     SqlState(
         "55P03",
         "row claimed by another logical transaction (detail names the holder and its "
-        "expiry); truncate of a table with claims",
+        "expiry, never the row); row locked by another database transaction (lock); "
+        "truncate of a table with claims",
         ClaimConflict,
     ),
     SqlState("55006", "unmanage_table while rows of the table are claimed", ObjectInUse),
     SqlState(
         "22023",
         "invalid operation or argument: bad operation, data/match shape, missing match, "
-        "unmanaged table, table without primary key, bad timeout",
+        "a match on a column whose type has no equality, unmanaged table, a table that "
+        "cannot be managed (partition, inheritance child, no primary key), upsert without "
+        "a primary key, bad timeout",
         InvalidOperation,
     ),
     SqlState("22P02", "a value of data/match that the column's type refuses", InvalidOperation),
@@ -171,7 +174,8 @@ SQLSTATES: tuple[SqlState, ...] = (
     SqlState("42703", "unknown column", UnknownObject),
     SqlState(
         "42501",
-        "permission denied: the target table's grants or RLS, manage_table by a non-owner",
+        "permission denied: the target table's grants or RLS, manage_table by a non-owner, "
+        "tx_images by a non-admin",
         PermissionDenied,
     ),
     SqlState("0A000", "feature not available here (no PL/Python, no privilege)", NotSupported),
