@@ -33,6 +33,7 @@ __all__ = [
     "ratio_line",
     "scratch_database",
     "server",
+    "spread",
     "verdict",
 ]
 

@@ -24,8 +24,11 @@ CPU-time ratio, from /proc/<pid>/schedstat, printed beside it):
 Alternative designs (issue 11 item 3, bench/_designs.py), measured in the
 same rounds on bench-local tables and marked "(floor)": for (a) a CASE
 dispatcher over static per-table functions and a dynamic-EXECUTE function,
-both with statement-level typed capture; for (a2) statement-level typed
-capture and row-level capture; for (b)/(c) typed images whose row is the
+both with statement-level typed capture; for (a2) the PostgREST request
+itself on an unmanaged table (four round trips: BEGIN, the set_config
+select, the INSERT, COMMIT, where the plain INSERT is one), then
+statement-level typed capture and row-level capture, both against that
+request; for (b)/(c) typed images whose row is the
 claim, and jsonb images with a claims table; for (d) an empty trigger
 declaring the transition table and a row-level trigger with a WHEN test;
 for (f) one function locking and claiming.
@@ -436,14 +439,27 @@ def main() -> None:
                 ),
                 ratio_line(
                     one,
-                    "    floor: statement-level typed capture vs plain",
-                    "pgrst_typed",
+                    "    floor: the PostgREST request itself, unmanaged",
+                    "pgrst_plain",
                     "plain",
                     None,
                     n,
                 ),
                 ratio_line(
-                    one, "    floor: row-level capture vs plain", "pgrst_row", "plain", None, n
+                    one,
+                    "    floor: statement-level typed capture (vs a2')",
+                    "pgrst_typed",
+                    "pgrst_plain",
+                    None,
+                    n,
+                ),
+                ratio_line(
+                    one,
+                    "    floor: row-level capture (vs a2')",
+                    "pgrst_row",
+                    "pgrst_plain",
+                    None,
+                    n,
                 ),
                 ratio_line(
                     big,
