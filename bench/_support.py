@@ -164,18 +164,24 @@ def spread(values: Sequence[float]) -> str:
     return f"{statistics.median(values):5.2f} [{min(values):.2f}-{max(values):.2f}]"
 
 
-def verdict(ratio: float, target: float | None) -> str:
+def verdict(ratio: float, target: float | None, note: str = "(floor)") -> str:
     if target is None:
-        return "(floor)"
+        return note
     return f"(target <= {target}) {'ok' if ratio <= target else 'MISSED'}"
 
 
 def ratio_line(
-    results: Rounds, label: str, part: str, base: str, target: float | None, per: int = 1
+    results: Rounds,
+    label: str,
+    part: str,
+    base: str,
+    target: float | None,
+    per: int = 1,
+    note: str = "(floor)",
 ) -> str:
     """One printed ratio: wall median [min-max], CPU median [min-max], the
     median wall times of both sides (divided by `per`, e.g. calls per round)
-    and the verdict on the median wall ratio."""
+    and the verdict on the median wall ratio (`note` where there is no target)."""
     wall, cpu = results.ratios(part, base)
     base_t = results.median_wall(base) / per
     part_t = results.median_wall(part) / per
@@ -183,5 +189,5 @@ def ratio_line(
     return (
         f"  {label:<58} wall {spread(wall)}  cpu {spread(cpu)}"
         f"  ({base_t * scale:.1f} -> {part_t * scale:.1f} {unit})"
-        f"  {verdict(statistics.median(wall), target)}"
+        f"  {verdict(statistics.median(wall), target, note)}"
     )

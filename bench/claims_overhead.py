@@ -135,6 +135,7 @@ def main() -> None:
                             "plain",
                             target if width == 1 else None,
                             n,
+                            "(no target)",
                         ),
                         ratio_line(
                             r,

@@ -480,6 +480,7 @@ def main() -> None:
                     "tx_execute",
                     "returning",
                     None,
+                    note="(no target)",
                 ),
                 ratio_line(
                     big, "(c) rollback of (b) vs the forward update", "rollback", "forward", 2.0

@@ -5,10 +5,10 @@ total and self time per measured operation, heaviest self time first.
 Operations (4-column table: id bigint pk, grp int, v int, note text):
 tx_execute single-row insert; the same INSERT in PostgREST header mode;
 tx_execute lock of one row; a single-row UPDATE outside any logical
-transaction while claims are held on other rows (the claim guard); a
---rows-row UPDATE in header mode and its rollback.
+transaction while --claims claims are held on other rows (the claim guard);
+a --rows-row UPDATE in header mode and its rollback.
 
-Usage: python bench/tx_profile.py [--calls N] [--rows N]
+Usage: python bench/tx_profile.py [--calls N] [--rows N] [--claims N]
 """
 
 from __future__ import annotations
@@ -58,6 +58,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument(
+        "--claims", type=int, default=10_000, help="claims held during the guard's updates"
+    )
     args = parser.parse_args()
     n = args.calls
     shape = "4 columns"
@@ -65,7 +68,7 @@ def main() -> None:
         conn.execute("set track_functions = 'all'")
         create(conn, "p_ins", shape)
         create(conn, "p_lock", shape, rows=n)
-        create(conn, "p_guard", shape, rows=2 * n)
+        create(conn, "p_guard", shape, rows=n + args.claims)
         create(conn, "p_up", shape, rows=args.rows)
         for t in ("p_ins", "p_lock", "p_guard", "p_up"):
             conn.execute("select resilience.manage_table(%s)", (t,))
@@ -103,18 +106,24 @@ def main() -> None:
         profile(conn, "PostgREST header-mode INSERT", n, header_insert)
         profile(conn, "tx_execute lock", n, lock)
         conn.execute("select resilience.tx_commit(%s)", (tx,))
-        holder = tx_begin(conn)  # claims rows n+1..2n, never written below
-        for i in range(n + 1, 2 * n + 1):
-            conn.execute(
-                "select resilience.tx_execute(%s, 'p_guard', 'lock', match => %s)",
-                (holder, Jsonb({"id": i})),
-            )
+        holder = tx_begin(conn)  # claims rows n+1.., never written below
+        postgrest(
+            conn,
+            {"x-resilience-tx": str(holder)},
+            "update p_guard set v = -1 where id > %s",
+            (n,),
+        )
 
         def guard() -> None:
             for i in range(1, n + 1):
                 conn.execute("update p_guard set v = v + 1 where id = %s", (i,))
 
-        profile(conn, "claim guard: single-row UPDATE, claims held on other rows", n, guard)
+        profile(
+            conn,
+            f"claim guard: single-row UPDATE, {args.claims:,} claims held on other rows",
+            n,
+            guard,
+        )
         conn.execute("select resilience.tx_rollback(%s)", (holder,))
         big = tx_begin(conn)
         header = {"x-resilience-tx": str(big)}
