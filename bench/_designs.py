@@ -172,16 +172,21 @@ end $$;
 create function {undo}(p_tx uuid) returns bigint language plpgsql as $$
 declare
     done bigint;
+    expected bigint;
 begin
     perform floor_check(p_tx);
     perform floor_begin_restore();
-    if exists (select 1 from {img} i where i.tx = p_tx and i.b is not null
-        and not exists (select 1 from {t} t where t.id = i.k and t *= i.a)) then
-        raise exception using errcode = 'RZ005', message = 'drifted';
-    end if;
+    -- One pass: restore the rows that still equal their after image; if
+    -- any image found no such row, a row drifted: raise, and the database
+    -- transaction undoes the restore (all or nothing).
     update {t} t set ({cols}) = ({bcols}) from {img} i
     where i.tx = p_tx and i.b is not null and t.id = i.k and t *= i.a;
     get diagnostics done = row_count;
+    delete from {img} i where i.tx = p_tx and i.b is not null;
+    get diagnostics expected = row_count;
+    if done <> expected then
+        raise exception using errcode = 'RZ005', message = 'drifted';
+    end if;
     delete from {t} t using {img} i where i.tx = p_tx and i.b is null and t.id = i.k and t *= i.a;
     delete from {img} i where i.tx = p_tx;
     return done;
@@ -227,18 +232,19 @@ end $$;
 create function {undo}(p_tx uuid) returns bigint language plpgsql as $$
 declare
     done bigint;
+    expected bigint;
 begin
     perform floor_check(p_tx);
     perform floor_begin_restore();
-    if exists (select 1 from {img} i where i.tx = p_tx
-        and not exists (select 1 from {t} t where t.id = i.k and to_jsonb(t) = i.a)) then
-        raise exception using errcode = 'RZ005', message = 'drifted';
-    end if;
     update {t} t set ({cols}) = ({rcols})
     from {img} i, jsonb_populate_record(null::{t}, i.b) r
-    where i.tx = p_tx and t.id = i.k;
+    where i.tx = p_tx and t.id = i.k and to_jsonb(t) = i.a;
     get diagnostics done = row_count;
     delete from {img} i where i.tx = p_tx;
+    get diagnostics expected = row_count;
+    if done <> expected then
+        raise exception using errcode = 'RZ005', message = 'drifted';
+    end if;
     delete from {claims} c where c.tx = p_tx;
     return done;
 end $$;
