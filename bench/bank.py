@@ -13,7 +13,12 @@ The baseline is the same transfer as ONE real database transaction:
 that concurrent transfers cannot deadlock), the log insert, commit.
 
 Both run on the same managed tables with the same clients; throughput in
-transfers per second, and the ratio logical / real.
+transfers per second, and the ratio logical / real. Every round starts with
+VACUUM (ANALYZE) and runs both modes in an order alternating per round; one
+warm-up round is discarded; printed per client count: median [min-max] over
+the rounds of the throughput ratio and of the backend CPU-time ratio (CPU of
+the serving backends, from /proc/<pid>/schedstat, for the same number of
+transfers).
 
 Uses an embedded PostgreSQL, or the server of $PGRESILIENCE_BENCH_DSN
 (superuser; a scratch database is created and dropped).
@@ -36,7 +41,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from _support import scratch_database, server
+from _support import backend_cpu_ns, scratch_database, server, spread
 
 DATABASE = "pgresilience_bench_bank"
 START_BALANCE = 1_000_000
@@ -145,10 +150,12 @@ def measure(
     per_client: int,
     accounts: int,
     seed: int,
-) -> tuple[float, int]:
-    """(transfers per second, retries) for ``clients`` threads."""
+) -> tuple[float, int, float]:
+    """(transfers per second, retries, backend CPU seconds) for ``clients`` threads."""
     counters = Counters()
     connections = [psycopg.connect(dsn, autocommit=True) for _ in range(clients)]
+    pids = [c.info.backend_pid for c in connections]
+    cpu0 = sum(backend_cpu_ns(p) for p in pids)
     barrier = threading.Barrier(clients + 1)
 
     def client(number: int) -> None:
@@ -170,9 +177,10 @@ def measure(
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - start
+    cpu = (sum(backend_cpu_ns(p) for p in pids) - cpu0) / 1e9
     for conn in connections:
         conn.close()
-    return clients * per_client / elapsed, counters.retries
+    return clients * per_client / elapsed, counters.retries, cpu
 
 
 def breakdown(dsn: str, transfers: int, accounts: int) -> dict[str, float]:
@@ -224,32 +232,47 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--accounts", type=int, default=1000)
     args = parser.parse_args()
-    per_client, rounds = (50, 1) if args.quick else (300, 3)
+    per_client, rounds = (50, 5) if args.quick else (200, 5)
 
     with server() as admin_dsn, bank_database(admin_dsn, args.accounts) as dsn:
         modes = {"logical": logical_transfer, "real": real_transfer}
-        results: dict[str, dict[int, list[tuple[float, int]]]] = {m: {} for m in modes}
+        # per client count: one {mode: (tx/s, retries, cpu s)} per round
+        results: dict[int, list[dict[str, tuple[float, int, float]]]] = {}
         for clients in sorted({1, args.clients}):
-            for round_no in range(rounds):
-                # Alternate the two modes, so that both see the same server state.
-                for mode, transfer in modes.items():
-                    results[mode].setdefault(clients, []).append(
-                        measure(dsn, transfer, clients, per_client, args.accounts, round_no)
-                    )
+            for round_no in range(1 + rounds):  # round 0 is the warm-up
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute("vacuum (analyze)")
+                order = list(modes) if round_no % 2 == 0 else list(modes)[::-1]
+                sample = {
+                    mode: measure(dsn, modes[mode], clients, per_client, args.accounts, round_no)
+                    for mode in order
+                }
+                if round_no > 0:
+                    results.setdefault(clients, []).append(sample)
         steps = breakdown(dsn, per_client, args.accounts)
         check_books(dsn, args.accounts)
 
     print(
         f"bank transfers: {args.accounts} accounts, {per_client} transfers per client, "
-        f"median of {rounds} round(s)"
+        f"{rounds} rounds after 1 warm-up"
     )
-    print(f"{'clients':>7}  {'logical tx/s':>12}  {'real tx/s':>10}  {'ratio':>6}  retries")
-    for clients in sorted(results["logical"]):
-        logical = statistics.median(r[0] for r in results["logical"][clients])
-        real = statistics.median(r[0] for r in results["real"][clients])
-        retries = sum(r[1] for r in results["logical"][clients])
-        print(f"{clients:>7}  {logical:>12.0f}  {real:>10.0f}  {logical / real:>6.2f}  {retries}")
-    print("ratio = logical transactions per second / single real transactions per second")
+    print(
+        f"{'clients':>7}  {'logical tx/s':>12}  {'real tx/s':>10}  "
+        f"{'throughput ratio':>24}  {'backend cpu ratio':>24}  retries"
+    )
+    for clients, samples in results.items():
+        logical = statistics.median(r["logical"][0] for r in samples)
+        real = statistics.median(r["real"][0] for r in samples)
+        retries = sum(r["logical"][1] for r in samples)
+        throughput = spread([r["logical"][0] / r["real"][0] for r in samples])
+        cpu = spread([r["logical"][2] / r["real"][2] for r in samples])
+        print(
+            f"{clients:>7}  {logical:>12.0f}  {real:>10.0f}  {throughput:>24}  {cpu:>24}  {retries}"
+        )
+    print(
+        "throughput ratio = logical / real transfers per second; cpu ratio = backend CPU"
+        " time of the logical / the real transfers (same count); median [min-max]"
+    )
     print("\none logical transfer, step by step (1 client, mean ms per call):")
     for step, ms in steps.items():
         print(f"  {step:<18} {ms:6.2f}")

@@ -1,144 +1,168 @@
-"""The claim guard's write-path cost outside any logical transaction,
-measured side by side in one run: UPDATEs (each its own autocommit
-statement) on a managed table vs an unmanaged one (target: ratio <= 1.05),
-(1) with no claims on the table and (2) while a logical transaction holds
-claims on other rows of it (the guard then checks the written keys).
+"""(e) The claim guard's write-path cost outside any logical transaction
+(issue 11), side by side in one run: UPDATEs, each its own autocommit
+statement, on a managed table vs an unmanaged one,
+(1) with no claims on the table (target: median wall ratio <= 1.15) and
+(2) while a logical transaction holds claims on other rows of it (<= 1.5).
 
-The single-row UPDATE is the figure the target is about. The guard is a
-statement-level trigger, so its fixed cost per statement amortizes over the
-rows a statement writes: the 100-row and 10,000-row UPDATEs show that.
+The single-row UPDATE is what the targets are about; 100-row UPDATEs show
+how the guard's per-statement cost amortizes (no target).
 
-Floors (printed under each measured line, marked "(floor)", no verdict): the
-contract mandates statement-level AFTER triggers with transition tables on
-managed tables. g_floor (same shape and rows as g_plain, measured in the same
-rounds) has only an EMPTY such trigger declaring old and new transition tables,
-the cheapest version of that design, so the targets can be compared with it.
+Alternative designs (bench/_designs.py, "(floor)"), on bench-local tables
+measured in the same rounds: an EMPTY statement-level trigger declaring
+both transition tables (what the mandated capture trigger costs before it
+does anything); statement-level capture with typed images whose row is the
+claim; row-level capture whose guard checks each written key.
 
-Usage: python bench/claims_overhead.py [--quick]
+Every round starts with VACUUM (ANALYZE) and runs the variants in an order
+rotated per round; one warm-up round is discarded. Two table shapes (4 and
+6 columns, as bench/tx_overhead.py).
+
+Usage: python bench/claims_overhead.py [--quick] [--rounds N]
 Uses an embedded PostgreSQL, or the server of $PGRESILIENCE_BENCH_DSN (superuser).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+from collections.abc import Callable
 from typing import Any
 
+import _designs
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-import tx_overhead  # next to us; benchmarks run as scripts from bench/
+from _support import Rounds, Timer, ratio_line
+from tx_overhead import SHAPES, create, database, postgrest, tx_begin, vacuum
 
-# Rows 1..WORKLOAD are written by the workload; the logical transaction of
-# case (2) claims rows WORKLOAD+1..ROWS, which the workload never touches.
+# Rows 1..WORKLOAD are written by the workload (grp 1); rows WORKLOAD+1..ROWS
+# (grp 2) are claimed in case (2) and never written by it.
 WORKLOAD = 10_000
 ROWS = 2 * WORKLOAD
-
-# (label, rows per statement, WHERE clause; %s = a start id in 1..WORKLOAD)
-SHAPES = (
-    ("single-row UPDATE", 1, "id = %s"),
-    ("100-row UPDATE", 100, "id between %s and %s + 99"),
-    ("10,000-row UPDATE", WORKLOAD, "id between %s and %s + 9999"),
-)
+VARIANTS = ("plain", "managed", "empty", "typed", "row")
 
 
-def per_statement(
-    conn: psycopg.Connection[Any], table: str, where: str, width: int, n: int
-) -> float:
-    statement = sql.SQL("update {} set v = v + 1 where {}").format(
-        sql.Identifier(table), sql.SQL(where)
+def make_tables(conn: psycopg.Connection[Any], shape: str, s: str) -> None:
+    _, columns, _ = SHAPES[shape]
+    for v in VARIANTS:
+        table = f"g_{v}_{s}"
+        create(conn, table, shape, rows=ROWS)
+        conn.execute(
+            sql.SQL("update {} set grp = 2 where id > %s").format(sql.Identifier(table)),
+            (WORKLOAD,),
+        )
+    conn.execute("select resilience.manage_table(%s)", (f"g_managed_{s}",))
+    _designs.run(
+        conn,
+        "create trigger {trg} after update on {t} referencing old table as old_rows"
+        " new table as new_rows for each statement execute function floor_empty()",
+        trg=f"g_empty_{s}_t",
+        t=f"g_empty_{s}",
     )
-    places = where.count("%s")
+    _designs.typed_image(conn, f"g_typed_{s}", columns)
+    _designs.row_level(conn, f"g_row_{s}", "update")
+
+
+def measure(conn: psycopg.Connection[Any], s: str, width: int, n: int, rounds: int) -> Rounds:
     span = WORKLOAD - width + 1
-    started = time.perf_counter()
-    for i in range(n):
-        conn.execute(statement, (i % span + 1,) * places)
-    return (time.perf_counter() - started) / n
+    position = [0]
+
+    def variant(v: str) -> Callable[[Timer], None]:
+        statement = sql.SQL("update {} set v = v + 1 where id between %s and %s").format(
+            sql.Identifier(f"g_{v}_{s}")
+        )
+
+        def block() -> None:
+            for _ in range(n):
+                start = position[0] % span + 1
+                position[0] += 1
+                conn.execute(statement, (start, start + width - 1))
+
+        return lambda timer: timer(v, block)
+
+    return Rounds(conn, {v: variant(v) for v in VARIANTS}, vacuum(conn), rounds=rounds).run()
 
 
-def measure(
-    conn: psycopg.Connection[Any], where: str, width: int, n: int, rounds: int
-) -> tuple[float, float, float]:
-    """Medians per statement on g_plain, g_managed and g_floor."""
-    plain: list[float] = []
-    managed: list[float] = []
-    floor: list[float] = []
-    per_statement(conn, "g_plain", where, width, n)  # warm up
-    per_statement(conn, "g_managed", where, width, n)
-    per_statement(conn, "g_floor", where, width, n)
-    for _ in range(rounds):
-        plain.append(per_statement(conn, "g_plain", where, width, n))
-        managed.append(per_statement(conn, "g_managed", where, width, n))
-        floor.append(per_statement(conn, "g_floor", where, width, n))
-    return statistics.median(plain), statistics.median(managed), statistics.median(floor)
-
-
-def measure_all(
-    conn: psycopg.Connection[Any], quick: bool
-) -> list[tuple[str, float, float, float]]:
-    results: list[tuple[str, float, float, float]] = []
-    for label, width, where in SHAPES:
-        if width == 1:
-            n, rounds = (500, 3) if quick else (3000, 9)
-        elif width <= 100:
-            n, rounds = (100, 3) if quick else (500, 7)
-        else:
-            n, rounds = (3, 3) if quick else (10, 7)
-        plain, managed, floor = measure(conn, where, width, n, rounds)
-        results.append((label, plain, managed, floor))
-    return results
+def hold_claims(conn: psycopg.Connection[Any], s: str) -> tuple[Any, Any]:
+    """A logical transaction claiming rows WORKLOAD+1..ROWS of the managed
+    table, and a floor transaction claiming them on the floor tables."""
+    tx = tx_begin(conn)
+    conn.execute(
+        "select resilience.tx_execute(%s, %s, 'update', %s, %s)",
+        (tx, f"g_managed_{s}", Jsonb({"v": -1}), Jsonb({"grp": 2})),
+    )
+    floor_tx = _designs.new_floor_tx(conn)
+    for v in ("typed", "row"):
+        postgrest(
+            conn,
+            {"x-resilience-tx": str(floor_tx)},
+            sql.SQL("update {} set v = -1 where grp = 2").format(sql.Identifier(f"g_{v}_{s}")),
+            (),
+        )
+    return tx, floor_tx
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short run")
+    parser.add_argument("--quick", action="store_true", help="short run (still 5 rounds)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds after the warm-up")
     args = parser.parse_args()
-    with tx_overhead.database() as dsn, psycopg.connect(dsn, autocommit=True) as conn:
-        for t in ("g_plain", "g_managed", "g_floor"):
-            name = sql.Identifier(t)
-            conn.execute(
-                sql.SQL("create table {} (id bigint primary key, v int not null)").format(name)
-            )
-            conn.execute(
-                sql.SQL("insert into {} select g, 0 from generate_series(1, %s) g").format(name),
-                (ROWS,),
-            )
-        conn.execute("select resilience.manage_table('g_managed')")
-        # The floor: an EMPTY trigger declaring both transition tables (bench-local).
-        conn.execute(tx_overhead.EMPTY_TRIGGER_FUNCTION)
-        tx_overhead.floor_trigger(conn, "g_floor", "update")
-        conn.execute("vacuum analyze")
-        free = measure_all(conn, args.quick)
-        tx = conn.execute("select resilience.tx_begin(86400000)").fetchone()[0]  # type: ignore[index]
-        # Claim rows WORKLOAD+1..ROWS (the workload's rows all have v > 0 now).
-        conn.execute(
-            "select resilience.tx_execute(%s, 'g_managed', 'update', %s, %s)",
-            (tx, Jsonb({"v": -1}), Jsonb({"v": 0})),
-        )
-        held = measure_all(conn, args.quick)
-        conn.execute("select resilience.tx_rollback(%s)", (tx,))
-    print("pgresilience claim guard: UPDATE on a managed vs an unmanaged table (medians)")
-    for case, results in (
-        ("no claims on the table", free),
-        (f"claims held on {ROWS - WORKLOAD:,} other rows", held),
-    ):
-        print(f" {case}:")
-        for label, base, ours, floor in results:
-            ratio = ours / base
-            target = "(target <= 1.05)" if label.startswith("single") else "(amortized)     "
-            print(
-                f"  {label:<20} {base * 1e6:10.1f} us -> {ours * 1e6:10.1f} us  ratio {ratio:5.2f}"
-                f"  {target} {'ok' if ratio <= 1.05 else 'over 1.05'}"
-            )
-            # The floor: the same UPDATE on a table whose only trigger is an
-            # EMPTY one declaring transition tables, as the mandated capture
-            # triggers do. Not a target, no verdict.
-            print(
-                f"    {'floor: empty trigger':<18} {base * 1e6:10.1f} us -> {floor * 1e6:10.1f} us"
-                f"  ratio {floor / base:5.2f}  (floor)"
-            )
+    rounds = max(5, args.rounds or (5 if args.quick else 7))
+    widths = ((1, 100 if args.quick else 400), (100, 20 if args.quick else 60))
+    print(f"pgresilience claim guard (rounds: {rounds} after 1 warm-up)")
+    print("ratio: wall median [min-max], backend cpu median [min-max], (median times)")
+    with database() as dsn, psycopg.connect(dsn, autocommit=True) as conn:
+        _designs.make_common(conn)
+        for shape in SHAPES:
+            s = "4" if shape == "4 columns" else "6"
+            make_tables(conn, shape, s)
+            free = [(w, n, measure(conn, s, w, n, rounds)) for w, n in widths]
+            tx, _ = hold_claims(conn, s)
+            held = [(w, n, measure(conn, s, w, n, rounds)) for w, n in widths]
+            conn.execute("select resilience.tx_rollback(%s)", (tx,))
+            for case, results, target in (
+                ("no claims on the table", free, 1.15),
+                (f"claims held on {ROWS - WORKLOAD:,} other rows", held, 1.5),
+            ):
+                print(f"\n{shape}, {case}:")
+                for width, n, r in results:
+                    what = "single-row UPDATE" if width == 1 else f"{width}-row UPDATE (amortized)"
+                    for line in (
+                        ratio_line(
+                            r,
+                            f"(e) {what}: managed vs unmanaged",
+                            "managed",
+                            "plain",
+                            target if width == 1 else None,
+                            n,
+                            "(no target)",
+                        ),
+                        ratio_line(
+                            r,
+                            "    floor: EMPTY trigger + transition tables",
+                            "empty",
+                            "plain",
+                            None,
+                            n,
+                        ),
+                        ratio_line(
+                            r,
+                            "    floor: statement-level typed capture + guard",
+                            "typed",
+                            "plain",
+                            None,
+                            n,
+                        ),
+                        ratio_line(
+                            r,
+                            "    floor: row-level capture + per-key guard",
+                            "row",
+                            "plain",
+                            None,
+                            n,
+                        ),
+                    ):
+                        print(line, flush=True)
 
 
 if __name__ == "__main__":

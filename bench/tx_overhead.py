@@ -1,157 +1,79 @@
-"""What logical transactions cost, measured side by side in one run.
+"""What logical transactions cost, measured side by side in one run (issue 11).
 
-(a) tx_execute single-row insert vs a plain single-row INSERT, each its own
-    autocommit call over the same connection (target: ratio <= 1.5);
-(b) a 100,000-row UPDATE inside a logical transaction (the same statement,
-    run with setting resilience.tx_id, as tx_execute runs it: the difference
-    is capture + claims) vs that UPDATE on an unmanaged table (target <= 2.0);
-    (b') also reported: the same update through tx_execute, which in addition
-    returns all 100,000 updated rows as JSON (its contract);
-(c) that logical transaction's rollback vs the forward update (target <= 2.0);
-(d) bulk insert of 100,000 rows into a managed table outside any logical
-    transaction vs an unmanaged table (target <= 1.05).
+Targets (median of the per-round wall-time ratio; the serving backend's
+CPU-time ratio, from /proc/<pid>/schedstat, printed beside it):
+(a)  tx_execute single-row insert vs a plain single-row INSERT, each its own
+     autocommit call: <= 2.0;
+(a2) the same INSERT sent as PostgREST sends it in header mode (a database
+     transaction: set_config of request.jwt.claims and request.headers with
+     x-resilience-tx, then the INSERT) vs the plain INSERT: <= 1.6; also
+     printed against the same PostgREST request without the header on an
+     unmanaged table;
+(b)  a 100,000-row UPDATE inside a logical transaction (header mode: the
+     plain UPDATE statement, captured by the trigger) vs the same UPDATE on
+     an unmanaged table: <= 2.0; (b') the same through tx_execute, which
+     also returns every row as JSON, vs a plain UPDATE ... RETURNING the
+     rows as JSON (no target);
+(c)  that logical transaction's rollback vs the forward update: <= 2.0;
+(d)  a 100,000-row bulk insert into a managed table outside any logical
+     transaction vs an unmanaged table: <= 1.10;
+(f)  tx_execute 'lock' of one row vs SELECT ... FOR UPDATE of it, each its
+     own call: <= 2.0.
+(e), the claim guard, is bench/claims_overhead.py.
 
-Floors (printed after the targets, marked "(floor)", no verdict): what the
-contract (../shared/DESIGN.md section 1) mandates costs at the very least,
-measured in the same rounds on bench-local tables with none of our code:
-(a) tx_execute's signature (a table NAME and jsonb data) means a function
-    that runs a dynamic INSERT (PL/pgSQL plans EXECUTE on every call): such a
-    function alone, capturing nothing; then the same with a trigger writing
-    one image row and one claim row, and nothing else (no transaction check,
-    no audit);
-(b) per written row a restore point with before- and after-image and a
-    claim: a trigger writing exactly those two indexed rows per row, nothing
-    else;
-(d) and claims_overhead.py: a statement-level trigger that does nothing but
-    declare transition tables, as the mandated capture triggers do.
+Alternative designs (issue 11 item 3, bench/_designs.py), measured in the
+same rounds on bench-local tables and marked "(floor)": for (a) a CASE
+dispatcher over static per-table functions and a dynamic-EXECUTE function,
+both with statement-level typed capture; for (a2) the PostgREST request
+itself on an unmanaged table (four round trips: BEGIN, the set_config
+select, the INSERT, COMMIT, where the plain INSERT is one), then
+statement-level typed capture and row-level capture, both against that
+request; for (b)/(c) typed images whose row is the
+claim, and jsonb images with a claims table; for (d) an empty trigger
+declaring the transition table and a row-level trigger with a WHEN test;
+for (f) one function locking and claiming.
 
-Usage: python bench/tx_overhead.py [--quick]
+Every round starts with VACUUM (ANALYZE), runs every variant once in an
+order rotated per round; one warm-up round is discarded. Two table shapes:
+4 columns (id bigint pk, grp int, v int, note text) and 6 (+ numeric,
+timestamptz).
+
+Usage: python bench/tx_overhead.py [--quick] [--rounds N]
 Uses an embedded PostgreSQL, or the server of $PGRESILIENCE_BENCH_DSN (superuser).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import itertools
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any
 
+import _designs
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from _support import scratch_database, server
+from _support import Rounds, Timer, ratio_line, scratch_database, server
 
-SCHEMA = """
-create table {t} (id bigint primary key, grp int not null, v int not null, note text not null);
-"""
+# name -> (column definitions, columns, the generate_series expression per column)
+SHAPES: dict[str, tuple[str, list[str], str]] = {
+    "4 columns": (
+        "id bigint primary key, grp int not null, v int not null, note text not null",
+        ["id", "grp", "v", "note"],
+        "g, 1, 0, 'row ' || g",
+    ),
+    "6 columns": (
+        "id bigint primary key, grp int not null, v int not null, note text not null,"
+        " amount numeric not null, at timestamptz not null",
+        ["id", "grp", "v", "note", "amount", "at"],
+        "g, 1, 0, 'row ' || g, g * 1.25, '2026-01-01'::timestamptz + g * interval '1 second'",
+    ),
+}
 
-
-# Bench-local objects for the floors: user objects of this benchmark in the
-# scratch database, not part of the package.
-
-# The (d) floor's and claims_overhead's floor's trigger function: does nothing.
-EMPTY_TRIGGER_FUNCTION = """
-    create function floor_empty() returns trigger language plpgsql as $$
-    begin
-        return null;
-    end $$
-    """
-
-FLOOR_OBJECTS = (
-    "create sequence floor_seq",
-    "create table floor_images (seq bigint, rn bigint, after jsonb, primary key (seq, rn))",
-    "create table floor_images2 (seq bigint, rn bigint, before jsonb, after jsonb,"
-    " primary key (seq, rn))",
-    "create table floor_claims (relation oid, key_hash bigint, tx_id uuid,"
-    " primary key (relation, key_hash))",
-    # (a) floor: one image row + one claim row per inserted row, nothing else.
-    """
-    create function floor_insert_capture() returns trigger language plpgsql as $$
-    declare
-        s bigint := nextval('floor_seq');
-    begin
-        insert into floor_images (seq, rn, after)
-        select s, u.rn, u.img
-        from unnest(array(select to_jsonb(x) from n x)) with ordinality as u(img, rn);
-        insert into floor_claims (relation, key_hash, tx_id)
-        select tg_relid, jsonb_hash_extended(jsonb_build_object('id', x.id), 0),
-               '00000000-0000-0000-0000-00000000f100'::uuid  -- a fixed tx_id
-        from n x;
-        return null;
-    end $$
-    """,
-    # (b) floor: per updated row one restore point (before + after image)
-    # and one claim, nothing else.
-    """
-    create function floor_update_capture() returns trigger language plpgsql as $$
-    declare
-        s bigint := nextval('floor_seq');
-    begin
-        insert into floor_images2 (seq, rn, before, after)
-        select s, u.rn, u.old_img, u.new_img
-        from rows from (
-            unnest(array(select to_jsonb(x) from o x)),
-            unnest(array(select to_jsonb(y) from n y))
-        ) with ordinality as u(old_img, new_img, rn);
-        insert into floor_claims (relation, key_hash, tx_id)
-        select tg_relid, jsonb_hash_extended(jsonb_build_object('id', y.id), 0),
-               '00000000-0000-0000-0000-00000000f100'::uuid
-        from n y;
-        return null;
-    end $$
-    """,
-    # (a) floor: the least a function taking a table name and jsonb data must
-    # do to insert it: name the given columns, EXECUTE, return the row.
-    """
-    create function floor_execute(table_name text, data jsonb) returns jsonb
-    language plpgsql as $$
-    declare
-        columns text := (select string_agg(format('%I', k), ', ') from jsonb_object_keys(data) k);
-        result jsonb;
-    begin
-        execute format(
-            'insert into %I (%s) select %s from jsonb_populate_record(null::%I, $1) as r'
-            ' returning to_jsonb(%I)', table_name, columns, columns, table_name, table_name)
-        into result using data;
-        return result;
-    end $$
-    """,
-    EMPTY_TRIGGER_FUNCTION,
-)
-
-
-def make_floor_objects(conn: psycopg.Connection[Any]) -> None:
-    """The floor side tables and trigger functions (bench-local user objects)."""
-    for statement in FLOOR_OBJECTS:
-        conn.execute(statement)
-
-
-def floor_trigger(
-    conn: psycopg.Connection[Any],
-    table: str,
-    event: Literal["insert", "update"],
-    function: str = "floor_empty",
-    referencing: str | None = None,
-) -> None:
-    """A statement-level AFTER trigger on table declaring transition tables
-    (by default, insert: new table as n; update: old table as o new table as n)."""
-    if referencing is None:
-        referencing = "new table as n" if event == "insert" else "old table as o new table as n"
-    conn.execute(
-        sql.SQL(
-            "create trigger {} after {} on {} referencing {}"
-            " for each statement execute function {}()"
-        ).format(
-            sql.Identifier(f"{table}_floor"),
-            sql.SQL(event),
-            sql.Identifier(table),
-            sql.SQL(referencing),
-            sql.Identifier(function),
-        )
-    )
+CLAIMS = json.dumps({"role": "postgres"})  # what PostgREST sets (no sub: as tx_begin saw)
 
 
 @contextmanager
@@ -161,250 +83,457 @@ def database() -> Iterator[str]:
         yield dsn
 
 
-def timed(fn: Callable[[], Any]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
+def vacuum(conn: psycopg.Connection[Any]) -> Callable[[], None]:
+    return lambda: conn.execute("vacuum (analyze)")
 
 
-def make_tables(conn: psycopg.Connection[Any], rows: int) -> None:
-    for t, managed in (
-        ("plain_t", False),
-        ("managed_t", True),
-        ("bulk_plain", False),
-        ("bulk_managed", True),
-        ("floor_t", False),
-        ("bulk_floor", False),
-    ):
-        conn.execute(sql.SQL(SCHEMA.format(t="{}")).format(sql.Identifier(t)))
-        if managed:
-            conn.execute("select resilience.manage_table(%s)", (t,))
-    make_floor_objects(conn)
-    # (b) floor: images + claims only; (d) floor: empty trigger, new table as n.
-    floor_trigger(conn, "floor_t", "update", "floor_update_capture")
-    floor_trigger(conn, "bulk_floor", "insert")
-    for t in ("plain_t", "managed_t", "floor_t"):
+def create(conn: psycopg.Connection[Any], table: str, shape: str, rows: int = 0) -> None:
+    definition, _, series = SHAPES[shape]
+    name = sql.Identifier(table)
+    conn.execute(sql.SQL("create table {} ({})").format(name, sql.SQL(definition)))
+    if rows:
         conn.execute(
-            sql.SQL(
-                "insert into {} select g, 1, 0, 'row ' || g from generate_series(1, %s) g"
-            ).format(sql.Identifier(t)),
+            sql.SQL("insert into {} select {} from generate_series(1, %s) g").format(
+                name, sql.SQL(series)
+            ),
             (rows,),
         )
-    conn.execute("vacuum analyze")
 
 
-def single_row_inserts(
-    conn: psycopg.Connection[Any], n: int, rounds: int
-) -> tuple[float, float, float, float]:
-    """Medians per INSERT of: plain; through tx_execute; the (a) floors
-    (the generic insert function without capture, then with the minimal
-    capture trigger)."""
-    for t in ("ins_plain", "ins_managed", "ins_generic", "ins_floor"):
+def row_of(shape: str, key: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"id": key, "grp": 1, "v": 0, "note": f"row {key}"}
+    if shape == "6 columns":
+        row |= {"amount": "12.50", "at": "2026-01-01T00:00:00+00:00"}
+    return row
+
+
+def tx_begin(conn: psycopg.Connection[Any]) -> Any:
+    row = conn.execute("select resilience.tx_begin(86400000)").fetchone()
+    assert row is not None
+    return row[0]
+
+
+def postgrest(
+    conn: psycopg.Connection[Any], headers: dict[str, str], statement: Any, args: Any
+) -> None:
+    """One request as PostgREST sends it: a transaction setting the request
+    context (transaction-local), then the statement."""
+    with conn.transaction():
         conn.execute(
-            sql.SQL(
-                "create table {} (id bigint generated always as identity primary key, name text)"
-            ).format(sql.Identifier(t))
+            "select set_config('request.jwt.claims', %s, true),"
+            " set_config('request.method', 'POST', true),"
+            " set_config('request.headers', %s, true)",
+            (CLAIMS, json.dumps(headers)),
         )
-    conn.execute("select resilience.manage_table('ins_managed')")
-    # (a) floor: the trigger writes one image row + one claim row, nothing else.
-    floor_trigger(conn, "ins_floor", "insert", "floor_insert_capture")
-    tx = conn.execute("select resilience.tx_begin(86400000)").fetchone()[0]  # type: ignore[index]
-    payload = Jsonb({"name": "someone"})
-    plain: list[float] = []
-    managed: list[float] = []
-    generic: list[float] = []
-    floor: list[float] = []
-
-    def plain_block() -> None:
-        for _ in range(n):
-            conn.execute("insert into ins_plain (name) values (%s)", ("someone",))
-
-    def managed_block() -> None:
-        for _ in range(n):
-            conn.execute(
-                "select resilience.tx_execute(%s, 'ins_managed', 'insert', %s)", (tx, payload)
-            )
-
-    def generic_block() -> None:
-        for _ in range(n):
-            conn.execute("select floor_execute('ins_generic', %s)", (payload,))
-
-    def floor_block() -> None:
-        for _ in range(n):
-            conn.execute("select floor_execute('ins_floor', %s)", (payload,))
-
-    # warm up (plans, caches)
-    plain_block()
-    managed_block()
-    generic_block()
-    floor_block()
-    for _ in range(rounds):
-        plain.append(timed(plain_block) / n)
-        managed.append(timed(managed_block) / n)
-        generic.append(timed(generic_block) / n)
-        floor.append(timed(floor_block) / n)
-    conn.execute("select resilience.tx_commit(%s)", (tx,))
-    return (
-        statistics.median(plain),
-        statistics.median(managed),
-        statistics.median(generic),
-        statistics.median(floor),
-    )
+        conn.execute(statement, args)
 
 
-def big_update(conn: psycopg.Connection[Any], rounds: int) -> dict[str, float]:
-    """Medians of: the unmanaged update; the same UPDATE statement on the
-    managed table inside a logical transaction (setting resilience.tx_id, as
-    tx_execute does internally: the difference is capture + claims only);
-    the same update through tx_execute (which also returns every updated row
-    as JSON); the rollback of the captured update; and the (b) floor (the
-    update on floor_t, whose trigger only writes images and claims)."""
-    timings: dict[str, list[float]] = {
-        "forward": [],
-        "floor": [],
-        "captured": [],
-        "execute": [],
-        "rollback": [],
+def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -> Rounds:
+    """(a), (a2), (f) and their alternative designs: n calls per variant."""
+    s = "4" if shape == "4 columns" else "6"
+    _, columns, _ = SHAPES[shape]
+    for t in ("ins_plain", "ins_managed", "ins_static", "ins_dynamic", "ins_row"):
+        create(conn, f"{t}_{s}", shape)
+    create(conn, f"lk_{s}", shape, rows=n)
+    for t in (f"ins_managed_{s}", f"lk_{s}"):
+        conn.execute("select resilience.manage_table(%s)", (t,))
+    for t in (f"ins_static_{s}", f"ins_dynamic_{s}"):
+        _designs.typed_image(conn, t, columns)
+    _designs.row_level(conn, f"ins_row_{s}", "insert")
+    dispatch = _designs.static_insert(conn, f"ins_static_{s}")
+    lock_fn = _designs.lock_function(conn, f"lk_{s}")
+    keys = itertools.count(1)
+    ins = {
+        t: sql.SQL("insert into {} ({}) values ({})").format(
+            sql.Identifier(f"{t}_{s}"),
+            sql.SQL(", ").join(map(sql.Identifier, columns)),
+            sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+        )
+        for t in ("ins_plain", "ins_managed", "ins_static", "ins_row")
     }
-    for value in range(1, rounds + 1):
 
-        def forward(v: int = value) -> None:
-            conn.execute("update plain_t set v = %s where grp = 1", (v,))
+    def values(key: int) -> list[Any]:
+        return list(row_of(shape, key).values())
 
-        def floor(v: int = value) -> None:
-            conn.execute("update floor_t set v = %s where grp = 1", (v,))
+    def plain(timer: Timer) -> None:
+        timer(
+            "plain", lambda: [conn.execute(ins["ins_plain"], values(next(keys))) for _ in range(n)]
+        )
 
-        timings["forward"].append(timed(forward))
-        conn.execute("truncate floor_images2, floor_claims")  # outside the timed part
-        timings["floor"].append(timed(floor))
-        tx = conn.execute("select resilience.tx_begin(86400000)").fetchone()[0]  # type: ignore[index]
+    def tx_execute(timer: Timer) -> None:
+        tx = tx_begin(conn)
+        timer(
+            "tx_execute",
+            lambda: [
+                conn.execute(
+                    "select resilience.tx_execute(%s, %s, 'insert', %s)",
+                    (tx, f"ins_managed_{s}", Jsonb(row_of(shape, next(keys)))),
+                )
+                for _ in range(n)
+            ],
+        )
+        conn.execute("select resilience.tx_commit(%s)", (tx,))
 
-        def captured(v: int = value, tx: Any = tx) -> None:
-            with conn.transaction():
-                conn.execute("select set_config('resilience.tx_id', %s, true)", (str(tx),))
-                conn.execute("update managed_t set v = %s where grp = 1", (v,))
+    def pgrst_plain(timer: Timer) -> None:
+        timer(
+            "pgrst_plain",
+            lambda: [postgrest(conn, {}, ins["ins_plain"], values(next(keys))) for _ in range(n)],
+        )
 
-        def rollback(tx: Any = tx) -> None:
-            conn.execute("select resilience.tx_rollback(%s)", (tx,))
+    def pgrst_header(timer: Timer) -> None:
+        tx = tx_begin(conn)
+        header = {"x-resilience-tx": str(tx)}
+        timer(
+            "pgrst_header",
+            lambda: [
+                postgrest(conn, header, ins["ins_managed"], values(next(keys))) for _ in range(n)
+            ],
+        )
+        conn.execute("select resilience.tx_commit(%s)", (tx,))
 
-        timings["captured"].append(timed(captured))
-        timings["rollback"].append(timed(rollback))
-        tx = conn.execute("select resilience.tx_begin(86400000)").fetchone()[0]  # type: ignore[index]
+    def for_update(timer: Timer) -> None:
+        timer(
+            "for_update",
+            lambda: [
+                conn.execute(
+                    sql.SQL("select * from {} where id = %s for update").format(
+                        sql.Identifier(f"lk_{s}")
+                    ),
+                    (i,),
+                )
+                for i in range(1, n + 1)
+            ],
+        )
 
-        def execute(v: int = value, tx: Any = tx) -> None:
+    def lock(timer: Timer) -> None:
+        tx = tx_begin(conn)
+        timer(
+            "lock",
+            lambda: [
+                conn.execute(
+                    "select resilience.tx_execute(%s, %s, 'lock', match => %s)",
+                    (tx, f"lk_{s}", Jsonb({"id": i})),
+                )
+                for i in range(1, n + 1)
+            ],
+        )
+        conn.execute("select resilience.tx_commit(%s)", (tx,))
+
+    def floor_tx(name: str, body: Callable[[Any], None], image: str) -> Callable[[Timer], None]:
+        def variant(timer: Timer) -> None:
+            tx = _designs.new_floor_tx(conn)
+            timer(name, lambda: body(tx))
+            # commit: release the claims (outside the timed part)
             conn.execute(
-                "select resilience.tx_execute(%s, 'managed_t', 'update', %s, %s)",
-                (tx, Jsonb({"v": v}), Jsonb({"grp": 1})),
+                sql.SQL("delete from {} where tx = %s").format(sql.Identifier(image)), (tx,)
             )
 
-        timings["execute"].append(timed(execute))
+        return variant
+
+    def static(tx: Any) -> None:
+        for _ in range(n):
+            conn.execute(
+                sql.SQL("select {}(%s, %s, 'insert', %s)").format(sql.Identifier(dispatch)),
+                (tx, f"ins_static_{s}", Jsonb(row_of(shape, next(keys)))),
+            )
+
+    def dynamic(tx: Any) -> None:
+        for _ in range(n):
+            conn.execute(
+                "select floor_dynamic_execute(%s, %s, %s)",
+                (tx, f"ins_dynamic_{s}", Jsonb(row_of(shape, next(keys)))),
+            )
+
+    def pgrst_typed(tx: Any) -> None:
+        header = {"x-resilience-tx": str(tx)}
+        for _ in range(n):
+            postgrest(conn, header, ins["ins_static"], values(next(keys)))
+
+    def pgrst_row(tx: Any) -> None:
+        header = {"x-resilience-tx": str(tx)}
+        for _ in range(n):
+            postgrest(conn, header, ins["ins_row"], values(next(keys)))
+
+    def floor_lock(tx: Any) -> None:
+        for i in range(1, n + 1):
+            conn.execute(sql.SQL("select {}(%s, %s)").format(sql.Identifier(lock_fn)), (tx, i))
+
+    variants = {
+        "plain": plain,
+        "tx_execute": tx_execute,
+        "pgrst_plain": pgrst_plain,
+        "pgrst_header": pgrst_header,
+        "for_update": for_update,
+        "lock": lock,
+        "static": floor_tx("static", static, f"ins_static_{s}_img"),
+        "dynamic": floor_tx("dynamic", dynamic, f"ins_dynamic_{s}_img"),
+        "pgrst_typed": floor_tx("pgrst_typed", pgrst_typed, f"ins_static_{s}_img"),
+        "pgrst_row": floor_tx("pgrst_row", pgrst_row, f"ins_row_{s}_img"),
+        "floor_lock": floor_tx("floor_lock", floor_lock, f"lk_{s}_lockimg"),
+    }
+    return Rounds(conn, variants, vacuum(conn), rounds=rounds).run()
+
+
+def big_update(conn: psycopg.Connection[Any], shape: str, rows: int, rounds: int) -> Rounds:
+    """(b), (b'), (c) and the two alternative designs."""
+    s = "4" if shape == "4 columns" else "6"
+    _, columns, _ = SHAPES[shape]
+    for t in ("up_plain", "up_managed", "up_typed", "up_jsonb"):
+        create(conn, f"{t}_{s}", shape, rows=rows)
+    conn.execute("select resilience.manage_table(%s)", (f"up_managed_{s}",))
+    _designs.typed_image(conn, f"up_typed_{s}", columns)
+    _designs.jsonb_image(conn, f"up_jsonb_{s}", columns)
+    values = itertools.count(1)
+
+    def update(table: str) -> sql.Composed:
+        return sql.SQL("update {} set v = %s where grp = 1").format(sql.Identifier(f"{table}_{s}"))
+
+    def forward(timer: Timer) -> None:
+        timer("forward", lambda: conn.execute(update("up_plain"), (next(values),)))
+
+    def captured(timer: Timer) -> None:
+        tx = tx_begin(conn)
+        header = {"x-resilience-tx": str(tx)}
+        timer("captured", lambda: postgrest(conn, header, update("up_managed"), (next(values),)))
+        timer("rollback", lambda: conn.execute("select resilience.tx_rollback(%s)", (tx,)))
+
+    def returning(timer: Timer) -> None:
+        statement = sql.SQL(
+            "with w as (update {} as t set v = %s where grp = 1 returning to_jsonb(t) as j)"
+            " select coalesce(jsonb_agg(w.j), '[]'), count(*) from w"
+        ).format(sql.Identifier(f"up_plain_{s}"))
+        timer("returning", lambda: conn.execute(statement, (next(values),)).fetchall())
+
+    def tx_execute(timer: Timer) -> None:
+        tx = tx_begin(conn)
+        timer(
+            "tx_execute",
+            lambda: conn.execute(
+                "select resilience.tx_execute(%s, %s, 'update', %s, %s)",
+                (tx, f"up_managed_{s}", Jsonb({"v": next(values)}), Jsonb({"grp": 1})),
+            ).fetchall(),
+        )
         conn.execute("select resilience.tx_rollback(%s)", (tx,))
-    return {name: statistics.median(values) for name, values in timings.items()}
+
+    def design(name: str) -> Callable[[Timer], None]:
+        table = f"up_{name}_{s}"
+
+        def variant(timer: Timer) -> None:
+            tx = _designs.new_floor_tx(conn)
+            header = {"x-resilience-tx": str(tx)}
+            timer(
+                f"b_{name}", lambda: postgrest(conn, header, update(f"up_{name}"), (next(values),))
+            )
+            timer(
+                f"c_{name}",
+                lambda: conn.execute(
+                    sql.SQL("select {}(%s)").format(sql.Identifier(f"floor_undo_{table}")), (tx,)
+                ),
+            )
+
+        return variant
+
+    variants = {
+        "forward": forward,
+        "captured": captured,
+        "returning": returning,
+        "tx_execute": tx_execute,
+        "typed": design("typed"),
+        "jsonb": design("jsonb"),
+    }
+    return Rounds(conn, variants, vacuum(conn), rounds=rounds).run()
 
 
-def bulk_insert(
-    conn: psycopg.Connection[Any], rows: int, rounds: int
-) -> tuple[float, float, float]:
-    """Medians of the bulk insert into: bulk_plain; bulk_managed; the (d)
-    floor bulk_floor (an empty trigger declaring a transition table)."""
-    plain: list[float] = []
-    managed: list[float] = []
-    floor: list[float] = []
-    statement = "insert into {} select g, 1, g, 'row ' || g from generate_series(1, %s) g"
-    for _ in range(rounds + 1):
-        for t, sink in (("bulk_plain", plain), ("bulk_managed", managed), ("bulk_floor", floor)):
-            conn.execute(sql.SQL("truncate {}").format(sql.Identifier(t)))
-
-            def insert(t: str = t) -> None:
-                conn.execute(sql.SQL(statement).format(sql.Identifier(t)), (rows,))
-
-            sink.append(timed(insert))
-    return (
-        statistics.median(plain[1:]),
-        statistics.median(managed[1:]),
-        statistics.median(floor[1:]),
+def bulk_insert(conn: psycopg.Connection[Any], shape: str, rows: int, rounds: int) -> Rounds:
+    """(d) and two alternative designs of a managed table's insert trigger."""
+    s = "4" if shape == "4 columns" else "6"
+    _, _, series = SHAPES[shape]
+    for t in ("bulk_plain", "bulk_managed", "bulk_empty", "bulk_when"):
+        create(conn, f"{t}_{s}", shape)
+    conn.execute("select resilience.manage_table(%s)", (f"bulk_managed_{s}",))
+    # The mandated design at its cheapest: an EMPTY statement-level trigger
+    # declaring the transition table.
+    _designs.run(
+        conn,
+        "create trigger {trg} after insert on {t} referencing new table as new_rows"
+        " for each statement execute function floor_empty()",
+        trg=f"bulk_empty_{s}_t",
+        t=f"bulk_empty_{s}",
+    )
+    # Another design: a row-level trigger that fires only inside a logical
+    # transaction or on a claimed table (tested per row, in WHEN).
+    _designs.run(
+        conn,
+        "create trigger {trg} after insert on {t} for each row"
+        " when (current_setting('floor.tx', true) > '' or current_setting('request.headers', true)"
+        " like '%%x-resilience-tx%%') execute function floor_empty()",
+        trg=f"bulk_when_{s}_t",
+        t=f"bulk_when_{s}",
     )
 
+    def variant(table: str) -> Callable[[Timer], None]:
+        name = sql.Identifier(f"{table}_{s}")
+        statement = sql.SQL("insert into {} select {} from generate_series(1, %s) g").format(
+            name, sql.SQL(series)
+        )
 
-def verdict(ratio: float, target: float) -> str:
-    return "ok" if ratio <= target else "OVER TARGET"
+        def run(timer: Timer) -> None:
+            conn.execute(sql.SQL("truncate {}").format(name))
+            timer(table, lambda: conn.execute(statement, (rows,)))
+
+        return run
+
+    variants = {t: variant(t) for t in ("bulk_plain", "bulk_managed", "bulk_empty", "bulk_when")}
+    return Rounds(conn, variants, vacuum(conn), rounds=rounds).run()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="short run (smaller tables, fewer rounds)"
+        "--quick", action="store_true", help="short run (smaller sizes, still 5 rounds)"
     )
+    parser.add_argument("--rounds", type=int, default=None, help="rounds after the warm-up")
     args = parser.parse_args()
     rows = 20_000 if args.quick else 100_000
-    n, rounds = (200, 3) if args.quick else (1000, 7)
-    big_rounds = 3 if args.quick else 5
+    n = 100 if args.quick else 300
+    rounds = max(5, args.rounds or (5 if args.quick else 7))
+    print(f"pgresilience logical transactions (rounds: {rounds} after 1 warm-up)")
+    print("ratio: wall median [min-max], backend cpu median [min-max], (median times)")
     with database() as dsn, psycopg.connect(dsn, autocommit=True) as conn:
-        make_tables(conn, rows)
-        plain, managed, generic, insert_floor = single_row_inserts(conn, n, rounds)
-        update = big_update(conn, big_rounds)
-        bulk_plain, bulk_managed, bulk_floor = bulk_insert(conn, rows, big_rounds)
-    forward = update["forward"]
-    print(f"pgresilience logical transactions overhead ({rows:,} rows; medians)")
-    lines = [
-        ("(a) tx_execute insert vs plain INSERT", plain * 1e6, managed * 1e6, "us", 1.5),
-        (
-            f"(b) {rows:,}-row UPDATE: captured vs unmanaged",
-            forward * 1e3,
-            update["captured"] * 1e3,
-            "ms",
-            2.0,
-        ),
-        (
-            "(b') the same through tx_execute (+ rows as JSON)",
-            forward * 1e3,
-            update["execute"] * 1e3,
-            "ms",
-            2.0,
-        ),
-        (
-            "(c) rollback of (b) vs the forward update",
-            forward * 1e3,
-            update["rollback"] * 1e3,
-            "ms",
-            2.0,
-        ),
-        (
-            f"(d) bulk insert {rows:,} rows: managed vs unmanaged",
-            bulk_plain * 1e3,
-            bulk_managed * 1e3,
-            "ms",
-            1.05,
-        ),
-    ]
-    for label, base, ours, unit, target in lines:
-        ratio = ours / base
-        print(
-            f"  {label:<52} {base:9.2f} {unit} -> {ours:9.2f} {unit}  ratio {ratio:5.2f}"
-            f"  (target <= {target}) {verdict(ratio, target)}"
-        )
-    # What the contract's design costs at the very least: floors, no verdict.
-    floors = [
-        ("(a) floor: generic insert function, no capture", plain * 1e6, generic * 1e6, "us"),
-        ("(a) floor: the same + 1 image row + 1 claim row", plain * 1e6, insert_floor * 1e6, "us"),
-        (
-            "(b) floor: UPDATE + 1 restore point + 1 claim/row",
-            forward * 1e3,
-            update["floor"] * 1e3,
-            "ms",
-        ),
-        (
-            "(d) floor: EMPTY trigger with a transition table",
-            bulk_plain * 1e3,
-            bulk_floor * 1e3,
-            "ms",
-        ),
-    ]
-    for label, base, ours, unit in floors:
-        print(
-            f"  {label:<52} {base:9.2f} {unit} -> {ours:9.2f} {unit}  ratio {ours / base:5.2f}"
-            "  (floor)"
-        )
+        _designs.make_common(conn)
+        for shape in SHAPES:
+            one = single_row(conn, shape, n, rounds)
+            big = big_update(conn, shape, rows, rounds)
+            bulk = bulk_insert(conn, shape, rows, rounds)
+            print(f"\n{shape}: {n} calls per variant per round; {rows:,}-row statements")
+            for line in (
+                ratio_line(
+                    one, "(a) tx_execute insert vs plain INSERT", "tx_execute", "plain", 2.0, n
+                ),
+                ratio_line(
+                    one,
+                    "    floor: CASE dispatcher + static fn, typed capture",
+                    "static",
+                    "plain",
+                    None,
+                    n,
+                ),
+                ratio_line(
+                    one, "    floor: dynamic EXECUTE fn, typed capture", "dynamic", "plain", None, n
+                ),
+                ratio_line(
+                    one,
+                    "(a2) PostgREST header-mode INSERT vs plain INSERT",
+                    "pgrst_header",
+                    "plain",
+                    1.6,
+                    n,
+                ),
+                ratio_line(
+                    one,
+                    "(a2') the same vs PostgREST INSERT, unmanaged table",
+                    "pgrst_header",
+                    "pgrst_plain",
+                    1.6,
+                    n,
+                ),
+                ratio_line(
+                    one,
+                    "    floor: the PostgREST request itself, unmanaged",
+                    "pgrst_plain",
+                    "plain",
+                    None,
+                    n,
+                ),
+                ratio_line(
+                    one,
+                    "    floor: statement-level typed capture (vs a2')",
+                    "pgrst_typed",
+                    "pgrst_plain",
+                    None,
+                    n,
+                ),
+                ratio_line(
+                    one,
+                    "    floor: row-level capture (vs a2')",
+                    "pgrst_row",
+                    "pgrst_plain",
+                    None,
+                    n,
+                ),
+                ratio_line(
+                    big,
+                    f"(b) {rows:,}-row UPDATE in a logical tx vs unmanaged",
+                    "captured",
+                    "forward",
+                    2.0,
+                ),
+                ratio_line(
+                    big, "    floor: typed images, image row = claim", "b_typed", "forward", None
+                ),
+                ratio_line(
+                    big, "    floor: jsonb images + claims table", "b_jsonb", "forward", None
+                ),
+                ratio_line(
+                    big,
+                    "(b') through tx_execute vs UPDATE .. RETURNING json",
+                    "tx_execute",
+                    "returning",
+                    None,
+                    note="(no target)",
+                ),
+                ratio_line(
+                    big, "(c) rollback of (b) vs the forward update", "rollback", "forward", 2.0
+                ),
+                ratio_line(
+                    big, "    floor: typed images, set-based undo", "c_typed", "forward", None
+                ),
+                ratio_line(
+                    big,
+                    "    floor: jsonb images, jsonb_populate_record undo",
+                    "c_jsonb",
+                    "forward",
+                    None,
+                ),
+                ratio_line(
+                    bulk,
+                    f"(d) bulk insert {rows:,} rows: managed vs unmanaged",
+                    "bulk_managed",
+                    "bulk_plain",
+                    1.10,
+                ),
+                ratio_line(
+                    bulk,
+                    "    floor: EMPTY statement trigger + transition table",
+                    "bulk_empty",
+                    "bulk_plain",
+                    None,
+                ),
+                ratio_line(
+                    bulk,
+                    "    floor: row-level trigger with a WHEN test",
+                    "bulk_when",
+                    "bulk_plain",
+                    None,
+                ),
+                ratio_line(
+                    one,
+                    "(f) tx_execute lock of one row vs SELECT FOR UPDATE",
+                    "lock",
+                    "for_update",
+                    2.0,
+                    n,
+                ),
+                ratio_line(
+                    one,
+                    "    floor: one function: FOR UPDATE + claim",
+                    "floor_lock",
+                    "for_update",
+                    None,
+                    n,
+                ),
+            ):
+                print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,146 @@
+"""Where the time of a logical-transaction call goes: per function of the
+package (pg_stat_user_functions with track_functions = all), the calls,
+total and self time per measured operation, heaviest self time first.
+
+Operations (4-column table: id bigint pk, grp int, v int, note text):
+tx_execute single-row insert; the same INSERT in PostgREST header mode;
+tx_execute lock of one row; a single-row UPDATE outside any logical
+transaction while --claims claims are held on other rows (the claim guard);
+a --rows-row UPDATE in header mode and its rollback.
+
+Usage: python bench/tx_profile.py [--calls N] [--rows N] [--claims N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from _support import backend_cpu_ns
+from tx_overhead import create, database, postgrest, tx_begin
+
+
+def profile(conn: psycopg.Connection[Any], label: str, calls: int, fn: Callable[[], None]) -> None:
+    conn.execute("select pg_stat_force_next_flush()")  # what came before, then reset
+    conn.execute("select 1")
+    conn.execute("select pg_stat_reset()")
+    conn.execute("select pg_stat_clear_snapshot()")
+    pid = conn.info.backend_pid
+    cpu0 = backend_cpu_ns(pid)
+    started = time.perf_counter()
+    fn()
+    wall = time.perf_counter() - started
+    cpu = (backend_cpu_ns(pid) - cpu0) / 1e9
+    conn.execute("select pg_stat_force_next_flush()")
+    conn.execute("select 1")  # the flush happens at the end of a transaction
+    conn.execute("select pg_stat_clear_snapshot()")
+    rows = conn.execute(
+        "select schemaname || '.' || funcname, calls, total_time, self_time"
+        " from pg_stat_user_functions order by self_time desc limit 12"
+    ).fetchall()
+    print(
+        f"\n{label}: {calls} call(s), per call: wall {wall / calls * 1e3:.3f} ms,"
+        f" backend cpu {cpu / calls * 1e3:.3f} ms"
+    )
+    print(f"  {'function':<44} {'calls/op':>8} {'total ms/op':>11} {'self ms/op':>10}")
+    for name, fcalls, total, self_time in rows:
+        print(f"  {name:<44} {fcalls / calls:8.2f} {total / calls:11.3f} {self_time / calls:10.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument(
+        "--claims", type=int, default=10_000, help="claims held during the guard's updates"
+    )
+    args = parser.parse_args()
+    n = args.calls
+    shape = "4 columns"
+    with database() as dsn, psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("set track_functions = 'all'")
+        create(conn, "p_ins", shape)
+        create(conn, "p_lock", shape, rows=n)
+        create(conn, "p_guard", shape, rows=n + args.claims)
+        create(conn, "p_up", shape, rows=args.rows)
+        for t in ("p_ins", "p_lock", "p_guard", "p_up"):
+            conn.execute("select resilience.manage_table(%s)", (t,))
+        conn.execute("vacuum (analyze)")
+        keys = itertools.count(1)
+        tx = tx_begin(conn)
+
+        def insert() -> None:
+            for _ in range(n):
+                k = next(keys)
+                row = {"id": k, "grp": 1, "v": 0, "note": f"row {k}"}
+                conn.execute(
+                    "select resilience.tx_execute(%s, 'p_ins', 'insert', %s)", (tx, Jsonb(row))
+                )
+
+        def header_insert() -> None:
+            header = {"x-resilience-tx": str(tx)}
+            for _ in range(n):
+                k = next(keys)
+                postgrest(
+                    conn,
+                    header,
+                    "insert into p_ins (id, grp, v, note) values (%s, 1, 0, %s)",
+                    (k, f"row {k}"),
+                )
+
+        def lock() -> None:
+            for i in range(1, n + 1):
+                conn.execute(
+                    "select resilience.tx_execute(%s, 'p_lock', 'lock', match => %s)",
+                    (tx, Jsonb({"id": i})),
+                )
+
+        profile(conn, "tx_execute insert", n, insert)
+        profile(conn, "PostgREST header-mode INSERT", n, header_insert)
+        profile(conn, "tx_execute lock", n, lock)
+        conn.execute("select resilience.tx_commit(%s)", (tx,))
+        holder = tx_begin(conn)  # claims rows n+1.., never written below
+        postgrest(
+            conn,
+            {"x-resilience-tx": str(holder)},
+            "update p_guard set v = -1 where id > %s",
+            (n,),
+        )
+
+        def guard() -> None:
+            for i in range(1, n + 1):
+                conn.execute("update p_guard set v = v + 1 where id = %s", (i,))
+
+        profile(
+            conn,
+            f"claim guard: single-row UPDATE, {args.claims:,} claims held on other rows",
+            n,
+            guard,
+        )
+        conn.execute("select resilience.tx_rollback(%s)", (holder,))
+        big = tx_begin(conn)
+        header = {"x-resilience-tx": str(big)}
+        profile(
+            conn,
+            f"{args.rows:,}-row UPDATE in header mode",
+            1,
+            lambda: postgrest(conn, header, "update p_up set v = v + 1 where grp = 1", ()),
+        )
+        profile(
+            conn,
+            f"rollback of the {args.rows:,}-row UPDATE",
+            1,
+            lambda: conn.execute("select resilience.tx_rollback(%s)", (big,)),
+        )
+        print(json.dumps({"note": "times from pg_stat_user_functions, ms per operation"}))
+
+
+if __name__ == "__main__":
+    main()
