@@ -480,6 +480,7 @@ declare
     update_vals text;
     overriding text;
     claim_of text;
+    guard text;
     part record;
     reshaped bigint;
 begin
@@ -646,6 +647,30 @@ begin
         'case when v_first then true when exists (select 1 from %s as e where e.claim and e.tx_id = v_tx_id and %%s) '
         'then null else true end', image);
 
+    -- Who holds a claim on a key this statement wrote (old and new keys)?
+    -- Driven by the statement's rows, one index probe each (the other way
+    -- round, the planner scans every claim of the table). Twice: counting
+    -- our own claims (a plain write) or not.
+    guard := $guard$
+        if tg_op = 'INSERT' then
+            select x.tx_id into v_holder from new_rows as n
+            cross join lateral (select i.tx_id from %1$s as i where i.claim%4$s and %2$s limit 1) as x
+            limit 1;
+        elsif tg_op = 'DELETE' then
+            select x.tx_id into v_holder from old_rows as o
+            cross join lateral (select i.tx_id from %1$s as i where i.claim%4$s and %3$s limit 1) as x
+            limit 1;
+        else
+            select h.tx_id into v_holder from (
+                select x.tx_id from old_rows as o
+                cross join lateral (select i.tx_id from %1$s as i where i.claim%4$s and %3$s limit 1) as x
+                union all
+                select x.tx_id from new_rows as n
+                cross join lateral (select i.tx_id from %1$s as i where i.claim%4$s and %2$s limit 1) as x
+            ) as h
+            limit 1;
+        end if;$guard$;
+
     execute pg_catalog.format($body$
 create or replace function %1$s()
 returns trigger
@@ -674,16 +699,7 @@ begin
     end if;
     if v_mode = 'p' then
         -- A plain write: only claimed rows are off limits.
-        if tg_op = 'INSERT' then
-            select i.tx_id into v_holder from new_rows as n, %2$s as i where i.claim and %3$s limit 1;
-        elsif tg_op = 'DELETE' then
-            select i.tx_id into v_holder from old_rows as o, %2$s as i where i.claim and %4$s limit 1;
-        else
-            select i.tx_id into v_holder from %2$s as i
-            where i.claim and (exists (select 1 from old_rows as o where %4$s)
-                or exists (select 1 from new_rows as n where %3$s))
-            limit 1;
-        end if;
+%18$s
         if v_holder is not null then
             perform resilience._claim_conflict(v_root, v_holder);
         end if;
@@ -697,18 +713,7 @@ begin
     begin
         if not v_first then
             -- Another transaction's claim: fail at once, nobody waits.
-            if tg_op = 'INSERT' then
-                select i.tx_id into v_holder from new_rows as n, %2$s as i
-                where i.claim and i.tx_id <> v_tx_id and %3$s limit 1;
-            elsif tg_op = 'DELETE' then
-                select i.tx_id into v_holder from old_rows as o, %2$s as i
-                where i.claim and i.tx_id <> v_tx_id and %4$s limit 1;
-            else
-                select i.tx_id into v_holder from %2$s as i
-                where i.claim and i.tx_id <> v_tx_id and (exists (select 1 from old_rows as o where %4$s)
-                    or exists (select 1 from new_rows as n where %3$s))
-                limit 1;
-            end if;
+%19$s
             if v_holder is not null then
                 perform resilience._claim_conflict(v_root, v_holder);
             end if;
@@ -744,18 +749,7 @@ begin
         end if;
     exception when unique_violation then
         -- A concurrent transaction claimed one of these keys first.
-        if tg_op = 'INSERT' then
-            select i.tx_id into v_holder from new_rows as n, %2$s as i
-            where i.claim and i.tx_id <> v_tx_id and %3$s limit 1;
-        elsif tg_op = 'DELETE' then
-            select i.tx_id into v_holder from old_rows as o, %2$s as i
-            where i.claim and i.tx_id <> v_tx_id and %4$s limit 1;
-        else
-            select i.tx_id into v_holder from %2$s as i
-            where i.claim and i.tx_id <> v_tx_id and (exists (select 1 from old_rows as o where %4$s)
-                or exists (select 1 from new_rows as n where %3$s))
-            limit 1;
-        end if;
+%19$s
         perform resilience._claim_conflict(v_root, v_holder);
     end;
     if tg_op = 'DELETE' then
@@ -789,7 +783,11 @@ $body$,
         pg_catalog.format(claim_of, resilience._sql_keys_equal('e.', kk, kop, '(u.b).', kc)),   -- 14
         resilience._sql_list('(u.b).', kc),                                  -- 15
         resilience._sql_keys_equal('(u.b).', kc, kop, 'u.', kk),             -- 16
-        resilience._sql_keys_equal('e.', kk, kop, '(u.b).', kc));            -- 17
+        resilience._sql_keys_equal('e.', kk, kop, '(u.b).', kc),             -- 17
+        pg_catalog.format(guard, image, resilience._sql_keys_equal('i.', kk, kop, 'n.', kn),
+            resilience._sql_keys_equal('i.', kk, kop, 'o.', kn), ''),         -- 18
+        pg_catalog.format(guard, image, resilience._sql_keys_equal('i.', kk, kop, 'n.', kn),
+            resilience._sql_keys_equal('i.', kk, kop, 'o.', kn), ' and i.tx_id <> v_tx_id'));  -- 19
     execute pg_catalog.format('revoke all on function %s() from public', capture_fn);
 
     -- Undo one captured statement, set-based. A row is restored only while
@@ -934,9 +932,10 @@ begin
     get diagnostics v_rows = row_count;
     v_first := v_rows > 0;
     begin
-        select i.tx_id into v_holder from %3$s as t, %2$s as i
-        where (t.tableoid, t.ctid) in (select * from rows from (pg_catalog.unnest(p_tableoids), pg_catalog.unnest(p_ctids)))
-            and i.claim and i.tx_id <> v_tx_id and %4$s
+        select x.tx_id into v_holder from %3$s as t
+        cross join lateral (select i.tx_id from %2$s as i where i.claim and i.tx_id <> v_tx_id and %4$s limit 1) as x
+        where t.ctid operator(pg_catalog.=) any (p_ctids)
+            and (t.tableoid, t.ctid) in (select * from rows from (pg_catalog.unnest(p_tableoids), pg_catalog.unnest(p_ctids)))
         limit 1;
         if v_holder is not null then
             perform resilience._claim_conflict(v_root, v_holder);
@@ -949,9 +948,10 @@ begin
             and t.xmax operator(pg_catalog.=) pg_catalog.pg_current_xact_id()::pg_catalog.xid;
         get diagnostics v_rows = row_count;
     exception when unique_violation then
-        select i.tx_id into v_holder from %3$s as t, %2$s as i
-        where (t.tableoid, t.ctid) in (select * from rows from (pg_catalog.unnest(p_tableoids), pg_catalog.unnest(p_ctids)))
-            and i.claim and i.tx_id <> v_tx_id and %4$s
+        select x.tx_id into v_holder from %3$s as t
+        cross join lateral (select i.tx_id from %2$s as i where i.claim and i.tx_id <> v_tx_id and %4$s limit 1) as x
+        where t.ctid operator(pg_catalog.=) any (p_ctids)
+            and (t.tableoid, t.ctid) in (select * from rows from (pg_catalog.unnest(p_tableoids), pg_catalog.unnest(p_ctids)))
         limit 1;
         perform resilience._claim_conflict(v_root, v_holder);
     end;
