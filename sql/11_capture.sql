@@ -710,14 +710,10 @@ begin
     insert into resilience.claimed_tables (relation, tx_id) values (v_root, v_tx_id) on conflict do nothing;
     get diagnostics v_rows = row_count;
     v_first := v_rows > 0;
+    -- A key another transaction claims makes the claiming insert fail on the
+    -- claim index (at once, or once a concurrent claimer's call commits):
+    -- 55P03, nobody waits for a logical transaction.
     begin
-        if not v_first then
-            -- Another transaction's claim: fail at once, nobody waits.
-%19$s
-            if v_holder is not null then
-                perform resilience._claim_conflict(v_root, v_holder);
-            end if;
-        end if;
         if tg_op = 'INSERT' then
             insert into %2$s (tx_id, seq, op, claim, %5$s, a)
             select v_tx_id, v_seq, 'i', %6$s, %7$s, %8$s
@@ -932,14 +928,6 @@ begin
     get diagnostics v_rows = row_count;
     v_first := v_rows > 0;
     begin
-        select x.tx_id into v_holder from %3$s as t
-        cross join lateral (select i.tx_id from %2$s as i where i.claim and i.tx_id <> v_tx_id and %4$s limit 1) as x
-        where t.ctid operator(pg_catalog.=) any (p_ctids)
-            and (t.tableoid, t.ctid) in (select * from rows from (pg_catalog.unnest(p_tableoids), pg_catalog.unnest(p_ctids)))
-        limit 1;
-        if v_holder is not null then
-            perform resilience._claim_conflict(v_root, v_holder);
-        end if;
         insert into %2$s (tx_id, seq, op, claim, %5$s, b)
         select v_tx_id, v_seq, 'l', %6$s, %7$s, %8$s
         from %3$s as t
