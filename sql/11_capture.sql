@@ -744,7 +744,7 @@ begin
                 and not exists (select 1 from u as e where %17$s);
         end if;
     exception when unique_violation then
-        -- A concurrent transaction claimed one of these keys first.
+        -- Another transaction claims one of these keys: name it.
 %19$s
         perform resilience._claim_conflict(v_root, v_holder);
     end;
