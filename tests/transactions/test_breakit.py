@@ -134,3 +134,47 @@ def test_plain_write_not_failed_by_other_users_images_after_ddl(
     with psycopg.connect(plain_dsn, autocommit=True) as other:
         other.execute("update bk_tc set v = 7 where id = 2")
     assert conn.execute("select v from bk_tc where id = 2").fetchone() == (7,)
+
+
+def _deferred_unique_conflict(conn: psycopg.Connection[Any], timeout_ms: int) -> str:
+    """A transaction moves row 1 from u = 1 to u = 5; then a plain write takes
+    u = 1 (an unclaimed row, allowed). The undo must put u = 1 back, which a
+    DEFERRABLE INITIALLY DEFERRED unique constraint refuses -- at commit."""
+    conn.execute("""
+        create table bk_du (id int primary key, u int,
+            constraint bk_du_u unique (u) deferrable initially deferred);
+        insert into bk_du values (1, 1);
+        select resilience.manage_table('bk_du');
+    """)
+    tx = begin(conn, timeout_ms)
+    execute(conn, tx, "bk_du", "update", {"u": 5}, {"id": 1})
+    conn.execute("insert into bk_du values (2, 1)")
+    return tx
+
+
+def test_rollback_deferred_unique_conflict_is_rz005(conn: psycopg.Connection[Any]) -> None:
+    """DESIGN 1 (Rollback): any error while restoring (unique, ...) is a
+    conflict, SQLSTATE RZ005 naming the rows and the constraint. A deferred
+    unique constraint is checked only at commit, after _undo has declared
+    success, so tx_rollback fails with a bare 23505 instead."""
+    tx = _deferred_unique_conflict(conn, 30000)
+    with pytest.raises(psycopg.Error) as failure:
+        call(conn, "tx_rollback", tx)
+    assert failure.value.sqlstate == "RZ005"
+
+
+def test_reap_contains_deferred_constraint_violation(
+    conn: psycopg.Connection[Any], make_role: Callable[..., str]
+) -> None:
+    """Containment (DESIGN 1, Timeouts): no tx_begin of one user fails because
+    of another user's transaction. The reaper's subtransaction cannot catch a
+    deferred constraint violated by the undo: it fires at the COMMIT of the
+    unlucky caller's tx_begin (23505, whose DETAIL even shows the other
+    user's value: "Key (u)=(1) already exists"), and the expired transaction
+    stays active, so every later tx_begin fails the same way."""
+    tx = _deferred_unique_conflict(conn, 100)
+    time.sleep(0.3)  # let it expire (no timing is asserted)
+    other = make_role("bk_other", member_of=("resilience_user",))
+    with psycopg.connect(other, autocommit=True) as b:
+        assert b.execute("select resilience.tx_begin()").fetchone() is not None
+    assert call(conn, "tx_status", tx)["status"] == "failed"
