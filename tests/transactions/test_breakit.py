@@ -178,3 +178,37 @@ def test_reap_contains_deferred_constraint_violation(
     with psycopg.connect(other, autocommit=True) as b:
         assert b.execute("select resilience.tx_begin()").fetchone() is not None
     assert call(conn, "tx_status", tx)["status"] == "failed"
+
+
+def test_user_trigger_during_undo_cannot_overwrite_a_row_claimed_by_another_tx(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """DESIGN 1 (Claims): any other write to a claimed row fails at once with
+    55P03. Writes made by a user trigger firing during an undo run with the
+    restore token set, so they are neither captured nor claim-checked: A's
+    rollback (its undo deletes a row, an AFTER DELETE trigger counts
+    deletions in another managed table) silently overwrites the row B holds.
+    The same trigger in a plain write or in A's own tx_execute gets 55P03."""
+    conn.execute("""
+        create table bk_items (id int primary key);
+        create table bk_counter (id int primary key, deleted int);
+        insert into bk_counter values (1, 0);
+        create function bk_count_deletes() returns trigger language plpgsql as $body$
+        begin
+            update public.bk_counter set deleted = deleted + 1 where id = 1;
+            return null;
+        end $body$;
+        create trigger bk_count_deletes after delete on bk_items
+            for each row execute function bk_count_deletes();
+        select resilience.manage_table('bk_items');
+        select resilience.manage_table('bk_counter');
+    """)
+    tx_a = begin(conn)
+    tx_b = begin(conn)
+    execute(conn, tx_a, "bk_items", "insert", {"id": 1})
+    execute(conn, tx_b, "bk_counter", "update", {"deleted": 100}, {"id": 1})
+    try:
+        call(conn, "tx_rollback", tx_a)
+    except psycopg.Error as error:
+        assert error.sqlstate in ("RZ005", "55P03"), error
+    assert conn.execute("select deleted from bk_counter").fetchall() == [(100,)]
