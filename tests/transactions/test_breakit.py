@@ -212,3 +212,28 @@ def test_user_trigger_during_undo_cannot_overwrite_a_row_claimed_by_another_tx(
     except psycopg.Error as error:
         assert error.sqlstate in ("RZ005", "55P03"), error
     assert conn.execute("select deleted from bk_counter").fetchall() == [(100,)]
+
+
+def test_lock_works_with_column_grants_like_select_for_update(
+    conn: psycopg.Connection[Any], make_role: Callable[..., str]
+) -> None:
+    """DESIGN 1: `lock` is the logical SELECT ... FOR UPDATE, run with the
+    caller's privileges. A role with column grants SELECT (id, v) and
+    UPDATE (v) may run `select id, v from t where id = 2 for update nowait`,
+    but tx_execute(..., 'lock', ...) fails with 42501 for it: the generated
+    statement reads the system columns tableoid/ctid, which need a table-level
+    SELECT grant. (update/insert/delete/upsert work for the same role.)"""
+    role_dsn = make_role("bk_col", member_of=("resilience_user",))
+    conn.execute("""
+        create table bk_cg (id int primary key, v text, secret text);
+        insert into bk_cg values (2, 'b', 'hidden');
+        select resilience.manage_table('bk_cg');
+        grant select (id, v), update (v) on bk_cg to bk_col;
+    """)
+    with psycopg.connect(role_dsn, autocommit=True) as caller:
+        with caller.transaction():
+            plain = caller.execute("select id, v from bk_cg where id = 2 for update nowait")
+            assert plain.fetchall() == [(2, "b")]
+        tx = begin(caller)
+        locked = execute(caller, tx, "bk_cg", "lock", None, {"id": 2})
+    assert locked["data"] == [{"id": 2, "v": "b"}]
