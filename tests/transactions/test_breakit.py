@@ -8,8 +8,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
-from .conftest import begin, call, execute
+from .conftest import begin, call, execute, request
 
 
 @pytest.mark.parametrize(
@@ -237,3 +238,38 @@ def test_lock_works_with_column_grants_like_select_for_update(
         tx = begin(caller)
         locked = execute(caller, tx, "bk_cg", "lock", None, {"id": 2})
     assert locked["data"] == [{"id": 2, "v": "b"}]
+
+
+def test_tx_execute_applies_rls_as_a_plain_write_does(conn: psycopg.Connection[Any]) -> None:
+    """DESIGN 1: tx_execute runs the write with the caller's privileges, so
+    the table's grants and RLS apply. A policy calling a helper function that
+    names its table unqualified (resolved by the caller's search_path) lets
+    the caller's plain UPDATE through, but tx_execute pins search_path = ''
+    (it is SECURITY INVOKER, the house rule asks it only of DEFINER) and fails
+    with 42P01. User triggers with unqualified names fail the same way."""
+    conn.execute("""
+        create table bk_tenant_of (sub text primary key, tenant int);
+        insert into bk_tenant_of values ('alice', 1);
+        create function bk_my_tenant() returns int language sql stable as $body$
+            select tenant from bk_tenant_of
+            where sub = current_setting('request.jwt.claims', true)::json ->> 'sub'
+        $body$;
+        create table bk_docs (id int primary key, tenant int, body text);
+        insert into bk_docs values (1, 1, 'mine'), (2, 2, 'theirs');
+        alter table bk_docs enable row level security;
+        create policy bk_docs_tenant on bk_docs using (tenant = bk_my_tenant());
+        grant select on bk_tenant_of to authenticated;
+        grant all on bk_docs to authenticated;
+        select resilience.manage_table('bk_docs');
+    """)
+    assert request(
+        conn, "alice", "update bk_docs set body = 'plain' where id in (1, 2) returning id"
+    ) == [(1,)]
+    tx = str(request(conn, "alice", "select resilience.tx_begin()")[0][0])
+    result = request(
+        conn,
+        "alice",
+        "select resilience.tx_execute(%s, 'bk_docs', 'update', %s, %s)",
+        params=(tx, Jsonb({"body": "tx"}), Jsonb({"id": 1})),
+    )
+    assert result[0][0]["count"] == 1
