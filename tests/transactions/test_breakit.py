@@ -298,3 +298,24 @@ def test_partition_created_after_manage_table_is_captured(conn: psycopg.Connecti
     result = call(conn, "tx_rollback", tx)
     assert result["success"]
     assert conn.execute("select t::text from bk_np as t").fetchall() == [("(2,2,before)",)]
+
+
+def test_identity_always_key_change_rolls_back(conn: psycopg.Connection[Any]) -> None:
+    """DESIGN 1: identity (GENERATED ALWAYS) columns must round-trip; rollback
+    restores everything or nothing and never reports success over a changed
+    row (docs: an identity column is restored by re-insert). A key change
+    `set id = default` on a GENERATED ALWAYS key is rolled back with
+    success = true, yet the row keeps its new key 3 instead of 1. With an
+    ON UPDATE CASCADE child, the same rollback fails with RZ005 instead."""
+    conn.execute("""
+        create table bk_ida (id int generated always as identity primary key, v text);
+        insert into bk_ida (v) values ('a'), ('b');
+        select resilience.manage_table('bk_ida');
+    """)
+    before = conn.execute("select t::text from bk_ida as t order by 1").fetchall()
+    tx = begin(conn)
+    with conn.transaction():
+        conn.execute("select set_config('resilience.tx_id', %s, true)", (tx,))
+        conn.execute("update bk_ida set id = default where id = 1")
+    assert call(conn, "tx_rollback", tx)["success"]
+    assert conn.execute("select t::text from bk_ida as t order by 1").fetchall() == before
