@@ -319,3 +319,21 @@ def test_identity_always_key_change_rolls_back(conn: psycopg.Connection[Any]) ->
         conn.execute("update bk_ida set id = default where id = 1")
     assert call(conn, "tx_rollback", tx)["success"]
     assert conn.execute("select t::text from bk_ida as t order by 1").fetchall() == before
+
+
+def test_identity_always_non_key_column_rolls_back(conn: psycopg.Connection[Any]) -> None:
+    """Same promise as above, without a key change: `set n = default` on a
+    GENERATED ALWAYS identity column that is not the key. tx_rollback
+    restores v but leaves n at its new value (2, not 1), and says success."""
+    conn.execute("""
+        create table bk_idn (id int primary key, n int generated always as identity, v text);
+        insert into bk_idn (id, v) values (1, 'a');
+        select resilience.manage_table('bk_idn');
+    """)
+    before = conn.execute("select t::text from bk_idn as t").fetchall()
+    tx = begin(conn)
+    with conn.transaction():
+        conn.execute("select set_config('resilience.tx_id', %s, true)", (tx,))
+        conn.execute("update bk_idn set n = default, v = 'b' where id = 1")
+    assert call(conn, "tx_rollback", tx)["success"]
+    assert conn.execute("select t::text from bk_idn as t").fetchall() == before
