@@ -337,3 +337,26 @@ def test_identity_always_non_key_column_rolls_back(conn: psycopg.Connection[Any]
         conn.execute("update bk_idn set n = default, v = 'b' where id = 1")
     assert call(conn, "tx_rollback", tx)["success"]
     assert conn.execute("select t::text from bk_idn as t").fetchall() == before
+
+
+def test_truncate_inside_a_logical_transaction_is_not_lost(conn: psycopg.Connection[Any]) -> None:
+    """DESIGN 1: a write on a managed table is part of the logical transaction
+    when resilience.tx_id holds its id, and tx_rollback restores everything
+    (a restore never skips a row silently). TRUNCATE in the transaction (the
+    table has no claims yet, so the BEFORE TRUNCATE guard lets it through) is
+    neither captured nor refused: tx_rollback says success, 0 rows restored,
+    and the rows are gone. Expected: refused, or captured and restored."""
+    conn.execute("""
+        create table bk_tt (id int primary key, v text);
+        insert into bk_tt values (1, 'a');
+        select resilience.manage_table('bk_tt');
+    """)
+    tx = begin(conn)
+    try:
+        with conn.transaction():
+            conn.execute("select set_config('resilience.tx_id', %s, true)", (tx,))
+            conn.execute("truncate bk_tt")
+    except psycopg.Error:
+        pass  # refusing the truncate keeps the promise too
+    call(conn, "tx_rollback", tx)
+    assert conn.execute("select t::text from bk_tt as t").fetchall() == [("(1,a)",)]
