@@ -360,3 +360,30 @@ def test_truncate_inside_a_logical_transaction_is_not_lost(conn: psycopg.Connect
         pass  # refusing the truncate keeps the promise too
     call(conn, "tx_rollback", tx)
     assert conn.execute("select t::text from bk_tt as t").fetchall() == [("(1,a)",)]
+
+
+def test_lock_inside_a_plpgsql_exception_block(conn: psycopg.Connection[Any]) -> None:
+    """DESIGN 1: operation `lock` claims the matched rows and returns them
+    (the logical SELECT ... FOR UPDATE). Called from a PL/pgSQL block with an
+    EXCEPTION clause (a subtransaction, as in many RPC functions) or after a
+    SAVEPOINT, the row's xmax is the subtransaction's xid, not
+    pg_current_xact_id(), so _lock_<n> finds nothing it locked and fails with
+    55P03 "rows must be locked by this statement" though nobody else holds
+    the row. A plain SELECT ... FOR UPDATE works there."""
+    conn.execute("""
+        create table bk_ls (id int primary key, v text);
+        insert into bk_ls values (1, 'a');
+        select resilience.manage_table('bk_ls');
+    """)
+    conn.execute("""
+        create function bk_lock_rpc(tx uuid) returns jsonb language plpgsql as $body$
+        begin
+            return resilience.tx_execute(tx, 'bk_ls', 'lock', null, '{"id": 1}');
+        exception when division_by_zero then
+            return null;
+        end $body$;
+    """)
+    tx = begin(conn)
+    locked = conn.execute("select bk_lock_rpc(%s)", (tx,)).fetchone()
+    assert locked is not None and locked[0]["count"] == 1
+    assert call(conn, "tx_status", tx)["claims"] == 1
