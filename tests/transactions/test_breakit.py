@@ -387,3 +387,26 @@ def test_lock_inside_a_plpgsql_exception_block(conn: psycopg.Connection[Any]) ->
     locked = conn.execute("select bk_lock_rpc(%s)", (tx,)).fetchone()
     assert locked is not None and locked[0]["count"] == 1
     assert call(conn, "tx_status", tx)["claims"] == 1
+
+
+def test_plain_write_on_inheritance_child_respects_the_parents_claims(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """DESIGN 1: any other write to a claimed row fails at once with 55P03;
+    an inheritance child is refused by manage_table "with a hint to manage
+    its parent". With the parent managed, a logical transaction updates a
+    row stored in the child (through the parent: captured, claimed, and a
+    plain write through the parent gets 55P03); a plain write aimed at the
+    child itself goes through (only partitions carry the triggers), and the
+    transaction's rollback then fails with RZ005."""
+    conn.execute("""
+        create table bk_ih (id int primary key, v text);
+        create table bk_ihc (extra int) inherits (bk_ih);
+        insert into bk_ihc values (2, 'child', 0);
+        select resilience.manage_table('bk_ih');
+    """)
+    tx = begin(conn)
+    execute(conn, tx, "bk_ih", "update", {"v": "tx"}, {"id": 2})
+    with pytest.raises(psycopg.Error) as failure:
+        conn.execute("update bk_ihc set v = 'bypass' where id = 2")
+    assert failure.value.sqlstate == "55P03"
