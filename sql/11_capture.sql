@@ -205,7 +205,8 @@ begin
 end;
 $$;
 
--- TRUNCATE fires no capture: refuse it while rows of the table are claimed.
+-- TRUNCATE fires no capture: refuse it inside a logical transaction (it
+-- could not be rolled back) and while rows of the table are claimed.
 create or replace function resilience._guard_truncate()
 returns trigger
 language plpgsql
@@ -214,6 +215,15 @@ security definer
 set search_path = ''
 as $$
 begin
+    if not resilience._restoring() and (
+        coalesce(pg_catalog.current_setting('resilience.tx_id', true), '') <> ''
+        or pg_catalog.strpos(coalesce(pg_catalog.current_setting('request.headers', true), ''), 'x-resilience-tx') > 0
+    ) then
+        raise exception using
+            errcode = '0A000',
+            message = pg_catalog.format('truncate of %s cannot be part of a logical transaction', tg_relid::regclass),
+            hint = 'Delete the rows instead: deletes are captured and can be rolled back.';
+    end if;
     if exists (
         select 1 from resilience.claimed_tables as c
         where c.relation = coalesce(pg_catalog.pg_partition_root(tg_relid), tg_relid)::regclass
@@ -380,6 +390,14 @@ begin
             hint = pg_catalog.format('Manage its parent %s: capture on the parent covers every partition.',
                 (select h.inhparent::regclass from pg_catalog.pg_inherits as h where h.inhrelid = relation limit 1));
     end if;
+    -- Inheritance children take their own statements, which the parent's
+    -- triggers never see (partitions are covered: they get the triggers).
+    if target.relkind = 'r' and exists (select 1 from pg_catalog.pg_inherits as h where h.inhparent = relation) then
+        raise exception using
+            errcode = '22023',
+            message = pg_catalog.format('%s has inheritance children, whose writes could bypass its claims', relation),
+            hint = 'Use declarative partitioning (capture on a partitioned table covers every partition).';
+    end if;
     if not exists (select 1 from pg_catalog.pg_index as i where i.indrelid = relation and i.indisprimary) then
         raise exception using
             errcode = '22023',
@@ -485,6 +503,8 @@ declare
     reshaped bigint;
 begin
     perform resilience._require_manageable(relation);
+    -- Our own DDL below must not make the event triggers regenerate again.
+    perform pg_catalog.set_config('resilience.generating', 'on', true);
     select m.* into reg from resilience.managed_tables as m where m.relation = _generate.relation;
     reshaped := reg.reshaped_at_seq;
     select pg_catalog.format('%I.%I', n.nspname, c.relname) into target
@@ -694,15 +714,20 @@ begin
     if v_mode = 's' then
         return null;
     end if;
-    if not resilience._require_shape(v_root) then
-        return null;
-    end if;
     if v_mode = 'p' then
+        -- A plain write only needs the key columns the guard compares; a
+        -- stale shape is the capture's concern, not this writer's.
+        if not exists (select 1 from resilience.managed_tables as m where m.relation = v_root) then
+            return null;
+        end if;
         -- A plain write: only claimed rows are off limits.
 %18$s
         if v_holder is not null then
             perform resilience._claim_conflict(v_root, v_holder);
         end if;
+        return null;
+    end if;
+    if not resilience._require_shape(v_root) then
         return null;
     end if;
 
@@ -866,7 +891,9 @@ begin
         where i.tx_id = p_tx and i.seq = p_seq and i.op = 'u' and %12$s
             and (p_force or %5$s operator(pg_catalog.*=) i.a);
         get diagnostics v_done = row_count;
-        if not p_force and v_done < v_expected then
+        -- An identity ALWAYS column cannot be written back by an update: a
+        -- row whose value changed is then not in its before-state either.
+        if not p_force and (v_done < v_expected or %14$s) then
             -- Restored rows now equal their before-image, and so do rows
             -- already back; the others changed behind the claims.
             select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(%6$s)) into v_conflicts
@@ -896,8 +923,28 @@ $body$,
         coalesce(update_cols, restore_cols),                                 -- 10
         coalesce(update_vals, restore_vals),                                 -- 11
         resilience._sql_keys_equal('t.', kn, kop, '(i.a).', kc),             -- 12
-        resilience._sql_keys_equal('t.', kn, kop, '(i.b).', kc));            -- 13
+        resilience._sql_keys_equal('t.', kn, kop, '(i.b).', kc),             -- 13
+        case when overriding <> '' then 'true' else 'false' end);            -- 14
     execute pg_catalog.format('revoke all on function %s(uuid, bigint, text, boolean) from public', undo_fn);
+    -- The undo writes the table, so the table's own triggers fire: they
+    -- must run with the table owner's rights, not the package owner's. The
+    -- undo function belongs to the table owner (who may read the images of
+    -- its own table); _undo refuses to call it once it is no longer
+    -- SECURITY DEFINER.
+    begin
+        execute pg_catalog.format('alter function %s(uuid, bigint, text, boolean) owner to %I', undo_fn,
+            (select r.rolname from pg_catalog.pg_class as c inner join pg_catalog.pg_roles as r on r.oid = c.relowner
+                where c.oid = relation));
+        execute pg_catalog.format('grant usage on schema resilience to %I',
+            (select r.rolname from pg_catalog.pg_class as c inner join pg_catalog.pg_roles as r on r.oid = c.relowner
+                where c.oid = relation));
+        execute pg_catalog.format('grant select on %s to %I', image,
+            (select r.rolname from pg_catalog.pg_class as c inner join pg_catalog.pg_roles as r on r.oid = c.relowner
+                where c.oid = relation));
+    exception when insufficient_privilege then
+        raise warning 'pgresilience: the undo of % runs as the package owner (%): the table''s triggers do too',
+            relation, sqlerrm;
+    end;
 
     -- lock: claim rows the caller's own statement locked (FOR UPDATE, under
     -- its privileges and RLS). Only rows whose xmax is this very database
@@ -1000,6 +1047,7 @@ $body$,
         reshaped_at_seq = excluded.reshaped_at_seq;
     update resilience.managed_tables as m set descriptor = resilience._describe(_generate.relation)
     where m.relation = _generate.relation;
+    perform pg_catalog.set_config('resilience.generating', '', true);
 end;
 $gen$;
 

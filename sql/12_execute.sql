@@ -56,6 +56,7 @@ set search_path = ''
 as $$
 declare
     managed jsonb;
+    shape text;
 begin
     if exists (
         select 1 from resilience.transactions as t
@@ -64,8 +65,19 @@ begin
         perform resilience._reap_if_expired();
     end if;
     perform resilience._tx_for_capture(tx_id::text);
-    select m.descriptor into managed from resilience.managed_tables as m
+    select m.descriptor, m.shape into managed, shape from resilience.managed_tables as m
     where m.relation = _execute_prepare.relation;
+    -- DDL the event trigger could not regenerate (images were held then):
+    -- regenerate now if it can be done, else RZ007 names manage_table.
+    if managed is not null and shape is null then
+        begin
+            perform resilience._generate(relation);
+        exception when sqlstate 'RZ007' then
+            perform resilience._require_shape(relation);
+        end;
+        select m.descriptor into managed from resilience.managed_tables as m
+        where m.relation = _execute_prepare.relation;
+    end if;
     if managed is null then
         raise exception using
             errcode = '22023',
@@ -352,8 +364,10 @@ create or replace function resilience.tx_execute(
 returns jsonb
 language plpgsql
 volatile
+-- SECURITY INVOKER, and no pinned search_path: the write is the caller's,
+-- and the table's RLS policies and triggers must see the caller's
+-- search_path, as in a plain write. Every name here is qualified.
 security invoker
-set search_path = ''
 as $$
 declare
     relation regclass;

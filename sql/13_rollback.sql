@@ -89,11 +89,15 @@ begin
         postponed := '[]'::jsonb;
         failures := '[]'::jsonb;
         for step in select e from pg_catalog.jsonb_array_elements(pending) as e loop
-            select m.undo_function, m.reshaped_at_seq into undo_fn, reshaped from resilience.managed_tables as m
+            -- Only while it is still SECURITY DEFINER (its owner, the table
+            -- owner, could make it run as us).
+            select m.undo_function, m.reshaped_at_seq into undo_fn, reshaped
+            from resilience.managed_tables as m
+            inner join pg_catalog.pg_proc as p on p.oid = m.undo_function and p.prosecdef
             where m.relation = (step ->> 'relation')::oid;
             if undo_fn is null then
                 drifted := drifted || pg_catalog.jsonb_build_array(step - 'relation' - 'rows'
-                    || pg_catalog.jsonb_build_object('error', 'table dropped or no longer managed'));
+                    || pg_catalog.jsonb_build_object('error', 'table dropped, no longer managed, or its undo altered'));
                 continue;
             end if;
             -- Columns were added to the table after these images were taken.
@@ -106,6 +110,9 @@ begin
                 execute pg_catalog.format('select %s($1, $2, $3, $4)', undo_fn::oid::regproc)
                 into outcome
                 using tx_id, (step ->> 'seq')::bigint, step ->> 'operation', force;
+                -- Deferred constraints are checked here, inside the step,
+                -- not at commit where no error could be turned into RZ005.
+                set constraints all immediate;
                 restored := restored + (outcome ->> 'restored_rows')::bigint;
                 -- One entry per row; its key only where the owner may read it.
                 drifted := drifted || coalesce((
@@ -113,7 +120,7 @@ begin
                         'key', case when resilience._keys_visible_to((step ->> 'relation')::oid::regclass, owner_role)
                             then k.key end))
                     from pg_catalog.jsonb_array_elements(outcome -> 'conflicts') as k (key)), '[]'::jsonb);
-            exception when others then
+            exception when others or assert_failure then
                 get stacked diagnostics failed_state = returned_sqlstate, failed_message = message_text,
                     failed_constraint = constraint_name;
                 postponed := postponed || pg_catalog.jsonb_build_array(step);

@@ -15,8 +15,10 @@ as $$
 declare
     managed regclass;
 begin
-    -- Nothing managed (or the package being uninstalled): nothing to do.
+    -- Nothing managed (or the package being uninstalled), or this is the
+    -- DDL of our own regeneration: nothing to do.
     if pg_catalog.to_regclass('resilience.managed_tables') is null
+        or coalesce(pg_catalog.current_setting('resilience.generating', true), '') = 'on'
         or not exists (select 1 from resilience.managed_tables)
     then
         return;
@@ -38,7 +40,7 @@ begin
                 -- fail with RZ007 until manage_table succeeds.
                 update resilience.managed_tables as m set shape = null where m.relation = managed;
                 raise warning 'pgresilience: capture of % not regenerated (%); captured writes fail with RZ007 '
-                    'until resilience.manage_table(%L) is run', managed, sqlerrm, managed::text;
+                    'until resilience.manage_table(%) is run', managed, sqlerrm, pg_catalog.quote_literal(managed::text);
             end;
         end if;
     end loop;
@@ -57,8 +59,10 @@ as $$
 declare
     managed regclass;
 begin
-    -- Nothing managed (or the package being uninstalled): nothing to do.
+    -- Nothing managed (or the package being uninstalled), or this is the
+    -- DDL of our own regeneration: nothing to do.
     if pg_catalog.to_regclass('resilience.managed_tables') is null
+        or coalesce(pg_catalog.current_setting('resilience.generating', true), '') = 'on'
         or not exists (select 1 from resilience.managed_tables)
     then
         return;
