@@ -2,7 +2,12 @@
 once into a template database, and a fresh copy of it for every test.
 
 Set PGRESILIENCE_TEST_DSN to a superuser conninfo to run against an existing
-server instead of the embedded one.
+server instead of the embedded one, or PGRESILIENCE_PG_BIN to the bin directory
+of another PostgreSQL installation (`make test-matrix` does, for 14 to 18).
+
+Tests marked `plpython` need PL/Python in the database; on a server without it
+(hosted Supabase, the npm builds of `make test-matrix`) they are skipped with
+the reason, and the client-side diff runs in their place.
 """
 
 from __future__ import annotations
@@ -68,6 +73,18 @@ class Server:
             )
 
 
+@dataclass(frozen=True)
+class ServerFeatures:
+    """What the session's server offers, as installed into the template database."""
+
+    version_num: int  # server_version_num, e.g. 170010
+    plpython: bool  # plpython3u could be created (PL/Python schema diff)
+
+    @property
+    def major(self) -> int:
+        return self.version_num // 10000
+
+
 def _unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
@@ -109,6 +126,31 @@ def template_db(server: Server) -> Iterator[str]:
         yield name
     finally:
         server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def server_features(server: Server, template_db: str) -> ServerFeatures:
+    with psycopg.connect(server.dsn(template_db), autocommit=True) as conn:
+        row = conn.execute(
+            "select current_setting('server_version_num')::integer,"
+            " exists (select from pg_extension where extname = 'plpython3u')"
+        ).fetchone()
+    assert row is not None
+    return ServerFeatures(version_num=row[0], plpython=row[1])
+
+
+@pytest.fixture(autouse=True)
+def _server_requirements(request: pytest.FixtureRequest) -> None:
+    """Skips a test marked `plpython` on a server without PL/Python, saying so.
+    Asks for the server only when the test has such a marker."""
+    if request.node.get_closest_marker("plpython") is None:
+        return
+    features: ServerFeatures = request.getfixturevalue("server_features")
+    if not features.plpython:
+        pytest.skip(
+            f"PL/Python (plpython3u) is not available on this PostgreSQL {features.major} "
+            "server: the schema diff runs client-side here (the 'client' variants)"
+        )
 
 
 @pytest.fixture

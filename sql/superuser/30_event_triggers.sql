@@ -137,6 +137,12 @@ begin
     tracked := resilience._schema_tracked_names();
     select pg_catalog.string_agg(d.classid::text || ',' || d.objid::text || ',' || tg_tag, ';') into entries
     from pg_catalog.pg_event_trigger_dropped_objects() as d
+    -- PostgreSQL 14 reports no schema_name for a column default (15+ do);
+    -- its address names the schema first on every version.
+    cross join lateral (
+        select case when d.classid operator(pg_catalog.=) 'pg_catalog.pg_attrdef'::pg_catalog.regclass
+            then d.address_names[1] else d.schema_name end as schema_name
+    ) as s
     where not d.is_temporary
         and d.classid in (
             'pg_catalog.pg_class'::pg_catalog.regclass, 'pg_catalog.pg_constraint'::pg_catalog.regclass,
@@ -146,9 +152,9 @@ begin
         )
         -- A schema dropped by this very command is gone already: keep its objects
         -- (the fold ignores whatever the snapshot never had).
-        and (d.schema_name is null
-            or d.schema_name operator(pg_catalog.=) any(tracked)
-            or pg_catalog.to_regnamespace(d.schema_name) is null);
+        and (s.schema_name is null
+            or s.schema_name operator(pg_catalog.=) any(tracked)
+            or pg_catalog.to_regnamespace(s.schema_name) is null);
     if entries is not null then
         perform resilience._schema_remember(entries);
     end if;
