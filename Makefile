@@ -9,7 +9,7 @@ STAMP := $(VENV)/.pgresilience-installed
 PG_CACHE ?= .cache/pg
 MATRIX ?= 14 16 17 18
 
-.PHONY: setup test test-matrix lint pytest demo bench clean
+.PHONY: setup test test-matrix lint pytest fuzz demo bench clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,12 @@ pytest: setup
 ## $(PG_CACHE) on first use; no PL/Python there, so the client-side diff runs). make test is 15's.
 test-matrix: setup
 	VENV=$(VENV) PG_CACHE=$(PG_CACHE) PYTEST_ARGS="$(PYTEST_ARGS)" bash scripts/test-matrix.sh $(MATRIX)
+
+## make fuzz: the oracle test with many more examples, shrinking failures
+## (ORACLE_EXAMPLES=n to choose how many; ORACLE_TAME=1 for plain names and types)
+fuzz: setup
+	ORACLE_EXAMPLES=$${ORACLE_EXAMPLES:-400} ORACLE_SHRINK=1 $(BIN)/pytest -p no:cacheprovider \
+		tests/transactions/test_oracle.py --timeout 3600 $(PYTEST_ARGS)
 
 ## make demo: runs every scenario on an embedded PostgreSQL (or on $$DATABASE_URL)
 demo: setup

@@ -24,17 +24,26 @@ strong_migrations; the table is ``SEVERITY_RULES`` and docs/schema_tracking.md.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+
+# Typing-only imports: at commit, in a new session, PL/Python loads this
+# module, and importing typing (~15 ms) or collections would be paid there.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
+    from typing import Any
+
+    Delta = Mapping[str, Any]
+    Change = dict[str, Any]
 
 __all__ = [
     "CRITICAL",
     "HIGH",
     "LOW",
     "MEDIUM",
+    "RULES",
+    "Rule",
     "SEVERITIES",
     "SEVERITY_RULES",
     "canonical_json",
@@ -51,135 +60,248 @@ LOW, MEDIUM, HIGH, CRITICAL = "low", "medium", "high", "critical"
 SEVERITIES = (LOW, MEDIUM, HIGH, CRITICAL)
 _RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 
-Delta = Mapping[str, Any]
-Change = dict[str, Any]
 
-# (change type, situation, severity, source of the rule). Rendered into
-# docs/schema_tracking.md; compute_changes() applies exactly these.
-SEVERITY_RULES: tuple[tuple[str, str, str, str], ...] = (
-    ("table_added", "new table", LOW, "-"),
-    ("table_dropped", "data of the table is lost", CRITICAL, "squawk ban-drop-table; Atlas DS102"),
-    (
+class Rule:
+    """One severity rule: the change type it rates, the situation, the
+    severity, and the migration linter rule it follows (or "-")."""
+
+    __slots__ = ("type", "situation", "severity", "source")
+
+    def __init__(self, type_: str, situation: str, severity: str, source: str) -> None:
+        self.type, self.situation, self.severity, self.source = type_, situation, severity, source
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((self.type, self.situation, self.severity, self.source))
+
+    def __repr__(self) -> str:
+        return f"Rule{tuple(self)!r}"
+
+
+# The one source of severities: compute_changes() rates every change through
+# a rule id of this table (``_rated``), and docs/schema_tracking.md renders it
+# (``python -m pgresilience.schema.severity_doc``).
+RULES: dict[str, Rule] = {
+    "table_added": Rule("table_added", "new table", LOW, "-"),
+    "table_dropped": Rule(
+        "table_dropped", "data of the table is lost", CRITICAL, "squawk ban-drop-table; Atlas DS102"
+    ),
+    "table_renamed": Rule(
         "table_renamed",
         "clients using the old name break",
         HIGH,
         "squawk renaming-table; Atlas BC101",
     ),
-    ("table_changed", "SET LOGGED/UNLOGGED (rewrite)", HIGH, "strong_migrations"),
-    ("table_changed", "partitioning / other table property", MEDIUM, "-"),
-    ("column_added", "nullable, or constant default", LOW, "squawk adding-field-with-default"),
-    ("column_added", "NOT NULL without default", HIGH, "squawk adding-required-field; Atlas MF103"),
-    (
+    "table_persistence": Rule(
+        "table_changed", "SET LOGGED/UNLOGGED (rewrite)", HIGH, "strong_migrations"
+    ),
+    "partition_detached": Rule(
+        "table_changed", "partition detached (its rows leave the parent's queries)", HIGH, "-"
+    ),
+    "partition_attached": Rule(
+        "table_changed",
+        "partition attached (scanned under lock unless a CHECK proves the bound)",
+        MEDIUM,
+        "-",
+    ),
+    "table_property": Rule("table_changed", "partition key / other table property", MEDIUM, "-"),
+    "column_added": Rule(
+        "column_added", "nullable, or constant default", LOW, "squawk adding-field-with-default"
+    ),
+    "column_added_required": Rule(
+        "column_added",
+        "NOT NULL without default",
+        HIGH,
+        "squawk adding-required-field; Atlas MF103",
+    ),
+    "column_added_rewrite": Rule(
         "column_added",
         "volatile default, identity or stored generated (rewrite)",
         HIGH,
         "squawk adding-field-with-default; Atlas PG302; strong_migrations",
     ),
-    (
+    "column_dropped": Rule(
         "column_dropped",
         "data of the column is lost",
         CRITICAL,
         "squawk ban-drop-column; Atlas DS103",
     ),
-    (
+    "column_renamed": Rule(
         "column_renamed",
         "clients using the old name break",
         HIGH,
         "squawk renaming-column; Atlas BC102",
     ),
-    (
+    "type_rewrite": Rule(
         "column_type_changed",
         "rewrites the table (ACCESS EXCLUSIVE)",
         HIGH,
         "squawk changing-column-type; Atlas PG301; strong_migrations",
     ),
-    (
+    "type_narrowing": Rule(
         "column_type_changed",
         "narrowing (values may no longer fit)",
         HIGH,
         "Atlas data-dependent (MF) class",
     ),
-    (
+    "type_metadata": Rule(
         "column_type_changed",
         "metadata only (e.g. widen varchar, varchar to text)",
         LOW,
         "strong_migrations safe list",
     ),
-    (
+    "set_not_null": Rule(
         "nullability_changed",
         "SET NOT NULL (full scan, writers sending null break)",
         HIGH,
         "squawk adding-not-nullable-field; Atlas MF104, PG303",
     ),
-    ("nullability_changed", "DROP NOT NULL", LOW, "-"),
-    ("default_changed", "default dropped on a NOT NULL column", HIGH, "inserts omitting it fail"),
-    ("default_changed", "other default change", LOW, "-"),
-    ("column_changed", "identity, generated expression or collation", MEDIUM, "-"),
-    (
+    "drop_not_null": Rule(
+        "nullability_changed",
+        "DROP NOT NULL (readers assuming a value break)",
+        MEDIUM,
+        "squawk ban-drop-not-null",
+    ),
+    "default_dropped_not_null": Rule(
+        "default_changed", "default dropped on a NOT NULL column", HIGH, "inserts omitting it fail"
+    ),
+    "default_changed": Rule("default_changed", "other default change", LOW, "-"),
+    "column_property": Rule(
+        "column_changed", "identity, generated expression or collation", MEDIUM, "-"
+    ),
+    "constraint_added": Rule(
         "constraint_added",
         "CHECK / FOREIGN KEY / UNIQUE / EXCLUDE validated at once",
         MEDIUM,
         "squawk constraint-missing-not-valid, adding-foreign-key-constraint, "
         "disallowed-unique-constraint; Atlas PG305, PG105",
     ),
-    ("constraint_added", "added NOT VALID", LOW, "squawk constraint-missing-not-valid"),
-    ("constraint_dropped", "UNIQUE or EXCLUDE dropped (a key is lost)", HIGH, "-"),
-    (
+    "constraint_added_not_valid": Rule(
+        "constraint_added", "added NOT VALID", LOW, "squawk constraint-missing-not-valid"
+    ),
+    "constraint_using_index": Rule(
+        "constraint_added",
+        "UNIQUE ... USING INDEX over an existing index (no index build)",
+        LOW,
+        "squawk disallowed-unique-constraint (the safe pattern)",
+    ),
+    "constraint_dropped_key": Rule(
+        "constraint_dropped", "UNIQUE or EXCLUDE dropped (a key is lost)", HIGH, "-"
+    ),
+    "constraint_dropped_guard": Rule(
         "constraint_dropped",
         "CHECK or FOREIGN KEY dropped (integrity guard lost)",
         MEDIUM,
         "Atlas CD101",
     ),
-    ("constraint_renamed", "constraint renamed", LOW, "-"),
-    ("constraint_changed", "validated, deferrability changed", LOW, "-"),
-    (
+    "constraint_renamed": Rule("constraint_renamed", "constraint renamed", LOW, "-"),
+    "constraint_redefined": Rule(
+        "constraint_changed",
+        "re-created with another definition (checked again under lock)",
+        MEDIUM,
+        "squawk constraint-missing-not-valid",
+    ),
+    "constraint_changed": Rule("constraint_changed", "validated, deferrability changed", LOW, "-"),
+    "primary_key_changed": Rule(
         "primary_key_changed",
         "primary key added, dropped or replaced",
         HIGH,
         "squawk adding-serial-primary-key-field; Atlas PG104, PG304",
     ),
-    ("index_added", "on a new table", LOW, "-"),
-    (
+    "primary_key_using_index": Rule(
+        "primary_key_changed",
+        "primary key added USING INDEX over an existing index (no index build)",
+        MEDIUM,
+        "squawk disallowed-unique-constraint (the safe pattern)",
+    ),
+    "index_added_new_table": Rule("index_added", "on a new table", LOW, "-"),
+    "index_added": Rule(
         "index_added",
-        "on an existing table (blocks writes unless CONCURRENTLY)",
+        "on an existing table, without CONCURRENTLY (blocks writes)",
         MEDIUM,
         "squawk require-concurrent-index-creation; Atlas PG101",
     ),
-    ("index_dropped", "unique index dropped (a key is lost)", HIGH, "-"),
-    (
+    "index_added_concurrently": Rule(
+        "index_added",
+        "CREATE INDEX CONCURRENTLY on an existing table",
+        LOW,
+        "squawk require-concurrent-index-creation",
+    ),
+    "index_invalid": Rule(
+        "index_invalid",
+        "INVALID index (a failed CONCURRENTLY): writes maintain it, queries skip it",
+        HIGH,
+        "-",
+    ),
+    "index_dropped_unique": Rule(
+        "index_dropped", "unique index dropped (a key is lost)", HIGH, "-"
+    ),
+    "index_dropped": Rule(
         "index_dropped",
         "plain index dropped (queries may slow down)",
         MEDIUM,
         "squawk require-concurrent-index-deletion; Atlas PG102",
     ),
-    ("index_renamed", "index renamed", LOW, "-"),
-    ("rls_changed", "row level security disabled (rows exposed)", CRITICAL, "security exposure"),
-    ("rls_changed", "row level security enabled (rows hidden without a policy)", HIGH, "-"),
-    ("rls_changed", "FORCE row level security changed", MEDIUM, "-"),
-    ("policy_changed", "restrictive policy dropped (rows exposed)", CRITICAL, "security exposure"),
-    (
+    "index_renamed": Rule("index_renamed", "index renamed", LOW, "-"),
+    "index_redefined": Rule(
+        "index_changed", "re-created with another definition (blocks writes)", MEDIUM, "-"
+    ),
+    "index_validated": Rule("index_changed", "index became valid", LOW, "-"),
+    "rls_disabled": Rule(
+        "rls_changed", "row level security disabled (rows exposed)", CRITICAL, "security exposure"
+    ),
+    "rls_enabled": Rule(
+        "rls_changed", "row level security enabled (rows hidden without a policy)", HIGH, "-"
+    ),
+    "rls_forced": Rule("rls_changed", "FORCE row level security changed", MEDIUM, "-"),
+    "policy_restrictive_dropped": Rule(
+        "policy_changed", "restrictive policy dropped (rows exposed)", CRITICAL, "security exposure"
+    ),
+    "policy_using_true": Rule(
         "policy_changed",
         "permissive policy using (true) added (every row exposed)",
         CRITICAL,
         "security exposure",
     ),
-    ("policy_changed", "permissive policy dropped, or policy expression/roles changed", HIGH, "-"),
-    ("policy_changed", "policy added", MEDIUM, "-"),
-    ("policy_changed", "policy renamed", LOW, "-"),
-    ("view_added", "new view", LOW, "-"),
-    ("view_dropped", "clients of the view break", HIGH, "-"),
-    ("view_renamed", "clients using the old name break", HIGH, "-"),
-    ("view_changed", "definition changed", MEDIUM, "-"),
-    ("function_added", "new function", LOW, "-"),
-    ("function_dropped", "rpc() callers break", HIGH, "-"),
-    ("function_renamed", "rpc() callers break", HIGH, "-"),
-    ("function_changed", "now SECURITY DEFINER", HIGH, "security"),
-    ("function_changed", "body or attributes changed", MEDIUM, "-"),
-    ("enum_added", "new enum type", LOW, "-"),
-    ("enum_dropped", "enum type dropped", MEDIUM, "-"),
-    ("enum_changed", "value added", LOW, "strong_migrations (safe since PG 12)"),
-    ("enum_changed", "value removed or renamed, type renamed", HIGH, "-"),
-)
+    "policy_changed": Rule(
+        "policy_changed", "permissive policy dropped, or policy expression/roles changed", HIGH, "-"
+    ),
+    "policy_added": Rule("policy_changed", "policy added", MEDIUM, "-"),
+    "policy_renamed": Rule("policy_changed", "policy renamed", LOW, "-"),
+    "view_added": Rule("view_added", "new view", LOW, "-"),
+    "view_dropped": Rule("view_dropped", "clients of the view break", HIGH, "-"),
+    "view_renamed": Rule("view_renamed", "clients using the old name break", HIGH, "-"),
+    "view_columns": Rule(
+        "view_changed", "output column removed, renamed or retyped (readers break)", HIGH, "-"
+    ),
+    "view_invoker_off": Rule(
+        "view_changed",
+        "security_invoker turned off on a view over an RLS table "
+        "(the caller's RLS no longer applies)",
+        CRITICAL,
+        "security exposure",
+    ),
+    "view_options": Rule(
+        "view_changed", "security_invoker, security_barrier or check_option changed", MEDIUM, "-"
+    ),
+    "view_changed": Rule("view_changed", "definition changed", MEDIUM, "-"),
+    "function_added": Rule("function_added", "new function", LOW, "-"),
+    "function_dropped": Rule("function_dropped", "rpc() callers break", HIGH, "-"),
+    "function_renamed": Rule("function_renamed", "rpc() callers break", HIGH, "-"),
+    "function_definer": Rule("function_changed", "now SECURITY DEFINER", HIGH, "security"),
+    "function_result": Rule(
+        "function_changed", "result type or columns changed (callers break)", HIGH, "-"
+    ),
+    "function_changed": Rule("function_changed", "body or attributes changed", MEDIUM, "-"),
+    "enum_added": Rule("enum_added", "new enum type", LOW, "-"),
+    "enum_dropped": Rule("enum_dropped", "enum type dropped", MEDIUM, "-"),
+    "enum_value_added": Rule(
+        "enum_changed", "value added", LOW, "strong_migrations (safe since PG 12)"
+    ),
+    "enum_value_removed": Rule("enum_changed", "value removed or renamed, type renamed", HIGH, "-"),
+}
+
+#: The rules as rows (change type, situation, severity, source), in table order.
+SEVERITY_RULES: tuple[Rule, ...] = tuple(RULES.values())
 
 # Output order within one table: structural changes first, as a reader expects.
 _TYPE_ORDER = [
@@ -187,7 +309,8 @@ _TYPE_ORDER = [
     "column_added", "column_renamed", "column_dropped", "column_type_changed",
     "nullability_changed", "default_changed", "column_changed", "primary_key_changed",
     "constraint_added", "constraint_renamed", "constraint_changed", "constraint_dropped",
-    "index_added", "index_renamed", "index_dropped", "policy_changed",
+    "index_added", "index_renamed", "index_changed", "index_invalid", "index_dropped",
+    "policy_changed",
     "view_added", "view_renamed", "view_changed", "view_dropped",
     "function_added", "function_renamed", "function_changed", "function_dropped",
     "enum_added", "enum_changed", "enum_dropped",
@@ -209,7 +332,7 @@ def canonical_json(value: Any) -> str:
     The database hashes exactly that text, so the client can recompute any
     object hash. Numbers are limited to integers (snapshots hold no floats).
     """
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):
         items = sorted(value.items(), key=lambda kv: _jsonb_key(kv[0]))
         return (
             "{"
@@ -231,11 +354,15 @@ def canonical_json(value: Any) -> str:
 
 def object_hash(kind: str, data: Mapping[str, Any]) -> str:
     """SHA-256 (hex) of ``kind || ':' || canonical JSON``, as the database computes it."""
+    import hashlib  # not needed by the diff at commit
+
     return hashlib.sha256(f"{kind}:{canonical_json(data)}".encode()).hexdigest()
 
 
 def sorted_hash(hashes: Iterable[str]) -> str:
     """SHA-256 (hex) over ``hashes`` sorted and concatenated."""
+    import hashlib
+
     return hashlib.sha256("".join(sorted(hashes)).encode("ascii")).hexdigest()
 
 
@@ -383,9 +510,8 @@ def _qualified(data: Mapping[str, Any]) -> str:
     return f"{data['schema']}.{data['name']}"
 
 
-def _change(
-    type_: str,
-    severity: str,
+def _rated(
+    rule_id: str,
     reason: str,
     *,
     table: str | None,
@@ -395,18 +521,119 @@ def _change(
     new: Any = None,
     **extra: Any,
 ) -> Change:
+    """A change record rated by rule ``rule_id`` of RULES (its type and severity)."""
+    rule = RULES[rule_id]
     change: Change = {
-        "type": type_,
+        "type": rule.type,
         "table": table,
         "column": column,
         "object": obj,
         "old_value": old,
         "new_value": new,
-        "severity": severity,
+        "severity": rule.severity,
         "reason": reason,
+        "rule": rule_id,
     }
     change.update(extra)
     return change
+
+
+# --- identity pairing ------------------------------------------------------
+
+# PostgreSQL re-creates some objects under a new OID: the indexes and
+# constraints on a column whose type changes, and whatever a migration drops
+# and creates again under the same name. Such a drop plus an add is one
+# object: paired by these keys, it is diffed as old -> new (often: no change).
+# Tables and columns are never paired: dropping one loses its data.
+_PAIR_KEYS: dict[str, Any] = {
+    "constraint": lambda d, data: (str(d.get("table_id")), data["name"]),
+    "index": lambda d, data: (str(d.get("table_id")), data["name"]),
+    "policy": lambda d, data: (str(d.get("table_id")), data["name"]),
+    "view": lambda d, data: (data["schema"], data["name"]),
+    "function": lambda d, data: (data["schema"], data["name"], data.get("arguments") or ""),
+    "enum": lambda d, data: (data["schema"], data["name"]),
+}
+
+
+def _pair_recreated(by_kind: dict[str, list[Delta]]) -> None:
+    """Merge, in place, each dropped object with the added one of the same key."""
+    for kind, key in _PAIR_KEYS.items():
+        deltas = by_kind.get(kind, [])
+        dropped: dict[Any, Delta] = {}
+        for d in deltas:
+            if d.get("new") is None:
+                dropped.setdefault(key(d, d["old"]), d)
+        if not dropped:
+            continue
+        partnered: set[int] = set()
+        result: list[Delta] = []
+        for d in deltas:
+            gone = dropped.get(key(d, d["new"])) if d.get("old") is None else None
+            if gone is not None and id(gone) not in partnered:
+                partnered.add(id(gone))
+                result.append({**d, "old": gone["old"], "recreated": True})
+            else:
+                result.append(d)
+        by_kind[kind] = [d for d in result if id(d) not in partnered]
+
+
+_KEY_COLUMNS = re.compile(r"^(?:UNIQUE|PRIMARY KEY)(?: NULLS NOT DISTINCT)? (\(.*?\))(.*)$")
+_INDEX_COLUMNS = re.compile(r" USING \S+ (\(.*\))( INCLUDE \(.*\))?(?: NULLS NOT DISTINCT)?$")
+
+
+def _key_spec(constraint: Mapping[str, Any]) -> str | None:
+    match = _KEY_COLUMNS.match(constraint.get("definition") or "")
+    if not match:
+        return None
+    include = re.match(r"^( INCLUDE \(.*?\))?", match.group(2))
+    return match.group(1) + (include.group(1) or "" if include else "")
+
+
+def _index_spec(index: Mapping[str, Any]) -> str | None:
+    match = _INDEX_COLUMNS.search(index.get("definition") or "")
+    return None if not match else match.group(1) + (match.group(2) or "")
+
+
+def _constraints_over_existing_indexes(by_kind: dict[str, list[Delta]]) -> list[Change]:
+    """``ADD CONSTRAINT ... UNIQUE/PRIMARY KEY USING INDEX``: the unique index
+    leaves the index list and comes back as the constraint. One change, rated
+    as the safe pattern it is, not a lost key plus a new one."""
+    indexes = by_kind.get("index", [])
+    constraints = by_kind.get("constraint", [])
+    changes: list[Change] = []
+    used: set[int] = set()
+    for c in constraints:
+        new = c.get("new")
+        if c.get("old") is not None or not new or new["type"] not in ("unique", "primary key"):
+            continue
+        for i in indexes:
+            old = i.get("old")
+            if (
+                id(i) in used
+                or i.get("new") is not None
+                or not old
+                or not old.get("unique")
+                or str(i.get("table_id")) != str(c.get("table_id"))
+                or _index_spec(old) is None
+                or _index_spec(old) != _key_spec(new)
+            ):
+                continue
+            used.update((id(i), id(c)))
+            rule = (
+                "primary_key_using_index"
+                if new["type"] == "primary key"
+                else ("constraint_using_index")
+            )
+            changes.append(_rated(
+                rule, f"{new['type']} constraint over the existing index {old['name']}: "
+                "no index build",
+                table=new["table"], obj=new["name"], old=old["definition"], new=new["definition"],
+            ))  # fmt: skip
+            break
+    if used:
+        by_kind["index"] = [d for d in indexes if id(d) not in used]
+        by_kind["constraint"] = [d for d in constraints if id(d) not in used]
+    return changes
 
 
 # --- the diff --------------------------------------------------------------
@@ -435,19 +662,23 @@ def compute_changes(deltas: Sequence[Delta]) -> list[Change]:
         if d.get("old") and d.get("new"):
             renames.add(_qualified(d["old"]), _qualified(d["new"]))
 
-    changes: list[Change] = []
-    changes += _table_changes(tables, by_kind, renames)
+    # Table records first: they list a new table's columns and what a DROP
+    # TABLE ... CASCADE took with it.
+    changes: list[Change] = _table_changes(tables, by_kind, renames)
+    whole_tables = added | dropped
+    for kind in ("column", "constraint", "index", "policy"):
+        if kind in by_kind:  # implied by table_added / table_dropped
+            by_kind[kind] = [d for d in by_kind[kind] if str(d.get("table_id")) not in whole_tables]
+    _pair_recreated(by_kind)
+    changes += _constraints_over_existing_indexes(by_kind)
     sub_objects = [
         ("column", _column_changes),
         ("constraint", _constraint_changes),
         ("index", _index_changes),
         ("policy", _policy_changes),
     ]
-    whole_tables = added | dropped
     for kind, differ in sub_objects:
         for d in by_kind.get(kind, []):
-            if str(d.get("table_id")) in whole_tables:
-                continue  # implied by table_added / table_dropped
             changes += differ(d, renames, added)
     changes = _merge_primary_keys(changes)
     for d in by_kind.get("view", []):
@@ -486,8 +717,8 @@ def _table_changes(
         if old is None:
             ordered = sorted(new_columns.get(tid, []), key=lambda c: _sub_id(c["id"]))
             columns = [{"name": c["new"]["name"], "type": c["new"]["type"]} for c in ordered]
-            changes.append(_change(
-                "table_added", LOW, f"new {new['kind']}",
+            changes.append(_rated(
+                "table_added", f"new {new['kind']}",
                 table=_qualified(new), obj=_qualified(new), new={"columns": columns},
             ))  # fmt: skip
             continue
@@ -497,46 +728,62 @@ def _table_changes(
             reason = "drops the table and its data"
             if dependents:
                 reason += f"; also dropped with it: {', '.join(dependents)}"
-            changes.append(
-                _change("table_dropped", CRITICAL, reason, table=name, obj=name, old=name)
-            )
+            changes.append(_rated("table_dropped", reason, table=name, obj=name, old=name))
             continue
         name = _qualified(new)
         if _qualified(old) != name:
             how = "moved to another schema" if old["schema"] != new["schema"] else "renamed"
-            changes.append(_change(
-                "table_renamed", HIGH, f"table {how}: clients using {_qualified(old)} break",
+            changes.append(_rated(
+                "table_renamed", f"table {how}: clients using {_qualified(old)} break",
                 table=name, obj=name, old=_qualified(old), new=name,
             ))  # fmt: skip
         if old.get("rls") != new.get("rls"):
             if new.get("rls"):
-                changes.append(_change(
-                    "rls_changed", HIGH,
+                changes.append(_rated(
+                    "rls_enabled",
                     "row level security enabled: rows without a matching policy are hidden",
                     table=name, obj=name, old=False, new=True,
                 ))  # fmt: skip
             else:
-                changes.append(_change(
-                    "rls_changed", CRITICAL,
+                changes.append(_rated(
+                    "rls_disabled",
                     "row level security disabled: every row is visible to every role with grants",
                     table=name, obj=name, old=True, new=False,
                 ))  # fmt: skip
         if old.get("rls_forced") != new.get("rls_forced"):
-            changes.append(_change(
-                "rls_changed", MEDIUM, "FORCE row level security changed (applies to the owner)",
+            changes.append(_rated(
+                "rls_forced", "FORCE row level security changed (applies to the owner)",
                 table=name, obj=name, old={"forced": old.get("rls_forced")},
                 new={"forced": new.get("rls_forced")},
             ))  # fmt: skip
         if old.get("persistence") != new.get("persistence"):
-            changes.append(_change(
-                "table_changed", HIGH,
-                f"table set {new.get('persistence')}: rewrites the table",
+            changes.append(_rated(
+                "table_persistence", f"table set {new.get('persistence')}: rewrites the table",
                 table=name, obj=name, old=old.get("persistence"), new=new.get("persistence"),
             ))  # fmt: skip
-        for key in ("kind", "partition_of", "partition_bound", "partition_key"):
+        old_parent, new_parent = renames.normalize(old.get("partition_of")), new.get("partition_of")
+        if old_parent and not new_parent:
+            changes.append(_rated(
+                "partition_detached",
+                f"detached from {old_parent}: its rows no longer appear in the parent's queries",
+                table=name, obj=name, old={"partition_of": old_parent,
+                                           "partition_bound": old.get("partition_bound")},
+                new={"partition_of": None},
+            ))  # fmt: skip
+        elif (
+            new_parent
+            and old_parent != new_parent
+            or (new_parent and old.get("partition_bound") != new.get("partition_bound"))
+        ):
+            changes.append(_rated(
+                "partition_attached", f"attached to {new_parent}: scanned to check its bound",
+                table=name, obj=name, old={"partition_of": old_parent},
+                new={"partition_of": new_parent, "partition_bound": new.get("partition_bound")},
+            ))  # fmt: skip
+        for key in ("kind", "partition_key"):
             if renames.normalize(old.get(key)) != new.get(key):
-                changes.append(_change(
-                    "table_changed", MEDIUM, f"{key.replace('_', ' ')} changed",
+                changes.append(_rated(
+                    "table_property", f"{key.replace('_', ' ')} changed",
                     table=name, obj=name, old={key: old.get(key)}, new={key: new.get(key)},
                 ))  # fmt: skip
     return changes
@@ -577,113 +824,91 @@ def _column_changes(d: Delta, renames: _Renames, added_tables: set[str]) -> list
         elif new.get("default") and _VOLATILE_DEFAULT.search(new["default"]):
             rewrite = "a volatile default is evaluated for every row: rewrites the table"
         if rewrite:
-            severity, reason = HIGH, rewrite
+            rule, reason = "column_added_rewrite", rewrite
         elif new.get("not_null") and not new.get("default"):
-            severity, reason = HIGH, "NOT NULL without a default: inserts that omit it fail"
-        else:
-            severity, reason = LOW, "new column"
-        return [
-            _change(
-                "column_added",
-                severity,
-                reason,
-                table=table,
-                obj=table,
-                column=column,
-                new={k: new.get(k) for k in ("type", "not_null", "default")},
+            rule, reason = (
+                "column_added_required",
+                "NOT NULL without a default: inserts that omit it fail",
             )
-        ]
+        else:
+            rule, reason = "column_added", "new column"
+        return [_rated(
+            rule, reason, table=table, obj=table, column=column,
+            new={k: new.get(k) for k in ("type", "not_null", "default")},
+        )]  # fmt: skip
     if new is None:
         table = old["table"]
-        return [
-            _change(
-                "column_dropped",
-                CRITICAL,
-                "drops the column and its data",
-                table=table,
-                obj=table,
-                column=old["name"],
-                old=old["type"],
-            )
-        ]
+        return [_rated(
+            "column_dropped", "drops the column and its data",
+            table=table, obj=table, column=old["name"], old=old["type"],
+        )]  # fmt: skip
 
     table, column = new["table"], new["name"]
     changes: list[Change] = []
 
-    def add(
-        type_: str, severity: str, reason: str, old_value: Any, new_value: Any, **extra: Any
-    ) -> None:
-        changes.append(
-            _change(
-                type_,
-                severity,
-                reason,
-                table=table,
-                obj=table,
-                column=column,
-                old=old_value,
-                new=new_value,
-                **extra,
-            )
-        )
+    def add(rule: str, reason: str, old_value: Any, new_value: Any, **extra: Any) -> None:
+        changes.append(_rated(
+            rule, reason, table=table, obj=table, column=column,
+            old=old_value, new=new_value, **extra,
+        ))  # fmt: skip
 
     if old["name"] != new["name"]:
-        add(
-            "column_renamed",
-            HIGH,
-            f"clients using column {old['name']} break",
-            old["name"],
-            new["name"],
-        )
+        add("column_renamed", f"clients using column {old['name']} break", old["name"], new["name"])
     if renames.normalize(old["type"]) != new["type"]:  # not just a renamed enum type
         rewrites, narrowing = type_change_effect(old["type"], new["type"])
         if rewrites and narrowing:
-            severity, reason = HIGH, "narrowing type change: rewrites the table, values may not fit"
+            rule, reason = (
+                "type_narrowing",
+                "narrowing type change: rewrites the table, values may not fit",
+            )
         elif rewrites:
-            severity, reason = HIGH, "type change rewrites the table under an ACCESS EXCLUSIVE lock"
+            rule, reason = (
+                "type_rewrite",
+                "type change rewrites the table under an ACCESS EXCLUSIVE lock",
+            )
         else:
-            severity, reason = LOW, "type change is metadata only: no table rewrite"
-        add(
-            "column_type_changed",
-            severity,
-            reason,
-            old["type"],
-            new["type"],
-            rewrites_table=rewrites,
-        )
+            rule, reason = "type_metadata", "type change is metadata only: no table rewrite"
+        add(rule, reason, old["type"], new["type"], rewrites_table=rewrites)
     if bool(old.get("not_null")) != bool(new.get("not_null")):
         if new.get("not_null"):
             add(
-                "nullability_changed",
-                HIGH,
+                "set_not_null",
                 "SET NOT NULL scans the table under lock; writers sending null break",
                 False,
                 True,
             )
         else:
-            add("nullability_changed", LOW, "column now accepts null", True, False)
+            add(
+                "drop_not_null",
+                "column now accepts null: readers that assume a value break",
+                True,
+                False,
+            )
     if renames.normalize(old.get("default")) != new.get("default") and old.get(
         "default"
     ) != new.get("default"):
         if old.get("default") and not new.get("default") and new.get("not_null"):
             add(
-                "default_changed",
-                HIGH,
+                "default_dropped_not_null",
                 "default dropped on a NOT NULL column: inserts that omit it fail",
                 old.get("default"),
                 None,
             )
         else:
-            add("default_changed", LOW, "default changed", old.get("default"), new.get("default"))
+            add("default_changed", "default changed", old.get("default"), new.get("default"))
     for key in ("identity", "generated", "collation"):
         if old.get(key) != new.get(key):
-            add(
-                "column_changed", MEDIUM, f"{key} changed", {key: old.get(key)}, {key: new.get(key)}
-            )
+            add("column_property", f"{key} changed", {key: old.get(key)}, {key: new.get(key)})
     return changes
 
 
 _CONSTRAINT_KEYS = {"unique", "exclusion"}
+
+
+def _without_not_valid(definition: Any) -> Any:
+    if isinstance(definition, str) and definition.endswith(" NOT VALID"):
+        return definition[: -len(" NOT VALID")]
+    return definition
 
 
 def _constraint_changes(d: Delta, renames: _Renames, added_tables: set[str]) -> list[Change]:
@@ -691,109 +916,81 @@ def _constraint_changes(d: Delta, renames: _Renames, added_tables: set[str]) -> 
     if old is None:
         table, kind = new["table"], new["type"]
         if kind == "primary key":
-            return [
-                _change(
-                    "primary_key_changed",
-                    HIGH,
-                    "primary key added: builds a unique index and scans under lock",
-                    table=table,
-                    obj=new["name"],
-                    old=None,
-                    new=new["definition"],
-                )
-            ]
+            return [_rated(
+                "primary_key_changed",
+                "primary key added: builds a unique index and scans under lock",
+                table=table, obj=new["name"], old=None, new=new["definition"],
+            )]  # fmt: skip
         if not new.get("validated", True):
-            severity, reason = LOW, f"{kind} added NOT VALID: existing rows not checked yet"
+            rule, reason = (
+                "constraint_added_not_valid",
+                f"{kind} added NOT VALID: existing rows not checked yet",
+            )
         elif kind in _CONSTRAINT_KEYS:
-            severity, reason = MEDIUM, f"{kind} constraint builds an index under lock"
+            rule, reason = "constraint_added", f"{kind} constraint builds an index under lock"
         else:
-            severity, reason = (
-                MEDIUM,
-                (f"{kind} validated on every row under lock; add it NOT VALID, then VALIDATE"),
-            )
-        return [
-            _change(
+            rule, reason = (
                 "constraint_added",
-                severity,
-                reason,
-                table=table,
-                obj=new["name"],
-                new=new["definition"],
+                f"{kind} validated on every row under lock; add it NOT VALID, then VALIDATE",
             )
-        ]
+        return [_rated(rule, reason, table=table, obj=new["name"], new=new["definition"])]
     if new is None:
         table, kind = old["table"], old["type"]
         if kind == "primary key":
-            return [
-                _change(
-                    "primary_key_changed",
-                    HIGH,
-                    "primary key dropped: rows are no longer uniquely addressable",
-                    table=table,
-                    obj=old["name"],
-                    old=old["definition"],
-                    new=None,
-                )
-            ]
+            return [_rated(
+                "primary_key_changed",
+                "primary key dropped: rows are no longer uniquely addressable",
+                table=table, obj=old["name"], old=old["definition"], new=None,
+            )]  # fmt: skip
         if kind in _CONSTRAINT_KEYS:
-            severity, reason = HIGH, f"{kind} constraint dropped: a key is lost"
+            rule, reason = "constraint_dropped_key", f"{kind} constraint dropped: a key is lost"
         else:
-            severity, reason = MEDIUM, f"{kind} constraint dropped: an integrity guard is lost"
-        return [
-            _change(
-                "constraint_dropped",
-                severity,
-                reason,
-                table=table,
-                obj=old["name"],
-                old=old["definition"],
+            rule, reason = (
+                "constraint_dropped_guard",
+                f"{kind} constraint dropped: an integrity guard is lost",
             )
-        ]
+        return [_rated(rule, reason, table=table, obj=old["name"], old=old["definition"])]
     table = new["table"]
     changes: list[Change] = []
+    redefined = renames.normalize(_without_not_valid(old.get("definition"))) != (
+        _without_not_valid(new.get("definition"))
+    )
+    if redefined:
+        # Dropped and added again under the same name, with another meaning.
+        if "primary key" in (old["type"], new["type"]):
+            changes.append(_rated(
+                "primary_key_changed", "primary key replaced: rebuilt and re-checked under lock",
+                table=table, obj=new["name"], old=old["definition"], new=new["definition"],
+            ))  # fmt: skip
+        else:
+            changes.append(_rated(
+                "constraint_redefined",
+                f"{new['type']} re-created with another definition"
+                + ("" if new.get("validated", True) else " (NOT VALID)"),
+                table=table, obj=new["name"], old=old["definition"], new=new["definition"],
+            ))  # fmt: skip
     if old["name"] != new["name"]:
-        changes.append(
-            _change(
-                "constraint_renamed",
-                LOW,
-                "constraint renamed",
-                table=table,
-                obj=new["name"],
-                old=old["name"],
-                new=new["name"],
-            )
-        )
-    if not old.get("validated", True) and new.get("validated", True):
-        changes.append(
-            _change(
-                "constraint_changed",
-                LOW,
-                "constraint validated",
-                table=table,
-                obj=new["name"],
-                old={"validated": False},
-                new={"validated": True},
-            )
-        )
+        changes.append(_rated(
+            "constraint_renamed", "constraint renamed",
+            table=table, obj=new["name"], old=old["name"], new=new["name"],
+        ))  # fmt: skip
+    if not redefined and not old.get("validated", True) and new.get("validated", True):
+        changes.append(_rated(
+            "constraint_changed", "constraint validated", table=table, obj=new["name"],
+            old={"validated": False}, new={"validated": True},
+        ))  # fmt: skip
     for key in ("deferrable", "deferred"):
         if old.get(key) != new.get(key):
-            changes.append(
-                _change(
-                    "constraint_changed",
-                    LOW,
-                    f"{key} changed",
-                    table=table,
-                    obj=new["name"],
-                    old={key: old.get(key)},
-                    new={key: new.get(key)},
-                )
-            )
+            changes.append(_rated(
+                "constraint_changed", f"{key} changed", table=table, obj=new["name"],
+                old={key: old.get(key)}, new={key: new.get(key)},
+            ))  # fmt: skip
     return changes
 
 
 def _merge_primary_keys(changes: list[Change]) -> list[Change]:
     """A dropped and an added primary key on one table are one replacement."""
-    pk = [c for c in changes if c["type"] == "primary_key_changed"]
+    pk = [c for c in changes if c["rule"] == "primary_key_changed"]
     merged: list[Change] = []
     for c in pk:
         if c["old_value"] is None:
@@ -801,20 +998,20 @@ def _merge_primary_keys(changes: list[Change]) -> list[Change]:
                 (x for x in pk if x["table"] == c["table"] and x["new_value"] is None), None
             )
             if drop is not None:
-                merged.append(
-                    _change(
-                        "primary_key_changed",
-                        HIGH,
-                        "primary key replaced: rebuilt and re-checked under lock",
-                        table=c["table"],
-                        obj=c["object"],
-                        old=drop["old_value"],
-                        new=c["new_value"],
-                    )
-                )
+                merged.append(_rated(
+                    "primary_key_changed",
+                    "primary key replaced: rebuilt and re-checked under lock",
+                    table=c["table"], obj=c["object"], old=drop["old_value"], new=c["new_value"],
+                ))  # fmt: skip
     replaced = {c["table"] for c in merged}
     return [
-        c for c in changes if not (c["type"] == "primary_key_changed" and c["table"] in replaced)
+        c
+        for c in changes
+        if not (
+            c["rule"] == "primary_key_changed"
+            and c["table"] in replaced
+            and None in (c["old_value"], c["new_value"])
+        )
     ] + merged
 
 
@@ -822,47 +1019,58 @@ def _index_changes(d: Delta, renames: _Renames, added_tables: set[str]) -> list[
     old, new = d.get("old"), d.get("new")
     if old is None:
         table = new["table"]
+        if new.get("valid") is False:
+            return [_rated(
+                "index_invalid",
+                "INVALID index (a failed CREATE INDEX CONCURRENTLY?): writes maintain it, "
+                "queries skip it; drop it and build it again",
+                table=table, obj=new["name"], new=new["definition"],
+            )]  # fmt: skip
         if str(d.get("table_id")) in added_tables:
-            severity, reason = LOW, "index on a new table"
+            rule, reason = "index_added_new_table", "index on a new table"
+        elif d.get("concurrently"):
+            rule, reason = "index_added_concurrently", "built CONCURRENTLY: writes kept going"
         else:
-            severity, reason = (
-                MEDIUM,
+            rule, reason = (
+                "index_added",
                 "CREATE INDEX without CONCURRENTLY blocks writes while it builds",
             )
-        return [
-            _change(
-                "index_added", severity, reason, table=table, obj=new["name"], new=new["definition"]
-            )
-        ]
+        return [_rated(rule, reason, table=table, obj=new["name"], new=new["definition"])]
     if new is None:
         table = old["table"]
         if old.get("unique"):
-            severity, reason = HIGH, "unique index dropped: a key is lost"
+            rule, reason = "index_dropped_unique", "unique index dropped: a key is lost"
         else:
-            severity, reason = MEDIUM, "index dropped: queries using it may slow down"
-        return [
-            _change(
-                "index_dropped",
-                severity,
-                reason,
-                table=table,
-                obj=old["name"],
-                old=old["definition"],
-            )
-        ]
+            rule, reason = "index_dropped", "index dropped: queries using it may slow down"
+        return [_rated(rule, reason, table=table, obj=old["name"], old=old["definition"])]
+    table = new["table"]
+    changes: list[Change] = []
+    old_def = renames.normalize(old["definition"]).replace(f" {old['name']} ON ", " ON ", 1)
+    new_def = new["definition"].replace(f" {new['name']} ON ", " ON ", 1)
+    if old_def != new_def:
+        rule, reason = "index_redefined", "index re-created with another definition"
+        if old.get("unique") and not new.get("unique"):
+            rule, reason = "index_dropped_unique", "index re-created without UNIQUE: a key is lost"
+        changes.append(_rated(
+            rule, reason, table=table, obj=new["name"], old=old["definition"],
+            new=new["definition"],
+        ))  # fmt: skip
     if old["name"] != new["name"]:
-        return [
-            _change(
-                "index_renamed",
-                LOW,
-                "index renamed",
-                table=new["table"],
-                obj=new["name"],
-                old=old["name"],
-                new=new["name"],
-            )
-        ]
-    return []
+        changes.append(_rated(
+            "index_renamed", "index renamed", table=table, obj=new["name"],
+            old=old["name"], new=new["name"],
+        ))  # fmt: skip
+    if old.get("valid", True) is not False and new.get("valid") is False:
+        changes.append(_rated(
+            "index_invalid", "index is now INVALID: queries skip it",
+            table=table, obj=new["name"], old={"valid": True}, new={"valid": False},
+        ))  # fmt: skip
+    elif old.get("valid") is False and new.get("valid", True) is not False:
+        changes.append(_rated(
+            "index_validated", "index is valid again", table=table, obj=new["name"],
+            old={"valid": False}, new={"valid": True},
+        ))  # fmt: skip
+    return changes
 
 
 _POLICY_KEYS = ("command", "permissive", "roles", "using", "check")
@@ -877,125 +1085,115 @@ def _policy_changes(d: Delta, renames: _Renames, added_tables: set[str]) -> list
     if old is None:
         table = new["table"]
         if new.get("permissive") and (new.get("using") or "").strip("() ") == "true":
-            severity, reason = (
-                CRITICAL,
-                (f"permissive policy using (true): every row exposed to {', '.join(new['roles'])}"),
+            rule, reason = (
+                "policy_using_true",
+                f"permissive policy using (true): every row exposed to {', '.join(new['roles'])}",
             )
         elif new.get("permissive"):
-            severity, reason = MEDIUM, "permissive policy added: widens row access"
+            rule, reason = "policy_added", "permissive policy added: widens row access"
         else:
-            severity, reason = MEDIUM, "restrictive policy added: narrows row access"
-        return [
-            _change(
-                "policy_changed",
-                severity,
-                reason,
-                table=table,
-                obj=new["name"],
-                old=None,
-                new=_policy_summary(new),
-            )
-        ]
+            rule, reason = "policy_added", "restrictive policy added: narrows row access"
+        return [_rated(
+            rule, reason, table=table, obj=new["name"], old=None, new=_policy_summary(new),
+        )]  # fmt: skip
     if new is None:
         table = old["table"]
         if old.get("permissive"):
-            severity, reason = HIGH, "permissive policy dropped: clients lose access to rows"
-        else:
-            severity, reason = CRITICAL, "restrictive policy dropped: rows it hid are exposed"
-        return [
-            _change(
+            rule, reason = (
                 "policy_changed",
-                severity,
-                reason,
-                table=table,
-                obj=old["name"],
-                old=_policy_summary(old),
-                new=None,
+                "permissive policy dropped: clients lose access to rows",
             )
-        ]
+        else:
+            rule, reason = (
+                "policy_restrictive_dropped",
+                "restrictive policy dropped: rows it hid are exposed",
+            )
+        return [_rated(
+            rule, reason, table=table, obj=old["name"], old=_policy_summary(old), new=None,
+        )]  # fmt: skip
     table = new["table"]
     meaning_changed = any(renames.normalize(old.get(k)) != new.get(k) for k in _POLICY_KEYS)
     if meaning_changed:
-        return [
-            _change(
-                "policy_changed",
-                HIGH,
-                "policy expression, roles or command changed",
-                table=table,
-                obj=new["name"],
-                old=_policy_summary(old),
-                new=_policy_summary(new),
-            )
-        ]
+        return [_rated(
+            "policy_changed", "policy expression, roles or command changed",
+            table=table, obj=new["name"], old=_policy_summary(old), new=_policy_summary(new),
+        )]  # fmt: skip
     if old["name"] != new["name"]:
-        return [
-            _change(
-                "policy_changed",
-                LOW,
-                "policy renamed",
-                table=table,
-                obj=new["name"],
-                old={"name": old["name"]},
-                new={"name": new["name"]},
-            )
-        ]
+        return [_rated(
+            "policy_renamed", "policy renamed", table=table, obj=new["name"],
+            old={"name": old["name"]}, new={"name": new["name"]},
+        )]  # fmt: skip
     return []
+
+
+_VIEW_OPTIONS = ("security_invoker", "security_barrier", "check_option")
+
+
+def _view_columns_broken(
+    old: Mapping[str, Any], new: Mapping[str, Any], renames: _Renames
+) -> list[str]:
+    """Output columns of ``old`` that readers can no longer read as before."""
+    now = {c["name"]: c.get("type") for c in new.get("columns") or []}
+    return [
+        c["name"]
+        for c in old.get("columns") or []
+        if c["name"] not in now or now[c["name"]] != renames.normalize(c.get("type"))
+    ]
 
 
 def _view_changes(d: Delta, renames: _Renames) -> list[Change]:
     old, new = d.get("old"), d.get("new")
     if old is None:
         name = _qualified(new)
-        return [
-            _change(
-                "view_added",
-                LOW,
-                f"new {new['kind']}",
-                table=name,
-                obj=name,
-                new=new.get("definition"),
-            )
-        ]
+        return [_rated(
+            "view_added", f"new {new['kind']}", table=name, obj=name, new=new.get("definition"),
+        )]  # fmt: skip
     if new is None:
         name = _qualified(old)
-        return [
-            _change(
-                "view_dropped",
-                HIGH,
-                f"{old['kind']} dropped: its readers break",
-                table=name,
-                obj=name,
-                old=old.get("definition"),
-            )
-        ]
+        return [_rated(
+            "view_dropped", f"{old['kind']} dropped: its readers break",
+            table=name, obj=name, old=old.get("definition"),
+        )]  # fmt: skip
     name = _qualified(new)
     changes: list[Change] = []
     if _qualified(old) != name:
-        changes.append(
-            _change(
-                "view_renamed",
-                HIGH,
-                f"clients using {_qualified(old)} break",
-                table=name,
-                obj=name,
-                old=_qualified(old),
-                new=name,
+        changes.append(_rated(
+            "view_renamed", f"clients using {_qualified(old)} break",
+            table=name, obj=name, old=_qualified(old), new=name,
+        ))  # fmt: skip
+    old_options = {k: old.get(k) or None for k in _VIEW_OPTIONS}
+    new_options = {k: new.get(k) or None for k in _VIEW_OPTIONS}
+    if old_options != new_options:
+        if (
+            old_options["security_invoker"]
+            and not new_options["security_invoker"]
+            and new.get("reads_rls")
+        ):
+            rule, reason = (
+                "view_invoker_off",
+                "security_invoker turned off over a table with row level security: "
+                "readers now see rows as the view's owner",
             )
-        )
-    if renames.normalize(old.get("definition")) != renames.without_rename_aliases(
+        else:
+            rule, reason = "view_options", "view options changed"
+        changed = [k for k in _VIEW_OPTIONS if old_options[k] != new_options[k]]
+        changes.append(_rated(
+            rule, reason, table=name, obj=name,
+            old={k: old_options[k] for k in changed}, new={k: new_options[k] for k in changed},
+        ))  # fmt: skip
+    broken = _view_columns_broken(old, new, renames)
+    if broken:
+        changes.append(_rated(
+            "view_columns", f"output column(s) {', '.join(broken)} removed, renamed or retyped",
+            table=name, obj=name, old=old.get("columns"), new=new.get("columns"),
+        ))  # fmt: skip
+    elif renames.normalize(old.get("definition")) != renames.without_rename_aliases(
         new.get("definition")
     ):
-        changes.append(
-            _change(
-                "view_changed",
-                MEDIUM,
-                "view definition changed",
-                table=name,
-                obj=name,
-                old=old.get("definition"),
-                new=new.get("definition"),
-            )
-        )
+        changes.append(_rated(
+            "view_changed", "view definition changed", table=name, obj=name,
+            old=old.get("definition"), new=new.get("definition"),
+        ))  # fmt: skip
     return changes
 
 
@@ -1005,7 +1203,6 @@ def _signature(data: Mapping[str, Any]) -> str:
 
 _FUNCTION_ATTRS = (
     "body",
-    "result",
     "arguments",
     "language",
     "volatility",
@@ -1019,79 +1216,43 @@ def _function_changes(d: Delta) -> list[Change]:
     old, new = d.get("old"), d.get("new")
     if old is None:
         sig = _signature(new)
-        return [
-            _change(
-                "function_added",
-                LOW,
-                f"new {new.get('kind', 'function')}",
-                table=None,
-                obj=sig,
-                new=sig,
-            )
-        ]
+        return [_rated(
+            "function_added", f"new {new.get('kind', 'function')}", table=None, obj=sig, new=sig,
+        )]  # fmt: skip
     if new is None:
         sig = _signature(old)
-        return [
-            _change(
-                "function_dropped",
-                HIGH,
-                "dropped: rpc() callers break",
-                table=None,
-                obj=sig,
-                old=sig,
-            )
-        ]
+        return [_rated(
+            "function_dropped", "dropped: rpc() callers break", table=None, obj=sig, old=sig,
+        )]  # fmt: skip
     sig = _signature(new)
     changes: list[Change] = []
     if (old["schema"], old["name"]) != (new["schema"], new["name"]):
-        changes.append(
-            _change(
-                "function_renamed",
-                HIGH,
-                f"rpc() callers of {_signature(old)} break",
-                table=None,
-                obj=sig,
-                old=_signature(old),
-                new=sig,
-            )
-        )
+        changes.append(_rated(
+            "function_renamed", f"rpc() callers of {_signature(old)} break",
+            table=None, obj=sig, old=_signature(old), new=sig,
+        ))  # fmt: skip
     if not old.get("security_definer") and new.get("security_definer"):
-        changes.append(
-            _change(
-                "function_changed",
-                HIGH,
-                "now SECURITY DEFINER: runs with its owner's privileges",
-                table=None,
-                obj=sig,
-                old={"security_definer": False},
-                new={"security_definer": True},
-            )
-        )
+        changes.append(_rated(
+            "function_definer", "now SECURITY DEFINER: runs with its owner's privileges",
+            table=None, obj=sig, old={"security_definer": False}, new={"security_definer": True},
+        ))  # fmt: skip
     elif old.get("security_definer") != new.get("security_definer"):
-        changes.append(
-            _change(
-                "function_changed",
-                MEDIUM,
-                "no longer SECURITY DEFINER",
-                table=None,
-                obj=sig,
-                old={"security_definer": True},
-                new={"security_definer": False},
-            )
-        )
+        changes.append(_rated(
+            "function_changed", "no longer SECURITY DEFINER",
+            table=None, obj=sig, old={"security_definer": True}, new={"security_definer": False},
+        ))  # fmt: skip
+    if old.get("result") != new.get("result"):
+        changes.append(_rated(
+            "function_result", "result changed: callers reading its type or columns break",
+            table=None, obj=sig, old={"result": old.get("result")},
+            new={"result": new.get("result")},
+        ))  # fmt: skip
     changed = [k for k in _FUNCTION_ATTRS if old.get(k) != new.get(k)]
     if changed:
-        changes.append(
-            _change(
-                "function_changed",
-                MEDIUM,
-                f"{', '.join(changed)} changed",
-                table=None,
-                obj=sig,
-                old={k: old.get(k) for k in changed},
-                new={k: new.get(k) for k in changed},
-            )
-        )
+        changes.append(_rated(
+            "function_changed", f"{', '.join(changed)} changed", table=None, obj=sig,
+            old={k: old.get(k) for k in changed}, new={k: new.get(k) for k in changed},
+        ))  # fmt: skip
     return changes
 
 
@@ -1099,49 +1260,33 @@ def _enum_changes(d: Delta) -> list[Change]:
     old, new = d.get("old"), d.get("new")
     if old is None:
         name = _qualified(new)
-        return [
-            _change("enum_added", LOW, "new enum type", table=None, obj=name, new=new["values"])
-        ]
+        return [_rated("enum_added", "new enum type", table=None, obj=name, new=new["values"])]
     if new is None:
         name = _qualified(old)
         return [
-            _change(
-                "enum_dropped", MEDIUM, "enum type dropped", table=None, obj=name, old=old["values"]
-            )
+            _rated("enum_dropped", "enum type dropped", table=None, obj=name, old=old["values"])
         ]
     name = _qualified(new)
     changes: list[Change] = []
     if _qualified(old) != name:
-        changes.append(
-            _change(
-                "enum_changed",
-                HIGH,
-                f"type renamed from {_qualified(old)}",
-                table=None,
-                obj=name,
-                old=_qualified(old),
-                new=name,
-            )
-        )
+        changes.append(_rated(
+            "enum_value_removed", f"type renamed from {_qualified(old)}",
+            table=None, obj=name, old=_qualified(old), new=name,
+        ))  # fmt: skip
     old_values, new_values = list(old["values"]), list(new["values"])
     if old_values != new_values:
         removed = [v for v in old_values if v not in new_values]
         if removed:
             kind = "renamed" if len(old_values) == len(new_values) else "removed"
-            severity, reason = HIGH, f"value {kind}: {', '.join(removed)} no longer valid"
-        else:
-            severity, reason = LOW, "value added"
-        changes.append(
-            _change(
-                "enum_changed",
-                severity,
-                reason,
-                table=None,
-                obj=name,
-                old=old_values,
-                new=new_values,
+            rule, reason = (
+                "enum_value_removed",
+                f"value {kind}: {', '.join(removed)} no longer valid",
             )
-        )
+        else:
+            rule, reason = "enum_value_added", "value added"
+        changes.append(_rated(
+            rule, reason, table=None, obj=name, old=old_values, new=new_values,
+        ))  # fmt: skip
     return changes
 
 

@@ -54,7 +54,12 @@ as $$
         and pg_catalog.pg_has_role(resilience._caller_role(), 'resilience_admin', 'member');
 $$;
 
-create or replace function resilience._audit(event text, tx_id uuid, detail jsonb default '{}')
+-- One audit row. The actor is the caller, or, with on_behalf_of, the owner
+-- of that transaction (the reaper acts for the owner: the row is the
+-- owner's to read, not that of whoever's call happened to reap).
+create or replace function resilience._audit(
+    event text, tx_id uuid, detail jsonb default '{}', on_behalf_of uuid default null
+)
 returns void
 language plpgsql
 volatile
@@ -62,7 +67,13 @@ security definer
 set search_path = ''
 as $$
 begin
-    insert into resilience.audit_log (event, tx_id, actor_role, actor_sub, detail)
-    values (event, tx_id, resilience._caller_role(), resilience._caller_sub(), coalesce(detail, '{}'));
+    if on_behalf_of is null then
+        insert into resilience.audit_log (event, tx_id, actor_role, actor_sub, detail)
+        values (event, tx_id, resilience._caller_role(), resilience._caller_sub(), coalesce(detail, '{}'));
+    else
+        insert into resilience.audit_log (event, tx_id, actor_role, actor_sub, detail)
+        select event, tx_id, t.owner_role, t.owner_sub, coalesce(detail, '{}')
+        from resilience.transactions as t where t.id = on_behalf_of;
+    end if;
 end;
 $$;

@@ -79,18 +79,68 @@ begin
 end;
 $$;
 
--- Release every claim of a finished transaction (commit, rollback, reap):
--- its claims and the claimed_tables rows plain writes probe first go together.
--- Called only by our SECURITY DEFINER functions, so it runs as their owner.
-create or replace function resilience._release_claims(tx_id uuid)
+-- The image tables a transaction has images in (or had claims on).
+create or replace function resilience._tx_image_tables(tx_id uuid)
+returns setof regclass
+language plpgsql
+stable
+set search_path = ''
+as $$
+begin
+    return query
+    select m.image_table from resilience.managed_tables as m
+    where m.image_table is not null and m.relation in (
+        select s.relation from resilience.tx_statements as s where s.tx_id = _tx_image_tables.tx_id
+        union
+        select c.relation from resilience.claimed_tables as c where c.tx_id = _tx_image_tables.tx_id);
+end;
+$$;
+
+-- Release every claim of a finished transaction (commit, rollback, reap).
+-- The claims are its image rows: committed and rolled-back transactions'
+-- images are deleted with them (nothing can restore them any more); a failed
+-- transaction keeps its images, unclaimed, until retention, so that an admin
+-- can retry with force. Called only by our SECURITY DEFINER functions.
+create or replace function resilience._release_claims(tx_id uuid, keep_images boolean default false)
 returns void
 language plpgsql
 volatile
 set search_path = ''
 as $$
+declare
+    image regclass;
 begin
-    delete from resilience.claims as c where c.tx_id = _release_claims.tx_id;
+    for image in select resilience._tx_image_tables(_release_claims.tx_id) loop
+        if keep_images then
+            execute pg_catalog.format('update %s as i set claim = null where i.tx_id = $1 and i.claim', image)
+            using tx_id;
+        else
+            execute pg_catalog.format('delete from %s as i where i.tx_id = $1', image) using tx_id;
+        end if;
+    end loop;
     delete from resilience.claimed_tables as c where c.tx_id = _release_claims.tx_id;
+end;
+$$;
+
+-- How many rows a transaction claims (its claiming image rows).
+create or replace function resilience._tx_claim_count(tx_id uuid)
+returns bigint
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+declare
+    image regclass;
+    claimed bigint;
+    total bigint := 0;
+begin
+    for image in select resilience._tx_image_tables(_tx_claim_count.tx_id) loop
+        execute pg_catalog.format('select pg_catalog.count(*) from %s as i where i.tx_id = $1 and i.claim', image)
+        into claimed using tx_id;
+        total := total + claimed;
+    end loop;
+    return total;
 end;
 $$;
 
@@ -185,8 +235,8 @@ declare
     row_count bigint;
 begin
     perform resilience._require_active(tx);
-    select pg_catalog.count(distinct r.seq), pg_catalog.count(*) into statements, row_count
-    from resilience.restore_points as r where r.tx_id = tx.id;
+    select pg_catalog.count(*), coalesce(pg_catalog.sum(s.row_count), 0) into statements, row_count
+    from resilience.tx_statements as s where s.tx_id = tx.id;
     update resilience.transactions as t
     set status = 'committed', finished_at = finished
     where t.id = tx.id;
@@ -217,10 +267,10 @@ as $$
         'expires_at', tx.expires_at,
         'finished_at', tx.finished_at,
         'expired', tx.status = 'active' and tx.expires_at <= pg_catalog.clock_timestamp(),
-        'operations', (select pg_catalog.count(distinct r.seq) from resilience.restore_points as r
-            where r.tx_id = tx.id),
-        'rows', (select pg_catalog.count(*) from resilience.restore_points as r where r.tx_id = tx.id),
-        'claims', (select pg_catalog.count(*) from resilience.claims as c where c.tx_id = tx.id),
+        'operations', (select pg_catalog.count(*) from resilience.tx_statements as s where s.tx_id = tx.id),
+        'rows', (select coalesce(pg_catalog.sum(s.row_count), 0) from resilience.tx_statements as s
+            where s.tx_id = tx.id),
+        'claims', resilience._tx_claim_count(tx.id),
         'savepoints', (select coalesce(pg_catalog.jsonb_agg(s.name order by s.seq), '[]'::jsonb)
             from resilience.savepoints as s where s.tx_id = tx.id),
         'outcome', tx.outcome
@@ -262,4 +312,101 @@ as $$
         and t.owner_role = resilience._caller_role()
         and t.owner_sub is not distinct from resilience._caller_sub()
     order by t.started_at;
+$$;
+
+-- An image (attributes c<attnum>) with the table's column names.
+create or replace function resilience._image_json(relation regclass, image jsonb)
+returns jsonb
+language sql
+stable
+set search_path = ''
+as $$
+    select case when image is null then null else (
+        select pg_catalog.jsonb_object_agg(a.attname, e.value)
+        from pg_catalog.jsonb_each(image) as e
+        inner join pg_catalog.pg_attribute as a
+            on a.attrelid = relation and 'c' operator(pg_catalog.||) a.attnum = e.key and not a.attisdropped
+    ) end;
+$$;
+
+-- The images of a transaction, for inspection by resilience_admin only:
+-- images hold rows the owner may not read (cascades under another user's
+-- RLS, columns without a SELECT grant). One object per image row, with the
+-- table's current column names.
+create or replace function resilience.tx_images(tx_id uuid)
+returns setof jsonb
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+declare
+    managed record;
+begin
+    if not resilience._is_admin() then
+        raise exception using
+            errcode = '42501', message = 'tx_images is for members of resilience_admin';
+    end if;
+    for managed in
+        select m.relation, m.image_table from resilience.managed_tables as m
+        where m.image_table is not null
+            and m.relation in (select s.relation from resilience.tx_statements as s where s.tx_id = tx_images.tx_id)
+    loop
+        return query execute pg_catalog.format(
+            $q$select pg_catalog.jsonb_build_object('table', $2::text, 'seq', i.seq,
+                'operation', case i.op when 'i' then 'insert' when 'u' then 'update' when 'd' then 'delete'
+                    when 'l' then 'lock' else 'claim' end,
+                'claim', i.claim,
+                'before', resilience._image_json($2, pg_catalog.to_jsonb(i.b)),
+                'after', resilience._image_json($2, pg_catalog.to_jsonb(i.a)))
+            from %s as i where i.tx_id = $1 order by i.seq$q$, managed.image_table)
+        using tx_id, managed.relation;
+    end loop;
+end;
+$$;
+
+-- Every claim held, across the image tables (for `status` and inspection;
+-- not granted to clients).
+create or replace function resilience._claims()
+returns table (relation regclass, tx_id uuid, key jsonb)
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+declare
+    managed record;
+begin
+    for managed in
+        select m.relation, m.image_table, m.descriptor -> 'key' as key_names
+        from resilience.managed_tables as m where m.image_table is not null
+    loop
+        return query execute pg_catalog.format(
+            $q$select $1, i.tx_id, (select pg_catalog.jsonb_object_agg(k.name, pg_catalog.to_jsonb(i) -> ('k' || k.ord))
+                from pg_catalog.jsonb_array_elements_text($2) with ordinality as k (name, ord))
+            from %s as i where i.claim$q$, managed.image_table)
+        using managed.relation, managed.key_names;
+    end loop;
+end;
+$$;
+
+-- How many image rows the image tables hold (inspection).
+create or replace function resilience._image_count()
+returns bigint
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+declare
+    image regclass;
+    counted bigint;
+    total bigint := 0;
+begin
+    for image in select m.image_table from resilience.managed_tables as m where m.image_table is not null loop
+        execute pg_catalog.format('select pg_catalog.count(*) from %s', image) into counted;
+        total := total + counted;
+    end loop;
+    return total;
+end;
 $$;

@@ -1,12 +1,27 @@
--- Capture and claims: statement-level AFTER triggers with transition tables on
--- managed tables. Restore points are taken from what the statement really
--- changed, never from caller-supplied data.
+-- Capture and claims (v2): typed per-table images.
 --
--- Fast path (a write outside any logical transaction): read two settings, and
--- only when the table has claims at all (claimed_tables), check the written
--- keys against them.
--- Everything else (tx validation, images, claims) runs only inside a logical
--- transaction.
+-- manage_table(t) generates, for table t, in schema resilience:
+-- * a row type `_row_<n>`: one attribute c<attnum> per column of t, in the
+--   column's own type (a domain's base type, so that a NOT NULL domain does
+--   not forbid the empty image of an insert). Attribute names are ours, so no
+--   column name a user picks can collide with them;
+-- * an image table `_img_<n>`: (tx_id, seq, op, claim, k1..km, b, a): the
+--   before image b and after image a of each captured row, typed, and the
+--   row's primary key k1..km. A partial unique index on (k1..km) WHERE claim
+--   IS the claim: the first image of a key in a transaction claims it, one
+--   insert per captured row;
+-- * a capture trigger function `_capture_<n>` (static SQL over the transition
+--   tables, plan cached), an undo function `_undo_<n>` and a lock function
+--   `_lock_<n>`, all with the table's columns baked in: no SQL text is built
+--   from the catalog on a write or a rollback.
+-- The registry (managed_tables, keyed by regclass) records what was generated
+-- and the table's shape; a captured write on a table whose shape changed
+-- since fails with RZ007 naming manage_table (where event triggers are
+-- installed, DDL regenerates at once: sql/superuser/20_managed_tables.sql).
+--
+-- Every generated body sets `#variable_conflict use_variable` and qualifies
+-- every column reference with a table alias, and its variables are v_-named:
+-- a user's column name never resolves to anything of ours.
 
 -- Is this statement issued by a running restore of ours (see restore_tokens)?
 create or replace function resilience._restoring()
@@ -24,8 +39,9 @@ begin
 end;
 $$;
 
--- 55P03 naming the holder and its expiry. Nobody waits on a claim.
-create or replace function resilience._claim_conflict(relation regclass, key jsonb, holder uuid)
+-- 55P03 naming the table, the holder and its expiry; never a row's values
+-- (the writer may not be allowed to read the claimed row). Nobody waits.
+create or replace function resilience._claim_conflict(relation regclass, holder uuid)
 returns void
 language plpgsql
 stable
@@ -34,297 +50,162 @@ set search_path = ''
 as $$
 declare
     expires timestamptz;
+    expired boolean;
 begin
     select t.expires_at into expires from resilience.transactions as t where t.id = holder;
+    expired := expires <= pg_catalog.clock_timestamp();
     raise exception using
         errcode = '55P03',
         message = pg_catalog.format(
-            'row %s of table %s is claimed by logical transaction %s (expires %s%s)',
-            key, relation, holder, expires,
-            case when expires <= pg_catalog.clock_timestamp()
-                then ', expired: the next tx_reap rolls it back' else '' end
-        ),
+            'a row of table %s is claimed by logical transaction %s (expires %s%s)',
+            relation, coalesce(holder::text, '(another writer)'), coalesce(expires::text, '?'),
+            case when expired then ', expired: the next tx_reap rolls it back' else '' end),
         detail = pg_catalog.jsonb_build_object(
-            'table', relation::text, 'key', key, 'holder', holder, 'expires_at', expires
-        )::text,
-        hint = case when expires <= pg_catalog.clock_timestamp()
+            'table', relation::text, 'holder', holder, 'expires_at', expires)::text,
+        hint = case when expired
             then 'Call resilience.tx_reap() and retry; through PostgREST, set db-pre-request to resilience.tx_pre_request.'
             else 'Retry once the holder commits or rolls back.' end;
 end;
 $$;
 
--- The one capture trigger function (AFTER INSERT / UPDATE / DELETE, FOR EACH
--- STATEMENT, transition tables new_rows / old_rows).
---
--- It runs on EVERY write to a managed table, so it is built for speed:
--- * static SQL only (PL/pgSQL caches one plan per trigger, transition tables
---   included), no SQL text built from the catalog per statement;
--- * every name is schema-qualified - tables, functions, types, and operators
---   as operator(pg_catalog.x) - so the body is hijack-proof on its own; it
---   still carries `set search_path = ''` (about 9 us per call), as every
---   SECURITY DEFINER function of ours must;
--- * the plain-write path (no logical transaction) reads two settings and
---   makes one index probe on claimed_tables (see 0002 for why not claims);
---   the written keys are compared with the claims (by key hash) only when
---   the table has claims at all;
--- * inside a logical transaction: one insert of the restore points, one
---   plain insert of the claims (see below), and the race loop only when some
---   key was claimed already.
---
--- UPDATE pairs old and new rows by position: PostgreSQL appends a row's old
--- and new versions to the two transition tables in the same call, so their
--- scan orders match. This is what lets a primary-key change be captured. The
--- two image arrays are zipped (ROWS FROM (unnest, unnest) WITH ORDINALITY):
--- no sort and no join, where row_number() on both sides cost two sorts.
-create or replace function resilience._capture()
-returns trigger
+-- The logical transaction a write belongs to, checked: it exists, the caller
+-- owns it, it is active and unexpired (RZ001 / RZ002 / RZ003). Share-locked
+-- so that no commit, rollback or reap finishes it while a statement
+-- captures into it. Called only by generated SECURITY DEFINER functions (so
+-- it runs as the owner already): no SECURITY DEFINER, no SET clause (each
+-- costs on every captured statement); every name is qualified.
+create or replace function resilience._tx_for_capture(tx_text text)
+returns resilience.transactions
 language plpgsql
 volatile
-security definer
-set search_path = ''
 as $$
 declare
-    rel pg_catalog.regclass := tg_relid::pg_catalog.regclass;
-    tx_text pg_catalog.text := pg_catalog.current_setting('resilience.tx_id', true);
-    headers pg_catalog.text;
-    via_header pg_catalog.bool := false;
-    restoring_flag pg_catalog.text;
-    plain_write pg_catalog.bool;
-    -- Hashes of the keys a plain write wrote (only when the table has claims).
-    written_hashes pg_catalog.int8 [];
-    -- Every column but the primary key: image minus these = the key.
-    other_cols pg_catalog.text [];
     tx resilience.transactions;
-    caller_sub pg_catalog.text;
-    statement_seq pg_catalog.int8;
-    holder pg_catalog.uuid;
-    claimed_key pg_catalog.jsonb;
-    wanted pg_catalog.int8;
-    got pg_catalog.int8;
-    unclaimed pg_catalog.int8;
-    first_claims pg_catalog.int8;
-    other_claim pg_catalog.jsonb;
-    -- The keys this statement wrote (both keys of a key change).
-    claim_keys pg_catalog.jsonb [];
+    caller_sub text;
 begin
+    if tx_text operator(pg_catalog.!~) '^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$'
+    then
+        raise exception using
+            errcode = 'RZ001', message = pg_catalog.format('logical transaction %L not found', tx_text);
+    end if;
+    select t.* into tx from resilience.transactions as t
+    where t.id operator(pg_catalog.=) tx_text::pg_catalog.uuid for share;
+    caller_sub := resilience._caller_sub();
+    if tx.id is null
+        or tx.owner_role operator(pg_catalog.<>) resilience._caller_role()
+        or tx.owner_sub is distinct from caller_sub
+    then
+        raise exception using
+            errcode = 'RZ001',
+            message = pg_catalog.format('logical transaction %s not found', tx_text),
+            hint = 'It does not exist or belongs to another role/user.';
+    end if;
+    if tx.status operator(pg_catalog.<>) 'active' or tx.expires_at operator(pg_catalog.<=) pg_catalog.clock_timestamp() then
+        perform resilience._require_active(tx);
+    end if;
+    return tx;
+end;
+$$;
+
+-- What a write on a managed table is: 'c' captured into a logical
+-- transaction (tx set), 'p' a plain write on a table that has claims (its
+-- keys must be checked), 's' nothing to do (a plain write on a table without
+-- claims, or our own restore). `via` says how the transaction was named.
+-- Like _tx_for_capture: no SECURITY DEFINER, no SET clause, names qualified.
+create or replace function resilience._capture_mode(
+    relation regclass, out mode "char", out tx_id uuid, out via text -- noqa: RF06
+)
+language plpgsql
+volatile
+as $$
+declare
+    tx_text text := pg_catalog.current_setting('resilience.tx_id', true);
+    headers text;
+    flag text;
+begin
+    via := 'tx_execute';
     if tx_text is null or tx_text operator(pg_catalog.=) '' then
         headers := pg_catalog.current_setting('request.headers', true);
         if headers is not null and pg_catalog.strpos(headers, 'x-resilience-tx') operator(pg_catalog.>) 0 then
             tx_text := headers::pg_catalog.jsonb operator(pg_catalog.->>) 'x-resilience-tx';
-            via_header := true;
+            via := 'header';
         end if;
     end if;
-
-    plain_write := tx_text is null or tx_text operator(pg_catalog.=) '';
-    -- A plain write captures nothing; only claimed rows are off limits, so a
-    -- table without claims costs this one probe.
-    if plain_write and not exists (
-        select 1 from resilience.claimed_tables as c where c.relation operator(pg_catalog.=) rel
+    flag := pg_catalog.current_setting('resilience.restoring', true);
+    if flag operator(pg_catalog.<>) '' and exists (
+        select 1 from resilience.restore_tokens as r where r.token::pg_catalog.text operator(pg_catalog.=) flag
     ) then
-        return null;
-    end if;
-
-    -- Our own restore statements are neither captured nor claim-checked.
-    restoring_flag := pg_catalog.current_setting('resilience.restoring', true);
-    if restoring_flag operator(pg_catalog.<>) '' and exists (
-        select 1 from resilience.restore_tokens as r where r.token::pg_catalog.text operator(pg_catalog.=) restoring_flag
-    ) then
-        return null;
-    end if;
-
-    if not plain_write then
-        if tx_text operator(pg_catalog.!~) '^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$' then
-            raise exception using
-                errcode = 'RZ001',
-                message = pg_catalog.format('logical transaction %L not found', tx_text);
-        end if;
-        -- The transaction, share-locked so that no commit/rollback/reap
-        -- finishes it while this statement captures into it; owned by the
-        -- caller, active, unexpired (the checks of _tx_locked and
-        -- _require_active, inlined).
-        select t.* into tx from resilience.transactions as t
-        where t.id operator(pg_catalog.=) tx_text::pg_catalog.uuid
-        for share;
-        caller_sub := resilience._caller_sub();
-        if tx.id is null
-            or tx.owner_role operator(pg_catalog.<>) resilience._caller_role()
-            or not coalesce(tx.owner_sub operator(pg_catalog.=) caller_sub, tx.owner_sub is null and caller_sub is null)
-        then
-            raise exception using
-                errcode = 'RZ001',
-                message = pg_catalog.format('logical transaction %s not found', tx_text),
-                hint = 'It does not exist or belongs to another role/user.';
-        end if;
-        if tx.status operator(pg_catalog.<>) 'active'
-            or tx.expires_at operator(pg_catalog.<=) pg_catalog.clock_timestamp()
-        then
-            perform resilience._require_active(tx);
-        end if;
-    end if;
-
-    select coalesce(pg_catalog.array_agg(a.attname::pg_catalog.text), '{}') into other_cols
-    from pg_catalog.pg_attribute as a
-    where a.attrelid operator(pg_catalog.=) tg_relid and a.attnum operator(pg_catalog.>) 0 and not a.attisdropped
-        and a.attnum operator(pg_catalog.<>) all ((
-            select i.indkey::pg_catalog.int2 [] from pg_catalog.pg_index as i
-            where i.indrelid operator(pg_catalog.=) tg_relid and i.indisprimary
-        )::pg_catalog.int2 []);
-
-    if plain_write then
-        -- The hashes of the written keys (both keys of a key change), probed
-        -- against the table's claims. Each branch reads only the transition
-        -- tables its trigger declares.
-        if tg_op operator(pg_catalog.=) 'INSERT' then
-            written_hashes := array(
-                select pg_catalog.jsonb_hash_extended(pg_catalog.to_jsonb(n) operator(pg_catalog.-) other_cols, 0)
-                from new_rows as n);
-        elsif tg_op operator(pg_catalog.=) 'DELETE' then
-            written_hashes := array(
-                select pg_catalog.jsonb_hash_extended(pg_catalog.to_jsonb(o) operator(pg_catalog.-) other_cols, 0)
-                from old_rows as o);
-        else
-            written_hashes := array(
-                select pg_catalog.jsonb_hash_extended(pg_catalog.to_jsonb(o) operator(pg_catalog.-) other_cols, 0)
-                from old_rows as o
-                union all
-                select pg_catalog.jsonb_hash_extended(pg_catalog.to_jsonb(n) operator(pg_catalog.-) other_cols, 0)
-                from new_rows as n);
-        end if;
-        select c.tx_id, c.key into holder, claimed_key
-        from resilience.claims as c
-        where c.relation operator(pg_catalog.=) rel
-            and c.key_hash operator(pg_catalog.=) any (written_hashes)
-        limit 1;
-        if holder is not null then
-            perform resilience._claim_conflict(rel, claimed_key, holder);
-        end if;
-        return null;
-    end if;
-
-    statement_seq := pg_catalog.nextval('resilience.restore_point_seq');
-    -- The restore points of this statement, in one insert; its keys (both
-    -- keys of a key change) are collected for the claims.
-    if tg_op operator(pg_catalog.=) 'INSERT' then
-        with rp as (
-            insert into resilience.restore_points (tx_id, seq, row_no, relation, operation, key_after, after)
-            select tx.id, statement_seq, w.rn, rel, 'insert', (w.img operator(pg_catalog.-) other_cols), w.img
-            from pg_catalog.unnest(array(select pg_catalog.to_jsonb(n) from new_rows as n))
-                with ordinality as w (img, rn)
-            returning key_after
-        )
-        select pg_catalog.array_agg(rp.key_after) into claim_keys from rp;
-    elsif tg_op operator(pg_catalog.=) 'DELETE' then
-        with rp as (
-            insert into resilience.restore_points (tx_id, seq, row_no, relation, operation, key_before, before)
-            select tx.id, statement_seq, w.rn, rel, 'delete', (w.img operator(pg_catalog.-) other_cols), w.img
-            from pg_catalog.unnest(array(select pg_catalog.to_jsonb(o) from old_rows as o))
-                with ordinality as w (img, rn)
-            returning key_before
-        )
-        select pg_catalog.array_agg(rp.key_before) into claim_keys from rp;
+        mode := 's';
+    elsif tx_text is null or tx_text operator(pg_catalog.=) '' then
+        mode := case when exists (
+            select 1 from resilience.claimed_tables as c where c.relation operator(pg_catalog.=) _capture_mode.relation
+        ) then 'p' else 's' end;
     else
-        -- Old and new rows zipped by position (see above).
-        with rp as (
-            insert into resilience.restore_points
-                (tx_id, seq, row_no, relation, operation, key_before, key_after, before, after)
-            select tx.id, statement_seq, w.rn, rel, 'update',
-                (w.old_img operator(pg_catalog.-) other_cols), (w.new_img operator(pg_catalog.-) other_cols),
-                w.old_img, w.new_img
-            from rows from (
-                pg_catalog.unnest(array(select pg_catalog.to_jsonb(o) from old_rows as o)),
-                pg_catalog.unnest(array(select pg_catalog.to_jsonb(n) from new_rows as n))
-            ) with ordinality as w (old_img, new_img, rn)
-            returning key_before, key_after
-        )
-        -- Two aggregates, not a lateral VALUES per row (100,000 rows: ~60 ms).
-        select pg_catalog.array_cat(
-                pg_catalog.array_agg(rp.key_after),
-                pg_catalog.array_agg(rp.key_before)
-                    filter (where rp.key_before operator(pg_catalog.<>) rp.key_after))
-            into claim_keys
-        from rp;
+        mode := 'c';
+        tx_id := (resilience._tx_for_capture(tx_text)).id;
     end if;
-    wanted := coalesce(pg_catalog.cardinality(claim_keys), 0);
-    -- The table has claims now (what plain writes probe first). No row
-    -- inserted: this transaction claimed rows of the table before.
-    insert into resilience.claimed_tables (relation, tx_id) values (rel, tx.id)
-    on conflict do nothing;
-    get diagnostics first_claims = row_count;
-    -- Claim every key, in key_hash order: consecutive btree inserts then
-    -- land on the same leaf pages instead of random ones (100,000 claims:
-    -- ~310 -> ~260 ms).
-    -- The first statement of this transaction on the table claims with a
-    -- plain insert (cheaper per row than ON CONFLICT's speculative
-    -- insertion); when some key is claimed already (by someone else) that
-    -- fails, and ON CONFLICT DO NOTHING claims the others. A later statement
-    -- on the table likely re-claims keys of its own, so it goes to ON
-    -- CONFLICT DO NOTHING at once instead of failing a plain insert first.
-    if first_claims operator(pg_catalog.>) 0 then
-        begin
-            insert into resilience.claims (relation, key_hash, tx_id, key)
-            select rel, h.key_hash, tx.id, h.key
-            from (
-                select pg_catalog.jsonb_hash_extended(k.key, 0) as key_hash, k.key
-                from pg_catalog.unnest(claim_keys) as k (key)
-            ) as h
-            order by h.key_hash;
-            get diagnostics got = row_count;
-        exception when unique_violation then
-            got := -1;
-        end;
-    end if;
-    if got is null or got operator(pg_catalog.<) 0 then
-        insert into resilience.claims (relation, key_hash, tx_id, key)
-        select rel, h.key_hash, tx.id, h.key
-        from (
-            select pg_catalog.jsonb_hash_extended(k.key, 0) as key_hash, k.key
-            from pg_catalog.unnest(claim_keys) as k (key)
-        ) as h
-        order by h.key_hash
-        on conflict do nothing;
-        get diagnostics got = row_count;
-    end if;
-    -- Some key was claimed already, by us (fine) or by someone else. The
-    -- other holder may have finished between our insert and this look-up
-    -- (each statement here takes a fresh snapshot): then claim the keys
-    -- again, until every key of this statement is ours or a holder shows.
-    -- One pass over the keys per round finds both another holder and the
-    -- keys nobody claims (a 100,000-row statement re-writing rows this
-    -- transaction claimed before: one pass instead of three).
-    if got operator(pg_catalog.<) wanted then
-        loop
-            select pg_catalog.count(*) filter (where c.tx_id is null),
-                (pg_catalog.array_agg(pg_catalog.jsonb_build_object('holder', c.tx_id, 'key', c.key))
-                    filter (where c.tx_id operator(pg_catalog.<>) tx.id))[1]
-            into unclaimed, other_claim
-            from pg_catalog.unnest(claim_keys) as k (key)
-            left join resilience.claims as c
-                on c.relation operator(pg_catalog.=) rel
-                and c.key_hash operator(pg_catalog.=) pg_catalog.jsonb_hash_extended(k.key, 0);
-            if other_claim is not null then
-                perform resilience._claim_conflict(
-                    rel, other_claim operator(pg_catalog.->) 'key',
-                    (other_claim operator(pg_catalog.->>) 'holder')::pg_catalog.uuid);
-            end if;
-            exit when unclaimed operator(pg_catalog.=) 0;
-            insert into resilience.claims (relation, key_hash, tx_id, key)
-            select rel, pg_catalog.jsonb_hash_extended(k.key, 0), tx.id, k.key
-            from pg_catalog.unnest(claim_keys) as k (key)
-            on conflict do nothing;
-        end loop;
-    end if;
-    if via_header then
-        perform resilience._audit('execute', tx.id, pg_catalog.jsonb_build_object(
-            'table', rel::pg_catalog.text, 'operation', pg_catalog.lower(tg_op),
-            'rows', wanted, 'via', 'header'
-        ));
-    end if;
-    return null;
 end;
 $$;
 
--- TRUNCATE fires no row or transition capture: refuse it while rows of the
--- table are claimed.
+-- The shape of a table as generated code depends on it: its columns (name,
+-- type, generated, identity, dropped), its primary key, and for a
+-- partitioned table its partitions (each carries the triggers).
+create or replace function resilience._table_shape(relation regclass)
+returns text
+language sql
+stable
+set search_path = ''
+as $$
+    select pg_catalog.concat_ws('|',
+        (select pg_catalog.format('%I.%I', n.nspname, c.relname) from pg_catalog.pg_class as c
+            inner join pg_catalog.pg_namespace as n on n.oid = c.relnamespace where c.oid = relation),
+        (select pg_catalog.string_agg(pg_catalog.concat_ws(':', a.attnum, a.attname, a.atttypid,
+                a.atttypmod, a.attcollation, a.attgenerated, a.attidentity), ',' order by a.attnum)
+            from pg_catalog.pg_attribute as a
+            where a.attrelid = relation and a.attnum > 0 and not a.attisdropped),
+        (select i.indkey::text from pg_catalog.pg_index as i where i.indrelid = relation and i.indisprimary),
+        (select pg_catalog.string_agg(p.relid::oid::text, ',' order by p.relid::oid)
+            from pg_catalog.pg_partition_tree(relation) as p where p.level > 0));
+$$;
+
+-- RZ007 unless the table still has the shape its generated code was made
+-- for. Where our DDL event trigger is installed and enabled (it fires in
+-- replica mode too: ENABLE ALWAYS) DDL regenerates at once, so the shape is
+-- compared only without it, or when it could not regenerate (shape null).
+-- False when the table is no longer managed (a
+-- detached partition keeps its triggers until DDL tracking or manage_table
+-- removes them). Called only by SECURITY DEFINER functions; names qualified.
+create or replace function resilience._require_shape(relation regclass)
+returns boolean
+language plpgsql
+stable
+as $$
+declare
+    stored text;
+begin
+    select m.shape into stored from resilience.managed_tables as m
+    where m.relation operator(pg_catalog.=) _require_shape.relation;
+    if not found then
+        return false;
+    end if;
+    if (stored is null or not exists (
+        select 1 from pg_catalog.pg_event_trigger as e
+        where e.evtname operator(pg_catalog.=) 'resilience_managed_ddl_end'
+            and e.evtenabled operator(pg_catalog.=) 'A'
+    )) and stored is distinct from resilience._table_shape(relation)
+    then
+        raise exception using
+            errcode = 'RZ007',
+            message = pg_catalog.format('managed table %s changed since manage_table', relation),
+            hint = pg_catalog.format(
+                'Run select resilience.manage_table(%L) as its owner (event triggers do it at once where installed).',
+                relation::pg_catalog.text);
+    end if;
+    return true;
+end;
+$$;
+
+-- TRUNCATE fires no capture: refuse it while rows of the table are claimed.
 create or replace function resilience._guard_truncate()
 returns trigger
 language plpgsql
@@ -333,15 +214,16 @@ security definer
 set search_path = ''
 as $$
 begin
-    if exists (select 1 from resilience.claims as c where c.relation = tg_relid::regclass)
-        and not resilience._restoring()
+    if exists (
+        select 1 from resilience.claimed_tables as c
+        where c.relation = coalesce(pg_catalog.pg_partition_root(tg_relid), tg_relid)::regclass
+    ) and not resilience._restoring()
     then
         raise exception using
             errcode = '55P03',
             message = pg_catalog.format(
                 'table %s has rows claimed by active logical transactions: truncate refused',
-                tg_relid::regclass
-            );
+                tg_relid::regclass);
     end if;
     return null;
 end;
@@ -368,7 +250,7 @@ begin
 end;
 $$;
 
--- Drop our triggers from a table (manage_table re-creates them).
+-- Drop our triggers from a table and its partitions.
 create or replace function resilience._drop_triggers(relation regclass)
 returns void
 language plpgsql
@@ -380,17 +262,758 @@ declare
     found record;
 begin
     for found in
-        select t.tgname, n.nspname, c.relname from pg_catalog.pg_trigger as t
-        inner join pg_catalog.pg_class as c on c.oid = t.tgrelid
-        inner join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
-        where t.tgrelid = relation and not t.tgisinternal
+        select t.tgname, t.tgrelid::regclass as target from pg_catalog.pg_trigger as t
+        where t.tgrelid in (select relation union select p.relid from pg_catalog.pg_partition_tree(relation) as p)
+            and not t.tgisinternal
             and t.tgname in ('resilience_capture_insert', 'resilience_capture_update',
                 'resilience_capture_delete', 'resilience_guard_truncate')
     loop
-        execute pg_catalog.format('drop trigger %I on %I.%I', found.tgname, found.nspname, found.relname);
+        execute pg_catalog.format('drop trigger %I on %s', found.tgname, found.target);
     end loop;
 end;
 $$;
+
+-- Can `=` compare values of this type (a default btree or hash operator
+-- class for it, its base type, or the polymorphic class it belongs to)? A
+-- match filter on any other column (json, point, xml, json[]) is refused
+-- with 22023 instead of failing as generated SQL.
+create or replace function resilience._has_equality(type_oid oid)
+returns boolean
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+    ty record;
+begin
+    select t.oid, t.typtype, t.typcategory, t.typelem, t.typbasetype into ty
+    from pg_catalog.pg_type as t where t.oid = type_oid;
+    if ty.typtype = 'd' then
+        return resilience._has_equality(ty.typbasetype);
+    end if;
+    if ty.typcategory = 'A' and ty.typelem <> 0 then
+        return resilience._has_equality(ty.typelem);
+    end if;
+    return exists (
+        select 1 from pg_catalog.pg_opclass as o
+        inner join pg_catalog.pg_am as a on a.oid = o.opcmethod
+        where a.amname in ('btree', 'hash') and o.opcdefault
+            and o.opcintype = any (array[ty.oid, case ty.typtype
+                when 'e' then 'pg_catalog.anyenum'::regtype
+                when 'r' then 'pg_catalog.anyrange'::regtype
+                when 'm' then 'pg_catalog.anymultirange'::regtype
+                when 'c' then 'pg_catalog.record'::regtype
+            end]));
+end;
+$$;
+
+-- What tx_execute and tx_run build statements from: the table's quoted name,
+-- its columns, key, identity ALWAYS and generated columns. Stored in the
+-- registry for managed tables (read per call instead of the catalog).
+create or replace function resilience._describe(relation regclass)
+returns jsonb
+language sql
+stable
+set search_path = ''
+as $$
+    select pg_catalog.jsonb_build_object(
+        'target', (select pg_catalog.format('%I.%I', n.nspname, c.relname)
+            from pg_catalog.pg_class as c
+            inner join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
+            where c.oid = relation),
+        'columns', (select coalesce(pg_catalog.jsonb_agg(a.attname order by a.attnum), '[]')
+            from pg_catalog.pg_attribute as a
+            where a.attrelid = relation and a.attnum > 0 and not a.attisdropped),
+        'key', (select coalesce(pg_catalog.jsonb_agg(a.attname order by k.ord), '[]')
+            from pg_catalog.pg_index as i
+            cross join lateral pg_catalog.unnest(i.indkey::int2 []) with ordinality as k (attnum, ord)
+            inner join pg_catalog.pg_attribute as a on a.attrelid = i.indrelid and a.attnum = k.attnum
+            where i.indrelid = relation and i.indisprimary),
+        'identity_always', (select coalesce(pg_catalog.jsonb_agg(a.attname order by a.attnum), '[]')
+            from pg_catalog.pg_attribute as a
+            where a.attrelid = relation and a.attnum > 0 and not a.attisdropped and a.attidentity = 'a'),
+        'generated', (select coalesce(pg_catalog.jsonb_agg(a.attname order by a.attnum), '[]')
+            from pg_catalog.pg_attribute as a
+            where a.attrelid = relation and a.attnum > 0 and not a.attisdropped and a.attgenerated <> ''),
+        -- Columns a match filter may name (their type has an equality).
+        'comparable', (select coalesce(pg_catalog.jsonb_agg(a.attname order by a.attnum), '[]')
+            from pg_catalog.pg_attribute as a
+            where a.attrelid = relation and a.attnum > 0 and not a.attisdropped
+                and resilience._has_equality(a.atttypid)),
+        -- Column types as the table declares them (domains included), for
+        -- reading client JSON into exactly the columns it names.
+        'types', (select coalesce(pg_catalog.jsonb_object_agg(a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)),
+                '{}')
+            from pg_catalog.pg_attribute as a
+            where a.attrelid = relation and a.attnum > 0 and not a.attisdropped),
+        'lock', (select m.lock_function::oid::regproc::text from resilience.managed_tables as m
+            where m.relation = _describe.relation)
+    );
+$$;
+
+-- Refuse what cannot be managed: not a table, a partition or inheritance
+-- child (manage the parent), a package table, no primary key.
+create or replace function resilience._require_manageable(relation regclass)
+returns void
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+    target record;
+begin
+    select n.nspname, c.relkind, c.relispartition into target
+    from pg_catalog.pg_class as c
+    inner join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
+    where c.oid = relation;
+    if target.relkind not in ('r', 'p') or target.nspname in ('resilience', 'pg_catalog', 'information_schema')
+        or target.nspname like 'pg\_temp%'
+    then
+        raise exception using
+            errcode = '22023',
+            message = pg_catalog.format('%s cannot be managed: only ordinary application tables can', relation);
+    end if;
+    if exists (select 1 from pg_catalog.pg_inherits as h where h.inhrelid = relation) then
+        raise exception using
+            errcode = '22023',
+            message = pg_catalog.format('%s is a partition or an inheritance child', relation),
+            hint = pg_catalog.format('Manage its parent %s: capture on the parent covers every partition.',
+                (select h.inhparent::regclass from pg_catalog.pg_inherits as h where h.inhrelid = relation limit 1));
+    end if;
+    if not exists (select 1 from pg_catalog.pg_index as i where i.indrelid = relation and i.indisprimary) then
+        raise exception using
+            errcode = '22023',
+            message = pg_catalog.format('table %s has no primary key', relation),
+            hint = 'Logical transactions identify rows by primary key: add one, then call manage_table again.';
+    end if;
+end;
+$$;
+
+-- Grant a generated helper that tx_execute calls to whoever may call
+-- tx_execute (resilience_user and the roles privileges are mirrored to).
+create or replace function resilience._grant_like_tx_execute(helper regprocedure)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    grantee text;
+begin
+    execute pg_catalog.format('revoke all on function %s from public', helper);
+    for grantee in
+        select r.rolname from pg_catalog.pg_proc as p
+        cross join lateral pg_catalog.aclexplode(p.proacl) as acl
+        inner join pg_catalog.pg_roles as r on r.oid = acl.grantee
+        where p.oid = 'resilience.tx_execute(uuid, text, text, jsonb, jsonb)'::regprocedure
+            and acl.privilege_type = 'EXECUTE'
+    loop
+        execute pg_catalog.format('grant execute on function %s to %I', helper, grantee);
+    end loop;
+end;
+$$;
+
+
+-- Generated SQL fragments: `p.a, p.b` and `l.x op r.y and ...` over name lists.
+create or replace function resilience._sql_list(prefix text, names text[])
+returns text
+language sql
+immutable
+set search_path = ''
+as $$
+    select pg_catalog.string_agg(prefix operator(pg_catalog.||) pg_catalog.quote_ident(u.name), ', ' order by u.ord)
+    from pg_catalog.unnest(names) with ordinality as u (name, ord);
+$$;
+
+create or replace function resilience._sql_keys_equal(
+    left_prefix text, left_names text[], operators text[], right_prefix text, right_names text[]
+)
+returns text
+language sql
+immutable
+set search_path = ''
+as $$
+    select pg_catalog.string_agg(pg_catalog.format('%s%I %s %s%I', left_prefix, u.l, u.op, right_prefix, u.r),
+        ' and ' order by u.ord)
+    from rows from (pg_catalog.unnest(left_names), pg_catalog.unnest(operators), pg_catalog.unnest(right_names))
+        with ordinality as u (l, op, r, ord);
+$$;
+
+-- (Re)generate a managed table's row type, image table, functions and
+-- triggers from the catalog. Images already captured are kept: columns added
+-- since become new (null) attributes; a changed column type or primary key
+-- can be regenerated only while the table has no images (RZ007 otherwise).
+create or replace function resilience._generate(relation regclass)
+returns void
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $gen$
+declare
+    reg resilience.managed_tables;
+    base text;
+    row_type text;
+    row_relid oid;
+    image text;
+    capture_fn text;
+    undo_fn text;
+    lock_fn text;
+    target text;
+    has_images boolean := false;
+    col record;
+    -- The primary key: column names, their row-type attributes (c<attnum>),
+    -- image key columns (k<n>) and equality operators.
+    kn text [];
+    kc text [];
+    kk text [];
+    kop text [];
+    k_defs text;
+    k_opclasses text;
+    key_json text;
+    row_of_o text;
+    row_of_n text;
+    row_of_t text;
+    restore_cols text;
+    restore_vals text;
+    update_cols text;
+    update_vals text;
+    overriding text;
+    claim_of text;
+    part record;
+    reshaped bigint;
+begin
+    perform resilience._require_manageable(relation);
+    select m.* into reg from resilience.managed_tables as m where m.relation = _generate.relation;
+    reshaped := reg.reshaped_at_seq;
+    select pg_catalog.format('%I.%I', n.nspname, c.relname) into target
+    from pg_catalog.pg_class as c inner join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
+    where c.oid = relation;
+
+    -- Names are kept across regenerations and dump/restore; a new one comes
+    -- from the table's oid, made unique.
+    if reg.image_table is not null then
+        base := pg_catalog.substr((select c.relname from pg_catalog.pg_class as c where c.oid = reg.image_table), 6);
+        execute pg_catalog.format('select exists (select 1 from %s)', reg.image_table) into has_images;
+    else
+        base := relation::oid::text;
+        while pg_catalog.to_regclass(pg_catalog.format('resilience.%I', '_img_' || base)) is not null
+            or pg_catalog.to_regtype(pg_catalog.format('resilience.%I', '_row_' || base)) is not null
+        loop
+            base := base || '_';
+        end loop;
+    end if;
+    row_type := pg_catalog.format('resilience.%I', '_row_' || base);
+    image := pg_catalog.format('resilience.%I', '_img_' || base);
+    capture_fn := pg_catalog.format('resilience.%I', '_capture_' || base);
+    undo_fn := pg_catalog.format('resilience.%I', '_undo_' || base);
+    lock_fn := pg_catalog.format('resilience.%I', '_lock_' || base);
+
+    -- The key, with the operator class and equality operator of the primary
+    -- key's index, so that the claim index means what the key means.
+    select pg_catalog.array_agg(a.attname::text order by k.ord),
+        pg_catalog.array_agg('c' || a.attnum order by k.ord),
+        pg_catalog.array_agg('k' || k.ord order by k.ord),
+        pg_catalog.array_agg(pg_catalog.format('operator(%I.%s)', opn.nspname, op.oprname) order by k.ord),
+        pg_catalog.string_agg(pg_catalog.format('k%s %s%s', k.ord,
+                pg_catalog.format_type(coalesce(nullif(ty.typbasetype, 0), ty.oid),
+                    case when ty.typtype = 'd' then ty.typtypmod else a.atttypmod end),
+                coalesce((select pg_catalog.format(' collate %I.%I', cn.nspname, co.collname)
+                    from pg_catalog.pg_collation as co
+                    inner join pg_catalog.pg_namespace as cn on cn.oid = co.collnamespace
+                    where co.oid = i.indcollation[k.ord - 1]), '')), ', ' order by k.ord),
+        pg_catalog.string_agg(pg_catalog.format('k%s %I.%I', k.ord, ocn.nspname, oc.opcname), ', ' order by k.ord),
+        pg_catalog.string_agg(pg_catalog.format('%L, i.k%s', a.attname, k.ord), ', ' order by k.ord)
+    into kn, kc, kk, kop, k_defs, k_opclasses, key_json
+    from pg_catalog.pg_index as i
+    cross join lateral pg_catalog.unnest(i.indkey::int2 []) with ordinality as k (attnum, ord)
+    inner join pg_catalog.pg_attribute as a on a.attrelid = i.indrelid and a.attnum = k.attnum
+    inner join pg_catalog.pg_type as ty on ty.oid = a.atttypid
+    inner join pg_catalog.pg_opclass as oc on oc.oid = i.indclass[k.ord - 1]
+    inner join pg_catalog.pg_namespace as ocn on ocn.oid = oc.opcnamespace
+    inner join pg_catalog.pg_amop as ao on ao.amopfamily = oc.opcfamily and ao.amopstrategy = 3
+        and ao.amoplefttype = oc.opcintype and ao.amoprighttype = oc.opcintype
+    inner join pg_catalog.pg_operator as op on op.oid = ao.amopopr
+    inner join pg_catalog.pg_namespace as opn on opn.oid = op.oprnamespace
+    where i.indrelid = relation and i.indisprimary;
+
+    -- Start over (when no images are to be kept) if a column's type or the
+    -- key changed; otherwise only add what is missing.
+    row_relid := (select t.typrelid from pg_catalog.pg_type as t where t.oid = pg_catalog.to_regtype(row_type));
+    if exists (
+        select 1 from pg_catalog.pg_attribute as a
+        inner join pg_catalog.pg_type as ty on ty.oid = a.atttypid
+        inner join pg_catalog.pg_attribute as r on r.attrelid = row_relid and r.attname = 'c' || a.attnum
+        where a.attrelid = relation and a.attnum > 0 and not a.attisdropped
+            and (r.atttypid, r.atttypmod) is distinct from (coalesce(nullif(ty.typbasetype, 0), ty.oid),
+                case when ty.typtype = 'd' then ty.typtypmod else a.atttypmod end)
+    ) or (pg_catalog.to_regclass(image) is not null and k_defs is distinct from (
+        select pg_catalog.string_agg(pg_catalog.format('%s %s%s', a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
+                coalesce((select pg_catalog.format(' collate %I.%I', cn.nspname, co.collname)
+                    from pg_catalog.pg_collation as co
+                    inner join pg_catalog.pg_namespace as cn on cn.oid = co.collnamespace
+                    where co.oid = a.attcollation), '')), ', ' order by a.attnum)
+        from pg_catalog.pg_attribute as a
+        where a.attrelid = pg_catalog.to_regclass(image) and a.attname ~ '^k[0-9]+$' and not a.attisdropped
+    )) then
+        if has_images then
+            raise exception using
+                errcode = 'RZ007',
+                message = pg_catalog.format(
+                    'cannot regenerate the capture of %s: a column type or its primary key changed '
+                    'while logical transactions hold images of it', relation),
+                hint = 'Finish (commit or roll back) those transactions, then run manage_table again.';
+        end if;
+        execute pg_catalog.format('drop table if exists %s', image);
+        execute pg_catalog.format('drop type if exists %s', row_type);
+    end if;
+
+    -- The row type: one attribute per column (by attnum), in its base type.
+    for col in
+        select a.attnum, pg_catalog.format_type(coalesce(nullif(ty.typbasetype, 0), ty.oid),
+                case when ty.typtype = 'd' then ty.typtypmod else a.atttypmod end) as typ,
+            coalesce((select pg_catalog.format(' collate %I.%I', cn.nspname, co.collname)
+                from pg_catalog.pg_collation as co
+                inner join pg_catalog.pg_namespace as cn on cn.oid = co.collnamespace
+                where co.oid = a.attcollation), '') as coll
+        from pg_catalog.pg_attribute as a
+        inner join pg_catalog.pg_type as ty on ty.oid = a.atttypid
+        where a.attrelid = relation and a.attnum > 0 and not a.attisdropped
+        order by a.attnum
+    loop
+        if pg_catalog.to_regtype(row_type) is null then
+            execute pg_catalog.format('create type %s as (%I %s%s)', row_type, 'c' || col.attnum, col.typ, col.coll);
+        elsif not exists (
+            select 1 from pg_catalog.pg_attribute as r
+            where r.attrelid = (select t.typrelid from pg_catalog.pg_type as t where t.oid = pg_catalog.to_regtype(row_type))
+                and r.attname = 'c' || col.attnum and not r.attisdropped
+        ) then
+            execute pg_catalog.format('alter type %s add attribute %I %s%s', row_type, 'c' || col.attnum,
+                col.typ, col.coll);
+            -- Images taken before lack this column: their rows conflict.
+            if has_images then
+                reshaped := (select s.last_value from resilience.restore_point_seq as s);
+            end if;
+        end if;
+    end loop;
+    row_relid := (select t.typrelid from pg_catalog.pg_type as t where t.oid = pg_catalog.to_regtype(row_type));
+
+    if pg_catalog.to_regclass(image) is null then
+        execute pg_catalog.format(
+            'create table %s (tx_id uuid not null, seq bigint not null, op "char" not null, claim boolean, '
+            '%s, b %s, a %s)', image, k_defs, row_type, row_type);
+        execute pg_catalog.format('create unique index %I on %s (%s) where claim',
+            '_img_' || base || '_claims', image, k_opclasses);
+        execute pg_catalog.format('create index %I on %s (tx_id, seq)', '_img_' || base || '_tx', image);
+        execute pg_catalog.format('alter table %s enable row level security', image);
+        execute pg_catalog.format('revoke all on %s from public', image);
+    end if;
+
+    -- A row as the row type: live columns by name, attributes of columns
+    -- dropped since as null.
+    select pg_catalog.string_agg(case when a.attname is null then 'null' else pg_catalog.format('o.%I', a.attname) end,
+            ', ' order by r.attnum),
+        pg_catalog.string_agg(case when a.attname is null then 'null' else pg_catalog.format('n.%I', a.attname) end,
+            ', ' order by r.attnum),
+        pg_catalog.string_agg(case when a.attname is null then 'null' else pg_catalog.format('t.%I', a.attname) end,
+            ', ' order by r.attnum)
+    into row_of_o, row_of_n, row_of_t
+    from pg_catalog.pg_attribute as r
+    left join pg_catalog.pg_attribute as a
+        on a.attrelid = relation and 'c' || a.attnum = r.attname and a.attnum > 0 and not a.attisdropped
+    where r.attrelid = row_relid and r.attnum > 0 and not r.attisdropped;
+    row_of_o := pg_catalog.format('row(%s)::%s', row_of_o, row_type);
+    row_of_n := pg_catalog.format('row(%s)::%s', row_of_n, row_type);
+    row_of_t := pg_catalog.format('row(%s)::%s', row_of_t, row_type);
+
+    -- What a restore writes: no generated column; an identity ALWAYS column
+    -- only on re-insert (overriding system value), never in an update.
+    select pg_catalog.string_agg(pg_catalog.format('%I', a.attname), ', ' order by a.attnum),
+        pg_catalog.string_agg(pg_catalog.format('(i.b).%I', 'c' || a.attnum), ', ' order by a.attnum),
+        pg_catalog.string_agg(pg_catalog.format('%I', a.attname), ', ' order by a.attnum)
+            filter (where a.attidentity <> 'a'),
+        pg_catalog.string_agg(pg_catalog.format('(i.b).%I', 'c' || a.attnum), ', ' order by a.attnum)
+            filter (where a.attidentity <> 'a'),
+        case when pg_catalog.bool_or(a.attidentity = 'a') then 'overriding system value' else '' end
+    into restore_cols, restore_vals, update_cols, update_vals, overriding
+    from pg_catalog.pg_attribute as a
+    where a.attrelid = relation and a.attnum > 0 and not a.attisdropped and a.attgenerated = '';
+
+    -- The claim an image row takes: the first image of a key in a
+    -- transaction claims it (always so for the transaction's first statement
+    -- on the table); %s is the alias the key is read from.
+    claim_of := pg_catalog.format(
+        'case when v_first then true when exists (select 1 from %s as e where e.claim and e.tx_id = v_tx_id and %%s) '
+        'then null else true end', image);
+
+    execute pg_catalog.format($body$
+create or replace function %1$s()
+returns trigger
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $capture$
+#variable_conflict use_variable
+declare
+    v_root pg_catalog.regclass := coalesce(pg_catalog.pg_partition_root(tg_relid), tg_relid)::pg_catalog.regclass;
+    v_mode "char";
+    v_tx_id pg_catalog.uuid;
+    v_via pg_catalog.text;
+    v_seq pg_catalog.int8;
+    v_rows pg_catalog.int8 := 0;
+    v_first pg_catalog.bool;
+    v_holder pg_catalog.uuid;
+begin
+    select m.mode, m.tx_id, m.via into v_mode, v_tx_id, v_via from resilience._capture_mode(v_root) as m;
+    if v_mode = 's' then
+        return null;
+    end if;
+    if not resilience._require_shape(v_root) then
+        return null;
+    end if;
+    if v_mode = 'p' then
+        -- A plain write: only claimed rows are off limits.
+        if tg_op = 'INSERT' then
+            select i.tx_id into v_holder from new_rows as n, %2$s as i where i.claim and %3$s limit 1;
+        elsif tg_op = 'DELETE' then
+            select i.tx_id into v_holder from old_rows as o, %2$s as i where i.claim and %4$s limit 1;
+        else
+            select i.tx_id into v_holder from %2$s as i
+            where i.claim and (exists (select 1 from old_rows as o where %4$s)
+                or exists (select 1 from new_rows as n where %3$s))
+            limit 1;
+        end if;
+        if v_holder is not null then
+            perform resilience._claim_conflict(v_root, v_holder);
+        end if;
+        return null;
+    end if;
+
+    v_seq := pg_catalog.nextval('resilience.restore_point_seq');
+    insert into resilience.claimed_tables (relation, tx_id) values (v_root, v_tx_id) on conflict do nothing;
+    get diagnostics v_rows = row_count;
+    v_first := v_rows > 0;
+    begin
+        if not v_first then
+            -- Another transaction's claim: fail at once, nobody waits.
+            if tg_op = 'INSERT' then
+                select i.tx_id into v_holder from new_rows as n, %2$s as i
+                where i.claim and i.tx_id <> v_tx_id and %3$s limit 1;
+            elsif tg_op = 'DELETE' then
+                select i.tx_id into v_holder from old_rows as o, %2$s as i
+                where i.claim and i.tx_id <> v_tx_id and %4$s limit 1;
+            else
+                select i.tx_id into v_holder from %2$s as i
+                where i.claim and i.tx_id <> v_tx_id and (exists (select 1 from old_rows as o where %4$s)
+                    or exists (select 1 from new_rows as n where %3$s))
+                limit 1;
+            end if;
+            if v_holder is not null then
+                perform resilience._claim_conflict(v_root, v_holder);
+            end if;
+        end if;
+        if tg_op = 'INSERT' then
+            insert into %2$s (tx_id, seq, op, claim, %5$s, a)
+            select v_tx_id, v_seq, 'i', %6$s, %7$s, %8$s
+            from new_rows as n;
+        elsif tg_op = 'DELETE' then
+            insert into %2$s (tx_id, seq, op, claim, %5$s, b)
+            select v_tx_id, v_seq, 'd', %9$s, %10$s, %11$s
+            from old_rows as o;
+        else
+            -- Old and new rows pair by position: PostgreSQL appends a row's
+            -- two versions to the transition tables in the same call.
+            with u as (
+                insert into %2$s (tx_id, seq, op, claim, %5$s, b, a)
+                select v_tx_id, v_seq, 'u', %12$s, %13$s, w.b, w.a
+                from (
+                    -- Two set-returning functions in one select list run in
+                    -- lockstep (in FROM, a composite would be expanded).
+                    select pg_catalog.unnest(array(select %11$s from old_rows as o)) as b,
+                        pg_catalog.unnest(array(select %8$s from new_rows as n)) as a
+                ) as w
+                returning %5$s, b
+            )
+            -- A key change claims the old key too (a claim-only row).
+            insert into %2$s (tx_id, seq, op, claim, %5$s)
+            select v_tx_id, v_seq, 'k', %14$s, %15$s
+            from u
+            where not (%16$s)
+                and not exists (select 1 from u as e where %17$s);
+        end if;
+    exception when unique_violation then
+        -- A concurrent transaction claimed one of these keys first.
+        if tg_op = 'INSERT' then
+            select i.tx_id into v_holder from new_rows as n, %2$s as i
+            where i.claim and i.tx_id <> v_tx_id and %3$s limit 1;
+        elsif tg_op = 'DELETE' then
+            select i.tx_id into v_holder from old_rows as o, %2$s as i
+            where i.claim and i.tx_id <> v_tx_id and %4$s limit 1;
+        else
+            select i.tx_id into v_holder from %2$s as i
+            where i.claim and i.tx_id <> v_tx_id and (exists (select 1 from old_rows as o where %4$s)
+                or exists (select 1 from new_rows as n where %3$s))
+            limit 1;
+        end if;
+        perform resilience._claim_conflict(v_root, v_holder);
+    end;
+    if tg_op = 'DELETE' then
+        select pg_catalog.count(*) into v_rows from old_rows;
+    else
+        select pg_catalog.count(*) into v_rows from new_rows;
+    end if;
+    insert into resilience.tx_statements (tx_id, seq, relation, operation, row_count)
+    values (v_tx_id, v_seq, v_root, pg_catalog.lower(tg_op), v_rows);
+    perform resilience._audit('execute', v_tx_id, pg_catalog.jsonb_build_object(
+        'table', v_root::pg_catalog.text, 'operation', pg_catalog.lower(tg_op), 'rows', v_rows, 'via', v_via,
+        'duration_ms', pg_catalog.round(
+            extract(epoch from pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp()) * 1000, 3)));
+    return null;
+end;
+$capture$
+$body$,
+        capture_fn,                                                          -- 1
+        image,                                                               -- 2
+        resilience._sql_keys_equal('i.', kk, kop, 'n.', kn),                 -- 3
+        resilience._sql_keys_equal('i.', kk, kop, 'o.', kn),                 -- 4
+        resilience._sql_list('', kk),                                        -- 5
+        pg_catalog.format(claim_of, resilience._sql_keys_equal('e.', kk, kop, 'n.', kn)),       -- 6
+        resilience._sql_list('n.', kn),                                      -- 7
+        row_of_n,                                                            -- 8
+        pg_catalog.format(claim_of, resilience._sql_keys_equal('e.', kk, kop, 'o.', kn)),       -- 9
+        resilience._sql_list('o.', kn),                                      -- 10
+        row_of_o,                                                            -- 11
+        pg_catalog.format(claim_of, resilience._sql_keys_equal('e.', kk, kop, '(w.a).', kc)),   -- 12
+        resilience._sql_list('(w.a).', kc),                                  -- 13
+        pg_catalog.format(claim_of, resilience._sql_keys_equal('e.', kk, kop, '(u.b).', kc)),   -- 14
+        resilience._sql_list('(u.b).', kc),                                  -- 15
+        resilience._sql_keys_equal('(u.b).', kc, kop, 'u.', kk),             -- 16
+        resilience._sql_keys_equal('e.', kk, kop, '(u.b).', kc));            -- 17
+    execute pg_catalog.format('revoke all on function %s() from public', capture_fn);
+
+    -- Undo one captured statement, set-based. A row is restored only while
+    -- it still equals its after-image, compared with *= (binary equality of
+    -- every column: -0 is not 0, 1.0 is not 1.00, json text as written,
+    -- independent of session settings). Optimistic: when every row was
+    -- restored there is nothing to look for; otherwise the rows not
+    -- accounted for (not in their before-state, e.g. by an FK cascade undone
+    -- earlier) are the conflicts, and the caller (_undo) raises RZ005,
+    -- which discards this step too. With force, the conflicts are looked up
+    -- first (they are reported) and overwritten. Returns the restored count
+    -- and the conflicting keys.
+    execute pg_catalog.format($body$
+create or replace function %1$s(p_tx pg_catalog.uuid, p_seq pg_catalog.int8, p_op pg_catalog.text,
+    p_force pg_catalog.bool)
+returns pg_catalog.jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $undo$
+#variable_conflict use_variable
+declare
+    v_done pg_catalog.int8 := 0;
+    v_expected pg_catalog.int8;
+    v_conflicts pg_catalog.jsonb;
+begin
+    select pg_catalog.count(*) into v_expected from %3$s as i where i.tx_id = p_tx and i.seq = p_seq
+        and i.op = pg_catalog.left(p_op, 1)::"char" and p_op <> 'keys';
+    if p_op = 'insert' then
+        if p_force then
+            select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(%6$s)) into v_conflicts
+            from %3$s as i
+            where i.tx_id = p_tx and i.seq = p_seq and i.op = 'i'
+                and exists (select 1 from %2$s as t where %4$s and not (%5$s operator(pg_catalog.*=) i.a));
+        end if;
+        delete from %2$s as t using %3$s as i
+        where i.tx_id = p_tx and i.seq = p_seq and i.op = 'i' and %4$s
+            and (p_force or %5$s operator(pg_catalog.*=) i.a);
+        get diagnostics v_done = row_count;
+        if not p_force and v_done < v_expected then
+            -- Rows still there differ from their after-image (absent ones
+            -- are already undone).
+            select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(%6$s)) into v_conflicts
+            from %3$s as i
+            where i.tx_id = p_tx and i.seq = p_seq and i.op = 'i'
+                and exists (select 1 from %2$s as t where %4$s);
+        end if;
+    elsif p_op = 'delete' then
+        if p_force then
+            select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(%6$s)) into v_conflicts
+            from %3$s as i
+            where i.tx_id = p_tx and i.seq = p_seq and i.op = 'd'
+                and exists (select 1 from %2$s as t where %4$s and not (%5$s operator(pg_catalog.*=) i.b));
+            update %2$s as t set (%10$s) = row(%11$s) from %3$s as i
+            where i.tx_id = p_tx and i.seq = p_seq and i.op = 'd' and %4$s
+                and not (%5$s operator(pg_catalog.*=) i.b);
+        end if;
+        insert into %2$s (%7$s) %8$s
+        select %9$s from %3$s as i
+        where i.tx_id = p_tx and i.seq = p_seq and i.op = 'd'
+            and not exists (select 1 from %2$s as t where %4$s);
+        get diagnostics v_done = row_count;
+        if not p_force and v_done < v_expected then
+            -- Keys taken meanwhile by rows other than the deleted ones.
+            select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(%6$s)) into v_conflicts
+            from %3$s as i
+            where i.tx_id = p_tx and i.seq = p_seq and i.op = 'd'
+                and not exists (select 1 from %2$s as t where %4$s and %5$s operator(pg_catalog.*=) i.b);
+        end if;
+    elsif p_op = 'update' then
+        if p_force then
+            select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(%6$s)) into v_conflicts
+            from %3$s as i
+            where i.tx_id = p_tx and i.seq = p_seq and i.op = 'u'
+                and not exists (select 1 from %2$s as t where %12$s and %5$s operator(pg_catalog.*=) i.a)
+                and not exists (select 1 from %2$s as t where %13$s and %5$s operator(pg_catalog.*=) i.b);
+        end if;
+        update %2$s as t set (%10$s) = row(%11$s) from %3$s as i
+        where i.tx_id = p_tx and i.seq = p_seq and i.op = 'u' and %12$s
+            and (p_force or %5$s operator(pg_catalog.*=) i.a);
+        get diagnostics v_done = row_count;
+        if not p_force and v_done < v_expected then
+            -- Restored rows now equal their before-image, and so do rows
+            -- already back; the others changed behind the claims.
+            select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(%6$s)) into v_conflicts
+            from %3$s as i
+            where i.tx_id = p_tx and i.seq = p_seq and i.op = 'u'
+                and not exists (select 1 from %2$s as t where %13$s and %5$s operator(pg_catalog.*=) i.b);
+        end if;
+    elsif p_op = 'keys' then
+        -- The statement's keys (the first 20), to name the rows of an error.
+        select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(%6$s)) into v_conflicts
+        from (select * from %3$s as e where e.tx_id = p_tx and e.seq = p_seq and e.op <> 'k' limit 20) as i;
+    end if;
+    return pg_catalog.jsonb_build_object('restored_rows', v_done,
+        'conflicts', coalesce(v_conflicts, '[]'::pg_catalog.jsonb));
+end;
+$undo$
+$body$,
+        undo_fn,                                                             -- 1
+        target,                                                              -- 2
+        image,                                                               -- 3
+        resilience._sql_keys_equal('t.', kn, kop, 'i.', kk),                 -- 4
+        row_of_t,                                                            -- 5
+        key_json,                                                            -- 6
+        restore_cols,                                                        -- 7
+        overriding,                                                          -- 8
+        restore_vals,                                                        -- 9
+        coalesce(update_cols, restore_cols),                                 -- 10
+        coalesce(update_vals, restore_vals),                                 -- 11
+        resilience._sql_keys_equal('t.', kn, kop, '(i.a).', kc),             -- 12
+        resilience._sql_keys_equal('t.', kn, kop, '(i.b).', kc));            -- 13
+    execute pg_catalog.format('revoke all on function %s(uuid, bigint, text, boolean) from public', undo_fn);
+
+    -- lock: claim rows the caller's own statement locked (FOR UPDATE, under
+    -- its privileges and RLS). Only rows whose xmax is this very database
+    -- transaction are taken, so a caller cannot claim rows it could not lock.
+    execute pg_catalog.format($body$
+create or replace function %1$s(p_tx pg_catalog.uuid, p_tableoids pg_catalog.oid [], p_ctids pg_catalog.tid [])
+returns pg_catalog.int8
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $lock$
+#variable_conflict use_variable
+declare
+    v_tx_id pg_catalog.uuid := (resilience._tx_for_capture(p_tx::pg_catalog.text)).id;
+    v_root pg_catalog.regclass := (select m.relation from resilience.managed_tables as m
+        where m.image_table = %2$L::pg_catalog.regclass);
+    v_seq pg_catalog.int8 := pg_catalog.nextval('resilience.restore_point_seq');
+    v_rows pg_catalog.int8;
+    v_first pg_catalog.bool;
+    v_holder pg_catalog.uuid;
+begin
+    -- Nothing locked, nothing claimed, nothing to record.
+    if coalesce(pg_catalog.cardinality(p_ctids), 0) = 0 then
+        return 0;
+    end if;
+    insert into resilience.claimed_tables (relation, tx_id) values (v_root, v_tx_id) on conflict do nothing;
+    get diagnostics v_rows = row_count;
+    v_first := v_rows > 0;
+    begin
+        select i.tx_id into v_holder from %3$s as t, %2$s as i
+        where (t.tableoid, t.ctid) in (select * from rows from (pg_catalog.unnest(p_tableoids), pg_catalog.unnest(p_ctids)))
+            and i.claim and i.tx_id <> v_tx_id and %4$s
+        limit 1;
+        if v_holder is not null then
+            perform resilience._claim_conflict(v_root, v_holder);
+        end if;
+        insert into %2$s (tx_id, seq, op, claim, %5$s, b)
+        select v_tx_id, v_seq, 'l', %6$s, %7$s, %8$s
+        from %3$s as t
+        where t.ctid operator(pg_catalog.=) any (p_ctids)
+            and (t.tableoid, t.ctid) in (select * from rows from (pg_catalog.unnest(p_tableoids), pg_catalog.unnest(p_ctids)))
+            and t.xmax operator(pg_catalog.=) pg_catalog.pg_current_xact_id()::pg_catalog.xid;
+        get diagnostics v_rows = row_count;
+    exception when unique_violation then
+        select i.tx_id into v_holder from %3$s as t, %2$s as i
+        where (t.tableoid, t.ctid) in (select * from rows from (pg_catalog.unnest(p_tableoids), pg_catalog.unnest(p_ctids)))
+            and i.claim and i.tx_id <> v_tx_id and %4$s
+        limit 1;
+        perform resilience._claim_conflict(v_root, v_holder);
+    end;
+    if v_rows <> coalesce(pg_catalog.cardinality(p_ctids), 0) then
+        raise exception using
+            errcode = '55P03',
+            message = pg_catalog.format('lock on %%s: rows must be locked by this statement', v_root);
+    end if;
+    insert into resilience.tx_statements (tx_id, seq, relation, operation, row_count)
+    values (v_tx_id, v_seq, v_root, 'lock', v_rows);
+    perform resilience._audit('execute', v_tx_id, pg_catalog.jsonb_build_object(
+        'table', v_root::pg_catalog.text, 'operation', 'lock', 'rows', v_rows, 'via', 'tx_execute'));
+    return v_rows;
+end;
+$lock$
+$body$,
+        lock_fn,                                                             -- 1
+        image,                                                               -- 2
+        target,                                                              -- 3
+        resilience._sql_keys_equal('i.', kk, kop, 't.', kn),                 -- 4
+        resilience._sql_list('', kk),                                        -- 5
+        pg_catalog.format(claim_of, resilience._sql_keys_equal('e.', kk, kop, 't.', kn)),       -- 6
+        resilience._sql_list('t.', kn),                                      -- 7
+        row_of_t);                                                           -- 8
+    perform resilience._grant_like_tx_execute(pg_catalog.format('%s(uuid, oid[], tid[])', lock_fn)::regprocedure);
+
+    -- Triggers on the table and on every partition (a statement on a
+    -- partition fires only the partition's triggers).
+    perform resilience._drop_triggers(relation);
+    for part in
+        select relation as target union select p.relid::regclass from pg_catalog.pg_partition_tree(relation) as p
+    loop
+        execute pg_catalog.format(
+            'create trigger resilience_capture_insert after insert on %s '
+            'referencing new table as new_rows for each statement execute function %s()', part.target, capture_fn);
+        execute pg_catalog.format(
+            'create trigger resilience_capture_update after update on %s '
+            'referencing old table as old_rows new table as new_rows for each statement execute function %s()',
+            part.target, capture_fn);
+        execute pg_catalog.format(
+            'create trigger resilience_capture_delete after delete on %s '
+            'referencing old table as old_rows for each statement execute function %s()', part.target, capture_fn);
+        execute pg_catalog.format(
+            'create trigger resilience_guard_truncate before truncate on %s '
+            'for each statement execute function resilience._guard_truncate()', part.target);
+    end loop;
+
+    insert into resilience.managed_tables as m (relation, managed_by, image_table, image_type,
+        capture_function, undo_function, lock_function, shape, reshaped_at_seq)
+    values (_generate.relation, resilience._caller_role(), image::regclass, row_type::regtype,
+        (capture_fn || '()')::regprocedure, (undo_fn || '(uuid, bigint, text, boolean)')::regprocedure,
+        (lock_fn || '(uuid, oid[], tid[])')::regprocedure, resilience._table_shape(_generate.relation),
+        case when has_images then reshaped end)
+    on conflict on constraint managed_tables_pkey do update set image_table = excluded.image_table,
+        image_type = excluded.image_type,
+        capture_function = excluded.capture_function, undo_function = excluded.undo_function,
+        lock_function = excluded.lock_function, shape = excluded.shape,
+        reshaped_at_seq = excluded.reshaped_at_seq;
+    update resilience.managed_tables as m set descriptor = resilience._describe(_generate.relation)
+    where m.relation = _generate.relation;
+end;
+$gen$;
 
 create or replace function resilience.manage_table(table_name regclass)
 returns void
@@ -399,48 +1022,43 @@ volatile
 security definer
 set search_path = ''
 as $$
-declare
-    target record;
 begin
-    select n.nspname, c.relname, c.relkind into target
-    from pg_catalog.pg_class as c
-    inner join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
-    where c.oid = table_name;
+    if table_name is null then
+        raise exception using errcode = '22023', message = 'table_name must not be null';
+    end if;
     perform resilience._require_table_owner(table_name);
-    if target.relkind <> 'r' or target.nspname in ('resilience', 'pg_catalog', 'information_schema') then
-        raise exception using
-            errcode = '22023',
-            message = pg_catalog.format('%s cannot be managed: only ordinary application tables can', table_name);
+    perform resilience._generate(table_name);
+end;
+$$;
+
+-- Drop what _generate made for a table (its triggers first).
+create or replace function resilience._forget(relation regclass)
+returns void
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    reg resilience.managed_tables;
+begin
+    select m.* into reg from resilience.managed_tables as m where m.relation = _forget.relation;
+    if exists (select 1 from pg_catalog.pg_class as c where c.oid = relation) then
+        perform resilience._drop_triggers(relation);
     end if;
-    if not exists (
-        select 1 from pg_catalog.pg_index as i where i.indrelid = table_name and i.indisprimary
-    ) then
-        raise exception using
-            errcode = '22023',
-            message = pg_catalog.format('table %s has no primary key', table_name),
-            hint = 'Logical transactions identify rows by primary key: add one, then call manage_table again.';
+    if reg.capture_function is not null then
+        execute pg_catalog.format('drop function if exists %s', reg.capture_function);
+        execute pg_catalog.format('drop function if exists %s', reg.undo_function);
+        execute pg_catalog.format('drop function if exists %s', reg.lock_function);
     end if;
-    perform resilience._drop_triggers(table_name);
-    execute pg_catalog.format(
-        'create trigger resilience_capture_insert after insert on %I.%I '
-        'referencing new table as new_rows for each statement execute function resilience._capture()',
-        target.nspname, target.relname);
-    execute pg_catalog.format(
-        'create trigger resilience_capture_update after update on %I.%I '
-        'referencing old table as old_rows new table as new_rows '
-        'for each statement execute function resilience._capture()',
-        target.nspname, target.relname);
-    execute pg_catalog.format(
-        'create trigger resilience_capture_delete after delete on %I.%I '
-        'referencing old table as old_rows for each statement execute function resilience._capture()',
-        target.nspname, target.relname);
-    execute pg_catalog.format(
-        'create trigger resilience_guard_truncate before truncate on %I.%I '
-        'for each statement execute function resilience._guard_truncate()',
-        target.nspname, target.relname);
-    insert into resilience.managed_tables (relation, managed_by)
-    values (table_name, resilience._caller_role())
-    on conflict (relation) do nothing;
+    if reg.image_table is not null then
+        execute pg_catalog.format('drop table if exists %s', reg.image_table);
+    end if;
+    if reg.image_type is not null then
+        execute pg_catalog.format('drop type if exists %s', reg.image_type);
+    end if;
+    delete from resilience.managed_tables as m where m.relation = _forget.relation;
+    delete from resilience.claimed_tables as c where c.relation = _forget.relation;
 end;
 $$;
 
@@ -451,21 +1069,34 @@ volatile
 security definer
 set search_path = ''
 as $$
-declare
-    target record;
 begin
-    select n.nspname, c.relname into target
-    from pg_catalog.pg_class as c
-    inner join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
-    where c.oid = table_name;
     perform resilience._require_table_owner(table_name);
-    if exists (select 1 from resilience.claims as c where c.relation = table_name) then
+    if exists (
+        select 1 from resilience.claimed_tables as c
+        inner join resilience.transactions as t on t.id = c.tx_id
+        where c.relation = table_name and t.status = 'active'
+    ) then
         raise exception using
             errcode = '55006',
             message = pg_catalog.format('table %s has rows claimed by active logical transactions', table_name),
             hint = 'Commit or roll them back first.';
     end if;
-    perform resilience._drop_triggers(table_name);
-    delete from resilience.managed_tables as m where m.relation = table_name;
+    perform resilience._forget(table_name);
+end;
+$$;
+
+-- Every install regenerates every managed table with this release's code
+-- (images are kept; a table that cannot be regenerated now says so).
+do $$
+declare
+    managed record;
+begin
+    for managed in select m.relation from resilience.managed_tables as m loop
+        begin
+            perform resilience._generate(managed.relation);
+        exception when others then
+            raise warning 'pgresilience: could not regenerate the capture of %: %', managed.relation, sqlerrm;
+        end;
+    end loop;
 end;
 $$;

@@ -1,8 +1,11 @@
--- tx_execute: one write inside a logical transaction, with the CALLER's
--- privileges (SECURITY INVOKER), so the table's grants and RLS apply. The
--- statement is built from the catalog with format('%I'); client values only
--- ever travel as bound jsonb parameters ($1 data, $2 match). Bookkeeping runs
--- in the SECURITY DEFINER helpers and the capture trigger.
+-- tx_execute: one write (or lock) inside a logical transaction, with the
+-- CALLER's privileges (SECURITY INVOKER), so the table's grants and RLS
+-- apply. The statement is built from the table's descriptor (kept in the
+-- registry by manage_table, so no catalog reads per call) with
+-- format('%I'); client values only ever travel as bound jsonb parameters
+-- ($1 data, $2 match). Capture, claims and the audit row come from the
+-- table's capture trigger (or, for lock, its lock function), never from the
+-- caller: every 'execute' audit row is a statement that really ran.
 
 -- 'users' (schema public, as supabase-js means it) or 'app.users'.
 create or replace function resilience._resolve_table(table_name text)
@@ -18,7 +21,12 @@ begin
     if table_name is null or table_name = '' then
         raise exception using errcode = '22023', message = 'table_name must not be empty';
     end if;
-    parts := pg_catalog.parse_ident(table_name);
+    begin
+        parts := pg_catalog.parse_ident(table_name);
+    exception when invalid_parameter_value or syntax_error then
+        raise exception using
+            errcode = '22023', message = pg_catalog.format('invalid table name %L', table_name);
+    end;
     if pg_catalog.cardinality(parts) = 1 then
         parts := array['public', parts[1]];
     elsif pg_catalog.cardinality(parts) <> 2 then
@@ -35,19 +43,19 @@ begin
 end;
 $$;
 
--- Lazy reap, transaction check (RZ001/RZ002/RZ003), managed-table check.
--- One SECURITY DEFINER call with the checks of _tx_locked and _require_active
--- inlined: every nested PL/pgSQL call with a SET clause costs as much as a
--- small query.
+-- Lazy reap (one index probe when nothing expired), the transaction check
+-- (RZ001 / RZ002 / RZ003, before the write is even tried: a caller who does
+-- not own it learns nothing else) and the managed table's descriptor
+-- (22023 when it is not managed).
 create or replace function resilience._execute_prepare(tx_id uuid, relation regclass)
-returns void
+returns jsonb
 language plpgsql
 volatile
 security definer
 set search_path = ''
 as $$
 declare
-    tx resilience.transactions;
+    managed jsonb;
 begin
     if exists (
         select 1 from resilience.transactions as t
@@ -55,67 +63,48 @@ begin
     ) then
         perform resilience._reap_if_expired();
     end if;
-    if tx_id is null then
-        raise exception using errcode = 'RZ001', message = 'logical transaction id is null';
-    end if;
-    select t.* into tx from resilience.transactions as t where t.id = _execute_prepare.tx_id for share;
-    if tx.id is null
-        or tx.owner_role <> resilience._caller_role()
-        or tx.owner_sub is distinct from resilience._caller_sub()
-    then
-        raise exception using
-            errcode = 'RZ001',
-            message = pg_catalog.format('logical transaction %s not found', tx_id),
-            hint = 'It does not exist or belongs to another role/user.';
-    end if;
-    if tx.status <> 'active' or tx.expires_at <= pg_catalog.clock_timestamp() then
-        perform resilience._require_active(tx);
-    end if;
-    if not exists (select 1 from resilience.managed_tables as m where m.relation = _execute_prepare.relation) then
+    perform resilience._tx_for_capture(tx_id::text);
+    select m.descriptor into managed from resilience.managed_tables as m
+    where m.relation = _execute_prepare.relation;
+    if managed is null then
         raise exception using
             errcode = '22023',
             message = pg_catalog.format('table %s is not managed by pgresilience', relation),
             hint = 'Call resilience.manage_table(table) first (as the table owner).';
     end if;
+    -- Renamed since manage_table (and no event trigger regenerated it): the
+    -- descriptor's name is stale. Other shape changes are caught by the
+    -- capture trigger.
+    if managed ->> 'target' is distinct from (
+        select pg_catalog.format('%I.%I', n.nspname, c.relname) from pg_catalog.pg_class as c
+        inner join pg_catalog.pg_namespace as n on n.oid = c.relnamespace where c.oid = relation
+    ) then
+        perform resilience._require_shape(relation);
+    end if;
+    return managed;
 end;
 $$;
 
--- The 'execute' audit row (duration measured from `started`). Checks that
--- the caller owns the transaction: clients may call this helper directly.
-create or replace function resilience._execute_done(
-    tx_id uuid, relation regclass, operation text, row_count bigint, started timestamptz
-)
-returns void
+-- plpgsql, not sql: a non-inlined sql function is planned again on every
+-- call from another function; plpgsql keeps its plans for the session.
+create or replace function resilience._descriptor(relation regclass)
+returns jsonb
 language plpgsql
-volatile
-security definer
+stable
 set search_path = ''
 as $$
 begin
-    if not exists (
-        select 1 from resilience.transactions as t
-        where t.id = _execute_done.tx_id and t.status = 'active'
-            and t.owner_role = resilience._caller_role()
-            and t.owner_sub is not distinct from resilience._caller_sub()
-    ) then
-        raise exception using
-            errcode = 'RZ001',
-            message = pg_catalog.format('logical transaction %s not found', tx_id);
-    end if;
-    insert into resilience.audit_log (event, tx_id, actor_role, actor_sub, detail)
-    values ('execute', tx_id, resilience._caller_role(), resilience._caller_sub(), pg_catalog.jsonb_build_object(
-        'table', relation::text, 'operation', operation, 'rows', row_count,
-        'duration_ms', pg_catalog.round(
-            extract(epoch from pg_catalog.clock_timestamp() - started) * 1000, 3)
-    ));
+    return coalesce(
+        (select m.descriptor from resilience.managed_tables as m where m.relation = _descriptor.relation),
+        resilience._describe(relation));
 end;
 $$;
 
 -- Raise 42703 unless every name is a column of the table.
-create or replace function resilience._require_columns(relation regclass, names text[])
+create or replace function resilience._require_columns(descriptor jsonb, names text[])
 returns void
 language plpgsql
-stable
+immutable
 set search_path = ''
 as $$
 declare
@@ -123,37 +112,61 @@ declare
 begin
     select k.name into missing
     from pg_catalog.unnest(names) as k (name)
-    where not exists (
-        select 1 from pg_catalog.pg_attribute as a
-        where a.attrelid = relation and a.attname = k.name and a.attnum > 0 and not a.attisdropped
-    )
+    where not (descriptor -> 'columns') ? k.name
     limit 1;
     if missing is not null then
         raise exception using
             errcode = '42703',
-            message = pg_catalog.format('column %I of table %s does not exist', missing, relation);
+            message = pg_catalog.format('column %I of table %s does not exist', missing, descriptor ->> 'target');
     end if;
 end;
 $$;
 
--- `t.col = m.col and ...` for an equality filter ({"col": null} means IS NULL).
-create or replace function resilience._match_sql(relation regclass, match jsonb)
+-- `(a type_a, b type_b)`: the column definition list that reads exactly the
+-- named columns from client JSON (jsonb_to_record): a column the client did
+-- not name is never read, so a NOT NULL domain on it is not tripped.
+create or replace function resilience._record_definition(descriptor jsonb, names text[])
 returns text
 language plpgsql
-stable
+immutable
+set search_path = ''
+as $$
+begin
+    return (
+        select '(' || pg_catalog.string_agg(
+            pg_catalog.format('%I %s', k.name, descriptor -> 'types' ->> k.name), ', ' order by k.name) || ')'
+        from pg_catalog.unnest(names) as k (name));
+end;
+$$;
+
+-- `t.col = m.col and ...` for an equality filter ({"col": null} means IS NULL).
+create or replace function resilience._match_sql(descriptor jsonb, match jsonb)
+returns text
+language plpgsql
+immutable
 set search_path = ''
 as $$
 declare
     names text [];
+    incomparable text;
 begin
     if match is null or pg_catalog.jsonb_typeof(match) <> 'object' or match = '{}'::jsonb then
         raise exception using
             errcode = '22023',
             message = 'match must be a non-empty object {column: value}',
-            hint = 'update and delete never touch every row: say which rows.';
+            hint = 'update, delete and lock never touch every row: say which rows.';
     end if;
     select pg_catalog.array_agg(k order by k) into names from pg_catalog.jsonb_object_keys(match) as k;
-    perform resilience._require_columns(relation, names);
+    perform resilience._require_columns(descriptor, names);
+    select k into incomparable from pg_catalog.unnest(names) as k
+    where pg_catalog.jsonb_typeof(match -> k) <> 'null' and not (descriptor -> 'comparable') ? k
+    limit 1;
+    if incomparable is not null then
+        raise exception using
+            errcode = '22023',
+            message = pg_catalog.format('match cannot compare column %I of table %s: its type has no equality',
+                incomparable, descriptor ->> 'target');
+    end if;
     return (
         select pg_catalog.string_agg(
             case when pg_catalog.jsonb_typeof(match -> k) = 'null'
@@ -165,9 +178,36 @@ begin
 end;
 $$;
 
--- The write statement for tx_execute. Returns (rows jsonb, count bigint).
+-- What a write returns of each row: the whole row as the caller may read it
+-- (every column with a table SELECT grant, else only the granted columns).
+create or replace function resilience._returning_sql(relation regclass, descriptor jsonb)
+returns text
+language plpgsql
+stable
+set search_path = ''
+as $$
+begin
+    if pg_catalog.has_table_privilege(relation, 'SELECT') then
+        return 'pg_catalog.to_jsonb(t.*)';
+    end if;
+    return coalesce((
+        select pg_catalog.string_agg(chunk.part, ' operator(pg_catalog.||) ')
+        from (
+            select pg_catalog.format('pg_catalog.jsonb_build_object(%s)',
+                pg_catalog.string_agg(pg_catalog.format('%L, t.%I', c.name, c.name), ', ' order by c.ord)) as part
+            from pg_catalog.jsonb_array_elements_text(descriptor -> 'columns') with ordinality as c (name, ord)
+            where pg_catalog.has_column_privilege(relation, c.name, 'SELECT')
+            group by (c.ord - 1) / 50
+        ) as chunk), '''{}''::pg_catalog.jsonb');
+end;
+$$;
+
+-- The statement for tx_execute and tx_run: returns (rows jsonb, count bigint).
+-- lock_tx: the logical transaction a lock claims rows for (tx_execute); null
+-- in tx_run, where lock is a plain SELECT ... FOR UPDATE NOWAIT.
 create or replace function resilience._execute_sql(
-    relation regclass, operation text, data jsonb, match jsonb
+    relation regclass, operation text, data jsonb, match jsonb, lock_tx uuid default null,
+    known_descriptor jsonb default null
 )
 returns text
 language plpgsql
@@ -175,20 +215,17 @@ stable
 set search_path = ''
 as $$
 declare
-    target text;
+    descriptor jsonb := coalesce(known_descriptor, resilience._descriptor(relation));
+    target text := descriptor ->> 'target';
+    returning_sql text := resilience._returning_sql(relation, descriptor);
     names text [];
     cols text;
     data_cols text;
     key_cols text;
     set_names text [];
-    result_sql text := 'select coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(w)), ''[]''::jsonb), '
+    result_sql text := 'select coalesce(pg_catalog.jsonb_agg(w.j), ''[]''::pg_catalog.jsonb), '
         'pg_catalog.count(*) from w';
 begin
-    select pg_catalog.format('%I.%I', n.nspname, c.relname) into target
-    from pg_catalog.pg_class as c
-    inner join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
-    where c.oid = relation;
-
     if operation in ('insert', 'upsert') then
         if match is not null then
             raise exception using errcode = '22023', message = pg_catalog.format('%s takes no match', operation);
@@ -218,7 +255,7 @@ begin
         ) then
             raise exception using errcode = '22023', message = 'every row in data must have the same columns';
         end if;
-        perform resilience._require_columns(relation, names);
+        perform resilience._require_columns(descriptor, names);
         select pg_catalog.string_agg(pg_catalog.format('%I', k), ', ' order by k),
             pg_catalog.string_agg(pg_catalog.format('d.%I', k), ', ' order by k)
         into cols, data_cols
@@ -226,27 +263,25 @@ begin
         if operation = 'insert' then
             return pg_catalog.format(
                 'with w as (insert into %1$s as t (%2$s) select %3$s '
-                'from pg_catalog.jsonb_populate_recordset(null::%1$s, $1) as d returning t.*) %4$s',
-                target, cols, data_cols, result_sql);
+                'from pg_catalog.jsonb_to_recordset($1) as d %6$s returning %4$s as j) %5$s',
+                target, cols, data_cols, returning_sql, result_sql,
+                resilience._record_definition(descriptor, names));
         end if;
-        select pg_catalog.string_agg(pg_catalog.format('%I', a.attname), ', ' order by k.ord)
+        if pg_catalog.jsonb_array_length(descriptor -> 'key') = 0 then
+            raise exception using
+                errcode = '22023',
+                message = pg_catalog.format('upsert needs a primary key: table %s has none', target);
+        end if;
+        select pg_catalog.string_agg(pg_catalog.format('%I', k), ', ' order by o)
         into key_cols
-        from pg_catalog.pg_index as i
-        cross join lateral pg_catalog.unnest(i.indkey::int2 []) with ordinality as k (attnum, ord)
-        inner join pg_catalog.pg_attribute as a on a.attrelid = i.indrelid and a.attnum = k.attnum
-        where i.indrelid = relation and i.indisprimary;
+        from pg_catalog.jsonb_array_elements_text(descriptor -> 'key') with ordinality as u (k, o);
         select pg_catalog.array_agg(k order by k) into set_names
         from pg_catalog.unnest(names) as k
-        where not exists (
-            select 1 from pg_catalog.pg_index as i
-            inner join pg_catalog.pg_attribute as a
-                on a.attrelid = i.indrelid and a.attnum = any (i.indkey::int2 [])
-            where i.indrelid = relation and i.indisprimary and a.attname = k
-        );
+        where not (descriptor -> 'key') ? k;
         return pg_catalog.format(
             'with w as (insert into %1$s as t (%2$s) %7$s select %3$s '
-            'from pg_catalog.jsonb_populate_recordset(null::%1$s, $1) as d '
-            'on conflict (%4$s) %5$s returning t.*) %6$s',
+            'from pg_catalog.jsonb_to_recordset($1) as d %9$s '
+            'on conflict (%4$s) %5$s returning %8$s as j) %6$s',
             target, cols, data_cols, key_cols,
             case when set_names is null then 'do nothing'
                 else (select pg_catalog.format('do update set (%s) = row(%s)',
@@ -256,39 +291,58 @@ begin
             end,
             result_sql,
             -- An upsert names rows by key, identity GENERATED ALWAYS included.
-            case when exists (
-                select 1 from pg_catalog.pg_attribute as a
-                where a.attrelid = relation and a.attidentity = 'a' and a.attname = any (names)
-            ) then 'overriding system value' else '' end);
+            case when descriptor -> 'identity_always' ?| names then 'overriding system value' else '' end,
+            returning_sql, resilience._record_definition(descriptor, names));
     elsif operation = 'update' then
         if data is null or pg_catalog.jsonb_typeof(data) <> 'object' or data = '{}'::jsonb then
             raise exception using
                 errcode = '22023', message = 'update needs data: one non-empty object of new values';
         end if;
         select pg_catalog.array_agg(k order by k) into names from pg_catalog.jsonb_object_keys(data) as k;
-        perform resilience._require_columns(relation, names);
+        perform resilience._require_columns(descriptor, names);
         return pg_catalog.format(
             'with w as (update %1$s as t set (%2$s) = row(%3$s) '
-            'from pg_catalog.jsonb_populate_record(null::%1$s, $1) as d, '
-            'pg_catalog.jsonb_populate_record(null::%1$s, $2) as m where %4$s returning t.*) %5$s',
+            'from pg_catalog.jsonb_to_record($1) as d %8$s, '
+            'pg_catalog.jsonb_to_record($2) as m %7$s where %4$s returning %6$s as j) %5$s',
             target,
             (select pg_catalog.string_agg(pg_catalog.format('%I', k), ', ' order by k)
                 from pg_catalog.unnest(names) as k),
             (select pg_catalog.string_agg(pg_catalog.format('d.%I', k), ', ' order by k)
                 from pg_catalog.unnest(names) as k),
-            resilience._match_sql(relation, match), result_sql);
+            resilience._match_sql(descriptor, match), result_sql, returning_sql,
+            resilience._record_definition(descriptor, array(select pg_catalog.jsonb_object_keys(match))),
+            resilience._record_definition(descriptor, names));
     elsif operation = 'delete' then
         if data is not null then
             raise exception using errcode = '22023', message = 'delete takes no data, only match';
         end if;
         return pg_catalog.format(
-            'with w as (delete from %1$s as t using pg_catalog.jsonb_populate_record(null::%1$s, $2) as m '
-            'where %2$s returning t.*) %3$s',
-            target, resilience._match_sql(relation, match), result_sql);
+            'with w as (delete from %1$s as t using pg_catalog.jsonb_to_record($2) as m %5$s '
+            'where %2$s returning %4$s as j) %3$s',
+            target, resilience._match_sql(descriptor, match), result_sql, returning_sql,
+            resilience._record_definition(descriptor, array(select pg_catalog.jsonb_object_keys(match))));
+    elsif operation = 'lock' then
+        if data is not null then
+            raise exception using errcode = '22023', message = 'lock takes no data, only match';
+        end if;
+        -- NOWAIT: a row another database transaction is writing fails at
+        -- once (55P03), like a claimed row.
+        return pg_catalog.format(
+            'with w as (select t.tableoid as o, t.ctid as c, %3$s as j '
+            'from %1$s as t, pg_catalog.jsonb_to_record($2) as m %5$s '
+            'where %2$s for update of t nowait) %4$s',
+            target, resilience._match_sql(descriptor, match), returning_sql,
+            case when lock_tx is null then result_sql
+                else pg_catalog.format(
+                    'select coalesce(pg_catalog.jsonb_agg(w.j), ''[]''::pg_catalog.jsonb), '
+                    '%s($3, coalesce(pg_catalog.array_agg(w.o), ''{}''), coalesce(pg_catalog.array_agg(w.c), ''{}'')) '
+                    'from w', descriptor ->> 'lock')
+            end,
+            resilience._record_definition(descriptor, array(select pg_catalog.jsonb_object_keys(match))));
     end if;
     raise exception using
         errcode = '22023',
-        message = pg_catalog.format('unknown operation %L: one of insert, update, delete, upsert', operation);
+        message = pg_catalog.format('unknown operation %L: one of insert, update, delete, upsert, lock', operation);
 end;
 $$;
 
@@ -302,29 +356,30 @@ security invoker
 set search_path = ''
 as $$
 declare
-    started timestamptz := pg_catalog.clock_timestamp();
     relation regclass;
     statement text;
     rows_json jsonb;
     row_count bigint;
     previous text := coalesce(pg_catalog.current_setting('resilience.tx_id', true), '');
 begin
-    if operation is null or operation not in ('insert', 'update', 'delete', 'upsert') then
+    if operation is null or operation not in ('insert', 'update', 'delete', 'upsert', 'lock') then
         raise exception using
             errcode = '22023',
-            message = pg_catalog.format('unknown operation %L: one of insert, update, delete, upsert', operation);
+            message = pg_catalog.format('unknown operation %L: one of insert, update, delete, upsert, lock', operation);
+    end if;
+    if tx_id is null then
+        raise exception using errcode = 'RZ001', message = 'logical transaction id is null';
     end if;
     relation := resilience._resolve_table(table_name);
-    perform resilience._execute_prepare(tx_id, relation);
-    statement := resilience._execute_sql(relation, operation, data, match);
+    statement := resilience._execute_sql(relation, operation, data, match, tx_id,
+        resilience._execute_prepare(tx_id, relation));
     if pg_catalog.jsonb_typeof(data) = 'object' and operation in ('insert', 'upsert') then
         data := pg_catalog.jsonb_build_array(data);
     end if;
     -- The capture trigger reads this setting: the write belongs to tx_id.
     perform pg_catalog.set_config('resilience.tx_id', tx_id::text, true);
-    execute statement into rows_json, row_count using data, match;
+    execute statement into rows_json, row_count using data, match, tx_id;
     perform pg_catalog.set_config('resilience.tx_id', previous, true);
-    perform resilience._execute_done(tx_id, relation, operation, row_count, started);
     return pg_catalog.jsonb_build_object('success', true, 'data', rows_json, 'count', row_count);
 end;
 $$;

@@ -1,12 +1,10 @@
 -- Timeouts and cleanup. tx_reap rolls back expired active transactions
 -- (status timed_out). Several reapers may run at once: each takes the rows it
--- can lock (FOR UPDATE SKIP LOCKED) and leaves the others. A transaction whose
--- rollback conflicts (a row changed behind the guards) is marked failed with
--- the conflicts in its outcome and a 'conflict' audit row: a reaper never
--- overwrites data it cannot prove is its own.
+-- can lock (FOR UPDATE SKIP LOCKED) and leaves the others. A reaper never
+-- overwrites data it cannot prove is its own, and never fails its caller.
 
--- Delete finished transactions, their images and old audit rows past the
--- retention setting, a bounded batch per call. Returns the counts.
+-- Delete finished transactions, their journal and kept images, and old
+-- audit rows past the retention setting, a bounded batch per call.
 create or replace function resilience._purge(max_rows integer)
 returns jsonb
 language plpgsql
@@ -17,33 +15,39 @@ as $$
 declare
     horizon timestamptz := pg_catalog.clock_timestamp()
         - coalesce(resilience._setting('retention'), '7 days')::interval;
-    purged_tx bigint;
+    gone uuid [];
+    failed_id uuid;
     purged_audit bigint;
 begin
-    with gone as (
-        delete from resilience.transactions as t
-        where t.id in (
-            select f.id from resilience.transactions as f
-            where f.finished_at < horizon
-            order by f.finished_at
-            limit max_rows
-            for update skip locked
-        )
-        returning t.id
-    ),
-    images as (
-        delete from resilience.restore_points as r using gone where r.tx_id = gone.id
-    )
-    select pg_catalog.count(*) into purged_tx from gone;
+    select coalesce(pg_catalog.array_agg(f.id), '{}') into gone
+    from (
+        select t.id from resilience.transactions as t
+        where t.finished_at < horizon
+        order by t.finished_at
+        limit max_rows
+        for update skip locked
+    ) as f;
+    -- Only failed transactions still have images (kept for a forced retry).
+    for failed_id in select t.id from resilience.transactions as t where t.id = any (gone) and t.status = 'failed' loop
+        perform resilience._release_claims(failed_id);
+    end loop;
+    delete from resilience.tx_statements as s where s.tx_id = any (gone);
+    delete from resilience.transactions as t where t.id = any (gone);
     delete from resilience.audit_log as a
     where a.id in (
         select o.id from resilience.audit_log as o where o.at < horizon order by o.at limit max_rows
     );
     get diagnostics purged_audit = row_count;
-    return pg_catalog.jsonb_build_object('transactions', purged_tx, 'audit_rows', purged_audit);
+    return pg_catalog.jsonb_build_object('transactions', pg_catalog.cardinality(gone), 'audit_rows', purged_audit);
 end;
 $$;
 
+-- Roll back expired transactions (timed_out). Failures are contained: a
+-- transaction whose undo fails for ANY reason (a conflict, a constraint, a
+-- user trigger) becomes failed, with the error in its outcome and a
+-- 'conflict' audit row; its claims are released, its images kept until
+-- retention (an admin may retry with force), and the reaper goes on. So no
+-- call of another user that reaps lazily ever fails because of it.
 create or replace function resilience.tx_reap(max_count integer default 100)
 returns integer
 language plpgsql
@@ -55,8 +59,11 @@ declare
     expired record;
     undo jsonb;
     reaped integer := 0;
-    conflict_detail text;
-    purged jsonb;
+    failed_state text;
+    failed_message text;
+    failed_detail text;
+    failure jsonb;
+    purged jsonb := '{}'::jsonb;
 begin
     for expired in
         select t.id, t.expires_at from resilience.transactions as t
@@ -71,22 +78,30 @@ begin
             set status = 'timed_out', finished_at = pg_catalog.clock_timestamp(),
                 outcome = pg_catalog.jsonb_build_object('reason', 'timeout')
             where t.id = expired.id;
+            perform resilience._release_claims(expired.id);
             perform resilience._audit('timeout', expired.id, pg_catalog.jsonb_build_object(
-                'expired_at', expired.expires_at, 'restored_rows', undo -> 'restored_rows'));
-        exception when sqlstate 'RZ005' then
-            get stacked diagnostics conflict_detail = pg_exception_detail;
+                'expired_at', expired.expires_at, 'restored_rows', undo -> 'restored_rows'),
+                on_behalf_of => expired.id);
+        exception when others then
+            get stacked diagnostics failed_state = returned_sqlstate, failed_message = message_text,
+                failed_detail = pg_exception_detail;
+            failure := pg_catalog.jsonb_build_object('during', 'timeout', 'sqlstate', failed_state,
+                'error', failed_message,
+                'conflicts', case when failed_state = 'RZ005' then failed_detail::jsonb -> 'conflicts' end);
             update resilience.transactions as t
             set status = 'failed', finished_at = pg_catalog.clock_timestamp(),
-                outcome = pg_catalog.jsonb_build_object('reason', 'timeout rollback conflict')
-                    operator(pg_catalog.||) conflict_detail::jsonb
+                outcome = pg_catalog.jsonb_build_object('reason', 'timeout rollback failed') || failure
             where t.id = expired.id;
-            perform resilience._audit('conflict', expired.id, conflict_detail::jsonb
-                operator(pg_catalog.||) pg_catalog.jsonb_build_object('during', 'timeout'));
+            perform resilience._release_claims(expired.id, keep_images => true);
+            perform resilience._audit('conflict', expired.id, failure, on_behalf_of => expired.id);
         end;
-        perform resilience._release_claims(expired.id);
         reaped := reaped + 1;
     end loop;
-    purged := resilience._purge(coalesce(resilience._setting('purge_batch')::integer, 1000));
+    begin
+        purged := resilience._purge(coalesce(resilience._setting('purge_batch')::integer, 1000));
+    exception when others then
+        raise warning 'pgresilience: purge failed: %', sqlerrm;
+    end;
     if reaped > 0 or (purged ->> 'transactions')::bigint > 0 or (purged ->> 'audit_rows')::bigint > 0 then
         perform resilience._audit('cleanup', null, pg_catalog.jsonb_build_object(
             'timed_out', reaped, 'purged', purged));

@@ -1,6 +1,8 @@
 -- Logical transactions: what clients may read (their own rows) and the
--- internal helpers SECURITY INVOKER tx_execute calls. Clients write none of
--- these tables directly; every write goes through the SECURITY DEFINER API.
+-- internal helpers SECURITY INVOKER tx_execute and tx_run call. Clients
+-- write none of these tables directly, and read no image (images hold rows
+-- the caller may not read: cascades under another user's RLS, columns
+-- without a SELECT grant); tx_status gives counts, tx_images is for admins.
 
 do $$
 begin
@@ -8,8 +10,8 @@ begin
         return;
     end if;
 
-    grant select on resilience.transactions, resilience.savepoints, resilience.claims,
-        resilience.restore_points, resilience.managed_tables to resilience_user;
+    grant select on resilience.transactions, resilience.savepoints, resilience.managed_tables
+    to resilience_user;
 
     drop policy if exists transactions_own_rows on resilience.transactions;
     create policy transactions_own_rows on resilience.transactions for select to resilience_user
@@ -24,25 +26,23 @@ begin
     drop policy if exists savepoints_own_rows on resilience.savepoints;
     create policy savepoints_own_rows on resilience.savepoints for select to resilience_user
         using (exists (select 1 from resilience.transactions as t where t.id = tx_id));
-    drop policy if exists claims_own_rows on resilience.claims;
-    create policy claims_own_rows on resilience.claims for select to resilience_user
-        using (exists (select 1 from resilience.transactions as t where t.id = tx_id));
-    drop policy if exists restore_points_own_rows on resilience.restore_points;
-    create policy restore_points_own_rows on resilience.restore_points for select to resilience_user
-        using (exists (select 1 from resilience.transactions as t where t.id = tx_id));
 
     drop policy if exists managed_tables_readable on resilience.managed_tables;
     create policy managed_tables_readable on resilience.managed_tables for select to resilience_user
         using (true);
 
-    -- Internal steps of tx_execute, which runs as the caller.
+    -- Internal steps of tx_execute and tx_run, which run as the caller.
     grant execute on function
         resilience._resolve_table(text),
         resilience._execute_prepare(uuid, regclass),
-        resilience._execute_sql(regclass, text, jsonb, jsonb),
-        resilience._match_sql(regclass, jsonb),
-        resilience._require_columns(regclass, text []),
-        resilience._execute_done(uuid, regclass, text, bigint, timestamptz)
+        resilience._descriptor(regclass),
+        resilience._describe(regclass),
+        resilience._has_equality(oid),
+        resilience._returning_sql(regclass, jsonb),
+        resilience._execute_sql(regclass, text, jsonb, jsonb, uuid, jsonb),
+        resilience._match_sql(jsonb, jsonb),
+        resilience._require_columns(jsonb, text []),
+        resilience._record_definition(jsonb, text [])
     to resilience_user;
 end;
 $$;

@@ -94,7 +94,7 @@ begin
     return query
     with rel as (
         select c.oid, c.relname::text as name, c.relkind, c.relrowsecurity, c.relforcerowsecurity,
-            c.relpersistence, c.relispartition, c.relpartbound,
+            c.relpersistence, c.relispartition, c.relpartbound, c.reloptions,
             n.nspname::text as schema,
             n.nspname::text operator(pg_catalog.||) '.' operator(pg_catalog.||) c.relname::text as qualified
         from pg_catalog.pg_class as c
@@ -183,7 +183,9 @@ begin
         'table', r.qualified,
         'name', ic.relname::text,
         'definition', pg_catalog.pg_get_indexdef(i.indexrelid),
-        'unique', i.indisunique
+        'unique', i.indisunique,
+        -- false: left behind by a failed CREATE INDEX CONCURRENTLY
+        'valid', i.indisvalid
     )
     from rel as r
     inner join pg_catalog.pg_index as i on r.oid = i.indrelid
@@ -219,6 +221,28 @@ begin
         'name', r.name,
         'kind', case r.relkind when 'm' then 'materialized view' else 'view' end,
         'definition', pg_catalog.pg_get_viewdef(r.oid),
+        -- Options that decide whose rights and RLS a reader gets.
+        'security_invoker', coalesce((
+            select o.option_value::boolean from pg_catalog.pg_options_to_table(r.reloptions) as o
+            where o.option_name = 'security_invoker'
+        ), false),
+        'security_barrier', coalesce((
+            select o.option_value::boolean from pg_catalog.pg_options_to_table(r.reloptions) as o
+            where o.option_name = 'security_barrier'
+        ), false),
+        'check_option', (
+            select o.option_value from pg_catalog.pg_options_to_table(r.reloptions) as o
+            where o.option_name = 'check_option'
+        ),
+        -- Reads a table with row level security (turning security_invoker off is then an exposure).
+        'reads_rls', exists (
+            select from pg_catalog.pg_rewrite as rw
+            inner join pg_catalog.pg_depend as d
+                on d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass and d.objid = rw.oid
+            inner join pg_catalog.pg_class as base
+                on d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass and d.refobjid = base.oid
+            where rw.ev_class = r.oid and base.oid operator(pg_catalog.<>) r.oid and base.relrowsecurity
+        ),
         'columns', coalesce((
             select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
                 'name', a.attname::text, 'type', pg_catalog.format_type(a.atttypid, a.atttypmod)
@@ -401,6 +425,21 @@ as $$
                         (select pol.polrelid from pg_catalog.pg_policy as pol where pol.oid = dep.objid)
                 end as rel
                 from dep
+                union all
+                -- Partitions the snapshot holds of a touched partitioned table:
+                -- DETACH PARTITION leaves no pg_depend row to find them by.
+                select o.object_oid from resilience.schema_objects as o
+                where exists (
+                    select from pg_catalog.pg_class as pc
+                    where pc.oid operator(pg_catalog.=) any(rels) and pc.relkind = 'p'
+                )
+                    and o.kind = 'table'
+                    and (o.data operator(pg_catalog.->>) 'partition_of') in (
+                        select (p.data operator(pg_catalog.->>) 'schema') operator(pg_catalog.||) '.'
+                            operator(pg_catalog.||) (p.data operator(pg_catalog.->>) 'name')
+                        from resilience.schema_objects as p
+                        where p.kind = 'table' and p.object_oid operator(pg_catalog.=) any(rels)
+                    )
             ) as x where x.rel is not null
         ),
         array(select distinct dep.objid from dep where dep.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass);
@@ -408,7 +447,7 @@ $$;
 
 -- A version's deltas in the shape schema_diff.compute_changes() takes:
 -- [{kind, id, table_id, old, new}], ids being OIDs (and attnum) as text.
-create or replace function resilience._schema_diff_input(for_version bigint)
+create or replace function resilience._schema_diff_input(for_version bigint, commands text[])
 returns json
 language sql
 stable
@@ -422,7 +461,11 @@ as $$
         case when d.sub_id operator(pg_catalog.>) 0 then '.' operator(pg_catalog.||) d.sub_id::text else '' end,
         'table_id', d.table_oid::text,
         'old', d.old_data,
-        'new', d.new_data
+        'new', d.new_data,
+        -- CONCURRENTLY runs alone in its transaction: the version's command says it.
+        'concurrently', case when d.kind = 'index' then
+            'CREATE INDEX CONCURRENTLY' operator(pg_catalog.=) any(commands)
+        end
     ) order by d.kind, d.object_oid, d.sub_id), '[]')
     from resilience.schema_deltas as d
     where d.version operator(pg_catalog.=) for_version;
@@ -445,6 +488,189 @@ as $$
             coalesce(pg_catalog.string_agg(sorted.hash, ''), ''), 'UTF8'
         )), 'hex')
     from (select g.hash from resilience.schema_groups as g order by g.hash) as sorted;
+$$;
+
+-- An object's identity by name, for re-keying the snapshot where OIDs
+-- changed: relations and enum types by schema and name, functions with their
+-- arguments, everything on a relation by that relation's schema and name
+-- (``owner``: the relation's data) and its own name. Built as a JSON array:
+-- names may hold any character, dots included.
+create or replace function resilience._schema_name_key(kind text, data jsonb, owner jsonb)
+returns text
+language sql
+immutable
+as $$
+    select pg_catalog.jsonb_build_array(
+        kind,
+        case when kind in ('column', 'constraint', 'index', 'policy')
+            then owner operator(pg_catalog.->>) 'schema' else data operator(pg_catalog.->>) 'schema'
+        end,
+        case when kind in ('column', 'constraint', 'index', 'policy')
+            then owner operator(pg_catalog.->>) 'name'
+        end,
+        data operator(pg_catalog.->>) 'name',
+        data operator(pg_catalog.->>) 'arguments'
+    )::text;
+$$;
+
+-- Before any diff: is the stored snapshot keyed by this catalog's OIDs, in
+-- this release's format? After pg_dump/pg_restore or pg_upgrade it is not:
+-- every stored object is then matched to the live one of the same name and
+-- takes its OIDs (no phantom drop, no phantom add); after an upgrade that
+-- reads more per object, the same object (same OID) takes the new keys.
+-- What really differs is kept as stored, for the next diff to report. The
+-- caller holds the fold lock.
+create or replace function resilience._schema_rekey()
+returns void
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    -- 2: views' options and reads_rls, indexes' valid flag.
+    current_format constant integer := 2;
+    here record;
+    stored record;
+    moved boolean;
+    everything record;
+    snapshot resilience.schema_objects[];
+begin
+    select
+        (select c.system_identifier from pg_catalog.pg_control_system() as c) as system_identifier,
+        (select d.oid from pg_catalog.pg_database as d where d.datname = pg_catalog.current_database())
+        as database_oid,
+        'resilience.schema_catalog'::pg_catalog.regclass::oid as table_oid
+    into here;
+    select * into stored from resilience.schema_catalog;
+    if found and stored.system_identifier = here.system_identifier and stored.database_oid = here.database_oid
+        and stored.table_oid = here.table_oid and stored.snapshot_format = current_format then
+        return;
+    end if;
+    moved := found and (stored.system_identifier, stored.database_oid, stored.table_oid)
+        is distinct from (here.system_identifier, here.database_oid, here.table_oid);
+
+    if exists (select from resilience.schema_objects) then
+        select * into everything from resilience._schema_all_ids();
+        with live as (
+            select f.kind, f.object_oid, f.sub_id, f.table_oid, f.data,
+                resilience._schema_object_hash(f.kind, f.data) as hash
+            from resilience._schema_catalog(everything.rels, everything.procs, everything.types) as f
+        ),
+
+        fresh as (
+            select f.kind, f.object_oid, f.sub_id, f.table_oid, f.data, f.hash,
+                resilience._schema_name_key(f.kind, f.data, rel.data) as name_key
+            from live as f
+            left join live as rel
+                on f.kind in ('column', 'constraint', 'index', 'policy')
+                and rel.kind in ('table', 'view') and rel.object_oid = f.table_oid
+        ),
+
+        stale as (
+            select o.kind, o.object_oid, o.sub_id, o.data, o.hash,
+                resilience._schema_name_key(o.kind, o.data, rel.data) as name_key
+            from resilience.schema_objects as o
+            left join resilience.schema_objects as rel
+                on o.kind in ('column', 'constraint', 'index', 'policy')
+                and rel.kind in ('table', 'view') and rel.object_oid = o.table_oid and rel.sub_id = 0
+        ),
+
+        -- Another catalog: pair by name. Same catalog, other format: by OID.
+        paired as (
+            select f.kind, f.object_oid, f.sub_id, f.table_oid, s.object_oid as old_oid, s.sub_id as old_sub,
+                f.data as fresh_data, f.hash as fresh_hash, s.data as stale_data, s.hash as stale_hash
+            from stale as s inner join fresh as f on s.kind = f.kind and s.name_key = f.name_key
+            where moved
+            union all
+            select f.kind, f.object_oid, f.sub_id, f.table_oid, s.object_oid, s.sub_id,
+                f.data, f.hash, s.data, s.hash
+            from stale as s
+            inner join fresh as f on s.kind = f.kind and s.object_oid = f.object_oid and s.sub_id = f.sub_id
+            where not moved
+        ),
+
+        rekeyed as (
+            select p.kind, p.object_oid, p.sub_id, p.table_oid, p.old_oid, p.old_sub,
+                -- Equal but for keys this format added: the fresh row. Otherwise a
+                -- real difference: keep what was stored, the next diff reports it.
+                case when (p.fresh_data operator(pg_catalog.-) array(
+                    select k.key from pg_catalog.jsonb_object_keys(p.fresh_data) as k (key)
+                    where not p.stale_data operator(pg_catalog.?) k.key
+                )) = p.stale_data then p.fresh_data else p.stale_data end as data,
+                case when (p.fresh_data operator(pg_catalog.-) array(
+                    select k.key from pg_catalog.jsonb_object_keys(p.fresh_data) as k (key)
+                    where not p.stale_data operator(pg_catalog.?) k.key
+                )) = p.stale_data then p.fresh_hash else p.stale_hash end as hash
+            from paired as p
+        ),
+
+        -- Stored objects without a live counterpart (dropped while DDL was not
+        -- tracked) stay, for the next diff to report them dropped. In another
+        -- catalog their OIDs may now be other objects': they get keys no live
+        -- object has (OIDs from the top of the range, attnums past the limit),
+        -- on the re-keyed table they belong to.
+        kept as (
+            select o.kind, o.object_oid, o.sub_id, o.table_oid, o.data, o.hash,
+                (4294967295 operator(pg_catalog.-) pg_catalog.row_number() over (
+                    order by o.kind, o.object_oid, o.sub_id
+                ))::oid as ghost,
+                100000 operator(pg_catalog.+) pg_catalog.row_number() over (
+                    order by o.kind, o.object_oid, o.sub_id
+                ) as ghost_sub
+            from resilience.schema_objects as o
+            where not exists (
+                select from rekeyed as r
+                where r.kind = o.kind and r.old_oid = o.object_oid and r.old_sub = o.sub_id
+            )
+        ),
+
+        everything_kept as (
+            select r.kind, r.object_oid, r.sub_id, r.table_oid, r.data, r.hash from rekeyed as r
+            union all
+            select k.kind,
+                case when not moved then k.object_oid
+                    when k.kind = 'column' then coalesce(t.object_oid, k.ghost)
+                    else k.ghost
+                end,
+                case when moved and k.kind = 'column' then k.ghost_sub::integer else k.sub_id end,
+                case when not moved then k.table_oid
+                    when k.kind in ('column', 'constraint', 'index', 'policy') then coalesce(t.object_oid, k.ghost)
+                    when k.kind in ('table', 'view') then k.ghost
+                end,
+                k.data, k.hash
+            from kept as k
+            left join rekeyed as t
+                on moved and t.kind in ('table', 'view') and t.old_oid = k.table_oid and t.old_sub = 0
+                and k.kind in ('column', 'constraint', 'index', 'policy')
+        )
+
+        -- Collected first, written after: old and new keys may overlap.
+        select pg_catalog.array_agg(row(
+            e.kind, e.object_oid, e.sub_id, e.table_oid, e.data, e.hash
+        )::resilience.schema_objects) into snapshot
+        from everything_kept as e;
+        delete from resilience.schema_objects;
+        insert into resilience.schema_objects (kind, object_oid, sub_id, table_oid, data, hash)
+        select o.kind, o.object_oid, o.sub_id, o.table_oid, o.data, o.hash
+        from pg_catalog.unnest(snapshot) as o;
+
+        delete from resilience.schema_groups;
+        insert into resilience.schema_groups (group_oid, hash)
+        select coalesce(o.table_oid, o.object_oid),
+            pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
+                pg_catalog.string_agg(o.hash, '' order by o.hash), 'UTF8'
+            )), 'hex')
+        from resilience.schema_objects as o
+        group by coalesce(o.table_oid, o.object_oid);
+    end if;
+
+    insert into resilience.schema_catalog (system_identifier, database_oid, table_oid, snapshot_format)
+    values (here.system_identifier, here.database_oid, here.table_oid, current_format)
+    on conflict (singleton) do update set
+        system_identifier = excluded.system_identifier, database_oid = excluded.database_oid,
+        table_oid = excluded.table_oid, snapshot_format = excluded.snapshot_format;
+end;
 $$;
 
 -- Re-read the given objects (all of them when full_scan), store what changed
@@ -472,6 +698,7 @@ declare
     shown text[];
     payload jsonb;
 begin
+    perform resilience._schema_rekey();
     -- Version numbers follow commit order: the caller holds the fold lock.
     select coalesce(pg_catalog.max(v.version), 0) operator(pg_catalog.+) 1 into new_version
     from resilience.schema_versions as v;
@@ -586,10 +813,14 @@ begin
 
     if origin = 'baseline' then
         diff_changes := '[]';
+    elsif origin = 'ddl' and resilience._setting('schema_diff_at_commit') = 'off' then
+        -- Off: a migration's commit never starts PL/Python (~30 ms in a new
+        -- session); the version keeps its deltas and readers rate them.
+        diff_changes := null;
     elsif pg_catalog.to_regprocedure('resilience._schema_diff(json)') is not null then
         begin
             execute 'select resilience._schema_diff($1)::jsonb' into diff_changes
-            using resilience._schema_diff_input(new_version);
+            using resilience._schema_diff_input(new_version, commands);
         exception when others then
             raise warning 'pgresilience: schema diff failed, the client will compute it (%): %',
                 sqlstate, sqlerrm;
@@ -658,11 +889,11 @@ as $$
     select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgresilience-schema-fold'));
 $$;
 
--- Deferred constraint trigger on schema_pending: runs once per
--- transaction that ran tracked DDL, just before it commits. Never raises:
--- a tracking bug must not block a migration.
-create or replace function resilience._schema_on_commit()
-returns trigger
+-- Fold this transaction's DDL (collected by the event triggers) into one
+-- version; returns it, or null when nothing tracked changed. The caller
+-- holds the fold lock.
+create or replace function resilience._schema_fold_pending()
+returns bigint
 language plpgsql
 volatile
 security definer
@@ -673,30 +904,44 @@ declare
     dependents record;
     everything record;
 begin
+    select * into pending from resilience._schema_take_pending();
+    if pending.full_scan then
+        select * into everything from resilience._schema_all_ids();
+        return resilience._schema_fold(
+            'ddl', everything.rels, everything.procs, everything.types, true, pending.commands
+        );
+    end if;
+    select * into dependents
+    from resilience._schema_dependents(
+        array(select pg_catalog.unnest(pending.rels) except select pg_catalog.unnest(pending.created)),
+        array(select pg_catalog.unnest(pending.procs) except select pg_catalog.unnest(pending.created)),
+        array(select pg_catalog.unnest(pending.types) except select pg_catalog.unnest(pending.created))
+    );
+    return resilience._schema_fold(
+        'ddl',
+        pending.rels operator(pg_catalog.||) dependents.dep_rels,
+        pending.procs operator(pg_catalog.||) dependents.dep_procs,
+        pending.types, false, pending.commands
+    );
+end;
+$$;
+
+-- Deferred constraint trigger on schema_pending: runs once per
+-- transaction that ran tracked DDL, just before it commits. Never raises:
+-- a tracking bug must not block a migration.
+create or replace function resilience._schema_on_commit()
+returns trigger
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+begin
     begin
         perform resilience._schema_lock();
         -- This transaction's row, and any a failed fold left behind.
         delete from resilience.schema_pending;
-        select * into pending from resilience._schema_take_pending();
-        if pending.full_scan then
-            select * into everything from resilience._schema_all_ids();
-            perform resilience._schema_fold(
-                'ddl', everything.rels, everything.procs, everything.types, true, pending.commands
-            );
-        else
-            select * into dependents
-            from resilience._schema_dependents(
-                array(select pg_catalog.unnest(pending.rels) except select pg_catalog.unnest(pending.created)),
-                array(select pg_catalog.unnest(pending.procs) except select pg_catalog.unnest(pending.created)),
-                array(select pg_catalog.unnest(pending.types) except select pg_catalog.unnest(pending.created))
-            );
-            perform resilience._schema_fold(
-                'ddl',
-                pending.rels operator(pg_catalog.||) dependents.dep_rels,
-                pending.procs operator(pg_catalog.||) dependents.dep_procs,
-                pending.types, false, pending.commands
-            );
-        end if;
+        perform resilience._schema_fold_pending();
     exception when others then
         raise warning 'pgresilience: schema version not recorded (%: %); resilience.schema_refresh() catches up',
             sqlstate, sqlerrm;
@@ -710,6 +955,8 @@ create constraint trigger schema_fold_at_commit
 after insert on resilience.schema_pending
 deferrable initially deferred
 for each row execute function resilience._schema_on_commit();
+-- ALWAYS: the fold must run under session_replication_role = replica too.
+alter table resilience.schema_pending enable always trigger schema_fold_at_commit;
 
 -- The first snapshot, taken at install (version 1, no changes).
 create or replace function resilience._schema_baseline()
@@ -820,6 +1067,69 @@ as $$
     );
 $$;
 
+-- The changes the DDL run so far in this transaction would record at
+-- commit, without recording anything: the fold runs in a subtransaction that
+-- is rolled back (its version, snapshot, audit row and NOTIFY with it), and
+-- the DDL collected so far stays pending for the real commit. Without event
+-- triggers there is nothing collected: the preview then compares the whole
+-- catalog with the last version (as schema_refresh() would).
+-- Shape: a schema_changes_since() row plus "preview": true; "changes" is
+-- null (and "deltas" given) where PL/Python is missing.
+create or replace function resilience.schema_preview()
+returns jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    result jsonb;
+    new_version bigint;
+    everything record;
+begin
+    begin
+        perform resilience._schema_lock();
+        if exists (
+            select from pg_catalog.pg_event_trigger as e
+            where e.evtname = 'resilience_schema_ddl_end' and e.evtenabled operator(pg_catalog.<>) 'D'
+        ) then
+            new_version := resilience._schema_fold_pending();
+        else
+            select * into everything from resilience._schema_all_ids();
+            new_version := resilience._schema_fold(
+                'refresh', everything.rels, everything.procs, everything.types, true, '{}'
+            );
+        end if;
+        select resilience._schema_version_json(v)
+            operator(pg_catalog.||) pg_catalog.jsonb_build_object('changes', v.changes)
+            operator(pg_catalog.||) case when v.changes is null
+                then pg_catalog.jsonb_build_object(
+                    'deltas', resilience._schema_diff_input(v.version, v.commands)::jsonb
+                )
+                else '{}'::jsonb
+            end
+        into result
+        from resilience.schema_versions as v
+        where v.version = new_version;
+        -- Undo the fold: only the values read above survive.
+        raise exception using errcode = 'RZ900', message = 'pgresilience: preview rolled back';
+    exception when sqlstate 'RZ900' then
+        null;
+    end;
+    if result is null then
+        -- Nothing tracked changed: the current version, no changes.
+        select resilience._schema_version_json(v)
+            operator(pg_catalog.||) pg_catalog.jsonb_build_object(
+                'changes', '[]'::jsonb, 'change_count', 0, 'max_severity', null
+            )
+        into result
+        from resilience.schema_versions as v
+        order by v.version desc limit 1;
+    end if;
+    return result operator(pg_catalog.||) pg_catalog.jsonb_build_object('preview', true);
+end;
+$$;
+
 -- Versions, newest first.
 create or replace function resilience.schema_history(max_count integer default 50)
 returns setof jsonb
@@ -847,7 +1157,9 @@ as $$
     select resilience._schema_version_json(v)
         operator(pg_catalog.||) pg_catalog.jsonb_build_object('changes', v.changes)
         operator(pg_catalog.||) case when v.changes is null
-            then pg_catalog.jsonb_build_object('deltas', resilience._schema_diff_input(v.version)::jsonb)
+            then pg_catalog.jsonb_build_object(
+                'deltas', resilience._schema_diff_input(v.version, v.commands)::jsonb
+            )
             else '{}'::jsonb
         end
     from resilience.schema_versions as v

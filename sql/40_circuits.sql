@@ -35,7 +35,8 @@ as $$
     );
 $$;
 
--- Tell every listening process, and record real state changes.
+-- Tell every listening process (except of a probe grant), and record real
+-- state changes.
 create or replace function resilience._circuit_announce(
     c resilience.circuits, old_state text, owner text
 )
@@ -53,9 +54,14 @@ begin
             'circuit', c.name, 'from', old_state, 'to', c.state,
             'reason', c.reason, 'owner', owner, 'open_until', c.open_until));
     end if;
+    -- A granted probe (half_open) is not announced: other processes need
+    -- its outcome, which is; one that asks meanwhile is told of the lease in
+    -- its answer. So a half-open episode costs one NOTIFY, not two.
     -- The payload stays far below NOTIFY's 8000-byte limit: name is at most
     -- 200 characters and reason is cut to 500.
-    perform pg_catalog.pg_notify('resilience_circuits', doc::text);
+    if c.state <> 'half_open' then
+        perform pg_catalog.pg_notify('resilience_circuits', doc::text);
+    end if;
     return doc;
 end;
 $$;

@@ -24,7 +24,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgresilience import installer
-from pgresilience.embedded import EmbeddedPostgres
+from pgresilience.embedded import EmbeddedPostgres, find_bin_dir
 
 # Supabase's roles, as the platform creates them: PostgREST logs in as
 # `authenticator` and switches to `anon` or `authenticated` per request.
@@ -141,16 +141,27 @@ def server_features(server: Server, template_db: str) -> ServerFeatures:
 
 @pytest.fixture(autouse=True)
 def _server_requirements(request: pytest.FixtureRequest) -> None:
-    """Skips a test marked `plpython` on a server without PL/Python, saying so.
-    Asks for the server only when the test has such a marker."""
-    if request.node.get_closest_marker("plpython") is None:
+    """Skips, saying why, a test marked `plpython` on a server without PL/Python,
+    `min_server_version(n)` on a server older than n, `pg_dump` where the
+    server's installation has no pg_dump/pg_restore. Asks for the server only
+    when the test has such a marker."""
+    node = request.node
+    plpython = node.get_closest_marker("plpython")
+    minimum = node.get_closest_marker("min_server_version")
+    if plpython is None and minimum is None and node.get_closest_marker("pg_dump") is None:
         return
+    if node.get_closest_marker("pg_dump") is not None:
+        bin_dir = find_bin_dir()
+        if not (bin_dir / "pg_dump").exists() or not (bin_dir / "pg_restore").exists():
+            pytest.skip(f"no pg_dump/pg_restore in this PostgreSQL installation ({bin_dir})")
     features: ServerFeatures = request.getfixturevalue("server_features")
-    if not features.plpython:
+    if plpython is not None and not features.plpython:
         pytest.skip(
             f"PL/Python (plpython3u) is not available on this PostgreSQL {features.major} "
             "server: the schema diff runs client-side here (the 'client' variants)"
         )
+    if minimum is not None and features.major < minimum.args[0]:
+        pytest.skip(f"needs PostgreSQL {minimum.args[0]}+ ({minimum.kwargs.get('reason', '')})")
 
 
 @pytest.fixture

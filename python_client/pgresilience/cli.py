@@ -51,6 +51,12 @@ def _watch(args: argparse.Namespace) -> None:
     watch(_dsn(args), lambda line: print(line, flush=True))
 
 
+def _plan(args: argparse.Namespace) -> None:
+    from pgresilience.schema import plan
+
+    raise SystemExit(plan.run(args, _dsn(args)))
+
+
 def _demo(args: argparse.Namespace) -> None:
     from pgresilience.demo import run_demo
 
@@ -65,11 +71,16 @@ def _parser() -> argparse.ArgumentParser:
         ("uninstall", _uninstall, "remove everything install created"),
         ("status", _status, "show what is installed and running"),
         ("watch", _watch, "print schema changes live"),
+        ("plan", _plan, "run a migration, print its rated changes, roll back (CI gate)"),
         ("demo", _demo, "run every feature on an embedded PostgreSQL (or --dsn)"),
     ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--dsn", help="conninfo or URL (default: $DATABASE_URL)")
         sub.set_defaults(handler=handler)
+        if name == "plan":
+            from pgresilience.schema.plan import add_arguments
+
+            add_arguments(sub)
         if name == "install":
             sub.add_argument(
                 "--expose",

@@ -1,7 +1,8 @@
 -- PL/Python side of schema tracking: the diff and severity rules of
 -- plpython/schema_diff.py, run at commit. The module source lives in
 -- resilience.plpython_modules (written by the installer) and is loaded once
--- per session, cached in GD under its SHA-256 so an upgrade reloads it.
+-- per session, cached in GD under its SHA-256 so an upgrade reloads it; its
+-- compiled code is kept beside it (bytecode) for the next sessions.
 
 -- json in and out (not jsonb): the text is handed over as is.
 create or replace function resilience._schema_diff(deltas json)
@@ -11,14 +12,31 @@ volatile
 security definer
 set search_path = ''
 as $$
-import types
-if "sha" not in SD:
-    SD["sha"] = plpy.prepare("select sha256 from resilience.plpython_modules where name = 'schema_diff'")
-key = "pgresilience.schema_diff." + plpy.execute(SD["sha"])[0]["sha256"]
+import sys
+if "row" not in SD:
+    SD["row"] = plpy.prepare(
+        "select sha256, bytecode, bytecode_key from resilience.plpython_modules where name = 'schema_diff'"
+    )
+row = plpy.execute(SD["row"])[0]
+key = "pgresilience.schema_diff." + row["sha256"]
 if key not in GD:
-    source = plpy.execute("select source from resilience.plpython_modules where name = 'schema_diff'")
+    import marshal, types
+    # Compiled once per source and Python version, then loaded (marshal) by
+    # every new session: compiling costs ~20 ms at the first DDL's commit.
+    tag = row["sha256"] + ":" + sys.implementation.cache_tag
+    if row["bytecode_key"] == tag:
+        code = marshal.loads(row["bytecode"])
+    else:
+        source = plpy.execute("select source from resilience.plpython_modules where name = 'schema_diff'")
+        code = compile(source[0]["source"], "schema_diff.py", "exec")
+        if not plpy.execute("select pg_catalog.current_setting('transaction_read_only') = 'on' as ro")[0]["ro"]:
+            store = plpy.prepare(
+                "update resilience.plpython_modules set bytecode = $1, bytecode_key = $2 where name = 'schema_diff'",
+                ["bytea", "text"],
+            )
+            plpy.execute(store, [marshal.dumps(code), tag])
     module = types.ModuleType("schema_diff")
-    exec(compile(source[0]["source"], "schema_diff.py", "exec"), module.__dict__)
+    exec(code, module.__dict__)
     GD[key] = module
 return GD[key].plpython_diff(deltas)
 $$;

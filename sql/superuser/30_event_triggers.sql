@@ -82,6 +82,19 @@ as $$
         );
 $$;
 
+-- Schemas whose objects are never tracked, whatever the settings say:
+-- pg_* (temporary objects included), information_schema, resilience. Inlined
+-- (language sql, no SET clause): it runs for every object of every DDL.
+create or replace function resilience._schema_never_tracked(schema_name text)
+returns boolean
+language sql
+immutable
+as $$
+    select schema_name operator(pg_catalog.~~) 'pg\_%'
+        or schema_name operator(pg_catalog.=) 'information_schema'
+        or schema_name operator(pg_catalog.=) 'resilience';
+$$;
+
 create or replace function resilience._schema_ddl_command_end()
 returns event_trigger
 language plpgsql
@@ -91,14 +104,19 @@ set search_path = ''
 as $$
 declare
     entries text;
-    tracked text[];
 begin
     if resilience._schema_tracking_skipped() then
         return;
     end if;
-    tracked := resilience._schema_tracked_names();
+    -- CONCURRENTLY shares its command tag with the plain form: the query says
+    -- which (it runs alone, outside any transaction block, so the query is
+    -- that one statement).
     select pg_catalog.string_agg(
-        c.classid::text || ',' || c.objid::text || ',' || c.command_tag, ';'
+        c.classid::text || ',' || c.objid::text || ',' || c.command_tag
+        || case when c.command_tag = 'CREATE INDEX'
+            and pg_catalog.current_query() operator(pg_catalog.~*) 'create\s+(unique\s+)?index\s+concurrently\M'
+            then ' CONCURRENTLY' else '' end,
+        ';'
     ) into entries
     from pg_catalog.pg_event_trigger_ddl_commands() as c
     where not c.in_extension
@@ -108,8 +126,10 @@ begin
             'pg_catalog.pg_rewrite'::pg_catalog.regclass, 'pg_catalog.pg_type'::pg_catalog.regclass,
             'pg_catalog.pg_proc'::pg_catalog.regclass, 'pg_catalog.pg_namespace'::pg_catalog.regclass
         )
-        and (c.schema_name is null
-            or c.schema_name operator(pg_catalog.=) any(tracked))
+        -- Only the schemas never tracked are left out here (a cheap test on
+        -- every statement); the setting-driven choice is made at commit, where
+        -- the catalog is re-read from tracked schemas only.
+        and (c.schema_name is null or not resilience._schema_never_tracked(c.schema_name))
         and (c.classid operator(pg_catalog.<>) 'pg_catalog.pg_namespace'::pg_catalog.regclass
             or c.command_tag = 'ALTER SCHEMA');
     if entries is not null then
@@ -129,12 +149,10 @@ set search_path = ''
 as $$
 declare
     entries text;
-    tracked text[];
 begin
     if resilience._schema_tracking_skipped() then
         return;
     end if;
-    tracked := resilience._schema_tracked_names();
     select pg_catalog.string_agg(d.classid::text || ',' || d.objid::text || ',' || tg_tag, ';') into entries
     from pg_catalog.pg_event_trigger_dropped_objects() as d
     -- PostgreSQL 14 reports no schema_name for a column default (15+ do);
@@ -150,11 +168,8 @@ begin
             'pg_catalog.pg_rewrite'::pg_catalog.regclass, 'pg_catalog.pg_type'::pg_catalog.regclass,
             'pg_catalog.pg_proc'::pg_catalog.regclass
         )
-        -- A schema dropped by this very command is gone already: keep its objects
-        -- (the fold ignores whatever the snapshot never had).
-        and (s.schema_name is null
-            or s.schema_name operator(pg_catalog.=) any(tracked)
-            or pg_catalog.to_regnamespace(s.schema_name) is null);
+        -- The fold ignores whatever the snapshot never had.
+        and (s.schema_name is null or not resilience._schema_never_tracked(s.schema_name));
     if entries is not null then
         perform resilience._schema_remember(entries);
     end if;
@@ -174,5 +189,11 @@ begin
     drop event trigger if exists resilience_schema_sql_drop;
     create event trigger resilience_schema_sql_drop on sql_drop
     execute function resilience._schema_sql_drop();
+
+    -- ALWAYS: also under session_replication_role = replica (pg_restore
+    -- --disable-triggers, logical replication appliers, some migration tools),
+    -- where an ORIGIN trigger would silently record nothing.
+    alter event trigger resilience_schema_ddl_end enable always;
+    alter event trigger resilience_schema_sql_drop enable always;
 end;
 $$;

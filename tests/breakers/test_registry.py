@@ -51,12 +51,16 @@ def test_get_all_health_and_reset_all() -> None:
     registry.get_breaker("up")
     health = registry.get_all_health()
     assert health["up"]["healthy"] is True
+    assert health["up"]["last_failure"] is None
+    last_failure = health["down"].pop("last_failure")
     assert health["down"] == {
         "healthy": False,
         "state": "open",
         "failure_rate": 1.0,
         "message": "Circuit open - retry in 2000ms",
     }
+    assert last_failure["error"] == "Boom: service down"
+    assert last_failure["at"].endswith("+00:00")
     registry.reset_all()
     assert all(h["state"] == "closed" for h in registry.get_all_health().values())
 

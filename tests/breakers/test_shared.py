@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,20 +56,6 @@ def eventually(check: Callable[[], bool], within: float = 10.0) -> bool:
             return True
         time.sleep(0.02)
     return check()
-
-
-@pytest.fixture
-def stores(dsn: str) -> Iterator[Callable[..., SharedCircuitStore]]:
-    made: list[SharedCircuitStore] = []
-
-    def make(conninfo: str = dsn, **options: Any) -> SharedCircuitStore:
-        store = SharedCircuitStore(conninfo, **options)
-        made.append(store)
-        return store
-
-    yield make
-    for store in made:
-        store.close()
 
 
 # -- the SQL functions ------------------------------------------------------------------
@@ -294,3 +280,35 @@ def test_the_demo_step_runs(dsn: str) -> None:
     run(dsn, said.append)
     assert any("CircuitOpenError" in line for line in said)
     assert said[-1].startswith("health: {'healthy': True, 'state': 'closed'")
+
+
+def test_operator_actions_on_a_shared_breaker(
+    conn: psycopg.Connection[Any], stores: Callable[..., SharedCircuitStore]
+) -> None:
+    store = stores()
+    breaker = store.attach(CircuitBreaker("ai", failure_threshold=1, timeout=60.0))
+    assert store.wait_connected(10) and store.flush(10)
+
+    def shared() -> tuple[str, float]:
+        row = conn.execute(
+            "select state, coalesce(extract(epoch from open_until - now()), 0)::float8"
+            " from resilience.circuits where name = 'ai'"
+        ).fetchone()
+        assert row is not None
+        return row[0], row[1]
+
+    breaker.open(30)
+    assert store.flush(10)
+    state, open_for = shared()
+    assert state == "open" and 20 < open_for <= 30
+    # An operator's half-open episode: its end is published as theirs, so
+    # the database takes it although this process holds no probe lease.
+    breaker.half_open()
+    assert breaker.execute(ok) == "ok"
+    assert store.flush(10)
+    assert shared()[0] == "closed"
+    # METRICS_ONLY is a local dry run: nothing reaches the database.
+    breaker.metrics_only()
+    trip(breaker, 3)
+    assert store.flush(10)
+    assert shared()[0] == "closed"

@@ -189,8 +189,47 @@ def test_failure_rate_trips_only_once_minimum_calls_is_reached() -> None:
     )
     trip(breaker, 3)  # 3/3 failed, but fewer than minimum_calls
     assert breaker.state is CircuitState.CLOSED
-    breaker.execute(ok)  # 3/4 = 75%: a success does not trip, the next failure does
-    trip(breaker, 1)
+    breaker.execute(ok)  # 3/4 = 75% once the window holds minimum_calls
+    assert breaker.state is CircuitState.OPEN
+
+
+def test_the_rate_is_evaluated_whatever_the_last_outcome() -> None:
+    # The case: F F F S S, window 5, minimum 5, threshold 50%: the
+    # success that fills the window finds 60% and opens the circuit.
+    recorder = Recorder()
+    breaker, _ = make(
+        failure_threshold=None,
+        failure_rate_threshold=0.5,
+        window_size=5,
+        minimum_calls=5,
+        listeners=[recorder],
+    )
+    trip(breaker, 3)
+    breaker.execute(ok)
+    assert breaker.state is CircuitState.CLOSED  # 4 calls: below minimum_calls
+    assert breaker.execute(ok) == "ok"  # the call itself ran and succeeded
+    assert breaker.state is CircuitState.OPEN
+    assert recorder.transitions[-1].reason == "failure rate 60% over 5 calls"
+
+
+def test_the_slow_call_rate_is_evaluated_on_a_fast_call_too() -> None:
+    breaker, clock = make(
+        failure_threshold=None,
+        slow_call_duration=1.0,
+        slow_call_rate_threshold=0.5,
+        window_size=4,
+        minimum_calls=4,
+    )
+
+    def slow() -> str:
+        clock.advance(2)
+        return "slow"
+
+    for _ in range(2):
+        breaker.execute(slow)
+    breaker.execute(ok)
+    assert breaker.state is CircuitState.CLOSED
+    breaker.execute(ok)  # fast, but it fills the window: 2/4 slow = 50%
     assert breaker.state is CircuitState.OPEN
 
 
@@ -523,6 +562,7 @@ def test_health_reports_state_failure_rate_and_when_an_open_circuit_retries() ->
         "state": "closed",
         "failure_rate": 0.0,
         "message": "Circuit closed",
+        "last_failure": None,
     }
     trip(breaker, 2)
     clock.advance(1.5)
@@ -531,6 +571,8 @@ def test_health_reports_state_failure_rate_and_when_an_open_circuit_retries() ->
     assert health["state"] == "open"
     assert health["failure_rate"] == 1.0
     assert health["message"] == "Circuit open - retry in 3500ms"
+    assert health["last_failure"]["error"] == "Boom: service down"
+    assert "shared_store" not in health  # only shared breakers report their store
     clock.advance(3.5)
     assert breaker.health()["state"] == "half_open"
     assert breaker.health()["healthy"] is False

@@ -7,11 +7,13 @@ database transaction: tx_begin; the debit (one tx_execute); the credit
 log commits or rolls back with the money); then tx_commit or tx_rollback, or
 nothing at all (abandoned: the reaper times it out).
 
-tx_execute writes absolute values, so a client reads a balance and writes it
-back only if it is unchanged: `match` carries the balance it read
-(compare-and-set). A row another logical transaction has claimed fails at once
-with 55P03, a stale balance matches no row; either way the client rolls its
+tx_execute writes absolute values, so a client reads each balance under
+`lock` (the logical SELECT ... FOR UPDATE: the row is claimed from the read
+on) and writes the new value in a later call. A row another logical
+transaction has claimed fails at once with 55P03; the client rolls its
 transaction back and tries another transfer. Nobody waits, so no deadlock.
+The write still carries the balance it read in `match`: under lock it must
+always match, and a miss is counted as a stale read (the test wants none).
 """
 
 from __future__ import annotations
@@ -144,16 +146,15 @@ class Teller:
         assert row is not None
         return row[0]
 
-    def balance(self, account: int) -> int:
-        row = self.conn.execute(
-            "select balance from public.accounts where id = %s", (account,)
-        ).fetchone()
-        assert row is not None
-        return int(row[0])
+    def locked_balance(self, tx_id: str, account: int) -> int:
+        """One call: claim the account and read its balance (lock)."""
+        result = self.call("tx_execute", tx_id, "public.accounts", "lock", None, {"id": account})
+        [row] = result["data"]
+        return int(row["balance"])
 
     def move(self, tx_id: str, account: int, delta: int) -> None:
-        """One call: compare-and-set the account's balance inside the transaction."""
-        seen = self.balance(account)
+        """Two calls: read the balance under lock, then write the new one."""
+        seen = self.locked_balance(tx_id, account)
         result = self.call(
             "tx_execute",
             tx_id,
@@ -339,7 +340,7 @@ def check_invariants(admin: psycopg.Connection[Any], outcomes: Outcomes) -> dict
     ).fetchall()
     assert mismatched == []
 
-    assert admin.execute("select count(*) from resilience.claims").fetchone() == (0,)
+    assert admin.execute("select count(*) from resilience._claims()").fetchone() == (0,)
     return {
         "committed": len(committed_in_db),
         "transfers": len(logged),

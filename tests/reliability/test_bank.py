@@ -51,6 +51,7 @@ def test_concurrent_transfers_keep_the_books_balanced(
     )
     assert len(outcomes.abandoned) == plan.clients * plan.abandoned
     assert counts["timed_out"] >= len(outcomes.abandoned)
+    assert outcomes.stale_reads == 0  # read under lock: never a lost update
     print(
         f"\nbank: {counts}, claim conflicts {outcomes.claim_conflicts}, "
         f"stale reads {outcomes.stale_reads}"

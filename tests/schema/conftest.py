@@ -68,6 +68,11 @@ class Tracker:
         return str(row[0])
 
 
+def summary(changes: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+    """{(type, table, column, severity)}: the facts most tests assert on."""
+    return {(c["type"], c["table"], c["column"], c["severity"]) for c in changes}
+
+
 def drop_plpython_diff(conn: psycopg.Connection[Any]) -> None:
     """Turn the database into one without PL/Python diff (like hosted Supabase)."""
     conn.execute("drop function if exists resilience._schema_diff(json)")

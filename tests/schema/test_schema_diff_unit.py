@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pgresilience._resources import data_path
-from pgresilience.schema import diff
+from pgresilience.schema import diff, severity_doc
 
 sd = diff.module()
 
@@ -131,7 +132,7 @@ def test_table_renamed_is_high_and_its_columns_are_not_reported() -> None:
     assert changes[0] | {"reason": None} == {
         "type": "table_renamed", "table": "public.people", "column": None,
         "object": "public.people", "old_value": "public.users", "new_value": "public.people",
-        "severity": "high", "reason": None,
+        "severity": "high", "reason": None, "rule": "table_renamed",
     }  # fmt: skip
 
 
@@ -224,7 +225,7 @@ def test_narrowing_type_changes_are_flagged() -> None:
     assert sd.type_change_effect("integer", "bigint") == (True, False)
 
 
-def test_set_not_null_is_high_and_drop_not_null_is_low() -> None:
+def test_set_not_null_is_high_and_drop_not_null_is_medium() -> None:
     set_nn = only([delta("column", "100.2", column("email"), column("email", not_null=True))])
     drop_nn = only([delta("column", "100.2", column("email", not_null=True), column("email"))])
     assert (set_nn["type"], set_nn["severity"], set_nn["new_value"]) == (
@@ -234,7 +235,7 @@ def test_set_not_null_is_high_and_drop_not_null_is_low() -> None:
     )
     assert (drop_nn["type"], drop_nn["severity"], drop_nn["new_value"]) == (
         "nullability_changed",
-        "low",
+        "medium",
         False,
     )
 
@@ -503,7 +504,7 @@ def test_plpython_entry_point_takes_and_returns_json_text() -> None:
 
 
 def test_every_rule_in_the_severity_table_uses_a_known_severity() -> None:
-    assert {rule[2] for rule in sd.SEVERITY_RULES} <= set(sd.SEVERITIES)
+    assert {rule.severity for rule in sd.SEVERITY_RULES} <= set(sd.SEVERITIES)
 
 
 def test_module_runs_on_the_system_python_the_server_uses() -> None:
@@ -523,11 +524,34 @@ def test_module_runs_on_the_system_python_the_server_uses() -> None:
     assert result.stdout.strip() == "[]"
 
 
-def test_docs_severity_table_is_the_rule_table() -> None:
-    """docs/schema_tracking.md shows exactly SEVERITY_RULES (and nothing else)."""
+def test_docs_severity_table_is_generated_from_the_rules() -> None:
+    """docs/schema_tracking.md shows exactly RULES, as the generator renders it
+    (regenerate: python -m pgresilience.schema.severity_doc)."""
     docs = (Path(__file__).parents[2] / "docs" / "schema_tracking.md").read_text()
+    assert severity_doc.with_table(docs) == docs
     table = docs.split("<!-- severity-table:start -->")[1].split("<!-- severity-table:end -->")[0]
     rows = table.strip().splitlines()[2:]
-    expected = [f"| `{t}` | {situation} | **{sev}** | {source} |"
-                for t, situation, sev, source in sd.SEVERITY_RULES]  # fmt: skip
-    assert rows == expected
+    assert len(rows) == len(sd.RULES)
+    for row, rule in zip(rows, sd.SEVERITY_RULES, strict=True):
+        assert f"`{rule.type}`" in row and f"**{rule.severity}**" in row
+
+
+def test_every_change_names_the_rule_that_rated_it() -> None:
+    change = only([delta("column", "100.2", column("email"), None)])
+    assert change["rule"] == "column_dropped"
+    assert sd.RULES[change["rule"]].severity == change["severity"]
+
+
+def test_module_imports_neither_typing_nor_hashlib_when_it_loads() -> None:
+    """PL/Python loads the module at the first DDL's commit in a new session:
+    what it imports there is paid by that commit."""
+    source = data_path("plpython") / "schema_diff.py"
+    script = (
+        "import sys, types; before = set(sys.modules); m = types.ModuleType('schema_diff'); "
+        f"exec(compile(open({str(source)!r}).read(), 'schema_diff.py', 'exec'), m.__dict__); "
+        "print(sorted(set(sys.modules) - before))"
+    )
+    result = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True,
+                            check=True)  # fmt: skip
+    loaded = result.stdout
+    assert "'typing'" not in loaded and "'hashlib'" not in loaded and "'collections'" not in loaded

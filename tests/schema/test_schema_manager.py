@@ -97,7 +97,9 @@ def test_force_refresh_and_client_side_diff_without_plpython(
         assert changes.origin == "refresh"
         assert [(c["type"], c["table"]) for c in changes] == [("table_added", "public.users")]
         [history] = manager.history(1)
-        assert history["version"] == current.version and history["change_count"] is None
+        # Rated by the client: history carries a severity in every mode.
+        assert history["version"] == current.version
+        assert (history["change_count"], history["max_severity"]) == (1, "low")
 
 
 def test_cache_clears_itself_on_a_new_version(dsn: str, conn: psycopg.Connection[Any]) -> None:

@@ -19,13 +19,10 @@ from psycopg import sql
 from pgresilience import installer
 from pgresilience.schema import diff
 
+from .conftest import summary
+
 Tracker = Any  # tests/schema/conftest.py: Tracker
 Server = Any  # tests/conftest.py: Server
-
-
-def summary(changes: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
-    """{(type, table, column, severity)}: the facts most tests assert on."""
-    return {(c["type"], c["table"], c["column"], c["severity"]) for c in changes}
 
 
 def payload(notify: Any) -> dict[str, Any]:
@@ -58,7 +55,7 @@ def test_every_change_type_with_its_severity(tracker: Tracker) -> None:
         (["alter table users alter column nickname set not null"],
          {("nullability_changed", "public.users", "nickname", "high")}),
         (["alter table users alter column nickname drop not null"],
-         {("nullability_changed", "public.users", "nickname", "low")}),
+         {("nullability_changed", "public.users", "nickname", "medium")}),
         (["alter table users alter column nickname set default 'anon'"],
          {("default_changed", "public.users", "nickname", "low")}),
         (["alter table users rename column name to full_name"],

@@ -106,7 +106,7 @@ def test_claims_and_the_claimed_table_marker_end_with_their_transaction(clients)
     marker must exist exactly while claims do, however the transaction ends."""
     one, two, _ = clients
     held = (
-        "select (select count(*) from resilience.claims),"
+        "select (select count(*) from resilience._claims()),"
         " (select count(*) from resilience.claimed_tables)"
     )
     for finish in ("tx_commit", "tx_rollback", "tx_reap"):
@@ -177,7 +177,7 @@ def test_concurrent_claimers_of_one_row_never_both_succeed(clients, dsn):
         t.join(30)
     assert sorted(outcomes) == ["55P03"] * (racers - 1) + ["won"]
     winner = one.execute("select label from codes where code = 'b'").fetchone()[0]
-    assert one.execute("select tx_id::text from resilience.claims").fetchall() == [(winner,)]
+    assert one.execute("select tx_id::text from resilience._claims()").fetchall() == [(winner,)]
 
 
 def test_three_transactions_interleaved(clients):

@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from .conftest import begin, call, execute
 
@@ -70,8 +71,8 @@ def state(conn: psycopg.Connection[Any]) -> Any:
         "select (select jsonb_agg(u order by id) from users u),"
         " (select jsonb_agg(p) from profiles p),"
         " (select jsonb_agg(c order by code) from codes c), (select count(*) from no_pk),"
-        " (select count(*) from resilience.restore_points),"
-        " (select count(*) from resilience.claims)"
+        " (select resilience._image_count()),"
+        " (select count(*) from resilience._claims())"
     ).fetchone()
 
 
@@ -147,3 +148,26 @@ def test_timeout_out_of_range_is_refused(app):
         with pytest.raises(psycopg.Error) as caught:
             app.execute("select resilience.tx_begin(%s)", (timeout,))
         assert caught.value.sqlstate == "22023"
+
+
+@pytest.mark.parametrize("column", ["doc", "spot", "docs"])
+def test_match_on_a_column_without_equality_is_22023_not_generated_sql(app, column):
+    """json, point and json[] have no `=`: a match on them is refused with a
+    documented SQLSTATE, in tx_execute and tx_run alike, and changes nothing."""
+    app.execute("""
+        create table shapes (id int primary key, doc json, spot point, docs json[]);
+        insert into shapes values (1, '{"a": 1}', '(1,2)', array['{}'::json]);
+        select resilience.manage_table('shapes');
+    """)
+    value = {"doc": {"a": 1}, "spot": "(1,2)", "docs": [{}]}[column]
+    tx = begin(app)
+    with pytest.raises(psycopg.Error) as caught:
+        execute(app, tx, "shapes", "delete", None, {column: value})
+    assert caught.value.sqlstate == "22023"
+    batch = [{"table": "shapes", "operation": "delete", "match": {column: value}}]
+    with pytest.raises(psycopg.Error) as caught:
+        app.execute("select resilience.tx_run(%s)", (Jsonb(batch),))
+    assert caught.value.sqlstate == "22023"
+    assert app.execute("select count(*) from shapes").fetchone() == (1,)
+    # A null match (IS NULL) needs no equality.
+    assert execute(app, tx, "shapes", "update", {"id": 1}, {column: None})["count"] == 0

@@ -75,5 +75,5 @@ def test_header_naming_a_finished_transaction_fails(api):
 
 def test_request_without_the_header_is_a_plain_write(api):
     request(api, "user-1", "update codes set label = 'plain' where code = 'a'")
-    assert api.execute("select count(*) from resilience.restore_points").fetchone() == (0,)
+    assert api.execute("select resilience._image_count()").fetchone() == (0,)
     assert api.execute("select label from codes where code = 'a'").fetchone() == ("plain",)

@@ -56,7 +56,7 @@ def test_plain_write_request_rolls_the_expired_holder_back_then_goes_through(api
     # The write applied to the restored row, not to the holder's 'abandoned'.
     assert label_of_a(api) == "A+plain"
     assert status_of(api, holder) == "timed_out"
-    assert api.execute("select count(*) from resilience.claims").fetchone() == (0,)
+    assert api.execute("select count(*) from resilience._claims()").fetchone() == (0,)
     timeouts = api.execute(
         "select count(*) from resilience.audit_log where tx_id = %s and event = 'timeout'",
         (holder,),
@@ -179,4 +179,4 @@ def test_two_requests_meeting_one_expired_holder_both_go_through(api, dsn):
         assert failures == []
     assert label_of_a(api) == "A+A+B"
     assert status_of(api, holder) == "timed_out"
-    assert api.execute("select count(*) from resilience.claims").fetchone() == (0,)
+    assert api.execute("select count(*) from resilience._claims()").fetchone() == (0,)

@@ -100,7 +100,7 @@ def test_retention_purges_finished_transactions_images_and_old_audit(app):
     )
     call(app, "tx_reap")
     assert app.execute("select id::text from resilience.transactions").fetchall() == [(recent,)]
-    assert app.execute("select count(*) from resilience.restore_points").fetchone() == (0,)
+    assert app.execute("select resilience._image_count()").fetchone() == (0,)
     assert app.execute(
         "select count(*) from resilience.audit_log where tx_id = %s", (old,)
     ).fetchone() == (0,)
@@ -187,7 +187,7 @@ def test_reaper_marks_a_conflicting_transaction_failed_and_audits_it(app):
     assert call(app, "tx_reap") == 1
     assert app.execute("select status from resilience.transactions").fetchone() == ("failed",)
     assert app.execute("select label from codes").fetchone() == ("bypass",)
-    assert app.execute("select count(*) from resilience.claims").fetchone() == (0,)
+    assert app.execute("select count(*) from resilience._claims()").fetchone() == (0,)
     assert app.execute(
         "select count(*) from resilience.audit_log where event = 'conflict'"
     ).fetchone() == (1,)

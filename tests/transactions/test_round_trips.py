@@ -33,7 +33,7 @@ def rolled_back_exactly(
     result = call(conn, "tx_rollback", tx)
     assert result["success"] is True and result["status"] == "rolled_back"
     assert snapshot() == before
-    assert conn.execute("select count(*) from resilience.claims").fetchone() == (0,)
+    assert conn.execute("select count(*) from resilience._claims()").fetchone() == (0,)
 
 
 def test_insert_with_every_type_identity_generated_and_defaults(seeded, snapshot):
@@ -163,7 +163,7 @@ def test_savepoint_rollback_to_more_work_commit(seeded, snapshot):
     codes = {r["code"]: r["label"] for r in table_rows(seeded, "codes")}
     assert codes == {"a": "A", "b": "B", "kept": "1", "after": "2"}
     assert len(table_rows(seeded, "users")) == 2
-    assert seeded.execute("select count(*) from resilience.claims").fetchone() == (0,)
+    assert seeded.execute("select count(*) from resilience._claims()").fetchone() == (0,)
 
 
 def test_rollback_to_releases_claims_only_the_undone_work_held(seeded):
@@ -172,18 +172,18 @@ def test_rollback_to_releases_claims_only_the_undone_work_held(seeded):
     call(seeded, "tx_savepoint", tx, "sp")
     execute(seeded, tx, "codes", "update", {"label": "y"}, {"code": "b"})
     call(seeded, "tx_rollback_to", tx, "sp")
-    claimed = [r[0] for r in seeded.execute("select key from resilience.claims order by 1")]
+    claimed = [r[0] for r in seeded.execute("select key from resilience._claims() order by 1")]
     assert claimed == [{"code": "a"}]
 
 
 def test_commit_keeps_the_changes_and_releases_claims(seeded):
     tx = begin(seeded)
     execute(seeded, tx, "codes", "insert", {"code": "n", "label": "new"})
-    assert seeded.execute("select count(*) from resilience.claims").fetchone() == (1,)
+    assert seeded.execute("select count(*) from resilience._claims()").fetchone() == (1,)
     out = call(seeded, "tx_commit", tx)
     assert out == {"success": True, "status": "committed", "operations": 1}
     assert seeded.execute("select label from codes where code = 'n'").fetchone() == ("new",)
-    assert seeded.execute("select count(*) from resilience.claims").fetchone() == (0,)
+    assert seeded.execute("select count(*) from resilience._claims()").fetchone() == (0,)
 
 
 def test_manage_table_without_primary_key_is_refused(app):

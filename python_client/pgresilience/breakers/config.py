@@ -168,6 +168,11 @@ class CircuitBreakerConfig:
     half_open_max_calls: int = 1
     #: Successful trial calls that close the circuit again.
     success_threshold: int = 1
+    #: A HALF_OPEN episode whose trial calls are still running after this
+    #: many seconds re-opens the circuit as if a trial had failed, freeing
+    #: the slots a hung trial holds (resilience4j's
+    #: ``maxWaitDurationInHalfOpenState``). ``None``: wait for the trials.
+    max_wait_in_half_open: float | None = None
     #: Exceptions that count as failures (types or predicates). Other
     #: ``Exception``\ s count as successes: the service did answer.
     record_exceptions: tuple[ExceptionMatcher, ...] = (Exception,)
@@ -216,6 +221,8 @@ class CircuitBreakerConfig:
                 raise ValueError("max_timeout must be >= timeout")
         _count("half_open_max_calls", self.half_open_max_calls)
         _count("success_threshold", self.success_threshold)
+        if self.max_wait_in_half_open is not None:
+            _positive("max_wait_in_half_open", self.max_wait_in_half_open)
         object.__setattr__(
             self, "record_exceptions", _matchers("record_exceptions", self.record_exceptions)
         )

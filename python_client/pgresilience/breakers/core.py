@@ -26,10 +26,13 @@ OPEN = CircuitState.OPEN
 HALF_OPEN = CircuitState.HALF_OPEN
 FORCED_OPEN = CircuitState.FORCED_OPEN
 DISABLED = CircuitState.DISABLED
+METRICS_ONLY = CircuitState.METRICS_ONLY
 
 #: ``acquire`` results that are not permits (permits are epochs, >= 0).
 REJECTED = -1
-#: The open timeout is over but a gate (shared state) must grant the trial first.
+#: The open timeout is over but a gate (shared state) must grant the trial
+#: first. Handed to one caller at a time: until it calls ``finish_probe``,
+#: the others are rejected without asking (one probe question in flight).
 PROBE_NEEDED = -2
 
 _SUCCESS = Outcome.SUCCESS
@@ -47,7 +50,9 @@ class Transition(NamedTuple):
     open_for: float
     #: Another process made it (learned through shared state).
     remote: bool = False
-    #: An operator action: force_open(), disable() or reset().
+    #: An operator action: open(), half_open(), force_open(), disable(),
+    #: metrics_only() or reset(), or the end of a half-open episode an
+    #: operator started.
     manual: bool = False
 
 
@@ -65,7 +70,11 @@ class CircuitCore:
         "consecutive_opens",
         "half_open_in_flight",
         "half_open_successes",
+        "half_open_since",
+        "manual_half_open",
         "probe_gated",
+        "probe_in_flight",
+        "would_open",
         "pending",
         "successes",
         "failures",
@@ -97,9 +106,16 @@ class CircuitCore:
         self.consecutive_opens = 0
         self.half_open_in_flight = 0
         self.half_open_successes = 0
+        self.half_open_since = 0.0
+        #: The current HALF_OPEN episode was started by ``half_open()``.
+        self.manual_half_open = False
         #: When set (shared state), OPEN does not move to HALF_OPEN by itself:
         #: ``acquire`` answers PROBE_NEEDED and the caller asks the gate.
         self.probe_gated = False
+        #: A caller holds PROBE_NEEDED and is asking the gate.
+        self.probe_in_flight = False
+        #: METRICS_ONLY: why the circuit would have opened (None: it would not).
+        self.would_open: str | None = None
         #: Transitions not yet handed to listeners (drained outside the lock).
         self.pending: list[Transition] = []
         self.successes = self.failures = 0
@@ -111,13 +127,17 @@ class CircuitCore:
         """A permit (>= 0) to run one call, or REJECTED, or PROBE_NEEDED."""
         with self.lock:
             state = self.state
-            if state is CLOSED or state is DISABLED:
+            if state is CLOSED or state is DISABLED or state is METRICS_ONLY:
                 return self.epoch
             if state is OPEN:
                 if now < self.open_until:
                     self.rejections += 1
                     return REJECTED
                 if self.probe_gated:
+                    if self.probe_in_flight:
+                        self.rejections += 1
+                        return REJECTED
+                    self.probe_in_flight = True
                     return PROBE_NEEDED
                 self._to_half_open(now, "open timeout elapsed")
             elif state is FORCED_OPEN:
@@ -127,6 +147,7 @@ class CircuitCore:
             if self.half_open_in_flight < self.config.half_open_max_calls:
                 self.half_open_in_flight += 1
                 return self.epoch
+            self._reopen_if_hung(now)
             self.rejections += 1
             return REJECTED
 
@@ -141,11 +162,34 @@ class CircuitCore:
             return 0.0
 
     def poll(self, now: float) -> CircuitState:
-        """The state now, moving OPEN to HALF_OPEN once its time is up."""
+        """The state now, moving OPEN to HALF_OPEN once its time is up (and a
+        HALF_OPEN with hung trials back to OPEN)."""
         with self.lock:
             if self.state is OPEN and now >= self.open_until and not self.probe_gated:
                 self._to_half_open(now, "open timeout elapsed")
+            elif self.state is HALF_OPEN:
+                self._reopen_if_hung(now)
             return self.state
+
+    def _reopen_if_hung(self, now: float) -> None:
+        """max_wait_in_half_open: trials still running that long count as a
+        failed trial (their late outcomes carry a stale permit: history only)."""
+        limit = self.config.max_wait_in_half_open
+        if limit is not None and self.half_open_in_flight and now - self.half_open_since >= limit:
+            self._open(now, f"trial call still running after {limit:.3g}s", None)
+
+    def finish_probe(self, now: float, granted: bool) -> int:
+        """The gate answered the PROBE_NEEDED holder: a permit, or REJECTED.
+
+        ``granted`` False: refused (the gate has moved the local deadline).
+        Always ends the probe question, whatever the state is by now.
+        """
+        with self.lock:
+            self.probe_in_flight = False
+            if not granted:
+                self.rejections += 1
+                return REJECTED
+            return self._begin_half_open(now, "open timeout elapsed")
 
     def count_rejection(self) -> None:
         with self.lock:
@@ -157,37 +201,45 @@ class CircuitCore:
         """The hot path: a successful call admitted in CLOSED, no timing needed
         (count window, no slow-call rule)."""
         with self.lock:
+            if permit != self.epoch:
+                # Admitted before a transition: history only (none if DISABLED).
+                if self.state is not DISABLED:
+                    self.successes += 1
+                return
             self.successes += 1
-            if permit == self.epoch:
-                self.consecutive_failures = 0
-                # CountWindow.record(now, 0), inlined: this is the hot path.
-                window = self.window
-                index = window.next  # type: ignore[attr-defined]
-                if window.calls == window.size:  # type: ignore[attr-defined]
-                    ring = window.ring  # type: ignore[attr-defined]
-                    evicted = ring[index]
-                    if evicted:
-                        window.failures -= evicted & FAILED
-                        window.slow -= evicted >> 1
-                        ring[index] = 0
-                else:
-                    window.calls += 1
-                index += 1
-                window.next = 0 if index == window.size else index  # type: ignore[attr-defined]
+            self.consecutive_failures = 0
+            # CountWindow.record(now, 0), inlined: this is the hot path.
+            window = self.window
+            index = window.next  # type: ignore[attr-defined]
+            if window.calls == window.size:  # type: ignore[attr-defined]
+                ring = window.ring  # type: ignore[attr-defined]
+                evicted = ring[index]
+                if evicted:
+                    window.failures -= evicted & FAILED
+                    window.slow -= evicted >> 1
+                    ring[index] = 0
+            else:
+                window.calls += 1
+            index += 1
+            window.next = 0 if index == window.size else index  # type: ignore[attr-defined]
 
     def record(
         self, permit: int, now: float, duration: float, outcome: int, hint: float | None = None
-    ) -> None:
+    ) -> bool:
         """Account for a finished call admitted with ``permit``.
 
         ``outcome`` is Outcome.SUCCESS, FAILURE or IGNORED; ``duration`` its
         run time (compared with slow_call_duration); ``hint`` seconds the
-        failed service asked us to wait.
+        failed service asked us to wait. False when nothing was recorded
+        (DISABLED): the caller then tells no listener either.
         """
         config = self.config
         slow_limit = config.slow_call_duration
         slow = slow_limit is not None and duration >= slow_limit and outcome != Outcome.IGNORED
         with self.lock:
+            state = self.state
+            if state is DISABLED:
+                return False  # DISABLED records nothing, not even late outcomes
             if outcome == _SUCCESS:
                 self.successes += 1
             elif outcome == _FAILURE:
@@ -196,30 +248,40 @@ class CircuitCore:
                 self.ignored += 1
             if slow:
                 self.slow_calls += 1
-            state = self.state
             if permit != self.epoch:
                 # Admitted before the last transition: history, not evidence,
                 # except that a server asking us to back off is always heard.
                 if hint is not None and outcome == _FAILURE and state is OPEN:
                     self._extend_open(now, hint)
-                return
-            if state is CLOSED:
+                return True
+            if state is CLOSED or state is METRICS_ONLY:
                 if outcome == _SUCCESS:
                     self.consecutive_failures = 0
                     self.window.record(now, SLOW if slow else 0)
-                    if slow and config.uses_window:
-                        self._check_rates(now)
                 elif outcome == _FAILURE:
                     self.consecutive_failures += 1
                     self.window.record(now, FAILED | SLOW if slow else FAILED)
-                    threshold = self._failure_threshold
-                    if threshold and self.consecutive_failures >= threshold:
-                        self._open(now, f"{self.consecutive_failures} consecutive failures", hint)
-                    elif config.uses_window and self._check_rates(now, hint):
-                        pass
-                    elif hint is not None:
-                        # The service said when to come back: hold off until then.
-                        self._open(now, f"service asked to retry after {hint:.3g}s", hint, True)
+                else:
+                    return True
+                # Whatever the last outcome: a success may be the call that
+                # fills the window to minimum_calls with a rate already over.
+                reason = None
+                threshold = self._failure_threshold
+                if outcome == _FAILURE and threshold and self.consecutive_failures >= threshold:
+                    reason = f"{self.consecutive_failures} consecutive failures"
+                elif config.uses_window:
+                    reason = self._rate_reason(now)
+                if reason is None and hint is not None:
+                    # The service said when to come back: hold off until then.
+                    reason = f"service asked to retry after {hint:.3g}s"
+                    if state is CLOSED:
+                        self._open(now, reason, hint, True)
+                        return True
+                if reason is not None:
+                    if state is CLOSED:
+                        self._open(now, reason, hint)
+                    else:
+                        self.would_open = reason
             elif state is HALF_OPEN:
                 self.half_open_in_flight -= 1
                 if outcome == _FAILURE:
@@ -227,32 +289,32 @@ class CircuitCore:
                 elif outcome == _SUCCESS:
                     if slow:
                         self._open(now, "trial call was slow", hint)
-                        return
+                        return True
                     self.half_open_successes += 1
                     if self.half_open_successes >= config.success_threshold:
                         self._close(now, f"{self.half_open_successes} trial calls succeeded")
+            return True
 
-    def _check_rates(self, now: float, hint: float | None = None) -> bool:
-        """Open the circuit if a rate rule says so; True when it did."""
+    def _rate_reason(self, now: float) -> str | None:
+        """Why a rate rule says open, or None (the window below minimum_calls
+        never says so)."""
         config = self.config
         window = self.window
         window.expire(now)
         calls = window.calls
         if calls < self._minimum_calls:
-            return False
+            return None
         failure_limit = config.failure_rate_threshold
         if failure_limit is not None and window.failures >= failure_limit * calls:
-            self._open(now, f"failure rate {window.failures / calls:.0%} over {calls} calls", hint)
-            return True
+            return f"failure rate {window.failures / calls:.0%} over {calls} calls"
         slow_limit = config.slow_call_rate_threshold
         if (
             config.slow_call_duration is not None
             and slow_limit is not None
             and window.slow >= slow_limit * calls
         ):
-            self._open(now, f"slow call rate {window.slow / calls:.0%} over {calls} calls", hint)
-            return True
-        return False
+            return f"slow call rate {window.slow / calls:.0%} over {calls} calls"
+        return None
 
     # -- transitions (lock held) -------------------------------------------
 
@@ -267,6 +329,11 @@ class CircuitCore:
         manual: bool = False,
     ) -> None:
         old = self.state
+        if old is HALF_OPEN and self.manual_half_open:
+            # The end of an episode an operator started is theirs too (the
+            # shared store publishes it as an operator action).
+            manual = manual or not remote
+            self.manual_half_open = False
         self.state = new
         self.epoch += 1
         self.pending.append(Transition(old, new, reason, now, open_for, remote, manual))
@@ -287,10 +354,12 @@ class CircuitCore:
         if until > self.open_until:
             self.open_until = until
 
-    def _to_half_open(self, now: float, reason: str) -> None:
+    def _to_half_open(self, now: float, reason: str, *, manual: bool = False) -> None:
         self.half_open_in_flight = 0
         self.half_open_successes = 0
-        self._move(HALF_OPEN, now, reason)
+        self.half_open_since = now
+        self._move(HALF_OPEN, now, reason, manual=manual)
+        self.manual_half_open = manual
 
     def _close(self, now: float, reason: str) -> None:
         self.consecutive_failures = 0
@@ -310,6 +379,33 @@ class CircuitCore:
             if self.state is not DISABLED:
                 self._move(DISABLED, now, "disabled", manual=True)
 
+    def metrics_only(self, now: float) -> None:
+        with self.lock:
+            if self.state is not METRICS_ONLY:
+                self.would_open = None
+                self._move(METRICS_ONLY, now, "metrics only", manual=True)
+
+    def open(self, now: float, duration: float | None) -> None:
+        """An operator opens the circuit for ``duration`` seconds (None: the
+        configured open time); it then probes as after a trip."""
+        with self.lock:
+            if duration is None:
+                duration = self.config.open_duration(max(self.consecutive_opens, 1))
+            self.consecutive_opens = max(self.consecutive_opens, 1)
+            self.open_until = now + duration
+            if self.state is OPEN:
+                return  # a new deadline, not a transition
+            self.half_open_in_flight = 0
+            self.half_open_successes = 0
+            self._move(OPEN, now, "opened by operator", duration, manual=True)
+
+    def half_open(self, now: float) -> None:
+        """An operator starts a half-open episode now: trial calls decide
+        (already HALF_OPEN: the episode under way goes on)."""
+        with self.lock:
+            if self.state is not HALF_OPEN:
+                self._to_half_open(now, "half-opened by operator", manual=True)
+
     def reset(self, now: float) -> None:
         """Back to a fresh CLOSED circuit: window, streaks and counters cleared."""
         with self.lock:
@@ -318,6 +414,7 @@ class CircuitCore:
             self.half_open_in_flight = 0
             self.half_open_successes = 0
             self.open_until = 0.0
+            self.would_open = None
             self.window.reset()
             self.successes = self.failures = 0
             self.slow_calls = self.rejections = self.ignored = 0
@@ -326,35 +423,48 @@ class CircuitCore:
             else:
                 self.epoch += 1  # calls in flight belong to the old circuit
 
-    def begin_half_open(self, now: float, reason: str) -> int:
+    def _begin_half_open(self, now: float, reason: str) -> int:
         """The gate granted a trial: enter HALF_OPEN and take its first slot.
 
         Returns a permit, or REJECTED when the circuit moved on meanwhile.
         """
-        with self.lock:
-            if self.state is OPEN:
-                self._to_half_open(now, reason)
-            if self.state is not HALF_OPEN:
-                return self.epoch if self.state is CLOSED or self.state is DISABLED else REJECTED
-            if self.half_open_in_flight < self.config.half_open_max_calls:
-                self.half_open_in_flight += 1
+        state = self.state
+        if state is OPEN:
+            self._to_half_open(now, reason)
+        elif state is not HALF_OPEN:
+            if state is CLOSED or state is DISABLED or state is METRICS_ONLY:
                 return self.epoch
             self.rejections += 1
             return REJECTED
+        if self.half_open_in_flight < self.config.half_open_max_calls:
+            self.half_open_in_flight += 1
+            return self.epoch
+        self.rejections += 1
+        return REJECTED
 
-    def apply_remote(self, state: CircuitState, now: float, open_for: float, reason: str) -> bool:
+    def apply_remote(
+        self, state: CircuitState, now: float, open_for: float, reason: str, *, exact: bool = False
+    ) -> bool:
         """Adopt a transition another process made. True if anything changed.
 
-        Remote OPEN sets the open deadline from the database's figure; remote
+        Remote OPEN sets the open deadline from the database's figure (only
+        later, unless ``exact``: news newer than what this process saw
+        replaces the deadline, so a failed probe elsewhere re-admits us after
+        ``timeout``, not after a lease we were told to wait for). Remote
         CLOSED clears the local streaks. Local HALF_OPEN is left alone: this
-        process holds the probe and its outcome will decide.
+        process holds the probe and its outcome will decide. A METRICS_ONLY
+        breaker is a local dry run and ignores remote news.
         """
         with self.lock:
             current = self.state
+            if current is METRICS_ONLY:
+                return False
             if state is OPEN:
                 until = now + open_for
                 if current is OPEN:
-                    if until > self.open_until + 0.001:
+                    if until > self.open_until + 0.001 or (
+                        exact and abs(until - self.open_until) > 0.001
+                    ):
                         self.open_until = until
                         return True
                     return False

@@ -42,12 +42,19 @@ class CircuitBreakerRegistry:
         name: str,
         config: CircuitBreakerConfig | None = None,
         *,
-        shared: bool = False,
+        shared: bool | None = None,
         **options: Any,
     ) -> CircuitBreaker:
         """The breaker called ``name``; created from ``config``/``options`` the
         first time. Later calls return the same breaker; different options
-        then are ignored with a warning."""
+        then are ignored with a warning.
+
+        ``shared=True`` shares a new breaker's state through the registry's
+        store; ``None`` (the default) means local when creating and "either"
+        when the breaker exists. Asking for an existing breaker with the
+        other ``shared`` value raises ``ValueError``: a local breaker never
+        silently stands in for a shared one, nor the reverse.
+        """
         breaker = self._breakers.get(name)
         if breaker is None:
             base = config or self._default
@@ -69,8 +76,12 @@ class CircuitBreakerRegistry:
                     RuntimeWarning,
                     stacklevel=2,
                 )
-        if shared and breaker.gate is None:
-            self._shared_store().attach(breaker)
+        if shared is not None and shared != (breaker.gate is not None):
+            have = "shared" if breaker.gate is not None else "local"
+            raise ValueError(
+                f"circuit breaker {name!r} already exists as a {have} breaker; "
+                f"asked for shared={shared}"
+            )
         return breaker
 
     def _shared_store(self) -> SharedCircuitStore:

@@ -8,18 +8,25 @@ Design (docs/breakers.md has the long form):
   timestamp computed with ``now()``; processes receive "open for N more
   seconds" and never compare their clocks with each other.
 * Exactly one half-open probe across all processes: when a local open timeout
-  ends, the breaker asks ``resilience._circuit_probe``, a conditional update
-  that grants an expiring lease to one process only.
+  ends, one caller per process (the others are rejected meanwhile) asks
+  ``resilience._circuit_probe``, a conditional update that grants an
+  expiring lease to one process only.
 * Other processes learn of a transition through ``NOTIFY
   resilience_circuits`` (milliseconds) and, should a notification be lost, a
-  re-read every ``refresh_interval`` seconds: the delay is bounded.
-* When the database cannot be reached the breakers keep working from their
-  local state; probes are then decided locally and unsent transitions are
-  published once the database is back.
+  re-read every ``refresh_interval`` seconds: the delay is bounded. News newer
+  than what a process saw replaces its deadline, so after a failed probe
+  elsewhere it is admitted again after ``timeout``, not after the lease.
+* Every round trip is bounded: connect timeout, TCP keepalives, server-side
+  ``statement_timeout``/``lock_timeout``, and a watchdog thread that cuts the
+  connection of a round trip running past ``request_timeout`` (a frozen
+  backend cannot enforce its own timeouts). A hang is then handled like a
+  database that is down: ``available`` turns False, the breakers decide
+  locally, unsent transitions are kept and published on reconnection.
 
 All database I/O runs in one background thread with one connection; breaker
-calls only enqueue work, except the probe request, which waits for its answer
-at most ``request_timeout`` seconds.
+calls only enqueue work, except the probe question, whose one asker per
+breaker waits for the answer at most ``request_timeout`` seconds (on the event
+loop for async callers: never in an executor).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from types import TracebackType
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from ..queries import query
 from .breaker import CircuitBreaker
@@ -49,6 +57,12 @@ __all__ = ["SharedCircuitStore", "StoreUnavailable"]
 log = logging.getLogger("pgresilience.breakers.shared")
 
 CHANNEL = "resilience_circuits"
+
+#: States a process may publish (METRICS_ONLY is a local dry run; HALF_OPEN
+#: is the probe lease, taken through _circuit_probe).
+_PUBLISHED = frozenset(
+    {CircuitState.CLOSED, CircuitState.OPEN, CircuitState.FORCED_OPEN, CircuitState.DISABLED}
+)
 
 
 class StoreUnavailable(Exception):
@@ -73,6 +87,7 @@ class SharedCircuitStore:
         connect_timeout: float = 2.0,
         retry_interval: float = 2.0,
         request_timeout: float = 2.0,
+        keepalives_idle: int = 10,
     ) -> None:
         self.conninfo = conninfo
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -80,17 +95,27 @@ class SharedCircuitStore:
         self.refresh_interval = refresh_interval
         self.connect_timeout = connect_timeout
         self.retry_interval = retry_interval
+        #: Bounds every round trip: the probe asker's wait, the server's
+        #: statement and lock timeouts, and the watchdog.
         self.request_timeout = request_timeout
+        self.keepalives_idle = keepalives_idle
+        #: Probe questions sent to the database (tests and diagnostics).
+        self.probe_questions = 0
         self._breakers: dict[str, CircuitBreaker] = {}
         self._versions: dict[str, int] = {}
         self._unsent: dict[str, Transition] = {}
         self._jobs: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = None
         self._stop = threading.Event()
         self._conn: psycopg.Connection[Any] | None = None
         self._down_until = 0.0
         self._connected = threading.Event()
+        # The round trip in flight: its deadline and connection (watchdog).
+        self._watch = threading.Condition(threading.Lock())
+        self._busy_until: float | None = None
+        self._busy_conn: psycopg.Connection[Any] | None = None
 
     # -- public ----------------------------------------------------------------
 
@@ -102,7 +127,13 @@ class SharedCircuitStore:
                 self._thread = threading.Thread(
                     target=self._run, name="pgresilience-circuits", daemon=True
                 )
+                self._watchdog = threading.Thread(
+                    target=self._watch_round_trips,
+                    name="pgresilience-circuits-watchdog",
+                    daemon=True,
+                )
                 self._thread.start()
+                self._watchdog.start()
         self._jobs.put(("catch_up", [breaker.name]))
         return breaker
 
@@ -114,7 +145,8 @@ class SharedCircuitStore:
 
     @property
     def available(self) -> bool:
-        """Whether the database answered last time we tried."""
+        """Whether the database answered last time we tried (False as well
+        while a round trip hangs past ``request_timeout``)."""
         return self._connected.is_set()
 
     def wait_connected(self, timeout: float) -> bool:
@@ -132,10 +164,14 @@ class SharedCircuitStore:
 
     def close(self) -> None:
         self._stop.set()
+        with self._watch:
+            self._watch.notify_all()
         thread = self._thread
         if thread is not None:
             self._jobs.put(("stop", None))
             thread.join(10)
+        if self._watchdog is not None:
+            self._watchdog.join(10)
         for breaker in list(self._breakers.values()):
             self.detach(breaker)
 
@@ -149,32 +185,16 @@ class SharedCircuitStore:
 
     # -- CircuitGate ------------------------------------------------------------
 
-    def request_probe(self, breaker: CircuitBreaker) -> float | None:
+    def request_probe(self, breaker: CircuitBreaker) -> Future[bool] | None:
         if time.monotonic() < self._down_until:
             return None  # the database is away: the local breaker decides
-        answer: Future[dict[str, Any]] = Future()
+        answer: Future[bool] = Future()
         self._jobs.put(("probe", (breaker, answer)))
-        try:
-            row = answer.result(self.request_timeout)
-        except (FutureTimeout, StoreUnavailable):
-            return None
-        if row.get("granted"):
-            self._versions[breaker.name] = int(row["version"])
-            return None
-        self._adopt(breaker, row, force=True)
-        state = row["state"]
-        if state == "open":
-            return max(float(row["open_for"]), 0.05)
-        if state == "half_open":
-            # Another process probes; look again soon, or when its lease ends.
-            return max(min(float(row["lease_for"]), self.refresh_interval), 0.05)
-        if state == "forced_open":
-            return 0.0
-        return None  # closed or disabled here now: the call may run
+        return answer
 
     def on_transition(self, breaker: CircuitBreaker, transition: Transition) -> None:
-        if transition.remote or transition.new is CircuitState.HALF_OPEN:
-            return  # others' news, or covered by the probe lease
+        if transition.remote or transition.new not in _PUBLISHED:
+            return  # others' news, the probe lease, or a local dry run
         self._jobs.put(("publish", (breaker, transition)))
 
     # -- the background thread ----------------------------------------------------
@@ -210,13 +230,8 @@ class SharedCircuitStore:
 
     def _connect(self) -> psycopg.Connection[Any] | None:
         try:
-            conn = psycopg.connect(
-                self.conninfo,
-                autocommit=True,
-                connect_timeout=max(1, round(self.connect_timeout)),
-                application_name="pgresilience-circuits",
-            )
-            conn.execute(query("circuit_listen"))
+            conn = psycopg.connect(**self._connect_params())
+            self._round_trip(conn, "circuit_listen", None)
         except psycopg.Error as error:
             self._lost(error)
             return None
@@ -233,9 +248,81 @@ class SharedCircuitStore:
                     self._publish(conn, breaker, transition)
             self._catch_up(conn, list(self._breakers))
         except psycopg.OperationalError as error:
+            for name, transition in pending:
+                self._unsent.setdefault(name, transition)
             self._lost(error)
             return None
         return conn
+
+    def _connect_params(self) -> dict[str, Any]:
+        """The conninfo plus our bounds, where it does not set its own:
+        connect timeout, TCP keepalives (a dead peer is noticed), and the
+        server's own statement/lock timeouts (a lock wait ends on its own)."""
+        params: dict[str, Any] = conninfo_to_dict(self.conninfo)
+        millis = max(1, round(self.request_timeout * 1000))
+        idle = max(1, self.keepalives_idle)
+        defaults = {
+            "connect_timeout": max(2, round(self.connect_timeout)),  # libpq's minimum is 2
+            "keepalives": 1,
+            "keepalives_idle": idle,
+            "keepalives_interval": max(1, idle // 3),
+            "keepalives_count": 3,
+            "tcp_user_timeout": millis + idle * 1000,
+            "application_name": "pgresilience-circuits",
+        }
+        for key, value in defaults.items():
+            params.setdefault(key, value)
+        bounds = f"-c statement_timeout={millis} -c lock_timeout={millis}"
+        params["options"] = f"{params['options']} {bounds}" if params.get("options") else bounds
+        params["autocommit"] = True
+        return params
+
+    def _round_trip(
+        self, conn: psycopg.Connection[Any], name: str, params: dict[str, Any] | None
+    ) -> list[Any]:
+        """One statement, watched: past request_timeout the watchdog cuts the
+        connection and this raises OperationalError."""
+        with self._watch:
+            self._busy_until = time.monotonic() + self.request_timeout
+            self._busy_conn = conn
+            self._watch.notify()
+        try:
+            cursor = conn.execute(query(name), params)
+            return cursor.fetchall() if cursor.description is not None else []
+        finally:
+            with self._watch:
+                self._busy_until = None
+                self._busy_conn = None
+
+    def _watch_round_trips(self) -> None:
+        with self._watch:
+            while not self._stop.is_set():
+                deadline = self._busy_until
+                if deadline is None:
+                    self._watch.wait()
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining > 0:
+                    self._watch.wait(remaining)
+                    continue
+                conn, self._busy_conn, self._busy_until = self._busy_conn, None, None
+                if conn is not None:
+                    self._hung(conn)
+
+    def _hung(self, conn: psycopg.Connection[Any]) -> None:
+        """A round trip overran: the database counts as down from now on, and
+        the blocked I/O thread gets an error by the socket being shut (neither
+        a cancel request nor the server's timeouts reach a frozen backend)."""
+        log.warning(
+            "shared circuit state: no answer within %.3gs; using local state", self.request_timeout
+        )
+        self._connected.clear()
+        self._down_until = time.monotonic() + self.retry_interval
+        try:
+            with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, psycopg.Error):
+            pass  # already closed: the I/O thread has moved on
 
     def _lost(self, error: BaseException) -> None:
         if self._connected.is_set() or self._conn is not None:
@@ -263,9 +350,12 @@ class SharedCircuitStore:
                 raise
         elif kind == "probe":
             breaker, answer = data
+            if not answer.set_running_or_notify_cancel():
+                return  # the asker gave up waiting and decided locally
             if conn is None:
                 answer.set_exception(StoreUnavailable())
                 return
+            self.probe_questions += 1
             try:
                 row = self._fetch(
                     conn,
@@ -279,7 +369,7 @@ class SharedCircuitStore:
             except psycopg.OperationalError:
                 answer.set_exception(StoreUnavailable())
                 raise
-            answer.set_result(row)
+            answer.set_result(self._probe_answer(breaker, row))
         elif kind == "catch_up":
             if conn is not None:
                 self._catch_up(conn, data)
@@ -292,10 +382,19 @@ class SharedCircuitStore:
     def _fetch(
         self, conn: psycopg.Connection[Any], name: str, params: dict[str, Any]
     ) -> dict[str, Any]:
-        row = conn.execute(query(name), params).fetchone()
-        assert row is not None
+        (row,) = self._round_trip(conn, name, params)
         result: dict[str, Any] = row[0]
         return result
+
+    def _probe_answer(self, breaker: CircuitBreaker, row: dict[str, Any]) -> bool:
+        """True: run the trial. Refused: adopt the shared row first (its
+        deadline, or the lease another process holds), so the asker's
+        breaker waits for the right time."""
+        if row.get("granted"):
+            self._versions[breaker.name] = int(row["version"])
+            return True
+        self._adopt(breaker, row, force=True)
+        return row["state"] in ("closed", "disabled")
 
     def _publish(
         self, conn: psycopg.Connection[Any], breaker: CircuitBreaker, transition: Transition
@@ -325,7 +424,7 @@ class SharedCircuitStore:
     def _catch_up(self, conn: psycopg.Connection[Any], names: list[str]) -> None:
         if not names:
             return
-        for (row,) in conn.execute(query("circuit_get"), {"names": names}).fetchall():
+        for (row,) in self._round_trip(conn, "circuit_get", {"names": names}):
             breaker = self._breakers.get(row["name"])
             if breaker is not None:
                 self._adopt(breaker, row)
@@ -348,13 +447,16 @@ class SharedCircuitStore:
         state = CircuitState(row["state"])
         reason = f"shared: {row.get('reason') or state.value}"
         now = breaker.clock()
+        # Newer news (or an answer to us) replaces the local deadline.
         if state is CircuitState.HALF_OPEN:
             if row.get("probe_owner") == self.owner:
                 return
             # Someone else probes: stay (or become) open until they decide.
             breaker.core.apply_remote(
-                CircuitState.OPEN, now, float(row.get("lease_for") or 0), reason
+                CircuitState.OPEN, now, float(row.get("lease_for") or 0), reason, exact=True
             )
         else:
-            breaker.core.apply_remote(state, now, float(row.get("open_for") or 0), reason)
+            breaker.core.apply_remote(
+                state, now, float(row.get("open_for") or 0), reason, exact=True
+            )
         breaker.dispatch_pending()

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from pgresilience.schema import ChangeList, SchemaVersionManager
+from pgresilience.schema import ChangeList, SchemaVersionManager, plan
 from pgresilience.schema.format import version_lines
 
 __all__ = ["run"]
@@ -64,6 +64,8 @@ def run(dsn: str, say: Callable[[str], None]) -> None:
             ("clean up: drop the demo schema", ["drop schema pgresilience_demo_shop cascade"]),
         ]
         for title, statements in steps:
+            if statements is MIGRATIONS[-1][1]:
+                _plan_first(dsn, statements, say)
             say(f"-- {title}")
             with conn.transaction():
                 for statement in statements:
@@ -77,6 +79,15 @@ def run(dsn: str, say: Callable[[str], None]) -> None:
             for changes in versions:
                 for line in version_lines(changes):
                     say(f"   {line}")
+
+
+def _plan_first(dsn: str, statements: list[str], say: Callable[[str], None]) -> None:
+    """`pgresilience plan` on the next migration: run, rate, roll back."""
+    say("-- pgresilience plan (CI gate, --fail-on high): the next migration, rolled back")
+    result = plan.plan_sql(dsn, ";\n".join(statements) + ";")
+    for line in plan.report_lines(result, "high"):
+        say(f"   {line}")
+    say(f"   exit code {result.exit_code('high')}: the gate would stop this deploy for review")
 
 
 def _drain(

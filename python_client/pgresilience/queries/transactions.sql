@@ -33,7 +33,7 @@ select resilience.tx_reap(%(max_count)s);
 -- Every active logical transaction (as far as RLS lets the caller see), for `pgresilience status`.
 select t.id::text, t.owner_role, t.owner_sub, t.label, t.started_at, t.expires_at,
     t.expires_at <= clock_timestamp() as expired,
-    (select count(*) from resilience.claims as c where c.tx_id = t.id) as claims
+    resilience._tx_claim_count(t.id) as claims
 from resilience.transactions as t
 where t.status = 'active'
 order by t.started_at;

@@ -13,7 +13,14 @@ from typing import Any, TypeVar
 
 from pgresilience.schema import diff
 
-__all__ = ["ChangeList", "SchemaCache", "SchemaState", "SchemaVersion"]
+__all__ = [
+    "ChangeList",
+    "SchemaCache",
+    "SchemaState",
+    "SchemaVersion",
+    "rated_history",
+    "tracking_notes",
+]
 
 log = logging.getLogger("pgresilience.schema")
 
@@ -83,6 +90,37 @@ class ChangeList(list[dict[str, Any]]):
             origin=str(row.get("origin") or ""),
             diffed_in=str(row.get("diffed_in") or ""),
         )
+
+
+def rated_history(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``schema_history_rated`` rows as history entries (``schema_history``'s
+    fields) whose ``change_count`` and ``max_severity`` are always set: where
+    the database could not diff, the client rates the deltas here."""
+    entries: list[dict[str, Any]] = []
+    for row in rows:
+        changes = ChangeList.from_row(row)
+        entry = {k: v for k, v in row.items() if k not in ("changes", "deltas")}
+        entry["change_count"] = len(changes)
+        entry["max_severity"] = changes.max_severity
+        entries.append(entry)
+    return entries
+
+
+def tracking_notes(event_triggers: bool, plpython: bool) -> list[str]:
+    """What a user must know about how changes reach them here (status, watch).
+    ``plpython``: the database diffs at commit (PL/Python there, setting on)."""
+    notes: list[str] = []
+    if not event_triggers:
+        notes.append(
+            "no event triggers here: schema changes appear ONLY after "
+            "resilience.schema_refresh() (call it after every migration)"
+        )
+    if not plpython:
+        notes.append(
+            "no diff at commit here (no PL/Python, or setting schema_diff_at_commit off): "
+            "the client computes each version's changes and severities"
+        )
+    return notes
 
 
 class SchemaCache:

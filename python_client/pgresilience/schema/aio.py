@@ -13,7 +13,14 @@ import psycopg
 
 from pgresilience.errors import map_error
 from pgresilience.queries import query
-from pgresilience.schema._core import Callback, ChangeList, SchemaCache, SchemaState, SchemaVersion
+from pgresilience.schema._core import (
+    Callback,
+    ChangeList,
+    SchemaCache,
+    SchemaState,
+    SchemaVersion,
+    rated_history,
+)
 from pgresilience.schema.manager import LISTENER_NAME
 
 __all__ = ["AsyncSchemaVersionManager"]
@@ -86,7 +93,8 @@ class AsyncSchemaVersionManager:
         return current
 
     async def history(self, max_count: int = 50) -> list[dict[str, Any]]:
-        return [row[0] for row in await self._rows("schema_history", (max_count,))]
+        rows = await self._rows("schema_history_rated", {"n": max_count})
+        return rated_history([row[0] for row in rows])
 
     async def changes_since(self, version: int) -> list[ChangeList]:
         rows = await self._rows("schema_changes_since", (version,))
@@ -122,7 +130,7 @@ class AsyncSchemaVersionManager:
     ) -> None:
         await self.close()
 
-    async def _rows(self, name: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    async def _rows(self, name: str, params: Any = ()) -> list[tuple[Any, ...]]:
         try:
             async with await psycopg.AsyncConnection.connect(
                 self._conninfo, autocommit=True

@@ -13,7 +13,14 @@ import psycopg
 
 from pgresilience.errors import map_error
 from pgresilience.queries import query
-from pgresilience.schema._core import Callback, ChangeList, SchemaCache, SchemaState, SchemaVersion
+from pgresilience.schema._core import (
+    Callback,
+    ChangeList,
+    SchemaCache,
+    SchemaState,
+    SchemaVersion,
+    rated_history,
+)
 
 __all__ = ["LISTENER_NAME", "SchemaVersionManager"]
 
@@ -109,7 +116,9 @@ class SchemaVersionManager:
 
     def history(self, max_count: int = 50) -> list[dict[str, Any]]:
         """Versions, newest first."""
-        return [row[0] for row in self._rows("schema_history", (max_count,))]
+        return rated_history(
+            [row[0] for row in self._rows("schema_history_rated", {"n": max_count})]
+        )
 
     def changes_since(self, version: int) -> list[ChangeList]:
         """Changes of every version after ``version``, oldest first."""
@@ -146,7 +155,7 @@ class SchemaVersionManager:
 
     # -- internals -------------------------------------------------------------
 
-    def _rows(self, name: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    def _rows(self, name: str, params: Any = ()) -> list[tuple[Any, ...]]:
         try:
             with psycopg.connect(self._conninfo, autocommit=True) as conn:
                 return conn.execute(query(name), params).fetchall()

@@ -5,11 +5,22 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from pgresilience.schema._core import ChangeList
+import psycopg
+
+from pgresilience.queries import query
+from pgresilience.schema._core import ChangeList, tracking_notes
 from pgresilience.schema.format import version_lines
 from pgresilience.schema.manager import SchemaVersionManager
 
 __all__ = ["watch"]
+
+
+def tracking_mode(dsn: str) -> tuple[bool, bool]:
+    """(event triggers enabled, PL/Python diff available) in that database."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(query("schema_tracking_mode")).fetchone()
+    assert row is not None
+    return bool(row[0]), bool(row[1])
 
 
 def watch(dsn: str, say: Callable[[str], None], *, stop: threading.Event | None = None) -> None:
@@ -18,6 +29,8 @@ def watch(dsn: str, say: Callable[[str], None], *, stop: threading.Event | None 
     manager = SchemaVersionManager(dsn)
     current = manager.initialize()
     say(f"watching schema changes; current version {current.version} (hash {current.hash[:12]})")
+    for note in tracking_notes(*tracking_mode(dsn)):
+        say(note)
 
     def print_version(changes: ChangeList) -> None:
         for line in version_lines(changes):

@@ -1,0 +1,33 @@
+-- schema_plan_runner --
+-- `pgresilience plan`: runs a migration's text through EXECUTE, so that
+-- transaction control in it (COMMIT, ROLLBACK) fails instead of committing.
+create function pg_temp.pgresilience_plan_run(migration text) returns void
+language plpgsql as $$ begin execute migration; end $$;
+
+-- schema_plan_run --
+select pg_temp.pgresilience_plan_run(%s);
+
+-- schema_preview --
+-- The changes this transaction's DDL would record at commit (nothing recorded).
+select resilience.schema_preview();
+
+-- schema_tracking_mode --
+-- How DDL becomes versions here: event triggers enabled? diff in PL/Python
+-- at commit (installed, and setting schema_diff_at_commit on)?
+select
+    exists (
+        select from pg_event_trigger
+        where evtname in ('resilience_schema_ddl_end', 'resilience_schema_sql_drop') and evtenabled <> 'D'
+    ),
+    to_regprocedure('resilience._schema_diff(json)') is not null
+    and coalesce(resilience._setting('schema_diff_at_commit'), 'on') = 'on';
+
+-- schema_history_rated --
+-- The last N versions, newest first, each with its changes or, where the
+-- database could not diff, its deltas (the client rates them).
+select s.change
+from resilience.schema_changes_since(
+    coalesce((select min((h ->> 'version')::bigint) from resilience.schema_history(%(n)s) as h), 1) - 1
+) as s (change)
+order by (s.change ->> 'version')::bigint desc
+limit %(n)s;

@@ -1,0 +1,100 @@
+-- Event triggers that keep the generated capture of managed tables in step
+-- with DDL (need superuser; without them, a captured write on a changed
+-- table fails with RZ007 until manage_table is run again). They never block
+-- DDL: a table that cannot be regenerated now gets a warning.
+
+-- After DDL: regenerate each managed table (the root of a touched partition)
+-- whose shape changed.
+create or replace function resilience._managed_ddl_end()
+returns event_trigger
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    managed regclass;
+begin
+    -- Nothing managed (or the package being uninstalled): nothing to do.
+    if pg_catalog.to_regclass('resilience.managed_tables') is null
+        or not exists (select 1 from resilience.managed_tables)
+    then
+        return;
+    end if;
+    for managed in
+        select distinct m.relation
+        from pg_catalog.pg_event_trigger_ddl_commands() as c
+        inner join resilience.managed_tables as m
+            on m.relation = coalesce(pg_catalog.pg_partition_root(c.objid::regclass), c.objid::regclass)
+        where c.classid = 'pg_catalog.pg_class'::regclass
+    loop
+        if (select m.shape from resilience.managed_tables as m where m.relation = managed)
+            is distinct from resilience._table_shape(managed)
+        then
+            begin
+                perform resilience._generate(managed);
+            exception when others then
+                -- No stored shape: captured writes compare shapes again, and
+                -- fail with RZ007 until manage_table succeeds.
+                update resilience.managed_tables as m set shape = null where m.relation = managed;
+                raise warning 'pgresilience: capture of % not regenerated (%); captured writes fail with RZ007 '
+                    'until resilience.manage_table(%L) is run', managed, sqlerrm, managed::text;
+            end;
+        end if;
+    end loop;
+end;
+$$;
+
+-- After DROP: a dropped managed table takes its generated objects with it; a
+-- dropped partition regenerates its (partitioned) parent.
+create or replace function resilience._managed_sql_drop()
+returns event_trigger
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    managed regclass;
+begin
+    -- Nothing managed (or the package being uninstalled): nothing to do.
+    if pg_catalog.to_regclass('resilience.managed_tables') is null
+        or not exists (select 1 from resilience.managed_tables)
+    then
+        return;
+    end if;
+    for managed in
+        select m.relation from resilience.managed_tables as m
+        where m.relation::oid in (
+            select d.objid from pg_catalog.pg_event_trigger_dropped_objects() as d
+            where d.classid = 'pg_catalog.pg_class'::regclass and d.objsubid = 0)
+    loop
+        perform resilience._forget(managed);
+    end loop;
+    for managed in
+        select m.relation from resilience.managed_tables as m
+        inner join pg_catalog.pg_class as c on c.oid = m.relation
+        where c.relkind = 'p' and m.shape is distinct from resilience._table_shape(m.relation)
+    loop
+        begin
+            perform resilience._generate(managed);
+        exception when others then
+            update resilience.managed_tables as m set shape = null where m.relation = managed;
+            raise warning 'pgresilience: capture of % not regenerated (%)', managed, sqlerrm;
+        end;
+    end loop;
+end;
+$$;
+
+do $$
+begin
+    drop event trigger if exists resilience_managed_ddl_end;
+    create event trigger resilience_managed_ddl_end on ddl_command_end
+        execute function resilience._managed_ddl_end();
+    alter event trigger resilience_managed_ddl_end enable always;
+    drop event trigger if exists resilience_managed_sql_drop;
+    create event trigger resilience_managed_sql_drop on sql_drop
+        execute function resilience._managed_sql_drop();
+    alter event trigger resilience_managed_sql_drop enable always;
+end;
+$$;

@@ -1,0 +1,25 @@
+"""Fixtures of the breaker tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from pgresilience.breakers.shared import SharedCircuitStore
+
+
+@pytest.fixture
+def stores(dsn: str) -> Iterator[Callable[..., SharedCircuitStore]]:
+    """Makes shared stores (on this test's database by default), closed afterwards."""
+    made: list[SharedCircuitStore] = []
+
+    def make(conninfo: str = dsn, **options: Any) -> SharedCircuitStore:
+        store = SharedCircuitStore(conninfo, **options)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.close()
