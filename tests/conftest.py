@@ -2,7 +2,12 @@
 once into a template database, and a fresh copy of it for every test.
 
 Set PGRESILIENCE_TEST_DSN to a superuser conninfo to run against an existing
-server instead of the embedded one.
+server instead of the embedded one, or PGRESILIENCE_PG_BIN to the bin directory
+of another PostgreSQL installation (`make test-matrix` does, for 14 to 18).
+
+Tests marked `plpython` need PL/Python in the database; on a server without it
+(hosted Supabase, the npm builds of `make test-matrix`) they are skipped with
+the reason, and the client-side diff runs in their place.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgresilience import installer
-from pgresilience.embedded import EmbeddedPostgres
+from pgresilience.embedded import EmbeddedPostgres, find_bin_dir
 
 # Supabase's roles, as the platform creates them: PostgREST logs in as
 # `authenticator` and switches to `anon` or `authenticated` per request.
@@ -68,6 +73,18 @@ class Server:
             )
 
 
+@dataclass(frozen=True)
+class ServerFeatures:
+    """What the session's server offers, as installed into the template database."""
+
+    version_num: int  # server_version_num, e.g. 170010
+    plpython: bool  # plpython3u could be created (PL/Python schema diff)
+
+    @property
+    def major(self) -> int:
+        return self.version_num // 10000
+
+
 def _unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
@@ -109,6 +126,42 @@ def template_db(server: Server) -> Iterator[str]:
         yield name
     finally:
         server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def server_features(server: Server, template_db: str) -> ServerFeatures:
+    with psycopg.connect(server.dsn(template_db), autocommit=True) as conn:
+        row = conn.execute(
+            "select current_setting('server_version_num')::integer,"
+            " exists (select from pg_extension where extname = 'plpython3u')"
+        ).fetchone()
+    assert row is not None
+    return ServerFeatures(version_num=row[0], plpython=row[1])
+
+
+@pytest.fixture(autouse=True)
+def _server_requirements(request: pytest.FixtureRequest) -> None:
+    """Skips, saying why, a test marked `plpython` on a server without PL/Python,
+    `min_server_version(n)` on a server older than n, `pg_dump` where the
+    server's installation has no pg_dump/pg_restore. Asks for the server only
+    when the test has such a marker."""
+    node = request.node
+    plpython = node.get_closest_marker("plpython")
+    minimum = node.get_closest_marker("min_server_version")
+    if plpython is None and minimum is None and node.get_closest_marker("pg_dump") is None:
+        return
+    if node.get_closest_marker("pg_dump") is not None:
+        bin_dir = find_bin_dir()
+        if not (bin_dir / "pg_dump").exists() or not (bin_dir / "pg_restore").exists():
+            pytest.skip(f"no pg_dump/pg_restore in this PostgreSQL installation ({bin_dir})")
+    features: ServerFeatures = request.getfixturevalue("server_features")
+    if plpython is not None and not features.plpython:
+        pytest.skip(
+            f"PL/Python (plpython3u) is not available on this PostgreSQL {features.major} "
+            "server: the schema diff runs client-side here (the 'client' variants)"
+        )
+    if minimum is not None and features.major < minimum.args[0]:
+        pytest.skip(f"needs PostgreSQL {minimum.args[0]}+ ({minimum.kwargs.get('reason', '')})")
 
 
 @pytest.fixture

@@ -15,7 +15,11 @@ from pgresilience.advice import follow_ups
 from pgresilience.installer import installed_revision
 from pgresilience.queries import query
 
-__all__ = ["status_lines", "head_revision"]
+__all__ = ["status_lines", "head_revision", "TESTED_MAJORS"]
+
+# PostgreSQL major versions the test suite runs on (`make test`: 15,
+# `make test-matrix`: the others).
+TESTED_MAJORS = range(14, 19)
 
 Section = Callable[[psycopg.Connection[Any]], list[str]]
 
@@ -47,6 +51,7 @@ def _installation(conn: psycopg.Connection[Any], revision: str) -> list[str]:
     upgrade = "" if revision == head else f" (upgrade available: {head})"
     lines = [
         f"installed: revision {revision}{upgrade}",
+        _server_line(conn, plpython=plpython, event_triggers=event_triggers),
         f"schema resilience: {tables} tables, {functions} functions",
         f"exposed wrappers: {wrappers}"
         + (f" in schema {', '.join(wrapper_schemas)}" if wrapper_schemas else " (none)"),
@@ -65,6 +70,22 @@ def _installation(conn: psycopg.Connection[Any], revision: str) -> list[str]:
         f"roles: {', '.join(roles) if roles else 'missing (only the owner can use the API)'}",
     ]
     return lines
+
+
+def _server_line(conn: psycopg.Connection[Any], *, plpython: bool, event_triggers: int) -> str:
+    """The server's version and what of pgresilience works on it."""
+    number = conn.info.server_version  # e.g. 170010 for 17.10
+    major, minor = divmod(number, 10000)
+    lo, hi = TESTED_MAJORS[0], TESTED_MAJORS[-1]
+    support = "tested" if major in TESTED_MAJORS else f"not tested: {lo} to {hi} are"
+    tracking = "DDL tracked at commit" if event_triggers else "schema_refresh() only"
+    diff = "diff in the database" if plpython else "diff by the Python client"
+    cron = conn.execute(query("extension_exists"), ("pg_cron",)).fetchone() is not None
+    return (
+        f"server: PostgreSQL {major}.{minor} ({support}); active: logical transactions, "
+        f"schema versions ({tracking}, {diff}), circuits; pg_cron: "
+        + ("installed" if cron else "not installed (tx_begin reaps lazily)")
+    )
 
 
 def status_lines(conn: psycopg.Connection[Any]) -> list[str]:

@@ -155,6 +155,12 @@ begin
     end if;
     select pg_catalog.string_agg(d.classid::text || ',' || d.objid::text || ',' || tg_tag, ';') into entries
     from pg_catalog.pg_event_trigger_dropped_objects() as d
+    -- PostgreSQL 14 reports no schema_name for a column default (15+ do);
+    -- its address names the schema first on every version.
+    cross join lateral (
+        select case when d.classid operator(pg_catalog.=) 'pg_catalog.pg_attrdef'::pg_catalog.regclass
+            then d.address_names[1] else d.schema_name end as schema_name
+    ) as s
     where not d.is_temporary
         and d.classid in (
             'pg_catalog.pg_class'::pg_catalog.regclass, 'pg_catalog.pg_constraint'::pg_catalog.regclass,
@@ -163,7 +169,7 @@ begin
             'pg_catalog.pg_proc'::pg_catalog.regclass
         )
         -- The fold ignores whatever the snapshot never had.
-        and (d.schema_name is null or not resilience._schema_never_tracked(d.schema_name));
+        and (s.schema_name is null or not resilience._schema_never_tracked(s.schema_name));
     if entries is not null then
         perform resilience._schema_remember(entries);
     end if;

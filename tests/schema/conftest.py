@@ -4,13 +4,16 @@ returns the changes of the versions they created, in either diff mode."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
 from psycopg import sql
 
 from pgresilience.schema import ChangeList
+
+if TYPE_CHECKING:
+    from conftest import ServerFeatures
 
 
 class Tracker:
@@ -72,10 +75,10 @@ def summary(changes: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
 
 def drop_plpython_diff(conn: psycopg.Connection[Any]) -> None:
     """Turn the database into one without PL/Python diff (like hosted Supabase)."""
-    conn.execute("drop function resilience._schema_diff(json)")
+    conn.execute("drop function if exists resilience._schema_diff(json)")
 
 
-@pytest.fixture(params=["database", "client"])
+@pytest.fixture(params=[pytest.param("database", marks=pytest.mark.plpython), "client"])
 def mode(request: pytest.FixtureRequest) -> str:
     """'database': PL/Python diffs at commit; 'client': plpython3u missing, the
     client diffs the stored deltas with the same module."""
@@ -90,6 +93,7 @@ def tracker(conn: psycopg.Connection[Any], mode: str) -> Iterator[Tracker]:
 
 
 @pytest.fixture
-def db_tracker(conn: psycopg.Connection[Any]) -> Tracker:
-    """PL/Python mode only (for tests about something else than the diff)."""
-    return Tracker(conn, "database")
+def db_tracker(conn: psycopg.Connection[Any], server_features: ServerFeatures) -> Tracker:
+    """One mode only, for tests about something else than the diff: PL/Python
+    where the server has it, else the client-side diff."""
+    return Tracker(conn, "database" if server_features.plpython else "client")

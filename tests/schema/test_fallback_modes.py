@@ -85,6 +85,7 @@ def test_without_plpython_every_change_shown_has_a_severity(
     assert any("[high] nullability_changed public.t.id" in line for line in lines)
 
 
+@pytest.mark.plpython
 def test_with_both_nothing_extra_is_said(dsn: str, conn: psycopg.Connection[Any]) -> None:
     conn.execute("create table t (id int)")
     lines = status_lines(conn)
@@ -92,6 +93,7 @@ def test_with_both_nothing_extra_is_said(dsn: str, conn: psycopg.Connection[Any]
     assert any(line.startswith("last change: 1 change(s), max severity low") for line in lines)
 
 
+@pytest.mark.plpython
 def test_diff_at_commit_off_never_starts_plpython_and_the_client_rates(
     dsn: str, conn: psycopg.Connection[Any]
 ) -> None:

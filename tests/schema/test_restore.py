@@ -84,6 +84,7 @@ def migrate(conn: psycopg.Connection[Any], *statements: str) -> None:
             conn.execute(statement)  # type: ignore[arg-type]  # literal test SQL
 
 
+@pytest.mark.pg_dump
 def test_restore_with_the_package_installed_before(tracker: Tracker, restored: Any) -> None:
     tracker.migrate(*APP_SCHEMA)
     source_hash = tracker.hash()
@@ -100,6 +101,7 @@ def test_restore_with_the_package_installed_before(tracker: Tracker, restored: A
         assert summary(renamed) == {("function_renamed", None, None, "high")}
 
 
+@pytest.mark.pg_dump
 def test_restore_then_ddl_before_any_refresh(tracker: Tracker, restored: Any) -> None:
     """The first fold after the restore re-keys: no table_added for an ADD COLUMN."""
     tracker.migrate(*APP_SCHEMA)
@@ -109,6 +111,7 @@ def test_restore_then_ddl_before_any_refresh(tracker: Tracker, restored: Any) ->
         assert summary(changes) == {("column_added", "public.users", "bio", "low")}
 
 
+@pytest.mark.pg_dump
 def test_restore_with_the_package_installed_after(bare_dsn: str, restored: Any, mode: str) -> None:
     with psycopg.connect(bare_dsn, autocommit=True) as source:
         migrate(source, *APP_SCHEMA)

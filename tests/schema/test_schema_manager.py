@@ -81,7 +81,7 @@ def test_force_refresh_and_client_side_diff_without_plpython(
 ) -> None:
     """Without event triggers or PL/Python (hosted Supabase without the
     privilege), schema_refresh() records the drift and the client diffs it."""
-    conn.execute("drop function resilience._schema_diff(json)")
+    conn.execute("drop function if exists resilience._schema_diff(json)")
     conn.execute("update resilience.settings set value = 'off' where name = 'schema_tracking'")
     received: list[ChangeList] = []
     with SchemaVersionManager(dsn) as manager:

@@ -274,7 +274,9 @@ def test_notify_at_commit_with_small_payload_and_postgrest_reload(
         message = payload(by_channel["resilience_schema"])
         assert message["version"] == db_tracker.latest()
         assert message["hash"] == db_tracker.hash()
-        assert (message["max_severity"], message["change_count"]) == ("low", 1)
+        # Without PL/Python the database stores no diff: no figures to announce.
+        figures = ("low", 1) if db_tracker.mode == "database" else (None, None)
+        assert (message["max_severity"], message["change_count"]) == figures
         assert message["tables"] == ["public.users"]
 
         db_tracker.conn.execute("update resilience.settings set value = 'off' "
@@ -297,7 +299,7 @@ def test_notify_payload_stays_under_8000_bytes(db_tracker: Tracker, dsn: str) ->
         [notify] = list(listener.notifies(timeout=5, stop_after=1))
     assert len(notify.payload.encode()) < 8000
     message = payload(notify)
-    assert message["change_count"] == 300
+    assert message["change_count"] == (300 if db_tracker.mode == "database" else None)
     assert message["tables_truncated"] is True
     assert 0 < len(message["tables"]) < 300
 
@@ -393,7 +395,8 @@ def test_ddl_by_a_non_superuser_owner_is_tracked(db_tracker: Tracker, make_role:
         owner.execute("alter table owned add column note text")
     history = db_tracker.conn.execute("select resilience.schema_history(2)").fetchall()
     assert [h[0]["actor_role"] for h in history] == ["schema_app_owner", "schema_app_owner"]
-    assert [h[0]["change_count"] for h in history] == [1, 1]
+    counted = 1 if db_tracker.mode == "database" else None  # no stored diff without PL/Python
+    assert [h[0]["change_count"] for h in history] == [counted, counted]
 
 
 def test_same_schema_gives_same_hash_in_two_databases(

@@ -58,6 +58,7 @@ def test_ddl_under_replica_mode_is_tracked(db_tracker: Tracker) -> None:
     }
 
 
+@pytest.mark.min_server_version(15, reason="security_invoker views")
 def test_security_invoker_turned_off_over_an_rls_table_is_critical(tracker: Tracker) -> None:
     tracker.migrate(
         "create table secrets (id int, owner text)",
@@ -81,7 +82,10 @@ def test_security_invoker_turned_off_over_an_rls_table_is_critical(tracker: Trac
     [
         "alter view v set (security_barrier = true)",
         "alter view v set (check_option = local)",
-        "alter view v set (security_invoker = on)",
+        pytest.param(
+            "alter view v set (security_invoker = on)",
+            marks=pytest.mark.min_server_version(15, reason="security_invoker views"),
+        ),
     ],
 )
 def test_view_options_are_in_the_snapshot_and_the_hash(tracker: Tracker, statement: str) -> None:
@@ -129,6 +133,7 @@ def test_drop_not_null_is_medium(tracker: Tracker) -> None:
     assert changes[0]["rule"] == "drop_not_null"
 
 
+@pytest.mark.plpython
 def test_the_diff_module_is_compiled_once_and_loaded_by_later_sessions(
     db_tracker: Tracker, dsn: str
 ) -> None:
