@@ -364,10 +364,12 @@ create or replace function resilience.tx_execute(
 returns jsonb
 language plpgsql
 volatile
--- SECURITY INVOKER, and no pinned search_path: the write is the caller's,
--- and the table's RLS policies and triggers must see the caller's
--- search_path, as in a plain write. Every name here is qualified.
+-- SECURITY INVOKER: the write is the caller's (grants, RLS). The pinned
+-- search_path keeps a hijacked one from running look-alike operators in
+-- here; RLS policies and triggers of managed tables must therefore name
+-- their objects with a schema (docs/transactions.md, known limitations).
 security invoker
+set search_path = ''
 as $$
 declare
     relation regclass;

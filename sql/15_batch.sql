@@ -139,9 +139,9 @@ create or replace function resilience.tx_run(operations jsonb)
 returns jsonb
 language plpgsql
 volatile
--- As tx_execute: the caller's privileges and search_path (RLS policies and
--- triggers of the tables see it); every name here is qualified.
+-- As tx_execute: the caller's privileges, a pinned search_path.
 security invoker
+set search_path = ''
 as $$
 declare
     results jsonb := '[]'::jsonb;

@@ -248,6 +248,9 @@ def test_lock_works_with_column_grants_like_select_for_update(
     assert locked["data"] == [{"id": 2, "v": "b"}]
 
 
+@pytest.mark.xfail(
+    strict=True, reason="known limitation: tx_execute pins search_path (hijack-proof)"
+)
 def test_tx_execute_applies_rls_as_a_plain_write_does(conn: psycopg.Connection[Any]) -> None:
     """DESIGN 1: tx_execute runs the write with the caller's privileges, so
     the table's grants and RLS apply. A policy calling a helper function that
