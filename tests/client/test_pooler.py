@@ -1,13 +1,15 @@
 """Through a real PgBouncer in transaction mode (like Supabase's pooler on
 port 6543): every client API works whatever the user passes (a conninfo, their
 own psycopg connection with automatic prepares on, a pool), because our calls
-never prepare statements server-side; the schema manager sees that LISTEN
-cannot work there and polls, or listens on a direct conninfo."""
+never prepare statements server-side; the schema manager and the shared
+circuit store see that LISTEN cannot work there and poll (the schema manager
+may listen on a direct conninfo instead)."""
 
 from __future__ import annotations
 
 import asyncio
 import queue
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -16,6 +18,9 @@ import pytest
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from pgresilience import AsyncTransactionManager, SchemaVersionManager, TransactionManager
+from pgresilience.breakers import CircuitBreaker
+from pgresilience.breakers.shared import SharedCircuitStore
+from pgresilience.breakers.state import CircuitState
 from pgresilience.installer import install
 from pgresilience.status import status_lines
 from pgresilience.transactions.janitor import Janitor
@@ -117,3 +122,26 @@ def test_schema_manager_listens_on_a_direct_conninfo(conn, dsn, bouncer):
         assert manager.mode == "listen" and manager.connections == 1
         conn.execute("create table widgets (id int primary key)")
         assert [c["type"] for c in received.get(timeout=10)] == ["table_added"]
+
+
+def test_shared_breaker_store_polls_behind_the_pooler(dsn, bouncer):
+    """The shared circuit store sees that LISTEN cannot work through the
+    pooler and relies on its refresh: a circuit opened by another process
+    (here: a store on a direct connection) reaches the pooled process within
+    a few refresh intervals, and many round trips leave no prepared
+    statement behind (psycopg prepares from the 5th run of a statement)."""
+    direct = SharedCircuitStore(dsn, refresh_interval=0.1)
+    pooled = SharedCircuitStore(bouncer.dsn(dsn), refresh_interval=0.1)
+    with direct, pooled:
+        opener = direct.attach(CircuitBreaker("ai-pooled", failure_threshold=1, timeout=60.0))
+        follower = pooled.attach(CircuitBreaker("ai-pooled", failure_threshold=1, timeout=60.0))
+        assert direct.wait_connected(10) and pooled.wait_connected(10)
+        assert (direct.mode, pooled.mode) == ("listen", "poll")
+        time.sleep(1.0)  # ~10 refreshes through the pooler: no "_pg3_0 already exists"
+        opener.open(30)
+        assert direct.flush(10)
+        deadline = time.monotonic() + 10
+        while follower.state != CircuitState.OPEN and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert follower.state == CircuitState.OPEN
+        assert pooled.available

@@ -47,6 +47,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from .._source import through_proxy
 from ..queries import query
 from .breaker import CircuitBreaker
 from .core import Transition
@@ -101,6 +102,11 @@ class SharedCircuitStore:
         self.keepalives_idle = keepalives_idle
         #: Probe questions sent to the database (tests and diagnostics).
         self.probe_questions = 0
+        #: How other processes' transitions arrive: "listen" (NOTIFY, plus the
+        #: refresh every ``refresh_interval``) or "poll" (the refresh alone,
+        #: behind a pooler such as PgBouncer in transaction mode, where the
+        #: session that would LISTEN is gone after each statement).
+        self.mode = "listen"
         self._breakers: dict[str, CircuitBreaker] = {}
         self._versions: dict[str, int] = {}
         self._unsent: dict[str, Transition] = {}
@@ -231,7 +237,10 @@ class SharedCircuitStore:
     def _connect(self) -> psycopg.Connection[Any] | None:
         try:
             conn = psycopg.connect(**self._connect_params())
-            self._round_trip(conn, "circuit_listen", None)
+            [(server_port,)] = self._round_trip(conn, "server_port", None)
+            self.mode = "poll" if through_proxy(conn.info.port, server_port) else "listen"
+            if self.mode == "listen":
+                self._round_trip(conn, "circuit_listen", None)
         except psycopg.Error as error:
             self._lost(error)
             return None
@@ -287,7 +296,9 @@ class SharedCircuitStore:
             self._busy_conn = conn
             self._watch.notify()
         try:
-            cursor = conn.execute(query(name), params)
+            # No server-side prepared statements: a pooler in transaction
+            # mode hands the next statement to another session.
+            cursor = conn.execute(query(name), params, prepare=False)
             return cursor.fetchall() if cursor.description is not None else []
         finally:
             with self._watch:
