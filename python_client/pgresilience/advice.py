@@ -43,6 +43,9 @@ def follow_ups(conn: psycopg.Connection[Any]) -> list[FollowUp]:
     row = conn.execute(query("follow_up_state")).fetchone()
     assert row is not None
     roles, event_triggers, authenticator, pre_request, can_set, me = row
+    if conn.info.server_version >= 150000:  # parameter privileges exist from 15 on
+        privileged = conn.execute(query("may_set_pre_request")).fetchone()
+        can_set = bool(privileged and privileged[0])
     todo = []
     if roles < 2:
         todo.append(

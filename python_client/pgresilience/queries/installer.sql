@@ -199,6 +199,11 @@ select
         where r.rolname = 'authenticator'
             and s.setdatabase in (0, (select d.oid from pg_database as d where d.datname = current_database()))
             and cfg like 'pgrst.db\_pre\_request=%tx\_pre\_request%'),
-    (select rolsuper from pg_roles where rolname = current_user)
-        or has_parameter_privilege('pgrst.db_pre_request', 'SET'),
+    (select rolsuper from pg_roles where rolname = current_user),
     quote_ident(current_user);
+
+-- may_set_pre_request --
+-- PostgreSQL 15+: may we set pgrst.db_pre_request for a role (superuser, or
+-- `grant set on parameter`)? Before 15 there are no parameter privileges.
+select (select rolsuper from pg_roles where rolname = current_user)
+    or has_parameter_privilege('pgrst.db_pre_request', 'SET');
