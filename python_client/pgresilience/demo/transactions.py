@@ -71,6 +71,23 @@ def run(dsn: str, say: Callable[[str], None]) -> None:
             for index, outcome in enumerate(batch.results):
                 say(f"  operation {index}: {outcome.data}")
         claims(conn, say)
+        read_under_lock(conn, say)
+
+
+def read_under_lock(
+    conn: psycopg.Connection[tuple[object, ...]], say: Callable[[str], None]
+) -> None:
+    """Read, decide, write across calls without a lost update: `lock`."""
+    with TransactionManager(conn) as tm, tm.transaction(timeout=30.0) as tx:
+        [row] = tx.lock("demo_users", {"name": "Jane (request)"})
+        say(f"lock: read {row['name']!r} under lock (the logical SELECT ... FOR UPDATE)")
+        try:
+            conn.execute("update demo_users set name = 'someone else' where id = %s", (row["id"],))
+        except psycopg.errors.LockNotAvailable:
+            say("  another writer of that row fails at once (55P03) until commit")
+        tx.update("demo_users", {"name": "Jane (locked, then renamed)"}, match={"id": row["id"]})
+    renamed = conn.execute("select name from demo_users where id = %s", (row["id"],)).fetchone()
+    say(f"  committed: {renamed[0] if renamed else None!r}")
 
 
 def claims(conn: psycopg.Connection[tuple[object, ...]], say: Callable[[str], None]) -> None:
