@@ -34,6 +34,7 @@ def owner_db(server, make_role):
         server.drop_database(name)
 
 
+@pytest.mark.min_server_version(15, reason="grant set on parameter")
 def test_every_follow_up_works_for_the_role_it_names(owner_db):
     owner_dsn, admin_dsn = owner_db
     report = install(owner_dsn)
@@ -70,6 +71,7 @@ def test_every_follow_up_works_for_the_role_it_names(owner_db):
         assert conninfo_to_dict(owner_dsn)["user"] == "pgr_app_owner"
 
 
+@pytest.mark.min_server_version(15, reason="grant set on parameter")
 def test_plpython_present_but_not_for_this_role(owner_db):
     """The extension exists (a superuser created it), but an untrusted
     language is for superusers only: install goes on without it."""

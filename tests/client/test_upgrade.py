@@ -84,7 +84,7 @@ def _app_and_transactions(dsn: str) -> tuple[str, str]:
     return undone, kept
 
 
-@pytest.mark.parametrize("via", ["install", "print-sql"])
+@pytest.mark.parametrize("via", ["install", pytest.param("print-sql", marks=pytest.mark.plpython)])
 def test_previous_release_upgrades_to_the_catalog_of_a_fresh_install(
     previous_release, server, bare_dsn, tmp_path, via
 ):
