@@ -43,9 +43,12 @@ def follow_ups(conn: psycopg.Connection[Any]) -> list[FollowUp]:
     row = conn.execute(query("follow_up_state")).fetchone()
     assert row is not None
     roles, event_triggers, authenticator, pre_request, can_set, me = row
-    if conn.info.server_version >= 150000:  # parameter privileges exist from 15 on
+    can_alter = True
+    if authenticator and conn.info.server_version >= 150000:  # parameter privileges: 15+
         privileged = conn.execute(query("may_set_pre_request")).fetchone()
-        can_set = bool(privileged and privileged[0])
+        can_set, can_alter = (
+            (bool(privileged[0]), bool(privileged[1])) if privileged else (False, False)
+        )
     todo = []
     if roles < 2:
         todo.append(
@@ -65,7 +68,17 @@ def follow_ups(conn: psycopg.Connection[Any]) -> list[FollowUp]:
                 "record the new schema version",
             )
         )
-    if authenticator and not pre_request:
+    if authenticator and not pre_request and not can_alter:
+        # PostgreSQL 16+: altering role authenticator takes its ADMIN option.
+        todo.append(
+            FollowUp(
+                "superuser",
+                PRE_REQUEST,
+                "PostgREST's db-pre-request is not resilience.tx_pre_request (on PostgreSQL "
+                "16+ only a superuser or a holder of authenticator's ADMIN option may set it)",
+            )
+        )
+    elif authenticator and not pre_request:
         if not can_set:
             todo.append(
                 FollowUp(

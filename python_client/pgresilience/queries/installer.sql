@@ -205,5 +205,10 @@ select
 -- may_set_pre_request --
 -- PostgreSQL 15+: may we set pgrst.db_pre_request for a role (superuser, or
 -- `grant set on parameter`)? Before 15 there are no parameter privileges.
+-- And may we alter role authenticator at all (from 16 on, CREATEROLE alone
+-- is not enough: it takes the ADMIN option on that role)?
 select (select rolsuper from pg_roles where rolname = current_user)
-    or has_parameter_privilege('pgrst.db_pre_request', 'SET');
+    or has_parameter_privilege('pgrst.db_pre_request', 'SET'),
+    (select rolsuper from pg_roles where rolname = current_user)
+    or current_setting('server_version_num')::int < 160000
+    or pg_has_role('authenticator', 'MEMBER WITH ADMIN OPTION');
