@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import queue
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -279,7 +280,9 @@ def as_file(statements: list[sql.Composable], conn: psycopg.Connection[Any]) -> 
 
 
 def bench_replay(tracked: str, plain: str, count: int) -> float:
-    psql = str(find_bin_dir() / "psql")
+    # The server's own psql, else the system's (the npm server builds ship none).
+    bundled = find_bin_dir() / "psql"
+    psql = str(bundled) if bundled.exists() else (shutil.which("psql") or "psql")
     with tempfile.TemporaryDirectory() as folder, psycopg.connect(tracked) as conn:
         paths = []
         for n, statements in enumerate(migration_history()):
