@@ -1121,18 +1121,35 @@ begin
 end;
 $$;
 
+-- Regenerate a managed table's code, or, when that cannot be done now
+-- (images of a changed key or type are held), say so and forget its shape:
+-- captured writes then compare shapes again and fail with RZ007 until
+-- manage_table (or tx_execute, once the images are gone) regenerates it.
+-- Used where nothing may fail: every install, and the DDL event triggers.
+create or replace function resilience._regenerate(relation regclass)
+returns void
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+begin
+    perform resilience._generate(relation);
+exception when others then
+    update resilience.managed_tables as m set shape = null where m.relation = _regenerate.relation;
+    raise warning 'pgresilience: capture of % not regenerated (%); captured writes fail with RZ007 until '
+        'resilience.manage_table(%) is run', relation, sqlerrm, pg_catalog.quote_literal(relation::text);
+end;
+$$;
+
 -- Every install regenerates every managed table with this release's code
--- (images are kept; a table that cannot be regenerated now says so).
+-- (images are kept).
 do $$
 declare
     managed record;
 begin
     for managed in select m.relation from resilience.managed_tables as m loop
-        begin
-            perform resilience._generate(managed.relation);
-        exception when others then
-            raise warning 'pgresilience: could not regenerate the capture of %: %', managed.relation, sqlerrm;
-        end;
+        perform resilience._regenerate(managed.relation);
     end loop;
 end;
 $$;

@@ -33,15 +33,7 @@ begin
         if (select m.shape from resilience.managed_tables as m where m.relation = managed)
             is distinct from resilience._table_shape(managed)
         then
-            begin
-                perform resilience._generate(managed);
-            exception when others then
-                -- No stored shape: captured writes compare shapes again, and
-                -- fail with RZ007 until manage_table succeeds.
-                update resilience.managed_tables as m set shape = null where m.relation = managed;
-                raise warning 'pgresilience: capture of % not regenerated (%); captured writes fail with RZ007 '
-                    'until resilience.manage_table(%) is run', managed, sqlerrm, pg_catalog.quote_literal(managed::text);
-            end;
+            perform resilience._regenerate(managed);
         end if;
     end loop;
 end;
@@ -80,12 +72,7 @@ begin
         inner join pg_catalog.pg_class as c on c.oid = m.relation
         where c.relkind = 'p' and m.shape is distinct from resilience._table_shape(m.relation)
     loop
-        begin
-            perform resilience._generate(managed);
-        exception when others then
-            update resilience.managed_tables as m set shape = null where m.relation = managed;
-            raise warning 'pgresilience: capture of % not regenerated (%)', managed, sqlerrm;
-        end;
+        perform resilience._regenerate(managed);
     end loop;
 end;
 $$;
