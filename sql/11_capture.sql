@@ -81,20 +81,20 @@ volatile
 as $$
 declare
     tx resilience.transactions;
-    caller_sub text;
 begin
     if tx_text operator(pg_catalog.!~) '^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$'
     then
         raise exception using
             errcode = 'RZ001', message = pg_catalog.format('logical transaction %L not found', tx_text);
     end if;
+    -- One query (the caller helpers inline into it): a transaction of
+    -- another role or user is not found, and not locked either.
     select t.* into tx from resilience.transactions as t
-    where t.id operator(pg_catalog.=) tx_text::pg_catalog.uuid for share;
-    caller_sub := resilience._caller_sub();
-    if tx.id is null
-        or tx.owner_role operator(pg_catalog.<>) resilience._caller_role()
-        or tx.owner_sub is distinct from caller_sub
-    then
+    where t.id operator(pg_catalog.=) tx_text::pg_catalog.uuid
+        and t.owner_role operator(pg_catalog.=) resilience._caller_role()
+        and t.owner_sub is not distinct from resilience._caller_sub()
+    for share;
+    if not found then
         raise exception using
             errcode = 'RZ001',
             message = pg_catalog.format('logical transaction %s not found', tx_text),

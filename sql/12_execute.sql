@@ -164,12 +164,28 @@ as $$
 declare
     names text [];
     incomparable text;
+    condition text;
+    usable boolean;
 begin
     if match is null or pg_catalog.jsonb_typeof(match) <> 'object' or match = '{}'::jsonb then
         raise exception using
             errcode = '22023',
             message = 'match must be a non-empty object {column: value}',
             hint = 'update, delete and lock never touch every row: say which rows.';
+    end if;
+    -- One query for the usual filter; an unknown or incomparable column
+    -- takes the checks below, which name it (and raise).
+    select pg_catalog.string_agg(
+            case when pg_catalog.jsonb_typeof(match -> k) = 'null'
+                then pg_catalog.format('t.%I is null', k)
+                else pg_catalog.format('t.%1$I = m.%1$I', k)
+            end, ' and ' order by k),
+        pg_catalog.bool_and((descriptor -> 'columns') ? k
+            and (pg_catalog.jsonb_typeof(match -> k) = 'null' or (descriptor -> 'comparable') ? k))
+    into condition, usable
+    from pg_catalog.jsonb_object_keys(match) as k;
+    if usable then
+        return condition;
     end if;
     select pg_catalog.array_agg(k order by k) into names from pg_catalog.jsonb_object_keys(match) as k;
     perform resilience._require_columns(descriptor, names);
@@ -182,14 +198,7 @@ begin
             message = pg_catalog.format('match cannot compare column %I of table %s: its type has no equality',
                 incomparable, descriptor ->> 'target');
     end if;
-    return (
-        select pg_catalog.string_agg(
-            case when pg_catalog.jsonb_typeof(match -> k) = 'null'
-                then pg_catalog.format('t.%I is null', k)
-                else pg_catalog.format('t.%1$I = m.%1$I', k)
-            end, ' and ' order by k)
-        from pg_catalog.unnest(names) as k
-    );
+    return condition;
 end;
 $$;
 
