@@ -979,6 +979,9 @@ declare
     v_holder pg_catalog.uuid;
     v_op pg_catalog.text := 'lock';
     v_via pg_catalog.text := 'tx_execute';
+    -- All rows in one table (always so unless partitioned): ctid and tableoid
+    -- then name each row exactly, with no need to pair them.
+    v_one_table pg_catalog.bool := coalesce(p_tableoids[1] operator(pg_catalog.=) all (p_tableoids), false);
 begin
     -- Nothing locked, nothing claimed, nothing to record.
     if coalesce(pg_catalog.cardinality(p_ctids), 0) = 0 then
@@ -992,20 +995,25 @@ begin
         select v_tx_id, v_seq, 'l', %6$s, %7$s, %8$s
         from %3$s as t
         where t.ctid operator(pg_catalog.=) any (p_ctids) and t.tableoid operator(pg_catalog.=) any (p_tableoids)
+            and (v_one_table or (t.tableoid, t.ctid) in (
+                select * from rows from (pg_catalog.unnest(p_tableoids), pg_catalog.unnest(p_ctids))))
             and t.xmax operator(pg_catalog.=) pg_catalog.pg_current_xact_id()::pg_catalog.xid;
         get diagnostics v_rows = row_count;
     exception when unique_violation then
         select x.tx_id into v_holder from %3$s as t
         cross join lateral (select i.tx_id from %2$s as i where i.claim and i.tx_id <> v_tx_id and %4$s limit 1) as x
         where t.ctid operator(pg_catalog.=) any (p_ctids) and t.tableoid operator(pg_catalog.=) any (p_tableoids)
+            and (v_one_table or (t.tableoid, t.ctid) in (
+                select * from rows from (pg_catalog.unnest(p_tableoids), pg_catalog.unnest(p_ctids))))
         limit 1;
         perform resilience._claim_conflict(v_root, v_holder);
     end;
     -- Exactly the rows passed: each (tableoid, ctid) pair was locked by this
-    -- statement; the query above matches ctids and tableoids separately
-    -- (pairing them costs a join per call), so a row of another partition
-    -- this database transaction locked earlier at the same ctid would be
-    -- one too many: refused here, never claimed.
+    -- statement. Pairs are matched as pairs when they span partitions (ctids
+    -- and tableoids matched apart would take another partition's row at the
+    -- same ctid that this database transaction locked earlier, and could
+    -- even balance the count against a passed row whose lock is a
+    -- subtransaction's); one table, the common case, needs no pairing join.
     if v_rows <> coalesce(pg_catalog.cardinality(p_ctids), 0) then
         raise exception using
             errcode = '55P03',
