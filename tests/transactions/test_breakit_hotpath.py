@@ -180,3 +180,136 @@ def test_lock_claims_exactly_the_rows_it_returns_after_a_savepoint(
     with rest("bob", other) as c:
         got = sqlstate_of(c, "update public.pt set v = 'bob' where id = 1")
     assert got == ("55P03" if state is None else None)
+
+
+def lock_function(conn: Conn, table: str) -> str:
+    return str(
+        one(
+            conn,
+            "select m.lock_function::oid::regproc::text from resilience.managed_tables as m"
+            " where m.relation = %s::regclass",
+            (table,),
+        )
+    )
+
+
+def journal(conn: Conn, tx: Any) -> list[tuple[str, int]]:
+    return conn.execute(
+        "select s.operation, s.row_count from resilience.tx_statements as s"
+        " where s.tx_id = %s order by s.seq",
+        (tx,),
+    ).fetchall()
+
+
+def execute_audit(conn: Conn, tx: Any) -> list[tuple[Any, ...]]:
+    """(operation, rows, via, actor_role, actor_sub) of tx's 'execute' audit rows."""
+    return conn.execute(
+        "select a.detail ->> 'operation', (a.detail ->> 'rows')::int, a.detail ->> 'via',"
+        " a.actor_role, a.actor_sub from resilience.audit_log as a"
+        " where a.event = 'execute' and a.tx_id = %s order by a.id",
+        (tx,),
+    ).fetchall()
+
+
+def test_lock_of_many_rows_across_partitions_claims_exactly_them(
+    conn: Conn, rest: Callable[..., Any], parts: dict[str, int]
+) -> None:
+    conn.execute(
+        "insert into public.pt select g, 30, 'x' from generate_series(3, 99) as g;"
+        " insert into public.pt select g, 30, 'x' from generate_series(103, 199) as g;"
+        " update public.pt set v = 'y' where id in (50, 150)"  # new ctids, dead tuples behind
+    )
+    expected = {r[0] for r in conn.execute("select id from public.pt where grp = 30")}
+    tx = begin(rest, "alice")
+    with rest("alice", tx) as c:
+        result = execute(c, tx, "pt", "lock", match={"grp": 30})
+    assert result["count"] == len(expected) == 194
+    assert {r["id"] for r in result["data"]} == expected
+    assert claimed_keys(conn, tx) == expected
+    assert journal(conn, tx) == [("lock", 194)]
+
+
+def test_lock_matching_nothing_claims_and_records_nothing(
+    conn: Conn, rest: Callable[..., Any], parts: dict[str, int]
+) -> None:
+    tx = begin(rest, "alice")
+    with rest("alice", tx) as c:
+        assert execute(c, tx, "pt", "lock", match={"grp": 99}) == {
+            "success": True,
+            "data": [],
+            "count": 0,
+        }
+    assert claimed_keys(conn, tx) == set()
+    assert journal(conn, tx) == []
+    assert execute_audit(conn, tx) == []
+    assert one(conn, "select count(*) from resilience.claimed_tables where tx_id = %s", (tx,)) == 0
+
+
+def test_direct_lock_call_with_forged_ctids_claims_nothing(
+    conn: Conn, rest: Callable[..., Any], parts: dict[str, int]
+) -> None:
+    """_lock_<n> is callable by clients (tx_execute runs as the caller). Rows
+    the caller did not lock, rows another session locked, pairs of another
+    table, duplicates, a mix of locked and unlocked rows: 55P03, nothing
+    claimed; someone else's transaction: RZ001."""
+    fn = lock_function(conn, "public.pt")
+    a, b = parts["pt_a"], parts["pt_b"]
+    call = f"select {fn}(%s, %s::oid[], %s::tid[])"
+    tx = begin(rest, "alice")
+    with psycopg.connect(conn.info.dsn) as holder:  # another session locks row 2
+        holder.execute("select 1 from public.pt where id = 2 for update")
+        with rest("alice", tx) as c:
+            assert sqlstate_of(c, call, (tx, [a], ["(0,1)"])) == "55P03"  # not locked
+            assert sqlstate_of(c, call, (tx, [a], ["(0,2)"])) == "55P03"  # locked by another
+            c.execute("select 1 from public.pt where id = 1 for update")
+            assert sqlstate_of(c, call, (tx, [b], ["(0,1)"])) == "55P03"  # row 101, not 1
+            assert sqlstate_of(c, call, (tx, [a, b], ["(0,1)", "(0,1)"])) == "55P03"
+            assert sqlstate_of(c, call, (tx, [a, a], ["(0,1)", "(0,1)"])) == "55P03"
+            assert sqlstate_of(c, call, (tx, [a, a], ["(0,1)", "(0,2)"])) == "55P03"
+            other = one(conn, "select 'public.pt'::regclass::oid")
+            assert sqlstate_of(c, call, (tx, [other], ["(0,1)"])) == "55P03"
+            bob = begin(rest, "bob")
+            assert sqlstate_of(c, call, (bob, [a], ["(0,1)"])) == "RZ001"
+            # The one call that names exactly what this transaction locked.
+            assert one(c, call, (tx, [a], ["(0,1)"])) == 1
+    assert claimed_keys(conn, tx) == {1}
+    assert journal(conn, tx) == [("lock", 1)]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_lock_<n> accepts any row whose xmax is this transaction: a FOR KEY SHARE lock "
+    "taken by a foreign-key check counts, so a caller without UPDATE rights claims the row",
+)
+def test_direct_lock_call_cannot_claim_a_row_only_a_foreign_key_check_locked(
+    conn: Conn, rest: Callable[..., Any]
+) -> None:
+    """alice may read `parent` but not update it (so she cannot lock it FOR
+    UPDATE) and may insert into `child`. Inserting a child row makes the
+    foreign-key check lock the parent row FOR KEY SHARE in her transaction
+    (xmax = her xid). Calling _lock_<n> on that row must not claim it: a
+    claim would block every other writer of a row she may not write."""
+    conn.execute(
+        """
+        create table public.parent (id integer primary key, v text);
+        create table public.child (id integer primary key,
+            parent_id integer not null references public.parent);
+        insert into public.parent values (1, 'p');
+        grant select on public.parent to authenticated;
+        grant select, insert on public.child to authenticated;
+        select resilience.manage_table('public.parent');
+        """
+    )
+    fn = lock_function(conn, "public.parent")
+    ctid = one(conn, "select ctid::text from public.parent where id = 1")
+    tx = begin(rest, "alice")
+    with rest("alice", tx) as c:
+        assert sqlstate_of(c, "select 1 from public.parent where id = 1 for update") == "42501"
+        c.execute("insert into public.child values (1, 1)")
+        state = sqlstate_of(
+            c,
+            f"select {fn}(%s, %s::oid[], %s::tid[])",
+            (tx, [one(conn, "select 'public.parent'::regclass::oid")], [ctid]),
+        )
+    assert state is not None
+    assert claimed_keys(conn, tx) == set()
