@@ -28,10 +28,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import errors, sql
-from psycopg.types.json import Jsonb
-
 from conftest import Server
+from psycopg.types.json import Jsonb
 
 Conn = psycopg.Connection[Any]
 
@@ -98,6 +96,16 @@ def sqlstate_of(c: Conn, query: str, params: Any = None) -> str | None:
     return None
 
 
+def probe(c: Conn, query: str, params: Any = None) -> str | None:
+    """As sqlstate_of, but undoes the statement whatever its outcome."""
+    try:
+        with c.transaction(force_rollback=True):
+            c.execute(query, params)
+    except psycopg.Error as e:
+        return e.sqlstate
+    return None
+
+
 def claimed_keys(conn: Conn, tx: Any) -> set[Any]:
     """Keys (the `id` column) claimed by tx, across managed tables."""
     rows = conn.execute(
@@ -120,7 +128,7 @@ def parts(conn: Conn) -> dict[str, int]:
         create table public.pt_a partition of public.pt for values from (0) to (100);
         create table public.pt_b partition of public.pt for values from (100) to (200);
         insert into public.pt values (1, 10, 'a1'), (2, 20, 'a2'), (101, 20, 'b1'), (102, 10, 'b2');
-        grant select, insert, update, delete on public.pt to authenticated;
+        grant select, insert, update, delete on public.pt, public.pt_a, public.pt_b to authenticated;
         select resilience.manage_table('public.pt');
         """
     )
@@ -313,3 +321,285 @@ def test_direct_lock_call_cannot_claim_a_row_only_a_foreign_key_check_locked(
         )
     assert state is not None
     assert claimed_keys(conn, tx) == set()
+
+
+# --- 1. capture decides inline ---------------------------------------------
+
+
+@pytest.fixture
+def acct(conn: Conn) -> None:
+    conn.execute(
+        """
+        create table public.acct (id integer primary key, n integer not null check (n >= 0));
+        insert into public.acct select g, g from generate_series(1, 9) as g;
+        grant select, insert, update, delete on public.acct to authenticated, service_role;
+        select resilience.manage_table('public.acct');
+        create table public.other (id integer primary key, n integer);
+        insert into public.other values (1, 1);
+        grant select, insert, update, delete on public.other to authenticated;
+        select resilience.manage_table('public.other');
+        """
+    )
+
+
+def snapshot(conn: Conn, table: str) -> list[str]:
+    return [r[0] for r in conn.execute(f"select t::text from {table} as t order by t.id")]
+
+
+def test_plain_writes_refuse_claimed_rows_and_nothing_else(
+    conn: Conn, rest: Callable[..., Any], acct: None
+) -> None:
+    tx = begin(rest, "alice")
+    with rest("alice") as c:
+        execute(c, tx, "acct", "update", {"n": 100}, {"id": 1})
+        execute(c, tx, "acct", "delete", match={"id": 2})
+        execute(c, tx, "acct", "update", {"id": 30}, {"id": 3})  # claims 3 and 30
+        execute(c, tx, "acct", "lock", match={"id": 4})
+    refused = [
+        "update public.acct set n = 0 where id = 1",
+        "delete from public.acct where id = 1",
+        "insert into public.acct values (2, 2)",
+        "insert into public.acct values (3, 3)",
+        "update public.acct set n = 0 where id = 30",
+        "update public.acct set n = 0 where id = 4",
+        "update public.acct set n = n + 1 where id in (5, 1)",
+        "update public.acct set id = 2 where id = 5",  # into a claimed key
+        "insert into public.acct values (31, 0) on conflict (id) do update set n = 0",  # fine
+    ]
+    allowed = [
+        "update public.acct set n = 0 where id = 5",
+        "delete from public.acct where id = 6",
+        "insert into public.acct values (10, 10)",
+        "update public.acct set n = 0 where false",
+        "update public.acct set id = 11 where id = 7",
+        "update public.other set n = 0 where id = 1",
+    ]
+    expected = {q: "55P03" for q in refused[:-1]} | {refused[-1]: None}
+    expected |= {q: None for q in allowed}
+    for who in ("bob", "alice"):  # even the holder, outside its transaction
+        with rest(who) as c:
+            c.execute("select set_config('resilience.tx_id', '', true)")
+            assert {q: probe(c, q) for q in expected} == expected
+    # A superuser session is a plain writer too.
+    assert sqlstate_of(conn, "update public.acct set n = 0 where id = 1") == "55P03"
+
+
+def test_header_mode_is_captured_and_rolls_back_exactly(
+    conn: Conn, rest: Callable[..., Any], acct: None
+) -> None:
+    before = snapshot(conn, "public.acct")
+    tx = begin(rest, "alice")
+    with rest("alice", tx) as c:
+        c.execute("insert into public.acct values (20, 20), (21, 21)")
+        c.execute("update public.acct set n = n * 2 where id <= 3")
+        c.execute("update public.acct set id = 40 where id = 4")
+        c.execute("delete from public.acct where id = 5")
+        c.execute("update public.acct set n = 0 where false")
+    assert journal(conn, tx) == [
+        ("insert", 2),
+        ("update", 3),
+        ("update", 1),
+        ("delete", 1),
+        ("update", 0),
+    ]
+    assert [a[2] for a in execute_audit(conn, tx)] == ["header"] * 5
+    with rest("bob") as c:  # claimed, old key of the key change included
+        assert sqlstate_of(c, "insert into public.acct values (4, 4)") == "55P03"
+    with rest("alice") as c:
+        assert one(c, "select resilience.tx_rollback(%s)", (tx,))["success"] is True
+    assert snapshot(conn, "public.acct") == before
+    assert claimed_keys(conn, tx) == set()
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["bob's", "unknown", "garbage", "committed", "uppercase-bob's"],
+)
+def test_header_naming_a_transaction_the_caller_may_not_use_fails_the_write(
+    conn: Conn, rest: Callable[..., Any], acct: None, header: str
+) -> None:
+    bob = begin(rest, "bob")
+    done = begin(rest, "alice")
+    with rest("alice") as c:
+        c.execute("select resilience.tx_commit(%s)", (done,))
+    value = {
+        "bob's": str(bob),
+        "unknown": "00000000-0000-4000-8000-000000000000",
+        "garbage": "x'); drop table public.acct; --",
+        "committed": str(done),
+        "uppercase-bob's": str(bob).upper(),
+    }[header]
+    before = snapshot(conn, "public.acct")
+    with rest("alice", value) as c:
+        state = sqlstate_of(c, "update public.acct set n = 0 where id = 8")
+    assert state == ("RZ002" if header == "committed" else "RZ001")
+    assert snapshot(conn, "public.acct") == before
+    assert journal(conn, bob) == []
+
+
+def test_empty_or_unrelated_header_is_a_plain_write(
+    conn: Conn, rest: Callable[..., Any], acct: None
+) -> None:
+    tx = begin(rest, "alice")
+    with rest("alice") as c:
+        execute(c, tx, "acct", "update", {"n": 100}, {"id": 1})
+    for headers in (
+        {"x-resilience-tx": ""},
+        {"referer": "https://x/?x-resilience-tx=1", "prefer": "x-resilience-tx"},
+        {"x-resilience-txn": str(tx)},
+    ):
+        with rest("bob", headers=headers) as c:
+            assert sqlstate_of(c, "update public.acct set n = 0 where id = 8") is None
+            assert sqlstate_of(c, "update public.acct set n = 0 where id = 1") == "55P03"
+    assert journal(conn, tx) == [("update", 1)]
+
+
+def test_forged_settings_neither_escape_capture_nor_claims(
+    conn: Conn, rest: Callable[..., Any], acct: None
+) -> None:
+    """resilience.tx_id naming someone else's transaction: RZ001. A forged
+    resilience.restoring (any value but a running restore's token) neither
+    lifts a claim nor keeps a write out of the transaction it belongs to."""
+    alice = begin(rest, "alice")
+    bob = begin(rest, "bob")
+    with rest("alice") as c:
+        execute(c, alice, "acct", "update", {"n": 100}, {"id": 1})
+    forged = ["00000000-0000-4000-8000-000000000000", str(alice), str(bob), "x", "on"]
+    with rest("bob") as c:
+        c.execute("select set_config('resilience.tx_id', %s, true)", (str(alice),))
+        assert sqlstate_of(c, "update public.acct set n = 0 where id = 8") == "RZ001"
+        c.execute("select set_config('resilience.tx_id', '', true)")
+        assert sqlstate_of(c, "select * from resilience.restore_tokens") == "42501"
+        for value in forged:
+            c.execute("select set_config('resilience.restoring', %s, true)", (value,))
+            assert sqlstate_of(c, "update public.acct set n = 0 where id = 1") == "55P03"
+            assert sqlstate_of(c, "truncate public.acct") is not None
+    before = snapshot(conn, "public.acct")
+    with rest("bob", bob) as c:
+        for i, value in enumerate(forged):
+            c.execute("select set_config('resilience.restoring', %s, true)", (value,))
+            c.execute("update public.acct set n = n + 1 where id = %s", (5 + i % 3,))
+    assert journal(conn, bob) == [("update", 1)] * len(forged)
+    with rest("bob") as c:
+        c.execute("select resilience.tx_rollback(%s)", (bob,))
+    assert snapshot(conn, "public.acct") == before
+
+
+def test_partitions_capture_and_guard_against_the_parent(
+    conn: Conn, rest: Callable[..., Any], parts: dict[str, int]
+) -> None:
+    before = snapshot(conn, "public.pt")
+    tx = begin(rest, "alice")
+    with rest("alice", tx) as c:
+        c.execute("update public.pt_b set v = 'alice' where id = 101")  # aimed at a partition
+        c.execute("insert into public.pt_a values (50, 1, 'new')")
+        c.execute("update public.pt set id = 150 where id = 2")  # moves pt_a -> pt_b
+    assert conn.execute(
+        "select distinct relation::text from resilience.tx_statements where tx_id = %s", (tx,)
+    ).fetchall() == [("pt",)]
+    assert claimed_keys(conn, tx) == {101, 50, 2, 150}
+    with rest("bob") as c:
+        for q in (
+            "update public.pt_b set v = 'bob' where id = 101",
+            "update public.pt set v = 'bob' where id = 101",
+            "delete from public.pt_a where id = 50",
+            "insert into public.pt_a values (2, 0, 'bob')",
+            "delete from public.pt_b where id = 150",
+        ):
+            assert probe(c, q) == "55P03", q
+        assert probe(c, "update public.pt_b set v = 'bob' where id = 102") is None
+        assert probe(c, "update public.pt_a set v = 'bob' where id = 1") is None
+    with rest("alice") as c:
+        c.execute("select resilience.tx_rollback(%s)", (tx,))
+    assert snapshot(conn, "public.pt") == before
+
+
+def test_a_table_no_longer_managed_is_written_freely(
+    conn: Conn, rest: Callable[..., Any], acct: None
+) -> None:
+    tx = begin(rest, "alice")
+    with rest("alice") as c:
+        execute(c, tx, "acct", "update", {"n": 100}, {"id": 1})
+        c.execute("select resilience.tx_commit(%s)", (tx,))
+    conn.execute("select resilience.unmanage_table('public.acct')")
+    tx = begin(rest, "alice")
+    with rest("alice", tx) as c:
+        c.execute("update public.acct set n = 0 where id = 1")
+        assert (
+            sqlstate_of(
+                c, "select resilience.tx_execute(%s, 'acct', 'delete', null, '{\"id\": 2}')", (tx,)
+            )
+            == "22023"
+        )
+    assert journal(conn, tx) == []
+    with rest("bob", "00000000-0000-4000-8000-000000000000") as c:
+        assert sqlstate_of(c, "update public.acct set n = 1 where id = 1") is None
+
+
+def test_a_detached_partition_is_no_longer_captured_nor_guarded(
+    conn: Conn, rest: Callable[..., Any], parts: dict[str, int]
+) -> None:
+    conn.execute("alter table public.pt detach partition public.pt_b")
+    tx = begin(rest, "alice")
+    with rest("alice", tx) as c:
+        c.execute("update public.pt_b set v = 'alice' where id = 101")
+        c.execute("update public.pt set v = 'alice' where id = 1")
+    assert journal(conn, tx) == [("update", 1)]
+    assert claimed_keys(conn, tx) == {1}
+    with rest("bob") as c:
+        assert sqlstate_of(c, "update public.pt_b set v = 'bob' where id = 1") is None
+        assert sqlstate_of(c, "update public.pt set v = 'bob' where id = 1") == "55P03"
+
+
+def test_ddl_on_a_managed_table_during_a_transaction(
+    conn: Conn, rest: Callable[..., Any], acct: None
+) -> None:
+    before = snapshot(conn, "public.acct")
+    tx = begin(rest, "alice")
+    with rest("alice", tx) as c:
+        c.execute("update public.acct set n = 50 where id = 1")
+    conn.execute("alter table public.acct add column note text default 'x'")
+    with rest("alice", tx) as c:
+        c.execute("update public.acct set note = 'alice' where id = 2")
+        c.execute("insert into public.acct values (20, 20, 'new')")
+    with rest("bob") as c:
+        assert sqlstate_of(c, "update public.acct set n = 0 where id = 1") == "55P03"
+        assert sqlstate_of(c, "update public.acct set note = 'bob' where id = 3") is None
+    conn.execute("update public.acct set note = 'x' where id = 3")
+    with rest("alice") as c:
+        state = sqlstate_of(c, "select resilience.tx_rollback(%s)", (tx,))
+    # The image of row 1 predates the column: a conflict (documented), never a
+    # silent partial restore; force restores it with the new column null.
+    assert state == "RZ005"
+    with rest("alice") as c:
+        c.execute("select resilience.tx_rollback(%s, force => true)", (tx,))
+    restored = snapshot(conn, "public.acct")
+    assert restored[0] == "(1,1,)"
+    assert restored[1:] == [r[:-1] + ",x)" for r in before[1:]]
+
+
+def test_ddl_without_the_event_trigger_fails_captured_writes_only(
+    conn: Conn, rest: Callable[..., Any], acct: None
+) -> None:
+    tx = begin(rest, "alice")
+    with rest("alice", tx) as c:
+        c.execute("update public.acct set n = 50 where id = 1")
+    conn.execute(
+        "alter event trigger resilience_managed_ddl_end disable;"
+        " alter table public.acct add column note text"
+    )
+    with rest("alice", tx) as c:
+        assert sqlstate_of(c, "update public.acct set n = 51 where id = 2") == "RZ007"
+    with rest("alice") as c:
+        assert (
+            sqlstate_of(
+                c,
+                "select resilience.tx_execute(%s, 'acct', 'update', '{\"n\": 1}', '{\"id\": 2}')",
+                (tx,),
+            )
+            == "RZ007"
+        )
+    with rest("bob") as c:
+        assert sqlstate_of(c, "update public.acct set n = 0 where id = 1") == "55P03"
+        assert sqlstate_of(c, "update public.acct set n = 0 where id = 3") is None
+    assert journal(conn, tx) == [("update", 1)]
