@@ -128,7 +128,8 @@ def parts(conn: Conn) -> dict[str, int]:
         create table public.pt_a partition of public.pt for values from (0) to (100);
         create table public.pt_b partition of public.pt for values from (100) to (200);
         insert into public.pt values (1, 10, 'a1'), (2, 20, 'a2'), (101, 20, 'b1'), (102, 10, 'b2');
-        grant select, insert, update, delete on public.pt, public.pt_a, public.pt_b to authenticated;
+        grant select, insert, update, delete
+            on public.pt, public.pt_a, public.pt_b to authenticated;
         select resilience.manage_table('public.pt');
         """
     )
@@ -603,3 +604,119 @@ def test_ddl_without_the_event_trigger_fails_captured_writes_only(
         assert sqlstate_of(c, "update public.acct set n = 0 where id = 1") == "55P03"
         assert sqlstate_of(c, "update public.acct set n = 0 where id = 3") is None
     assert journal(conn, tx) == [("update", 1)]
+
+
+# --- 2. journal + execute audit row in one statement ------------------------
+
+
+def test_execute_audit_rows_are_the_statements_that_ran_with_the_owner_as_actor(
+    conn: Conn, rest: Callable[..., Any], acct: None
+) -> None:
+    tx = begin(rest, "alice")
+    with rest("alice", tx) as c:
+        c.execute("insert into public.acct values (20, 20), (21, 21)")
+    with rest("alice") as c:
+        execute(c, tx, "acct", "update", {"n": 7}, {"n": 7})
+        execute(c, tx, "acct", "lock", match={"id": 8})
+        execute(c, tx, "acct", "lock", match={"id": 99})  # nothing locked: no statement
+        execute(c, tx, "acct", "delete", match={"id": 99})  # ran, no row
+        execute(c, tx, "acct", "insert", {"id": 22, "n": 1})
+    rows = [
+        ("insert", 2, "header"),
+        ("update", 1, "tx_execute"),
+        ("lock", 1, "tx_execute"),
+        ("delete", 0, "tx_execute"),
+        ("insert", 1, "tx_execute"),
+    ]
+    assert journal(conn, tx) == [(op, n) for op, n, _ in rows]
+    assert execute_audit(conn, tx) == [(*r, "authenticated", "alice") for r in rows]
+    # A caller without a JWT subject (service_role, a plain role).
+    with rest(None, role="service_role") as c:
+        svc = one(c, "select resilience.tx_begin()")
+        execute(c, svc, "acct", "update", {"n": 8}, {"id": 8 + 1})
+    assert execute_audit(conn, svc) == [("update", 1, "tx_execute", "service_role", None)]
+    # Each owner reads their own execute rows only.
+    with rest("bob") as c:
+        assert one(c, "select count(*) from resilience.audit_log where tx_id = %s", (tx,)) == 0
+    with rest("alice") as c:
+        assert (
+            one(
+                c,
+                "select count(*) from resilience.audit_log where tx_id = %s and event = 'execute'",
+                (tx,),
+            )
+            == 5
+        )
+
+
+def test_a_failed_statement_leaves_no_audit_or_journal_row(
+    conn: Conn, rest: Callable[..., Any], acct: None
+) -> None:
+    bob = begin(rest, "bob")
+    with rest("bob") as c:
+        execute(c, bob, "acct", "update", {"n": 0}, {"id": 9})
+    tx = begin(rest, "alice")
+    with psycopg.connect(conn.info.dsn) as holder:  # another session is writing row 8
+        holder.execute("update public.acct set n = n where id = 8")
+        with rest("alice", tx) as c:
+            failing = [
+                "insert into public.acct values (1, 1)",  # 23505
+                "update public.acct set n = -1 where id = 1",  # 23514 (check)
+                "update public.acct set n = 1 where id = 9",  # 55P03 (bob's claim)
+                "insert into public.acct values (30, 1), (9, 1)",  # 23505 after one row
+            ]
+            assert [sqlstate_of(c, q) for q in failing] == ["23505", "23514", "55P03", "23505"]
+            calls = [
+                ("acct", "insert", {"id": 1, "n": 1}, None),
+                ("acct", "insert", {"id": 31, "nope": 1}, None),
+                ("acct", "insert", [{"id": 32, "n": 1}, {"id": 9, "n": 1}], None),
+                ("acct", "update", {"n": 1}, {"id": 9}),
+                ("acct", "lock", None, {"id": 8}),
+                ("acct", "lock", None, {"id": 9}),
+                ("acct", "upsert", {"id": 9, "n": 1}, None),
+            ]
+            states = [
+                sqlstate_of(
+                    c,
+                    "select resilience.tx_execute(%s, %s, %s, %s, %s)",
+                    (tx, t, op, None if d is None else Jsonb(d), None if m is None else Jsonb(m)),
+                )
+                for t, op, d, m in calls
+            ]
+            assert states == ["23505", "42703", "23505", "55P03", "55P03", "55P03", "55P03"]
+            c.execute("update public.acct set n = 3 where id = 3")
+        holder.rollback()
+    assert journal(conn, tx) == [("update", 1)]
+    assert [a[:3] for a in execute_audit(conn, tx)] == [("update", 1, "header")]
+    assert claimed_keys(conn, tx) == {3}
+
+
+def test_clients_cannot_write_execute_rows(
+    conn: Conn, rest: Callable[..., Any], acct: None
+) -> None:
+    tx = begin(rest, "alice")
+    capture = one(
+        conn,
+        "select m.capture_function::oid::regproc::text from resilience.managed_tables as m"
+        " where m.relation = 'public.acct'::regclass",
+    )
+    with rest("alice", tx) as c:
+        attempts = [
+            (
+                "insert into resilience.audit_log (event, tx_id, actor_role, actor_sub, detail)"
+                " values ('execute', %s, 'authenticated', 'alice', '{}')",
+                (tx,),
+            ),
+            ("select resilience._audit('execute', %s, '{}')", (tx,)),
+            (
+                "insert into resilience.tx_statements (tx_id, seq, relation, operation, row_count)"
+                " values (%s, 1, 'public.acct', 'insert', 1)",
+                (tx,),
+            ),
+            (f"select {capture}()", None),
+            ("update resilience.audit_log set event = 'execute' where tx_id = %s", (tx,)),
+        ]
+        for query, params in attempts:
+            assert sqlstate_of(c, query, params) is not None, query
+    assert execute_audit(conn, tx) == []
+    assert journal(conn, tx) == []
