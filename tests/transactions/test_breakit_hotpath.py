@@ -888,3 +888,193 @@ def test_absent_not_null_domain_column_behaves_as_a_plain_insert(conn: Conn) -> 
         assert got == plain == "23502"
     result = execute(conn, tx, "strict_dom", "insert", {"id": 2, "v": "v"})
     assert result == {"success": True, "data": [{"id": 2, "v": "v", "z": 3}], "count": 1}
+
+
+@pytest.fixture
+def notes(conn: Conn) -> None:
+    """A managed table with RLS (insert anything, read only your own rows), a
+    BEFORE trigger that skips rows with body 'skip', and column grants."""
+    conn.execute(
+        """
+        create table public.notes (
+            id integer generated always as identity primary key,
+            owner text not null default 'nobody',
+            body text,
+            secret text default 'hidden',
+            at timestamptz not null default '2000-01-01 00:00+00'
+        );
+        alter table public.notes enable row level security;
+        create policy notes_insert on public.notes for insert to authenticated with check (true);
+        create policy notes_read on public.notes for select to authenticated
+            using (owner = (current_setting('request.jwt.claims', true)::jsonb ->> 'sub'));
+        create policy notes_delete on public.notes for delete to authenticated using (true);
+        create policy notes_update on public.notes for update to authenticated using (true);
+        grant insert (owner, body, secret, at), delete on public.notes to authenticated;
+        grant select (id, owner, body, at) on public.notes to authenticated;
+        grant update (body) on public.notes to authenticated;
+        create function public.skip_some() returns trigger language plpgsql as $$
+        begin
+            if new.body = 'skip' then return null; end if;
+            return new;
+        end $$;
+        create trigger skip_some before insert on public.notes
+            for each row execute function public.skip_some();
+        select resilience.manage_table('public.notes');
+        """
+    )
+
+
+def test_insert_returns_what_the_caller_may_read_and_obeys_rls_like_plain_returning(
+    conn: Conn, rest: Callable[..., Any], notes: None
+) -> None:
+    tx = begin(rest, "alice")
+    with rest("alice") as c:
+        mine = {"owner": "alice", "body": "hi"}
+        for data in (mine, [mine]):
+            got = execute(c, tx, "notes", "insert", data)
+            assert got["count"] == 1
+            assert [sorted(r) for r in got["data"]] == [["at", "body", "id", "owner"]]
+            assert got["data"][0]["owner"] == "alice"
+        # A row the SELECT policy hides: plain INSERT ... RETURNING fails
+        # (42501), without RETURNING it passes; tx_execute returns rows, so
+        # it must fail as RETURNING does, on both paths.
+        theirs = {"owner": "bob", "body": "x"}
+        plain = probe(c, "insert into public.notes (owner, body) values ('bob', 'x') returning id")
+        assert plain == "42501"
+        assert probe(c, "insert into public.notes (owner, body) values ('bob', 'x')") is None
+        for data in (theirs, [theirs]):
+            assert (
+                probe(
+                    c,
+                    "select resilience.tx_execute(%s, 'notes', 'insert', %s)",
+                    (tx, Jsonb(data)),
+                )
+                == plain
+            )
+        # A column without INSERT privilege: 42501 as a plain insert.
+        plain = probe(c, "insert into public.notes (owner, id) values ('alice', 5)")
+        assert plain == "42501"
+        for data in ({"owner": "alice", "id": 5}, [{"owner": "alice", "id": 5}]):
+            state = probe(
+                c, "select resilience.tx_execute(%s, 'notes', 'insert', %s)", (tx, Jsonb(data))
+            )
+            assert state == plain
+    assert journal(conn, tx) == [("insert", 1), ("insert", 1)]
+
+
+def test_a_before_trigger_that_skips_the_row(
+    conn: Conn, rest: Callable[..., Any], notes: None
+) -> None:
+    tx = begin(rest, "alice")
+    skip = {"owner": "alice", "body": "skip"}
+    with rest("alice") as c:
+        assert execute(c, tx, "notes", "insert", skip) == {"success": True, "data": [], "count": 0}
+        assert execute(c, tx, "notes", "insert", [skip]) == {
+            "success": True,
+            "data": [],
+            "count": 0,
+        }
+        ran = one(
+            c,
+            "select resilience.tx_run(%s)",
+            (
+                Jsonb(
+                    [
+                        {"table": "notes", "operation": "insert", "data": skip},
+                        {"table": "notes", "operation": "insert", "data": {"owner": "alice"}},
+                        {"table": "notes", "operation": "insert", "data": {"body": "skip"}},
+                    ]
+                ),
+            ),
+        )
+        assert [r["count"] for r in ran["results"]] == [0, 1, 0]
+        assert [r["data"] for r in ran["results"]][::2] == [[], []]
+    assert one(conn, "select count(*) from public.notes") == 1
+    assert journal(conn, tx) == [("insert", 0), ("insert", 0)]
+
+
+def test_arrays_of_rows_and_upserts_are_unchanged(
+    conn: Conn, rest: Callable[..., Any], acct: None
+) -> None:
+    tx = begin(rest, "alice")
+    with rest("alice") as c:
+        got = execute(c, tx, "acct", "insert", [{"id": 20, "n": 1}, {"id": 21, "n": 2}])
+        assert got == {
+            "success": True,
+            "data": [{"id": 20, "n": 1}, {"id": 21, "n": 2}],
+            "count": 2,
+        }
+        state = probe(
+            c,
+            "select resilience.tx_execute(%s, 'acct', 'insert', %s)",
+            (tx, Jsonb([{"id": 22, "n": 1}, {"id": 23}])),
+        )
+        assert state == "22023"  # rows naming different columns
+        assert execute(c, tx, "acct", "upsert", {"id": 20, "n": 5}) == {
+            "success": True,
+            "data": [{"id": 20, "n": 5}],
+            "count": 1,
+        }
+        assert (
+            execute(c, tx, "acct", "upsert", [{"id": 1, "n": 6}, {"id": 24, "n": 7}])["count"] == 2
+        )
+        assert execute(c, tx, "other", "upsert", {"id": 1}) == {
+            "success": True,
+            "data": [],
+            "count": 0,
+        }
+        assert (
+            probe(
+                c,
+                "select resilience.tx_execute(%s, 'acct', 'insert', %s, %s)",
+                (tx, Jsonb({"id": 30, "n": 1}), Jsonb({"id": 1})),
+            )
+            == "22023"
+        )
+    assert snapshot(conn, "public.acct")[0] == "(1,6)"
+    assert claimed_keys(conn, tx) == {1, 20, 21, 24}
+
+
+def test_rollback_of_one_object_inserts_equals_a_real_rollback(
+    conn: Conn, rest: Callable[..., Any]
+) -> None:
+    """The same writes once in a database transaction that is rolled back
+    (the oracle) and once in a logical transaction that is: the table must
+    read the same, row by row as text, and nothing may stay claimed."""
+    conn.execute(WIDE)
+    conn.execute(
+        """
+        insert into public."we""ird tåble" (d, n, j) values ('old', '{"a": 1}', row(1, 'x'));
+        grant all on public."we""ird tåble" to authenticated;
+        select resilience.manage_table('public."we""ird tåble"');
+        """
+    )
+    table = '"we""ird tåble"'
+    rows = [row for row, state in WIDE_ROWS if state is None and "select" not in row]
+
+    def state() -> list[str]:
+        return [
+            r[0]
+            for r in conn.execute(
+                'select t::text from public."we""ird tåble" as t order by t."select"'
+            )
+        ]
+
+    before = state()
+    with rest("alice") as c:
+        with c.transaction(force_rollback=True):
+            tx = one(c, "select resilience.tx_begin()")
+            for row in rows:
+                execute(c, tx, table, "insert", row)
+            execute(c, tx, table, "update", {"d": "new"}, {"d": "old"})
+    assert state() == before
+    tx = begin(rest, "alice")
+    with rest("alice") as c:
+        inserted = [execute(c, tx, table, "insert", row)["data"][0] for row in rows]
+        execute(c, tx, table, "update", {"d": "new"}, {"d": "old"})
+    assert len(state()) == len(before) + len(inserted)
+    with rest("alice") as c:
+        result = one(c, "select resilience.tx_rollback(%s)", (tx,))
+    assert result["restored_rows"] == len(rows) + 1
+    assert state() == before
+    assert claimed_keys(conn, tx) == set()
