@@ -1149,3 +1149,56 @@ def test_a_cross_partition_move_whose_insert_a_trigger_skips(
     with rest("alice") as c:
         c.execute("select resilience.tx_rollback(%s)", (tx,))
     assert snapshot(conn, "public.pt") == before
+
+
+# --- more attacks on lock ---------------------------------------------------
+
+
+@pytest.mark.parametrize("earlier", ["lock", "header update", "select for update", "fk check"])
+def test_lock_after_the_same_request_touched_a_row_at_the_same_ctid(
+    conn: Conn, rest: Callable[..., Any], parts: dict[str, int], earlier: str
+) -> None:
+    """Earlier in the request, row 1 (pt_a, (0,1)) was locked, updated,
+    locked by a plain SELECT ... FOR UPDATE, or key-share locked by a
+    foreign-key check. Locking rows 2 (pt_a, (0,2)) and 101 (pt_b, (0,1))
+    then claims exactly those (and nothing else new)."""
+    conn.execute(
+        "create table public.ref (id integer primary key, pt_id integer references public.pt);"
+        " grant insert on public.ref to authenticated"
+    )
+    tx = begin(rest, "alice")
+    with rest("alice", tx) as c:
+        c.execute("select set_config('request.headers', '{}', true)")  # only tx_execute
+        if earlier == "lock":
+            execute(c, tx, "pt", "lock", match={"id": 1})
+        elif earlier == "header update":
+            c.execute(
+                "select set_config('request.headers', %s, true)",
+                (json.dumps({"x-resilience-tx": str(tx)}),),
+            )
+            c.execute("update public.pt set v = 'upd' where id = 1")
+            c.execute("select set_config('request.headers', '{}', true)")
+        elif earlier == "select for update":
+            c.execute("select 1 from public.pt where id = 1 for update")
+        else:
+            c.execute("insert into public.ref values (1, 1)")
+        locked = execute(c, tx, "pt", "lock", match={"grp": 20})
+        assert sorted(r["id"] for r in locked["data"]) == [2, 101]
+    assert claimed_keys(conn, tx) == {2, 101} | (
+        {1} if earlier in ("lock", "header update") else set()
+    )
+
+
+def test_lock_of_many_rows_of_one_table(conn: Conn, rest: Callable[..., Any], acct: None) -> None:
+    conn.execute(
+        "insert into public.other select g, g % 3 from generate_series(2, 5001) as g;"
+        " delete from public.other where id % 7 = 0"
+    )
+    expected = {r[0] for r in conn.execute("select id from public.other where n = 1")}
+    tx = begin(rest, "alice")
+    with rest("alice") as c:
+        assert execute(c, tx, "other", "lock", match={"n": 1})["count"] == len(expected)
+    assert claimed_keys(conn, tx) == expected
+    with rest("bob") as c:
+        assert probe(c, "update public.other set n = 9 where id = %s", (min(expected),)) == "55P03"
+        assert probe(c, "update public.other set n = 9 where n = 2") is None
