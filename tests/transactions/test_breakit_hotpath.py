@@ -1202,3 +1202,44 @@ def test_lock_of_many_rows_of_one_table(conn: Conn, rest: Callable[..., Any], ac
     with rest("bob") as c:
         assert probe(c, "update public.other set n = 9 where id = %s", (min(expected),)) == "55P03"
         assert probe(c, "update public.other set n = 9 where n = 2") is None
+
+
+def test_merge_upsert_and_writable_ctes_in_header_mode_roll_back_exactly(
+    conn: Conn, rest: Callable[..., Any], parts: dict[str, int]
+) -> None:
+    """Statements that fire several capture triggers at once (MERGE, INSERT
+    ... ON CONFLICT DO UPDATE, a DELETE and an INSERT of the same key in one
+    query), on a partitioned table, as PostgREST-style requests."""
+    conn.execute("insert into public.pt select g, g % 3, 'x' from generate_series(3, 30) as g")
+    before = snapshot(conn, "public.pt")
+    tx = begin(rest, "alice")
+    with rest("alice", tx) as c:
+        c.execute(
+            """
+            merge into public.pt as t
+            using (values (1, 'merged'), (40, 'new'), (5, 'gone'), (6, 'moved')) as s (id, v)
+            on t.id = s.id
+            when matched and s.v = 'gone' then delete
+            when matched and s.v = 'moved' then update set id = 160, v = s.v
+            when matched then update set v = s.v
+            when not matched then insert values (s.id, 0, s.v)
+            """
+        )
+        c.execute(
+            "insert into public.pt values (7, 7, 'up'), (41, 0, 'ins'), (101, 1, 'up')"
+            " on conflict (id) do update set v = excluded.v, grp = excluded.grp"
+        )
+        c.execute(
+            "with d as (delete from public.pt where id in (8, 102) returning *)"
+            " insert into public.pt select id, grp + 100, v || '!' from d"
+        )
+    with rest("bob") as c:
+        for key in (1, 40, 160, 7, 41, 101, 8, 102):  # written, still there
+            assert probe(c, "delete from public.pt where id = %s", (key,)) == "55P03", key
+        for key in (5, 6):  # deleted, or moved away
+            assert probe(c, "insert into public.pt values (%s, 0, 'b')", (key,)) == "55P03", key
+        assert probe(c, "update public.pt set v = 'bob' where id = 9") is None
+    with rest("alice") as c:
+        c.execute("select resilience.tx_rollback(%s)", (tx,))
+    assert snapshot(conn, "public.pt") == before
+    assert claimed_keys(conn, tx) == set()
