@@ -1243,3 +1243,34 @@ def test_merge_upsert_and_writable_ctes_in_header_mode_roll_back_exactly(
         c.execute("select resilience.tx_rollback(%s)", (tx,))
     assert snapshot(conn, "public.pt") == before
     assert claimed_keys(conn, tx) == set()
+
+
+def test_lock_claims_only_the_rows_rls_lets_the_caller_lock(
+    conn: Conn, rest: Callable[..., Any]
+) -> None:
+    conn.execute(
+        """
+        create table public.docs (id integer primary key, owner text not null, grp integer)
+            partition by range (id);
+        create table public.docs_1 partition of public.docs for values from (0) to (3);
+        create table public.docs_2 partition of public.docs for values from (3) to (10);
+        insert into public.docs values (1, 'alice', 1), (2, 'bob', 1), (3, 'alice', 2),
+            (4, 'bob', 2), (5, 'carol', 1);
+        alter table public.docs enable row level security;
+        create policy docs_read on public.docs for select to authenticated using (true);
+        create policy docs_write on public.docs for update to authenticated
+            using (owner = (current_setting('request.jwt.claims', true)::jsonb ->> 'sub'));
+        grant select, update on public.docs to authenticated;
+        select resilience.manage_table('public.docs');
+        """
+    )
+    tx = begin(rest, "alice")
+    with rest("alice") as c:
+        got = execute(c, tx, "docs", "lock", match={"id": 2})
+        assert got == {"success": True, "data": [], "count": 0}
+        # grp 1 and grp 2 (two partitions), alice's rows only.
+        for grp in (1, 2):
+            execute(c, tx, "docs", "lock", match={"grp": grp})
+    assert claimed_keys(conn, tx) == {1, 3}
+    assert probe(conn, "update public.docs set grp = grp where id = 1") == "55P03"
+    assert probe(conn, "update public.docs set grp = grp where id in (2, 4, 5)") is None
