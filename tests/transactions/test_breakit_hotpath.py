@@ -1274,3 +1274,28 @@ def test_lock_claims_only_the_rows_rls_lets_the_caller_lock(
     assert claimed_keys(conn, tx) == {1, 3}
     assert probe(conn, "update public.docs set grp = grp where id = 1") == "55P03"
     assert probe(conn, "update public.docs set grp = grp where id in (2, 4, 5)") is None
+
+
+def test_tx_run_one_object_inserts_feed_refs(
+    conn: Conn, rest: Callable[..., Any], acct: None
+) -> None:
+    ops = [
+        {"table": "acct", "operation": "insert", "data": {"id": 50, "n": 5}},
+        {"table": "other", "operation": "insert", "data": {"id": {"$ref": "0.id"}, "n": 7}},
+        {"table": "public.other", "operation": "insert", "data": {"id": 51, "n": {"$ref": "1.n"}}},
+    ]
+    with rest("alice") as c:
+        got = one(c, "select resilience.tx_run(%s)", (Jsonb(ops),))
+    assert got == {
+        "success": True,
+        "results": [
+            {"data": [{"id": 50, "n": 5}], "count": 1},
+            {"data": [{"id": 50, "n": 7}], "count": 1},
+            {"data": [{"id": 51, "n": 7}], "count": 1},
+        ],
+    }
+    bad = [*ops[:2], {"table": "other", "operation": "insert", "data": {"id": 52, "zz": 1}}]
+    conn.execute("delete from public.acct where id = 50; delete from public.other where id >= 50")
+    with rest("alice") as c:
+        assert probe(c, "select resilience.tx_run(%s)", (Jsonb(bad),)) == "42703"
+    assert one(conn, "select count(*) from public.other where id >= 50") == 0
