@@ -1299,3 +1299,60 @@ def test_tx_run_one_object_inserts_feed_refs(
     with rest("alice") as c:
         assert probe(c, "select resilience.tx_run(%s)", (Jsonb(bad),)) == "42703"
     assert one(conn, "select count(*) from public.other where id >= 50") == 0
+
+
+# --- 4b992bb: the usual match filter and the transaction check in one query ---
+
+
+def test_match_filters_still_name_their_errors(
+    conn: Conn, rest: Callable[..., Any], acct: None
+) -> None:
+    conn.execute(
+        'create table public.m (id integer primary key, "j""o" json, t text, "select" integer);'
+        " insert into public.m values (1, null, 'a', 1), (2, '{}', null, 2);"
+        " grant all on public.m to authenticated;"
+        " select resilience.manage_table('public.m')"
+    )
+    tx = begin(rest, "alice")
+    cases: list[tuple[Any, str | None, int]] = [
+        ({'j"o': None}, None, 1),
+        ({"t": None, "select": 2}, None, 1),
+        ({"select": 1, "t": "a"}, None, 1),
+        ({'j"o': {}}, "22023", 0),
+        ({"zz": 1}, "42703", 0),
+        ({"zz": None}, "42703", 0),
+        ({"id": 1, "zz": None}, "42703", 0),
+        ({}, "22023", 0),
+        ({"id": "x"}, "22P02", 0),
+    ]
+    query = "select resilience.tx_execute(%s, 'm', %s, %s, %s)"
+    for match, state, count in cases:
+        for op in ("lock", "update", "delete"):
+            data = {"t": "new"} if op == "update" else None
+            params = (tx, op, None if data is None else Jsonb(data), Jsonb(match))
+            # One request each, undone (a lock cannot run in a savepoint).
+            with rest("alice") as c:
+                try:
+                    got, error = one(c, query, params), None
+                except psycopg.Error as e:
+                    got, error = None, e.sqlstate
+                c.rollback()
+            assert error == state, (match, op)
+            assert (got or {}).get("count", 0) == count, (match, op)
+
+
+def test_a_foreign_transaction_is_not_locked_by_a_failed_request(
+    server: Server, database: str, rest: Callable[..., Any], acct: None
+) -> None:
+    """alice names bob's transaction; her write fails (RZ001) and her
+    request's database transaction stays open, aborted. bob must still be
+    able to commit his transaction meanwhile (it was never locked)."""
+    bob = begin(rest, "bob")
+    with rest("alice", bob) as c:
+        with pytest.raises(psycopg.Error) as failed:
+            c.execute("update public.acct set n = 0 where id = 1")
+        assert failed.value.sqlstate == "RZ001"
+        with rest("bob") as b:
+            b.execute("set local lock_timeout = '5s'")
+            assert one(b, "select resilience.tx_commit(%s)", (bob,))["status"] == "committed"
+        c.rollback()
