@@ -113,6 +113,8 @@ def chunks() -> list[tuple[str, list[str]]]:
     """(table name, column names) with the first column as the key."""
     names = all_names()
     parts = [names[i : i + COLUMNS_PER_TABLE] for i in range(0, len(names), COLUMNS_PER_TABLE)]
+    if len(parts) > 1 and len(parts[-1]) == 1:  # every table needs a column beside its key
+        parts[-2] += parts.pop()
     tables = TABLE_NAMES + [f"more {i}" for i in range(len(parts) - len(TABLE_NAMES))]
     return list(zip(tables, parts, strict=False))
 
