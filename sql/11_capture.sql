@@ -108,8 +108,9 @@ end;
 $$;
 
 -- The shape of a table as generated code depends on it: its columns (name,
--- type, generated, identity, dropped), its primary key, and for a
--- partitioned table its partitions (each carries the triggers).
+-- type and the type's name, generated, identity, dropped), its primary
+-- key, and for a partitioned table its partitions (each carries the
+-- triggers).
 create or replace function resilience._table_shape(relation regclass)
 returns text
 language sql
@@ -120,6 +121,7 @@ as $$
         (select pg_catalog.format('%I.%I', n.nspname, c.relname) from pg_catalog.pg_class as c
             inner join pg_catalog.pg_namespace as n on n.oid = c.relnamespace where c.oid = relation),
         (select pg_catalog.string_agg(pg_catalog.concat_ws(':', a.attnum, a.attname, a.atttypid,
+                pg_catalog.format_type(a.atttypid, a.atttypmod),
                 a.atttypmod, a.attcollation, a.attgenerated, a.attidentity), ',' order by a.attnum)
             from pg_catalog.pg_attribute as a
             where a.attrelid = relation and a.attnum > 0 and not a.attisdropped),
@@ -690,6 +692,7 @@ declare
     v_first pg_catalog.bool;
     v_holder pg_catalog.uuid;
     v_current pg_catalog.bool;
+    v_old_rows pg_catalog.int8;
     v_op pg_catalog.text := pg_catalog.lower(tg_op);
 begin
     -- What this write is (inline, not a helper: it runs for every statement
@@ -759,7 +762,19 @@ begin
             get diagnostics v_rows = row_count;
         else
             -- Old and new rows pair by position: PostgreSQL appends a row's
-            -- two versions to the transition tables in the same call.
+            -- two versions to the transition tables in the same call. Unless
+            -- a BEFORE INSERT trigger of another partition dropped a moved
+            -- row: then nothing pairs reliably, and the statement is refused.
+            select pg_catalog.count(*), (select pg_catalog.count(*) from old_rows) into v_rows, v_old_rows
+            from new_rows;
+            if v_rows <> v_old_rows then
+                raise exception using
+                    errcode = '0A000',
+                    message = pg_catalog.format(
+                        'an UPDATE of %%s that a trigger made drop moved rows (%%s old rows, %%s new) '
+                        'cannot be part of a logical transaction', v_root, v_old_rows, v_rows),
+                    hint = 'A BEFORE INSERT trigger of the destination partition returned NULL for a moved row.';
+            end if;
             with u as (
                 insert into %2$s (tx_id, seq, op, claim, %5$s, b, a)
                 select v_tx_id, v_seq, 'u', %12$s, %13$s, w.b, w.a
@@ -783,11 +798,8 @@ begin
 %19$s
         perform resilience._claim_conflict(v_root, v_holder);
     end;
-    -- An insert or delete wrote one image per row; an update's count is
-    -- its new rows (the claim-only rows of key changes are extra).
-    if tg_op = 'UPDATE' then
-        select pg_catalog.count(*) into v_rows from new_rows;
-    end if;
+    -- v_rows: an insert or delete wrote one image per row; an update
+    -- counted its rows above (the claim-only rows of key changes are extra).
 %20$s
     return null;
 end;

@@ -178,7 +178,12 @@ SQLSTATES: tuple[SqlState, ...] = (
         "tx_images by a non-admin",
         PermissionDenied,
     ),
-    SqlState("0A000", "feature not available here (no PL/Python, no privilege)", NotSupported),
+    SqlState(
+        "0A000",
+        "feature not available here (no PL/Python, no privilege), or a statement a logical "
+        "transaction cannot take (TRUNCATE, an UPDATE whose moved rows a trigger dropped)",
+        NotSupported,
+    ),
 )
 
 _BY_SQLSTATE: dict[str, type[PgResilienceError]] = {s.code: s.error for s in SQLSTATES}

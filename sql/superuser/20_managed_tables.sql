@@ -23,12 +23,21 @@ begin
     then
         return;
     end if;
+    -- The tables the DDL touched; after a schema or type DDL (ALTER SCHEMA
+    -- ... RENAME, ALTER TYPE ... RENAME fire nothing on the table), every
+    -- managed table: its shape names its schema and its columns' types.
     for managed in
         select distinct m.relation
         from pg_catalog.pg_event_trigger_ddl_commands() as c
         inner join resilience.managed_tables as m
             on m.relation = coalesce(pg_catalog.pg_partition_root(c.objid::regclass), c.objid::regclass)
         where c.classid = 'pg_catalog.pg_class'::regclass
+        union
+        select m.relation from resilience.managed_tables as m
+        where exists (
+            select 1 from pg_catalog.pg_event_trigger_ddl_commands() as c
+            where c.classid in ('pg_catalog.pg_namespace'::regclass, 'pg_catalog.pg_type'::regclass)
+        )
     loop
         if (select m.shape from resilience.managed_tables as m where m.relation = managed)
             is distinct from resilience._table_shape(managed)

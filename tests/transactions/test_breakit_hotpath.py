@@ -1106,13 +1106,6 @@ def test_plain_writes_after_a_key_type_change_that_could_not_be_regenerated(
         assert probe(c, "update public.acct set n = 0 where id = '1'") == "55P03"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="UPDATE capture pairs old and new transition rows by position; a cross-partition "
-    "move whose insert a BEFORE INSERT trigger skips leaves old rows unpaired: images pair "
-    "row 1's before with row 2's after, key 2 goes unclaimed, rollback is RZ005 and a forced "
-    "one loses row 2",
-)
 def test_a_cross_partition_move_whose_insert_a_trigger_skips(
     conn: Conn, rest: Callable[..., Any], parts: dict[str, int]
 ) -> None:
@@ -1376,12 +1369,6 @@ def app_schema(conn: Conn) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ALTER SCHEMA ... RENAME fires no ddl_command_end on the table: its descriptor "
-    "and undo keep the old name while the event trigger counts as keeping them current, so "
-    "tx_execute by the new name writes a stale target and the rollback cannot restore",
-)
 def test_schema_rename_during_a_transaction(
     conn: Conn, rest: Callable[..., Any], app_schema: None
 ) -> None:
@@ -1399,11 +1386,6 @@ def test_schema_rename_during_a_transaction(
     assert snapshot(conn, "app2.acct") == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the descriptor names column types as text (format_type): after ALTER TYPE ... "
-    "RENAME (no ddl_command_end on the table) every tx_execute naming that column fails 42704",
-)
 def test_renaming_a_column_type_keeps_tx_execute_working(
     conn: Conn, rest: Callable[..., Any], app_schema: None
 ) -> None:
