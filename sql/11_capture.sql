@@ -683,7 +683,7 @@ declare
     v_root pg_catalog.regclass := coalesce(pg_catalog.pg_partition_root(tg_relid), tg_relid)::pg_catalog.regclass;
     v_tx_text pg_catalog.text := pg_catalog.current_setting('resilience.tx_id', true);
     v_headers pg_catalog.text;
-    v_restoring pg_catalog.text := pg_catalog.current_setting('resilience.restoring', true);
+    v_restoring pg_catalog.text;
     v_tx resilience.transactions;
     v_tx_id pg_catalog.uuid;
     v_via pg_catalog.text := 'tx_execute';
@@ -693,29 +693,34 @@ declare
     v_holder pg_catalog.uuid;
     v_current pg_catalog.bool;
     v_old_rows pg_catalog.int8;
-    v_op pg_catalog.text := pg_catalog.lower(tg_op);
+    v_op pg_catalog.text;
 begin
     -- What this write is (inline, not a helper: it runs for every statement
     -- on the table): captured into a logical transaction (tx_execute's
     -- setting, or PostgREST's x-resilience-tx header), our own restore
     -- (nothing to do), or a plain write, which only a table with claims
-    -- needs to check.
+    -- needs to check. The common plain write (no claims on the table)
+    -- leaves after one probe.
     if v_tx_text is null or v_tx_text = '' then
         v_headers := pg_catalog.current_setting('request.headers', true);
         if v_headers is not null and pg_catalog.strpos(v_headers, 'x-resilience-tx') > 0 then
             v_tx_text := v_headers::pg_catalog.jsonb ->> 'x-resilience-tx';
             v_via := 'header';
         end if;
+        if (v_tx_text is null or v_tx_text = '')
+            and not exists (select 1 from resilience.claimed_tables as c where c.relation = v_root)
+        then
+            return null;
+        end if;
     end if;
+    v_restoring := pg_catalog.current_setting('resilience.restoring', true);
     if v_restoring <> '' and exists (
         select 1 from resilience.restore_tokens as r where r.token::pg_catalog.text = v_restoring
     ) then
         return null;
     end if;
+    v_op := pg_catalog.lower(tg_op);
     if v_tx_text is null or v_tx_text = '' then
-        if not exists (select 1 from resilience.claimed_tables as c where c.relation = v_root) then
-            return null;
-        end if;
         -- A plain write only needs the key columns the guard compares; a
         -- stale shape is the capture's concern, not this writer's.
         if not exists (select 1 from resilience.managed_tables as m where m.relation = v_root) then

@@ -1197,6 +1197,7 @@ def test_lock_of_many_rows_of_one_table(conn: Conn, rest: Callable[..., Any], ac
         assert probe(c, "update public.other set n = 9 where n = 2") is None
 
 
+@pytest.mark.min_server_version(15, reason="MERGE")
 def test_merge_upsert_and_writable_ctes_in_header_mode_roll_back_exactly(
     conn: Conn, rest: Callable[..., Any], parts: dict[str, int]
 ) -> None:
