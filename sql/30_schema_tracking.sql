@@ -673,6 +673,92 @@ begin
 end;
 $$;
 
+-- A version's change records, diffed by PL/Python (plpython/schema_diff.py),
+-- or null where that cannot run here (no plpython3u; or it failed: warning,
+-- and the client diffs the deltas with the same module).
+create or replace function resilience._schema_diff_version(for_version bigint, commands text[])
+returns jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    diff_changes jsonb;
+begin
+    if pg_catalog.to_regprocedure('resilience._schema_diff(json)') is null then
+        return null;
+    end if;
+    execute 'select resilience._schema_diff($1)::jsonb' into diff_changes
+    using resilience._schema_diff_input(for_version, commands);
+    return diff_changes;
+exception when others then
+    raise warning 'pgresilience: schema diff failed, the client will compute it (%): %',
+        sqlstate, sqlerrm;
+    return null;
+end;
+$$;
+
+-- The highest severity among change records (null: none).
+create or replace function resilience._schema_max_severity(changes jsonb)
+returns text
+language sql
+immutable
+as $$
+    select x.s
+    from pg_catalog.jsonb_array_elements(changes) as c (change),
+        lateral (select c.change operator(pg_catalog.->>) 'severity') as x (s)
+    order by pg_catalog.array_position(array['low', 'medium', 'high', 'critical'], x.s) desc
+    limit 1;
+$$;
+
+-- Rate the versions after `after_version` that their commit left unrated
+-- (setting schema_diff_at_commit off): diff each with PL/Python and store the
+-- result, so it is rated once, by its first reader. A concurrent reader's
+-- FOR UPDATE waits for this one, then finds the row rated and skips it.
+-- Nothing happens where PL/Python is missing (the client rates) or in a
+-- read-only transaction (a standby): the reader then gets the deltas.
+create or replace function resilience._schema_rate(after_version bigint)
+returns void
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    unrated record;
+    diff_changes jsonb;
+begin
+    -- The common case (everything rated) costs one index probe, no lock.
+    if not exists (
+        select from resilience.schema_versions as v
+        where v.version operator(pg_catalog.>) coalesce(after_version, 0) and v.changes is null
+    ) or pg_catalog.to_regprocedure('resilience._schema_diff(json)') is null
+        or pg_catalog.current_setting('transaction_read_only') = 'on' then
+        return;
+    end if;
+    for unrated in
+        select v.version, v.commands from resilience.schema_versions as v
+        where v.version operator(pg_catalog.>) coalesce(after_version, 0) and v.changes is null
+        order by v.version
+        for update
+    loop
+        diff_changes := resilience._schema_diff_version(unrated.version, unrated.commands);
+        exit when diff_changes is null;
+        update resilience.schema_versions as v set
+            changes = diff_changes,
+            diffed_in = 'database',
+            change_count = pg_catalog.jsonb_array_length(diff_changes),
+            max_severity = resilience._schema_max_severity(diff_changes)
+        where v.version = unrated.version;
+    end loop;
+exception when serialization_failure or lock_not_available then
+    -- REPEATABLE READ and a concurrent reader rated it first: the client rates
+    -- this reader's copy.
+    null;
+end;
+$$;
+
 -- Re-read the given objects (all of them when full_scan), store what changed
 -- as a new version, diff it, audit it, notify. Returns the new version, or
 -- null when nothing tracked changed. The caller holds the fold lock.
@@ -813,28 +899,18 @@ begin
 
     if origin = 'baseline' then
         diff_changes := '[]';
-    elsif origin = 'ddl' and resilience._setting('schema_diff_at_commit') = 'off' then
-        -- Off: a migration's commit never starts PL/Python (~30 ms in a new
-        -- session); the version keeps its deltas and readers rate them.
+    elsif origin = 'ddl' and coalesce(resilience._setting('schema_diff_at_commit'), 'off') operator(pg_catalog.<>) 'on' then
+        -- Off (the default): a migration's commit never starts PL/Python
+        -- (~20 ms of a new session's CPU); the version keeps its deltas and
+        -- its first reader rates it (resilience._schema_rate).
         diff_changes := null;
-    elsif pg_catalog.to_regprocedure('resilience._schema_diff(json)') is not null then
-        begin
-            execute 'select resilience._schema_diff($1)::jsonb' into diff_changes
-            using resilience._schema_diff_input(new_version, commands);
-        exception when others then
-            raise warning 'pgresilience: schema diff failed, the client will compute it (%): %',
-                sqlstate, sqlerrm;
-            diff_changes := null;
-        end;
+    else
+        diff_changes := resilience._schema_diff_version(new_version, commands);
     end if;
 
     if diff_changes is not null then
         diffed_in := 'database';
-        select x.s into severity
-        from pg_catalog.jsonb_array_elements(diff_changes) as c (change),
-            lateral (select c.change operator(pg_catalog.->>) 'severity') as x (s)
-        order by pg_catalog.array_position(array['low', 'medium', 'high', 'critical'], x.s) desc
-        limit 1;
+        severity := resilience._schema_max_severity(diff_changes);
     end if;
 
     insert into resilience.schema_versions (
@@ -863,6 +939,9 @@ begin
         payload := pg_catalog.jsonb_build_object(
             'version', new_version, 'hash', new_hash, 'origin', origin,
             'max_severity', severity, 'change_count', pg_catalog.jsonb_array_length(diff_changes),
+            -- false: not diffed yet (max_severity and change_count null); the
+            -- first reader rates it (schema_changes_since, schema_history).
+            'rated', diff_changes is not null,
             'diffed_in', diffed_in, 'tables', pg_catalog.to_jsonb(shown),
             'tables_truncated', coalesce(pg_catalog.cardinality(shown), 0)
             operator(pg_catalog.<) coalesce(pg_catalog.cardinality(touched), 0)
@@ -1130,30 +1209,44 @@ begin
 end;
 $$;
 
--- Versions, newest first.
+-- Versions, newest first (rated first where their commit did not).
 create or replace function resilience.schema_history(max_count integer default 50)
 returns setof jsonb
-language sql
-stable
+language plpgsql
+volatile
 security definer
 set search_path = ''
 as $$
+begin
+    perform resilience._schema_rate((
+        select pg_catalog.min(w.version) operator(pg_catalog.-) 1
+        from (
+            select v.version from resilience.schema_versions as v
+            order by v.version desc limit greatest(max_count, 0)
+        ) as w
+    ));
+    return query
     select resilience._schema_version_json(v)
     from resilience.schema_versions as v
     order by v.version desc
     limit greatest(max_count, 0);
+end;
 $$;
 
--- Every version after `version`, oldest first, with its changes. Where the
--- database could not diff (no plpython3u), `changes` is null and `deltas`
--- holds the input the client diffs with the same module.
+-- Every version after `version`, oldest first, with its changes (rated
+-- first where their commit did not). Where the database cannot diff (no
+-- plpython3u, a read-only transaction), `changes` is null and `deltas` holds
+-- the input the client diffs with the same module.
 create or replace function resilience.schema_changes_since(version bigint)
 returns setof jsonb
-language sql
-stable
+language plpgsql
+volatile
 security definer
 set search_path = ''
 as $$
+begin
+    perform resilience._schema_rate(schema_changes_since.version);
+    return query
     select resilience._schema_version_json(v)
         operator(pg_catalog.||) pg_catalog.jsonb_build_object('changes', v.changes)
         operator(pg_catalog.||) case when v.changes is null
@@ -1165,6 +1258,7 @@ as $$
     from resilience.schema_versions as v
     where v.version operator(pg_catalog.>) coalesce(schema_changes_since.version, 0)
     order by v.version;
+end;
 $$;
 
 select resilience._schema_baseline();
