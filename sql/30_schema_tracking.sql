@@ -45,7 +45,9 @@ $$;
 create or replace function resilience._schema_object_hash(kind text, data jsonb)
 returns text
 language sql
-immutable
+-- stable, not immutable: convert_to() is stable, and an immutable function
+-- over a stable one is never inlined (it was called once per object).
+stable
 as $$
     select pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
         kind operator(pg_catalog.||) ':' operator(pg_catalog.||) data::text, 'UTF8'
@@ -79,26 +81,42 @@ $$;
 -- and everything on them), functions and enum types. `data` holds names, never
 -- OIDs, so equal schemas give equal JSON on any server. Extension members, the
 -- rpc() wrappers of pgresilience and untracked schemas are left out.
+-- One query per kind, run only where that kind can be: a new session plans
+-- each statement it runs once, and a migration's commit in a new session
+-- (one client process per migration file) paid ~5 ms to plan one query over
+-- every kind. Relations are resolved once (`rel_ids`; `tab_ids`: tables),
+-- so most per-kind queries join no pg_class/pg_namespace of their own.
 create or replace function resilience._schema_catalog(rels oid[], procs oid[], types oid[])
 returns table (kind text, object_oid oid, sub_id integer, table_oid oid, data jsonb)
 language plpgsql
 stable
 security definer
 set search_path = ''
--- Planning this big query costs more than running it for one table: plan once.
+-- Each query costs more to plan than to run for one table: plan once.
 set plan_cache_mode = force_generic_plan
 as $$
 declare
-    tracked text[] := resilience._schema_tracked_names();
+    tracked text[];
+    rel_ids oid[];
+    rel_names text[];
+    tab_ids oid[];
+    tab_names text[];
+    has_views boolean;
 begin
-    return query
-    with rel as (
-        select c.oid, c.relname::text as name, c.relkind, c.relrowsecurity, c.relforcerowsecurity,
-            c.relpersistence, c.relispartition, c.relpartbound, c.reloptions,
-            n.nspname::text as schema,
-            n.nspname::text operator(pg_catalog.||) '.' operator(pg_catalog.||) c.relname::text as qualified
+    if coalesce(pg_catalog.cardinality(rels), 0) operator(pg_catalog.>) 0 then
+        tracked := resilience._schema_tracked_names();
+        select
+            pg_catalog.array_agg(c.oid),
+            pg_catalog.array_agg(qualified.name),
+            pg_catalog.array_agg(c.oid) filter (where c.relkind in ('r', 'p', 'f')),
+            pg_catalog.array_agg(qualified.name) filter (where c.relkind in ('r', 'p', 'f')),
+            coalesce(pg_catalog.bool_or(c.relkind in ('v', 'm')), false)
+        into rel_ids, rel_names, tab_ids, tab_names, has_views
         from pg_catalog.pg_class as c
         inner join pg_catalog.pg_namespace as n on c.relnamespace = n.oid
+        cross join lateral (
+            select n.nspname::text operator(pg_catalog.||) '.' operator(pg_catalog.||) c.relname::text
+        ) as qualified (name)
         where c.oid operator(pg_catalog.=) any(rels)
             and c.relkind in ('r', 'p', 'f', 'v', 'm')
             and c.relpersistence operator(pg_catalog.<>) 't'
@@ -107,199 +125,215 @@ begin
                 select from pg_catalog.pg_depend as d
                 where d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
                     and d.objid = c.oid and d.deptype = 'e'
-            )
-    )
+            );
+    end if;
 
-    select 'table', r.oid, 0, r.oid, pg_catalog.jsonb_build_object(
-        'schema', r.schema,
-        'name', r.name,
-        'kind', case r.relkind when 'p' then 'partitioned table' when 'f' then 'foreign table' else 'table' end,
-        'persistence', case r.relpersistence when 'u' then 'unlogged' else 'logged' end,
-        'rls', r.relrowsecurity,
-        'rls_forced', r.relforcerowsecurity,
-        'partition_of', (
-            select pn.nspname::text operator(pg_catalog.||) '.' operator(pg_catalog.||) pc.relname::text
-            from pg_catalog.pg_inherits as i
-            inner join pg_catalog.pg_class as pc on i.inhparent = pc.oid
-            inner join pg_catalog.pg_namespace as pn on pc.relnamespace = pn.oid
-            where r.relispartition and i.inhrelid = r.oid
-        ),
-        'partition_bound', pg_catalog.pg_get_expr(r.relpartbound, r.oid),
-        'partition_key', case when r.relkind = 'p' then pg_catalog.pg_get_partkeydef(r.oid) end,
-        'columns', pg_catalog.to_jsonb(array(
-            select a.attname::text from pg_catalog.pg_attribute as a
-            where a.attrelid = r.oid and a.attnum operator(pg_catalog.>) 0 and not a.attisdropped
-            order by a.attnum
-        ))
-    )
-    from rel as r
-    where r.relkind in ('r', 'p', 'f')
-
-    union all
-    select 'column', r.oid, a.attnum::integer, r.oid, pg_catalog.jsonb_build_object(
-        'table', r.qualified,
-        'name', a.attname::text,
-        'type', pg_catalog.format_type(a.atttypid, a.atttypmod),
-        'not_null', a.attnotnull,
-        'default', case when a.attgenerated = '' then pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) end,
-        'generated', case when a.attgenerated operator(pg_catalog.<>) '' then pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) end,
-        'identity', case a.attidentity when 'a' then 'always' when 'd' then 'by default' end,
-        'collation', case when a.attcollation operator(pg_catalog.<>) t.typcollation then coll.collname::text end
-    )
-    from rel as r
-    inner join pg_catalog.pg_attribute as a on r.oid = a.attrelid
-    inner join pg_catalog.pg_type as t on a.atttypid = t.oid
-    left join pg_catalog.pg_attrdef as ad on a.attrelid = ad.adrelid and a.attnum = ad.adnum
-    left join pg_catalog.pg_collation as coll on a.attcollation = coll.oid
-    where r.relkind in ('r', 'p', 'f') and a.attnum operator(pg_catalog.>) 0 and not a.attisdropped
-
-    union all
-    select 'constraint', con.oid, 0, r.oid, pg_catalog.jsonb_build_object(
-        'table', r.qualified,
-        'name', con.conname::text,
-        'type', case con.contype
-            when 'p' then 'primary key' when 'u' then 'unique' when 'c' then 'check'
-            when 'f' then 'foreign key' when 'x' then 'exclusion'
-        end,
-        'definition', pg_catalog.pg_get_constraintdef(con.oid),
-        'references', (
-            select fn.nspname::text operator(pg_catalog.||) '.' operator(pg_catalog.||) fc.relname::text
-            from pg_catalog.pg_class as fc
-            inner join pg_catalog.pg_namespace as fn on fc.relnamespace = fn.oid
-            where fc.oid = con.confrelid
-        ),
-        'validated', con.convalidated,
-        'deferrable', con.condeferrable,
-        'deferred', con.condeferred
-    )
-    from rel as r
-    inner join pg_catalog.pg_constraint as con on r.oid = con.conrelid
-    where con.contype in ('p', 'u', 'c', 'f', 'x')
-
-    union all
-    -- Indexes behind a primary key, unique or exclusion constraint are
-    -- reported as that constraint.
-    select 'index', i.indexrelid, 0, r.oid, pg_catalog.jsonb_build_object(
-        'table', r.qualified,
-        'name', ic.relname::text,
-        'definition', pg_catalog.pg_get_indexdef(i.indexrelid),
-        'unique', i.indisunique,
-        -- false: left behind by a failed CREATE INDEX CONCURRENTLY
-        'valid', i.indisvalid
-    )
-    from rel as r
-    inner join pg_catalog.pg_index as i on r.oid = i.indrelid
-    inner join pg_catalog.pg_class as ic on i.indexrelid = ic.oid
-    where not exists (
-        select from pg_catalog.pg_constraint as k
-        where k.conindid = i.indexrelid and k.conrelid = r.oid and k.contype in ('p', 'u', 'x')
-    )
-
-    union all
-    select 'policy', pol.oid, 0, r.oid, pg_catalog.jsonb_build_object(
-        'table', r.qualified,
-        'name', pol.polname::text,
-        'command', case pol.polcmd
-            when 'r' then 'select' when 'a' then 'insert' when 'w' then 'update'
-            when 'd' then 'delete' else 'all'
-        end,
-        'permissive', pol.polpermissive,
-        'roles', pg_catalog.to_jsonb(array(
-            select case when role_oid = 0 then 'public' else pg_catalog.pg_get_userbyid(role_oid)::text end
-            from pg_catalog.unnest(pol.polroles) as role_oid
-            order by 1
-        )),
-        'using', pg_catalog.pg_get_expr(pol.polqual, pol.polrelid),
-        'check', pg_catalog.pg_get_expr(pol.polwithcheck, pol.polrelid)
-    )
-    from rel as r
-    inner join pg_catalog.pg_policy as pol on r.oid = pol.polrelid
-
-    union all
-    select 'view', r.oid, 0, r.oid, pg_catalog.jsonb_build_object(
-        'schema', r.schema,
-        'name', r.name,
-        'kind', case r.relkind when 'm' then 'materialized view' else 'view' end,
-        'definition', pg_catalog.pg_get_viewdef(r.oid),
-        -- Options that decide whose rights and RLS a reader gets.
-        'security_invoker', coalesce((
-            select o.option_value::boolean from pg_catalog.pg_options_to_table(r.reloptions) as o
-            where o.option_name = 'security_invoker'
-        ), false),
-        'security_barrier', coalesce((
-            select o.option_value::boolean from pg_catalog.pg_options_to_table(r.reloptions) as o
-            where o.option_name = 'security_barrier'
-        ), false),
-        'check_option', (
-            select o.option_value from pg_catalog.pg_options_to_table(r.reloptions) as o
-            where o.option_name = 'check_option'
-        ),
-        -- Reads a table with row level security (turning security_invoker off is then an exposure).
-        'reads_rls', exists (
-            select from pg_catalog.pg_rewrite as rw
-            inner join pg_catalog.pg_depend as d
-                on d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass and d.objid = rw.oid
-            inner join pg_catalog.pg_class as base
-                on d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass and d.refobjid = base.oid
-            where rw.ev_class = r.oid and base.oid operator(pg_catalog.<>) r.oid and base.relrowsecurity
-        ),
-        'columns', coalesce((
-            select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                'name', a.attname::text, 'type', pg_catalog.format_type(a.atttypid, a.atttypmod)
-            ) order by a.attnum)
-            from pg_catalog.pg_attribute as a
-            where a.attrelid = r.oid and a.attnum operator(pg_catalog.>) 0 and not a.attisdropped
-        ), '[]')
-    )
-    from rel as r
-    where r.relkind in ('v', 'm')
-
-    union all
-    select 'function', p.oid, 0, null::oid, pg_catalog.jsonb_build_object(
-        'schema', n.nspname::text,
-        'name', p.proname::text,
-        'kind', case p.prokind when 'p' then 'procedure' else 'function' end,
-        'arguments', pg_catalog.pg_get_function_identity_arguments(p.oid),
-        'result', pg_catalog.pg_get_function_result(p.oid),
-        'language', l.lanname::text,
-        -- SQL-standard bodies (BEGIN ATOMIC) leave prosrc empty.
-        'body', case when coalesce(p.prosrc, '') = '' then pg_catalog.pg_get_functiondef(p.oid) else p.prosrc end,
-        'volatility', case p.provolatile when 'i' then 'immutable' when 's' then 'stable' else 'volatile' end,
-        'security_definer', p.prosecdef,
-        'strict', p.proisstrict,
-        'config', pg_catalog.to_jsonb(p.proconfig)
-    )
-    from pg_catalog.pg_proc as p
-    inner join pg_catalog.pg_namespace as n on p.pronamespace = n.oid
-    inner join pg_catalog.pg_language as l on p.prolang = l.oid
-    where p.oid operator(pg_catalog.=) any(procs)
-        and p.prokind in ('f', 'p')
-        and n.nspname::text operator(pg_catalog.=) any(tracked)
-        and not exists (
-            select from pg_catalog.pg_depend as d
-            where d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass and d.objid = p.oid and d.deptype = 'e'
+    if tab_ids is not null then
+        return query
+        select 'table', c.oid, 0, c.oid, pg_catalog.jsonb_build_object(
+            'schema', n.nspname::text,
+            'name', c.relname::text,
+            'kind', case c.relkind when 'p' then 'partitioned table' when 'f' then 'foreign table' else 'table' end,
+            'persistence', case c.relpersistence when 'u' then 'unlogged' else 'logged' end,
+            'rls', c.relrowsecurity,
+            'rls_forced', c.relforcerowsecurity,
+            'partition_of', (
+                select pn.nspname::text operator(pg_catalog.||) '.' operator(pg_catalog.||) pc.relname::text
+                from pg_catalog.pg_inherits as i
+                inner join pg_catalog.pg_class as pc on i.inhparent = pc.oid
+                inner join pg_catalog.pg_namespace as pn on pc.relnamespace = pn.oid
+                where c.relispartition and i.inhrelid = c.oid
+            ),
+            'partition_bound', pg_catalog.pg_get_expr(c.relpartbound, c.oid),
+            'partition_key', case when c.relkind = 'p' then pg_catalog.pg_get_partkeydef(c.oid) end,
+            'columns', pg_catalog.to_jsonb(array(
+                select a.attname::text from pg_catalog.pg_attribute as a
+                where a.attrelid = c.oid and a.attnum operator(pg_catalog.>) 0 and not a.attisdropped
+                order by a.attnum
+            ))
         )
-        -- pgresilience's own rpc() wrappers (resilience._expose)
-        and not exists (select from resilience.exposed_functions as w where w.signature::oid = p.oid)
+        from pg_catalog.pg_class as c
+        inner join pg_catalog.pg_namespace as n on c.relnamespace = n.oid
+        where c.oid operator(pg_catalog.=) any(tab_ids);
 
-    union all
-    select 'enum', t.oid, 0, null::oid, pg_catalog.jsonb_build_object(
-        'schema', n.nspname::text,
-        'name', t.typname::text,
-        'values', pg_catalog.to_jsonb(array(
-            select e.enumlabel::text from pg_catalog.pg_enum as e
-            where e.enumtypid = t.oid order by e.enumsortorder
-        ))
-    )
-    from pg_catalog.pg_type as t
-    inner join pg_catalog.pg_namespace as n on t.typnamespace = n.oid
-    where t.oid operator(pg_catalog.=) any(types)
-        and t.typtype = 'e'
-        and n.nspname::text operator(pg_catalog.=) any(tracked)
-        and not exists (
-            select from pg_catalog.pg_depend as d
-            where d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass and d.objid = t.oid and d.deptype = 'e'
+        return query
+        select 'column', r.oid, a.attnum::integer, r.oid, pg_catalog.jsonb_build_object(
+            'table', r.qualified,
+            'name', a.attname::text,
+            'type', pg_catalog.format_type(a.atttypid, a.atttypmod),
+            'not_null', a.attnotnull,
+            'default', case when a.attgenerated = '' then pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) end,
+            'generated', case when a.attgenerated operator(pg_catalog.<>) '' then pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) end,
+            'identity', case a.attidentity when 'a' then 'always' when 'd' then 'by default' end,
+            'collation', case when a.attcollation operator(pg_catalog.<>) t.typcollation then (
+                select coll.collname::text from pg_catalog.pg_collation as coll where coll.oid = a.attcollation
+            ) end
+        )
+        from rows from (pg_catalog.unnest(tab_ids), pg_catalog.unnest(tab_names)) as r (oid, qualified)
+        inner join pg_catalog.pg_attribute as a on r.oid = a.attrelid
+        inner join pg_catalog.pg_type as t on a.atttypid = t.oid
+        left join pg_catalog.pg_attrdef as ad on a.attrelid = ad.adrelid and a.attnum = ad.adnum
+        where a.attnum operator(pg_catalog.>) 0 and not a.attisdropped;
+
+        return query
+        select 'constraint', con.oid, 0, r.oid, pg_catalog.jsonb_build_object(
+            'table', r.qualified,
+            'name', con.conname::text,
+            'type', case con.contype
+                when 'p' then 'primary key' when 'u' then 'unique' when 'c' then 'check'
+                when 'f' then 'foreign key' when 'x' then 'exclusion'
+            end,
+            'definition', pg_catalog.pg_get_constraintdef(con.oid),
+            'references', case when con.confrelid operator(pg_catalog.<>) 0 then (
+                select fn.nspname::text operator(pg_catalog.||) '.' operator(pg_catalog.||) fc.relname::text
+                from pg_catalog.pg_class as fc
+                inner join pg_catalog.pg_namespace as fn on fc.relnamespace = fn.oid
+                where fc.oid = con.confrelid
+            ) end,
+            'validated', con.convalidated,
+            'deferrable', con.condeferrable,
+            'deferred', con.condeferred
+        )
+        from rows from (pg_catalog.unnest(tab_ids), pg_catalog.unnest(tab_names)) as r (oid, qualified)
+        inner join pg_catalog.pg_constraint as con on r.oid = con.conrelid
+        where con.contype in ('p', 'u', 'c', 'f', 'x');
+
+        return query
+        select 'policy', pol.oid, 0, r.oid, pg_catalog.jsonb_build_object(
+            'table', r.qualified,
+            'name', pol.polname::text,
+            'command', case pol.polcmd
+                when 'r' then 'select' when 'a' then 'insert' when 'w' then 'update'
+                when 'd' then 'delete' else 'all'
+            end,
+            'permissive', pol.polpermissive,
+            'roles', pg_catalog.to_jsonb(array(
+                select case when role_oid = 0 then 'public' else pg_catalog.pg_get_userbyid(role_oid)::text end
+                from pg_catalog.unnest(pol.polroles) as role_oid
+                order by 1
+            )),
+            'using', pg_catalog.pg_get_expr(pol.polqual, pol.polrelid),
+            'check', pg_catalog.pg_get_expr(pol.polwithcheck, pol.polrelid)
+        )
+        from rows from (pg_catalog.unnest(tab_ids), pg_catalog.unnest(tab_names)) as r (oid, qualified)
+        inner join pg_catalog.pg_policy as pol on r.oid = pol.polrelid;
+    end if;
+
+    if rel_ids is not null then
+        -- Indexes (of tables and materialized views); those behind a primary
+        -- key, unique or exclusion constraint are reported as that constraint.
+        return query
+        select 'index', i.indexrelid, 0, r.oid, pg_catalog.jsonb_build_object(
+            'table', r.qualified,
+            'name', ic.relname::text,
+            'definition', pg_catalog.pg_get_indexdef(i.indexrelid),
+            'unique', i.indisunique,
+            -- false: left behind by a failed CREATE INDEX CONCURRENTLY
+            'valid', i.indisvalid
+        )
+        from rows from (pg_catalog.unnest(rel_ids), pg_catalog.unnest(rel_names)) as r (oid, qualified)
+        inner join pg_catalog.pg_index as i on r.oid = i.indrelid
+        inner join pg_catalog.pg_class as ic on i.indexrelid = ic.oid
+        where not exists (
+            select from pg_catalog.pg_constraint as k
+            where k.conindid = i.indexrelid and k.conrelid = r.oid and k.contype in ('p', 'u', 'x')
         );
+    end if;
+
+    if has_views then
+        return query
+        select 'view', c.oid, 0, c.oid, pg_catalog.jsonb_build_object(
+            'schema', n.nspname::text,
+            'name', c.relname::text,
+            'kind', case c.relkind when 'm' then 'materialized view' else 'view' end,
+            'definition', pg_catalog.pg_get_viewdef(c.oid),
+            -- Options that decide whose rights and RLS a reader gets.
+            'security_invoker', coalesce((
+                select o.option_value::boolean from pg_catalog.pg_options_to_table(c.reloptions) as o
+                where o.option_name = 'security_invoker'
+            ), false),
+            'security_barrier', coalesce((
+                select o.option_value::boolean from pg_catalog.pg_options_to_table(c.reloptions) as o
+                where o.option_name = 'security_barrier'
+            ), false),
+            'check_option', (
+                select o.option_value from pg_catalog.pg_options_to_table(c.reloptions) as o
+                where o.option_name = 'check_option'
+            ),
+            -- Reads a table with row level security (turning security_invoker off is then an exposure).
+            'reads_rls', exists (
+                select from pg_catalog.pg_rewrite as rw
+                inner join pg_catalog.pg_depend as d
+                    on d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass and d.objid = rw.oid
+                inner join pg_catalog.pg_class as base
+                    on d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass and d.refobjid = base.oid
+                where rw.ev_class = c.oid and base.oid operator(pg_catalog.<>) c.oid and base.relrowsecurity
+            ),
+            'columns', coalesce((
+                select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                    'name', a.attname::text, 'type', pg_catalog.format_type(a.atttypid, a.atttypmod)
+                ) order by a.attnum)
+                from pg_catalog.pg_attribute as a
+                where a.attrelid = c.oid and a.attnum operator(pg_catalog.>) 0 and not a.attisdropped
+            ), '[]')
+        )
+        from pg_catalog.pg_class as c
+        inner join pg_catalog.pg_namespace as n on c.relnamespace = n.oid
+        where c.oid operator(pg_catalog.=) any(rel_ids) and c.relkind in ('v', 'm');
+    end if;
+
+    if coalesce(pg_catalog.cardinality(procs), 0) operator(pg_catalog.>) 0 then
+        tracked := coalesce(tracked, resilience._schema_tracked_names());
+        return query
+        select 'function', p.oid, 0, null::oid, pg_catalog.jsonb_build_object(
+            'schema', n.nspname::text,
+            'name', p.proname::text,
+            'kind', case p.prokind when 'p' then 'procedure' else 'function' end,
+            'arguments', pg_catalog.pg_get_function_identity_arguments(p.oid),
+            'result', pg_catalog.pg_get_function_result(p.oid),
+            'language', l.lanname::text,
+            -- SQL-standard bodies (BEGIN ATOMIC) leave prosrc empty.
+            'body', case when coalesce(p.prosrc, '') = '' then pg_catalog.pg_get_functiondef(p.oid) else p.prosrc end,
+            'volatility', case p.provolatile when 'i' then 'immutable' when 's' then 'stable' else 'volatile' end,
+            'security_definer', p.prosecdef,
+            'strict', p.proisstrict,
+            'config', pg_catalog.to_jsonb(p.proconfig)
+        )
+        from pg_catalog.pg_proc as p
+        inner join pg_catalog.pg_namespace as n on p.pronamespace = n.oid
+        inner join pg_catalog.pg_language as l on p.prolang = l.oid
+        where p.oid operator(pg_catalog.=) any(procs)
+            and p.prokind in ('f', 'p')
+            and n.nspname::text operator(pg_catalog.=) any(tracked)
+            and not exists (
+                select from pg_catalog.pg_depend as d
+                where d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass and d.objid = p.oid and d.deptype = 'e'
+            )
+            -- pgresilience's own rpc() wrappers (resilience._expose)
+            and not exists (select from resilience.exposed_functions as w where w.signature::oid = p.oid);
+    end if;
+
+    if coalesce(pg_catalog.cardinality(types), 0) operator(pg_catalog.>) 0 then
+        tracked := coalesce(tracked, resilience._schema_tracked_names());
+        return query
+        select 'enum', t.oid, 0, null::oid, pg_catalog.jsonb_build_object(
+            'schema', n.nspname::text,
+            'name', t.typname::text,
+            'values', pg_catalog.to_jsonb(array(
+                select e.enumlabel::text from pg_catalog.pg_enum as e
+                where e.enumtypid = t.oid order by e.enumsortorder
+            ))
+        )
+        from pg_catalog.pg_type as t
+        inner join pg_catalog.pg_namespace as n on t.typnamespace = n.oid
+        where t.oid operator(pg_catalog.=) any(types)
+            and t.typtype = 'e'
+            and n.nspname::text operator(pg_catalog.=) any(tracked)
+            and not exists (
+                select from pg_catalog.pg_depend as d
+                where d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass and d.objid = t.oid and d.deptype = 'e'
+            );
+    end if;
 end;
 $$;
 
