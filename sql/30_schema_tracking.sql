@@ -352,18 +352,25 @@ volatile
 security definer
 set search_path = ''
 as $$
+declare
+    chunks integer := coalesce(nullif(
+        pg_catalog.current_setting('resilience.schema_pending_n', true), ''
+    )::integer, 0);
+    entries text[] := '{}';
 begin
+    -- Plain assignments, not a query over the chunks: each statement a new
+    -- session runs is planned once, at its first DDL's commit.
+    for chunk in 1..chunks loop
+        entries := entries operator(pg_catalog.||) pg_catalog.string_to_array(
+            pg_catalog.current_setting('resilience.schema_pending_' operator(pg_catalog.||) chunk, true), ';'
+        );
+    end loop;
     with pending as (
         select
             pg_catalog.split_part(e.entry, ',', 1)::oid as classid,
             pg_catalog.split_part(e.entry, ',', 2)::oid as objid,
             pg_catalog.split_part(e.entry, ',', 3) as command_tag
-        from pg_catalog.generate_series(1, coalesce(nullif(
-            pg_catalog.current_setting('resilience.schema_pending_n', true), ''
-        )::integer, 0)) as chunk (n)
-        cross join lateral pg_catalog.unnest(pg_catalog.string_to_array(
-            pg_catalog.current_setting('resilience.schema_pending_' || chunk.n, true), ';'
-        )) as e (entry)
+        from pg_catalog.unnest(entries) as e (entry)
     ),
 
     resolved as (
@@ -422,16 +429,19 @@ end;
 $$;
 
 -- Relations and functions whose stored definition text names one of the given
--- objects (pg_depend): a view or a foreign key naming a renamed table, a
--- column or function using a renamed enum type. They must be re-read too.
+-- objects (relations, functions, types: pg_depend): a view or a foreign key
+-- naming a renamed table, a column or function using a renamed enum type.
+-- They must be re-read too. plpgsql, not sql: a sql function with a SET
+-- clause is planned again on every call.
 create or replace function resilience._schema_dependents(
-    rels oid[], procs oid[], types oid[], out dep_rels oid[], out dep_procs oid[]
+    objects oid[], out dep_rels oid[], out dep_procs oid[]
 )
-language sql
+language plpgsql
 stable
 security definer
 set search_path = ''
 as $$
+begin
     with dep as (
         select d.classid, d.objid from pg_catalog.pg_depend as d
         where d.refclassid in (
@@ -439,7 +449,7 @@ as $$
             'pg_catalog.pg_type'::pg_catalog.regclass,
             'pg_catalog.pg_proc'::pg_catalog.regclass
         )
-            and d.refobjid operator(pg_catalog.=) any(rels operator(pg_catalog.||) procs operator(pg_catalog.||) types)
+            and d.refobjid operator(pg_catalog.=) any(objects)
     )
 
     select
@@ -465,18 +475,20 @@ as $$
                 select o.object_oid from resilience.schema_objects as o
                 where exists (
                     select from pg_catalog.pg_class as pc
-                    where pc.oid operator(pg_catalog.=) any(rels) and pc.relkind = 'p'
+                    where pc.oid operator(pg_catalog.=) any(objects) and pc.relkind = 'p'
                 )
                     and o.kind = 'table'
                     and (o.data operator(pg_catalog.->>) 'partition_of') in (
                         select (p.data operator(pg_catalog.->>) 'schema') operator(pg_catalog.||) '.'
                             operator(pg_catalog.||) (p.data operator(pg_catalog.->>) 'name')
                         from resilience.schema_objects as p
-                        where p.kind = 'table' and p.object_oid operator(pg_catalog.=) any(rels)
+                        where p.kind = 'table' and p.object_oid operator(pg_catalog.=) any(objects)
                     )
             ) as x where x.rel is not null
         ),
-        array(select distinct dep.objid from dep where dep.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass);
+        array(select distinct dep.objid from dep where dep.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass)
+    into dep_rels, dep_procs;
+end;
 $$;
 
 -- A version's deltas in the shape schema_diff.compute_changes() takes:
@@ -1016,6 +1028,7 @@ declare
     pending record;
     dependents record;
     everything record;
+    older oid[];
 begin
     select * into pending from resilience._schema_take_pending();
     if pending.full_scan then
@@ -1024,18 +1037,21 @@ begin
             'ddl', everything.rels, everything.procs, everything.types, true, pending.commands
         );
     end if;
-    select * into dependents
-    from resilience._schema_dependents(
-        array(select pg_catalog.unnest(pending.rels) except select pg_catalog.unnest(pending.created)),
-        array(select pg_catalog.unnest(pending.procs) except select pg_catalog.unnest(pending.created)),
-        array(select pg_catalog.unnest(pending.types) except select pg_catalog.unnest(pending.created))
+    -- Only what existed before this transaction can be named by others.
+    older := array(
+        select pg_catalog.unnest(pending.rels operator(pg_catalog.||) pending.procs operator(pg_catalog.||) pending.types)
+        except select pg_catalog.unnest(pending.created)
     );
-    return resilience._schema_fold(
-        'ddl',
-        pending.rels operator(pg_catalog.||) dependents.dep_rels,
-        pending.procs operator(pg_catalog.||) dependents.dep_procs,
-        pending.types, false, pending.commands
-    );
+    if pg_catalog.cardinality(older) operator(pg_catalog.>) 0 then
+        select * into dependents from resilience._schema_dependents(older);
+        return resilience._schema_fold(
+            'ddl',
+            pending.rels operator(pg_catalog.||) dependents.dep_rels,
+            pending.procs operator(pg_catalog.||) dependents.dep_procs,
+            pending.types, false, pending.commands
+        );
+    end if;
+    return resilience._schema_fold('ddl', pending.rels, pending.procs, pending.types, false, pending.commands);
 end;
 $$;
 
