@@ -16,25 +16,27 @@ returns text[]
 language plpgsql
 stable
 as $$
-declare
-    ignored text[];
-    listed text[];
 begin
     -- plpgsql, not sql: its plans are cached per session (it runs on every
     -- DDL). No SECURITY DEFINER nor SET clause (each costs per call): its
-    -- callers are, and every name here is qualified.
-    select pg_catalog.string_to_array(pg_catalog.replace(s.value, ' ', ''), ',') into ignored
-    from resilience.settings as s where s.name = 'schema_ignored_schemas';
-    select pg_catalog.string_to_array(pg_catalog.replace(s.value, ' ', ''), ',') into listed
-    from resilience.settings as s where s.name = 'schema_tracked_schemas' and s.value operator(pg_catalog.<>) '*';
+    -- callers are, and every name here is qualified. One statement: a new
+    -- session plans each statement once, at its first DDL's commit.
     return array(
         select n.nspname::text
         from pg_catalog.pg_namespace as n
+        cross join (
+            select
+                (select pg_catalog.string_to_array(pg_catalog.replace(s.value, ' ', ''), ',')
+                    from resilience.settings as s where s.name = 'schema_ignored_schemas') as ignored,
+                (select pg_catalog.string_to_array(pg_catalog.replace(s.value, ' ', ''), ',')
+                    from resilience.settings as s
+                    where s.name = 'schema_tracked_schemas' and s.value operator(pg_catalog.<>) '*') as listed
+        ) as setting
         where n.nspname operator(pg_catalog.!~) '^pg_'
             and n.nspname operator(pg_catalog.<>) 'information_schema'
             and n.nspname operator(pg_catalog.<>) 'resilience'
-            and not n.nspname::text operator(pg_catalog.=) any(coalesce(ignored, '{}'))
-            and (listed is null or n.nspname::text operator(pg_catalog.=) any(listed))
+            and not n.nspname::text operator(pg_catalog.=) any(coalesce(setting.ignored, '{}'))
+            and (setting.listed is null or n.nspname::text operator(pg_catalog.=) any(setting.listed))
     );
 end;
 $$;
@@ -832,8 +834,11 @@ declare
 begin
     perform resilience._schema_rekey();
     -- Version numbers follow commit order: the caller holds the fold lock.
-    select coalesce(pg_catalog.max(v.version), 0) operator(pg_catalog.+) 1 into new_version
-    from resilience.schema_versions as v;
+    -- The object count is kept incrementally (counting every object costs a scan).
+    select v.version, v.object_count into new_version, object_total
+    from resilience.schema_versions as v order by v.version desc limit 1;
+    new_version := coalesce(new_version, 0) operator(pg_catalog.+) 1;
+    object_total := coalesce(object_total, 0);
 
     with fresh as (
         select f.kind, f.object_oid, f.sub_id, f.table_oid, f.data,
@@ -872,10 +877,29 @@ begin
         from fresh as f
         full join stale as s on f.kind = s.kind and f.object_oid = s.object_oid and f.sub_id = s.sub_id
         where f.hash is distinct from s.hash
-        returning 1
+        returning kind, old_data, new_data
     )
 
-    select pg_catalog.count(*) into delta_count from written;
+    -- What the version says at once: how many deltas, objects added and
+    -- dropped, the tables (and views, functions, enum types) they belong to.
+    select
+        pg_catalog.count(*),
+        object_total operator(pg_catalog.+) pg_catalog.count(*) filter (where w.old_data is null)
+        operator(pg_catalog.-) pg_catalog.count(*) filter (where w.new_data is null),
+        coalesce(pg_catalog.array_agg(distinct x.name order by x.name) filter (
+            where w.kind in ('table', 'column', 'constraint', 'index', 'policy', 'view')
+        ), '{}')
+    into delta_count, object_total, touched
+    from written as w
+    cross join lateral (
+        select coalesce(
+            w.new_data operator(pg_catalog.->>) 'table', w.old_data operator(pg_catalog.->>) 'table',
+            (w.new_data operator(pg_catalog.->>) 'schema') operator(pg_catalog.||) '.'
+            operator(pg_catalog.||) (w.new_data operator(pg_catalog.->>) 'name'),
+            (w.old_data operator(pg_catalog.->>) 'schema') operator(pg_catalog.||) '.'
+            operator(pg_catalog.||) (w.old_data operator(pg_catalog.->>) 'name')
+        )
+    ) as x (name);
 
     if delta_count = 0 and origin operator(pg_catalog.<>) 'baseline' then
         return null;
@@ -919,29 +943,6 @@ begin
     on conflict (group_oid) do update set hash = excluded.hash;
 
     new_hash := resilience._schema_hash();
-    -- Object count, kept incrementally (counting every object costs a scan).
-    select coalesce((
-        select v.object_count from resilience.schema_versions as v order by v.version desc limit 1
-    ), 0)
-    operator(pg_catalog.+) pg_catalog.count(*) filter (where d.old_data is null)
-    operator(pg_catalog.-) pg_catalog.count(*) filter (where d.new_data is null)
-    into object_total
-    from resilience.schema_deltas as d
-    where d.version = new_version;
-
-    select coalesce(pg_catalog.array_agg(distinct x.name order by x.name), '{}') into touched
-    from (
-        select coalesce(
-            d.new_data operator(pg_catalog.->>) 'table', d.old_data operator(pg_catalog.->>) 'table',
-            (d.new_data operator(pg_catalog.->>) 'schema') operator(pg_catalog.||) '.'
-            operator(pg_catalog.||) (d.new_data operator(pg_catalog.->>) 'name'),
-            (d.old_data operator(pg_catalog.->>) 'schema') operator(pg_catalog.||) '.'
-            operator(pg_catalog.||) (d.old_data operator(pg_catalog.->>) 'name')
-        ) as name
-        from resilience.schema_deltas as d
-        where d.version = new_version
-            and d.kind in ('table', 'column', 'constraint', 'index', 'policy', 'view')
-    ) as x;
 
     if origin = 'baseline' then
         diff_changes := '[]';
