@@ -905,41 +905,52 @@ begin
         return null;
     end if;
 
+    -- The statements below look up the snapshot per delta (a lateral
+    -- subquery that cannot be flattened, OFFSET 0): under the generic plan
+    -- a join would be planned for the average version, and after a version
+    -- of thousands of objects that plan scans the whole snapshot each time.
     delete from resilience.schema_objects as o
-    using resilience.schema_deltas as d
-    where d.version = new_version
-        and o.kind = d.kind and o.object_oid = d.object_oid and o.sub_id = d.sub_id;
+    where o.ctid operator(pg_catalog.=) any(array(
+        select x.ctid
+        from resilience.schema_deltas as d
+        cross join lateral (
+            select s.ctid from resilience.schema_objects as s
+            where s.object_oid = d.object_oid and s.sub_id = d.sub_id and s.kind = d.kind
+            offset 0
+        ) as x
+        where d.version = new_version
+    ));
 
     insert into resilience.schema_objects (kind, object_oid, sub_id, table_oid, data, hash)
     select d.kind, d.object_oid, d.sub_id, d.table_oid, d.new_data, d.new_hash
     from resilience.schema_deltas as d
     where d.version = new_version and d.new_data is not null;
 
-    -- Re-hash the groups (tables, functions, enum types) this version touched.
-    with touched as (
-        select distinct coalesce(d.table_oid, d.object_oid) as group_oid
-        from resilience.schema_deltas as d
-        where d.version = new_version
-    ),
-
-    rehashed as (
-        select coalesce(o.table_oid, o.object_oid) as group_oid,
-            pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
+    -- Re-hash the groups (tables, functions, enum types) this version touched
+    -- (null: nothing left in the group).
+    with rehashed as (
+        select t.group_oid, (
+            select pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
                 pg_catalog.string_agg(o.hash, '' order by o.hash), 'UTF8'
-            )), 'hex') as hash
-        from resilience.schema_objects as o
-        where coalesce(o.table_oid, o.object_oid) in (select t.group_oid from touched as t)
-        group by coalesce(o.table_oid, o.object_oid)
+            )), 'hex')
+            from resilience.schema_objects as o
+            where coalesce(o.table_oid, o.object_oid) = t.group_oid
+        ) as hash
+        from (
+            select distinct coalesce(d.table_oid, d.object_oid) as group_oid
+            from resilience.schema_deltas as d
+            where d.version = new_version
+        ) as t
     ),
 
     emptied as (
         delete from resilience.schema_groups as g
-        where g.group_oid in (select t.group_oid from touched as t)
-            and g.group_oid not in (select r.group_oid from rehashed as r)
+        where g.group_oid in (select r.group_oid from rehashed as r where r.hash is null)
     )
 
     insert into resilience.schema_groups (group_oid, hash)
     select r.group_oid, r.hash from rehashed as r
+    where r.hash is not null
     on conflict (group_oid) do update set hash = excluded.hash;
 
     new_hash := resilience._schema_hash();

@@ -13,7 +13,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from alembic import command
 
+from pgresilience import installer
 from pgresilience.schema import ChangeList, SchemaVersionManager
 from pgresilience.schema.status import status_lines
 
@@ -177,3 +179,24 @@ def test_listeners_status_and_watch_see_severities(dsn: str, conn: psycopg.Conne
     lines = watch_lines(dsn, conn, "alter table t alter column id set not null")
     assert any("rated when first read" in line for line in lines)
     assert any("[high] nullability_changed public.t.id" in line for line in lines)
+
+
+def setting(conn: psycopg.Connection[Any]) -> str:
+    row = conn.execute(
+        "select value from resilience.settings where name = 'schema_diff_at_commit'"
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_revision_0008_moves_the_diff_off_the_commit_path(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    assert setting(conn) == "off"
+    with installer._connect(dsn) as (sa_conn, _raw):
+        command.downgrade(installer._alembic_config(sa_conn), "0007")
+    assert setting(conn) == "on"  # what 0006 installed
+    # An upgrade from a release whose default was on.
+    with installer._connect(dsn) as (sa_conn, _raw):
+        command.upgrade(installer._alembic_config(sa_conn), "head")
+    assert setting(conn) == "off"
