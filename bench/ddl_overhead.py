@@ -15,8 +15,8 @@
 (d) and (f) measure two tracked databases side by side with the untracked
 one: the default (setting schema_diff_at_commit off: the commit records the
 version, its first reader rates it) and the diff at commit (setting on: the
-commit starts PL/Python). (a)-(c) and (e) use the setting --diff-at-commit
-(default: off, the default of the package).
+commit starts PL/Python), both fresh databases. (a)-(c) and (e) use the
+setting --diff-at-commit (default: off, the default of the package).
 
 (d)-(f): VACUUM ANALYZE before each round, the variants interleaved
 (alternating who goes first), 1 warm-up round then >= 5 measured; each prints
@@ -49,7 +49,9 @@ from pgresilience.schema import ChangeList, SchemaVersionManager
 
 from _support import create_database, drop_database, server
 
-TRACKED, AT_COMMIT, PLAIN = "bench_ddl_tracked", "bench_ddl_at_commit", "bench_ddl_plain"
+TRACKED, PLAIN = "bench_ddl_tracked", "bench_ddl_plain"
+# (d) and (f) compare two fresh tracked databases (not TRACKED, which (a)-(c) fill).
+SIDE_DEFAULT, SIDE_AT_COMMIT = "bench_ddl_side_default", "bench_ddl_side_at_commit"
 # (d) and (f): the variants measured side by side (label -> database role).
 DEFAULT, DIFF_AT_COMMIT = "tracked (default)", "tracked, diff at commit"
 
@@ -446,9 +448,11 @@ def main() -> None:
         tracked = fresh_database(admin_dsn, TRACKED, tracked=True)
         plain = fresh_database(admin_dsn, PLAIN, tracked=False)
         set_diff_at_commit(tracked, args.diff_at_commit)
-        side_by_side = {DEFAULT: tracked}
+        side_by_side: dict[str, str] = {}
         if parts & {"d", "f"}:
-            side_by_side[DIFF_AT_COMMIT] = fresh_database(admin_dsn, AT_COMMIT, tracked=True)
+            side_by_side[DEFAULT] = fresh_database(admin_dsn, SIDE_DEFAULT, tracked=True)
+            side_by_side[DIFF_AT_COMMIT] = fresh_database(admin_dsn, SIDE_AT_COMMIT, tracked=True)
+            set_diff_at_commit(side_by_side[DEFAULT], "off")
             set_diff_at_commit(side_by_side[DIFF_AT_COMMIT], "on")
         print(
             f"schema_diff_at_commit = {args.diff_at_commit} for (a)-(c), (e); (d), (f): "
@@ -462,17 +466,15 @@ def main() -> None:
             if "c" in parts:
                 verdicts.append(bench_latency(tracked, samples) <= 50)
             if "d" in parts:
-                set_diff_at_commit(tracked, "off")
                 verdicts.append(bench_replay(side_by_side, plain, rounds_def) <= 1.3)
             if "e" in parts:
-                set_diff_at_commit(tracked, args.diff_at_commit)
                 verdicts.append(bench_add_columns(tracked, plain, rounds_def) <= 3.0)
             if "f" in parts:
-                set_diff_at_commit(tracked, "off")
                 verdicts.append(bench_first_ddl(side_by_side, plain, rounds_def) <= 10)
         finally:
             drop_database(admin_dsn, TRACKED)
-            drop_database(admin_dsn, AT_COMMIT)
+            drop_database(admin_dsn, SIDE_DEFAULT)
+            drop_database(admin_dsn, SIDE_AT_COMMIT)
             drop_database(admin_dsn, PLAIN)
     print(f"targets {'met' if all(verdicts) else 'NOT met'}")
 
