@@ -135,6 +135,28 @@ def test_concurrent_readers_do_not_rate_twice(dsn: str, conn: psycopg.Connection
     assert (list(changes), changes.diffed_in) == ([], "database")
 
 
+def test_schema_history_of_no_version_rates_nothing(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    version = commit_unrated(dsn, "create table t (id int)")
+    assert conn.execute("select resilience.schema_history(0)").fetchall() == []
+    assert stored(conn, version) == ("client", None, None)
+
+
+def test_a_reader_idle_in_its_transaction_never_blocks_another_for_good(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    conn.execute("create table t (id int, note text)")
+    version = commit_unrated(dsn, "alter table t drop column note")
+    with psycopg.connect(dsn) as idle:
+        since(idle, version - 1)  # rated, row locked, transaction left open
+        # The other reader waits a bounded time, then rates its own copy.
+        [changes] = since(conn, version - 1)
+        assert (changes.diffed_in, changes.max_severity) == ("client", "critical")
+        idle.rollback()
+    assert stored(conn, version) == ("client", None, None)
+
+
 def test_a_read_only_reader_gets_the_deltas_and_rates_nothing(
     dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
