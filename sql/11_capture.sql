@@ -81,20 +81,20 @@ volatile
 as $$
 declare
     tx resilience.transactions;
-    caller_sub text;
 begin
     if tx_text operator(pg_catalog.!~) '^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$'
     then
         raise exception using
             errcode = 'RZ001', message = pg_catalog.format('logical transaction %L not found', tx_text);
     end if;
+    -- One query (the caller helpers inline into it): a transaction of
+    -- another role or user is not found, and not locked either.
     select t.* into tx from resilience.transactions as t
-    where t.id operator(pg_catalog.=) tx_text::pg_catalog.uuid for share;
-    caller_sub := resilience._caller_sub();
-    if tx.id is null
-        or tx.owner_role operator(pg_catalog.<>) resilience._caller_role()
-        or tx.owner_sub is distinct from caller_sub
-    then
+    where t.id operator(pg_catalog.=) tx_text::pg_catalog.uuid
+        and t.owner_role operator(pg_catalog.=) resilience._caller_role()
+        and t.owner_sub is not distinct from resilience._caller_sub()
+    for share;
+    if not found then
         raise exception using
             errcode = 'RZ001',
             message = pg_catalog.format('logical transaction %s not found', tx_text),
@@ -104,46 +104,6 @@ begin
         perform resilience._require_active(tx);
     end if;
     return tx;
-end;
-$$;
-
--- What a write on a managed table is: 'c' captured into a logical
--- transaction (tx set), 'p' a plain write on a table that has claims (its
--- keys must be checked), 's' nothing to do (a plain write on a table without
--- claims, or our own restore). `via` says how the transaction was named.
--- Like _tx_for_capture: no SECURITY DEFINER, no SET clause, names qualified.
-create or replace function resilience._capture_mode(
-    relation regclass, out mode "char", out tx_id uuid, out via text -- noqa: RF06
-)
-language plpgsql
-volatile
-as $$
-declare
-    tx_text text := pg_catalog.current_setting('resilience.tx_id', true);
-    headers text;
-    flag text;
-begin
-    via := 'tx_execute';
-    if tx_text is null or tx_text operator(pg_catalog.=) '' then
-        headers := pg_catalog.current_setting('request.headers', true);
-        if headers is not null and pg_catalog.strpos(headers, 'x-resilience-tx') operator(pg_catalog.>) 0 then
-            tx_text := headers::pg_catalog.jsonb operator(pg_catalog.->>) 'x-resilience-tx';
-            via := 'header';
-        end if;
-    end if;
-    flag := pg_catalog.current_setting('resilience.restoring', true);
-    if flag operator(pg_catalog.<>) '' and exists (
-        select 1 from resilience.restore_tokens as r where r.token::pg_catalog.text operator(pg_catalog.=) flag
-    ) then
-        mode := 's';
-    elsif tx_text is null or tx_text operator(pg_catalog.=) '' then
-        mode := case when exists (
-            select 1 from resilience.claimed_tables as c where c.relation operator(pg_catalog.=) _capture_mode.relation
-        ) then 'p' else 's' end;
-    else
-        mode := 'c';
-        tx_id := (resilience._tx_for_capture(tx_text)).id;
-    end if;
 end;
 $$;
 
@@ -499,6 +459,7 @@ declare
     overriding text;
     claim_of text;
     guard text;
+    record_statement text;
     part record;
     reshaped bigint;
 begin
@@ -667,6 +628,22 @@ begin
         'case when v_first then true when exists (select 1 from %s as e where e.claim and e.tx_id = v_tx_id and %%s) '
         'then null else true end', image);
 
+    -- The statement's journal row and its audit row, in one statement (the
+    -- capture and lock functions end with it; both run for every captured
+    -- statement). The actor is the transaction's owner, whom
+    -- _tx_for_capture has just checked to be the caller (as _audit would
+    -- record it). Reads v_tx, v_seq, v_root, v_rows, v_op, v_via.
+    record_statement := $record$
+    with s as (
+        insert into resilience.tx_statements (tx_id, seq, relation, operation, row_count)
+        values (v_tx.id, v_seq, v_root, v_op, v_rows)
+    )
+    insert into resilience.audit_log (event, tx_id, actor_role, actor_sub, detail)
+    values ('execute', v_tx.id, v_tx.owner_role, v_tx.owner_sub, pg_catalog.jsonb_build_object(
+        'table', v_root::pg_catalog.text, 'operation', v_op, 'rows', v_rows, 'via', v_via,
+        'duration_ms', pg_catalog.round(
+            extract(epoch from pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp()) * 1000, 3)));$record$;
+
     -- Who holds a claim on a key this statement wrote (old and new keys)?
     -- Driven by the statement's rows, one index probe each (the other way
     -- round, the planner scans every claim of the table). Twice: counting
@@ -702,19 +679,40 @@ as $capture$
 #variable_conflict use_variable
 declare
     v_root pg_catalog.regclass := coalesce(pg_catalog.pg_partition_root(tg_relid), tg_relid)::pg_catalog.regclass;
-    v_mode "char";
+    v_tx_text pg_catalog.text := pg_catalog.current_setting('resilience.tx_id', true);
+    v_headers pg_catalog.text;
+    v_restoring pg_catalog.text := pg_catalog.current_setting('resilience.restoring', true);
+    v_tx resilience.transactions;
     v_tx_id pg_catalog.uuid;
-    v_via pg_catalog.text;
+    v_via pg_catalog.text := 'tx_execute';
     v_seq pg_catalog.int8;
     v_rows pg_catalog.int8 := 0;
     v_first pg_catalog.bool;
     v_holder pg_catalog.uuid;
+    v_current pg_catalog.bool;
+    v_op pg_catalog.text := pg_catalog.lower(tg_op);
 begin
-    select m.mode, m.tx_id, m.via into v_mode, v_tx_id, v_via from resilience._capture_mode(v_root) as m;
-    if v_mode = 's' then
+    -- What this write is (inline, not a helper: it runs for every statement
+    -- on the table): captured into a logical transaction (tx_execute's
+    -- setting, or PostgREST's x-resilience-tx header), our own restore
+    -- (nothing to do), or a plain write, which only a table with claims
+    -- needs to check.
+    if v_tx_text is null or v_tx_text = '' then
+        v_headers := pg_catalog.current_setting('request.headers', true);
+        if v_headers is not null and pg_catalog.strpos(v_headers, 'x-resilience-tx') > 0 then
+            v_tx_text := v_headers::pg_catalog.jsonb ->> 'x-resilience-tx';
+            v_via := 'header';
+        end if;
+    end if;
+    if v_restoring <> '' and exists (
+        select 1 from resilience.restore_tokens as r where r.token::pg_catalog.text = v_restoring
+    ) then
         return null;
     end if;
-    if v_mode = 'p' then
+    if v_tx_text is null or v_tx_text = '' then
+        if not exists (select 1 from resilience.claimed_tables as c where c.relation = v_root) then
+            return null;
+        end if;
         -- A plain write only needs the key columns the guard compares; a
         -- stale shape is the capture's concern, not this writer's.
         if not exists (select 1 from resilience.managed_tables as m where m.relation = v_root) then
@@ -727,7 +725,17 @@ begin
         end if;
         return null;
     end if;
-    if not resilience._require_shape(v_root) then
+    v_tx := resilience._tx_for_capture(v_tx_text);
+    v_tx_id := v_tx.id;
+    -- One probe: is the table still managed, and does DDL regenerate this
+    -- code at once (our event trigger on, shape known)? Only otherwise is
+    -- the shape compared (RZ007 when it changed).
+    select m.shape is not null and exists (
+        select 1 from pg_catalog.pg_event_trigger as e
+        where e.evtname = 'resilience_managed_ddl_end' and e.evtenabled = 'A'
+    ) into v_current
+    from resilience.managed_tables as m where m.relation = v_root;
+    if not found or (not v_current and not resilience._require_shape(v_root)) then
         return null;
     end if;
 
@@ -743,10 +751,12 @@ begin
             insert into %2$s (tx_id, seq, op, claim, %5$s, a)
             select v_tx_id, v_seq, 'i', %6$s, %7$s, %8$s
             from new_rows as n;
+            get diagnostics v_rows = row_count;
         elsif tg_op = 'DELETE' then
             insert into %2$s (tx_id, seq, op, claim, %5$s, b)
             select v_tx_id, v_seq, 'd', %9$s, %10$s, %11$s
             from old_rows as o;
+            get diagnostics v_rows = row_count;
         else
             -- Old and new rows pair by position: PostgreSQL appends a row's
             -- two versions to the transition tables in the same call.
@@ -773,17 +783,12 @@ begin
 %19$s
         perform resilience._claim_conflict(v_root, v_holder);
     end;
-    if tg_op = 'DELETE' then
-        select pg_catalog.count(*) into v_rows from old_rows;
-    else
+    -- An insert or delete wrote one image per row; an update's count is
+    -- its new rows (the claim-only rows of key changes are extra).
+    if tg_op = 'UPDATE' then
         select pg_catalog.count(*) into v_rows from new_rows;
     end if;
-    insert into resilience.tx_statements (tx_id, seq, relation, operation, row_count)
-    values (v_tx_id, v_seq, v_root, pg_catalog.lower(tg_op), v_rows);
-    perform resilience._audit('execute', v_tx_id, pg_catalog.jsonb_build_object(
-        'table', v_root::pg_catalog.text, 'operation', pg_catalog.lower(tg_op), 'rows', v_rows, 'via', v_via,
-        'duration_ms', pg_catalog.round(
-            extract(epoch from pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp()) * 1000, 3)));
+%20$s
     return null;
 end;
 $capture$
@@ -808,7 +813,8 @@ $body$,
         pg_catalog.format(guard, image, resilience._sql_keys_equal('i.', kk, kop, 'n.', kn),
             resilience._sql_keys_equal('i.', kk, kop, 'o.', kn), ''),         -- 18
         pg_catalog.format(guard, image, resilience._sql_keys_equal('i.', kk, kop, 'n.', kn),
-            resilience._sql_keys_equal('i.', kk, kop, 'o.', kn), ' and i.tx_id <> v_tx_id'));  -- 19
+            resilience._sql_keys_equal('i.', kk, kop, 'o.', kn), ' and i.tx_id <> v_tx_id'),   -- 19
+        record_statement);                                                   -- 20
     execute pg_catalog.format('revoke all on function %s() from public', capture_fn);
 
     -- Undo one captured statement, set-based. A row is restored only while
@@ -956,16 +962,23 @@ language plpgsql
 volatile
 security definer
 set search_path = ''
+-- A TID scan's custom plan looks cheaper than the generic one, so without
+-- this every call would plan the image insert again (measured: 30%% of a
+-- lock's backend time).
+set plan_cache_mode = force_generic_plan
 as $lock$
 #variable_conflict use_variable
 declare
-    v_tx_id pg_catalog.uuid := (resilience._tx_for_capture(p_tx::pg_catalog.text)).id;
+    v_tx resilience.transactions := resilience._tx_for_capture(p_tx::pg_catalog.text);
+    v_tx_id pg_catalog.uuid := v_tx.id;
     v_root pg_catalog.regclass := (select m.relation from resilience.managed_tables as m
         where m.image_table = %2$L::pg_catalog.regclass);
     v_seq pg_catalog.int8 := pg_catalog.nextval('resilience.restore_point_seq');
     v_rows pg_catalog.int8;
     v_first pg_catalog.bool;
     v_holder pg_catalog.uuid;
+    v_op pg_catalog.text := 'lock';
+    v_via pg_catalog.text := 'tx_execute';
 begin
     -- Nothing locked, nothing claimed, nothing to record.
     if coalesce(pg_catalog.cardinality(p_ctids), 0) = 0 then
@@ -978,27 +991,27 @@ begin
         insert into %2$s (tx_id, seq, op, claim, %5$s, b)
         select v_tx_id, v_seq, 'l', %6$s, %7$s, %8$s
         from %3$s as t
-        where t.ctid operator(pg_catalog.=) any (p_ctids)
-            and (t.tableoid, t.ctid) in (select * from rows from (pg_catalog.unnest(p_tableoids), pg_catalog.unnest(p_ctids)))
+        where t.ctid operator(pg_catalog.=) any (p_ctids) and t.tableoid operator(pg_catalog.=) any (p_tableoids)
             and t.xmax operator(pg_catalog.=) pg_catalog.pg_current_xact_id()::pg_catalog.xid;
         get diagnostics v_rows = row_count;
     exception when unique_violation then
         select x.tx_id into v_holder from %3$s as t
         cross join lateral (select i.tx_id from %2$s as i where i.claim and i.tx_id <> v_tx_id and %4$s limit 1) as x
-        where t.ctid operator(pg_catalog.=) any (p_ctids)
-            and (t.tableoid, t.ctid) in (select * from rows from (pg_catalog.unnest(p_tableoids), pg_catalog.unnest(p_ctids)))
+        where t.ctid operator(pg_catalog.=) any (p_ctids) and t.tableoid operator(pg_catalog.=) any (p_tableoids)
         limit 1;
         perform resilience._claim_conflict(v_root, v_holder);
     end;
+    -- Exactly the rows passed: each (tableoid, ctid) pair was locked by this
+    -- statement; the query above matches ctids and tableoids separately
+    -- (pairing them costs a join per call), so a row of another partition
+    -- this database transaction locked earlier at the same ctid would be
+    -- one too many: refused here, never claimed.
     if v_rows <> coalesce(pg_catalog.cardinality(p_ctids), 0) then
         raise exception using
             errcode = '55P03',
             message = pg_catalog.format('lock on %%s: rows must be locked by this statement', v_root);
     end if;
-    insert into resilience.tx_statements (tx_id, seq, relation, operation, row_count)
-    values (v_tx_id, v_seq, v_root, 'lock', v_rows);
-    perform resilience._audit('execute', v_tx_id, pg_catalog.jsonb_build_object(
-        'table', v_root::pg_catalog.text, 'operation', 'lock', 'rows', v_rows, 'via', 'tx_execute'));
+%9$s
     return v_rows;
 end;
 $lock$
@@ -1010,7 +1023,8 @@ $body$,
         resilience._sql_list('', kk),                                        -- 5
         pg_catalog.format(claim_of, resilience._sql_keys_equal('e.', kk, kop, 't.', kn)),       -- 6
         resilience._sql_list('t.', kn),                                      -- 7
-        row_of_t);                                                           -- 8
+        row_of_t,                                                            -- 8
+        record_statement);                                                   -- 9
     perform resilience._grant_like_tx_execute(pg_catalog.format('%s(uuid, oid[], tid[])', lock_fn)::regprocedure);
 
     -- Triggers on the table and on every partition (a statement on a

@@ -87,7 +87,10 @@ begin
     -- Renamed since manage_table (and no event trigger regenerated it): the
     -- descriptor's name is stale. Other shape changes are caught by the
     -- capture trigger.
-    if managed ->> 'target' is distinct from (
+    if not exists (
+        select 1 from pg_catalog.pg_event_trigger as e
+        where e.evtname = 'resilience_managed_ddl_end' and e.evtenabled = 'A'
+    ) and managed ->> 'target' is distinct from (
         select pg_catalog.format('%I.%I', n.nspname, c.relname) from pg_catalog.pg_class as c
         inner join pg_catalog.pg_namespace as n on n.oid = c.relnamespace where c.oid = relation
     ) then
@@ -161,12 +164,28 @@ as $$
 declare
     names text [];
     incomparable text;
+    condition text;
+    usable boolean;
 begin
     if match is null or pg_catalog.jsonb_typeof(match) <> 'object' or match = '{}'::jsonb then
         raise exception using
             errcode = '22023',
             message = 'match must be a non-empty object {column: value}',
             hint = 'update, delete and lock never touch every row: say which rows.';
+    end if;
+    -- One query for the usual filter; an unknown or incomparable column
+    -- takes the checks below, which name it (and raise).
+    select pg_catalog.string_agg(
+            case when pg_catalog.jsonb_typeof(match -> k) = 'null'
+                then pg_catalog.format('t.%I is null', k)
+                else pg_catalog.format('t.%1$I = m.%1$I', k)
+            end, ' and ' order by k),
+        pg_catalog.bool_and((descriptor -> 'columns') ? k
+            and (pg_catalog.jsonb_typeof(match -> k) = 'null' or (descriptor -> 'comparable') ? k))
+    into condition, usable
+    from pg_catalog.jsonb_object_keys(match) as k;
+    if usable then
+        return condition;
     end if;
     select pg_catalog.array_agg(k order by k) into names from pg_catalog.jsonb_object_keys(match) as k;
     perform resilience._require_columns(descriptor, names);
@@ -179,14 +198,7 @@ begin
             message = pg_catalog.format('match cannot compare column %I of table %s: its type has no equality',
                 incomparable, descriptor ->> 'target');
     end if;
-    return (
-        select pg_catalog.string_agg(
-            case when pg_catalog.jsonb_typeof(match -> k) = 'null'
-                then pg_catalog.format('t.%I is null', k)
-                else pg_catalog.format('t.%1$I = m.%1$I', k)
-            end, ' and ' order by k)
-        from pg_catalog.unnest(names) as k
-    );
+    return condition;
 end;
 $$;
 
@@ -231,13 +243,37 @@ declare
     target text := descriptor ->> 'target';
     returning_sql text := resilience._returning_sql(relation, descriptor);
     names text [];
+    known boolean;
+    record_def text;
     cols text;
     data_cols text;
     key_cols text;
     set_names text [];
     result_sql text := 'select coalesce(pg_catalog.jsonb_agg(w.j), ''[]''::pg_catalog.jsonb), '
         'pg_catalog.count(*) from w';
+    -- insert and upsert read an array of rows; one row object is an array of one.
+    rows_of_data constant text := 'case pg_catalog.jsonb_typeof($1) when ''array'' then $1 '
+        'else pg_catalog.jsonb_build_array($1) end';
 begin
+    -- One row object to insert (the common call), in one query over its
+    -- keys: a plain INSERT ... RETURNING, cheaper to plan than the statement
+    -- over a set; it returns (rows, count), or no row when a BEFORE trigger
+    -- skipped it. Anything unusual (no keys, an unknown column) takes the
+    -- general path below, which names the error.
+    if operation = 'insert' and match is null and pg_catalog.jsonb_typeof(data) = 'object' then
+        select pg_catalog.string_agg(pg_catalog.format('%I', k), ', ' order by k),
+            pg_catalog.string_agg(pg_catalog.format('d.%I', k), ', ' order by k),
+            pg_catalog.string_agg(pg_catalog.format('%I %s', k, descriptor -> 'types' ->> k), ', ' order by k),
+            pg_catalog.bool_and((descriptor -> 'columns') ? k)
+        into cols, data_cols, record_def, known
+        from pg_catalog.jsonb_object_keys(data) as k;
+        if known then
+            return pg_catalog.format(
+                'insert into %1$s as t (%2$s) select %3$s from pg_catalog.jsonb_to_record($1) as d (%5$s) '
+                'returning pg_catalog.jsonb_build_array(%4$s), 1::pg_catalog.int8',
+                target, cols, data_cols, returning_sql, record_def);
+        end if;
+    end if;
     if operation in ('insert', 'upsert') then
         if match is not null then
             raise exception using errcode = '22023', message = pg_catalog.format('%s takes no match', operation);
@@ -275,7 +311,7 @@ begin
         if operation = 'insert' then
             return pg_catalog.format(
                 'with w as (insert into %1$s as t (%2$s) select %3$s '
-                'from pg_catalog.jsonb_to_recordset($1) as d %6$s returning %4$s as j) %5$s',
+                'from pg_catalog.jsonb_to_recordset(' || rows_of_data || ') as d %6$s returning %4$s as j) %5$s',
                 target, cols, data_cols, returning_sql, result_sql,
                 resilience._record_definition(descriptor, names));
         end if;
@@ -292,7 +328,7 @@ begin
         where not (descriptor -> 'key') ? k;
         return pg_catalog.format(
             'with w as (insert into %1$s as t (%2$s) %7$s select %3$s '
-            'from pg_catalog.jsonb_to_recordset($1) as d %9$s '
+            'from pg_catalog.jsonb_to_recordset(' || rows_of_data || ') as d %9$s '
             'on conflict (%4$s) %5$s returning %8$s as j) %6$s',
             target, cols, data_cols, key_cols,
             case when set_names is null then 'do nothing'
@@ -389,13 +425,11 @@ begin
     relation := resilience._resolve_table(table_name);
     statement := resilience._execute_sql(relation, operation, data, match, tx_id,
         resilience._execute_prepare(tx_id, relation));
-    if pg_catalog.jsonb_typeof(data) = 'object' and operation in ('insert', 'upsert') then
-        data := pg_catalog.jsonb_build_array(data);
-    end if;
     -- The capture trigger reads this setting: the write belongs to tx_id.
     perform pg_catalog.set_config('resilience.tx_id', tx_id::text, true);
     execute statement into rows_json, row_count using data, match, tx_id;
     perform pg_catalog.set_config('resilience.tx_id', previous, true);
-    return pg_catalog.jsonb_build_object('success', true, 'data', rows_json, 'count', row_count);
+    return pg_catalog.jsonb_build_object('success', true, 'data', coalesce(rows_json, '[]'::jsonb),
+        'count', coalesce(row_count, 0));
 end;
 $$;

@@ -28,19 +28,34 @@ stable
 security definer
 set search_path = ''
 as $$
+declare
+    -- A transaction of thousands of statements can conflict on all of them:
+    -- the message names the first few steps and distinct reasons, the
+    -- detail carries the first 100 conflicts and the total.
+    total integer := pg_catalog.jsonb_array_length(conflicts);
+    shown constant integer := 5;
 begin
     raise exception using
         errcode = 'RZ005',
         message = pg_catalog.format(
-            'rollback of logical transaction %s cannot restore %s: %s; nothing was restored',
+            'rollback of logical transaction %s cannot restore %s%s: %s; nothing was restored',
             tx_id,
-            (select pg_catalog.string_agg(pg_catalog.format('%s %s (seq %s)', c ->> 'operation', c ->> 'table',
-                c ->> 'seq'), ', ') from pg_catalog.jsonb_array_elements(conflicts) as c),
-            (select pg_catalog.string_agg(coalesce(
-                pg_catalog.format('constraint %s: %s', c ->> 'constraint', c ->> 'error'),
-                c ->> 'error', 'rows changed outside the transaction'), '; ')
-             from pg_catalog.jsonb_array_elements(conflicts) as c)),
-        detail = pg_catalog.jsonb_build_object('conflicts', conflicts)::text,
+            (select pg_catalog.string_agg(pg_catalog.format('%s %s (seq %s)', c.e ->> 'operation', c.e ->> 'table',
+                c.e ->> 'seq'), ', ' order by c.n)
+             from pg_catalog.jsonb_array_elements(conflicts) with ordinality as c (e, n) where c.n <= shown),
+            case when total > shown then pg_catalog.format(' and %s more steps', total - shown) else '' end,
+            (select pg_catalog.string_agg(r.reason, '; ')
+             from (
+                select distinct coalesce(
+                    pg_catalog.format('constraint %s: %s', c ->> 'constraint', c ->> 'error'),
+                    c ->> 'error', 'rows changed outside the transaction') as reason
+                from pg_catalog.jsonb_array_elements(conflicts) as c
+                limit shown
+             ) as r)),
+        detail = pg_catalog.jsonb_build_object(
+            'conflicts', (select pg_catalog.jsonb_agg(c.e order by c.n)
+                from pg_catalog.jsonb_array_elements(conflicts) with ordinality as c (e, n) where c.n <= 100),
+            'conflict_count', total)::text,
         hint = 'Inspect the rows (tx_images, as resilience_admin); roll back with force => true to overwrite '
             'rows changed outside the transaction.';
 end;

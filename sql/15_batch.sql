@@ -181,15 +181,11 @@ begin
             match := resilience._batch_resolve(operation operator(pg_catalog.->) 'match', results, op_index);
             relation := resilience._resolve_table(operation operator(pg_catalog.->>) 'table');
             statement := resilience._execute_sql(relation, op_name, data, match);
-            -- As tx_execute: insert/upsert statements read an array of rows.
-            if pg_catalog.jsonb_typeof(data) operator(pg_catalog.=) 'object'
-                and op_name operator(pg_catalog.=) any (array['insert', 'upsert'])
-            then
-                data := pg_catalog.jsonb_build_array(data);
-            end if;
             execute statement into rows_json, row_count using data, match;
+            -- No row: a one-row insert a BEFORE trigger skipped.
             results := results operator(pg_catalog.||) pg_catalog.jsonb_build_array(
-                pg_catalog.jsonb_build_object('data', rows_json, 'count', row_count));
+                pg_catalog.jsonb_build_object('data', coalesce(rows_json, '[]'::pg_catalog.jsonb),
+                    'count', coalesce(row_count, 0)));
         end loop;
     exception when others then
         get stacked diagnostics

@@ -18,7 +18,9 @@ __all__ = ["function_probe", "statements"]
 
 _DOLLAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 _DEFINITION = re.compile(
-    r"^((?:\s+|--[^\n]*\n|/\*.*?\*/)*create\s+(?:or\s+replace\s+)?(?:function|procedure)\s+)"
+    # One whitespace character per repetition: `\s+` inside `*` backtracks
+    # exponentially on a long run of blank lines that is not a definition.
+    r"^((?:\s|--[^\n]*\n|/\*.*?\*/)*create\s+(?:or\s+replace\s+)?(?:function|procedure)\s+)"
     r"resilience\.",
     re.IGNORECASE | re.DOTALL,
 )

@@ -289,3 +289,30 @@ def test_restore_error_through_expiry_is_contained(others, name):
     assert images, "images are kept for an admin to retry with force"
 
     conn.execute(scenario.after_release)  # claims released: no 55P03
+
+
+def test_rz005_of_a_long_transaction_stays_readable(conn):
+    """300 captured statements, every row changed behind the claims (triggers
+    off, as an owner may do): RZ005 names the first steps and the count, and
+    its detail carries the first 100 conflicts and the total, never a
+    message of every step."""
+    conn.execute("""
+        create table many (id integer primary key, v text);
+        select resilience.manage_table('many');
+    """)
+    tx = begin(conn)
+    for i in range(300):
+        execute(conn, tx, "many", "insert", data={"id": i, "v": "a"})
+    conn.execute("alter table many disable trigger user")
+    conn.execute("update many set v = 'changed behind the claims'")
+    conn.execute("alter table many enable trigger user")
+    with pytest.raises(psycopg.Error) as caught:
+        call(conn, "tx_rollback", tx)
+    error = caught.value
+    assert error.sqlstate == "RZ005"
+    assert error.diag.message_primary is not None and len(error.diag.message_primary) < 1000
+    assert "295 more steps" in error.diag.message_primary
+    detail = json.loads(error.diag.message_detail or "{}")
+    assert detail["conflict_count"] == 300 and len(detail["conflicts"]) == 100
+    changed = conn.execute("select count(*) from many where v = 'changed behind the claims'")
+    assert changed.fetchone() == (300,)  # nothing restored
