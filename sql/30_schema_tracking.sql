@@ -3,9 +3,11 @@
 -- Event triggers (sql/superuser/30_event_triggers.sql) remember the objects
 -- each DDL command touched and mark the transaction in
 -- resilience.schema_pending. At commit a deferred constraint trigger on it
--- folds all of the transaction's DDL into ONE version: only the touched objects are re-read from the catalog, their
--- OID-free canonical JSON is hashed, the snapshot is updated, the diff is
--- computed (PL/Python when available), and listeners are notified.
+-- folds all of the transaction's DDL into ONE version: only the touched
+-- objects are re-read from the catalog, their OID-free canonical JSON is
+-- hashed, the snapshot is updated and listeners are notified. The diff
+-- (PL/Python) runs at commit only with setting schema_diff_at_commit on; by
+-- default the version's first reader rates it (resilience._schema_rate).
 -- Tracking never blocks DDL: every entry point catches its own errors.
 
 -- Names of the schemas whose objects are tracked: every schema except pg_*,
