@@ -12,7 +12,13 @@
 (e) 2,000 ADD COLUMN (20 tables x 100) in one transaction (target <= 3.0);
 (f) the first DDL on a new connection, tracked minus untracked (target <= 10 ms).
 
-(d)-(f): VACUUM ANALYZE before each round, the two variants interleaved
+(d) and (f) measure two tracked databases side by side with the untracked
+one: the default (setting schema_diff_at_commit off: the commit records the
+version, its first reader rates it) and the diff at commit (setting on: the
+commit starts PL/Python), both fresh databases. (a)-(c) and (e) use the
+setting --diff-at-commit (default: off, the default of the package).
+
+(d)-(f): VACUUM ANALYZE before each round, the variants interleaved
 (alternating who goes first), 1 warm-up round then >= 5 measured; each prints
 median [min-max] of wall time and of backend CPU time (/proc/<pid>/schedstat).
 
@@ -44,6 +50,10 @@ from pgresilience.schema import ChangeList, SchemaVersionManager
 from _support import create_database, drop_database, server
 
 TRACKED, PLAIN = "bench_ddl_tracked", "bench_ddl_plain"
+# (d) and (f) compare two fresh tracked databases (not TRACKED, which (a)-(c) fill).
+SIDE_DEFAULT, SIDE_AT_COMMIT = "bench_ddl_side_default", "bench_ddl_side_at_commit"
+# (d) and (f): the variants measured side by side (label -> database role).
+DEFAULT, DIFF_AT_COMMIT = "tracked (default)", "tracked, diff at commit"
 
 
 def fresh_database(admin_dsn: str, name: str, *, tracked: bool) -> str:
@@ -52,6 +62,14 @@ def fresh_database(admin_dsn: str, name: str, *, tracked: bool) -> str:
         report = installer.install(dsn)
         assert report.event_triggers, "the benchmark needs a superuser (event triggers)"
     return dsn
+
+
+def set_diff_at_commit(dsn: str, value: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "update resilience.settings set value = %s where name = 'schema_diff_at_commit'",
+            (value,),
+        )
 
 
 def create_tables(conn: psycopg.Connection[Any], prefix: str, count: int) -> float:
@@ -211,14 +229,16 @@ def rounds(
     return samples
 
 
-def ratio_line(title: str, samples: dict[str, list[Sample]], target: str) -> float:
-    tracked, plain = samples["tracked"], samples["untracked"]
+def ratio_line(
+    title: str, samples: dict[str, list[Sample]], target: str, tracked_label: str = "tracked"
+) -> float:
+    tracked, plain = samples[tracked_label], samples["untracked"]
     wall_ratio = statistics.median(w for w, _ in tracked) / statistics.median(w for w, _ in plain)
     cpu_ratio = statistics.median(c for _, c in tracked) / statistics.median(c for _, c in plain)
     print(
-        f"{title}: tracked wall {spread([w for w, _ in tracked], 1000)} ms, "
+        f"{title}: {tracked_label} wall {spread([w for w, _ in tracked], 1000)} ms, "
         f"untracked {spread([w for w, _ in plain], 1000)} ms: ratio {wall_ratio:.2f} ({target}); "
-        f"backend CPU tracked {spread([c for _, c in tracked], 1000)} ms, "
+        f"backend CPU {tracked_label} {spread([c for _, c in tracked], 1000)} ms, "
         f"untracked {spread([c for _, c in plain], 1000)} ms: ratio {cpu_ratio:.2f} "
         f"[median [min-max] of {len(tracked)} rounds]"
     )
@@ -279,11 +299,12 @@ def as_file(statements: list[sql.Composable], conn: psycopg.Connection[Any]) -> 
     return "begin;\n" + body + ";\ncommit;\n"
 
 
-def bench_replay(tracked: str, plain: str, count: int) -> float:
+def bench_replay(tracked: dict[str, str], plain: str, count: int) -> float:
+    """``tracked``: label -> database; the first label's ratio is returned."""
     # The server's own psql, else the system's (the npm server builds ship none).
     bundled = find_bin_dir() / "psql"
     psql = str(bundled) if bundled.exists() else (shutil.which("psql") or "psql")
-    with tempfile.TemporaryDirectory() as folder, psycopg.connect(tracked) as conn:
+    with tempfile.TemporaryDirectory() as folder, psycopg.connect(plain) as conn:
         paths = []
         for n, statements in enumerate(migration_history()):
             path = Path(folder) / f"{n:03d}.sql"
@@ -311,12 +332,17 @@ def bench_replay(tracked: str, plain: str, count: int) -> float:
                 cpu += int(out.split()[-1]) / 1e9
             return time.perf_counter() - start, cpu
 
-        samples = rounds({"tracked": tracked, "untracked": plain}, replay, reset, count)
-    return ratio_line(
-        f"(d) replay of {len(paths)} migration files, one psql process each",
-        samples,
-        "target <= 1.3",
-    )
+        samples = rounds({**tracked, "untracked": plain}, replay, reset, count)
+    ratios = [
+        ratio_line(
+            f"(d) replay of {len(paths)} migration files, one psql process each",
+            samples,
+            "target <= 1.3",
+            label,
+        )
+        for label in tracked
+    ]
+    return ratios[0]
 
 
 def bench_add_columns(
@@ -347,8 +373,11 @@ def bench_add_columns(
     )
 
 
-def bench_first_ddl(tracked: str, plain: str, count: int, connections: int = 10) -> float:
-    """Per round: ``connections`` new connections, each timing its first DDL."""
+def bench_first_ddl(
+    tracked: dict[str, str], plain: str, count: int, connections: int = 10
+) -> float:
+    """Per round: ``connections`` new connections, each timing its first DDL.
+    ``tracked``: label -> database; the first label's extra CPU is returned."""
     counter = iter(range(10**9))
 
     def reset(dsn: str) -> None:
@@ -369,27 +398,31 @@ def bench_first_ddl(tracked: str, plain: str, count: int, connections: int = 10)
                 cpu += backend_cpu(pid) - before
         return wall / connections, cpu / connections
 
-    samples = rounds({"tracked": tracked, "untracked": plain}, first_ddl, reset, count)
-    tracked_s, plain_s = samples["tracked"], samples["untracked"]
-    extra = (
-        statistics.median(w for w, _ in tracked_s) - statistics.median(w for w, _ in plain_s)
-    ) * 1000
-    extra_cpu = (
-        statistics.median(c for _, c in tracked_s) - statistics.median(c for _, c in plain_s)
-    ) * 1000
+    samples = rounds({**tracked, "untracked": plain}, first_ddl, reset, count)
+    plain_s = samples["untracked"]
 
     def ms(values: list[float]) -> str:
         return spread(values, 1000, "{:.1f}")
 
-    print(
-        f"(f) first DDL on a new connection: tracked {ms([w for w, _ in tracked_s])} ms, "
-        f"untracked {ms([w for w, _ in plain_s])} ms: extra {extra:.1f} ms (target <= 10 ms); "
-        f"backend CPU tracked {ms([c for _, c in tracked_s])} ms, "
-        f"untracked {ms([c for _, c in plain_s])} ms: extra {extra_cpu:.1f} ms "
-        f"[mean of {connections} connections per round; median [min-max] of "
-        f"{len(tracked_s)} rounds]"
-    )
-    return extra
+    extras: list[float] = []
+    for label in tracked:
+        tracked_s = samples[label]
+        extra = (
+            statistics.median(w for w, _ in tracked_s) - statistics.median(w for w, _ in plain_s)
+        ) * 1000
+        extra_cpu = (
+            statistics.median(c for _, c in tracked_s) - statistics.median(c for _, c in plain_s)
+        ) * 1000
+        print(
+            f"(f) first DDL on a new connection: {label} {ms([w for w, _ in tracked_s])} ms, "
+            f"untracked {ms([w for w, _ in plain_s])} ms: extra {extra:.1f} ms; "
+            f"backend CPU {label} {ms([c for _, c in tracked_s])} ms, "
+            f"untracked {ms([c for _, c in plain_s])} ms: extra {extra_cpu:.1f} ms "
+            f"(target <= 10 ms) [mean of {connections} connections per round; "
+            f"median [min-max] of {len(tracked_s)} rounds]"
+        )
+        extras.append(extra_cpu)
+    return extras[0]
 
 
 def main() -> None:
@@ -399,8 +432,9 @@ def main() -> None:
     parser.add_argument(
         "--diff-at-commit",
         choices=("on", "off"),
-        default="on",
-        help="setting schema_diff_at_commit of the tracked database (default: on)",
+        default="off",
+        help="setting schema_diff_at_commit of the tracked database of (a)-(c), (e) "
+        "(default: off, the package's default); (d) and (f) measure both",
     )
     args = parser.parse_args()
     parts = set(args.only.split(","))
@@ -413,12 +447,17 @@ def main() -> None:
     with server() as admin_dsn:
         tracked = fresh_database(admin_dsn, TRACKED, tracked=True)
         plain = fresh_database(admin_dsn, PLAIN, tracked=False)
-        with psycopg.connect(tracked, autocommit=True) as conn:
-            conn.execute(
-                "update resilience.settings set value = %s where name = 'schema_diff_at_commit'",
-                (args.diff_at_commit,),
-            )
-        print(f"schema_diff_at_commit = {args.diff_at_commit}")
+        set_diff_at_commit(tracked, args.diff_at_commit)
+        side_by_side: dict[str, str] = {}
+        if parts & {"d", "f"}:
+            side_by_side[DEFAULT] = fresh_database(admin_dsn, SIDE_DEFAULT, tracked=True)
+            side_by_side[DIFF_AT_COMMIT] = fresh_database(admin_dsn, SIDE_AT_COMMIT, tracked=True)
+            set_diff_at_commit(side_by_side[DEFAULT], "off")
+            set_diff_at_commit(side_by_side[DIFF_AT_COMMIT], "on")
+        print(
+            f"schema_diff_at_commit = {args.diff_at_commit} for (a)-(c), (e); (d), (f): "
+            f"'{DEFAULT}' = off, '{DIFF_AT_COMMIT}' = on"
+        )
         try:
             if "a" in parts:
                 verdicts.append(bench_create(tracked, plain, create_count, rounds_a) <= 1.5)
@@ -427,13 +466,15 @@ def main() -> None:
             if "c" in parts:
                 verdicts.append(bench_latency(tracked, samples) <= 50)
             if "d" in parts:
-                verdicts.append(bench_replay(tracked, plain, rounds_def) <= 1.3)
+                verdicts.append(bench_replay(side_by_side, plain, rounds_def) <= 1.3)
             if "e" in parts:
                 verdicts.append(bench_add_columns(tracked, plain, rounds_def) <= 3.0)
             if "f" in parts:
-                verdicts.append(bench_first_ddl(tracked, plain, rounds_def) <= 10)
+                verdicts.append(bench_first_ddl(side_by_side, plain, rounds_def) <= 10)
         finally:
             drop_database(admin_dsn, TRACKED)
+            drop_database(admin_dsn, SIDE_DEFAULT)
+            drop_database(admin_dsn, SIDE_AT_COMMIT)
             drop_database(admin_dsn, PLAIN)
     print(f"targets {'met' if all(verdicts) else 'NOT met'}")
 

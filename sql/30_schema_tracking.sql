@@ -3,9 +3,11 @@
 -- Event triggers (sql/superuser/30_event_triggers.sql) remember the objects
 -- each DDL command touched and mark the transaction in
 -- resilience.schema_pending. At commit a deferred constraint trigger on it
--- folds all of the transaction's DDL into ONE version: only the touched objects are re-read from the catalog, their
--- OID-free canonical JSON is hashed, the snapshot is updated, the diff is
--- computed (PL/Python when available), and listeners are notified.
+-- folds all of the transaction's DDL into ONE version: only the touched
+-- objects are re-read from the catalog, their OID-free canonical JSON is
+-- hashed, the snapshot is updated and listeners are notified. The diff
+-- (PL/Python) runs at commit only with setting schema_diff_at_commit on; by
+-- default the version's first reader rates it (resilience._schema_rate).
 -- Tracking never blocks DDL: every entry point catches its own errors.
 
 -- Names of the schemas whose objects are tracked: every schema except pg_*,
@@ -16,25 +18,27 @@ returns text[]
 language plpgsql
 stable
 as $$
-declare
-    ignored text[];
-    listed text[];
 begin
     -- plpgsql, not sql: its plans are cached per session (it runs on every
     -- DDL). No SECURITY DEFINER nor SET clause (each costs per call): its
-    -- callers are, and every name here is qualified.
-    select pg_catalog.string_to_array(pg_catalog.replace(s.value, ' ', ''), ',') into ignored
-    from resilience.settings as s where s.name = 'schema_ignored_schemas';
-    select pg_catalog.string_to_array(pg_catalog.replace(s.value, ' ', ''), ',') into listed
-    from resilience.settings as s where s.name = 'schema_tracked_schemas' and s.value operator(pg_catalog.<>) '*';
+    -- callers are, and every name here is qualified. One statement: a new
+    -- session plans each statement once, at its first DDL's commit.
     return array(
         select n.nspname::text
         from pg_catalog.pg_namespace as n
+        cross join (
+            select
+                (select pg_catalog.string_to_array(pg_catalog.replace(s.value, ' ', ''), ',')
+                    from resilience.settings as s where s.name = 'schema_ignored_schemas') as ignored,
+                (select pg_catalog.string_to_array(pg_catalog.replace(s.value, ' ', ''), ',')
+                    from resilience.settings as s
+                    where s.name = 'schema_tracked_schemas' and s.value operator(pg_catalog.<>) '*') as listed
+        ) as setting
         where n.nspname operator(pg_catalog.!~) '^pg_'
             and n.nspname operator(pg_catalog.<>) 'information_schema'
             and n.nspname operator(pg_catalog.<>) 'resilience'
-            and not n.nspname::text operator(pg_catalog.=) any(coalesce(ignored, '{}'))
-            and (listed is null or n.nspname::text operator(pg_catalog.=) any(listed))
+            and not n.nspname::text operator(pg_catalog.=) any(coalesce(setting.ignored, '{}'))
+            and (setting.listed is null or n.nspname::text operator(pg_catalog.=) any(setting.listed))
     );
 end;
 $$;
@@ -45,7 +49,9 @@ $$;
 create or replace function resilience._schema_object_hash(kind text, data jsonb)
 returns text
 language sql
-immutable
+-- stable, not immutable: convert_to() is stable, and an immutable function
+-- over a stable one is never inlined (it was called once per object).
+stable
 as $$
     select pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
         kind operator(pg_catalog.||) ':' operator(pg_catalog.||) data::text, 'UTF8'
@@ -79,26 +85,44 @@ $$;
 -- and everything on them), functions and enum types. `data` holds names, never
 -- OIDs, so equal schemas give equal JSON on any server. Extension members, the
 -- rpc() wrappers of pgresilience and untracked schemas are left out.
+-- One query per kind, run only where that kind can be: a new session plans
+-- each statement it runs once, and a migration's commit in a new session
+-- (one client process per migration file) paid ~5 ms to plan one query over
+-- every kind. Relations are resolved once (`rel_ids`; `tab_ids`: tables),
+-- so most per-kind queries join no pg_class/pg_namespace of their own.
 create or replace function resilience._schema_catalog(rels oid[], procs oid[], types oid[])
 returns table (kind text, object_oid oid, sub_id integer, table_oid oid, data jsonb)
 language plpgsql
 stable
 security definer
 set search_path = ''
--- Planning this big query costs more than running it for one table: plan once.
+-- Each query costs more to plan than to run for one table: plan once.
 set plan_cache_mode = force_generic_plan
+-- Generic estimates must never buy a JIT compile for a few rows (see _schema_fold).
+set jit = off
 as $$
 declare
-    tracked text[] := resilience._schema_tracked_names();
+    tracked text[];
+    rel_ids oid[];
+    rel_names text[];
+    tab_ids oid[];
+    tab_names text[];
+    has_views boolean;
 begin
-    return query
-    with rel as (
-        select c.oid, c.relname::text as name, c.relkind, c.relrowsecurity, c.relforcerowsecurity,
-            c.relpersistence, c.relispartition, c.relpartbound, c.reloptions,
-            n.nspname::text as schema,
-            n.nspname::text operator(pg_catalog.||) '.' operator(pg_catalog.||) c.relname::text as qualified
+    if coalesce(pg_catalog.cardinality(rels), 0) operator(pg_catalog.>) 0 then
+        tracked := resilience._schema_tracked_names();
+        select
+            pg_catalog.array_agg(c.oid),
+            pg_catalog.array_agg(qualified.name),
+            pg_catalog.array_agg(c.oid) filter (where c.relkind in ('r', 'p', 'f')),
+            pg_catalog.array_agg(qualified.name) filter (where c.relkind in ('r', 'p', 'f')),
+            coalesce(pg_catalog.bool_or(c.relkind in ('v', 'm')), false)
+        into rel_ids, rel_names, tab_ids, tab_names, has_views
         from pg_catalog.pg_class as c
         inner join pg_catalog.pg_namespace as n on c.relnamespace = n.oid
+        cross join lateral (
+            select n.nspname::text operator(pg_catalog.||) '.' operator(pg_catalog.||) c.relname::text
+        ) as qualified (name)
         where c.oid operator(pg_catalog.=) any(rels)
             and c.relkind in ('r', 'p', 'f', 'v', 'm')
             and c.relpersistence operator(pg_catalog.<>) 't'
@@ -107,199 +131,215 @@ begin
                 select from pg_catalog.pg_depend as d
                 where d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
                     and d.objid = c.oid and d.deptype = 'e'
-            )
-    )
+            );
+    end if;
 
-    select 'table', r.oid, 0, r.oid, pg_catalog.jsonb_build_object(
-        'schema', r.schema,
-        'name', r.name,
-        'kind', case r.relkind when 'p' then 'partitioned table' when 'f' then 'foreign table' else 'table' end,
-        'persistence', case r.relpersistence when 'u' then 'unlogged' else 'logged' end,
-        'rls', r.relrowsecurity,
-        'rls_forced', r.relforcerowsecurity,
-        'partition_of', (
-            select pn.nspname::text operator(pg_catalog.||) '.' operator(pg_catalog.||) pc.relname::text
-            from pg_catalog.pg_inherits as i
-            inner join pg_catalog.pg_class as pc on i.inhparent = pc.oid
-            inner join pg_catalog.pg_namespace as pn on pc.relnamespace = pn.oid
-            where r.relispartition and i.inhrelid = r.oid
-        ),
-        'partition_bound', pg_catalog.pg_get_expr(r.relpartbound, r.oid),
-        'partition_key', case when r.relkind = 'p' then pg_catalog.pg_get_partkeydef(r.oid) end,
-        'columns', pg_catalog.to_jsonb(array(
-            select a.attname::text from pg_catalog.pg_attribute as a
-            where a.attrelid = r.oid and a.attnum operator(pg_catalog.>) 0 and not a.attisdropped
-            order by a.attnum
-        ))
-    )
-    from rel as r
-    where r.relkind in ('r', 'p', 'f')
-
-    union all
-    select 'column', r.oid, a.attnum::integer, r.oid, pg_catalog.jsonb_build_object(
-        'table', r.qualified,
-        'name', a.attname::text,
-        'type', pg_catalog.format_type(a.atttypid, a.atttypmod),
-        'not_null', a.attnotnull,
-        'default', case when a.attgenerated = '' then pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) end,
-        'generated', case when a.attgenerated operator(pg_catalog.<>) '' then pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) end,
-        'identity', case a.attidentity when 'a' then 'always' when 'd' then 'by default' end,
-        'collation', case when a.attcollation operator(pg_catalog.<>) t.typcollation then coll.collname::text end
-    )
-    from rel as r
-    inner join pg_catalog.pg_attribute as a on r.oid = a.attrelid
-    inner join pg_catalog.pg_type as t on a.atttypid = t.oid
-    left join pg_catalog.pg_attrdef as ad on a.attrelid = ad.adrelid and a.attnum = ad.adnum
-    left join pg_catalog.pg_collation as coll on a.attcollation = coll.oid
-    where r.relkind in ('r', 'p', 'f') and a.attnum operator(pg_catalog.>) 0 and not a.attisdropped
-
-    union all
-    select 'constraint', con.oid, 0, r.oid, pg_catalog.jsonb_build_object(
-        'table', r.qualified,
-        'name', con.conname::text,
-        'type', case con.contype
-            when 'p' then 'primary key' when 'u' then 'unique' when 'c' then 'check'
-            when 'f' then 'foreign key' when 'x' then 'exclusion'
-        end,
-        'definition', pg_catalog.pg_get_constraintdef(con.oid),
-        'references', (
-            select fn.nspname::text operator(pg_catalog.||) '.' operator(pg_catalog.||) fc.relname::text
-            from pg_catalog.pg_class as fc
-            inner join pg_catalog.pg_namespace as fn on fc.relnamespace = fn.oid
-            where fc.oid = con.confrelid
-        ),
-        'validated', con.convalidated,
-        'deferrable', con.condeferrable,
-        'deferred', con.condeferred
-    )
-    from rel as r
-    inner join pg_catalog.pg_constraint as con on r.oid = con.conrelid
-    where con.contype in ('p', 'u', 'c', 'f', 'x')
-
-    union all
-    -- Indexes behind a primary key, unique or exclusion constraint are
-    -- reported as that constraint.
-    select 'index', i.indexrelid, 0, r.oid, pg_catalog.jsonb_build_object(
-        'table', r.qualified,
-        'name', ic.relname::text,
-        'definition', pg_catalog.pg_get_indexdef(i.indexrelid),
-        'unique', i.indisunique,
-        -- false: left behind by a failed CREATE INDEX CONCURRENTLY
-        'valid', i.indisvalid
-    )
-    from rel as r
-    inner join pg_catalog.pg_index as i on r.oid = i.indrelid
-    inner join pg_catalog.pg_class as ic on i.indexrelid = ic.oid
-    where not exists (
-        select from pg_catalog.pg_constraint as k
-        where k.conindid = i.indexrelid and k.conrelid = r.oid and k.contype in ('p', 'u', 'x')
-    )
-
-    union all
-    select 'policy', pol.oid, 0, r.oid, pg_catalog.jsonb_build_object(
-        'table', r.qualified,
-        'name', pol.polname::text,
-        'command', case pol.polcmd
-            when 'r' then 'select' when 'a' then 'insert' when 'w' then 'update'
-            when 'd' then 'delete' else 'all'
-        end,
-        'permissive', pol.polpermissive,
-        'roles', pg_catalog.to_jsonb(array(
-            select case when role_oid = 0 then 'public' else pg_catalog.pg_get_userbyid(role_oid)::text end
-            from pg_catalog.unnest(pol.polroles) as role_oid
-            order by 1
-        )),
-        'using', pg_catalog.pg_get_expr(pol.polqual, pol.polrelid),
-        'check', pg_catalog.pg_get_expr(pol.polwithcheck, pol.polrelid)
-    )
-    from rel as r
-    inner join pg_catalog.pg_policy as pol on r.oid = pol.polrelid
-
-    union all
-    select 'view', r.oid, 0, r.oid, pg_catalog.jsonb_build_object(
-        'schema', r.schema,
-        'name', r.name,
-        'kind', case r.relkind when 'm' then 'materialized view' else 'view' end,
-        'definition', pg_catalog.pg_get_viewdef(r.oid),
-        -- Options that decide whose rights and RLS a reader gets.
-        'security_invoker', coalesce((
-            select o.option_value::boolean from pg_catalog.pg_options_to_table(r.reloptions) as o
-            where o.option_name = 'security_invoker'
-        ), false),
-        'security_barrier', coalesce((
-            select o.option_value::boolean from pg_catalog.pg_options_to_table(r.reloptions) as o
-            where o.option_name = 'security_barrier'
-        ), false),
-        'check_option', (
-            select o.option_value from pg_catalog.pg_options_to_table(r.reloptions) as o
-            where o.option_name = 'check_option'
-        ),
-        -- Reads a table with row level security (turning security_invoker off is then an exposure).
-        'reads_rls', exists (
-            select from pg_catalog.pg_rewrite as rw
-            inner join pg_catalog.pg_depend as d
-                on d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass and d.objid = rw.oid
-            inner join pg_catalog.pg_class as base
-                on d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass and d.refobjid = base.oid
-            where rw.ev_class = r.oid and base.oid operator(pg_catalog.<>) r.oid and base.relrowsecurity
-        ),
-        'columns', coalesce((
-            select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                'name', a.attname::text, 'type', pg_catalog.format_type(a.atttypid, a.atttypmod)
-            ) order by a.attnum)
-            from pg_catalog.pg_attribute as a
-            where a.attrelid = r.oid and a.attnum operator(pg_catalog.>) 0 and not a.attisdropped
-        ), '[]')
-    )
-    from rel as r
-    where r.relkind in ('v', 'm')
-
-    union all
-    select 'function', p.oid, 0, null::oid, pg_catalog.jsonb_build_object(
-        'schema', n.nspname::text,
-        'name', p.proname::text,
-        'kind', case p.prokind when 'p' then 'procedure' else 'function' end,
-        'arguments', pg_catalog.pg_get_function_identity_arguments(p.oid),
-        'result', pg_catalog.pg_get_function_result(p.oid),
-        'language', l.lanname::text,
-        -- SQL-standard bodies (BEGIN ATOMIC) leave prosrc empty.
-        'body', case when coalesce(p.prosrc, '') = '' then pg_catalog.pg_get_functiondef(p.oid) else p.prosrc end,
-        'volatility', case p.provolatile when 'i' then 'immutable' when 's' then 'stable' else 'volatile' end,
-        'security_definer', p.prosecdef,
-        'strict', p.proisstrict,
-        'config', pg_catalog.to_jsonb(p.proconfig)
-    )
-    from pg_catalog.pg_proc as p
-    inner join pg_catalog.pg_namespace as n on p.pronamespace = n.oid
-    inner join pg_catalog.pg_language as l on p.prolang = l.oid
-    where p.oid operator(pg_catalog.=) any(procs)
-        and p.prokind in ('f', 'p')
-        and n.nspname::text operator(pg_catalog.=) any(tracked)
-        and not exists (
-            select from pg_catalog.pg_depend as d
-            where d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass and d.objid = p.oid and d.deptype = 'e'
+    if tab_ids is not null then
+        return query
+        select 'table', c.oid, 0, c.oid, pg_catalog.jsonb_build_object(
+            'schema', n.nspname::text,
+            'name', c.relname::text,
+            'kind', case c.relkind when 'p' then 'partitioned table' when 'f' then 'foreign table' else 'table' end,
+            'persistence', case c.relpersistence when 'u' then 'unlogged' else 'logged' end,
+            'rls', c.relrowsecurity,
+            'rls_forced', c.relforcerowsecurity,
+            'partition_of', (
+                select pn.nspname::text operator(pg_catalog.||) '.' operator(pg_catalog.||) pc.relname::text
+                from pg_catalog.pg_inherits as i
+                inner join pg_catalog.pg_class as pc on i.inhparent = pc.oid
+                inner join pg_catalog.pg_namespace as pn on pc.relnamespace = pn.oid
+                where c.relispartition and i.inhrelid = c.oid
+            ),
+            'partition_bound', pg_catalog.pg_get_expr(c.relpartbound, c.oid),
+            'partition_key', case when c.relkind = 'p' then pg_catalog.pg_get_partkeydef(c.oid) end,
+            'columns', pg_catalog.to_jsonb(array(
+                select a.attname::text from pg_catalog.pg_attribute as a
+                where a.attrelid = c.oid and a.attnum operator(pg_catalog.>) 0 and not a.attisdropped
+                order by a.attnum
+            ))
         )
-        -- pgresilience's own rpc() wrappers (resilience._expose)
-        and not exists (select from resilience.exposed_functions as w where w.signature::oid = p.oid)
+        from pg_catalog.pg_class as c
+        inner join pg_catalog.pg_namespace as n on c.relnamespace = n.oid
+        where c.oid operator(pg_catalog.=) any(tab_ids);
 
-    union all
-    select 'enum', t.oid, 0, null::oid, pg_catalog.jsonb_build_object(
-        'schema', n.nspname::text,
-        'name', t.typname::text,
-        'values', pg_catalog.to_jsonb(array(
-            select e.enumlabel::text from pg_catalog.pg_enum as e
-            where e.enumtypid = t.oid order by e.enumsortorder
-        ))
-    )
-    from pg_catalog.pg_type as t
-    inner join pg_catalog.pg_namespace as n on t.typnamespace = n.oid
-    where t.oid operator(pg_catalog.=) any(types)
-        and t.typtype = 'e'
-        and n.nspname::text operator(pg_catalog.=) any(tracked)
-        and not exists (
-            select from pg_catalog.pg_depend as d
-            where d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass and d.objid = t.oid and d.deptype = 'e'
+        return query
+        select 'column', r.oid, a.attnum::integer, r.oid, pg_catalog.jsonb_build_object(
+            'table', r.qualified,
+            'name', a.attname::text,
+            'type', pg_catalog.format_type(a.atttypid, a.atttypmod),
+            'not_null', a.attnotnull,
+            'default', case when a.attgenerated = '' then pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) end,
+            'generated', case when a.attgenerated operator(pg_catalog.<>) '' then pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) end,
+            'identity', case a.attidentity when 'a' then 'always' when 'd' then 'by default' end,
+            'collation', case when a.attcollation operator(pg_catalog.<>) t.typcollation then (
+                select coll.collname::text from pg_catalog.pg_collation as coll where coll.oid = a.attcollation
+            ) end
+        )
+        from rows from (pg_catalog.unnest(tab_ids), pg_catalog.unnest(tab_names)) as r (oid, qualified)
+        inner join pg_catalog.pg_attribute as a on r.oid = a.attrelid
+        inner join pg_catalog.pg_type as t on a.atttypid = t.oid
+        left join pg_catalog.pg_attrdef as ad on a.attrelid = ad.adrelid and a.attnum = ad.adnum
+        where a.attnum operator(pg_catalog.>) 0 and not a.attisdropped;
+
+        return query
+        select 'constraint', con.oid, 0, r.oid, pg_catalog.jsonb_build_object(
+            'table', r.qualified,
+            'name', con.conname::text,
+            'type', case con.contype
+                when 'p' then 'primary key' when 'u' then 'unique' when 'c' then 'check'
+                when 'f' then 'foreign key' when 'x' then 'exclusion'
+            end,
+            'definition', pg_catalog.pg_get_constraintdef(con.oid),
+            'references', case when con.confrelid operator(pg_catalog.<>) 0 then (
+                select fn.nspname::text operator(pg_catalog.||) '.' operator(pg_catalog.||) fc.relname::text
+                from pg_catalog.pg_class as fc
+                inner join pg_catalog.pg_namespace as fn on fc.relnamespace = fn.oid
+                where fc.oid = con.confrelid
+            ) end,
+            'validated', con.convalidated,
+            'deferrable', con.condeferrable,
+            'deferred', con.condeferred
+        )
+        from rows from (pg_catalog.unnest(tab_ids), pg_catalog.unnest(tab_names)) as r (oid, qualified)
+        inner join pg_catalog.pg_constraint as con on r.oid = con.conrelid
+        where con.contype in ('p', 'u', 'c', 'f', 'x');
+
+        return query
+        select 'policy', pol.oid, 0, r.oid, pg_catalog.jsonb_build_object(
+            'table', r.qualified,
+            'name', pol.polname::text,
+            'command', case pol.polcmd
+                when 'r' then 'select' when 'a' then 'insert' when 'w' then 'update'
+                when 'd' then 'delete' else 'all'
+            end,
+            'permissive', pol.polpermissive,
+            'roles', pg_catalog.to_jsonb(array(
+                select case when role_oid = 0 then 'public' else pg_catalog.pg_get_userbyid(role_oid)::text end
+                from pg_catalog.unnest(pol.polroles) as role_oid
+                order by 1
+            )),
+            'using', pg_catalog.pg_get_expr(pol.polqual, pol.polrelid),
+            'check', pg_catalog.pg_get_expr(pol.polwithcheck, pol.polrelid)
+        )
+        from rows from (pg_catalog.unnest(tab_ids), pg_catalog.unnest(tab_names)) as r (oid, qualified)
+        inner join pg_catalog.pg_policy as pol on r.oid = pol.polrelid;
+    end if;
+
+    if rel_ids is not null then
+        -- Indexes (of tables and materialized views); those behind a primary
+        -- key, unique or exclusion constraint are reported as that constraint.
+        return query
+        select 'index', i.indexrelid, 0, r.oid, pg_catalog.jsonb_build_object(
+            'table', r.qualified,
+            'name', ic.relname::text,
+            'definition', pg_catalog.pg_get_indexdef(i.indexrelid),
+            'unique', i.indisunique,
+            -- false: left behind by a failed CREATE INDEX CONCURRENTLY
+            'valid', i.indisvalid
+        )
+        from rows from (pg_catalog.unnest(rel_ids), pg_catalog.unnest(rel_names)) as r (oid, qualified)
+        inner join pg_catalog.pg_index as i on r.oid = i.indrelid
+        inner join pg_catalog.pg_class as ic on i.indexrelid = ic.oid
+        where not exists (
+            select from pg_catalog.pg_constraint as k
+            where k.conindid = i.indexrelid and k.conrelid = r.oid and k.contype in ('p', 'u', 'x')
         );
+    end if;
+
+    if has_views then
+        return query
+        select 'view', c.oid, 0, c.oid, pg_catalog.jsonb_build_object(
+            'schema', n.nspname::text,
+            'name', c.relname::text,
+            'kind', case c.relkind when 'm' then 'materialized view' else 'view' end,
+            'definition', pg_catalog.pg_get_viewdef(c.oid),
+            -- Options that decide whose rights and RLS a reader gets.
+            'security_invoker', coalesce((
+                select o.option_value::boolean from pg_catalog.pg_options_to_table(c.reloptions) as o
+                where o.option_name = 'security_invoker'
+            ), false),
+            'security_barrier', coalesce((
+                select o.option_value::boolean from pg_catalog.pg_options_to_table(c.reloptions) as o
+                where o.option_name = 'security_barrier'
+            ), false),
+            'check_option', (
+                select o.option_value from pg_catalog.pg_options_to_table(c.reloptions) as o
+                where o.option_name = 'check_option'
+            ),
+            -- Reads a table with row level security (turning security_invoker off is then an exposure).
+            'reads_rls', exists (
+                select from pg_catalog.pg_rewrite as rw
+                inner join pg_catalog.pg_depend as d
+                    on d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass and d.objid = rw.oid
+                inner join pg_catalog.pg_class as base
+                    on d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass and d.refobjid = base.oid
+                where rw.ev_class = c.oid and base.oid operator(pg_catalog.<>) c.oid and base.relrowsecurity
+            ),
+            'columns', coalesce((
+                select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                    'name', a.attname::text, 'type', pg_catalog.format_type(a.atttypid, a.atttypmod)
+                ) order by a.attnum)
+                from pg_catalog.pg_attribute as a
+                where a.attrelid = c.oid and a.attnum operator(pg_catalog.>) 0 and not a.attisdropped
+            ), '[]')
+        )
+        from pg_catalog.pg_class as c
+        inner join pg_catalog.pg_namespace as n on c.relnamespace = n.oid
+        where c.oid operator(pg_catalog.=) any(rel_ids) and c.relkind in ('v', 'm');
+    end if;
+
+    if coalesce(pg_catalog.cardinality(procs), 0) operator(pg_catalog.>) 0 then
+        tracked := coalesce(tracked, resilience._schema_tracked_names());
+        return query
+        select 'function', p.oid, 0, null::oid, pg_catalog.jsonb_build_object(
+            'schema', n.nspname::text,
+            'name', p.proname::text,
+            'kind', case p.prokind when 'p' then 'procedure' else 'function' end,
+            'arguments', pg_catalog.pg_get_function_identity_arguments(p.oid),
+            'result', pg_catalog.pg_get_function_result(p.oid),
+            'language', l.lanname::text,
+            -- SQL-standard bodies (BEGIN ATOMIC) leave prosrc empty.
+            'body', case when coalesce(p.prosrc, '') = '' then pg_catalog.pg_get_functiondef(p.oid) else p.prosrc end,
+            'volatility', case p.provolatile when 'i' then 'immutable' when 's' then 'stable' else 'volatile' end,
+            'security_definer', p.prosecdef,
+            'strict', p.proisstrict,
+            'config', pg_catalog.to_jsonb(p.proconfig)
+        )
+        from pg_catalog.pg_proc as p
+        inner join pg_catalog.pg_namespace as n on p.pronamespace = n.oid
+        inner join pg_catalog.pg_language as l on p.prolang = l.oid
+        where p.oid operator(pg_catalog.=) any(procs)
+            and p.prokind in ('f', 'p')
+            and n.nspname::text operator(pg_catalog.=) any(tracked)
+            and not exists (
+                select from pg_catalog.pg_depend as d
+                where d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass and d.objid = p.oid and d.deptype = 'e'
+            )
+            -- pgresilience's own rpc() wrappers (resilience._expose)
+            and not exists (select from resilience.exposed_functions as w where w.signature::oid = p.oid);
+    end if;
+
+    if coalesce(pg_catalog.cardinality(types), 0) operator(pg_catalog.>) 0 then
+        tracked := coalesce(tracked, resilience._schema_tracked_names());
+        return query
+        select 'enum', t.oid, 0, null::oid, pg_catalog.jsonb_build_object(
+            'schema', n.nspname::text,
+            'name', t.typname::text,
+            'values', pg_catalog.to_jsonb(array(
+                select e.enumlabel::text from pg_catalog.pg_enum as e
+                where e.enumtypid = t.oid order by e.enumsortorder
+            ))
+        )
+        from pg_catalog.pg_type as t
+        inner join pg_catalog.pg_namespace as n on t.typnamespace = n.oid
+        where t.oid operator(pg_catalog.=) any(types)
+            and t.typtype = 'e'
+            and n.nspname::text operator(pg_catalog.=) any(tracked)
+            and not exists (
+                select from pg_catalog.pg_depend as d
+                where d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass and d.objid = t.oid and d.deptype = 'e'
+            );
+    end if;
 end;
 $$;
 
@@ -318,18 +358,25 @@ volatile
 security definer
 set search_path = ''
 as $$
+declare
+    chunks integer := coalesce(nullif(
+        pg_catalog.current_setting('resilience.schema_pending_n', true), ''
+    )::integer, 0);
+    entries text[] := '{}';
 begin
+    -- Plain assignments, not a query over the chunks: each statement a new
+    -- session runs is planned once, at its first DDL's commit.
+    for chunk in 1..chunks loop
+        entries := entries operator(pg_catalog.||) pg_catalog.string_to_array(
+            pg_catalog.current_setting('resilience.schema_pending_' operator(pg_catalog.||) chunk, true), ';'
+        );
+    end loop;
     with pending as (
         select
             pg_catalog.split_part(e.entry, ',', 1)::oid as classid,
             pg_catalog.split_part(e.entry, ',', 2)::oid as objid,
             pg_catalog.split_part(e.entry, ',', 3) as command_tag
-        from pg_catalog.generate_series(1, coalesce(nullif(
-            pg_catalog.current_setting('resilience.schema_pending_n', true), ''
-        )::integer, 0)) as chunk (n)
-        cross join lateral pg_catalog.unnest(pg_catalog.string_to_array(
-            pg_catalog.current_setting('resilience.schema_pending_' || chunk.n, true), ';'
-        )) as e (entry)
+        from pg_catalog.unnest(entries) as e (entry)
     ),
 
     resolved as (
@@ -388,16 +435,19 @@ end;
 $$;
 
 -- Relations and functions whose stored definition text names one of the given
--- objects (pg_depend): a view or a foreign key naming a renamed table, a
--- column or function using a renamed enum type. They must be re-read too.
+-- objects (relations, functions, types: pg_depend): a view or a foreign key
+-- naming a renamed table, a column or function using a renamed enum type.
+-- They must be re-read too. plpgsql, not sql: a sql function with a SET
+-- clause is planned again on every call.
 create or replace function resilience._schema_dependents(
-    rels oid[], procs oid[], types oid[], out dep_rels oid[], out dep_procs oid[]
+    objects oid[], out dep_rels oid[], out dep_procs oid[]
 )
-language sql
+language plpgsql
 stable
 security definer
 set search_path = ''
 as $$
+begin
     with dep as (
         select d.classid, d.objid from pg_catalog.pg_depend as d
         where d.refclassid in (
@@ -405,7 +455,7 @@ as $$
             'pg_catalog.pg_type'::pg_catalog.regclass,
             'pg_catalog.pg_proc'::pg_catalog.regclass
         )
-            and d.refobjid operator(pg_catalog.=) any(rels operator(pg_catalog.||) procs operator(pg_catalog.||) types)
+            and d.refobjid operator(pg_catalog.=) any(objects)
     )
 
     select
@@ -431,18 +481,20 @@ as $$
                 select o.object_oid from resilience.schema_objects as o
                 where exists (
                     select from pg_catalog.pg_class as pc
-                    where pc.oid operator(pg_catalog.=) any(rels) and pc.relkind = 'p'
+                    where pc.oid operator(pg_catalog.=) any(objects) and pc.relkind = 'p'
                 )
                     and o.kind = 'table'
                     and (o.data operator(pg_catalog.->>) 'partition_of') in (
                         select (p.data operator(pg_catalog.->>) 'schema') operator(pg_catalog.||) '.'
                             operator(pg_catalog.||) (p.data operator(pg_catalog.->>) 'name')
                         from resilience.schema_objects as p
-                        where p.kind = 'table' and p.object_oid operator(pg_catalog.=) any(rels)
+                        where p.kind = 'table' and p.object_oid operator(pg_catalog.=) any(objects)
                     )
             ) as x where x.rel is not null
         ),
-        array(select distinct dep.objid from dep where dep.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass);
+        array(select distinct dep.objid from dep where dep.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass)
+    into dep_rels, dep_procs;
+end;
 $$;
 
 -- A version's deltas in the shape schema_diff.compute_changes() takes:
@@ -673,6 +725,95 @@ begin
 end;
 $$;
 
+-- A version's change records, diffed by PL/Python (plpython/schema_diff.py),
+-- or null where that cannot run here (no plpython3u; or it failed: warning,
+-- and the client diffs the deltas with the same module).
+create or replace function resilience._schema_diff_version(for_version bigint, commands text[])
+returns jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    diff_changes jsonb;
+begin
+    if pg_catalog.to_regprocedure('resilience._schema_diff(json)') is null then
+        return null;
+    end if;
+    execute 'select resilience._schema_diff($1)::jsonb' into diff_changes
+    using resilience._schema_diff_input(for_version, commands);
+    return diff_changes;
+exception when others then
+    raise warning 'pgresilience: schema diff failed, the client will compute it (%): %',
+        sqlstate, sqlerrm;
+    return null;
+end;
+$$;
+
+-- The highest severity among change records (null: none).
+create or replace function resilience._schema_max_severity(changes jsonb)
+returns text
+language sql
+immutable
+as $$
+    select x.s
+    from pg_catalog.jsonb_array_elements(changes) as c (change),
+        lateral (select c.change operator(pg_catalog.->>) 'severity') as x (s)
+    order by pg_catalog.array_position(array['low', 'medium', 'high', 'critical'], x.s) desc
+    limit 1;
+$$;
+
+-- Rate the versions after `after_version` that their commit left unrated
+-- (setting schema_diff_at_commit off): diff each with PL/Python and store the
+-- result, so it is rated once, by its first reader. A concurrent reader's
+-- FOR UPDATE waits for this one, then finds the row rated and skips it; it
+-- waits 3 s at most (a reader idle in its transaction holds the lock), then
+-- gets the deltas. Nothing happens where PL/Python is missing (the client
+-- rates) or in a read-only transaction (a standby): the reader then gets the
+-- deltas too.
+create or replace function resilience._schema_rate(after_version bigint)
+returns void
+language plpgsql
+volatile
+security definer
+set search_path = ''
+set lock_timeout = '3s'
+as $$
+declare
+    unrated record;
+    diff_changes jsonb;
+begin
+    -- The common case (everything rated) costs one index probe, no lock.
+    if not exists (
+        select from resilience.schema_versions as v
+        where v.version operator(pg_catalog.>) coalesce(after_version, 0) and v.changes is null
+    ) or pg_catalog.to_regprocedure('resilience._schema_diff(json)') is null
+        or pg_catalog.current_setting('transaction_read_only') = 'on' then
+        return;
+    end if;
+    for unrated in
+        select v.version, v.commands from resilience.schema_versions as v
+        where v.version operator(pg_catalog.>) coalesce(after_version, 0) and v.changes is null
+        order by v.version
+        for update
+    loop
+        diff_changes := resilience._schema_diff_version(unrated.version, unrated.commands);
+        exit when diff_changes is null;
+        update resilience.schema_versions as v set
+            changes = diff_changes,
+            diffed_in = 'database',
+            change_count = pg_catalog.jsonb_array_length(diff_changes),
+            max_severity = resilience._schema_max_severity(diff_changes)
+        where v.version = unrated.version;
+    end loop;
+exception when serialization_failure or lock_not_available then
+    -- REPEATABLE READ and a concurrent reader rated it first, or another
+    -- reader holds the lock: the client rates this reader's copy.
+    null;
+end;
+$$;
+
 -- Re-read the given objects (all of them when full_scan), store what changed
 -- as a new version, diff it, audit it, notify. Returns the new version, or
 -- null when nothing tracked changed. The caller holds the fold lock.
@@ -685,6 +826,11 @@ volatile
 security definer
 set search_path = ''
 set plan_cache_mode = force_generic_plan
+-- A generic plan's estimates follow the average version; after versions of
+-- thousands of objects they can pass jit_above_cost or call for parallel
+-- workers (measured: +130 ms per ALTER), for statements that read a few rows.
+set jit = off
+set max_parallel_workers_per_gather = 0
 as $$
 declare
     delta_count bigint;
@@ -700,8 +846,11 @@ declare
 begin
     perform resilience._schema_rekey();
     -- Version numbers follow commit order: the caller holds the fold lock.
-    select coalesce(pg_catalog.max(v.version), 0) operator(pg_catalog.+) 1 into new_version
-    from resilience.schema_versions as v;
+    -- The object count is kept incrementally (counting every object costs a scan).
+    select v.version, v.object_count into new_version, object_total
+    from resilience.schema_versions as v order by v.version desc limit 1;
+    new_version := coalesce(new_version, 0) operator(pg_catalog.+) 1;
+    object_total := coalesce(object_total, 0);
 
     with fresh as (
         select f.kind, f.object_oid, f.sub_id, f.table_oid, f.data,
@@ -740,101 +889,98 @@ begin
         from fresh as f
         full join stale as s on f.kind = s.kind and f.object_oid = s.object_oid and f.sub_id = s.sub_id
         where f.hash is distinct from s.hash
-        returning 1
+        returning kind, old_data, new_data
     )
 
-    select pg_catalog.count(*) into delta_count from written;
+    -- What the version says at once: how many deltas, objects added and
+    -- dropped, the tables (and views, functions, enum types) they belong to.
+    select
+        pg_catalog.count(*),
+        object_total operator(pg_catalog.+) pg_catalog.count(*) filter (where w.old_data is null)
+        operator(pg_catalog.-) pg_catalog.count(*) filter (where w.new_data is null),
+        coalesce(pg_catalog.array_agg(distinct x.name order by x.name) filter (
+            where w.kind in ('table', 'column', 'constraint', 'index', 'policy', 'view')
+        ), '{}')
+    into delta_count, object_total, touched
+    from written as w
+    cross join lateral (
+        select coalesce(
+            w.new_data operator(pg_catalog.->>) 'table', w.old_data operator(pg_catalog.->>) 'table',
+            (w.new_data operator(pg_catalog.->>) 'schema') operator(pg_catalog.||) '.'
+            operator(pg_catalog.||) (w.new_data operator(pg_catalog.->>) 'name'),
+            (w.old_data operator(pg_catalog.->>) 'schema') operator(pg_catalog.||) '.'
+            operator(pg_catalog.||) (w.old_data operator(pg_catalog.->>) 'name')
+        )
+    ) as x (name);
 
     if delta_count = 0 and origin operator(pg_catalog.<>) 'baseline' then
         return null;
     end if;
 
+    -- The statements below look up the snapshot per delta (a lateral
+    -- subquery that cannot be flattened, OFFSET 0): under the generic plan
+    -- a join would be planned for the average version, and after a version
+    -- of thousands of objects that plan scans the whole snapshot each time.
     delete from resilience.schema_objects as o
-    using resilience.schema_deltas as d
-    where d.version = new_version
-        and o.kind = d.kind and o.object_oid = d.object_oid and o.sub_id = d.sub_id;
+    where o.ctid operator(pg_catalog.=) any(array(
+        select x.ctid
+        from resilience.schema_deltas as d
+        cross join lateral (
+            select s.ctid from resilience.schema_objects as s
+            where s.object_oid = d.object_oid and s.sub_id = d.sub_id and s.kind = d.kind
+            offset 0
+        ) as x
+        where d.version = new_version
+    ));
 
     insert into resilience.schema_objects (kind, object_oid, sub_id, table_oid, data, hash)
     select d.kind, d.object_oid, d.sub_id, d.table_oid, d.new_data, d.new_hash
     from resilience.schema_deltas as d
     where d.version = new_version and d.new_data is not null;
 
-    -- Re-hash the groups (tables, functions, enum types) this version touched.
-    with touched as (
-        select distinct coalesce(d.table_oid, d.object_oid) as group_oid
-        from resilience.schema_deltas as d
-        where d.version = new_version
-    ),
-
-    rehashed as (
-        select coalesce(o.table_oid, o.object_oid) as group_oid,
-            pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
+    -- Re-hash the groups (tables, functions, enum types) this version touched
+    -- (null: nothing left in the group).
+    with rehashed as (
+        select t.group_oid, (
+            select pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
                 pg_catalog.string_agg(o.hash, '' order by o.hash), 'UTF8'
-            )), 'hex') as hash
-        from resilience.schema_objects as o
-        where coalesce(o.table_oid, o.object_oid) in (select t.group_oid from touched as t)
-        group by coalesce(o.table_oid, o.object_oid)
+            )), 'hex')
+            from resilience.schema_objects as o
+            where coalesce(o.table_oid, o.object_oid) = t.group_oid
+        ) as hash
+        from (
+            select distinct coalesce(d.table_oid, d.object_oid) as group_oid
+            from resilience.schema_deltas as d
+            where d.version = new_version
+        ) as t
     ),
 
     emptied as (
         delete from resilience.schema_groups as g
-        where g.group_oid in (select t.group_oid from touched as t)
-            and g.group_oid not in (select r.group_oid from rehashed as r)
+        where g.group_oid in (select r.group_oid from rehashed as r where r.hash is null)
     )
 
     insert into resilience.schema_groups (group_oid, hash)
     select r.group_oid, r.hash from rehashed as r
+    where r.hash is not null
     on conflict (group_oid) do update set hash = excluded.hash;
 
     new_hash := resilience._schema_hash();
-    -- Object count, kept incrementally (counting every object costs a scan).
-    select coalesce((
-        select v.object_count from resilience.schema_versions as v order by v.version desc limit 1
-    ), 0)
-    operator(pg_catalog.+) pg_catalog.count(*) filter (where d.old_data is null)
-    operator(pg_catalog.-) pg_catalog.count(*) filter (where d.new_data is null)
-    into object_total
-    from resilience.schema_deltas as d
-    where d.version = new_version;
-
-    select coalesce(pg_catalog.array_agg(distinct x.name order by x.name), '{}') into touched
-    from (
-        select coalesce(
-            d.new_data operator(pg_catalog.->>) 'table', d.old_data operator(pg_catalog.->>) 'table',
-            (d.new_data operator(pg_catalog.->>) 'schema') operator(pg_catalog.||) '.'
-            operator(pg_catalog.||) (d.new_data operator(pg_catalog.->>) 'name'),
-            (d.old_data operator(pg_catalog.->>) 'schema') operator(pg_catalog.||) '.'
-            operator(pg_catalog.||) (d.old_data operator(pg_catalog.->>) 'name')
-        ) as name
-        from resilience.schema_deltas as d
-        where d.version = new_version
-            and d.kind in ('table', 'column', 'constraint', 'index', 'policy', 'view')
-    ) as x;
 
     if origin = 'baseline' then
         diff_changes := '[]';
-    elsif origin = 'ddl' and resilience._setting('schema_diff_at_commit') = 'off' then
-        -- Off: a migration's commit never starts PL/Python (~30 ms in a new
-        -- session); the version keeps its deltas and readers rate them.
+    elsif origin = 'ddl' and coalesce(resilience._setting('schema_diff_at_commit'), 'off') operator(pg_catalog.<>) 'on' then
+        -- Off (the default): a migration's commit never starts PL/Python
+        -- (~20 ms of a new session's CPU); the version keeps its deltas and
+        -- its first reader rates it (resilience._schema_rate).
         diff_changes := null;
-    elsif pg_catalog.to_regprocedure('resilience._schema_diff(json)') is not null then
-        begin
-            execute 'select resilience._schema_diff($1)::jsonb' into diff_changes
-            using resilience._schema_diff_input(new_version, commands);
-        exception when others then
-            raise warning 'pgresilience: schema diff failed, the client will compute it (%): %',
-                sqlstate, sqlerrm;
-            diff_changes := null;
-        end;
+    else
+        diff_changes := resilience._schema_diff_version(new_version, commands);
     end if;
 
     if diff_changes is not null then
         diffed_in := 'database';
-        select x.s into severity
-        from pg_catalog.jsonb_array_elements(diff_changes) as c (change),
-            lateral (select c.change operator(pg_catalog.->>) 'severity') as x (s)
-        order by pg_catalog.array_position(array['low', 'medium', 'high', 'critical'], x.s) desc
-        limit 1;
+        severity := resilience._schema_max_severity(diff_changes);
     end if;
 
     insert into resilience.schema_versions (
@@ -863,6 +1009,9 @@ begin
         payload := pg_catalog.jsonb_build_object(
             'version', new_version, 'hash', new_hash, 'origin', origin,
             'max_severity', severity, 'change_count', pg_catalog.jsonb_array_length(diff_changes),
+            -- false: not diffed yet (max_severity and change_count null); the
+            -- first reader rates it (schema_changes_since, schema_history).
+            'rated', diff_changes is not null,
             'diffed_in', diffed_in, 'tables', pg_catalog.to_jsonb(shown),
             'tables_truncated', coalesce(pg_catalog.cardinality(shown), 0)
             operator(pg_catalog.<) coalesce(pg_catalog.cardinality(touched), 0)
@@ -903,6 +1052,7 @@ declare
     pending record;
     dependents record;
     everything record;
+    older oid[];
 begin
     select * into pending from resilience._schema_take_pending();
     if pending.full_scan then
@@ -911,18 +1061,21 @@ begin
             'ddl', everything.rels, everything.procs, everything.types, true, pending.commands
         );
     end if;
-    select * into dependents
-    from resilience._schema_dependents(
-        array(select pg_catalog.unnest(pending.rels) except select pg_catalog.unnest(pending.created)),
-        array(select pg_catalog.unnest(pending.procs) except select pg_catalog.unnest(pending.created)),
-        array(select pg_catalog.unnest(pending.types) except select pg_catalog.unnest(pending.created))
+    -- Only what existed before this transaction can be named by others.
+    older := array(
+        select pg_catalog.unnest(pending.rels operator(pg_catalog.||) pending.procs operator(pg_catalog.||) pending.types)
+        except select pg_catalog.unnest(pending.created)
     );
-    return resilience._schema_fold(
-        'ddl',
-        pending.rels operator(pg_catalog.||) dependents.dep_rels,
-        pending.procs operator(pg_catalog.||) dependents.dep_procs,
-        pending.types, false, pending.commands
-    );
+    if pg_catalog.cardinality(older) operator(pg_catalog.>) 0 then
+        select * into dependents from resilience._schema_dependents(older);
+        return resilience._schema_fold(
+            'ddl',
+            pending.rels operator(pg_catalog.||) dependents.dep_rels,
+            pending.procs operator(pg_catalog.||) dependents.dep_procs,
+            pending.types, false, pending.commands
+        );
+    end if;
+    return resilience._schema_fold('ddl', pending.rels, pending.procs, pending.types, false, pending.commands);
 end;
 $$;
 
@@ -1130,30 +1283,47 @@ begin
 end;
 $$;
 
--- Versions, newest first.
+-- Versions, newest first (rated first where their commit did not).
 create or replace function resilience.schema_history(max_count integer default 50)
 returns setof jsonb
-language sql
-stable
+language plpgsql
+volatile
 security definer
 set search_path = ''
 as $$
+declare
+    oldest bigint;
+begin
+    select pg_catalog.min(w.version) into oldest
+    from (
+        select v.version from resilience.schema_versions as v
+        order by v.version desc limit greatest(max_count, 0)
+    ) as w;
+    if oldest is not null then
+        perform resilience._schema_rate(oldest operator(pg_catalog.-) 1);
+    end if;
+    return query
     select resilience._schema_version_json(v)
     from resilience.schema_versions as v
     order by v.version desc
     limit greatest(max_count, 0);
+end;
 $$;
 
--- Every version after `version`, oldest first, with its changes. Where the
--- database could not diff (no plpython3u), `changes` is null and `deltas`
--- holds the input the client diffs with the same module.
+-- Every version after `version`, oldest first, with its changes (rated
+-- first where their commit did not). Where the database cannot diff (no
+-- plpython3u, a read-only transaction), `changes` is null and `deltas` holds
+-- the input the client diffs with the same module.
 create or replace function resilience.schema_changes_since(version bigint)
 returns setof jsonb
-language sql
-stable
+language plpgsql
+volatile
 security definer
 set search_path = ''
 as $$
+begin
+    perform resilience._schema_rate(schema_changes_since.version);
+    return query
     select resilience._schema_version_json(v)
         operator(pg_catalog.||) pg_catalog.jsonb_build_object('changes', v.changes)
         operator(pg_catalog.||) case when v.changes is null
@@ -1165,6 +1335,7 @@ as $$
     from resilience.schema_versions as v
     where v.version operator(pg_catalog.>) coalesce(schema_changes_since.version, 0)
     order by v.version;
+end;
 $$;
 
 select resilience._schema_baseline();

@@ -16,8 +16,10 @@ stable
 security definer
 set search_path = ''
 as $$
+    -- pg_lock_status() itself, not the pg_locks view over it: a new session
+    -- parses the view's definition at its first DDL.
     select exists (
-        select from pg_catalog.pg_locks as l
+        select from pg_catalog.pg_lock_status() as l
         where l.locktype = 'advisory' and l.pid = pg_catalog.pg_backend_pid() and l.objsubid = 1
             and l.granted
             and l.objid = (pg_catalog.hashtext('pgresilience-install')::bigint operator(pg_catalog.&) 4294967295)::oid

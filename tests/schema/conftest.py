@@ -3,7 +3,9 @@ returns the changes of the versions they created, in either diff mode."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -11,6 +13,7 @@ import pytest
 from psycopg import sql
 
 from pgresilience.schema import ChangeList
+from pgresilience.schema.watch import watch
 
 if TYPE_CHECKING:
     from conftest import ServerFeatures
@@ -71,6 +74,36 @@ class Tracker:
 def summary(changes: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
     """{(type, table, column, severity)}: the facts most tests assert on."""
     return {(c["type"], c["table"], c["column"], c["severity"]) for c in changes}
+
+
+def libpython_mapped(pid: int) -> bool:
+    """Whether a backend has started PL/Python (its libpython is mapped).
+    The tests' server runs on this machine (tests/conftest.py)."""
+    maps = Path(f"/proc/{pid}/maps")
+    if not maps.exists():
+        pytest.skip("the server's backends are not on this machine")
+    return "libpython" in maps.read_text()
+
+
+def watch_lines(dsn: str, conn: psycopg.Connection[Any], *statements: str) -> list[str]:
+    """What `pgresilience watch` prints while ``statements`` run (then a refresh)."""
+    lines: list[str] = []
+    stop = threading.Event()
+    thread = threading.Thread(target=watch, args=(dsn, lines.append), kwargs={"stop": stop})
+    thread.start()
+    try:
+        while not any(line.startswith("watching") for line in lines):
+            stop.wait(0.05)
+        for statement in statements:
+            conn.execute(statement)  # type: ignore[arg-type]  # literal test SQL
+        for _ in range(200):
+            if any(line.strip().startswith("[") for line in lines):
+                break
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        thread.join(10)
+    return lines
 
 
 def drop_plpython_diff(conn: psycopg.Connection[Any]) -> None:

@@ -4,8 +4,6 @@ sees carries a severity: the client rates what the database could not."""
 
 from __future__ import annotations
 
-import threading
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -13,46 +11,15 @@ import pytest
 
 from pgresilience.schema import SchemaVersionManager
 from pgresilience.schema.status import status_lines
-from pgresilience.schema.watch import watch
 
-from .conftest import drop_plpython_diff
+from .conftest import drop_plpython_diff, libpython_mapped, watch_lines
 
 ONLY_AFTER_REFRESH = "appear ONLY after resilience.schema_refresh()"
-
-
-def libpython_mapped(pid: int) -> bool:
-    """Whether a backend has started PL/Python (its libpython is mapped).
-    The tests' server runs on this machine (tests/conftest.py)."""
-    maps = Path(f"/proc/{pid}/maps")
-    if not maps.exists():
-        pytest.skip("the server's backends are not on this machine")
-    return "libpython" in maps.read_text()
 
 
 def drop_event_triggers(conn: psycopg.Connection[Any]) -> None:
     conn.execute("drop event trigger resilience_schema_ddl_end")
     conn.execute("drop event trigger resilience_schema_sql_drop")
-
-
-def watch_lines(dsn: str, conn: psycopg.Connection[Any], *statements: str) -> list[str]:
-    """What `pgresilience watch` prints while ``statements`` run (then a refresh)."""
-    lines: list[str] = []
-    stop = threading.Event()
-    thread = threading.Thread(target=watch, args=(dsn, lines.append), kwargs={"stop": stop})
-    thread.start()
-    try:
-        while not any(line.startswith("watching") for line in lines):
-            stop.wait(0.05)
-        for statement in statements:
-            conn.execute(statement)  # type: ignore[arg-type]  # literal test SQL
-        for _ in range(200):
-            if any(line.strip().startswith("[") for line in lines):
-                break
-            stop.wait(0.05)
-    finally:
-        stop.set()
-        thread.join(10)
-    return lines
 
 
 def test_without_event_triggers_status_and_watch_say_refresh(
@@ -94,45 +61,34 @@ def test_with_both_nothing_extra_is_said(dsn: str, conn: psycopg.Connection[Any]
 
 
 @pytest.mark.plpython
-def test_diff_at_commit_off_never_starts_plpython_and_the_client_rates(
+def test_diff_at_commit_on_starts_plpython_at_commit_and_off_never_does(
     dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
-    conn.execute(
-        "update resilience.settings set value = 'off' where name = 'schema_diff_at_commit'"
-    )
+    assert conn.execute(
+        "select value from resilience.settings where name = 'schema_diff_at_commit'"
+    ).fetchone() == ("off",)  # the default
     with psycopg.connect(dsn, autocommit=True) as fresh:
         fresh.execute("create table t (id int, note text)")
         fresh.execute("alter table t drop column note")
         # This session's commits never started PL/Python.
         assert not libpython_mapped(fresh.info.backend_pid)
+    conn.execute("update resilience.settings set value = 'on' where name = 'schema_diff_at_commit'")
     with psycopg.connect(dsn, autocommit=True) as other:
-        conn.execute(
-            "update resilience.settings set value = 'on' where name = 'schema_diff_at_commit'"
-        )
         other.execute("create table u (id int)")
         assert libpython_mapped(other.info.backend_pid)  # the check above can see it
-        other.execute("drop table u")
+    row = conn.execute(
+        "select diffed_in, change_count, max_severity from resilience.schema_versions"
+        " order by version desc limit 1"
+    ).fetchone()
+    assert row == ("database", 1, "low")  # rated at its commit
+    lines = status_lines(conn)
+    assert not any("setting schema_diff_at_commit" in line for line in lines)
     conn.execute(
         "update resilience.settings set value = 'off' where name = 'schema_diff_at_commit'"
     )
-    conn.execute("create table u (id int)")
-    conn.execute("drop table u")
-    conn.execute("create table v (id int, note text)")
-    conn.execute("alter table v drop column note")
-    rows = [r[0] for r in conn.execute("select resilience.schema_history(2)").fetchall()]
-    assert [(r["diffed_in"], r["change_count"]) for r in rows] == [
-        ("client", None),
-        ("client", None),
-    ]
-    history = SchemaVersionManager(dsn).history(2)
-    assert [(h["change_count"], h["max_severity"]) for h in history] == [
-        (1, "critical"),
-        (1, "low"),
-    ]
     lines = status_lines(conn)
     assert any("setting schema_diff_at_commit off" in line for line in lines)
-    assert any(line.startswith("last change: 1 change(s), max severity critical") for line in lines)
-    # A preview still rates what it shows, through the same client-side path.
+    # A preview leaves the rating to the client, like an unrated version.
     with conn.transaction():
         conn.execute("alter table t add column bio text")
         preview = conn.execute("select resilience.schema_preview()").fetchone()

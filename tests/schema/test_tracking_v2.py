@@ -150,6 +150,8 @@ def test_the_diff_module_is_compiled_once_and_loaded_by_later_sessions(
     )
     with psycopg.connect(dsn, autocommit=True) as fresh:
         fresh.execute("alter table t add column note text")
+        # Its first reader rates it (the commit does not, by default).
+        fresh.execute("select resilience.schema_changes_since(0)")
     [version] = db_tracker.since(db_tracker.latest() - 1)
     assert summary(version) == {("column_added", "public.t", "note", "low")}
     assert conn.execute(

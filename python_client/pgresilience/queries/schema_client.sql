@@ -12,15 +12,16 @@ select pg_temp.pgresilience_plan_run(%s);
 select resilience.schema_preview();
 
 -- schema_tracking_mode --
--- How DDL becomes versions here: event triggers enabled? diff in PL/Python
--- at commit (installed, and setting schema_diff_at_commit on)?
+-- How DDL becomes versions here: event triggers enabled? PL/Python diff
+-- installed? run at commit (setting schema_diff_at_commit on) rather than by
+-- the first reader?
 select
     exists (
         select from pg_event_trigger
         where evtname in ('resilience_schema_ddl_end', 'resilience_schema_sql_drop') and evtenabled <> 'D'
     ),
-    to_regprocedure('resilience._schema_diff(json)') is not null
-    and coalesce(resilience._setting('schema_diff_at_commit'), 'on') = 'on';
+    to_regprocedure('resilience._schema_diff(json)') is not null,
+    coalesce(resilience._setting('schema_diff_at_commit'), 'off') = 'on';
 
 -- schema_history_rated --
 -- The last N versions, newest first, each with its changes or, where the

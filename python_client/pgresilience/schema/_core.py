@@ -106,9 +106,11 @@ def rated_history(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return entries
 
 
-def tracking_notes(event_triggers: bool, plpython: bool) -> list[str]:
+def tracking_notes(event_triggers: bool, plpython: bool, at_commit: bool) -> list[str]:
     """What a user must know about how changes reach them here (status, watch).
-    ``plpython``: the database diffs at commit (PL/Python there, setting on)."""
+    ``plpython``: the database can diff (PL/Python diff installed);
+    ``at_commit``: it does so at each commit (setting schema_diff_at_commit on)
+    rather than when a version is first read."""
     notes: list[str] = []
     if not event_triggers:
         notes.append(
@@ -117,8 +119,12 @@ def tracking_notes(event_triggers: bool, plpython: bool) -> list[str]:
         )
     if not plpython:
         notes.append(
-            "no diff at commit here (no PL/Python, or setting schema_diff_at_commit off): "
-            "the client computes each version's changes and severities"
+            "no PL/Python diff here: the client computes each version's changes and severities"
+        )
+    elif not at_commit:
+        notes.append(
+            "changes are rated when first read, not at commit (setting schema_diff_at_commit "
+            "off, the default): NOTIFY payloads say rated=false, readers get severities"
         )
     return notes
 

@@ -19,7 +19,7 @@ def status_lines(conn: psycopg.Connection[Any]) -> list[str]:
     latest, count, tracking, notify_postgrest, _ = row
     mode = conn.execute(query("schema_tracking_mode")).fetchone()
     assert mode is not None
-    event_triggers, plpython = mode
+    event_triggers, plpython, at_commit = mode
     lines: list[str] = []
     if latest:
         lines.append(
@@ -44,6 +44,6 @@ def status_lines(conn: psycopg.Connection[Any]) -> list[str]:
         lines.append("tracking: OFF (setting schema_tracking); schema_refresh() records drift")
     elif event_triggers:
         lines.append("tracking: on (event triggers fold each transaction's DDL at commit)")
-    lines += tracking_notes(bool(event_triggers), bool(plpython))
+    lines += tracking_notes(bool(event_triggers), bool(plpython), bool(at_commit))
     lines.append(f"NOTIFY pgrst on change: {notify_postgrest or 'off'}")
     return lines

@@ -15,12 +15,13 @@ from pgresilience.schema.manager import SchemaVersionManager
 __all__ = ["watch"]
 
 
-def tracking_mode(dsn: str) -> tuple[bool, bool]:
-    """(event triggers enabled, PL/Python diff available) in that database."""
+def tracking_mode(dsn: str) -> tuple[bool, bool, bool]:
+    """(event triggers enabled, PL/Python diff available, diff at commit) in
+    that database."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute(query("schema_tracking_mode")).fetchone()
     assert row is not None
-    return bool(row[0]), bool(row[1])
+    return bool(row[0]), bool(row[1]), bool(row[2])
 
 
 def watch(dsn: str, say: Callable[[str], None], *, stop: threading.Event | None = None) -> None:
