@@ -6,8 +6,9 @@
 -- folds all of the transaction's DDL into ONE version: only the touched
 -- objects are re-read from the catalog, their OID-free canonical JSON is
 -- hashed, the snapshot is updated and listeners are notified. The diff
--- (PL/Python) runs at commit only with setting schema_diff_at_commit on; by
--- default the version's first reader rates it (resilience._schema_rate).
+-- (PL/Python) runs at commit (setting schema_diff_at_commit on, the
+-- default); with it off the version's first reader rates it
+-- (resilience._schema_rate).
 -- Tracking never blocks DDL: every entry point catches its own errors.
 
 -- Names of the schemas whose objects are tracked: every schema except pg_*,
@@ -969,8 +970,8 @@ begin
 
     if origin = 'baseline' then
         diff_changes := '[]';
-    elsif origin = 'ddl' and coalesce(resilience._setting('schema_diff_at_commit'), 'off') operator(pg_catalog.<>) 'on' then
-        -- Off (the default): a migration's commit never starts PL/Python
+    elsif origin = 'ddl' and coalesce(resilience._setting('schema_diff_at_commit'), 'on') operator(pg_catalog.<>) 'on' then
+        -- Off: a migration's commit never starts PL/Python
         -- (~20 ms of a new session's CPU); the version keeps its deltas and
         -- its first reader rates it (resilience._schema_rate).
         diff_changes := null;

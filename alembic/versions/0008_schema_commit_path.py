@@ -1,4 +1,4 @@
-"""Schema tracking: a migration's commit no longer starts PL/Python by default.
+"""Schema tracking: setting schema_diff_at_commit off means "rated at the first read".
 
 Revision ID: 0008
 Revises: 0007

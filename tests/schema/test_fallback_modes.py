@@ -66,7 +66,10 @@ def test_diff_at_commit_on_starts_plpython_at_commit_and_off_never_does(
 ) -> None:
     assert conn.execute(
         "select value from resilience.settings where name = 'schema_diff_at_commit'"
-    ).fetchone() == ("off",)  # the default
+    ).fetchone() == ("on",)  # the default: DESIGN.md's diff at commit
+    conn.execute(
+        "update resilience.settings set value = 'off' where name = 'schema_diff_at_commit'"
+    )
     with psycopg.connect(dsn, autocommit=True) as fresh:
         fresh.execute("create table t (id int, note text)")
         fresh.execute("alter table t drop column note")

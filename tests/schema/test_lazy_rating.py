@@ -1,4 +1,4 @@
-"""By default (setting schema_diff_at_commit off) a migration's commit records
+"""With setting schema_diff_at_commit off a migration's commit records
 its version (snapshot, hash, deltas) without starting PL/Python, and the
 version's first reader rates it with the same module, once: the rating is
 stored, a concurrent reader waits for it instead of rating again, and every
@@ -22,6 +22,15 @@ from pgresilience.schema.status import status_lines
 from .conftest import libpython_mapped, summary, watch_lines
 
 pytestmark = pytest.mark.plpython
+
+
+@pytest.fixture(autouse=True)
+def rated_at_first_read(conn: psycopg.Connection[Any]) -> None:
+    """The setting these tests are about (the default is the diff at commit)."""
+    conn.execute(
+        "update resilience.settings set value = 'off' where name = 'schema_diff_at_commit'"
+    )
+
 
 SENTINEL = (
     "update resilience.schema_versions set changes = '[]', change_count = 0, max_severity = null"
@@ -211,14 +220,20 @@ def setting(conn: psycopg.Connection[Any]) -> str:
     return str(row[0])
 
 
-def test_revision_0008_moves_the_diff_off_the_commit_path(
-    dsn: str, conn: psycopg.Connection[Any]
-) -> None:
-    assert setting(conn) == "off"
+def test_revision_0008_keeps_the_installed_setting(dsn: str, conn: psycopg.Connection[Any]) -> None:
+    """0008 describes the setting's two values and changes neither: an
+    upgrade keeps the diff at commit (DESIGN.md), or the off a user chose."""
+    conn.execute("update resilience.settings set value = 'on' where name = 'schema_diff_at_commit'")
     with installer._connect(dsn) as (sa_conn, _raw):
         command.downgrade(installer._alembic_config(sa_conn), "0007")
-    assert setting(conn) == "on"  # what 0006 installed
-    # An upgrade from a release whose default was on.
+    assert setting(conn) == "on"
     with installer._connect(dsn) as (sa_conn, _raw):
+        command.upgrade(installer._alembic_config(sa_conn), "head")
+    assert setting(conn) == "on"
+    conn.execute(
+        "update resilience.settings set value = 'off' where name = 'schema_diff_at_commit'"
+    )
+    with installer._connect(dsn) as (sa_conn, _raw):
+        command.downgrade(installer._alembic_config(sa_conn), "0007")
         command.upgrade(installer._alembic_config(sa_conn), "head")
     assert setting(conn) == "off"

@@ -274,26 +274,27 @@ def test_notify_at_commit_with_small_payload_and_postgrest_reload(
         message = payload(by_channel["resilience_schema"])
         assert message["version"] == db_tracker.latest()
         assert message["hash"] == db_tracker.hash()
-        # By default the commit does not diff (schema_diff_at_commit off): no
-        # figures to announce yet, and the payload says so.
+        # By default the commit diffs (DESIGN.md), where PL/Python can: the
+        # figures are in the payload; without it the client rates later.
+        figures = ("low", 1, True) if db_tracker.mode == "database" else (None, None, False)
+        assert (message["max_severity"], message["change_count"], message["rated"]) == figures
+        assert message["tables"] == ["public.users"]
+
+        db_tracker.conn.execute("update resilience.settings set value = 'off' "
+                                "where name = 'notify_postgrest'")  # fmt: skip
+        db_tracker.conn.execute("update resilience.settings set value = 'off' "
+                                "where name = 'schema_diff_at_commit'")  # fmt: skip
+        db_tracker.conn.execute("alter table users add column bio text")
+        got = list(listener.notifies(timeout=2, stop_after=2))
+        assert [n.channel for n in got] == ["resilience_schema"]
+        # Rated at the first read (setting off): no figures to announce yet,
+        # and the payload says so.
+        message = payload(got[0])
         assert (message["max_severity"], message["change_count"], message["rated"]) == (
             None,
             None,
             False,
         )
-        assert message["tables"] == ["public.users"]
-
-        db_tracker.conn.execute("update resilience.settings set value = 'off' "
-                                "where name = 'notify_postgrest'")  # fmt: skip
-        db_tracker.conn.execute("update resilience.settings set value = 'on' "
-                                "where name = 'schema_diff_at_commit'")  # fmt: skip
-        db_tracker.conn.execute("alter table users add column bio text")
-        got = list(listener.notifies(timeout=2, stop_after=2))
-        assert [n.channel for n in got] == ["resilience_schema"]
-        # Diffed at commit: the figures, where PL/Python can run them.
-        message = payload(got[0])
-        figures = ("low", 1, True) if db_tracker.mode == "database" else (None, None, False)
-        assert (message["max_severity"], message["change_count"], message["rated"]) == figures
 
 
 def test_notify_payload_stays_under_8000_bytes(db_tracker: Tracker, dsn: str) -> None:
@@ -309,7 +310,8 @@ def test_notify_payload_stays_under_8000_bytes(db_tracker: Tracker, dsn: str) ->
         [notify] = list(listener.notifies(timeout=5, stop_after=1))
     assert len(notify.payload.encode()) < 8000
     message = payload(notify)
-    assert (message["change_count"], message["rated"]) == (None, False)  # rated when read
+    rated = db_tracker.mode == "database"  # diffed at commit where PL/Python runs
+    assert (message["change_count"], message["rated"]) == ((300, True) if rated else (None, False))
     assert message["tables_truncated"] is True
     assert 0 < len(message["tables"]) < 300
 

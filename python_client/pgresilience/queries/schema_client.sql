@@ -21,7 +21,7 @@ select
         where evtname in ('resilience_schema_ddl_end', 'resilience_schema_sql_drop') and evtenabled <> 'D'
     ),
     to_regprocedure('resilience._schema_diff(json)') is not null,
-    coalesce(resilience._setting('schema_diff_at_commit'), 'off') = 'on';
+    coalesce(resilience._setting('schema_diff_at_commit'), 'on') = 'on';
 
 -- schema_history_rated --
 -- The last N versions, newest first, each with its changes or, where the

@@ -124,7 +124,7 @@ def tracking_notes(event_triggers: bool, plpython: bool, at_commit: bool) -> lis
     elif not at_commit:
         notes.append(
             "changes are rated when first read, not at commit (setting schema_diff_at_commit "
-            "off, the default): NOTIFY payloads say rated=false, readers get severities"
+            "off): NOTIFY payloads say rated=false, readers get severities"
         )
     return notes
 
