@@ -179,7 +179,7 @@ as $$
 begin
     if not resilience._restoring() and (
         coalesce(pg_catalog.current_setting('resilience.tx_id', true), '') <> ''
-        or pg_catalog.strpos(coalesce(pg_catalog.current_setting('request.headers', true), ''), 'x-resilience-tx') > 0
+        or coalesce(nullif(pg_catalog.current_setting('request.headers', true), '')::jsonb ->> 'x-resilience-tx', '') <> ''
     ) then
         raise exception using
             errcode = '0A000',

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -381,6 +382,32 @@ def test_truncate_inside_a_logical_transaction_is_not_lost(conn: psycopg.Connect
         pass  # refusing the truncate keeps the promise too
     call(conn, "tx_rollback", tx)
     assert conn.execute("select t::text from bk_tt as t").fetchall() == [("(1,a)",)]
+
+
+def test_truncate_is_refused_only_by_the_header_itself(conn: psycopg.Connection[Any]) -> None:
+    """A request whose headers merely mention x-resilience-tx in another
+    header's value is no logical transaction: its TRUNCATE goes through (as
+    its writes are plain); the header itself makes it 0A000."""
+    conn.execute("""
+        create table bk_th (id int primary key, v text);
+        insert into bk_th values (1, 'a');
+        select resilience.manage_table('bk_th');
+    """)
+    tx = begin(conn)
+    with conn.transaction():
+        conn.execute(
+            "select set_config('request.headers', %s, true)",
+            ('{"x-note": "see x-resilience-tx", "x-resilience-tx": ""}',),
+        )
+        conn.execute("truncate bk_th")
+    assert conn.execute("select count(*) from bk_th").fetchone() == (0,)
+    with pytest.raises(psycopg.Error) as caught, conn.transaction():
+        conn.execute(
+            "select set_config('request.headers', %s, true)",
+            (json.dumps({"x-resilience-tx": tx}),),
+        )
+        conn.execute("truncate bk_th")
+    assert caught.value.sqlstate == "0A000"
 
 
 @pytest.mark.xfail(

@@ -227,16 +227,22 @@ def test_capture_guard_results_and_exact_rollback(conn, dsn, tables):
 
             # the guard: every claimed row refuses a plain write, at once
             # (the deleted row's key refuses an insert)
-            update = sql.SQL("update {} set {} = 'x' where {} = %s").format(
-                sql.Identifier(table), sql.Identifier(rest[-1]), sql.Identifier(key)
-            )
-            insert = sql.SQL("insert into {} ({}) values (%s)").format(
-                sql.Identifier(table), sql.Identifier(key)
-            )
-            for statement, k in ((update, 1), (insert, 2), (update, 3)):
+            # Literals, no parameters: a name like "%I" must not read as a
+            # placeholder.
+            update = "update {} set {} = 'x' where {} = {}"
+            insert = "insert into {} ({}) values ({})"
+            for statement in (
+                sql.SQL(update).format(
+                    sql.Identifier(table), sql.Identifier(rest[-1]), sql.Identifier(key), 1
+                ),
+                sql.SQL(insert).format(sql.Identifier(table), sql.Identifier(key), 2),
+                sql.SQL(update).format(
+                    sql.Identifier(table), sql.Identifier(rest[-1]), sql.Identifier(key), 3
+                ),
+            ):
                 with pytest.raises(psycopg.Error) as caught:
-                    other.execute(statement, (k,))
-                assert caught.value.sqlstate == "55P03", (table, k, str(caught.value))
+                    other.execute(statement)
+                assert caught.value.sqlstate == "55P03", (table, str(caught.value))
 
     status = call(conn, "tx_status", tx)
     assert status["status"] == "active"
