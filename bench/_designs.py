@@ -86,6 +86,17 @@ COMMON = (
         return null;
     end $$
     """,
+    # What the contract adds to every captured statement: its journal row
+    # (LIFO rollback) and its audit row, indexed like the package's.
+    "create table floor_journal (tx uuid, seq bigint, relation regclass, operation text,"
+    " row_count bigint, primary key (tx, seq))",
+    """
+    create table floor_audit (id bigint generated always as identity primary key,
+        at timestamptz not null default clock_timestamp(), event text not null, tx uuid,
+        actor text not null, detail jsonb not null)
+    """,
+    "create index on floor_audit (at)",
+    "create index on floor_audit (tx) where tx is not null",
 )
 
 
@@ -405,6 +416,43 @@ begin
     return n;
 end $$;
 """
+
+
+# The same, with the journal and audit rows every captured statement writes.
+LOCK_RECORDED = """
+create function {fn}(p_tx uuid, p_id bigint) returns bigint language plpgsql as $$
+declare
+    n bigint;
+    v_seq bigint := nextval('floor_seq');
+begin
+    perform floor_check(p_tx);
+    insert into floor_claimed values ({tname}::regclass) on conflict do nothing;
+    with l as (select t from {t} t where t.id = p_id for update nowait)
+    insert into {img} (tx, seq, claim, k, b)
+    select p_tx, v_seq, true, (l.t).id, l.t from l;
+    get diagnostics n = row_count;
+    with j as (insert into floor_journal values (p_tx, v_seq, {tname}::regclass, 'lock', n))
+    insert into floor_audit (event, tx, actor, detail)
+    values ('execute', p_tx, current_user, jsonb_build_object('table', {tname}, 'operation', 'lock',
+        'rows', n));
+    return n;
+end $$;
+"""
+
+
+def lock_recorded_function(conn: psycopg.Connection[Any], table: str) -> str:
+    """The one-function lock of lock_function(table) plus the journal and
+    audit rows (uses that function's image table)."""
+    fn = f"floor_lock_recorded_{table}"
+    conn.execute(
+        sql.SQL(LOCK_RECORDED).format(
+            fn=ident(fn),
+            t=ident(table),
+            img=ident(f"{table}_lockimg"),
+            tname=sql.Literal(table),
+        )
+    )
+    return fn
 
 
 def static_insert(conn: psycopg.Connection[Any], table: str) -> str:

@@ -31,7 +31,8 @@ statement-level typed capture and row-level capture, both against that
 request; for (b)/(c) typed images whose row is the
 claim, and jsonb images with a claims table; for (d) an empty trigger
 declaring the transition table and a row-level trigger with a WHEN test;
-for (f) one function locking and claiming.
+for (f) one function locking and claiming, and the same writing the
+journal and audit rows every captured statement writes.
 
 Every round starts with VACUUM (ANALYZE), runs every variant once in an
 order rotated per round; one warm-up round is discarded. Two table shapes:
@@ -142,6 +143,7 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
     _designs.row_level(conn, f"ins_row_{s}", "insert")
     dispatch = _designs.static_insert(conn, f"ins_static_{s}")
     lock_fn = _designs.lock_function(conn, f"lk_{s}")
+    lock_recorded_fn = _designs.lock_recorded_function(conn, f"lk_{s}")
     keys = itertools.count(1)
     ins = {
         t: sql.SQL("insert into {} ({}) values ({})").format(
@@ -258,6 +260,12 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
         for i in range(1, n + 1):
             conn.execute(sql.SQL("select {}(%s, %s)").format(sql.Identifier(lock_fn)), (tx, i))
 
+    def floor_lock_recorded(tx: Any) -> None:
+        for i in range(1, n + 1):
+            conn.execute(
+                sql.SQL("select {}(%s, %s)").format(sql.Identifier(lock_recorded_fn)), (tx, i)
+            )
+
     variants = {
         "plain": plain,
         "tx_execute": tx_execute,
@@ -270,6 +278,9 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
         "pgrst_typed": floor_tx("pgrst_typed", pgrst_typed, f"ins_static_{s}_img"),
         "pgrst_row": floor_tx("pgrst_row", pgrst_row, f"ins_row_{s}_img"),
         "floor_lock": floor_tx("floor_lock", floor_lock, f"lk_{s}_lockimg"),
+        "floor_lock_recorded": floor_tx(
+            "floor_lock_recorded", floor_lock_recorded, f"lk_{s}_lockimg"
+        ),
     }
     return Rounds(conn, variants, vacuum(conn), rounds=rounds).run()
 
@@ -528,6 +539,14 @@ def main() -> None:
                     one,
                     "    floor: one function: FOR UPDATE + claim",
                     "floor_lock",
+                    "for_update",
+                    None,
+                    n,
+                ),
+                ratio_line(
+                    one,
+                    "    floor: the same + journal and audit rows",
+                    "floor_lock_recorded",
                     "for_update",
                     None,
                     n,
