@@ -440,21 +440,6 @@ end $$;
 """
 
 
-def lock_recorded_function(conn: psycopg.Connection[Any], table: str) -> str:
-    """The one-function lock of lock_function(table) plus the journal and
-    audit rows (uses that function's image table)."""
-    fn = f"floor_lock_recorded_{table}"
-    conn.execute(
-        sql.SQL(LOCK_RECORDED).format(
-            fn=ident(fn),
-            t=ident(table),
-            img=ident(f"{table}_lockimg"),
-            tname=sql.Literal(table),
-        )
-    )
-    return fn
-
-
 def static_insert(conn: psycopg.Connection[Any], table: str) -> str:
     """A CASE dispatcher floor_dispatch_<table>(tx, table, op, data) calling
     a static per-table insert function (plan cached); the table's capture
@@ -471,10 +456,13 @@ def static_insert(conn: psycopg.Connection[Any], table: str) -> str:
     return dispatch
 
 
-def lock_function(conn: psycopg.Connection[Any], table: str) -> str:
-    fn = f"floor_lock_{table}"
+def lock_function(conn: psycopg.Connection[Any], table: str, *, recorded: bool = False) -> str:
+    """The one-function lock of `table` (FOR UPDATE NOWAIT + claim) and its
+    image table; `recorded`: the same writing the journal and audit rows too
+    (on the image table the plain one created)."""
+    fn = f"floor_lock_recorded_{table}" if recorded else f"floor_lock_{table}"
     conn.execute(
-        sql.SQL(LOCK).format(
+        sql.SQL(LOCK_RECORDED if recorded else LOCK).format(
             fn=ident(fn),
             t=ident(table),
             img=ident(f"{table}_lockimg"),

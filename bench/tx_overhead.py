@@ -143,7 +143,7 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
     _designs.row_level(conn, f"ins_row_{s}", "insert")
     dispatch = _designs.static_insert(conn, f"ins_static_{s}")
     lock_fn = _designs.lock_function(conn, f"lk_{s}")
-    lock_recorded_fn = _designs.lock_recorded_function(conn, f"lk_{s}")
+    lock_recorded_fn = _designs.lock_function(conn, f"lk_{s}", recorded=True)
     keys = itertools.count(1)
     ins = {
         t: sql.SQL("insert into {} ({}) values ({})").format(

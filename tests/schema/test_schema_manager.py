@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import queue
-import threading
 from typing import Any
 
 import psycopg
@@ -14,7 +13,8 @@ import psycopg
 from pgresilience.schema import AsyncSchemaVersionManager, ChangeList, SchemaVersionManager
 from pgresilience.schema.manager import LISTENER_NAME
 from pgresilience.schema.status import status_lines
-from pgresilience.schema.watch import watch
+
+from .conftest import watch_lines
 
 USERS = "create table users (id bigint primary key, email text)"
 
@@ -155,22 +155,7 @@ def test_async_twin(dsn: str, conn: psycopg.Connection[Any]) -> None:
 
 
 def test_watch_prints_versions_and_changes(dsn: str, conn: psycopg.Connection[Any]) -> None:
-    lines: list[str] = []
-    stop = threading.Event()
-    thread = threading.Thread(target=watch, args=(dsn, lines.append), kwargs={"stop": stop})
-    thread.start()
-    try:
-        while not any(line.startswith("watching") for line in lines):
-            stop.wait(0.05)
-        conn.execute(USERS)
-        for _ in range(200):
-            if any("table_added public.users" in line for line in lines):
-                break
-            stop.wait(0.05)
-    finally:
-        stop.set()
-        thread.join(10)
-    text = "\n".join(lines)
+    text = "\n".join(watch_lines(dsn, conn, USERS))
     assert "schema version" in text and "[low] table_added public.users" in text
 
 
