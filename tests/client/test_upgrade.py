@@ -1,7 +1,9 @@
 """Upgrades (DESIGN.md "Upgrades"): the previous release (v0.1.0, commit
 dec13be, taken from git history) installed, then HEAD over it, gives the very
 catalog a fresh HEAD install gives, with logical transactions active across
-the upgrade (rolled back by it, exactly); a release that changes a signature or removes a function
+the upgrade (rolled back by it, exactly); the last release of the v2 core
+(5b21c1c) upgrades in place with its transactions kept, their images still
+restoring exactly; a release that changes a signature or removes a function
 drops the old one first."""
 
 from __future__ import annotations
@@ -36,32 +38,34 @@ select (select string_agg(name || '=' || value, ',' order by name) from resilien
 """
 
 
-@pytest.fixture(scope="module")
-def previous_release(tmp_path_factory) -> Path:
-    """The source tree of the previous release, from git history (a fresh
-    clone has it; a shallow one does not: then this test fails, loudly)."""
-    target = tmp_path_factory.mktemp("v0.1.0")
+LAST_RELEASE = "5b21c1c"  # the v2 core as it last landed
+
+
+def _release_tree(tmp_path_factory, commit: str) -> Path:
+    """The source tree of a release, from git history (a fresh clone has it;
+    a shallow one does not: then the test fails, loudly)."""
+    target = tmp_path_factory.mktemp(commit)
     archive = subprocess.run(
-        [
-            "git",
-            "-C",
-            str(ROOT),
-            "archive",
-            PREVIOUS_RELEASE,
-            "sql",
-            "plpython",
-            "alembic",
-            "python_client",
-        ],
+        ["git", "-C", str(ROOT), "archive", commit, "sql", "plpython", "alembic", "python_client"],
         capture_output=True,
     )
     if archive.returncode != 0:
         pytest.fail(
-            f"commit {PREVIOUS_RELEASE} (v0.1.0) not found in git history "
+            f"commit {commit} not found in git history "
             f"(clone without --depth): {archive.stderr.decode()}"
         )
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
     return target
+
+
+@pytest.fixture(scope="module")
+def previous_release(tmp_path_factory) -> Path:
+    return _release_tree(tmp_path_factory, PREVIOUS_RELEASE)
+
+
+@pytest.fixture(scope="module")
+def last_release(tmp_path_factory) -> Path:
+    return _release_tree(tmp_path_factory, LAST_RELEASE)
 
 
 def _install_previous(tree: Path, dsn: str) -> None:
@@ -150,6 +154,34 @@ def test_previous_release_upgrades_to_the_catalog_of_a_fresh_install(
         again = install(bare_dsn)
         assert not [line for line in again.actions if line.startswith("dropped")]
         assert definition_listing(bare_dsn) == upgraded
+    finally:
+        server.drop_database(fresh_name)
+
+
+def test_the_last_release_upgrades_in_place_with_its_transactions(last_release, server, bare_dsn):
+    """Typed images survive the upgrade: the generated code is regenerated,
+    the catalog is a fresh install's, a transaction begun before it rolls
+    back exactly after it, and another commits."""
+    fresh_name = "pgr_fresh_" + os.urandom(6).hex()
+    fresh_dsn = server.create_database(fresh_name)
+    try:
+        _install_previous(last_release, bare_dsn)
+        undone, kept = _app_and_transactions(bare_dsn)
+        install(bare_dsn)
+        install(fresh_dsn)
+        with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+            conn.execute(APP)
+        upgraded, fresh = definition_listing(bare_dsn), definition_listing(fresh_dsn)
+        assert [x for x in upgraded if x not in fresh] == []
+        assert [x for x in fresh if x not in upgraded] == []
+        with TransactionManager(bare_dsn) as tm:
+            active = sorted(str(t.get("tx_id", t.get("id"))) for t in tm.active_transactions())
+            assert active == sorted([undone, kept])
+            assert tm.rollback(undone)["status"] == "rolled_back"
+            assert tm.commit(kept)["status"] == "committed"
+        with psycopg.connect(bare_dsn) as conn:
+            rows = conn.execute("select id, amount, note from ledger order by id").fetchall()
+        assert rows == [(1, 10, "before"), (2, 22, "kept")]
     finally:
         server.drop_database(fresh_name)
 
