@@ -130,6 +130,23 @@ as $$
             from pg_catalog.pg_partition_tree(relation) as p where p.level > 0));
 $$;
 
+-- Does DDL regenerate managed tables' code at once: is our DDL event trigger
+-- installed and enabled (ENABLE ALWAYS: it fires in replica mode too)?
+-- Called only by SECURITY DEFINER functions (no SET clause, names qualified).
+create or replace function resilience._ddl_regenerates()
+returns boolean
+language plpgsql
+stable
+as $$
+begin
+    return exists (
+        select 1 from pg_catalog.pg_event_trigger as e
+        where e.evtname operator(pg_catalog.=) 'resilience_managed_ddl_end'
+            and e.evtenabled operator(pg_catalog.=) 'A'
+    );
+end;
+$$;
+
 -- RZ007 unless the table still has the shape its generated code was made
 -- for. Where our DDL event trigger is installed and enabled (it fires in
 -- replica mode too: ENABLE ALWAYS) DDL regenerates at once, so the shape is
@@ -150,11 +167,8 @@ begin
     if not found then
         return false;
     end if;
-    if (stored is null or not exists (
-        select 1 from pg_catalog.pg_event_trigger as e
-        where e.evtname operator(pg_catalog.=) 'resilience_managed_ddl_end'
-            and e.evtenabled operator(pg_catalog.=) 'A'
-    )) and stored is distinct from resilience._table_shape(relation)
+    if (stored is null or not resilience._ddl_regenerates())
+        and stored is distinct from resilience._table_shape(relation)
     then
         raise exception using
             errcode = 'RZ007',
@@ -738,10 +752,7 @@ begin
     -- One probe: is the table still managed, and does DDL regenerate this
     -- code at once (our event trigger on, shape known)? Only otherwise is
     -- the shape compared (RZ007 when it changed).
-    select m.shape is not null and exists (
-        select 1 from pg_catalog.pg_event_trigger as e
-        where e.evtname = 'resilience_managed_ddl_end' and e.evtenabled = 'A'
-    ) into v_current
+    select m.shape is not null and resilience._ddl_regenerates() into v_current
     from resilience.managed_tables as m where m.relation = v_root;
     if not found or (not v_current and not resilience._require_shape(v_root)) then
         return null;

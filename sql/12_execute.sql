@@ -87,10 +87,7 @@ begin
     -- Renamed since manage_table (and no event trigger regenerated it): the
     -- descriptor's name is stale. Other shape changes are caught by the
     -- capture trigger.
-    if not exists (
-        select 1 from pg_catalog.pg_event_trigger as e
-        where e.evtname = 'resilience_managed_ddl_end' and e.evtenabled = 'A'
-    ) and managed ->> 'target' is distinct from (
+    if not resilience._ddl_regenerates() and managed ->> 'target' is distinct from (
         select pg_catalog.format('%I.%I', n.nspname, c.relname) from pg_catalog.pg_class as c
         inner join pg_catalog.pg_namespace as n on n.oid = c.relnamespace where c.oid = relation
     ) then

@@ -88,6 +88,18 @@ def _app_and_transactions(dsn: str) -> tuple[str, str]:
     return undone, kept
 
 
+def _assert_catalog_of_a_fresh_install(upgraded_dsn: str, fresh_dsn: str) -> list[str]:
+    """Install HEAD and the app into ``fresh_dsn``: the upgraded database's
+    catalog listing must be the very same. Returns the upgraded listing."""
+    install(fresh_dsn)
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        conn.execute(APP)
+    upgraded, fresh = definition_listing(upgraded_dsn), definition_listing(fresh_dsn)
+    assert [x for x in upgraded if x not in fresh] == []
+    assert [x for x in fresh if x not in upgraded] == []
+    return upgraded
+
+
 @pytest.mark.parametrize("via", ["install", pytest.param("print-sql", marks=pytest.mark.plpython)])
 def test_previous_release_upgrades_to_the_catalog_of_a_fresh_install(
     previous_release, server, bare_dsn, tmp_path, via
@@ -120,12 +132,7 @@ def test_previous_release_upgrades_to_the_catalog_of_a_fresh_install(
                 capture_output=True,
             )
 
-        install(fresh_dsn)
-        with psycopg.connect(fresh_dsn, autocommit=True) as conn:
-            conn.execute(APP)
-        upgraded, fresh = definition_listing(bare_dsn), definition_listing(fresh_dsn)
-        assert [x for x in upgraded if x not in fresh] == []
-        assert [x for x in fresh if x not in upgraded] == []
+        upgraded = _assert_catalog_of_a_fresh_install(bare_dsn, fresh_dsn)
         with psycopg.connect(bare_dsn) as a, psycopg.connect(fresh_dsn) as b:
             assert a.execute(STATE).fetchone() == b.execute(STATE).fetchone()
 
@@ -168,15 +175,9 @@ def test_the_last_release_upgrades_in_place_with_its_transactions(last_release, 
         _install_previous(last_release, bare_dsn)
         undone, kept = _app_and_transactions(bare_dsn)
         install(bare_dsn)
-        install(fresh_dsn)
-        with psycopg.connect(fresh_dsn, autocommit=True) as conn:
-            conn.execute(APP)
-        upgraded, fresh = definition_listing(bare_dsn), definition_listing(fresh_dsn)
-        assert [x for x in upgraded if x not in fresh] == []
-        assert [x for x in fresh if x not in upgraded] == []
+        _assert_catalog_of_a_fresh_install(bare_dsn, fresh_dsn)
         with TransactionManager(bare_dsn) as tm:
-            active = sorted(str(t.get("tx_id", t.get("id"))) for t in tm.active_transactions())
-            assert active == sorted([undone, kept])
+            assert sorted(str(t["id"]) for t in tm.active_transactions()) == sorted([undone, kept])
             assert tm.rollback(undone)["status"] == "rolled_back"
             assert tm.commit(kept)["status"] == "committed"
         with psycopg.connect(bare_dsn) as conn:
