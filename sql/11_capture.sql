@@ -453,6 +453,9 @@ declare
     capture_fn text;
     undo_fn text;
     lock_fn text;
+    lock_by_key_fn text;
+    described jsonb;
+    key_names text [];
     target text;
     has_images boolean := false;
     col record;
@@ -506,6 +509,7 @@ begin
     capture_fn := pg_catalog.format('resilience.%I', '_capture_' || base);
     undo_fn := pg_catalog.format('resilience.%I', '_undo_' || base);
     lock_fn := pg_catalog.format('resilience.%I', '_lock_' || base);
+    lock_by_key_fn := pg_catalog.format('resilience.%I', '_lock_by_key_' || base);
 
     -- The key, with the operator class and equality operator of the primary
     -- key's index, so that the claim index means what the key means.
@@ -999,8 +1003,8 @@ as $lock$
 declare
     v_tx resilience.transactions := resilience._tx_for_capture(p_tx::pg_catalog.text);
     v_tx_id pg_catalog.uuid := v_tx.id;
-    v_root pg_catalog.regclass := (select m.relation from resilience.managed_tables as m
-        where m.image_table = %2$L::pg_catalog.regclass);
+    -- The managed table (DDL that renames it regenerates this function).
+    v_root pg_catalog.regclass := %10$L::pg_catalog.regclass;
     v_seq pg_catalog.int8 := pg_catalog.nextval('resilience.restore_point_seq');
     v_rows pg_catalog.int8;
     v_first pg_catalog.bool;
@@ -1060,7 +1064,8 @@ $body$,
         pg_catalog.format(claim_of, resilience._sql_keys_equal('e.', kk, kop, 't.', kn)),       -- 6
         resilience._sql_list('t.', kn),                                      -- 7
         row_of_t,                                                            -- 8
-        record_statement);                                                   -- 9
+        record_statement,                                                    -- 9
+        target);                                                             -- 10
     perform resilience._grant_like_tx_execute(pg_catalog.format('%s(uuid, oid[], tid[])', lock_fn)::regprocedure);
 
     -- Triggers on the table and on every partition (a statement on a
@@ -1095,7 +1100,65 @@ $body$,
         capture_function = excluded.capture_function, undo_function = excluded.undo_function,
         lock_function = excluded.lock_function, shape = excluded.shape,
         reshaped_at_seq = excluded.reshaped_at_seq;
-    update resilience.managed_tables as m set descriptor = resilience._describe(_generate.relation)
+    described := resilience._describe(_generate.relation);
+
+    -- lock by primary key, the common call, written out once here so that
+    -- PostgreSQL keeps its plan for the session: the statement tx_execute
+    -- would build for a match naming exactly the key (the same condition,
+    -- record definition and NOWAIT), then the lock function. tx_execute
+    -- takes it when the caller may read the whole row (the general path
+    -- returns only the granted columns otherwise); any other match gets
+    -- null back and takes the general path.
+    select pg_catalog.array_agg(k.name order by k.name) into key_names
+    from pg_catalog.jsonb_array_elements_text(described -> 'key') as k (name);
+    if (described -> 'comparable') @> (described -> 'key') then
+        execute pg_catalog.format($body$
+create or replace function %1$s(p_tx pg_catalog.uuid, p_match pg_catalog.jsonb,
+    out locked_rows pg_catalog.jsonb, out locked_count pg_catalog.int8)
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+set plan_cache_mode = force_generic_plan
+as $lock_by_key$
+#variable_conflict use_variable
+declare
+    v_tableoid pg_catalog.oid;
+    v_ctid pg_catalog.tid;
+begin
+    if pg_catalog.jsonb_typeof(p_match) is distinct from 'object' or not p_match ?& %2$L::pg_catalog.text []
+        or p_match - %2$L::pg_catalog.text [] <> '{}'::pg_catalog.jsonb
+    then
+        return;
+    end if;
+    -- One row at most: the match is the primary key.
+    select t.tableoid, t.ctid, pg_catalog.to_jsonb(t.*) into v_tableoid, v_ctid, locked_rows
+    from %3$s as t, pg_catalog.jsonb_to_record(p_match) as m %4$s
+    where %5$s
+    for update of t nowait;
+    if not found then
+        locked_rows := '[]';
+        locked_count := 0;
+        return;
+    end if;
+    locked_rows := pg_catalog.jsonb_build_array(locked_rows);
+    locked_count := %6$s(p_tx, array[v_tableoid], array[v_ctid]);
+end;
+$lock_by_key$
+$body$,
+            lock_by_key_fn,                                                  -- 1
+            key_names::text,                                                 -- 2
+            target,                                                          -- 3
+            resilience._record_definition(described, key_names),            -- 4
+            resilience._match_sql(described,
+                (select pg_catalog.jsonb_object_agg(k, 0) from pg_catalog.unnest(key_names) as k)),  -- 5
+            lock_fn);                                                        -- 6
+        perform resilience._grant_like_tx_execute(pg_catalog.format('%s(uuid, jsonb)', lock_by_key_fn)::regprocedure);
+        described := described || pg_catalog.jsonb_build_object('lock_by_key', lock_by_key_fn);
+    else
+        execute pg_catalog.format('drop function if exists %s(uuid, jsonb)', lock_by_key_fn);
+    end if;
+    update resilience.managed_tables as m set descriptor = described
     where m.relation = _generate.relation;
     perform pg_catalog.set_config('resilience.generating', '', true);
 end;
@@ -1136,6 +1199,9 @@ begin
         execute pg_catalog.format('drop function if exists %s', reg.capture_function);
         execute pg_catalog.format('drop function if exists %s', reg.undo_function);
         execute pg_catalog.format('drop function if exists %s', reg.lock_function);
+    end if;
+    if reg.descriptor ? 'lock_by_key' then
+        execute pg_catalog.format('drop function if exists %s(uuid, jsonb)', reg.descriptor ->> 'lock_by_key');
     end if;
     if reg.image_table is not null then
         execute pg_catalog.format('drop table if exists %s', reg.image_table);
@@ -1189,17 +1255,5 @@ exception when others then
     update resilience.managed_tables as m set shape = null where m.relation = _regenerate.relation;
     raise warning 'pgresilience: capture of % not regenerated (%); captured writes fail with RZ007 until '
         'resilience.manage_table(%) is run', relation, sqlerrm, pg_catalog.quote_literal(relation::text);
-end;
-$$;
-
--- Every install regenerates every managed table with this release's code
--- (images are kept).
-do $$
-declare
-    managed record;
-begin
-    for managed in select m.relation from resilience.managed_tables as m loop
-        perform resilience._regenerate(managed.relation);
-    end loop;
 end;
 $$;

@@ -406,6 +406,7 @@ set search_path = ''
 as $$
 declare
     relation regclass;
+    descriptor jsonb;
     statement text;
     rows_json jsonb;
     row_count bigint;
@@ -420,11 +421,22 @@ begin
         raise exception using errcode = 'RZ001', message = 'logical transaction id is null';
     end if;
     relation := resilience._resolve_table(table_name);
-    statement := resilience._execute_sql(relation, operation, data, match, tx_id,
-        resilience._execute_prepare(tx_id, relation));
+    descriptor := resilience._execute_prepare(tx_id, relation);
     -- The capture trigger reads this setting: the write belongs to tx_id.
     perform pg_catalog.set_config('resilience.tx_id', tx_id::text, true);
-    execute statement into rows_json, row_count using data, match, tx_id;
+    -- A lock by primary key by a caller who may read the whole row: the
+    -- table's generated function, whose plan the session keeps; it returns
+    -- a null count for any other match.
+    if operation = 'lock' and data is null and descriptor ? 'lock_by_key'
+        and pg_catalog.has_table_privilege(relation, 'SELECT')
+    then
+        execute pg_catalog.format('select * from %s($1, $2)', descriptor ->> 'lock_by_key')
+        into rows_json, row_count using tx_id, match;
+    end if;
+    if row_count is null then
+        statement := resilience._execute_sql(relation, operation, data, match, tx_id, descriptor);
+        execute statement into rows_json, row_count using data, match, tx_id;
+    end if;
     perform pg_catalog.set_config('resilience.tx_id', previous, true);
     return pg_catalog.jsonb_build_object('success', true, 'data', coalesce(rows_json, '[]'::jsonb),
         'count', coalesce(row_count, 0));

@@ -124,3 +124,17 @@ begin
     end;
 end;
 $$;
+
+-- Every install regenerates every managed table with this release's code
+-- (images are kept): last, once every helper the generated code is built
+-- from exists and tx_execute's grants (which the generated helpers copy)
+-- are in place.
+do $$
+declare
+    managed record;
+begin
+    for managed in select m.relation from resilience.managed_tables as m loop
+        perform resilience._regenerate(managed.relation);
+    end loop;
+end;
+$$;
