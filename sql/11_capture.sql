@@ -1123,26 +1123,27 @@ set plan_cache_mode = force_generic_plan
 as $lock_by_key$
 #variable_conflict use_variable
 declare
-    v_tableoid pg_catalog.oid;
-    v_ctid pg_catalog.tid;
+    v_tableoids pg_catalog.oid [];
+    v_ctids pg_catalog.tid [];
 begin
     if pg_catalog.jsonb_typeof(p_match) is distinct from 'object' or not p_match ?& %2$L::pg_catalog.text []
         or p_match - %2$L::pg_catalog.text [] <> '{}'::pg_catalog.jsonb
     then
         return;
     end if;
-    -- One row at most: the match is the primary key.
-    select t.tableoid, t.ctid, pg_catalog.to_jsonb(t.*) into v_tableoid, v_ctid, locked_rows
-    from %3$s as t, pg_catalog.jsonb_to_record(p_match) as m %4$s
-    where %5$s
-    for update of t nowait;
-    if not found then
-        locked_rows := '[]';
-        locked_count := 0;
-        return;
-    end if;
-    locked_rows := pg_catalog.jsonb_build_array(locked_rows);
-    locked_count := %6$s(p_tx, array[v_tableoid], array[v_ctid]);
+    -- Set-based like the general path (which this must equal even where
+    -- the key stopped being unique, e.g. a dropped primary key that no
+    -- event trigger saw).
+    select coalesce(pg_catalog.jsonb_agg(l.j), '[]'), coalesce(pg_catalog.array_agg(l.o), '{}'),
+        coalesce(pg_catalog.array_agg(l.c), '{}')
+    into locked_rows, v_tableoids, v_ctids
+    from (
+        select t.tableoid as o, t.ctid as c, pg_catalog.to_jsonb(t.*) as j
+        from %3$s as t, pg_catalog.jsonb_to_record(p_match) as m %4$s
+        where %5$s
+        for update of t nowait
+    ) as l;
+    locked_count := %6$s(p_tx, v_tableoids, v_ctids);
 end;
 $lock_by_key$
 $body$,

@@ -278,3 +278,30 @@ def test_only_a_match_on_exactly_the_key_skips_the_general_path(
         )
     assert calls.get("by key") == 1
     assert ("_execute_sql" in calls) is general
+
+
+def test_a_key_no_longer_unique_locks_every_matching_row_like_the_general_path(
+    twins: psycopg.Connection[Any],
+) -> None:
+    """Without the DDL event trigger nothing regenerates the code when the
+    primary key is dropped: the generated function must still lock what the
+    general path locks, not just the first row."""
+    twins.execute("alter event trigger resilience_managed_ddl_end disable")
+    results = {}
+    for table in (FAST, GENERAL):
+        name = sql.Identifier(table)
+        twins.execute(
+            sql.SQL("alter table {} drop constraint {}").format(
+                name, sql.Identifier(f"{table}_pkey")
+            )
+        )
+        twins.execute(sql.SQL("insert into {} (p_match, \"select\") values (1, 'a')").format(name))
+        tx = begin(twins)
+        results[table] = (
+            lock(twins, tx, table, {"p_match": 1, "select": "a"}),
+            claims(twins, table),
+        )
+        twins.execute("select resilience.tx_rollback(%s)", (tx,))
+    assert results[FAST] == results[GENERAL]
+    # Two rows with one key cannot both be claimed: refused on both paths.
+    assert results[FAST][0] == ("error", "55P03")
