@@ -178,6 +178,7 @@ begin
         from (select unnest(array(select row(o.*)::{t} from old_rows o)) as b,
                      unnest(array(select row(n.*)::{t} from new_rows n)) as a) w;
     end if;
+{record}
     return null;
 end $$;
 create function {undo}(p_tx uuid) returns bigint language plpgsql as $$
@@ -262,9 +263,25 @@ end $$;
 """
 
 
-def typed_image(conn: psycopg.Connection[Any], table: str, columns: list[str]) -> None:
+# What the contract adds to every captured statement: its journal row and
+# its audit row (one statement, as the package writes them).
+RECORD = """
+    with j as (
+        insert into floor_journal values (v_tx, v_seq, tg_relid::regclass, lower(tg_op),
+            (select count(*) from new_rows))
+    )
+    insert into floor_audit (event, tx, actor, detail)
+    values ('execute', v_tx, current_user, jsonb_build_object('table', tg_relid::regclass::text,
+        'operation', lower(tg_op), 'rows', (select count(*) from new_rows)));
+"""
+
+
+def typed_image(
+    conn: psycopg.Connection[Any], table: str, columns: list[str], *, recorded: bool = False
+) -> None:
     """Design T on `table` (id bigint key): image table, capture trigger
-    (insert and update), undo function floor_undo_<table>(tx)."""
+    (insert and update), undo function floor_undo_<table>(tx); `recorded`:
+    the capture also writes each statement's journal and audit rows."""
     names = {
         "t": table,
         "img": f"{table}_img",
@@ -272,6 +289,7 @@ def typed_image(conn: psycopg.Connection[Any], table: str, columns: list[str]) -
         "undo": f"floor_undo_{table}",
     }
     template = sql.SQL(TYPED_IMAGE).format(
+        record=sql.SQL(RECORD if recorded else ""),
         cols=sql.SQL(", ").join(ident(c) for c in columns),
         bcols=sql.SQL(", ").join(sql.SQL("(i.b).{}").format(ident(c)) for c in columns),
         **{k: ident(v) for k, v in names.items()},

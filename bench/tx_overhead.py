@@ -23,8 +23,9 @@ CPU-time ratio, from /proc/<pid>/schedstat, printed beside it):
 
 Alternative designs (issue 11 item 3, bench/_designs.py), measured in the
 same rounds on bench-local tables and marked "(floor)": for (a) a CASE
-dispatcher over static per-table functions and a dynamic-EXECUTE function,
-both with statement-level typed capture; for (a2) the PostgREST request
+dispatcher over static per-table functions (and the same whose capture also
+writes the journal and audit rows every captured statement writes) and a
+dynamic-EXECUTE function, all with statement-level typed capture; for (a2) the PostgREST request
 itself on an unmanaged table (four round trips: BEGIN, the set_config
 select, the INSERT, COMMIT, where the plain INSERT is one), then
 statement-level typed capture and row-level capture, both against that
@@ -133,15 +134,17 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
     """(a), (a2), (f) and their alternative designs: n calls per variant."""
     s = "4" if shape == "4 columns" else "6"
     _, columns, _ = SHAPES[shape]
-    for t in ("ins_plain", "ins_managed", "ins_static", "ins_dynamic", "ins_row"):
+    for t in ("ins_plain", "ins_managed", "ins_static", "ins_recorded", "ins_dynamic", "ins_row"):
         create(conn, f"{t}_{s}", shape)
     create(conn, f"lk_{s}", shape, rows=n)
     for t in (f"ins_managed_{s}", f"lk_{s}"):
         conn.execute("select resilience.manage_table(%s)", (t,))
     for t in (f"ins_static_{s}", f"ins_dynamic_{s}"):
         _designs.typed_image(conn, t, columns)
+    _designs.typed_image(conn, f"ins_recorded_{s}", columns, recorded=True)
     _designs.row_level(conn, f"ins_row_{s}", "insert")
     dispatch = _designs.static_insert(conn, f"ins_static_{s}")
+    dispatch_recorded = _designs.static_insert(conn, f"ins_recorded_{s}")
     lock_fn = _designs.lock_function(conn, f"lk_{s}")
     lock_recorded_fn = _designs.lock_function(conn, f"lk_{s}", recorded=True)
     keys = itertools.count(1)
@@ -239,6 +242,15 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
                 (tx, f"ins_static_{s}", Jsonb(row_of(shape, next(keys)))),
             )
 
+    def static_recorded(tx: Any) -> None:
+        for _ in range(n):
+            conn.execute(
+                sql.SQL("select {}(%s, %s, 'insert', %s)").format(
+                    sql.Identifier(dispatch_recorded)
+                ),
+                (tx, f"ins_recorded_{s}", Jsonb(row_of(shape, next(keys)))),
+            )
+
     def dynamic(tx: Any) -> None:
         for _ in range(n):
             conn.execute(
@@ -274,6 +286,7 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
         "for_update": for_update,
         "lock": lock,
         "static": floor_tx("static", static, f"ins_static_{s}_img"),
+        "static_recorded": floor_tx("static_recorded", static_recorded, f"ins_recorded_{s}_img"),
         "dynamic": floor_tx("dynamic", dynamic, f"ins_dynamic_{s}_img"),
         "pgrst_typed": floor_tx("pgrst_typed", pgrst_typed, f"ins_static_{s}_img"),
         "pgrst_row": floor_tx("pgrst_row", pgrst_row, f"ins_row_{s}_img"),
@@ -425,6 +438,14 @@ def main() -> None:
                     one,
                     "    floor: CASE dispatcher + static fn, typed capture",
                     "static",
+                    "plain",
+                    None,
+                    n,
+                ),
+                ratio_line(
+                    one,
+                    "    floor: the same + journal and audit rows",
+                    "static_recorded",
                     "plain",
                     None,
                     n,
