@@ -1,0 +1,327 @@
+"""The Python client as applications use it: one manager shared by a whole
+app (threads, asyncio tasks, a psycopg_pool pool, one connection), the
+``transaction()`` block committing on exit and rolling back on any exception
+(KeyboardInterrupt and cancellation included), and backends killed mid-call.
+
+Promises attacked: README "From Python (psycopg)" (a manager takes a
+conninfo, a connection or a pool; threads and tasks share it; one database
+transaction per call), DESIGN.md "Python client" (``with tm.transaction()``
+commits on exit, rolls back on exception), docs/errors.md (errors are classes
+mapped from SQLSTATEs; every exception derives from PgResilienceError)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import signal
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from pgresilience import (
+    AsyncTransactionManager,
+    ClaimConflict,
+    DatabaseError,
+    InvalidOperation,
+    PgResilienceError,
+    TransactionManager,
+)
+
+Conn = psycopg.Connection[Any]
+
+
+def balances(conn: Conn, *ids: int) -> list[int]:
+    rows = conn.execute(
+        "select balance from accounts where id = any(%s) order by id", (list(ids),)
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def statuses(conn: Conn) -> dict[str, int]:
+    rows = conn.execute(
+        "select status, count(*) from resilience.transactions group by status"
+    ).fetchall()
+    return dict(rows)
+
+
+def claims_left(conn: Conn) -> int:
+    row = conn.execute(
+        "select count(*) from resilience.transactions as t"
+        " where resilience._tx_claim_count(t.id) > 0"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.fixture
+def row_lock(dsn: str) -> Iterator[Conn]:
+    """A plain database transaction holding the row lock of account 2, so a
+    call writing that row blocks in the server until we act."""
+    holder = psycopg.connect(dsn)
+    holder.execute("update accounts set balance = balance where id = 2")
+    try:
+        yield holder
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+def _transfer_pairs(workers: int) -> list[tuple[int, int]]:
+    # Disjoint pairs: every logical transaction must commit, none may conflict.
+    return [(2 * w + 1, 2 * w + 2) for w in range(workers)]
+
+
+def _sync_transfers(tm: TransactionManager, pair: tuple[int, int], rounds: int) -> None:
+    debit, credit = pair
+    for _ in range(rounds):
+        with tm.transaction(timeout=15.0) as tx:
+            a = tx.lock("accounts", {"id": debit})[0]["balance"]
+            b = tx.lock("accounts", {"id": credit})[0]["balance"]
+            tx.update("accounts", {"balance": a - 1}, match={"id": debit})
+            tx.update("accounts", {"balance": b + 1}, match={"id": credit})
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("source", ["conninfo", "pool", "connection"])
+def test_one_manager_shared_by_many_threads(accounts: Conn, dsn: str, source: str) -> None:
+    """12 threads share one manager (over a conninfo with a pool of 3, a
+    psycopg_pool pool the app opened with its default, non-autocommit
+    connections, or one connection): every logical transaction commits, the
+    money adds up, no claim is left."""
+    workers, rounds = 12, 5
+    given: Any
+    if source == "conninfo":
+        given = dsn
+    elif source == "pool":
+        given = ConnectionPool(dsn, min_size=1, max_size=3, open=True)
+    else:
+        given = psycopg.connect(dsn, autocommit=True)
+    try:
+        tm = TransactionManager(given, pool_size=3)
+        with ThreadPoolExecutor(workers) as pool:
+            futures = [
+                pool.submit(_sync_transfers, tm, pair, rounds) for pair in _transfer_pairs(workers)
+            ]
+            for future in futures:
+                future.result(timeout=18)
+        tm.close()
+    finally:
+        if not isinstance(given, str):
+            given.close()
+    assert balances(accounts, 1, 2) == [100 - rounds, 100 + rounds]
+    assert sum(balances(accounts, *range(1, 61))) == 6000
+    assert statuses(accounts) == {"committed": workers * rounds}
+    assert claims_left(accounts) == 0
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("source", ["conninfo", "pool", "connection"])
+def test_one_async_manager_shared_by_many_tasks(accounts: Conn, dsn: str, source: str) -> None:
+    """The same with 24 asyncio tasks on one AsyncTransactionManager."""
+    tasks_n, rounds = 24, 3
+
+    async def transfers(tm: AsyncTransactionManager, pair: tuple[int, int]) -> None:
+        debit, credit = pair
+        for _ in range(rounds):
+            async with tm.transaction(timeout=15.0) as tx:
+                a = (await tx.lock("accounts", {"id": debit}))[0]["balance"]
+                b = (await tx.lock("accounts", {"id": credit}))[0]["balance"]
+                await tx.update("accounts", {"balance": a - 1}, match={"id": debit})
+                await tx.update("accounts", {"balance": b + 1}, match={"id": credit})
+
+    async def main() -> None:
+        given: Any
+        if source == "conninfo":
+            given = dsn
+        elif source == "pool":
+            given = AsyncConnectionPool(dsn, min_size=1, max_size=3, open=False)
+            await given.open()
+        else:
+            given = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        try:
+            async with AsyncTransactionManager(given, pool_size=3) as tm:
+                async with asyncio.timeout(18):
+                    await asyncio.gather(*(transfers(tm, p) for p in _transfer_pairs(tasks_n)))
+        finally:
+            if not isinstance(given, str):
+                await given.close()
+
+    asyncio.run(main())
+    assert sum(balances(accounts, *range(1, 61))) == 6000
+    assert balances(accounts, 47, 48) == [100 - rounds, 100 + rounds]
+    assert statuses(accounts) == {"committed": tasks_n * rounds}
+    assert claims_left(accounts) == 0
+
+
+class _Boom(Exception):
+    pass
+
+
+def _deep(tx: Any, depth: int) -> Iterator[int]:
+    """An exception raised three frames down, inside a generator."""
+    if depth == 0:
+        tx.update("accounts", {"balance": 0}, match={"id": 4})
+        raise _Boom("nested")
+    yield from _deep(tx, depth - 1)
+    yield depth
+
+
+@pytest.mark.timeout(20)
+def test_exception_from_nested_code_rolls_back_and_propagates_unchanged(
+    accounts: Conn, dsn: str
+) -> None:
+    with TransactionManager(dsn) as tm:
+        with pytest.raises(_Boom) as raised:
+            with tm.transaction() as tx:
+                tx.update("accounts", {"balance": 1}, match={"id": 3})
+                list(_deep(tx, 3))
+        status = tm.status(tx.id)
+    assert type(raised.value) is _Boom  # not wrapped, not replaced
+    assert status["status"] == "rolled_back"
+    assert balances(accounts, 3, 4) == [100, 100]
+    assert claims_left(accounts) == 0
+
+
+@pytest.mark.timeout(20)
+def test_keyboard_interrupt_while_a_call_waits_rolls_back(
+    accounts: Conn, dsn: str, row_lock: Conn
+) -> None:
+    """Ctrl-C (a real SIGINT) while a call waits in the server for a row
+    lock: KeyboardInterrupt propagates, the logical transaction is rolled back
+    (its earlier write restored), and the manager's next call works."""
+    main = threading.get_ident()
+    timer = threading.Timer(1.0, signal.pthread_kill, (main, signal.SIGINT))
+    with TransactionManager(dsn, pool_size=1) as tm:
+        ids: list[str] = []
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                with tm.transaction() as tx:
+                    ids.append(tx.id)
+                    tx.update("accounts", {"balance": 1}, match={"id": 1})
+                    tx.update("accounts", {"balance": 1}, match={"id": 2})  # blocks
+        finally:
+            timer.cancel()
+        assert tm.status(ids[0])["status"] == "rolled_back"
+        row_lock.rollback()
+        with tm.transaction() as tx:  # the pool's one connection still works
+            tx.update("accounts", {"balance": 7}, match={"id": 2})
+    assert balances(accounts, 1, 2) == [100, 7]
+
+
+@pytest.mark.timeout(20)
+def test_async_cancellation_while_a_call_waits_rolls_back(
+    accounts: Conn, dsn: str, row_lock: Conn
+) -> None:
+    """``asyncio.timeout`` cancels the task while a call waits in the server:
+    TimeoutError for the caller, the logical transaction rolled back, no
+    backend left waiting on the lock, and the manager still usable."""
+
+    async def main() -> tuple[str, str]:
+        async with AsyncTransactionManager(dsn, pool_size=1) as tm:
+            ids: list[str] = []
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    async with tm.transaction() as tx:
+                        ids.append(tx.id)
+                        await tx.update("accounts", {"balance": 1}, match={"id": 1})
+                        await tx.update("accounts", {"balance": 1}, match={"id": 2})
+            status = (await tm.status(ids[0]))["status"]
+            waiting = accounts.execute(
+                "select count(*) from pg_stat_activity"
+                " where datname = current_database() and wait_event_type = 'Lock'"
+            ).fetchone()
+            assert waiting == (0,)
+            row_lock.rollback()
+            later = await tm.begin()
+            result = await tm.execute(later, "accounts", "update", {"balance": 8}, {"id": 2})
+            await tm.commit(later)
+            assert result.success
+            return status, later
+
+    status, _ = asyncio.run(main())
+    assert status == "rolled_back"
+    assert balances(accounts, 1, 2) == [100, 8]
+
+
+@pytest.mark.timeout(20)
+def test_backend_killed_mid_call(accounts: Conn, dsn: str, row_lock: Conn) -> None:
+    """pg_terminate_backend on the backend running a call: the call reports
+    DatabaseError with SQLSTATE 57P01 (no hang), the logical transaction is
+    still active with its earlier write claimed, and the manager goes on."""
+    tagged = f"{dsn} application_name=victim"
+    with TransactionManager(tagged) as tm:
+        tx = tm.begin()
+        assert tm.execute(tx, "accounts", "update", {"balance": 1}, {"id": 1}).success
+
+        def kill() -> None:
+            with psycopg.connect(dsn, autocommit=True) as admin:
+                for _ in range(100):
+                    killed = admin.execute(
+                        "select pg_terminate_backend(pid) from pg_stat_activity"
+                        " where application_name = 'victim' and wait_event_type = 'Lock'"
+                    ).fetchall()
+                    if killed:
+                        return
+                    threading.Event().wait(0.05)
+
+        killer = threading.Thread(target=kill)
+        killer.start()
+        result = tm.execute(tx, "accounts", "update", {"balance": 1}, {"id": 2})
+        killer.join(10)
+        assert not result.success
+        assert isinstance(result.error, DatabaseError)
+        assert result.error.sqlstate == "57P01"
+        status = tm.status(tx)
+        assert (status["status"], status["claims"]) == ("active", 1)
+        with pytest.raises(ClaimConflict):
+            with tm.transaction() as other:
+                other.update("accounts", {"balance": 5}, match={"id": 1})
+        row_lock.rollback()
+        assert tm.rollback(tx)["status"] == "rolled_back"
+    assert balances(accounts, 1, 2) == [100, 100]
+    assert claims_left(accounts) == 0
+
+
+@pytest.mark.timeout(20)
+def test_a_connection_inside_the_apps_own_transaction_is_refused(accounts: Conn, dsn: str) -> None:
+    """README: given your own psycopg connection, "calls take turns on it,
+    one database transaction at a time". psycopg connections are not
+    autocommit by default; one the app has used is inside a transaction.
+    A call there would run in a savepoint of the app's transaction: commit
+    would answer "committed" and the app's next rollback (or a close) would
+    silently undo it. Refused instead, before anything is sent."""
+    app = psycopg.connect(dsn)  # psycopg's default: not autocommit
+    try:
+        app.execute("select 1")  # the app's own work: a transaction is open
+        tm = TransactionManager(app)
+        with pytest.raises(InvalidOperation):
+            tm.begin()
+        app.commit()  # idle again: each call is its own database transaction
+        tx = tm.begin()
+        assert tm.execute(tx, "accounts", "update", {"balance": 3}, {"id": 1}).success
+        assert tm.commit(tx)["status"] == "committed"
+    finally:
+        app.close()
+    assert balances(accounts, 1) == [3]
+    assert statuses(accounts) == {"committed": 1}
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("timeout", [-5.0, 0.0, 1e12, math.nan, math.inf])
+def test_a_bad_timeout_is_invalid_operation(accounts: Conn, dsn: str, timeout: float) -> None:
+    """docs/errors.md: a bad timeout is 22023 (InvalidOperation), and every
+    exception derives from PgResilienceError. A negative or zero timeout
+    must not become a transaction that expires at once, nor a huge one a
+    missing-function error, nor NaN a ValueError."""
+    with TransactionManager(dsn) as tm:
+        with pytest.raises(InvalidOperation) as raised:
+            tm.begin(timeout=timeout)
+    assert raised.value.sqlstate == "22023"
+    assert isinstance(raised.value, PgResilienceError)
+    assert statuses(accounts) == {}
