@@ -1,0 +1,169 @@
+"""Through PgBouncer in transaction mode, with the documented client
+settings (README "Which URL for what": TransactionManager and
+AsyncTransactionManager work through a transaction pooler; the shared circuit
+store notices it and polls). Every call may land on another backend."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgresilience import (
+    AsyncTransactionManager,
+    CircuitBreaker,
+    ClaimConflict,
+    TransactionExpired,
+    TransactionManager,
+)
+from pgresilience.breakers.shared import SharedCircuitStore
+from pgresilience.breakers.state import CircuitState
+
+from .conftest import Bouncer
+from .test_client_in_apps import _sync_transfers, _transfer_pairs, balances, claims_left, statuses
+
+Conn = psycopg.Connection[Any]
+
+
+@pytest.mark.timeout(20)
+def test_threads_share_a_manager_through_the_pooler(
+    accounts: Conn, dsn: str, bouncer: Bouncer
+) -> None:
+    """12 threads, a manager pool of 8 client connections, 4 server
+    connections behind them: begin, lock, update and commit of one logical
+    transaction run on whichever backend is free."""
+    workers, rounds = 12, 4
+    with TransactionManager(bouncer.dsn(dsn), pool_size=8) as tm:
+        with ThreadPoolExecutor(workers) as pool:
+            futures = [
+                pool.submit(_sync_transfers, tm, pair, rounds) for pair in _transfer_pairs(workers)
+            ]
+            for future in futures:
+                future.result(timeout=18)
+    assert sum(balances(accounts, *range(1, 61))) == 6000
+    assert balances(accounts, 23, 24) == [100 - rounds, 100 + rounds]
+    assert statuses(accounts) == {"committed": workers * rounds}
+    assert claims_left(accounts) == 0
+    prepared = accounts.execute("select count(*) from pg_prepared_statements").fetchone()
+    assert prepared == (0,)
+
+
+@pytest.mark.timeout(20)
+def test_claims_and_expiry_across_backends(accounts: Conn, dsn: str, bouncer: Bouncer) -> None:
+    """A claim taken through one client connection is seen through another
+    (55P03 at once, no wait); an expired transaction is TransactionExpired
+    whatever backend serves the call; a plain write through the pooler after
+    tx_pre_request (its db-pre-request place) gets the expired holder's row."""
+    pooled = bouncer.dsn(dsn)
+
+    async def main() -> None:
+        async with (
+            AsyncTransactionManager(pooled, pool_size=2) as one,
+            AsyncTransactionManager(pooled, pool_size=2) as two,
+        ):
+            tx = await one.begin(timeout=0.8)
+            assert (await one.execute(tx, "accounts", "lock", match={"id": 5})).success
+            blocked = await two.execute(
+                await two.begin(), "accounts", "update", {"balance": 0}, {"id": 5}
+            )
+            assert isinstance(blocked.error, ClaimConflict)
+            await asyncio.sleep(1.0)
+            late = await two.execute(tx, "accounts", "update", {"balance": 0}, {"id": 5})
+            assert isinstance(late.error, TransactionExpired)
+
+    asyncio.run(main())
+    with psycopg.connect(pooled, autocommit=True, prepare_threshold=None) as plain:
+        with plain.transaction():
+            plain.execute("select resilience.tx_pre_request()")
+            plain.execute("update accounts set balance = 1 where id = 5")
+    assert balances(accounts, 5) == [1]
+
+
+@pytest.mark.timeout(20)
+def test_header_mode_through_the_pooler(accounts: Conn, dsn: str, bouncer: Bouncer) -> None:
+    """PostgREST's way: one database transaction setting request.headers
+    (x-resilience-tx) locally, then a plain write; through the pooler it is
+    captured and claimed, and tx_rollback from another connection undoes it."""
+    pooled = bouncer.dsn(dsn)
+    with TransactionManager(pooled) as tm:
+        tx = tm.begin()
+        headers = json.dumps({"x-resilience-tx": tx})
+        with psycopg.connect(pooled, autocommit=True, prepare_threshold=None) as request:
+            with request.transaction():
+                request.execute("select set_config('request.headers', %s, true)", (headers,))
+                request.execute("select resilience.tx_pre_request()")
+                request.execute("update accounts set balance = 0 where id = 6")
+            # the next statement (maybe on the same backend) is outside it
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                request.execute("update accounts set balance = 9 where id = 6")
+        assert tm.status(tx)["claims"] == 1
+        assert tm.rollback(tx)["restored_rows"] == 1
+    assert balances(accounts, 6) == [100]
+
+
+def _tripped(breaker: CircuitBreaker) -> None:
+    for _ in range(2):
+        try:
+            breaker.execute(_fail)
+        except ConnectionError:
+            pass
+
+
+def _fail() -> None:
+    raise ConnectionError("503")
+
+
+@pytest.mark.timeout(20)
+def test_shared_breakers_through_the_pooler(conn: Conn, dsn: str, bouncer: Bouncer) -> None:
+    """Two stores (two processes' worth) through the pooler: both notice it
+    (poll mode), a trip in one reaches the other by its refresh, and at probe
+    time exactly one of them gets the trial call."""
+    pooled = bouncer.dsn(dsn)
+    stores = [
+        SharedCircuitStore(pooled, owner=f"p{i}", refresh_interval=0.2, probe_lease=15.0)
+        for i in range(2)
+    ]
+    breakers = [CircuitBreaker("ai", failure_threshold=2, timeout=1.0) for _ in stores]
+    try:
+        for store, breaker in zip(stores, breakers, strict=True):
+            store.attach(breaker)
+            assert store.wait_connected(10)
+            assert store.mode == "poll"
+        _tripped(breakers[0])
+        assert stores[0].flush()
+        seen = threading.Event()
+        for _ in range(100):
+            if breakers[1].state is CircuitState.OPEN:
+                seen.set()
+                break
+            threading.Event().wait(0.05)
+        assert seen.is_set()
+        threading.Event().wait(1.2)  # both local open times are over
+        admitted: list[int] = []
+        barrier = threading.Barrier(2)
+
+        def trial(i: int) -> None:
+            barrier.wait()
+            try:
+                breakers[i].execute(lambda: None)
+                admitted.append(i)
+            except Exception:
+                pass
+
+        threads = [threading.Thread(target=trial, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert len(admitted) == 1
+        assert sum(s.probe_questions for s in stores) <= 2
+    finally:
+        for store in stores:
+            store.close()
+    [(state,)] = conn.execute("select state from resilience.circuits where name = 'ai'").fetchall()
+    assert state == "closed"
