@@ -1,0 +1,164 @@
+"""The command as documented in docs/cli.md: exit codes, `install` and
+`uninstall` by a database owner that is not superuser (README "As a database
+owner that is not superuser"), and `plan` on odd migration files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from conftest import Server
+
+from catalog import catalog_listing
+
+Conn = psycopg.Connection[Any]
+
+PLAN_OK, PLAN_AT_OR_ABOVE, PLAN_FAILED = 0, 1, 2
+USAGE, CONNECTION, PERMISSION, NOT_INSTALLED, REFUSED = 2, 3, 4, 5, 6
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.pop("DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "pgresilience.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=18,
+        env=env,
+    )
+
+
+@pytest.fixture
+def owned_db(server: Server, make_role: Callable[..., str]) -> Iterator[tuple[str, str]]:
+    """(owner dsn, outsider dsn) of a fresh empty database owned by a login
+    role that is neither superuser nor CREATEROLE."""
+    make_role("breakit3_owner")
+    make_role("breakit3_outsider")
+    name = f"pgr_b3_{uuid.uuid4().hex[:10]}"
+    server.create_database(name, owner="breakit3_owner")
+    try:
+        yield server.dsn(name, user="breakit3_owner"), server.dsn(name, user="breakit3_outsider")
+    finally:
+        server.drop_database(name)
+
+
+@pytest.mark.timeout(20)
+def test_owner_install_status_uninstall_round_trip(owned_db: tuple[str, str]) -> None:
+    """An owner installs (0, warnings say what is left), `status` exits 0 with
+    a [to do] section, `uninstall` refuses while a logical transaction is
+    active (6), an outsider gets 4, `--force` undoes the transaction's write
+    and removes exactly what install created; then `status` exits 5 and a
+    second `uninstall` is a no-op (0)."""
+    owner, outsider = owned_db
+    before = catalog_listing(owner)
+    assert cli("install", "--dsn", outsider).returncode == PERMISSION
+    done = cli("install", "--dsn", owner)
+    assert done.returncode == 0, done.stderr
+    status = cli("status", "--dsn", owner)
+    assert status.returncode == 0
+    assert "[to do]" in status.stdout
+    assert cli("status", "--dsn", outsider).returncode == PERMISSION
+    with psycopg.connect(owner, autocommit=True) as conn:
+        conn.execute(
+            "create table acc (id int primary key, b int); insert into acc values (1, 1);"
+            "select resilience.manage_table('acc')"
+        )
+        [(tx,)] = conn.execute("select resilience.tx_begin()").fetchall()
+        conn.execute(
+            "select resilience.tx_execute(%s, 'acc', 'update', '{\"b\": 2}', '{\"id\": 1}')", (tx,)
+        )
+    assert cli("uninstall", "--dsn", owner).returncode == REFUSED
+    assert cli("uninstall", "--dsn", outsider, "--force").returncode == PERMISSION
+    assert cli("uninstall", "--dsn", owner, "--force").returncode == 0
+    with psycopg.connect(owner, autocommit=True) as conn:
+        assert conn.execute("select b from acc").fetchall() == [(1,)]
+        conn.execute("drop table acc")
+    assert catalog_listing(owner) == before
+    assert cli("status", "--dsn", owner).returncode == NOT_INSTALLED
+    assert cli("uninstall", "--dsn", owner).returncode == 0
+
+
+@pytest.mark.timeout(20)
+def test_status_exit_codes(bare_dsn: str, server: Server) -> None:
+    assert cli("status", "--dsn", bare_dsn).returncode == NOT_INSTALLED
+    assert cli("status").returncode == USAGE  # no --dsn, no DATABASE_URL
+    assert (
+        cli("status", "--dsn", "host=127.0.0.1 port=1 connect_timeout=2").returncode == CONNECTION
+    )
+    unknown_db = server.dsn(f"pgr_nope_{uuid.uuid4().hex[:8]}")
+    assert cli("status", "--dsn", unknown_db).returncode == CONNECTION
+    assert cli("status", "--dsn", bare_dsn, "--bogus").returncode == USAGE
+
+
+def plan(dsn: str, tmp_path: Path, text: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    migration = tmp_path / "migration.sql"
+    migration.write_text(text, encoding="utf-8")
+    return cli("plan", "--dsn", dsn, str(migration), *extra)
+
+
+def tables(conn: Conn) -> list[str]:
+    rows = conn.execute(
+        "select relname from pg_class where relnamespace = 'public'::regnamespace"
+        " and relkind = 'r' order by 1"
+    ).fetchall()
+    return [r for (r,) in rows]
+
+
+def schema_version(conn: Conn) -> int:
+    [(current,)] = conn.execute("select resilience.schema_current()").fetchall()
+    return int(current["version"])
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("", PLAN_OK),
+        ("-- only a comment\n/* and another */\n", PLAN_OK),
+        ("create table p1 (id int primary key);", PLAN_OK),
+        ("drop table kept;", PLAN_AT_OR_ABOVE),
+        # The whole file already one transaction (psql -f, sqitch, Django's sqlmigrate):
+        ("-- deploy\nBEGIN;\ncreate table p2 (id int);\nCOMMIT;\n", PLAN_OK),
+        ("/* migration 42 */\nBEGIN;\ncreate table p3 (id int);\nCOMMIT;\n", PLAN_OK),
+        ("begin transaction;\ndrop table kept;\nend;\n-- done\n", PLAN_AT_OR_ABOVE),
+        # Transaction control inside must not commit anything for real:
+        ("create table p4 (id int);\ncommit;\ncreate table p5 (id int);", PLAN_FAILED),
+        ("create table p6 (id int);\nrollback;\ndrop table kept;", PLAN_FAILED),
+        ("do $$ begin create table p7 (id int); commit; end $$;", PLAN_FAILED),
+        ("savepoint s;\ncreate table p8 (id int);\nrelease savepoint s;", PLAN_FAILED),
+        ("create index concurrently on kept (id);", PLAN_FAILED),
+        ("vacuum kept;", PLAN_FAILED),
+        ("create table p9 (id int);\nselect 1/0;", PLAN_FAILED),
+    ],
+)
+def test_plan_on_odd_migrations(conn: Conn, dsn: str, tmp_path: Path, text: str, code: int) -> None:
+    """docs/cli.md `plan`: 0 below --fail-on, 1 at or above, 2 when the
+    migration fails; whatever the file holds, nothing stays behind (no
+    table, no schema version)."""
+    conn.execute("create table kept (id int primary key)")
+    conn.execute("select resilience.schema_refresh()")
+    tables_before, version_before = tables(conn), schema_version(conn)
+    done = plan(dsn, tmp_path, text)
+    assert done.returncode == code, done.stdout + done.stderr
+    assert tables(conn) == tables_before
+    assert schema_version(conn) == version_before
+
+
+@pytest.mark.timeout(20)
+def test_plan_without_a_readable_file_is_a_usage_error(dsn: str, tmp_path: Path) -> None:
+    """A missing or undecodable file is a usage error (2), never plan's 1,
+    which tells CI that the migration reached --fail-on."""
+    missing = cli("plan", "--dsn", dsn, str(tmp_path / "missing.sql"))
+    assert missing.returncode == USAGE, missing.stderr
+    latin1 = tmp_path / "latin1.sql"
+    latin1.write_bytes("create table caf\xe9 (id int);".encode("latin-1"))
+    undecodable = cli("plan", "--dsn", dsn, str(latin1))
+    assert undecodable.returncode == USAGE, undecodable.stderr
