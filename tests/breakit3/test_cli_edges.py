@@ -162,3 +162,30 @@ def test_plan_without_a_readable_file_is_a_usage_error(dsn: str, tmp_path: Path)
     latin1.write_bytes("create table caf\xe9 (id int);".encode("latin-1"))
     undecodable = cli("plan", "--dsn", dsn, str(latin1))
     assert undecodable.returncode == USAGE, undecodable.stderr
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.xfail(
+    strict=True,
+    reason="sql/90_grants.sql grants the role memberships unconditionally and warns "
+    "'cannot grant role memberships ... a superuser should run: grant ...' whenever the "
+    "owner lacks ADMIN on resilience_user, even when every membership already exists; "
+    "advice.follow_ups (status [to do]) never lists memberships, so a missing one is "
+    "reported by install only and an existing one is reported as missing",
+)
+def test_install_warnings_and_status_to_do_name_the_same_grants(
+    owned_db: tuple[str, str],
+) -> None:
+    """README "As a database owner that is not superuser": whatever is left,
+    the installer's warnings and `status` ([to do]) list as exact commands.
+    Here (a superuser installed on this server before) every role membership
+    already exists: neither may ask a superuser for one; were one missing,
+    both would have to."""
+    owner, _ = owned_db
+    install = cli("install", "--dsn", owner)
+    assert install.returncode == 0, install.stderr
+    status = cli("status", "--dsn", owner)
+    to_do = status.stdout.split("[to do]", 1)[1]
+    asks_install = "grant resilience_user" in install.stdout
+    asks_status = "grant resilience_user" in to_do
+    assert asks_install == asks_status
