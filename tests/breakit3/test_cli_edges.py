@@ -16,6 +16,8 @@ import psycopg
 import pytest
 from conftest import Server
 
+from pgresilience.embedded import find_bin_dir
+
 from catalog import catalog_listing
 
 Conn = psycopg.Connection[Any]
@@ -189,3 +191,39 @@ def test_install_warnings_and_status_to_do_name_the_same_grants(
     asks_install = "grant resilience_user" in install.stdout
     asks_status = "grant resilience_user" in to_do
     assert asks_install == asks_status
+
+
+@pytest.mark.timeout(20)
+def test_print_sql_as_a_migration_run_by_the_owner(
+    server: Server, make_role: Callable[..., str], tmp_path: Path
+) -> None:
+    """README "On Supabase": the printed script, run as a migration by a
+    database owner that is not superuser (psql --single-transaction), does
+    what `install` does for that target, and applying it again (the next
+    release's migration) upgrades in place."""
+    make_role("breakit3_owner")
+    names = [f"pgr_b3_{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    for name in names:
+        server.create_database(name, owner="breakit3_owner")
+    try:
+        migrated, installed = (server.dsn(name, user="breakit3_owner") for name in names)
+        printed = cli("install", "--print-sql", "--no-plpython", "--no-event-triggers")
+        assert printed.returncode == 0, printed.stderr
+        script = tmp_path / "20261130000000_pgresilience.sql"
+        script.write_text(printed.stdout, encoding="utf-8")
+        psql = [str(find_bin_dir() / "psql"), "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1"]
+        for _ in range(2):
+            applied = subprocess.run(
+                [*psql, "-d", migrated, "-f", str(script)],
+                capture_output=True,
+                text=True,
+                timeout=18,
+            )
+            assert applied.returncode == 0, applied.stderr
+        done = cli("install", "--dsn", installed, "--no-plpython", "--no-event-triggers")
+        assert done.returncode == 0, done.stderr
+        assert catalog_listing(migrated) == catalog_listing(installed)
+        assert cli("status", "--dsn", migrated).returncode == 0
+    finally:
+        for name in names:
+            server.drop_database(name)

@@ -29,6 +29,7 @@ from pgresilience import (
     DatabaseError,
     InvalidOperation,
     PgResilienceError,
+    TransactionExpired,
     TransactionManager,
 )
 
@@ -325,3 +326,46 @@ def test_a_bad_timeout_is_invalid_operation(accounts: Conn, dsn: str, timeout: f
     assert raised.value.sqlstate == "22023"
     assert isinstance(raised.value, PgResilienceError)
     assert statuses(accounts) == {}
+
+
+@pytest.mark.timeout(20)
+def test_a_block_that_outlives_its_timeout_raises_expired_and_is_reaped(
+    accounts: Conn, dsn: str
+) -> None:
+    """The block ends after the transaction's timeout: the commit on exit
+    raises TransactionExpired (RZ003), never commits; the transaction is then
+    what DESIGN.md "Timeouts and cleanup" says: active and expired until a
+    reap rolls it back (timed_out), writes undone, claims released."""
+    with TransactionManager(dsn) as tm:
+        with pytest.raises(TransactionExpired):
+            with tm.transaction(timeout=0.3) as tx:
+                tx.update("accounts", {"balance": 0}, match={"id": 1})
+                threading.Event().wait(0.6)
+        status = tm.status(tx.id)
+        assert (status["status"], status["expired"]) == ("active", True)
+        assert tm.reap() == 1
+        assert tm.status(tx.id)["status"] == "timed_out"
+    assert balances(accounts, 1) == [100]
+    assert claims_left(accounts) == 0
+
+
+@pytest.mark.timeout(20)
+def test_a_generator_closed_inside_a_block_rolls_it_back(accounts: Conn, dsn: str) -> None:
+    """A block inside a generator the caller abandons: GeneratorExit reaches
+    the block, which rolls back (it is an exception, not a normal exit)."""
+    with TransactionManager(dsn) as tm:
+        ids: list[str] = []
+
+        def writes() -> Iterator[int]:
+            with tm.transaction() as tx:
+                ids.append(tx.id)
+                for n in (1, 2, 3):
+                    tx.update("accounts", {"balance": 0}, match={"id": n})
+                    yield n
+
+        stream = writes()
+        assert next(stream) == 1
+        assert next(stream) == 2
+        stream.close()
+        assert tm.status(ids[0])["status"] == "rolled_back"
+    assert balances(accounts, 1, 2, 3) == [100, 100, 100]

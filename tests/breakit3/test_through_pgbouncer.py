@@ -18,6 +18,7 @@ from pgresilience import (
     AsyncTransactionManager,
     CircuitBreaker,
     ClaimConflict,
+    SchemaVersionManager,
     TransactionExpired,
     TransactionManager,
 )
@@ -167,3 +168,49 @@ def test_shared_breakers_through_the_pooler(conn: Conn, dsn: str, bouncer: Bounc
             store.close()
     [(state,)] = conn.execute("select state from resilience.circuits where name = 'ai'").fetchall()
     assert state == "closed"
+
+
+@pytest.mark.timeout(20)
+def test_the_apps_own_connection_through_the_pooler(
+    accounts: Conn, dsn: str, bouncer: Bouncer
+) -> None:
+    """The app's own connection with psycopg's defaults (statements prepared
+    from the 5th execution) through the pooler: 30 calls on it never leave a
+    prepared statement on a backend that another client would then collide
+    with."""
+    pooled = bouncer.dsn(dsn)
+    with psycopg.connect(pooled, autocommit=True) as mine:
+        tm = TransactionManager(mine)
+        for n in range(10):
+            tx = tm.begin()
+            assert tm.execute(tx, "accounts", "update", {"balance": n}, {"id": 7}).success
+            tm.commit(tx)
+    assert balances(accounts, 7) == [9]
+    prepared = accounts.execute("select count(*) from pg_prepared_statements").fetchone()
+    assert prepared == (0,)
+
+
+@pytest.mark.timeout(20)
+def test_schema_listener_through_the_pooler(conn: Conn, dsn: str, bouncer: Bouncer) -> None:
+    """README "Which URL for what": given a transaction pooler, the schema
+    manager notices and polls; a migration committed directly reaches the
+    callback."""
+    seen: list[int] = []
+    arrived = threading.Event()
+
+    def on_change(changes: Any) -> None:
+        seen.append(changes.version)
+        arrived.set()
+
+    svm = SchemaVersionManager(bouncer.dsn(dsn), poll_interval=0.2)
+    try:
+        start = svm.initialize().version
+        svm.on_schema_change(on_change)
+        assert svm.wait_listening(10)
+        assert svm.mode == "poll"
+        conn.execute("create table via_pooler (id int primary key)")
+        conn.execute("select resilience.schema_refresh()")
+        assert arrived.wait(10)
+    finally:
+        svm.close()
+    assert seen and seen[0] > start
