@@ -18,6 +18,7 @@ from conftest import Server
 
 from pgresilience.embedded import find_bin_dir
 
+from .conftest import Bouncer
 from catalog import catalog_listing
 
 Conn = psycopg.Connection[Any]
@@ -227,3 +228,25 @@ def test_print_sql_as_a_migration_run_by_the_owner(
     finally:
         for name in names:
             server.drop_database(name)
+
+
+@pytest.mark.timeout(20)
+def test_install_status_plan_uninstall_through_the_pooler(
+    bare_dsn: str, bouncer: Bouncer, tmp_path: Path
+) -> None:
+    """README "Which URL for what": install, uninstall and status work through
+    a transaction pooler (and so does plan: its migration is one transaction);
+    afterwards no server connection holds a prepared statement of ours."""
+    pooled = bouncer.dsn(bare_dsn)
+    done = cli("install", "--dsn", pooled)
+    assert done.returncode == 0, done.stderr
+    assert cli("status", "--dsn", pooled).returncode == 0
+    with psycopg.connect(bare_dsn, autocommit=True) as conn:
+        conn.execute("create table kept (id int primary key)")
+    drop = plan(pooled, tmp_path, "drop table kept;")
+    assert drop.returncode == PLAN_AT_OR_ABOVE, drop.stdout + drop.stderr
+    assert cli("uninstall", "--dsn", pooled).returncode == 0
+    assert cli("status", "--dsn", pooled).returncode == NOT_INSTALLED
+    with psycopg.connect(pooled, autocommit=True, prepare_threshold=None) as probe:
+        for _ in range(8):  # whichever server connection answers
+            assert probe.execute("select count(*) from pg_prepared_statements").fetchone() == (0,)

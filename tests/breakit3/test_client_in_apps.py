@@ -189,15 +189,18 @@ def test_exception_from_nested_code_rolls_back_and_propagates_unchanged(
 
 
 @pytest.mark.timeout(20)
+@pytest.mark.parametrize("source", ["conninfo", "connection"])
 def test_keyboard_interrupt_while_a_call_waits_rolls_back(
-    accounts: Conn, dsn: str, row_lock: Conn
+    accounts: Conn, dsn: str, row_lock: Conn, source: str
 ) -> None:
     """Ctrl-C (a real SIGINT) while a call waits in the server for a row
     lock: KeyboardInterrupt propagates, the logical transaction is rolled back
-    (its earlier write restored), and the manager's next call works."""
+    (its earlier write restored), and the manager's next call works, on the
+    pool's one connection or on the app's own."""
     main = threading.get_ident()
     timer = threading.Timer(1.0, signal.pthread_kill, (main, signal.SIGINT))
-    with TransactionManager(dsn, pool_size=1) as tm:
+    given: Any = dsn if source == "conninfo" else psycopg.connect(dsn, autocommit=True)
+    with TransactionManager(given, pool_size=1) as tm:
         ids: list[str] = []
         timer.start()
         try:
@@ -210,21 +213,28 @@ def test_keyboard_interrupt_while_a_call_waits_rolls_back(
             timer.cancel()
         assert tm.status(ids[0])["status"] == "rolled_back"
         row_lock.rollback()
-        with tm.transaction() as tx:  # the pool's one connection still works
+        with tm.transaction() as tx:  # the one connection still works
             tx.update("accounts", {"balance": 7}, match={"id": 2})
+    if not isinstance(given, str):
+        given.close()
     assert balances(accounts, 1, 2) == [100, 7]
 
 
 @pytest.mark.timeout(20)
+@pytest.mark.parametrize("source", ["conninfo", "connection"])
 def test_async_cancellation_while_a_call_waits_rolls_back(
-    accounts: Conn, dsn: str, row_lock: Conn
+    accounts: Conn, dsn: str, row_lock: Conn, source: str
 ) -> None:
     """``asyncio.timeout`` cancels the task while a call waits in the server:
     TimeoutError for the caller, the logical transaction rolled back, no
-    backend left waiting on the lock, and the manager still usable."""
+    backend left waiting on the lock, and the manager still usable (its
+    pool's one connection, or the app's own)."""
 
     async def main() -> tuple[str, str]:
-        async with AsyncTransactionManager(dsn, pool_size=1) as tm:
+        given: Any = dsn
+        if source == "connection":
+            given = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        async with AsyncTransactionManager(given, pool_size=1) as tm:
             ids: list[str] = []
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(1.0):
@@ -243,7 +253,9 @@ def test_async_cancellation_while_a_call_waits_rolls_back(
             result = await tm.execute(later, "accounts", "update", {"balance": 8}, {"id": 2})
             await tm.commit(later)
             assert result.success
-            return status, later
+        if not isinstance(given, str):
+            await given.close()
+        return status, later
 
     status, _ = asyncio.run(main())
     assert status == "rolled_back"
