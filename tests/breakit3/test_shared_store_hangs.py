@@ -5,6 +5,7 @@ breaker never makes the app wait because of the database)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -13,6 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from pgresilience import CircuitBreaker
 from pgresilience.breakers.shared import SharedCircuitStore
@@ -37,7 +39,8 @@ def frozen(conn: Conn) -> Iterator[list[int]]:
         yield pids
     finally:
         for pid in pids:
-            os.kill(pid, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):  # it may have ended since
+                os.kill(pid, signal.SIGCONT)
 
 
 def store_backend(conn: Conn, owner: str) -> int:
@@ -126,6 +129,50 @@ def test_many_threads_on_one_breaker_while_the_database_hangs(
         assert breaker.state is CircuitState.CLOSED
         assert breaker.health()["shared_store"] == "unavailable"
     finally:
-        for pid in frozen:
-            os.kill(pid, signal.SIGCONT)
+        store.close()  # bounded even while frozen; the fixture resumes the backend
+
+
+@pytest.mark.timeout(20)
+def test_a_transition_made_while_the_store_is_cut_off_is_published_on_reconnect(
+    conn: Conn, dsn: str
+) -> None:
+    """The store's backend is terminated and its reconnections refused for a
+    while (connection limit 0 on a dedicated role): a trip made meanwhile is
+    decided locally at once, health() says the store is unavailable, and the
+    trip reaches the shared row once the database takes connections again."""
+    role = f"pgr_b3_store_{os.getpid()}"
+    ident = sql.Identifier(role)
+    conn.execute(sql.SQL("create role {} login").format(ident))
+    conn.execute(sql.SQL("grant resilience_user to {}").format(ident))
+    store = SharedCircuitStore(
+        f"{dsn} user={role} application_name={role}", request_timeout=1.0, retry_interval=0.3
+    )
+    breaker = store.attach(CircuitBreaker("svc-away", failure_threshold=1, timeout=30.0))
+    try:
+        assert store.wait_connected(10)
+        assert store.flush()
+        conn.execute(f'alter role "{role}" connection limit 0')
+        conn.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity where usename = %s", (role,)
+        )
+        for _ in range(100):
+            if not store.available:
+                break
+            threading.Event().wait(0.05)
+        assert not store.available
+        try:
+            breaker.execute(_fail)
+        except ConnectionError:
+            pass
+        assert breaker.state is CircuitState.OPEN
+        assert breaker.health()["shared_store"] == "unavailable"
+        shared = "select state from resilience.circuits where name = 'svc-away'"
+        assert conn.execute(shared).fetchall() == []
+        conn.execute(sql.SQL("alter role {} connection limit -1").format(ident))
+        assert store.wait_connected(10)
+        assert store.flush()
+        assert conn.execute(shared).fetchall() == [("open",)]
+    finally:
         store.close()
+        conn.execute(sql.SQL("drop owned by {}").format(ident))
+        conn.execute(sql.SQL("drop role {}").format(ident))
