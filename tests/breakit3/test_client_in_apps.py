@@ -381,3 +381,57 @@ def test_a_generator_closed_inside_a_block_rolls_it_back(accounts: Conn, dsn: st
         stream.close()
         assert tm.status(ids[0])["status"] == "rolled_back"
     assert balances(accounts, 1, 2, 3) == [100, 100, 100]
+
+
+@pytest.mark.timeout(20)
+def test_one_logical_transaction_written_by_many_tasks_at_once(accounts: Conn, dsn: str) -> None:
+    """asyncio.gather of writes in ONE logical transaction (each call its own
+    database transaction on its own connection): 10 concurrent updates of one
+    row and 10 first writes of other rows of the table all succeed (its own
+    claims never conflict with each other), and the block commits."""
+
+    async def main() -> dict[str, Any]:
+        async with AsyncTransactionManager(dsn, pool_size=10) as tm:
+            async with tm.transaction() as tx:
+                same = await asyncio.gather(
+                    *(tx.update("accounts", {"balance": n}, {"id": 1}) for n in range(10))
+                )
+                assert all(len(rows) == 1 for rows in same)
+                others = await asyncio.gather(
+                    *(tx.update("accounts", {"balance": 0}, {"id": n}) for n in range(2, 12))
+                )
+                assert all(len(rows) == 1 for rows in others)
+                status = await tx.status()
+                assert status["claims"] == 11
+                tx_id = tx.id
+            return await tm.status(tx_id)
+
+    status = asyncio.run(main())
+    assert status["status"] == "committed"
+    assert balances(accounts, *range(2, 12)) == [0] * 10
+
+
+@pytest.mark.timeout(20)
+def test_many_tasks_then_rollback_restores_everything(accounts: Conn, dsn: str) -> None:
+    """The same concurrent writes, then tx_rollback: every row restored."""
+
+    async def main() -> dict[str, Any]:
+        async with AsyncTransactionManager(dsn, pool_size=10) as tm:
+            tx = await tm.begin()
+            results = await asyncio.gather(
+                *(
+                    tm.execute(tx, "accounts", "update", {"balance": n}, {"id": 1})
+                    for n in range(10)
+                ),
+                *(
+                    tm.execute(tx, "accounts", "update", {"balance": 0}, {"id": n})
+                    for n in range(2, 12)
+                ),
+            )
+            assert all(r.success for r in results)
+            return await tm.rollback(tx)
+
+    outcome = asyncio.run(main())
+    assert (outcome["status"], outcome["restored_rows"]) == ("rolled_back", 20)
+    assert balances(accounts, *range(1, 12)) == [100] * 11
+    assert claims_left(accounts) == 0
