@@ -5,8 +5,10 @@ owner that is not superuser"), and `plan` on odd migration files."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -269,3 +271,45 @@ def test_install_status_plan_uninstall_through_the_pooler(
     with psycopg.connect(pooled, autocommit=True, prepare_threshold=None) as probe:
         for _ in range(8):  # whichever server connection answers
             assert probe.execute("select count(*) from pg_prepared_statements").fetchone() == (0,)
+
+
+@pytest.mark.timeout(20)
+def test_watch_through_the_pooler(dsn: str, conn: Conn, bouncer: Bouncer) -> None:
+    """README "Which URL for what": `pgresilience watch` given a transaction
+    pooler notices it and polls: a migration committed elsewhere is printed;
+    Ctrl-C ends it with exit 0."""
+    env = dict(os.environ)
+    env.pop("DATABASE_URL", None)
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "pgresilience.cli", "watch", "--dsn", bouncer.dsn(dsn)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    lines: list[str] = []
+    seen = threading.Event()
+    started = threading.Event()
+
+    def read() -> None:
+        assert watcher.stdout is not None
+        for line in watcher.stdout:
+            lines.append(line)
+            if line.startswith("watching"):
+                started.set()
+            if "watched_table" in line:
+                seen.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert started.wait(10), lines
+        threading.Event().wait(1.0)  # its first poll has read the current version
+        conn.execute("create table watched_table (id int primary key)")
+        assert seen.wait(10), lines
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(10) == 0
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait(5)
