@@ -435,3 +435,37 @@ def test_many_tasks_then_rollback_restores_everything(accounts: Conn, dsn: str) 
     assert (outcome["status"], outcome["restored_rows"]) == ("rolled_back", 20)
     assert balances(accounts, *range(1, 12)) == [100] * 11
     assert claims_left(accounts) == 0
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.xfail(
+    strict=True,
+    reason="the lazy reap (tx_begin, tx_execute, tx_pre_request -> _reap_if_expired -> "
+    "tx_reap) restores an expired transaction's rows with no lock timeout: while any "
+    "unrelated database transaction holds a row lock on one of them that conflicts with "
+    "the restoring write (here a plain SELECT ... FOR SHARE), the first caller to reap "
+    "waits for it, however long; later callers skip the locked transaction row and go on",
+)
+def test_a_lazy_reap_never_makes_an_unrelated_tx_begin_wait(accounts: Conn, dsn: str) -> None:
+    """DESIGN.md "Claims": nobody waits; "Timeouts and cleanup": no call of one
+    user (tx_begin, ...) ever fails because of another user's transaction. A
+    transaction expires holding row 1; a report reads row 1 FOR SHARE in a
+    long database transaction; another user's tx_begin must not wait on it
+    (the reaper may leave that transaction for a later reap)."""
+    with TransactionManager(dsn) as tm:
+        expired = tm.begin(timeout=0.2)
+        assert tm.execute(expired, "accounts", "update", {"balance": 0}, {"id": 1}).success
+        threading.Event().wait(0.4)
+        report = psycopg.connect(dsn)
+        begun: list[str] = []
+        caller = threading.Thread(target=lambda: begun.append(tm.begin()), daemon=True)
+        try:
+            report.execute("select * from accounts where id = 1 for share")
+            caller.start()
+            caller.join(5)
+            assert begun, "tx_begin waited on the report's row lock"
+        finally:
+            report.rollback()
+            report.close()
+            if caller.is_alive():
+                caller.join(10)
