@@ -313,3 +313,29 @@ def test_watch_through_the_pooler(dsn: str, conn: Conn, bouncer: Bouncer) -> Non
         if watcher.poll() is None:
             watcher.kill()
             watcher.wait(5)
+
+
+@pytest.mark.timeout(20)
+def test_uninstall_force_when_a_rollback_cannot_restore(dsn: str, conn: Conn) -> None:
+    """`uninstall --force` rolls active logical transactions back first. One
+    that cannot be restored (its deleted row's e-mail was taken meanwhile:
+    RZ005, which force cannot override) stops it: exit 1, nothing removed,
+    the transaction still active; once the blocker is gone, it goes through."""
+    conn.execute(
+        "create table members (id int primary key, email text unique);"
+        "insert into members values (1, 'a@example.com');"
+        "select resilience.manage_table('members')"
+    )
+    [(tx,)] = conn.execute("select resilience.tx_begin()").fetchall()
+    conn.execute(
+        "select resilience.tx_execute(%s, 'members', 'delete', null, '{\"id\": 1}')", (tx,)
+    )
+    conn.execute("insert into members values (2, 'a@example.com')")
+    stopped = cli("uninstall", "--dsn", dsn, "--force")
+    assert stopped.returncode == 1, stopped.stderr
+    assert cli("status", "--dsn", dsn).returncode == 0
+    [(status,)] = conn.execute("select resilience.tx_status(%s) ->> 'status'", (tx,)).fetchall()
+    assert status == "active"
+    conn.execute("delete from members where id = 2")
+    assert cli("uninstall", "--dsn", dsn, "--force").returncode == 0
+    assert conn.execute("select * from members").fetchall() == [(1, "a@example.com")]
