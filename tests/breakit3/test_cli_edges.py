@@ -339,3 +339,45 @@ def test_uninstall_force_when_a_rollback_cannot_restore(dsn: str, conn: Conn) ->
     conn.execute("delete from members where id = 2")
     assert cli("uninstall", "--dsn", dsn, "--force").returncode == 0
     assert conn.execute("select * from members").fetchall() == [(1, "a@example.com")]
+
+
+ALEMBIC_ENV = """
+from alembic import context
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection)
+with context.begin_transaction():
+    context.run_migrations()
+"""
+
+ALEMBIC_AUTOCOMMIT_REVISION = """
+from alembic import op
+
+revision = "b3a1"
+down_revision = None
+
+
+def upgrade():
+    op.execute("create table planned_a (id int primary key, x int)")
+    # Alembic commits the transaction before such a block: not in a plan.
+    with op.get_context().autocommit_block():
+        op.execute("create index concurrently planned_a_x on planned_a (x)")
+    op.execute("create table planned_b (id int)")
+"""
+
+
+@pytest.mark.timeout(20)
+def test_plan_alembic_with_an_autocommit_block_commits_nothing(
+    dsn: str, conn: Conn, tmp_path: Path
+) -> None:
+    """Alembic's autocommit_block() commits the transaction before it (its
+    documented behaviour, for CREATE INDEX CONCURRENTLY and the like). Under
+    `plan --alembic` that would make part of the migration real: the plan
+    must fail instead (2) and leave nothing behind."""
+    scripts = tmp_path / "migrations"
+    (scripts / "versions").mkdir(parents=True)
+    (scripts / "env.py").write_text(ALEMBIC_ENV, encoding="utf-8")
+    (scripts / "versions" / "b3a1.py").write_text(ALEMBIC_AUTOCOMMIT_REVISION, encoding="utf-8")
+    done = cli("plan", "--alembic", "--dsn", dsn, str(scripts))
+    assert done.returncode == PLAN_FAILED, done.stdout + done.stderr
+    assert tables(conn) == []  # no planned_a, planned_b nor public.alembic_version
