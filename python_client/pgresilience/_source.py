@@ -23,11 +23,10 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 import psycopg
-from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
 from pgresilience._acompat import Lock
-from pgresilience.errors import InvalidOperation, PgResilienceError
+from pgresilience.errors import PgResilienceError
 
 __all__ = ["ConnectionSource", "SyncSource", "through_proxy"]
 
@@ -55,19 +54,6 @@ def through_proxy(client_port: int | None, server_port: int | None) -> bool:
     listens is gone after the statement. (A port-forward looks the same; it
     then costs polling, never a lost change.)"""
     return client_port is not None and server_port is not None and client_port != server_port
-
-
-def _refuse_open_transaction(conn: psycopg.Connection[Any]) -> None:
-    """A call must be its own database transaction. On a connection already
-    inside one (psycopg's default, not autocommit, after the app's own
-    statement) it would run in a savepoint of the app's transaction: a
-    commit reported as done would vanish with the app's rollback or close."""
-    status = conn.info.transaction_status
-    if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
-        raise InvalidOperation(
-            f"the connection is inside a transaction ({status.name}): each call must be its own "
-            "database transaction; commit or roll back first, or pass an autocommit connection"
-        )
 
 
 class ConnectionSource:
@@ -114,7 +100,6 @@ class ConnectionSource:
         source = self.source
         if isinstance(source, psycopg.Connection):
             with _turns(source):
-                _refuse_open_transaction(source)
                 yield source
             return
         pool = source if isinstance(source, ConnectionPool) else self._own_pool(source)
