@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from security.sessions import Session
 
 from pgresilience import (
     AsyncTransactionManager,
@@ -214,3 +215,34 @@ def test_schema_listener_through_the_pooler(conn: Conn, dsn: str, bouncer: Bounc
     finally:
         svm.close()
     assert seen and seen[0] > start
+
+
+@pytest.mark.timeout(20)
+def test_postgrest_requests_through_the_pooler(accounts: Conn, dsn: str, bouncer: Bouncer) -> None:
+    """Supabase's path: PostgREST requests (set local role, JWT claims and
+    headers in one database transaction each) through the transaction pooler,
+    every request on whichever backend. Alice begins, her header-mode write is
+    captured and claimed, Bob's request with her header is RZ001 and his
+    plain write of her row 55P03, and her rollback restores the row."""
+    accounts.execute("grant usage on schema public to authenticated")
+    accounts.execute("grant all on accounts to authenticated")
+    pooled = bouncer.dsn(dsn)
+    with (
+        psycopg.connect(pooled, autocommit=True, prepare_threshold=None) as first,
+        psycopg.connect(pooled, autocommit=True, prepare_threshold=None) as second,
+    ):
+        alice = Session(first, "authenticated", "alice")
+        tx = str(alice.rpc("tx_begin"))
+        in_tx = Session(second, "authenticated", "alice", headers={"x-resilience-tx": tx})
+        in_tx.query("select resilience.tx_pre_request()")
+        in_tx.query("update accounts set balance = 0 where id = 8")
+        bob_in_tx = Session(first, "authenticated", "bob", headers={"x-resilience-tx": tx})
+        with pytest.raises(psycopg.Error) as foreign:
+            bob_in_tx.query("update accounts set balance = 1 where id = 9")
+        assert foreign.value.sqlstate == "RZ001"
+        bob = Session(second, "authenticated", "bob")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            bob.query("update accounts set balance = 1 where id = 8")
+        assert alice.rpc("tx_status", tx_id=tx)["claims"] == 1
+        assert alice.rpc("tx_rollback", tx_id=tx)["restored_rows"] == 1
+    assert balances(accounts, 8, 9) == [100, 100]
