@@ -29,9 +29,11 @@ PLAN_OK, PLAN_AT_OR_ABOVE, PLAN_FAILED = 0, 1, 2
 USAGE, CONNECTION, PERMISSION, NOT_INSTALLED, REFUSED = 2, 3, 4, 5, 6
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, database_url: str | None = None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env.pop("DATABASE_URL", None)
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
     return subprocess.run(
         [sys.executable, "-m", "pgresilience.cli", *args],
         capture_output=True,
@@ -95,6 +97,7 @@ def test_owner_install_status_uninstall_round_trip(owned_db: tuple[str, str]) ->
 def test_status_exit_codes(bare_dsn: str, server: Server) -> None:
     assert cli("status", "--dsn", bare_dsn).returncode == NOT_INSTALLED
     assert cli("status").returncode == USAGE  # no --dsn, no DATABASE_URL
+    assert cli("status", database_url=bare_dsn).returncode == NOT_INSTALLED
     assert (
         cli("status", "--dsn", "host=127.0.0.1 port=1 connect_timeout=2").returncode == CONNECTION
     )

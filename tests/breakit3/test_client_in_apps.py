@@ -31,6 +31,7 @@ from pgresilience import (
     PgResilienceError,
     TransactionExpired,
     TransactionManager,
+    TransactionNotActive,
 )
 
 Conn = psycopg.Connection[Any]
@@ -469,3 +470,21 @@ def test_a_lazy_reap_never_makes_an_unrelated_tx_begin_wait(accounts: Conn, dsn:
             report.close()
             if caller.is_alive():
                 caller.join(10)
+
+
+@pytest.mark.timeout(20)
+def test_the_handle_after_its_block(accounts: Conn, dsn: str) -> None:
+    """A handle kept past its block writes nothing more: after the commit and
+    after a rollback alike its calls raise TransactionNotActive (RZ002)."""
+    with TransactionManager(dsn) as tm:
+        with tm.transaction() as committed:
+            committed.update("accounts", {"balance": 1}, match={"id": 1})
+        with pytest.raises(ValueError):
+            with tm.transaction() as rolled_back:
+                rolled_back.update("accounts", {"balance": 1}, match={"id": 2})
+                raise ValueError("no")
+        for handle in (committed, rolled_back):
+            with pytest.raises(TransactionNotActive) as raised:
+                handle.update("accounts", {"balance": 5}, match={"id": 3})
+            assert raised.value.sqlstate == "RZ002"
+    assert balances(accounts, 1, 2, 3) == [1, 100, 100]
