@@ -246,3 +246,25 @@ def test_postgrest_requests_through_the_pooler(accounts: Conn, dsn: str, bouncer
         assert alice.rpc("tx_status", tx_id=tx)["claims"] == 1
         assert alice.rpc("tx_rollback", tx_id=tx)["restored_rows"] == 1
     assert balances(accounts, 8, 9) == [100, 100]
+
+
+@pytest.mark.timeout(20)
+def test_backends_killed_between_calls_behind_the_pooler(
+    accounts: Conn, dsn: str, bouncer: Bouncer
+) -> None:
+    """Every server connection of the pooler is terminated between two calls
+    of one logical transaction (a failover, pg_terminate_backend): the pooler
+    replaces them, the next calls go through, and the commit keeps the write."""
+    with TransactionManager(bouncer.dsn(dsn), pool_size=2) as tm:
+        tx = tm.begin()
+        assert tm.execute(tx, "accounts", "update", {"balance": 3}, {"id": 10}).success
+        killed = accounts.execute(
+            "select count(pg_terminate_backend(pid)) from pg_stat_activity"
+            " where datname = current_database() and pid <> pg_backend_pid()"
+            " and backend_type = 'client backend'"
+        ).fetchone()
+        assert killed is not None and killed[0] >= 1
+        threading.Event().wait(0.3)  # the pooler reads the servers' goodbyes
+        assert tm.execute(tx, "accounts", "update", {"balance": 4}, {"id": 11}).success
+        assert tm.commit(tx)["status"] == "committed"
+    assert balances(accounts, 10, 11) == [3, 4]
