@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -18,6 +19,7 @@ from security.sessions import Session
 from pgresilience import (
     AsyncTransactionManager,
     CircuitBreaker,
+    CircuitOpenError,
     ClaimConflict,
     SchemaVersionManager,
     TransactionExpired,
@@ -124,7 +126,8 @@ def _fail() -> None:
 def test_shared_breakers_through_the_pooler(conn: Conn, dsn: str, bouncer: Bouncer) -> None:
     """Two stores (two processes' worth) through the pooler: both notice it
     (poll mode), a trip in one reaches the other by its refresh, and at probe
-    time exactly one of them gets the trial call."""
+    time, with 8 threads calling in each, exactly one call in all is the
+    trial, each process asking the database at most once."""
     pooled = bouncer.dsn(dsn)
     stores = [
         SharedCircuitStore(pooled, owner=f"p{i}", refresh_interval=0.2, probe_lease=15.0)
@@ -147,23 +150,32 @@ def test_shared_breakers_through_the_pooler(conn: Conn, dsn: str, bouncer: Bounc
         assert seen.is_set()
         threading.Event().wait(1.2)  # both local open times are over
         admitted: list[int] = []
-        barrier = threading.Barrier(2)
+        rejected = threading.Semaphore(0)
+        barrier = threading.Barrier(16)
+
+        def service(i: int) -> None:
+            admitted.append(i)
+            # The trial lasts until every other caller has been turned away,
+            # so that none of them can come after the circuit closed.
+            deadline = time.monotonic() + 5
+            for _ in range(16 - len(admitted)):
+                rejected.acquire(timeout=max(0.0, deadline - time.monotonic()))
 
         def trial(i: int) -> None:
             barrier.wait()
             try:
-                breakers[i].execute(lambda: None)
-                admitted.append(i)
-            except Exception:
-                pass
+                breakers[i % 2].execute(service, i)
+            except CircuitOpenError:
+                rejected.release()
 
-        threads = [threading.Thread(target=trial, args=(i,)) for i in range(2)]
+        threads = [threading.Thread(target=trial, args=(i,)) for i in range(16)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(10)
+        # 8 threads per process: one trial call in all, one question per process at most.
         assert len(admitted) == 1
-        assert sum(s.probe_questions for s in stores) <= 2
+        assert all(s.probe_questions <= 1 for s in stores)
     finally:
         for store in stores:
             store.close()
