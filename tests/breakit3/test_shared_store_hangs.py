@@ -86,7 +86,10 @@ def test_many_threads_on_one_breaker_while_the_database_hangs(
     the breaker trips and recovers locally, and health() says the store is
     unavailable."""
     name = "pgr-threads-hang"
-    store = SharedCircuitStore(f"{dsn} application_name={name}", request_timeout=1.0)
+    # No reconnection during the test: a new backend would answer at once.
+    store = SharedCircuitStore(
+        f"{dsn} application_name={name}", request_timeout=1.0, retry_interval=60.0
+    )
     breaker = store.attach(CircuitBreaker("svc", failure_threshold=3, timeout=0.5))
     try:
         assert store.wait_connected(10)
@@ -127,6 +130,10 @@ def test_many_threads_on_one_breaker_while_the_database_hangs(
             except Exception:
                 threading.Event().wait(0.1)  # still open
         assert breaker.state is CircuitState.CLOSED
+        for _ in range(100):  # the watchdog cuts the hung round trip
+            if not store.available:
+                break
+            threading.Event().wait(0.05)
         assert breaker.health()["shared_store"] == "unavailable"
     finally:
         store.close()  # bounded even while frozen; the fixture resumes the backend
