@@ -73,6 +73,21 @@ def row_lock(dsn: str) -> Iterator[Conn]:
         holder.close()
 
 
+def when_a_call_waits(dsn: str, act: Any, *args: Any) -> None:
+    """``act(*args)`` once a backend of this database waits for a lock (the
+    call we mean to interrupt is then in the server), or after 10 s."""
+    with psycopg.connect(dsn, autocommit=True) as watcher:
+        for _ in range(200):
+            waiting = watcher.execute(
+                "select count(*) from pg_stat_activity"
+                " where datname = current_database() and wait_event_type = 'Lock'"
+            ).fetchone()
+            if waiting and waiting[0]:
+                break
+            threading.Event().wait(0.05)
+    act(*args)
+
+
 def _transfer_pairs(workers: int) -> list[tuple[int, int]]:
     # Disjoint pairs: every logical transaction must commit, none may conflict.
     return [(2 * w + 1, 2 * w + 2) for w in range(workers)]
@@ -199,11 +214,13 @@ def test_keyboard_interrupt_while_a_call_waits_rolls_back(
     (its earlier write restored), and the manager's next call works, on the
     pool's one connection or on the app's own."""
     main = threading.get_ident()
-    timer = threading.Timer(1.0, signal.pthread_kill, (main, signal.SIGINT))
+    interrupter = threading.Thread(
+        target=when_a_call_waits, args=(dsn, signal.pthread_kill, main, signal.SIGINT)
+    )
     given: Any = dsn if source == "conninfo" else psycopg.connect(dsn, autocommit=True)
     with TransactionManager(given, pool_size=1) as tm:
         ids: list[str] = []
-        timer.start()
+        interrupter.start()
         try:
             with pytest.raises(KeyboardInterrupt):
                 with tm.transaction() as tx:
@@ -211,7 +228,7 @@ def test_keyboard_interrupt_while_a_call_waits_rolls_back(
                     tx.update("accounts", {"balance": 1}, match={"id": 1})
                     tx.update("accounts", {"balance": 1}, match={"id": 2})  # blocks
         finally:
-            timer.cancel()
+            interrupter.join(10)
         assert tm.status(ids[0])["status"] == "rolled_back"
         row_lock.rollback()
         with tm.transaction() as tx:  # the one connection still works
@@ -238,7 +255,7 @@ def test_async_cancellation_while_a_call_waits_rolls_back(
         async with AsyncTransactionManager(given, pool_size=1) as tm:
             ids: list[str] = []
             with pytest.raises(TimeoutError):
-                async with asyncio.timeout(1.0):
+                async with asyncio.timeout(3.0):  # the blocked call waits till then
                     async with tm.transaction() as tx:
                         ids.append(tx.id)
                         await tx.update("accounts", {"balance": 1}, match={"id": 1})
@@ -275,16 +292,12 @@ def test_backend_killed_mid_call(accounts: Conn, dsn: str, row_lock: Conn) -> No
 
         def kill() -> None:
             with psycopg.connect(dsn, autocommit=True) as admin:
-                for _ in range(100):
-                    killed = admin.execute(
-                        "select pg_terminate_backend(pid) from pg_stat_activity"
-                        " where application_name = 'victim' and wait_event_type = 'Lock'"
-                    ).fetchall()
-                    if killed:
-                        return
-                    threading.Event().wait(0.05)
+                admin.execute(
+                    "select pg_terminate_backend(pid) from pg_stat_activity"
+                    " where application_name = 'victim' and wait_event_type = 'Lock'"
+                )
 
-        killer = threading.Thread(target=kill)
+        killer = threading.Thread(target=when_a_call_waits, args=(dsn, kill))
         killer.start()
         result = tm.execute(tx, "accounts", "update", {"balance": 1}, {"id": 2})
         killer.join(10)
@@ -351,9 +364,9 @@ def test_a_block_that_outlives_its_timeout_raises_expired_and_is_reaped(
     reap rolls it back (timed_out), writes undone, claims released."""
     with TransactionManager(dsn) as tm:
         with pytest.raises(TransactionExpired):
-            with tm.transaction(timeout=0.3) as tx:
+            with tm.transaction(timeout=1.0) as tx:
                 tx.update("accounts", {"balance": 0}, match={"id": 1})
-                threading.Event().wait(0.6)
+                threading.Event().wait(1.3)
         status = tm.status(tx.id)
         assert (status["status"], status["expired"]) == ("active", True)
         assert tm.reap() == 1
@@ -454,9 +467,9 @@ def test_a_lazy_reap_never_makes_an_unrelated_tx_begin_wait(accounts: Conn, dsn:
     long database transaction; another user's tx_begin must not wait on it
     (the reaper may leave that transaction for a later reap)."""
     with TransactionManager(dsn) as tm:
-        expired = tm.begin(timeout=0.2)
+        expired = tm.begin(timeout=1.0)
         assert tm.execute(expired, "accounts", "update", {"balance": 0}, {"id": 1}).success
-        threading.Event().wait(0.4)
+        threading.Event().wait(1.3)
         report = psycopg.connect(dsn)
         begun: list[str] = []
         caller = threading.Thread(target=lambda: begun.append(tm.begin()), daemon=True)

@@ -70,13 +70,13 @@ def test_claims_and_expiry_across_backends(accounts: Conn, dsn: str, bouncer: Bo
             AsyncTransactionManager(pooled, pool_size=2) as one,
             AsyncTransactionManager(pooled, pool_size=2) as two,
         ):
-            tx = await one.begin(timeout=0.8)
+            tx = await one.begin(timeout=2.0)
             assert (await one.execute(tx, "accounts", "lock", match={"id": 5})).success
             blocked = await two.execute(
                 await two.begin(), "accounts", "update", {"balance": 0}, {"id": 5}
             )
             assert isinstance(blocked.error, ClaimConflict)
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(2.3)
             late = await two.execute(tx, "accounts", "update", {"balance": 0}, {"id": 5})
             assert isinstance(late.error, TransactionExpired)
 
