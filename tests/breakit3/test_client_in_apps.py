@@ -452,20 +452,13 @@ def test_many_tasks_then_rollback_restores_everything(accounts: Conn, dsn: str) 
 
 
 @pytest.mark.timeout(20)
-@pytest.mark.xfail(
-    strict=True,
-    reason="the lazy reap (tx_begin, tx_execute, tx_pre_request -> _reap_if_expired -> "
-    "tx_reap) restores an expired transaction's rows with no lock timeout: while any "
-    "unrelated database transaction holds a row lock on one of them that conflicts with "
-    "the restoring write (here a plain SELECT ... FOR SHARE), the first caller to reap "
-    "waits for it, however long; later callers skip the locked transaction row and go on",
-)
 def test_a_lazy_reap_never_makes_an_unrelated_tx_begin_wait(accounts: Conn, dsn: str) -> None:
     """DESIGN.md "Claims": nobody waits; "Timeouts and cleanup": no call of one
     user (tx_begin, ...) ever fails because of another user's transaction. A
     transaction expires holding row 1; a report reads row 1 FOR SHARE in a
-    long database transaction; another user's tx_begin must not wait on it
-    (the reaper may leave that transaction for a later reap)."""
+    long database transaction; another user's tx_begin must not wait on it:
+    the lazy reap leaves that transaction active (expired) for a later reap.
+    (Before the fix, the first tx_begin to reap waited as long as the report.)"""
     with TransactionManager(dsn) as tm:
         expired = tm.begin(timeout=1.0)
         assert tm.execute(expired, "accounts", "update", {"balance": 0}, {"id": 1}).success
@@ -478,11 +471,16 @@ def test_a_lazy_reap_never_makes_an_unrelated_tx_begin_wait(accounts: Conn, dsn:
             caller.start()
             caller.join(5)
             assert begun, "tx_begin waited on the report's row lock"
+            left = tm.status(expired)
+            assert (left["status"], left["expired"], left["claims"]) == ("active", True, 1)
         finally:
             report.rollback()
             report.close()
             if caller.is_alive():
                 caller.join(10)
+        assert tm.reap() == 1  # the report is gone: the next reap restores
+        assert tm.status(expired)["status"] == "timed_out"
+    assert balances(accounts, 1) == [100]
 
 
 @pytest.mark.timeout(20)
