@@ -499,3 +499,26 @@ def test_the_handle_after_its_block(accounts: Conn, dsn: str) -> None:
                 handle.update("accounts", {"balance": 5}, match={"id": 3})
             assert raised.value.sqlstate == "RZ002"
     assert balances(accounts, 1, 2, 3) == [1, 100, 100]
+
+
+@pytest.mark.timeout(20)
+def test_pooled_connections_killed_while_idle(accounts: Conn, dsn: str) -> None:
+    """Without a pooler in between, the manager's idle pooled connection is
+    terminated between two calls (a failover, pg_terminate_backend): the
+    next call meets it and raises DatabaseError with the server's SQLSTATE
+    (57P01: nothing of the call ran; the pool drops the connection), the
+    logical transaction is untouched, and the call after that goes through.
+    (Behind PgBouncer the pooler hides this: see test_through_pgbouncer.)"""
+    with TransactionManager(f"{dsn} application_name=idle_victim", pool_size=1) as tm:
+        tx = tm.begin()
+        assert tm.execute(tx, "accounts", "update", {"balance": 3}, {"id": 1}).success
+        accounts.execute(  # waits (up to 5 s) until the backend is gone
+            "select pg_terminate_backend(pid, 5000) from pg_stat_activity"
+            " where application_name = 'idle_victim'"
+        )
+        with pytest.raises(DatabaseError) as raised:
+            tm.commit(tx)
+        assert raised.value.sqlstate == "57P01"
+        assert tm.status(tx)["status"] == "active"
+        assert tm.commit(tx)["status"] == "committed"
+    assert balances(accounts, 1) == [3]
