@@ -271,7 +271,7 @@ def test_backends_killed_between_calls_behind_the_pooler(
         tx = tm.begin()
         assert tm.execute(tx, "accounts", "update", {"balance": 3}, {"id": 10}).success
         killed = accounts.execute(
-            "select count(pg_terminate_backend(pid)) from pg_stat_activity"
+            "select count(pg_terminate_backend(pid, 5000)) from pg_stat_activity"
             " where datname = current_database() and pid <> pg_backend_pid()"
             " and backend_type = 'client backend'"
         ).fetchone()
