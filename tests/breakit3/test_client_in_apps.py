@@ -340,6 +340,31 @@ def test_a_connection_inside_the_apps_own_transaction_is_refused(accounts: Conn,
 
 
 @pytest.mark.timeout(20)
+def test_an_async_connection_inside_the_apps_own_transaction_is_refused(
+    accounts: Conn, dsn: str
+) -> None:
+    """The same for AsyncTransactionManager, including a transaction that
+    failed (INERROR): refused, nothing sent, nothing recorded."""
+
+    async def main() -> None:
+        app = await psycopg.AsyncConnection.connect(dsn)
+        try:
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                await app.execute("select 1 / 0")  # the app's transaction failed
+            tm = AsyncTransactionManager(app)
+            with pytest.raises(InvalidOperation):
+                await tm.begin()
+            await app.rollback()
+            tx = await tm.begin()
+            assert (await tm.commit(tx))["status"] == "committed"
+        finally:
+            await app.close()
+
+    asyncio.run(main())
+    assert statuses(accounts) == {"committed": 1}
+
+
+@pytest.mark.timeout(20)
 @pytest.mark.parametrize("timeout", [-5.0, 0.0, 1e12, math.nan, math.inf])
 def test_a_bad_timeout_is_invalid_operation(accounts: Conn, dsn: str, timeout: float) -> None:
     """docs/errors.md: a bad timeout is 22023 (InvalidOperation), and every
