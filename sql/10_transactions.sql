@@ -158,8 +158,26 @@ begin
         select 1 from resilience.transactions as t
         where t.status = 'active' and t.expires_at < pg_catalog.clock_timestamp()
     ) then
-        perform resilience.tx_reap(coalesce(resilience._setting('reap_batch')::integer, 100));
+        perform resilience._reap_without_waiting();
     end if;
+end;
+$$;
+
+-- A lazy reap runs inside another user's call, so it must not wait on a row
+-- lock some database transaction holds on a row it would restore (a plain
+-- SELECT ... FOR SHARE, an FK check's KEY SHARE): the SET clause bounds its
+-- lock waits, and tx_reap leaves a transaction whose undo met such a lock
+-- active (and expired) for a later reap. Explicit tx_reap calls still wait.
+create or replace function resilience._reap_without_waiting()
+returns void
+language plpgsql
+volatile
+security definer
+set search_path = ''
+set lock_timeout = '50ms'
+as $$
+begin
+    perform resilience.tx_reap(coalesce(resilience._setting('reap_batch')::integer, 100));
 end;
 $$;
 

@@ -135,7 +135,12 @@ begin
                         'key', case when resilience._keys_visible_to((step ->> 'relation')::oid::regclass, owner_role)
                             then k.key end))
                     from pg_catalog.jsonb_array_elements(outcome -> 'conflicts') as k (key)), '[]'::jsonb);
-            exception when others or assert_failure then
+            -- A row lock held elsewhere that a lock_timeout gave up on (a
+            -- lazy reap's) says nothing against the rows: no conflict, the
+            -- caller decides (tx_reap leaves the transaction for later).
+            exception when lock_not_available then
+                raise;
+            when others or assert_failure then
                 get stacked diagnostics failed_state = returned_sqlstate, failed_message = message_text,
                     failed_constraint = constraint_name;
                 postponed := postponed || pg_catalog.jsonb_build_array(step);

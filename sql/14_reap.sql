@@ -82,9 +82,14 @@ begin
             perform resilience._audit('timeout', expired.id, pg_catalog.jsonb_build_object(
                 'expired_at', expired.expires_at, 'restored_rows', undo -> 'restored_rows'),
                 on_behalf_of => expired.id);
+        -- A row lock another database transaction holds (the lock_timeout
+        -- of a lazy reap) is no failure: the transaction stays active and
+        -- expired, its undo rolled back, for a later reap.
+        exception when lock_not_available then
+            continue;
         -- `others` leaves out query_canceled and assert_failure, which a
         -- user trigger can raise as well.
-        exception when others or query_canceled or assert_failure then
+        when others or query_canceled or assert_failure then
             get stacked diagnostics failed_state = returned_sqlstate, failed_message = message_text,
                 failed_detail = pg_exception_detail;
             failure := pg_catalog.jsonb_build_object('during', 'timeout', 'sqlstate', failed_state,

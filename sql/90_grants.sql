@@ -50,6 +50,28 @@ begin
 end;
 $$;
 
+-- The role memberships the package wants (Supabase: signed-in users and the
+-- service role; `anon` gets nothing) that are not in place, between roles
+-- that exist: the install grants them, advice.follow_ups lists what it could not.
+create or replace function resilience._missing_memberships()
+returns table (granted name, member name)
+language sql
+stable
+set search_path = ''
+as $$
+    -- Joined by oid: pg_has_role raises on a role name that does not exist.
+    select g.rolname, m.rolname
+    from (values
+        ('resilience_user'::name, 'resilience_admin'::name),
+        ('resilience_user', 'authenticated'),
+        ('resilience_user', 'service_role'),
+        ('resilience_admin', 'service_role')
+    ) as w (granted, member)
+    inner join pg_catalog.pg_roles as g on w.granted = g.rolname
+    inner join pg_catalog.pg_roles as m on w.member = m.rolname
+    where not pg_catalog.pg_has_role(m.oid, g.oid, 'MEMBER')
+$$;
+
 revoke all on schema resilience from public;
 revoke all on all functions in schema resilience from public;
 revoke all on all tables in schema resilience from public;
@@ -107,20 +129,15 @@ begin
     end loop;
 
     -- Role memberships need the ADMIN option on our roles, which a database
-    -- owner without CREATEROLE lacks: say so and leave them to a superuser.
-    -- Supabase: signed-in users and the service role; `anon` gets nothing.
+    -- owner without CREATEROLE lacks. Only missing ones are granted (granting
+    -- an existing one needs that option too); what is left, the installer's
+    -- warnings and `status` list (advice.follow_ups), so nothing is said here.
     begin
-        grant resilience_user to resilience_admin;
-        if exists (select 1 from pg_roles where rolname = 'authenticated') then
-            grant resilience_user to authenticated;
-        end if;
-        if exists (select 1 from pg_roles where rolname = 'service_role') then
-            grant resilience_user, resilience_admin to service_role;
-        end if;
+        for obj in select m.granted, m.member from resilience._missing_memberships() as m loop
+            execute format('grant %I to %I', obj.granted, obj.member);
+        end loop;
     exception when insufficient_privilege then
-        raise warning 'pgresilience: cannot grant role memberships (%); a superuser should run: '
-            'grant resilience_user to resilience_admin, authenticated; '
-            'grant resilience_user, resilience_admin to service_role', sqlerrm;
+        null;
     end;
 end;
 $$;

@@ -42,7 +42,7 @@ def follow_ups(conn: psycopg.Connection[Any]) -> list[FollowUp]:
     """The commands still to run in this database, in order."""
     row = conn.execute(query("follow_up_state")).fetchone()
     assert row is not None
-    roles, event_triggers, authenticator, pre_request, can_set, me = row
+    roles, event_triggers, authenticator, pre_request, can_set, me, memberships = row
     can_alter = True
     if authenticator and conn.info.server_version >= 150000:  # parameter privileges: 15+
         privileged = conn.execute(query("may_set_pre_request")).fetchone()
@@ -57,6 +57,15 @@ def follow_ups(conn: psycopg.Connection[Any]) -> list[FollowUp]:
                 "create role resilience_user nologin; create role resilience_admin nologin;",
                 "roles resilience_user/resilience_admin are missing, so only the owner can "
                 "call the API (then run `pgresilience install` again)",
+            )
+        )
+    if memberships:
+        todo.append(
+            FollowUp(
+                "superuser",
+                memberships,
+                "role memberships are missing (granting them takes the ADMIN option on "
+                "resilience_user/resilience_admin)",
             )
         )
     if not event_triggers:

@@ -24,7 +24,7 @@ __all__ = ["EXIT_CODES", "CliError", "main"]
 EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "any other error (a database error, a failed step): the message says which",
-    2: "usage: unknown command or option, no database given",
+    2: "usage: unknown command or option, no database given, a migration file `plan` cannot read",
     3: "connection: the server refused or could not be reached, authentication failed, "
     "unknown database or role",
     4: "permission: the role lacks a privilege the command needs (the message names it)",
@@ -99,7 +99,15 @@ def _watch(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from pgresilience.schema import plan
 
-    return plan.run(args, _dsn(args))
+    # plan's own exit 1 means "a change at or above --fail-on": a file that
+    # cannot be read must not look like that to CI.
+    readable = args.file.exists() if args.alembic else args.file.is_file()
+    if not readable:
+        raise CliError(f"no such migration file: {args.file}", EXIT_USAGE)
+    try:
+        return plan.run(args, _dsn(args))
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{args.file} is not UTF-8 text ({exc})", EXIT_USAGE) from exc
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -122,6 +122,9 @@ class SharedCircuitStore:
         self._watch = threading.Condition(threading.Lock())
         self._busy_until: float | None = None
         self._busy_conn: psycopg.Connection[Any] | None = None
+        # The watchdog outlives the I/O thread: a round trip hung when
+        # close() is called must still be cut, or close() waits on it.
+        self._io_finished = False
 
     # -- public ----------------------------------------------------------------
 
@@ -170,8 +173,6 @@ class SharedCircuitStore:
 
     def close(self) -> None:
         self._stop.set()
-        with self._watch:
-            self._watch.notify_all()
         thread = self._thread
         if thread is not None:
             self._jobs.put(("stop", None))
@@ -206,6 +207,14 @@ class SharedCircuitStore:
     # -- the background thread ----------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            with self._watch:
+                self._io_finished = True
+                self._watch.notify_all()
+
+    def _serve(self) -> None:
         next_refresh = 0.0
         while not self._stop.is_set():
             conn = self._conn
@@ -307,7 +316,7 @@ class SharedCircuitStore:
 
     def _watch_round_trips(self) -> None:
         with self._watch:
-            while not self._stop.is_set():
+            while not self._io_finished:
                 deadline = self._busy_until
                 if deadline is None:
                     self._watch.wait()

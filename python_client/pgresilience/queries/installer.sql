@@ -187,7 +187,8 @@ $pgr_step$;
 
 -- follow_up_state --
 -- What advice.follow_ups needs: package roles present, event triggers, role
--- authenticator (PostgREST), its db-pre-request, whether we may set it, who we are.
+-- authenticator (PostgREST), its db-pre-request, whether we may set it, who
+-- we are, and the role memberships still missing (as grant statements).
 select
     (select count(*) from pg_roles where rolname in ('resilience_user', 'resilience_admin')),
     exists (select 1 from pg_event_trigger as e inner join pg_proc as p on p.oid = e.evtfoid
@@ -200,7 +201,9 @@ select
             and s.setdatabase in (0, (select d.oid from pg_database as d where d.datname = current_database()))
             and cfg like 'pgrst.db\_pre\_request=%tx\_pre\_request%'),
     (select rolsuper from pg_roles where rolname = current_user),
-    quote_ident(current_user);
+    quote_ident(current_user),
+    (select string_agg(format('grant %I to %I;', m.granted, m.member), ' ' order by m.member, m.granted)
+        from resilience._missing_memberships() as m);
 
 -- may_set_pre_request --
 -- PostgreSQL 15+: may we set pgrst.db_pre_request for a role (superuser, or

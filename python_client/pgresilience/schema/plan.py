@@ -30,11 +30,14 @@ EXIT_OK, EXIT_THRESHOLD, EXIT_FAILED = 0, 1, 2
 
 # A migration file wrapped in BEGIN; ... COMMIT; is one transaction already:
 # the wrapper is dropped (any other transaction control fails the plan).
+# Comments of either kind may come before BEGIN and after COMMIT.
+_COMMENT = r"--[^\n]*(?:\n|\Z)|/\*.*?\*/"
 _LEADING_BEGIN = re.compile(
-    r"\A(?:\s|--[^\n]*\n)*(?:begin|start\s+transaction)(?:\s+(?:work|transaction))?\s*;", re.I
+    rf"\A(?:\s|{_COMMENT})*(?:begin|start\s+transaction)(?:\s+(?:work|transaction))?\s*;",
+    re.I | re.S,
 )
 _TRAILING_COMMIT = re.compile(
-    r"(?:commit|end)(?:\s+(?:work|transaction))?\s*;?(?:\s|--[^\n]*)*\Z", re.I
+    rf"(?:commit|end)(?:\s+(?:work|transaction))?\s*;?(?:\s|{_COMMENT})*\Z", re.I | re.S
 )
 
 

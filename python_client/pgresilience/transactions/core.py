@@ -8,6 +8,7 @@ once for both.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any, Generic, NoReturn, TypeVar
 import psycopg
 from psycopg.types.json import Jsonb
 
-from pgresilience.errors import PgResilienceError, map_error
+from pgresilience.errors import InvalidOperation, PgResilienceError, map_error
 
 __all__ = [
     "OPERATIONS",
@@ -90,11 +91,27 @@ def _tx(tx_id: TxId) -> str:
     return str(tx_id)
 
 
+_INT4_MAX = 2**31 - 1
+
+
+def _timeout_ms(timeout: float | None) -> int | None:
+    """Seconds -> tx_begin's integer milliseconds. The database checks the
+    range (22023); a value no integer carries is refused here with the same
+    error, and a non-positive one is sent as is (never rounded up to 1 ms)."""
+    if timeout is None:
+        return None
+    if not math.isfinite(timeout) or abs(timeout) * 1000 > _INT4_MAX:
+        raise InvalidOperation(f"timeout {timeout!r} is no number of seconds tx_begin can take")
+    millis = round(timeout * 1000)
+    return max(1, millis) if timeout > 0 else millis
+
+
 def begin(timeout: float | None = 30.0, label: str | None = None) -> Call[str]:
     """``timeout`` in seconds (None: the database's default_timeout_ms)."""
-    timeout_ms = None if timeout is None else max(1, round(timeout * 1000))
     return Call(
-        "tx_begin", {"timeout_ms": timeout_ms, "label": label}, lambda rows: str(_scalar(rows))
+        "tx_begin",
+        {"timeout_ms": _timeout_ms(timeout), "label": label},
+        lambda rows: str(_scalar(rows)),
     )
 
 

@@ -22,9 +22,10 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from pgresilience._source import ConnectionSource, SyncSource
-from pgresilience.errors import PgResilienceError, map_error
+from pgresilience.errors import InvalidOperation, PgResilienceError, map_error
 from pgresilience.queries import query
 from pgresilience.transactions import batch, core
 from pgresilience.transactions.core import Call, ExecuteResult, TxId
@@ -32,6 +33,20 @@ from pgresilience.transactions.core import Call, ExecuteResult, TxId
 __all__ = ["SyncSource", "Transaction", "TransactionManager"]
 
 T = TypeVar("T")
+
+
+def _refuse_open_transaction(conn: psycopg.Connection[Any]) -> None:
+    """A call must be its own database transaction. On the app's own
+    connection already inside one (psycopg's default is not autocommit) it
+    would run in a savepoint of the app's transaction: a commit reported as
+    done would vanish with the app's rollback or close. (Pooled connections
+    are always idle when lent.)"""
+    status = conn.info.transaction_status
+    if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+        raise InvalidOperation(
+            f"the connection is inside a transaction ({status.name}): each call must be its "
+            "own database transaction; commit or roll back first, or pass an autocommit connection"
+        )
 
 
 class TransactionManager:
@@ -46,6 +61,7 @@ class TransactionManager:
     def _run(self, call: Call[T]) -> T:
         try:
             with self._connections.connection() as conn:
+                _refuse_open_transaction(conn)
                 try:
                     with conn.transaction():
                         cursor = conn.execute(query(call.query), call.params, prepare=False)
