@@ -12,7 +12,9 @@ that piece alone, after a `select 1`:
 * per function of the commit path (track_functions = all): mean self time of
   each PL/pgSQL function during that first DDL, default setting.
 
-Usage: python bench/ddl_first_profile.py [--connections N]
+Usage: python bench/ddl_first_profile.py [--connections N] [--preload-plpython]
+(--preload-plpython: the embedded server preloads plpython3, so PL/Python's
+interpreter starts in the postmaster, not in each session.)
 Uses an embedded PostgreSQL, or the server of $PGRESILIENCE_BENCH_DSN (superuser).
 """
 
@@ -105,9 +107,10 @@ def function_self_times(dsn: str, connections: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=15)
+    parser.add_argument("--preload-plpython", action="store_true")
     args = parser.parse_args()
     n = args.connections
-    with server() as admin_dsn:
+    with server(preload=("plpython3",) if args.preload_plpython else ()) as admin_dsn:
         plain = prepare(admin_dsn, PLAIN, tracked=False)
         default = prepare(admin_dsn, DEFAULT, tracked=True)
         at_commit = prepare(admin_dsn, AT_COMMIT, tracked=True, at_commit="on")
