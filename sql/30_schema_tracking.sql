@@ -82,6 +82,52 @@ as $$
             where ty.typtype = 'e' and ty.typnamespace in (select t.oid from tracked as t));
 $$;
 
+-- Lookups the snapshot makes for some objects only (a partition's parent, a
+-- foreign key's table, a column's own collation): plpgsql functions, whose
+-- query a session plans when first called, rather than subqueries that every
+-- new session plans with the catalog query (~0.1 ms each at its first DDL).
+-- No SET clause (names are qualified): called per object.
+create or replace function resilience._schema_rel_name(rel oid)
+returns text
+language plpgsql
+stable
+as $$
+begin
+    return (
+        select n.nspname::text operator(pg_catalog.||) '.' operator(pg_catalog.||) c.relname::text
+        from pg_catalog.pg_class as c
+        inner join pg_catalog.pg_namespace as n on c.relnamespace = n.oid
+        where c.oid operator(pg_catalog.=) rel
+    );
+end;
+$$;
+
+create or replace function resilience._schema_partition_parent(rel oid)
+returns text
+language plpgsql
+stable
+as $$
+begin
+    return (
+        select n.nspname::text operator(pg_catalog.||) '.' operator(pg_catalog.||) c.relname::text
+        from pg_catalog.pg_inherits as i
+        inner join pg_catalog.pg_class as c on i.inhparent = c.oid
+        inner join pg_catalog.pg_namespace as n on c.relnamespace = n.oid
+        where i.inhrelid operator(pg_catalog.=) rel
+    );
+end;
+$$;
+
+create or replace function resilience._schema_collation_name(coll oid)
+returns text
+language plpgsql
+stable
+as $$
+begin
+    return (select c.collname::text from pg_catalog.pg_collation as c where c.oid operator(pg_catalog.=) coll);
+end;
+$$;
+
 -- Views and materialized views among `rel_ids` (part of _schema_catalog: a
 -- function of its own so that a session whose DDL touched no view never
 -- compiles this query).
@@ -281,13 +327,7 @@ begin
             'persistence', case c.relpersistence when 'u' then 'unlogged' else 'logged' end,
             'rls', c.relrowsecurity,
             'rls_forced', c.relforcerowsecurity,
-            'partition_of', (
-                select pn.nspname::text operator(pg_catalog.||) '.' operator(pg_catalog.||) pc.relname::text
-                from pg_catalog.pg_inherits as i
-                inner join pg_catalog.pg_class as pc on i.inhparent = pc.oid
-                inner join pg_catalog.pg_namespace as pn on pc.relnamespace = pn.oid
-                where c.relispartition and i.inhrelid = c.oid
-            ),
+            'partition_of', case when c.relispartition then resilience._schema_partition_parent(c.oid) end,
             'partition_bound', pg_catalog.pg_get_expr(c.relpartbound, c.oid),
             'partition_key', case when c.relkind = 'p' then pg_catalog.pg_get_partkeydef(c.oid) end,
             'columns', pg_catalog.to_jsonb(array(
@@ -309,9 +349,9 @@ begin
             'default', case when a.attgenerated = '' then pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) end,
             'generated', case when a.attgenerated operator(pg_catalog.<>) '' then pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) end,
             'identity', case a.attidentity when 'a' then 'always' when 'd' then 'by default' end,
-            'collation', case when a.attcollation operator(pg_catalog.<>) t.typcollation then (
-                select coll.collname::text from pg_catalog.pg_collation as coll where coll.oid = a.attcollation
-            ) end
+            'collation', case when a.attcollation operator(pg_catalog.<>) t.typcollation
+                then resilience._schema_collation_name(a.attcollation)
+            end
         )
         from rows from (pg_catalog.unnest(tab_ids), pg_catalog.unnest(tab_names)) as r (oid, qualified)
         inner join pg_catalog.pg_attribute as a on r.oid = a.attrelid
@@ -329,12 +369,9 @@ begin
                     when 'f' then 'foreign key' when 'x' then 'exclusion'
                 end,
                 'definition', pg_catalog.pg_get_constraintdef(con.oid),
-                'references', case when con.confrelid operator(pg_catalog.<>) 0 then (
-                    select fn.nspname::text operator(pg_catalog.||) '.' operator(pg_catalog.||) fc.relname::text
-                    from pg_catalog.pg_class as fc
-                    inner join pg_catalog.pg_namespace as fn on fc.relnamespace = fn.oid
-                    where fc.oid = con.confrelid
-                ) end,
+                'references', case when con.confrelid operator(pg_catalog.<>) 0
+                    then resilience._schema_rel_name(con.confrelid)
+                end,
                 'validated', con.convalidated,
                 'deferrable', con.condeferrable,
                 'deferred', con.condeferred
@@ -943,6 +980,10 @@ declare
     touched text[];
     shown text[];
     payload jsonb;
+    dropped_count bigint;
+    groups oid[] := rels operator(pg_catalog.||) procs operator(pg_catalog.||) types;
+    at_commit text;
+    notify_postgrest text;
 begin
     perform resilience._schema_rekey();
     -- Version numbers follow commit order: the caller holds the fold lock.
@@ -958,7 +999,9 @@ begin
         from resilience._schema_catalog(rels, procs, types) as f
     ),
 
-    -- Separate branches, not one OR: each uses its index under a generic plan.
+    -- Separate branches, not one OR: each uses its index under a generic
+    -- plan. The touched groups are read by one index scan (`groups`), then
+    -- kept by kind: an OID is unique within its catalog only.
     stale as (
         select o.kind, o.object_oid, o.sub_id, o.table_oid, o.data, o.hash
         from resilience.schema_objects as o
@@ -966,18 +1009,13 @@ begin
         union all
         select o.kind, o.object_oid, o.sub_id, o.table_oid, o.data, o.hash
         from resilience.schema_objects as o
-        where not full_scan and o.table_oid is not null
-            and coalesce(o.table_oid, o.object_oid) operator(pg_catalog.=) any(rels)
-        union all
-        select o.kind, o.object_oid, o.sub_id, o.table_oid, o.data, o.hash
-        from resilience.schema_objects as o
-        where not full_scan and o.kind = 'function'
-            and coalesce(o.table_oid, o.object_oid) operator(pg_catalog.=) any(procs)
-        union all
-        select o.kind, o.object_oid, o.sub_id, o.table_oid, o.data, o.hash
-        from resilience.schema_objects as o
-        where not full_scan and o.kind = 'enum'
-            and coalesce(o.table_oid, o.object_oid) operator(pg_catalog.=) any(types)
+        where not full_scan
+            and coalesce(o.table_oid, o.object_oid) operator(pg_catalog.=) any(groups)
+            and case
+                when o.table_oid is not null then o.table_oid operator(pg_catalog.=) any(rels)
+                when o.kind = 'function' then o.object_oid operator(pg_catalog.=) any(procs)
+                else o.object_oid operator(pg_catalog.=) any(types)
+            end
     ),
 
     written as (
@@ -996,12 +1034,13 @@ begin
     -- dropped, the tables (and views, functions, enum types) they belong to.
     select
         pg_catalog.count(*),
+        pg_catalog.count(*) filter (where w.new_data is null),
         object_total operator(pg_catalog.+) pg_catalog.count(*) filter (where w.old_data is null)
         operator(pg_catalog.-) pg_catalog.count(*) filter (where w.new_data is null),
         coalesce(pg_catalog.array_agg(distinct x.name order by x.name) filter (
             where w.kind in ('table', 'column', 'constraint', 'index', 'policy', 'view')
         ), '{}')
-    into delta_count, object_total, touched
+    into delta_count, dropped_count, object_total, touched
     from written as w
     cross join lateral (
         select coalesce(
@@ -1017,26 +1056,32 @@ begin
         return null;
     end if;
 
-    -- The statements below look up the snapshot per delta (a lateral
+    -- The snapshot: dropped objects deleted, the others written (an added or
+    -- changed object has one key: an upsert). Run only when something was
+    -- dropped, the delete looks up the snapshot per delta (a lateral
     -- subquery that cannot be flattened, OFFSET 0): under the generic plan
     -- a join would be planned for the average version, and after a version
     -- of thousands of objects that plan scans the whole snapshot each time.
-    delete from resilience.schema_objects as o
-    where o.ctid operator(pg_catalog.=) any(array(
-        select x.ctid
-        from resilience.schema_deltas as d
-        cross join lateral (
-            select s.ctid from resilience.schema_objects as s
-            where s.object_oid = d.object_oid and s.sub_id = d.sub_id and s.kind = d.kind
-            offset 0
-        ) as x
-        where d.version = new_version
-    ));
+    if dropped_count operator(pg_catalog.>) 0 then
+        delete from resilience.schema_objects as o
+        where o.ctid operator(pg_catalog.=) any(array(
+            select x.ctid
+            from resilience.schema_deltas as d
+            cross join lateral (
+                select s.ctid from resilience.schema_objects as s
+                where s.object_oid = d.object_oid and s.sub_id = d.sub_id and s.kind = d.kind
+                offset 0
+            ) as x
+            where d.version = new_version and d.new_data is null
+        ));
+    end if;
 
-    insert into resilience.schema_objects (kind, object_oid, sub_id, table_oid, data, hash)
+    insert into resilience.schema_objects as o (kind, object_oid, sub_id, table_oid, data, hash)
     select d.kind, d.object_oid, d.sub_id, d.table_oid, d.new_data, d.new_hash
     from resilience.schema_deltas as d
-    where d.version = new_version and d.new_data is not null;
+    where d.version = new_version and d.new_data is not null
+    on conflict (object_oid, sub_id, kind) do update set
+        table_oid = excluded.table_oid, data = excluded.data, hash = excluded.hash;
 
     -- Re-hash the groups (tables, functions, enum types) this version touched
     -- (null: nothing left in the group).
@@ -1066,10 +1111,18 @@ begin
     on conflict (group_oid) do update set hash = excluded.hash;
 
     new_hash := resilience._schema_hash();
+    -- Both settings in one read (resilience._setting reads one; a new
+    -- session plans each statement it runs).
+    select
+        coalesce(pg_catalog.max(s.value) filter (where s.name = 'schema_diff_at_commit'), 'on'),
+        coalesce(pg_catalog.max(s.value) filter (where s.name = 'notify_postgrest'), 'off')
+    into at_commit, notify_postgrest
+    from resilience.settings as s
+    where s.name in ('schema_diff_at_commit', 'notify_postgrest');
 
     if origin = 'baseline' then
         diff_changes := '[]';
-    elsif origin = 'ddl' and coalesce(resilience._setting('schema_diff_at_commit'), 'on') operator(pg_catalog.<>) 'on' then
+    elsif origin = 'ddl' and at_commit operator(pg_catalog.<>) 'on' then
         -- Off: a migration's commit never starts PL/Python
         -- (~20 ms of a new session's CPU); the version keeps its deltas and
         -- its first reader rates it (resilience._schema_rate).
@@ -1120,7 +1173,7 @@ begin
         shown := shown[1:coalesce(pg_catalog.cardinality(shown), 0) operator(pg_catalog./) 2];
     end loop;
     perform pg_catalog.pg_notify('resilience_schema', payload::text);
-    if coalesce(resilience._setting('notify_postgrest'), 'off') = 'on' then
+    if notify_postgrest = 'on' then
         perform pg_catalog.pg_notify('pgrst', 'reload schema');
     end if;
     return new_version;

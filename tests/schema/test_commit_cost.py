@@ -124,3 +124,98 @@ def test_rules_that_match_text_still_apply_in_a_new_session(at_commit: Tracker, 
         "select changes from resilience.schema_versions order by version desc limit 1",
     )
     assert [c["type"] for c in row[0]] == ["constraint_added"], row[0]
+
+
+# --- the commit path (PL/pgSQL) -------------------------------------------
+
+HOSTILE_MIGRATION = (
+    'create schema "we;ird.sch""ema"',
+    'create table "we;ird.sch""ema"."par,ent" ("i,d" int primary key)',
+    # No index, no CHECK, no foreign key yet: pg_class says so, and the
+    # commit skips those queries for it.
+    'create table "we;ird.sch""ema"."t.a;b" ("x" int, "y,z" text collate "C")',
+    'create table "we;ird.sch""ema".parts (k int, v int) partition by range (k)',
+    'create table "we;ird.sch""ema"."p;1" partition of "we;ird.sch""ema".parts'
+    " for values from (0) to (10)",
+    'create type "we;ird.sch""ema"."m,o\'od" as enum (\'a\', \'b\')',
+    'create view "we;ird.sch""ema"."v;w" as select "x" from "we;ird.sch""ema"."t.a;b"',
+    'create function "we;ird.sch""ema"."f,n"(int) returns int language sql as $$ select $1 $$',
+)
+
+# Each ALTER gives a table with no such object a first one (or takes its last).
+FIRSTS = (
+    (
+        'alter table "we;ird.sch""ema"."t.a;b" add constraint "f,k" foreign key ("x")'
+        ' references "we;ird.sch""ema"."par,ent"',
+        "constraint_added",
+    ),
+    (
+        'alter table "we;ird.sch""ema"."t.a;b" add constraint "c;k" check ("x" > 0)',
+        "constraint_added",
+    ),
+    ('create index "i;x" on "we;ird.sch""ema"."t.a;b" ("y,z")', "index_added"),
+    (
+        'alter table "we;ird.sch""ema".parts add constraint "f;p" foreign key (k)'
+        ' references "we;ird.sch""ema"."par,ent"',
+        "constraint_added",
+    ),
+    ('alter table "we;ird.sch""ema"."p;1" add constraint "c;p" check (v > 0)', "constraint_added"),
+    ('alter table "we;ird.sch""ema".parts add primary key (k)', "primary_key_changed"),
+    ('alter table "we;ird.sch""ema"."t.a;b" drop constraint "c;k"', "constraint_dropped"),
+    ('alter table "we;ird.sch""ema"."t.a;b" drop constraint "f,k"', "constraint_dropped"),
+    ('drop index "we;ird.sch""ema"."i;x"', "index_dropped"),
+)
+
+
+def snapshot_misses(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    """Constraints and indexes of tracked tables the snapshot lacks."""
+    return conn.execute(
+        "select k.kind, k.oid from ("
+        "  select 'constraint' as kind, c.oid from pg_constraint c join pg_class r on r.oid = c.conrelid"
+        "  join pg_namespace n on n.oid = r.relnamespace"
+        "  where n.nspname = 'we;ird.sch\"ema' and c.contype in ('p', 'u', 'c', 'f', 'x')"
+        "  union all"
+        "  select 'index', i.indexrelid from pg_index i join pg_class r on r.oid = i.indrelid"
+        "  join pg_namespace n on n.oid = r.relnamespace"
+        "  where n.nspname = 'we;ird.sch\"ema'"
+        "    and not exists (select from pg_constraint c where c.conindid = i.indexrelid"
+        "                    and c.contype in ('p', 'u', 'x'))"
+        ") as k where not exists ("
+        "  select from resilience.schema_objects o where o.kind = k.kind and o.object_oid = k.oid)"
+    ).fetchall()
+
+
+def test_one_version_per_transaction_with_the_hash_a_full_reread_gives(tracker: Tracker) -> None:
+    changes = tracker.migrate(*HOSTILE_MIGRATION)
+    assert {c["type"] for c in changes} >= {
+        "table_added",
+        "view_added",
+        "enum_added",
+        "function_added",
+    }
+    assert {c["table"] for c in changes if c["type"] == "table_added"} == {
+        'we;ird.sch"ema.par,ent',
+        'we;ird.sch"ema.t.a;b',
+        'we;ird.sch"ema.parts',
+        'we;ird.sch"ema.p;1',
+    }
+    for statement, expected in FIRSTS:
+        change = tracker.migrate(statement)
+        assert expected in {c["type"] for c in change}, (statement, change)
+        assert snapshot_misses(tracker.conn) == [], statement
+        # What the commits recorded is what a full re-read of the catalog finds.
+        before = tracker.hash()
+        refreshed = one(tracker.conn, "select resilience.schema_refresh()")[0]
+        assert refreshed["changed"] is False, (statement, refreshed)
+        assert tracker.hash() == before
+
+
+def test_a_transaction_of_many_statements_is_one_version(tracker: Tracker) -> None:
+    statements = [*HOSTILE_MIGRATION, *(s for s, _ in FIRSTS[:6])]
+    statements += [
+        f'alter table "we;ird.sch""ema"."t.a;b" add column "c;{i}" int' for i in range(50)
+    ]
+    tracker.migrate(*statements)
+    refreshed = one(tracker.conn, "select resilience.schema_refresh()")[0]
+    assert refreshed["changed"] is False
+    assert snapshot_misses(tracker.conn) == []
