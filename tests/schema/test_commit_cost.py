@@ -171,7 +171,8 @@ def snapshot_misses(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
     """Constraints and indexes of tracked tables the snapshot lacks."""
     return conn.execute(
         "select k.kind, k.oid from ("
-        "  select 'constraint' as kind, c.oid from pg_constraint c join pg_class r on r.oid = c.conrelid"
+        "  select 'constraint' as kind, c.oid"
+        "  from pg_constraint c join pg_class r on r.oid = c.conrelid"
         "  join pg_namespace n on n.oid = r.relnamespace"
         "  where n.nspname = 'we;ird.sch\"ema' and c.contype in ('p', 'u', 'c', 'f', 'x')"
         "  union all"
