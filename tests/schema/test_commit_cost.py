@@ -220,3 +220,24 @@ def test_a_transaction_of_many_statements_is_one_version(tracker: Tracker) -> No
     refreshed = one(tracker.conn, "select resilience.schema_refresh()")[0]
     assert refreshed["changed"] is False
     assert snapshot_misses(tracker.conn) == []
+
+
+def test_the_first_fold_of_a_session_changes_no_setting_of_the_caller(
+    db_tracker: Tracker, dsn: str
+) -> None:
+    # A session's first fold plans for its own values (plan_cache_mode), the
+    # later ones reuse generic plans: the caller's settings stay as they were.
+    with psycopg.connect(dsn, autocommit=True) as fresh:
+        fresh.execute("set plan_cache_mode = force_generic_plan")
+        with fresh.transaction():
+            fresh.execute("create table first (id int)")
+            fresh.execute("select resilience.schema_refresh()")  # a fold inside the transaction
+            assert one(fresh, "show plan_cache_mode") == ("force_generic_plan",)
+        fresh.execute("create table second (id int)")
+        fresh.execute("select resilience.schema_preview()")
+        assert one(fresh, "show plan_cache_mode") == ("force_generic_plan",)
+    latest = db_tracker.since(db_tracker.latest() - 2)
+    assert [sorted(c["table"] for c in v) for v in latest[-2:]] == [
+        ["public.first"],
+        ["public.second"],
+    ]
