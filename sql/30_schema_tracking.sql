@@ -1229,11 +1229,18 @@ begin
             'ddl', everything.rels, everything.procs, everything.types, true, pending.commands
         );
     end if;
-    -- Only what existed before this transaction can be named by others.
-    older := array(
-        select pg_catalog.unnest(pending.rels operator(pg_catalog.||) pending.procs operator(pg_catalog.||) pending.types)
-        except select pg_catalog.unnest(pending.created)
-    );
+    -- Only what existed before this transaction can be named by others; a
+    -- transaction that only created objects has none (tested by an array
+    -- operator: a new session plans each query it runs).
+    if (pending.rels operator(pg_catalog.||) pending.procs operator(pg_catalog.||) pending.types)
+        operator(pg_catalog.<@) pending.created then
+        older := '{}';
+    else
+        older := array(
+            select pg_catalog.unnest(pending.rels operator(pg_catalog.||) pending.procs operator(pg_catalog.||) pending.types)
+            except select pg_catalog.unnest(pending.created)
+        );
+    end if;
     if pg_catalog.cardinality(older) operator(pg_catalog.>) 0 then
         select * into dependents from resilience._schema_dependents(older);
         return resilience._schema_fold(
