@@ -19,27 +19,35 @@ returns text[]
 language plpgsql
 stable
 as $$
+declare
+    ignored text[];
+    listed text[];
 begin
     -- plpgsql, not sql: its plans are cached per session (it runs on every
     -- DDL). No SECURITY DEFINER nor SET clause (each costs per call): its
-    -- callers are, and every name here is qualified. One statement: a new
-    -- session plans each statement once, at its first DDL's commit.
+    -- callers are, and every name here is qualified. Two flat statements
+    -- rather than one with subqueries: a new session plans each statement
+    -- (and each subquery) once, at its first DDL's commit.
+    select
+        pg_catalog.string_to_array(pg_catalog.replace(
+            pg_catalog.max(s.value) filter (where s.name = 'schema_ignored_schemas'), ' ', ''
+        ), ','),
+        pg_catalog.string_to_array(pg_catalog.replace(
+            pg_catalog.max(s.value) filter (
+                where s.name = 'schema_tracked_schemas' and s.value operator(pg_catalog.<>) '*'
+            ), ' ', ''
+        ), ',')
+    into ignored, listed
+    from resilience.settings as s
+    where s.name in ('schema_ignored_schemas', 'schema_tracked_schemas');
     return array(
         select n.nspname::text
         from pg_catalog.pg_namespace as n
-        cross join (
-            select
-                (select pg_catalog.string_to_array(pg_catalog.replace(s.value, ' ', ''), ',')
-                    from resilience.settings as s where s.name = 'schema_ignored_schemas') as ignored,
-                (select pg_catalog.string_to_array(pg_catalog.replace(s.value, ' ', ''), ',')
-                    from resilience.settings as s
-                    where s.name = 'schema_tracked_schemas' and s.value operator(pg_catalog.<>) '*') as listed
-        ) as setting
         where n.nspname operator(pg_catalog.!~) '^pg_'
             and n.nspname operator(pg_catalog.<>) 'information_schema'
             and n.nspname operator(pg_catalog.<>) 'resilience'
-            and not n.nspname::text operator(pg_catalog.=) any(coalesce(setting.ignored, '{}'))
-            and (setting.listed is null or n.nspname::text operator(pg_catalog.=) any(setting.listed))
+            and not n.nspname::text operator(pg_catalog.=) any(coalesce(ignored, '{}'))
+            and (listed is null or n.nspname::text operator(pg_catalog.=) any(listed))
     );
 end;
 $$;
