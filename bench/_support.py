@@ -43,15 +43,19 @@ __all__ = [
 
 
 @contextmanager
-def server() -> Iterator[str]:
-    """The admin conninfo of the server to measure on."""
+def server(preload: Sequence[str] = ()) -> Iterator[str]:
+    """The admin conninfo of the server to measure on (``preload``: libraries
+    an embedded server preloads, shared_preload_libraries)."""
     external = os.environ.get("PGRESILIENCE_BENCH_DSN")
     if external:
         describe(external, "PGRESILIENCE_BENCH_DSN")
         yield external
         return
-    with EmbeddedPostgres() as pg:
-        describe(pg.dsn(), f"embedded, {find_bin_dir()}")
+    with EmbeddedPostgres(preload=preload) as pg:
+        where = f"embedded, {find_bin_dir()}" + (
+            f", preloading {','.join(preload)}" if preload else ""
+        )
+        describe(pg.dsn(), where)
         yield pg.dsn()
 
 

@@ -5,14 +5,20 @@ one client process per file pays), as many times as --connections says;
 printed: median [min-max] of the backend CPU (/proc/<pid>/schedstat) of
 that piece alone, after a `select 1`:
 
-* a CREATE TABLE, untracked / tracked with the default (the diff at the
-  first read) / tracked with the diff at commit (schema_diff_at_commit on);
+* a CREATE TABLE, untracked / tracked with setting schema_diff_at_commit
+  off (the diff at the first read) / tracked with the diff at commit (on,
+  the default);
 * PL/Python's interpreter start (`do language plpython3u 'pass'`), then the
   diff module's load and first call (`resilience._schema_diff('[]')`);
 * per function of the commit path (track_functions = all): mean self time of
-  each PL/pgSQL function during that first DDL, default setting.
+  each PL/pgSQL function during that first DDL, setting off.
 
-Usage: python bench/ddl_first_profile.py [--connections N]
+The sessions of the pieces measured together take turns (one of each per
+round, the order alternating), so a change of load shifts them alike.
+
+Usage: python bench/ddl_first_profile.py [--connections N] [--preload-plpython]
+(--preload-plpython: the embedded server preloads plpython3, so PL/Python's
+interpreter starts in the postmaster, not in each session.)
 Uses an embedded PostgreSQL, or the server of $PGRESILIENCE_BENCH_DSN (superuser).
 """
 
@@ -77,6 +83,23 @@ def piece(
     return samples
 
 
+Step = Callable[[psycopg.Connection[Any]], object]
+
+
+def interleaved(pieces: list[tuple[str, Step, Step | None]], connections: int) -> list[list[float]]:
+    """``piece`` for each (dsn, step, before) in turns: one session of each
+    per round, the order alternating."""
+    samples: list[list[float]] = [[] for _ in pieces]
+    for r in range(connections):
+        order = list(range(len(pieces)))
+        if r % 2:
+            order.reverse()
+        for i in order:
+            dsn, step, before = pieces[i]
+            samples[i] += piece(dsn, step, 1, before)
+    return samples
+
+
 def line(title: str, samples: list[float], base: float | None = None) -> None:
     median = statistics.median(samples)
     extra = "" if base is None else f" (+{median - base:.1f} over untracked)"
@@ -97,7 +120,7 @@ def function_self_times(dsn: str, connections: int) -> None:
             " where calls > 0 order by self_time desc",
             (connections,),
         ).fetchall()
-    print("per function of the first DDL, default setting (mean self time, calls per DDL):")
+    print("per function of the first DDL, setting off (mean self time, calls per DDL):")
     for name, self_ms, calls in rows:
         print(f"  {name:40s} {self_ms * calls:6.2f} ms  ({calls:.0f} call(s))")
 
@@ -105,25 +128,26 @@ def function_self_times(dsn: str, connections: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=15)
+    parser.add_argument("--preload-plpython", action="store_true")
     args = parser.parse_args()
     n = args.connections
-    with server() as admin_dsn:
+    with server(preload=("plpython3",) if args.preload_plpython else ()) as admin_dsn:
         plain = prepare(admin_dsn, PLAIN, tracked=False)
         default = prepare(admin_dsn, DEFAULT, tracked=True)
         at_commit = prepare(admin_dsn, AT_COMMIT, tracked=True, at_commit="on")
         try:
             for dsn in (plain, default, at_commit):  # warm the server's caches
                 piece(dsn, create_table, 2)
-            untracked = piece(plain, create_table, n)
+            untracked, off, on = interleaved(
+                [(plain, create_table, None), (default, create_table, None),
+                 (at_commit, create_table, None)],
+                n,
+            )  # fmt: skip
             base = statistics.median(untracked)
             print(f"first DDL of a new session, backend CPU, median [min-max] of {n} sessions:")
             line("CREATE TABLE, untracked", untracked)
-            line(
-                "CREATE TABLE, tracked (default: diff at the first read)",
-                piece(default, create_table, n),
-                base,
-            )
-            line("CREATE TABLE, tracked, diff at commit", piece(at_commit, create_table, n), base)
+            line("CREATE TABLE, tracked, setting off (diff at the first read)", off, base)
+            line("CREATE TABLE, tracked, diff at commit (default)", on, base)
             print("what the diff at commit adds (each in a new session):")
 
             def start_plpython(conn: psycopg.Connection[Any]) -> object:
@@ -132,10 +156,11 @@ def main() -> None:
             def load_module(conn: psycopg.Connection[Any]) -> object:
                 return conn.execute("select resilience._schema_diff('[]')")
 
-            line("PL/Python interpreter start (do language plpython3u)",
-                 piece(default, start_plpython, n))  # fmt: skip
-            line("diff module load + first call, PL/Python started",
-                 piece(default, load_module, n, before=start_plpython))  # fmt: skip
+            started, loaded = interleaved(
+                [(default, start_plpython, None), (default, load_module, start_plpython)], n
+            )
+            line("PL/Python interpreter start (do language plpython3u)", started)
+            line("diff module load + first call, PL/Python started", loaded)
             function_self_times(default, n)
         finally:
             for name in (PLAIN, DEFAULT, AT_COMMIT):

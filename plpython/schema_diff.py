@@ -24,11 +24,10 @@ strong_migrations; the table is ``SEVERITY_RULES`` and docs/schema_tracking.md.
 
 from __future__ import annotations
 
-import json
-import re
-
-# Typing-only imports: at commit, in a new session, PL/Python loads this
-# module, and importing typing (~15 ms) or collections would be paid there.
+# No module-level imports: at commit, in a new session, PL/Python loads this
+# module, and importing typing (~15 ms), re (~7 ms: enum, functools,
+# collections) or json (imports re) would be paid there. ``re`` is imported
+# by the few rules that match text; JSON goes through the C accelerator.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -326,6 +325,92 @@ def _jsonb_key(key: str) -> tuple[int, bytes]:
     return (len(raw), raw)
 
 
+# --- JSON through the C accelerator (_json) ----------------------------------
+# ``json`` imports ``re`` at its top: ~7 ms of a new session's first commit.
+# Its C parts need neither; where they are missing (another Python), json.
+
+
+class _Decoding:
+    """What the C scanner reads from its context: json.loads' defaults."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+
+    @staticmethod
+    def parse_constant(name: str) -> Any:
+        raise ValueError(f"not JSON: {name}")  # NaN, Infinity: PostgreSQL never prints them
+
+
+def _no_default(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_CODEC: dict[str, Any] = {}
+
+
+def _encoder(accelerator: Any) -> Any:
+    # json.dumps' defaults; a new one per call, as json.dumps does (its
+    # circular-reference markers must start empty).
+    return accelerator.make_encoder(
+        {}, _no_default, accelerator.encode_basestring_ascii, None, ": ", ", ", False, False, True
+    )
+
+
+def _codec() -> dict[str, Any]:
+    if not _CODEC:
+        codec: dict[str, Any] = {}
+        try:
+            import _json
+
+            codec["scan"] = _json.make_scanner(_Decoding())
+            _encoder(_json)
+            codec["accelerator"], codec["string"] = _json, _json.encode_basestring
+        except (ImportError, AttributeError, TypeError):
+            import json
+
+            codec = {"loads": json.loads, "dumps": json.dumps}
+            codec["string"] = lambda text: json.dumps(text, ensure_ascii=False)
+        _CODEC.update(codec)
+    return _CODEC
+
+
+def _json_loads(text: str) -> Any:
+    """``json.loads(text)``."""
+    codec = _codec()
+    if "loads" in codec:
+        return codec["loads"](text)
+    stripped = text.strip(" \t\n\r")
+    try:
+        value, end = codec["scan"](stripped, 0)
+    except StopIteration:
+        raise ValueError("not JSON: expecting a value") from None
+    if end != len(stripped):
+        raise ValueError(f"not JSON: extra data at {end}")
+    return value
+
+
+def _json_dumps(value: Any) -> str:
+    """``json.dumps(value)``."""
+    codec = _codec()
+    if "dumps" in codec:
+        return str(codec["dumps"](value))
+    return "".join(_encoder(codec["accelerator"])(value, 0))
+
+
+def _json_string(text: str) -> str:
+    """``json.dumps(text, ensure_ascii=False)``."""
+    return str(_codec()["string"](text))
+
+
+def _search(pattern: str, text: str) -> bool:
+    import re
+
+    return re.search(pattern, text) is not None
+
+
 def canonical_json(value: Any) -> str:
     """The text PostgreSQL prints for ``value::jsonb`` (``jsonb::text``).
 
@@ -334,21 +419,17 @@ def canonical_json(value: Any) -> str:
     """
     if isinstance(value, dict):
         items = sorted(value.items(), key=lambda kv: _jsonb_key(kv[0]))
-        return (
-            "{"
-            + ", ".join(
-                f"{json.dumps(k, ensure_ascii=False)}: {canonical_json(v)}" for k, v in items
-            )
-            + "}"
-        )
+        return "{" + ", ".join(f"{_json_string(k)}: {canonical_json(v)}" for k, v in items) + "}"
     if isinstance(value, list | tuple):
         return "[" + ", ".join(canonical_json(v) for v in value) + "]"
-    if isinstance(value, bool) or value is None:
-        return json.dumps(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+        return _json_string(value)
     raise TypeError(f"unsupported value in a snapshot object: {value!r}")
 
 
@@ -379,7 +460,7 @@ def schema_hash(objects: Iterable[tuple[Any, str]]) -> str:
 
 # --- column type changes ---------------------------------------------------
 
-_TYPE_RE = re.compile(r"^(?P<base>[a-z ]+?)\((?P<args>[0-9, ]+)\)(?P<rest>[a-z ]*)$")
+_TYPE_RE = r"^(?P<base>[a-z ]+?)\((?P<args>[0-9, ]+)\)(?P<rest>[a-z ]*)$"
 _TEXTUAL_UNLIMITED = {"text", "character varying"}
 _PRECISION_TYPES = {
     "timestamp without time zone", "timestamp with time zone",
@@ -393,7 +474,9 @@ def _split_type(type_name: str) -> tuple[str, tuple[int, ...]]:
     format_type() puts the typmod after the first word group:
     'timestamp(3) without time zone', 'numeric(10,2)'.
     """
-    match = _TYPE_RE.match(type_name)
+    import re
+
+    match = re.match(_TYPE_RE, type_name)
     if not match:
         return type_name, ()
     base = " ".join((match.group("base") + " " + match.group("rest")).split())
@@ -469,9 +552,8 @@ def _narrowing(old: str, new: str) -> bool:
     return (old, new) in lossy
 
 
-_VOLATILE_DEFAULT = re.compile(
-    r"\b(nextval|random|gen_random_uuid|uuid_generate_v[14]|clock_timestamp|timeofday)\s*\(",
-    re.IGNORECASE,
+_VOLATILE_DEFAULT = (
+    r"(?i)\b(nextval|random|gen_random_uuid|uuid_generate_v[14]|clock_timestamp|timeofday)\s*\("
 )
 
 
@@ -494,6 +576,8 @@ class _Renames:
         printing ``new_name AS old_name``: drop those aliases."""
         if not isinstance(text, str):
             return text
+        import re
+
         for old, new in self.pairs:
             text = re.sub(rf"(?<![\w$]){re.escape(new)} AS {re.escape(old)}(?![\w$])", new, text)
         return text
@@ -501,6 +585,8 @@ class _Renames:
     def normalize(self, text: Any) -> Any:
         if not isinstance(text, str):
             return text
+        import re
+
         for old, new in self.pairs:
             text = re.sub(rf"(?<![\w$]){re.escape(old)}(?![\w$])", new, text)
         return text
@@ -577,12 +663,14 @@ def _pair_recreated(by_kind: dict[str, list[Delta]]) -> None:
         by_kind[kind] = [d for d in result if id(d) not in partnered]
 
 
-_KEY_COLUMNS = re.compile(r"^(?:UNIQUE|PRIMARY KEY)(?: NULLS NOT DISTINCT)? (\(.*?\))(.*)$")
-_INDEX_COLUMNS = re.compile(r" USING \S+ (\(.*\))( INCLUDE \(.*\))?(?: NULLS NOT DISTINCT)?$")
+_KEY_COLUMNS = r"^(?:UNIQUE|PRIMARY KEY)(?: NULLS NOT DISTINCT)? (\(.*?\))(.*)$"
+_INDEX_COLUMNS = r" USING \S+ (\(.*\))( INCLUDE \(.*\))?(?: NULLS NOT DISTINCT)?$"
 
 
 def _key_spec(constraint: Mapping[str, Any]) -> str | None:
-    match = _KEY_COLUMNS.match(constraint.get("definition") or "")
+    import re
+
+    match = re.match(_KEY_COLUMNS, constraint.get("definition") or "")
     if not match:
         return None
     include = re.match(r"^( INCLUDE \(.*?\))?", match.group(2))
@@ -590,7 +678,9 @@ def _key_spec(constraint: Mapping[str, Any]) -> str | None:
 
 
 def _index_spec(index: Mapping[str, Any]) -> str | None:
-    match = _INDEX_COLUMNS.search(index.get("definition") or "")
+    import re
+
+    match = re.search(_INDEX_COLUMNS, index.get("definition") or "")
     return None if not match else match.group(1) + (match.group(2) or "")
 
 
@@ -803,6 +893,8 @@ def _dependents_dropped(name: str, tid: str, dropped: Mapping[str, list[Delta]])
         for d in dropped["fk"]
         if d["old"].get("references") == name and str(d.get("table_id")) != tid
     ]
+    import re
+
     mention = re.compile(rf"(?<![\w$]){re.escape(name.split('.', 1)[1])}(?![\w$])")
     found += [
         f"{d['old']['kind']} {_qualified(d['old'])}"
@@ -821,7 +913,7 @@ def _column_changes(d: Delta, renames: _Renames, added_tables: set[str]) -> list
             rewrite = "a stored generated column rewrites the table"
         elif new.get("identity"):
             rewrite = "an identity column fills every row: rewrites the table"
-        elif new.get("default") and _VOLATILE_DEFAULT.search(new["default"]):
+        elif new.get("default") and _search(_VOLATILE_DEFAULT, new["default"]):
             rewrite = "a volatile default is evaluated for every row: rewrites the table"
         if rewrite:
             rule, reason = "column_added_rewrite", rewrite
@@ -1295,5 +1387,5 @@ def _enum_changes(d: Delta) -> list[Change]:
 
 def plpython_diff(deltas_json: str) -> str:
     """``resilience._schema_diff(json)``: deltas as JSON text in, changes as JSON text out."""
-    deltas = json.loads(deltas_json) if deltas_json else []
-    return json.dumps(compute_changes(deltas))
+    deltas = _json_loads(deltas_json) if deltas_json else []
+    return _json_dumps(compute_changes(deltas))

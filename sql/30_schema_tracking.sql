@@ -19,27 +19,35 @@ returns text[]
 language plpgsql
 stable
 as $$
+declare
+    ignored text[];
+    listed text[];
 begin
     -- plpgsql, not sql: its plans are cached per session (it runs on every
     -- DDL). No SECURITY DEFINER nor SET clause (each costs per call): its
-    -- callers are, and every name here is qualified. One statement: a new
-    -- session plans each statement once, at its first DDL's commit.
+    -- callers are, and every name here is qualified. Two flat statements
+    -- rather than one with subqueries: a new session plans each statement
+    -- (and each subquery) once, at its first DDL's commit.
+    select
+        pg_catalog.string_to_array(pg_catalog.replace(
+            pg_catalog.max(s.value) filter (where s.name = 'schema_ignored_schemas'), ' ', ''
+        ), ','),
+        pg_catalog.string_to_array(pg_catalog.replace(
+            pg_catalog.max(s.value) filter (
+                where s.name = 'schema_tracked_schemas' and s.value operator(pg_catalog.<>) '*'
+            ), ' ', ''
+        ), ',')
+    into ignored, listed
+    from resilience.settings as s
+    where s.name in ('schema_ignored_schemas', 'schema_tracked_schemas');
     return array(
         select n.nspname::text
         from pg_catalog.pg_namespace as n
-        cross join (
-            select
-                (select pg_catalog.string_to_array(pg_catalog.replace(s.value, ' ', ''), ',')
-                    from resilience.settings as s where s.name = 'schema_ignored_schemas') as ignored,
-                (select pg_catalog.string_to_array(pg_catalog.replace(s.value, ' ', ''), ',')
-                    from resilience.settings as s
-                    where s.name = 'schema_tracked_schemas' and s.value operator(pg_catalog.<>) '*') as listed
-        ) as setting
         where n.nspname operator(pg_catalog.!~) '^pg_'
             and n.nspname operator(pg_catalog.<>) 'information_schema'
             and n.nspname operator(pg_catalog.<>) 'resilience'
-            and not n.nspname::text operator(pg_catalog.=) any(coalesce(setting.ignored, '{}'))
-            and (setting.listed is null or n.nspname::text operator(pg_catalog.=) any(setting.listed))
+            and not n.nspname::text operator(pg_catalog.=) any(coalesce(ignored, '{}'))
+            and (listed is null or n.nspname::text operator(pg_catalog.=) any(listed))
     );
 end;
 $$;
@@ -82,6 +90,192 @@ as $$
             where ty.typtype = 'e' and ty.typnamespace in (select t.oid from tracked as t));
 $$;
 
+-- Lookups the snapshot makes for some objects only (a partition's parent, a
+-- foreign key's table, a column's own collation): plpgsql functions, whose
+-- query a session plans when first called, rather than subqueries that every
+-- new session plans with the catalog query (~0.1 ms each at its first DDL).
+-- No SET clause (names are qualified): called per object.
+create or replace function resilience._schema_rel_name(rel oid)
+returns text
+language plpgsql
+stable
+as $$
+begin
+    return (
+        select n.nspname::text operator(pg_catalog.||) '.' operator(pg_catalog.||) c.relname::text
+        from pg_catalog.pg_class as c
+        inner join pg_catalog.pg_namespace as n on c.relnamespace = n.oid
+        where c.oid operator(pg_catalog.=) rel
+    );
+end;
+$$;
+
+create or replace function resilience._schema_partition_parent(rel oid)
+returns text
+language plpgsql
+stable
+as $$
+begin
+    return (
+        select n.nspname::text operator(pg_catalog.||) '.' operator(pg_catalog.||) c.relname::text
+        from pg_catalog.pg_inherits as i
+        inner join pg_catalog.pg_class as c on i.inhparent = c.oid
+        inner join pg_catalog.pg_namespace as n on c.relnamespace = n.oid
+        where i.inhrelid operator(pg_catalog.=) rel
+    );
+end;
+$$;
+
+-- A policy's roles by name, sorted.
+create or replace function resilience._schema_policy_roles(roles oid[])
+returns jsonb
+language plpgsql
+stable
+as $$
+begin
+    return pg_catalog.to_jsonb(array(
+        select case when r.role_oid = 0 then 'public' else pg_catalog.pg_get_userbyid(r.role_oid)::text end
+        from pg_catalog.unnest(roles) as r (role_oid)
+        order by 1
+    ));
+end;
+$$;
+
+create or replace function resilience._schema_collation_name(coll oid)
+returns text
+language plpgsql
+stable
+as $$
+begin
+    return (select c.collname::text from pg_catalog.pg_collation as c where c.oid operator(pg_catalog.=) coll);
+end;
+$$;
+
+-- Views and materialized views among `rel_ids` (part of _schema_catalog: a
+-- function of its own so that a session whose DDL touched no view never
+-- compiles this query).
+create or replace function resilience._schema_catalog_views(rel_ids oid[])
+returns table (kind text, object_oid oid, sub_id integer, table_oid oid, data jsonb)
+language plpgsql
+stable
+security definer
+set search_path = ''
+set jit = off
+as $$
+begin
+    return query
+    select 'view', c.oid, 0, c.oid, pg_catalog.jsonb_build_object(
+        'schema', n.nspname::text,
+        'name', c.relname::text,
+        'kind', case c.relkind when 'm' then 'materialized view' else 'view' end,
+        'definition', pg_catalog.pg_get_viewdef(c.oid),
+        -- Options that decide whose rights and RLS a reader gets.
+        'security_invoker', coalesce((
+            select o.option_value::boolean from pg_catalog.pg_options_to_table(c.reloptions) as o
+            where o.option_name = 'security_invoker'
+        ), false),
+        'security_barrier', coalesce((
+            select o.option_value::boolean from pg_catalog.pg_options_to_table(c.reloptions) as o
+            where o.option_name = 'security_barrier'
+        ), false),
+        'check_option', (
+            select o.option_value from pg_catalog.pg_options_to_table(c.reloptions) as o
+            where o.option_name = 'check_option'
+        ),
+        -- Reads a table with row level security (turning security_invoker off is then an exposure).
+        'reads_rls', exists (
+            select from pg_catalog.pg_rewrite as rw
+            inner join pg_catalog.pg_depend as d
+                on d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass and d.objid = rw.oid
+            inner join pg_catalog.pg_class as base
+                on d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass and d.refobjid = base.oid
+            where rw.ev_class = c.oid and base.oid operator(pg_catalog.<>) c.oid and base.relrowsecurity
+        ),
+        'columns', coalesce((
+            select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                'name', a.attname::text, 'type', pg_catalog.format_type(a.atttypid, a.atttypmod)
+            ) order by a.attnum)
+            from pg_catalog.pg_attribute as a
+            where a.attrelid = c.oid and a.attnum operator(pg_catalog.>) 0 and not a.attisdropped
+        ), '[]')
+    )
+    from pg_catalog.pg_class as c
+    inner join pg_catalog.pg_namespace as n on c.relnamespace = n.oid
+    where c.oid operator(pg_catalog.=) any(rel_ids) and c.relkind in ('v', 'm');
+end;
+$$;
+
+-- Functions and procedures (part of _schema_catalog, see _schema_catalog_views).
+create or replace function resilience._schema_catalog_functions(procs oid[], tracked text[])
+returns table (kind text, object_oid oid, sub_id integer, table_oid oid, data jsonb)
+language plpgsql
+stable
+security definer
+set search_path = ''
+set jit = off
+as $$
+begin
+    return query
+    select 'function', p.oid, 0, null::oid, pg_catalog.jsonb_build_object(
+        'schema', n.nspname::text,
+        'name', p.proname::text,
+        'kind', case p.prokind when 'p' then 'procedure' else 'function' end,
+        'arguments', pg_catalog.pg_get_function_identity_arguments(p.oid),
+        'result', pg_catalog.pg_get_function_result(p.oid),
+        'language', l.lanname::text,
+        -- SQL-standard bodies (BEGIN ATOMIC) leave prosrc empty.
+        'body', case when coalesce(p.prosrc, '') = '' then pg_catalog.pg_get_functiondef(p.oid) else p.prosrc end,
+        'volatility', case p.provolatile when 'i' then 'immutable' when 's' then 'stable' else 'volatile' end,
+        'security_definer', p.prosecdef,
+        'strict', p.proisstrict,
+        'config', pg_catalog.to_jsonb(p.proconfig)
+    )
+    from pg_catalog.pg_proc as p
+    inner join pg_catalog.pg_namespace as n on p.pronamespace = n.oid
+    inner join pg_catalog.pg_language as l on p.prolang = l.oid
+    where p.oid operator(pg_catalog.=) any(procs)
+        and p.prokind in ('f', 'p')
+        and n.nspname::text operator(pg_catalog.=) any(tracked)
+        and not exists (
+            select from pg_catalog.pg_depend as d
+            where d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass and d.objid = p.oid and d.deptype = 'e'
+        )
+        -- pgresilience's own rpc() wrappers (resilience._expose)
+        and not exists (select from resilience.exposed_functions as w where w.signature::oid = p.oid);
+end;
+$$;
+
+-- Enum types (part of _schema_catalog, see _schema_catalog_views).
+create or replace function resilience._schema_catalog_enums(types oid[], tracked text[])
+returns table (kind text, object_oid oid, sub_id integer, table_oid oid, data jsonb)
+language plpgsql
+stable
+security definer
+set search_path = ''
+set jit = off
+as $$
+begin
+    return query
+    select 'enum', t.oid, 0, null::oid, pg_catalog.jsonb_build_object(
+        'schema', n.nspname::text,
+        'name', t.typname::text,
+        'values', pg_catalog.to_jsonb(array(
+            select e.enumlabel::text from pg_catalog.pg_enum as e
+            where e.enumtypid = t.oid order by e.enumsortorder
+        ))
+    )
+    from pg_catalog.pg_type as t
+    inner join pg_catalog.pg_namespace as n on t.typnamespace = n.oid
+    where t.oid operator(pg_catalog.=) any(types)
+        and t.typtype = 'e'
+        and n.nspname::text operator(pg_catalog.=) any(tracked)
+        and not exists (
+            select from pg_catalog.pg_depend as d
+            where d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass and d.objid = t.oid and d.deptype = 'e'
+        );
+end;
+$$;
+
 -- The catalog as snapshot objects, for the given relations (tables, views,
 -- and everything on them), functions and enum types. `data` holds names, never
 -- OIDs, so equal schemas give equal JSON on any server. Extension members, the
@@ -97,8 +291,6 @@ language plpgsql
 stable
 security definer
 set search_path = ''
--- Each query costs more to plan than to run for one table: plan once.
-set plan_cache_mode = force_generic_plan
 -- Generic estimates must never buy a JIT compile for a few rows (see _schema_fold).
 set jit = off
 as $$
@@ -109,6 +301,8 @@ declare
     tab_ids oid[];
     tab_names text[];
     has_views boolean;
+    has_indexes boolean;
+    has_constraints boolean;
 begin
     if coalesce(pg_catalog.cardinality(rels), 0) operator(pg_catalog.>) 0 then
         tracked := resilience._schema_tracked_names();
@@ -117,8 +311,15 @@ begin
             pg_catalog.array_agg(qualified.name),
             pg_catalog.array_agg(c.oid) filter (where c.relkind in ('r', 'p', 'f')),
             pg_catalog.array_agg(qualified.name) filter (where c.relkind in ('r', 'p', 'f')),
-            coalesce(pg_catalog.bool_or(c.relkind in ('v', 'm')), false)
-        into rel_ids, rel_names, tab_ids, tab_names, has_views
+            coalesce(pg_catalog.bool_or(c.relkind in ('v', 'm')), false),
+            -- pg_class says when a relation has (or may have) no index, no
+            -- CHECK and no foreign key (no trigger): those queries are then
+            -- skipped, and a new session never plans them.
+            coalesce(pg_catalog.bool_or(c.relhasindex), false),
+            coalesce(pg_catalog.bool_or(
+                c.relhasindex or c.relchecks operator(pg_catalog.>) 0 or c.relhastriggers
+            ) filter (where c.relkind in ('r', 'p', 'f')), false)
+        into rel_ids, rel_names, tab_ids, tab_names, has_views, has_indexes, has_constraints
         from pg_catalog.pg_class as c
         inner join pg_catalog.pg_namespace as n on c.relnamespace = n.oid
         cross join lateral (
@@ -144,13 +345,7 @@ begin
             'persistence', case c.relpersistence when 'u' then 'unlogged' else 'logged' end,
             'rls', c.relrowsecurity,
             'rls_forced', c.relforcerowsecurity,
-            'partition_of', (
-                select pn.nspname::text operator(pg_catalog.||) '.' operator(pg_catalog.||) pc.relname::text
-                from pg_catalog.pg_inherits as i
-                inner join pg_catalog.pg_class as pc on i.inhparent = pc.oid
-                inner join pg_catalog.pg_namespace as pn on pc.relnamespace = pn.oid
-                where c.relispartition and i.inhrelid = c.oid
-            ),
+            'partition_of', case when c.relispartition then resilience._schema_partition_parent(c.oid) end,
             'partition_bound', pg_catalog.pg_get_expr(c.relpartbound, c.oid),
             'partition_key', case when c.relkind = 'p' then pg_catalog.pg_get_partkeydef(c.oid) end,
             'columns', pg_catalog.to_jsonb(array(
@@ -172,9 +367,9 @@ begin
             'default', case when a.attgenerated = '' then pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) end,
             'generated', case when a.attgenerated operator(pg_catalog.<>) '' then pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) end,
             'identity', case a.attidentity when 'a' then 'always' when 'd' then 'by default' end,
-            'collation', case when a.attcollation operator(pg_catalog.<>) t.typcollation then (
-                select coll.collname::text from pg_catalog.pg_collation as coll where coll.oid = a.attcollation
-            ) end
+            'collation', case when a.attcollation operator(pg_catalog.<>) t.typcollation
+                then resilience._schema_collation_name(a.attcollation)
+            end
         )
         from rows from (pg_catalog.unnest(tab_ids), pg_catalog.unnest(tab_names)) as r (oid, qualified)
         inner join pg_catalog.pg_attribute as a on r.oid = a.attrelid
@@ -182,28 +377,27 @@ begin
         left join pg_catalog.pg_attrdef as ad on a.attrelid = ad.adrelid and a.attnum = ad.adnum
         where a.attnum operator(pg_catalog.>) 0 and not a.attisdropped;
 
-        return query
-        select 'constraint', con.oid, 0, r.oid, pg_catalog.jsonb_build_object(
-            'table', r.qualified,
-            'name', con.conname::text,
-            'type', case con.contype
-                when 'p' then 'primary key' when 'u' then 'unique' when 'c' then 'check'
-                when 'f' then 'foreign key' when 'x' then 'exclusion'
-            end,
-            'definition', pg_catalog.pg_get_constraintdef(con.oid),
-            'references', case when con.confrelid operator(pg_catalog.<>) 0 then (
-                select fn.nspname::text operator(pg_catalog.||) '.' operator(pg_catalog.||) fc.relname::text
-                from pg_catalog.pg_class as fc
-                inner join pg_catalog.pg_namespace as fn on fc.relnamespace = fn.oid
-                where fc.oid = con.confrelid
-            ) end,
-            'validated', con.convalidated,
-            'deferrable', con.condeferrable,
-            'deferred', con.condeferred
-        )
-        from rows from (pg_catalog.unnest(tab_ids), pg_catalog.unnest(tab_names)) as r (oid, qualified)
-        inner join pg_catalog.pg_constraint as con on r.oid = con.conrelid
-        where con.contype in ('p', 'u', 'c', 'f', 'x');
+        if has_constraints then
+            return query
+            select 'constraint', con.oid, 0, r.oid, pg_catalog.jsonb_build_object(
+                'table', r.qualified,
+                'name', con.conname::text,
+                'type', case con.contype
+                    when 'p' then 'primary key' when 'u' then 'unique' when 'c' then 'check'
+                    when 'f' then 'foreign key' when 'x' then 'exclusion'
+                end,
+                'definition', pg_catalog.pg_get_constraintdef(con.oid),
+                'references', case when con.confrelid operator(pg_catalog.<>) 0
+                    then resilience._schema_rel_name(con.confrelid)
+                end,
+                'validated', con.convalidated,
+                'deferrable', con.condeferrable,
+                'deferred', con.condeferred
+            )
+            from rows from (pg_catalog.unnest(tab_ids), pg_catalog.unnest(tab_names)) as r (oid, qualified)
+            inner join pg_catalog.pg_constraint as con on r.oid = con.conrelid
+            where con.contype in ('p', 'u', 'c', 'f', 'x');
+        end if;
 
         return query
         select 'policy', pol.oid, 0, r.oid, pg_catalog.jsonb_build_object(
@@ -214,11 +408,7 @@ begin
                 when 'd' then 'delete' else 'all'
             end,
             'permissive', pol.polpermissive,
-            'roles', pg_catalog.to_jsonb(array(
-                select case when role_oid = 0 then 'public' else pg_catalog.pg_get_userbyid(role_oid)::text end
-                from pg_catalog.unnest(pol.polroles) as role_oid
-                order by 1
-            )),
+            'roles', resilience._schema_policy_roles(pol.polroles),
             'using', pg_catalog.pg_get_expr(pol.polqual, pol.polrelid),
             'check', pg_catalog.pg_get_expr(pol.polwithcheck, pol.polrelid)
         )
@@ -226,7 +416,7 @@ begin
         inner join pg_catalog.pg_policy as pol on r.oid = pol.polrelid;
     end if;
 
-    if rel_ids is not null then
+    if has_indexes then
         -- Indexes (of tables and materialized views); those behind a primary
         -- key, unique or exclusion constraint are reported as that constraint.
         return query
@@ -248,98 +438,17 @@ begin
     end if;
 
     if has_views then
-        return query
-        select 'view', c.oid, 0, c.oid, pg_catalog.jsonb_build_object(
-            'schema', n.nspname::text,
-            'name', c.relname::text,
-            'kind', case c.relkind when 'm' then 'materialized view' else 'view' end,
-            'definition', pg_catalog.pg_get_viewdef(c.oid),
-            -- Options that decide whose rights and RLS a reader gets.
-            'security_invoker', coalesce((
-                select o.option_value::boolean from pg_catalog.pg_options_to_table(c.reloptions) as o
-                where o.option_name = 'security_invoker'
-            ), false),
-            'security_barrier', coalesce((
-                select o.option_value::boolean from pg_catalog.pg_options_to_table(c.reloptions) as o
-                where o.option_name = 'security_barrier'
-            ), false),
-            'check_option', (
-                select o.option_value from pg_catalog.pg_options_to_table(c.reloptions) as o
-                where o.option_name = 'check_option'
-            ),
-            -- Reads a table with row level security (turning security_invoker off is then an exposure).
-            'reads_rls', exists (
-                select from pg_catalog.pg_rewrite as rw
-                inner join pg_catalog.pg_depend as d
-                    on d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass and d.objid = rw.oid
-                inner join pg_catalog.pg_class as base
-                    on d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass and d.refobjid = base.oid
-                where rw.ev_class = c.oid and base.oid operator(pg_catalog.<>) c.oid and base.relrowsecurity
-            ),
-            'columns', coalesce((
-                select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                    'name', a.attname::text, 'type', pg_catalog.format_type(a.atttypid, a.atttypmod)
-                ) order by a.attnum)
-                from pg_catalog.pg_attribute as a
-                where a.attrelid = c.oid and a.attnum operator(pg_catalog.>) 0 and not a.attisdropped
-            ), '[]')
-        )
-        from pg_catalog.pg_class as c
-        inner join pg_catalog.pg_namespace as n on c.relnamespace = n.oid
-        where c.oid operator(pg_catalog.=) any(rel_ids) and c.relkind in ('v', 'm');
+        return query select * from resilience._schema_catalog_views(rel_ids);
     end if;
 
     if coalesce(pg_catalog.cardinality(procs), 0) operator(pg_catalog.>) 0 then
         tracked := coalesce(tracked, resilience._schema_tracked_names());
-        return query
-        select 'function', p.oid, 0, null::oid, pg_catalog.jsonb_build_object(
-            'schema', n.nspname::text,
-            'name', p.proname::text,
-            'kind', case p.prokind when 'p' then 'procedure' else 'function' end,
-            'arguments', pg_catalog.pg_get_function_identity_arguments(p.oid),
-            'result', pg_catalog.pg_get_function_result(p.oid),
-            'language', l.lanname::text,
-            -- SQL-standard bodies (BEGIN ATOMIC) leave prosrc empty.
-            'body', case when coalesce(p.prosrc, '') = '' then pg_catalog.pg_get_functiondef(p.oid) else p.prosrc end,
-            'volatility', case p.provolatile when 'i' then 'immutable' when 's' then 'stable' else 'volatile' end,
-            'security_definer', p.prosecdef,
-            'strict', p.proisstrict,
-            'config', pg_catalog.to_jsonb(p.proconfig)
-        )
-        from pg_catalog.pg_proc as p
-        inner join pg_catalog.pg_namespace as n on p.pronamespace = n.oid
-        inner join pg_catalog.pg_language as l on p.prolang = l.oid
-        where p.oid operator(pg_catalog.=) any(procs)
-            and p.prokind in ('f', 'p')
-            and n.nspname::text operator(pg_catalog.=) any(tracked)
-            and not exists (
-                select from pg_catalog.pg_depend as d
-                where d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass and d.objid = p.oid and d.deptype = 'e'
-            )
-            -- pgresilience's own rpc() wrappers (resilience._expose)
-            and not exists (select from resilience.exposed_functions as w where w.signature::oid = p.oid);
+        return query select * from resilience._schema_catalog_functions(procs, tracked);
     end if;
 
     if coalesce(pg_catalog.cardinality(types), 0) operator(pg_catalog.>) 0 then
         tracked := coalesce(tracked, resilience._schema_tracked_names());
-        return query
-        select 'enum', t.oid, 0, null::oid, pg_catalog.jsonb_build_object(
-            'schema', n.nspname::text,
-            'name', t.typname::text,
-            'values', pg_catalog.to_jsonb(array(
-                select e.enumlabel::text from pg_catalog.pg_enum as e
-                where e.enumtypid = t.oid order by e.enumsortorder
-            ))
-        )
-        from pg_catalog.pg_type as t
-        inner join pg_catalog.pg_namespace as n on t.typnamespace = n.oid
-        where t.oid operator(pg_catalog.=) any(types)
-            and t.typtype = 'e'
-            and n.nspname::text operator(pg_catalog.=) any(tracked)
-            and not exists (
-                select from pg_catalog.pg_depend as d
-                where d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass and d.objid = t.oid and d.deptype = 'e'
-            );
+        return query select * from resilience._schema_catalog_enums(types, tracked);
     end if;
 end;
 $$;
@@ -364,6 +473,9 @@ declare
         pg_catalog.current_setting('resilience.schema_pending_n', true), ''
     )::integer, 0);
     entries text[] := '{}';
+    classes oid[];
+    objids oid[];
+    found_rels oid[];
 begin
     -- Plain assignments, not a query over the chunks: each statement a new
     -- session runs is planned once, at its first DDL's commit.
@@ -372,64 +484,83 @@ begin
             pg_catalog.current_setting('resilience.schema_pending_' operator(pg_catalog.||) chunk, true), ';'
         );
     end loop;
-    with pending as (
-        select
-            pg_catalog.split_part(e.entry, ',', 1)::oid as classid,
-            pg_catalog.split_part(e.entry, ',', 2)::oid as objid,
-            pg_catalog.split_part(e.entry, ',', 3) as command_tag
-        from pg_catalog.unnest(entries) as e (entry)
-    ),
-
-    resolved as (
-        select
-            p.command_tag,
-            p.objid,
-            p.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
-            and p.command_tag = 'ALTER SCHEMA' as whole_schema,
-            case p.classid
-                when 'pg_catalog.pg_class'::pg_catalog.regclass then coalesce(
-                    (select i.indrelid from pg_catalog.pg_index as i where i.indexrelid = p.objid), p.objid
-                )
-                when 'pg_catalog.pg_constraint'::pg_catalog.regclass then
-                    (select nullif(c.conrelid, 0) from pg_catalog.pg_constraint as c where c.oid = p.objid)
-                when 'pg_catalog.pg_policy'::pg_catalog.regclass then
-                    (select pol.polrelid from pg_catalog.pg_policy as pol where pol.oid = p.objid)
-                when 'pg_catalog.pg_attrdef'::pg_catalog.regclass then
-                    (select ad.adrelid from pg_catalog.pg_attrdef as ad where ad.oid = p.objid)
-                when 'pg_catalog.pg_rewrite'::pg_catalog.regclass then
-                    (select rw.ev_class from pg_catalog.pg_rewrite as rw where rw.oid = p.objid)
-                when 'pg_catalog.pg_type'::pg_catalog.regclass then
-                    (select nullif(t.typrelid, 0) from pg_catalog.pg_type as t where t.oid = p.objid)
-            end as live_rel,
-            -- Dropped objects are gone from the catalog: the snapshot knows their table.
-            (select o.table_oid from resilience.schema_objects as o
-                where o.object_oid = p.objid and o.table_oid is not null limit 1) as known_rel,
-            case when p.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass then p.objid end as proc,
-            case when p.classid = 'pg_catalog.pg_type'::pg_catalog.regclass then p.objid end as typ
-        from pending as p
-    )
-
+    -- One pass over the entries ("classid,objid,tag"). A new session plans
+    -- every subquery of a statement (~0.1 ms each), so each catalog that
+    -- resolves an object to its relation is read below by a statement of its
+    -- own, run only when an entry of that catalog is pending.
     select
-        array(
-            select distinct v.x from resolved as rr
-            cross join lateral (values (rr.live_rel), (rr.known_rel)) as v (x)
-            where v.x is not null
-        ),
-        coalesce(pg_catalog.array_agg(distinct r.proc) filter (where r.proc is not null), '{}'),
-        coalesce(pg_catalog.array_agg(distinct r.typ) filter (where r.typ is not null), '{}'),
-        coalesce(pg_catalog.bool_or(r.whole_schema), false),
-        coalesce(pg_catalog.array_agg(distinct r.command_tag), '{}'),
+        pg_catalog.array_agg(e.classid),
+        pg_catalog.array_agg(e.objid),
+        coalesce(pg_catalog.array_agg(distinct e.objid) filter (
+            where e.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+        ), '{}'),
+        coalesce(pg_catalog.array_agg(distinct e.objid) filter (
+            where e.classid = 'pg_catalog.pg_type'::pg_catalog.regclass
+        ), '{}'),
+        -- The event triggers keep pg_namespace entries of ALTER SCHEMA only.
+        coalesce(pg_catalog.bool_or(
+            e.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass and e.command_tag = 'ALTER SCHEMA'
+        ), false),
+        coalesce(pg_catalog.array_agg(distinct e.command_tag), '{}'),
         -- Created by this transaction: nothing older can name them, so their
         -- dependents need no re-read (those created since are pending too).
-        coalesce(pg_catalog.array_agg(distinct r.objid) filter (
-            where r.command_tag in (
+        coalesce(pg_catalog.array_agg(distinct e.objid) filter (
+            where e.command_tag in (
                 'CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'CREATE VIEW',
                 'CREATE MATERIALIZED VIEW', 'CREATE SEQUENCE', 'CREATE FOREIGN TABLE',
                 'CREATE TYPE', 'CREATE FUNCTION', 'CREATE PROCEDURE'
             )
         ), '{}')
-    into rels, procs, types, full_scan, commands, created
-    from resolved as r;
+    into classes, objids, procs, types, full_scan, commands, created
+    from pg_catalog.unnest(entries) as entry (line)
+    cross join lateral (
+        select
+            pg_catalog.split_part(entry.line, ',', 1)::oid,
+            pg_catalog.split_part(entry.line, ',', 2)::oid,
+            pg_catalog.split_part(entry.line, ',', 3)
+    ) as e (classid, objid, command_tag);
+
+    -- Dropped objects are gone from the catalog: the snapshot knows their table.
+    rels := array(
+        select distinct o.table_oid from resilience.schema_objects as o
+        where o.object_oid operator(pg_catalog.=) any(objids) and o.table_oid is not null
+    );
+    -- Live objects: the relation itself, or the one they belong to.
+    if 'pg_catalog.pg_class'::pg_catalog.regclass operator(pg_catalog.=) any(classes) then
+        rels := rels operator(pg_catalog.||) array(
+            select coalesce(i.indrelid, x.objid)
+            from rows from (pg_catalog.unnest(classes), pg_catalog.unnest(objids)) as x (classid, objid)
+            left join pg_catalog.pg_index as i on x.objid = i.indexrelid
+            where x.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+        );
+    end if;
+    if 'pg_catalog.pg_constraint'::pg_catalog.regclass operator(pg_catalog.=) any(classes) then
+        rels := rels operator(pg_catalog.||) array(
+            select c.conrelid from pg_catalog.pg_constraint as c
+            where c.oid operator(pg_catalog.=) any(objids) and c.conrelid operator(pg_catalog.<>) 0
+        );
+    end if;
+    if 'pg_catalog.pg_policy'::pg_catalog.regclass operator(pg_catalog.=) any(classes) then
+        rels := rels operator(pg_catalog.||) array(
+            select pol.polrelid from pg_catalog.pg_policy as pol where pol.oid operator(pg_catalog.=) any(objids)
+        );
+    end if;
+    if 'pg_catalog.pg_attrdef'::pg_catalog.regclass operator(pg_catalog.=) any(classes) then
+        rels := rels operator(pg_catalog.||) array(
+            select ad.adrelid from pg_catalog.pg_attrdef as ad where ad.oid operator(pg_catalog.=) any(objids)
+        );
+    end if;
+    if 'pg_catalog.pg_rewrite'::pg_catalog.regclass operator(pg_catalog.=) any(classes) then
+        rels := rels operator(pg_catalog.||) array(
+            select rw.ev_class from pg_catalog.pg_rewrite as rw where rw.oid operator(pg_catalog.=) any(objids)
+        );
+    end if;
+    if 'pg_catalog.pg_type'::pg_catalog.regclass operator(pg_catalog.=) any(classes) then
+        rels := rels operator(pg_catalog.||) array(
+            select t.typrelid from pg_catalog.pg_type as t
+            where t.oid operator(pg_catalog.=) any(types) and t.typrelid operator(pg_catalog.<>) 0
+        );
+    end if;
     -- Consumed: DDL after this point (SET CONSTRAINTS ... IMMEDIATE) starts afresh.
     perform pg_catalog.set_config('resilience.schema_pending_n', '0', true);
 end;
@@ -566,14 +697,9 @@ as $$
     )::text;
 $$;
 
--- Before any diff: is the stored snapshot keyed by this catalog's OIDs, in
--- this release's format? After pg_dump/pg_restore or pg_upgrade it is not:
--- every stored object is then matched to the live one of the same name and
--- takes its OIDs (no phantom drop, no phantom add); after an upgrade that
--- reads more per object, the same object (same OID) takes the new keys.
--- What really differs is kept as stored, for the next diff to report. The
--- caller holds the fold lock.
-create or replace function resilience._schema_rekey()
+-- _schema_rekey's work where the snapshot is not keyed by this catalog:
+-- `moved`, another catalog (pair by name), else another format (by OID).
+create or replace function resilience._schema_rekey_objects(moved boolean)
 returns void
 language plpgsql
 volatile
@@ -581,28 +707,9 @@ security definer
 set search_path = ''
 as $$
 declare
-    -- 2: views' options and reads_rls, indexes' valid flag.
-    current_format constant integer := 2;
-    here record;
-    stored record;
-    moved boolean;
     everything record;
     snapshot resilience.schema_objects[];
 begin
-    select
-        (select c.system_identifier from pg_catalog.pg_control_system() as c) as system_identifier,
-        (select d.oid from pg_catalog.pg_database as d where d.datname = pg_catalog.current_database())
-        as database_oid,
-        'resilience.schema_catalog'::pg_catalog.regclass::oid as table_oid
-    into here;
-    select * into stored from resilience.schema_catalog;
-    if found and stored.system_identifier = here.system_identifier and stored.database_oid = here.database_oid
-        and stored.table_oid = here.table_oid and stored.snapshot_format = current_format then
-        return;
-    end if;
-    moved := found and (stored.system_identifier, stored.database_oid, stored.table_oid)
-        is distinct from (here.system_identifier, here.database_oid, here.table_oid);
-
     if exists (select from resilience.schema_objects) then
         select * into everything from resilience._schema_all_ids();
         with live as (
@@ -717,6 +824,49 @@ begin
         from resilience.schema_objects as o
         group by coalesce(o.table_oid, o.object_oid);
     end if;
+
+end;
+$$;
+
+-- Before any diff: is the stored snapshot keyed by this catalog's OIDs, in
+-- this release's format? After pg_dump/pg_restore or pg_upgrade it is not:
+-- every stored object is then matched to the live one of the same name and
+-- takes its OIDs (no phantom drop, no phantom add); after an upgrade that
+-- reads more per object, the same object (same OID) takes the new keys.
+-- What really differs is kept as stored, for the next diff to report. The
+-- caller holds the fold lock.
+create or replace function resilience._schema_rekey()
+returns void
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    -- 2: views' options and reads_rls, indexes' valid flag.
+    current_format constant integer := 2;
+    here record;
+    stored record;
+    moved boolean;
+begin
+    select
+        (select c.system_identifier from pg_catalog.pg_control_system() as c) as system_identifier,
+        (select d.oid from pg_catalog.pg_database as d where d.datname = pg_catalog.current_database())
+        as database_oid,
+        'resilience.schema_catalog'::pg_catalog.regclass::oid as table_oid
+    into here;
+    select * into stored from resilience.schema_catalog;
+    if found and stored.system_identifier = here.system_identifier and stored.database_oid = here.database_oid
+        and stored.table_oid = here.table_oid and stored.snapshot_format = current_format then
+        return;
+    end if;
+    moved := found and (stored.system_identifier, stored.database_oid, stored.table_oid)
+        is distinct from (here.system_identifier, here.database_oid, here.table_oid);
+
+    -- The rare path (a restored or upgraded database) is a function of its
+    -- own: every new session compiles the functions it calls, and this one
+    -- runs at each fold.
+    perform resilience._schema_rekey_objects(moved);
 
     insert into resilience.schema_catalog (system_identifier, database_oid, table_oid, snapshot_format)
     values (here.system_identifier, here.database_oid, here.table_oid, current_format)
@@ -844,7 +994,20 @@ declare
     touched text[];
     shown text[];
     payload jsonb;
+    dropped_count bigint;
+    groups oid[] := rels operator(pg_catalog.||) procs operator(pg_catalog.||) types;
+    at_commit text;
+    notify_postgrest text;
 begin
+    -- Each statement here (and in _schema_catalog) costs more to plan than
+    -- to run for one table: later folds of a session reuse generic plans.
+    -- A session's first fold, the only one of a migration tool's one
+    -- process per file, plans for its own values instead (a custom plan
+    -- leaves out the branches those values rule out: ~1.5 ms less).
+    if pg_catalog.current_setting('resilience.schema_folded', true) is distinct from 'on' then
+        perform pg_catalog.set_config('plan_cache_mode', 'force_custom_plan', true);
+        perform pg_catalog.set_config('resilience.schema_folded', 'on', false);
+    end if;
     perform resilience._schema_rekey();
     -- Version numbers follow commit order: the caller holds the fold lock.
     -- The object count is kept incrementally (counting every object costs a scan).
@@ -859,7 +1022,9 @@ begin
         from resilience._schema_catalog(rels, procs, types) as f
     ),
 
-    -- Separate branches, not one OR: each uses its index under a generic plan.
+    -- Separate branches, not one OR: each uses its index under a generic
+    -- plan. The touched groups are read by one index scan (`groups`), then
+    -- kept by kind: an OID is unique within its catalog only.
     stale as (
         select o.kind, o.object_oid, o.sub_id, o.table_oid, o.data, o.hash
         from resilience.schema_objects as o
@@ -867,18 +1032,13 @@ begin
         union all
         select o.kind, o.object_oid, o.sub_id, o.table_oid, o.data, o.hash
         from resilience.schema_objects as o
-        where not full_scan and o.table_oid is not null
-            and coalesce(o.table_oid, o.object_oid) operator(pg_catalog.=) any(rels)
-        union all
-        select o.kind, o.object_oid, o.sub_id, o.table_oid, o.data, o.hash
-        from resilience.schema_objects as o
-        where not full_scan and o.kind = 'function'
-            and coalesce(o.table_oid, o.object_oid) operator(pg_catalog.=) any(procs)
-        union all
-        select o.kind, o.object_oid, o.sub_id, o.table_oid, o.data, o.hash
-        from resilience.schema_objects as o
-        where not full_scan and o.kind = 'enum'
-            and coalesce(o.table_oid, o.object_oid) operator(pg_catalog.=) any(types)
+        where not full_scan
+            and coalesce(o.table_oid, o.object_oid) operator(pg_catalog.=) any(groups)
+            and case
+                when o.table_oid is not null then o.table_oid operator(pg_catalog.=) any(rels)
+                when o.kind = 'function' then o.object_oid operator(pg_catalog.=) any(procs)
+                else o.object_oid operator(pg_catalog.=) any(types)
+            end
     ),
 
     written as (
@@ -897,12 +1057,13 @@ begin
     -- dropped, the tables (and views, functions, enum types) they belong to.
     select
         pg_catalog.count(*),
+        pg_catalog.count(*) filter (where w.new_data is null),
         object_total operator(pg_catalog.+) pg_catalog.count(*) filter (where w.old_data is null)
         operator(pg_catalog.-) pg_catalog.count(*) filter (where w.new_data is null),
         coalesce(pg_catalog.array_agg(distinct x.name order by x.name) filter (
             where w.kind in ('table', 'column', 'constraint', 'index', 'policy', 'view')
         ), '{}')
-    into delta_count, object_total, touched
+    into delta_count, dropped_count, object_total, touched
     from written as w
     cross join lateral (
         select coalesce(
@@ -918,26 +1079,32 @@ begin
         return null;
     end if;
 
-    -- The statements below look up the snapshot per delta (a lateral
+    -- The snapshot: dropped objects deleted, the others written (an added or
+    -- changed object has one key: an upsert). Run only when something was
+    -- dropped, the delete looks up the snapshot per delta (a lateral
     -- subquery that cannot be flattened, OFFSET 0): under the generic plan
     -- a join would be planned for the average version, and after a version
     -- of thousands of objects that plan scans the whole snapshot each time.
-    delete from resilience.schema_objects as o
-    where o.ctid operator(pg_catalog.=) any(array(
-        select x.ctid
-        from resilience.schema_deltas as d
-        cross join lateral (
-            select s.ctid from resilience.schema_objects as s
-            where s.object_oid = d.object_oid and s.sub_id = d.sub_id and s.kind = d.kind
-            offset 0
-        ) as x
-        where d.version = new_version
-    ));
+    if dropped_count operator(pg_catalog.>) 0 then
+        delete from resilience.schema_objects as o
+        where o.ctid operator(pg_catalog.=) any(array(
+            select x.ctid
+            from resilience.schema_deltas as d
+            cross join lateral (
+                select s.ctid from resilience.schema_objects as s
+                where s.object_oid = d.object_oid and s.sub_id = d.sub_id and s.kind = d.kind
+                offset 0
+            ) as x
+            where d.version = new_version and d.new_data is null
+        ));
+    end if;
 
-    insert into resilience.schema_objects (kind, object_oid, sub_id, table_oid, data, hash)
+    insert into resilience.schema_objects as o (kind, object_oid, sub_id, table_oid, data, hash)
     select d.kind, d.object_oid, d.sub_id, d.table_oid, d.new_data, d.new_hash
     from resilience.schema_deltas as d
-    where d.version = new_version and d.new_data is not null;
+    where d.version = new_version and d.new_data is not null
+    on conflict (object_oid, sub_id, kind) do update set
+        table_oid = excluded.table_oid, data = excluded.data, hash = excluded.hash;
 
     -- Re-hash the groups (tables, functions, enum types) this version touched
     -- (null: nothing left in the group).
@@ -967,10 +1134,18 @@ begin
     on conflict (group_oid) do update set hash = excluded.hash;
 
     new_hash := resilience._schema_hash();
+    -- Both settings in one read (resilience._setting reads one; a new
+    -- session plans each statement it runs).
+    select
+        coalesce(pg_catalog.max(s.value) filter (where s.name = 'schema_diff_at_commit'), 'on'),
+        coalesce(pg_catalog.max(s.value) filter (where s.name = 'notify_postgrest'), 'off')
+    into at_commit, notify_postgrest
+    from resilience.settings as s
+    where s.name in ('schema_diff_at_commit', 'notify_postgrest');
 
     if origin = 'baseline' then
         diff_changes := '[]';
-    elsif origin = 'ddl' and coalesce(resilience._setting('schema_diff_at_commit'), 'on') operator(pg_catalog.<>) 'on' then
+    elsif origin = 'ddl' and at_commit operator(pg_catalog.<>) 'on' then
         -- Off: a migration's commit never starts PL/Python
         -- (~20 ms of a new session's CPU); the version keeps its deltas and
         -- its first reader rates it (resilience._schema_rate).
@@ -1021,7 +1196,7 @@ begin
         shown := shown[1:coalesce(pg_catalog.cardinality(shown), 0) operator(pg_catalog./) 2];
     end loop;
     perform pg_catalog.pg_notify('resilience_schema', payload::text);
-    if coalesce(resilience._setting('notify_postgrest'), 'off') = 'on' then
+    if notify_postgrest = 'on' then
         perform pg_catalog.pg_notify('pgrst', 'reload schema');
     end if;
     return new_version;
@@ -1062,11 +1237,18 @@ begin
             'ddl', everything.rels, everything.procs, everything.types, true, pending.commands
         );
     end if;
-    -- Only what existed before this transaction can be named by others.
-    older := array(
-        select pg_catalog.unnest(pending.rels operator(pg_catalog.||) pending.procs operator(pg_catalog.||) pending.types)
-        except select pg_catalog.unnest(pending.created)
-    );
+    -- Only what existed before this transaction can be named by others; a
+    -- transaction that only created objects has none (tested by an array
+    -- operator: a new session plans each query it runs).
+    if (pending.rels operator(pg_catalog.||) pending.procs operator(pg_catalog.||) pending.types)
+        operator(pg_catalog.<@) pending.created then
+        older := '{}';
+    else
+        older := array(
+            select pg_catalog.unnest(pending.rels operator(pg_catalog.||) pending.procs operator(pg_catalog.||) pending.types)
+            except select pg_catalog.unnest(pending.created)
+        );
+    end if;
     if pg_catalog.cardinality(older) operator(pg_catalog.>) 0 then
         select * into dependents from resilience._schema_dependents(older);
         return resilience._schema_fold(

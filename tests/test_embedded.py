@@ -63,3 +63,19 @@ def test_crash_then_restart_keeps_committed_data() -> None:
         pg.restart()
         with psycopg.connect(pg.dsn(), autocommit=True) as conn:
             assert conn.execute("select id from kept").fetchall() == [(1,)]
+
+
+def test_preloads_the_libraries_it_is_given() -> None:
+    # plpython3: the library the schema tracking docs measured preloaded.
+    if not (EmbeddedPostgres().bin_dir.parent / "lib" / "plpython3.so").exists():
+        pytest.skip("no plpython3 library")
+    with EmbeddedPostgres(preload=("plpython3",)) as pg:
+        with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+            row = conn.execute("show shared_preload_libraries").fetchone()
+    assert row is not None and "plpython3" in row[0].split(",")
+
+
+@pytest.mark.parametrize("name", ["", "a b", "a,b", "x\n-c fsync=on"])
+def test_refuses_library_names_it_cannot_pass_on(name: str) -> None:
+    with pytest.raises(ValueError):
+        EmbeddedPostgres(preload=(name,))

@@ -17,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -67,12 +68,21 @@ class EmbeddedPostgres:
     """A temporary PostgreSQL server. Nothing happens until ``start()``.
 
     Use it as a context manager; the server and its directory are removed on
-    exit, on error too.
+    exit, on error too. ``preload``: libraries added to
+    ``shared_preload_libraries`` (``("plpython3",)`` starts PL/Python's
+    interpreter in the postmaster rather than in each session: see
+    docs/schema_tracking.md).
     """
 
-    def __init__(self, bin_dir: Path | None = None, run_as: str = "postgres") -> None:
+    def __init__(
+        self, bin_dir: Path | None = None, run_as: str = "postgres", preload: Sequence[str] = ()
+    ) -> None:
         self._bin_dir = bin_dir
         self._run_as = run_as
+        # testing.postgresql splits the server's arguments on whitespace.
+        if any(not name or any(c.isspace() or c == "," for c in name) for name in preload):
+            raise ValueError(f"library names without spaces or commas: {tuple(preload)!r}")
+        self._preload = tuple(preload)
         self._server: Any = None
         self._wrapper_dir: str | None = None
 
@@ -84,9 +94,13 @@ class EmbeddedPostgres:
         if os.geteuid() == 0:
             initdb, postgres = self._root_wrappers(initdb, postgres)
         settings = _FAST_SETTINGS
+        preload = list(self._preload)
         if (bin_dir.parent / "lib" / "pg_cron.so").exists():
             # pg_cron must be preloaded; its jobs run from database postgres.
-            settings += " -c shared_preload_libraries=pg_cron -c cron.database_name=postgres"
+            preload.insert(0, "pg_cron")
+            settings += " -c cron.database_name=postgres"
+        if preload:
+            settings += " -c shared_preload_libraries=" + ",".join(preload)
         try:
             self._server = testing.postgresql.Postgresql(
                 initdb=initdb,

@@ -542,7 +542,7 @@ def test_every_change_names_the_rule_that_rated_it() -> None:
     assert sd.RULES[change["rule"]].severity == change["severity"]
 
 
-def test_module_imports_neither_typing_nor_hashlib_when_it_loads() -> None:
+def test_module_imports_neither_typing_nor_hashlib_nor_re_when_it_loads() -> None:
     """PL/Python loads the module at the first DDL's commit in a new session:
     what it imports there is paid by that commit."""
     source = data_path("plpython") / "schema_diff.py"
@@ -555,3 +555,62 @@ def test_module_imports_neither_typing_nor_hashlib_when_it_loads() -> None:
                             check=True)  # fmt: skip
     loaded = result.stdout
     assert "'typing'" not in loaded and "'hashlib'" not in loaded and "'collections'" not in loaded
+    assert "'re'" not in loaded and "'json'" not in loaded
+
+
+JSON_VALUES: list[Any] = [
+    "x", "é\u2028\"\\\n\t\x00", "\U0001f600", 0, -5, 10**30, 1.5, 1e300, True, False, None, [], {},
+    {"a": [1, {"b": None, "é": "ü"}], "k": False, "": ""}, [[[]]],
+]  # fmt: skip
+
+
+def fresh_module() -> Any:
+    """A new copy of the module (its JSON codec not chosen yet)."""
+    import types
+
+    source = data_path("plpython") / "schema_diff.py"
+    m = types.ModuleType("schema_diff_copy")
+    exec(compile(source.read_text(), "schema_diff.py", "exec"), m.__dict__)
+    return m
+
+
+@pytest.mark.parametrize("accelerator", [True, False], ids=["_json", "json-fallback"])
+def test_json_codec_reads_and_writes_exactly_as_json_does(
+    accelerator: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The module parses deltas and prints changes without importing json
+    (it imports re): the C accelerator must give json's very text; without
+    it (another Python), json itself."""
+    if not accelerator:
+        monkeypatch.setitem(sys.modules, "_json", None)  # import _json now fails
+    m = fresh_module()
+    for value in JSON_VALUES:
+        text = json.dumps(value)
+        assert m._json_dumps(value) == text
+        assert m._json_loads(text) == value
+        assert m._json_loads(f" \n{text}\r\t ") == value
+        if isinstance(value, str):
+            assert m._json_string(value) == json.dumps(value, ensure_ascii=False)
+    assert ("loads" in m._CODEC) is not accelerator
+    assert json.loads(m.plpython_diff(json.dumps([delta("column", "1.2", column("c"), None)])))
+
+
+@pytest.mark.parametrize("text", ["", " ", "[1,", "[1] x", '{"a" 1}', '"\\x"', "[1]]"])
+def test_json_codec_rejects_what_json_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        json.loads(text)
+    with pytest.raises(ValueError):
+        fresh_module()._json_loads(text)
+
+
+def test_json_codec_refuses_what_json_cannot_write() -> None:
+    m = fresh_module()
+    shared = [1]
+    with pytest.raises(TypeError):
+        m._json_dumps({"a": shared, "b": object()})
+    # A failed call leaves nothing behind (json's circular-reference check).
+    assert m._json_dumps({"a": shared, "b": shared}) == json.dumps({"a": shared, "b": shared})
+    looped: list[Any] = []
+    looped.append(looped)
+    with pytest.raises(ValueError):
+        m._json_dumps(looped)
