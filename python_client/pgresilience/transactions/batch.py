@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from pgresilience.errors import PgResilienceError, map_error
+from pgresilience.jsonvalues import to_jsonb
 from pgresilience.transactions.core import Call
 
 __all__ = [
@@ -97,7 +97,7 @@ def batch_params(operations: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     if isinstance(operations, Mapping | str | bytes):
         raise TypeError("operations must be a list of operation objects, not a single one")
     specs = [dict(spec) for spec in operations]
-    return {"operations": Jsonb(specs)}
+    return {"operations": to_jsonb(specs)}
 
 
 def parse_result(rows: Sequence[Sequence[Any]]) -> BatchResult:

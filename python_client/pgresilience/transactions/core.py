@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, NoReturn, TypeVar
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from pgresilience.errors import InvalidOperation, PgResilienceError, map_error
+from pgresilience.jsonvalues import to_jsonb
 
 __all__ = [
     "OPERATIONS",
@@ -139,8 +139,8 @@ def execute(
         "tx_id": _tx(tx_id),
         "table": table,
         "operation": operation,
-        "data": None if data is None else Jsonb(data),
-        "match": None if match is None else Jsonb(dict(match)),
+        "data": None if data is None else to_jsonb(data),
+        "match": None if match is None else to_jsonb(dict(match)),
     }
     return Call("tx_execute", params, _execute_result, _execute_failed)
 
