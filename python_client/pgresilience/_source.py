@@ -94,6 +94,16 @@ class ConnectionSource:
                 self._pool = pool
             return self._pool
 
+    @property
+    def others_to_try(self) -> int:
+        """How many other connections a use may try after finding one closed
+        by the server: every one of the pool (a restart closes them all);
+        none for a single connection."""
+        source = self.source
+        if isinstance(source, psycopg.Connection):
+            return 0
+        return source.max_size if isinstance(source, ConnectionPool) else self._pool_size
+
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A connection for one database transaction, exclusively ours meanwhile."""

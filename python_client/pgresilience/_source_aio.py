@@ -93,6 +93,16 @@ class AsyncConnectionSource:
                 self._pool = pool
             return self._pool
 
+    @property
+    def others_to_try(self) -> int:
+        """How many other connections a use may try after finding one closed
+        by the server: every one of the pool (a restart closes them all);
+        none for a single connection."""
+        source = self.source
+        if isinstance(source, psycopg.AsyncConnection):
+            return 0
+        return source.max_size if isinstance(source, AsyncConnectionPool) else self._pool_size
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A connection for one database transaction, exclusively ours meanwhile."""

@@ -530,9 +530,8 @@ def test_the_handle_after_its_block(accounts: Conn, dsn: str) -> None:
 def test_pooled_connections_killed_while_idle(accounts: Conn, dsn: str) -> None:
     """Without a pooler in between, the manager's idle pooled connection is
     terminated between two calls (a failover, pg_terminate_backend): the
-    next call meets it and raises DatabaseError with the server's SQLSTATE
-    (57P01: nothing of the call ran; the pool drops the connection), the
-    logical transaction is untouched, and the call after that goes through.
+    next call finds it closed at BEGIN, before anything of the call was
+    sent, and runs on a new connection; the logical transaction goes on.
     (Behind PgBouncer the pooler hides this: see test_through_pgbouncer.)"""
     with TransactionManager(f"{dsn} application_name=idle_victim", pool_size=1) as tm:
         tx = tm.begin()
@@ -541,9 +540,62 @@ def test_pooled_connections_killed_while_idle(accounts: Conn, dsn: str) -> None:
             "select pg_terminate_backend(pid, 5000) from pg_stat_activity"
             " where application_name = 'idle_victim'"
         )
-        with pytest.raises(DatabaseError) as raised:
-            tm.commit(tx)
-        assert raised.value.sqlstate == "57P01"
-        assert tm.status(tx)["status"] == "active"
         assert tm.commit(tx)["status"] == "committed"
     assert balances(accounts, 1) == [3]
+
+
+def test_every_connection_of_a_pool_killed_while_idle(accounts: Conn, dsn: str) -> None:
+    """A restart closes every connection of the app's pool: the next call
+    skips each closed one and runs on a new connection."""
+    with ConnectionPool(
+        f"{dsn} application_name=idle_pool",
+        min_size=3,
+        max_size=3,
+        kwargs={"autocommit": True},
+        open=True,
+    ) as pool:
+        pool.wait()
+        with TransactionManager(pool) as tm:
+            tx = tm.begin()
+            accounts.execute(
+                "select pg_terminate_backend(pid, 5000) from pg_stat_activity"
+                " where application_name = 'idle_pool'"
+            )
+            assert tm.execute(tx, "accounts", "update", {"balance": 4}, {"id": 2}).success
+            assert tm.commit(tx)["status"] == "committed"
+    assert balances(accounts, 2) == [4]
+
+
+def test_the_apps_own_connection_killed_is_reported_not_retried(accounts: Conn, dsn: str) -> None:
+    """One connection the app passes in: nothing to retry on; the error is
+    the documented DatabaseError, and the transaction is untouched."""
+    with psycopg.connect(f"{dsn} application_name=own_victim", autocommit=True) as own:
+        tm = TransactionManager(own)
+        tx = tm.begin()
+        accounts.execute(
+            "select pg_terminate_backend(pid, 5000) from pg_stat_activity"
+            " where application_name = 'own_victim'"
+        )
+        with pytest.raises(DatabaseError):
+            tm.commit(tx)
+    assert accounts.execute(
+        "select status from resilience.transactions where id = %s", (tx,)
+    ).fetchone() == ("active",)
+
+
+def test_async_pooled_connection_killed_while_idle(accounts: Conn, dsn: str) -> None:
+    """The async manager skips a connection the server closed the same way."""
+
+    async def main() -> str:
+        async with AsyncTransactionManager(f"{dsn} application_name=idle_async", pool_size=1) as tm:
+            tx = await tm.begin()
+            assert (await tm.execute(tx, "accounts", "update", {"balance": 5}, {"id": 3})).success
+            await asyncio.to_thread(
+                accounts.execute,
+                "select pg_terminate_backend(pid, 5000) from pg_stat_activity"
+                " where application_name = 'idle_async'",
+            )
+            return str((await tm.commit(tx))["status"])
+
+    assert asyncio.run(main()) == "committed"
+    assert balances(accounts, 3) == [5]

@@ -48,6 +48,10 @@ def _refuse_open_transaction(conn: psycopg.AsyncConnection[Any]) -> None:
         )
 
 
+class _DeadBeforeTheCall(Exception):
+    """The connection was found closed by the server at BEGIN."""
+
+
 class AsyncTransactionManager:
     """Logical transactions over a conninfo, a connection or a pool (see the
     module's docstring). ``pool_size``: most connections of the pool the
@@ -58,17 +62,33 @@ class AsyncTransactionManager:
 
     # -- I/O ---------------------------------------------------------------
     async def _run(self, call: Call[T]) -> T:
+        others = self._connections.others_to_try
         try:
-            async with self._connections.connection() as conn:
-                _refuse_open_transaction(conn)
+            while True:
                 try:
-                    async with conn.transaction():
-                        cursor = await conn.execute(query(call.query), call.params, prepare=False)
-                        rows = await cursor.fetchall()
-                except psycopg.Error as exc:
-                    return call.on_error(exc)
+                    return await self._attempt(call, may_retry=others > 0)
+                except _DeadBeforeTheCall:
+                    others -= 1
         except psycopg.Error as exc:  # no connection: raised, whatever the call
             raise map_error(exc) from exc
+
+    async def _attempt(self, call: Call[T], *, may_retry: bool) -> T:
+        async with self._connections.connection() as conn:
+            _refuse_open_transaction(conn)
+            began = False
+            try:
+                async with conn.transaction():
+                    began = True
+                    cursor = await conn.execute(query(call.query), call.params, prepare=False)
+                    rows = await cursor.fetchall()
+            except psycopg.Error as exc:
+                # A pooled connection the server closed while it sat idle
+                # (a restart, a failover, an idle timeout) fails at BEGIN,
+                # before anything of the call was sent: the pool drops it,
+                # and the call runs once more on another connection.
+                if may_retry and not began and conn.broken:
+                    raise _DeadBeforeTheCall from exc
+                return call.on_error(exc)
         return call.parse(rows)
 
     async def close(self) -> None:
