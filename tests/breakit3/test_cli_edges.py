@@ -18,9 +18,7 @@ import psycopg
 import pytest
 from conftest import Server
 
-from pgresilience.embedded import find_bin_dir
-
-from .conftest import Bouncer
+from .conftest import Bouncer, psql_binary
 from catalog import catalog_listing
 
 Conn = psycopg.Connection[Any]
@@ -236,7 +234,7 @@ def test_print_sql_as_a_migration_run_by_the_owner(
         assert printed.returncode == 0, printed.stderr
         script = tmp_path / "20261130000000_pgresilience.sql"
         script.write_text(printed.stdout, encoding="utf-8")
-        psql = [str(find_bin_dir() / "psql"), "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1"]
+        psql = [psql_binary(), "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1"]
         for _ in range(2):
             applied = subprocess.run(
                 [*psql, "-d", migrated, "-f", str(script)],

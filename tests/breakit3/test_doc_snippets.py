@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgresilience.embedded import find_bin_dir
+from .conftest import psql_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```", re.M | re.S)
@@ -55,7 +55,7 @@ def run_psql(code: str, dsn: str, tmp_path: Path) -> str:
     script.write_text(code, encoding="utf-8")
     done = subprocess.run(
         [
-            str(find_bin_dir() / "psql"),
+            psql_binary(),
             "-X",
             "-q",
             "-v",
