@@ -82,16 +82,20 @@ begin
             perform resilience._audit('timeout', expired.id, pg_catalog.jsonb_build_object(
                 'expired_at', expired.expires_at, 'restored_rows', undo -> 'restored_rows'),
                 on_behalf_of => expired.id);
-        -- A row lock another database transaction holds (the lock_timeout
-        -- of a lazy reap) is no failure: the transaction stays active and
-        -- expired, its undo rolled back, for a later reap.
-        exception when lock_not_available then
-            continue;
         -- `others` leaves out query_canceled and assert_failure, which a
         -- user trigger can raise as well.
-        when others or query_canceled or assert_failure then
+        exception when others or query_canceled or assert_failure then
             get stacked diagnostics failed_state = returned_sqlstate, failed_message = message_text,
                 failed_detail = pg_exception_detail;
+            -- Under a lazy reap's lock_timeout, a row lock another database
+            -- transaction holds is no failure: the transaction stays active
+            -- and expired, its undo rolled back, for a later reap. Without
+            -- one (an explicit tx_reap: pg_cron, the janitor), 55P03 is a
+            -- failure like any other, so that a user trigger raising it
+            -- cannot keep a transaction up for every lazy reap to retry.
+            if failed_state = '55P03' and pg_catalog.current_setting('lock_timeout') <> '0' then
+                continue;
+            end if;
             failure := pg_catalog.jsonb_build_object('during', 'timeout', 'sqlstate', failed_state,
                 'error', failed_message,
                 'conflicts', case when failed_state = 'RZ005' then failed_detail::jsonb -> 'conflicts' end);

@@ -508,6 +508,33 @@ def test_a_lazy_reap_never_makes_an_unrelated_tx_begin_wait(accounts: Conn, dsn:
     assert balances(accounts, 1) == [100]
 
 
+def test_a_trigger_raising_55p03_is_a_failure_for_an_explicit_reap(
+    accounts: Conn, dsn: str
+) -> None:
+    """Only a lazy reap (inside another user's call, under its short
+    lock_timeout) leaves a transaction whose undo met 55P03 for later: an
+    explicit tx_reap (pg_cron, the janitor) makes it `failed` like any other
+    restore error, so a user trigger that raises 55P03 cannot keep it up for
+    every lazy reap to retry."""
+    accounts.execute(
+        "create function refuse_restore() returns trigger language plpgsql as $$"
+        " begin raise exception using errcode = '55P03', message = 'busy'; end $$"
+    )
+    with TransactionManager(dsn) as tm:
+        expired = tm.begin(timeout=1.0)
+        assert tm.execute(expired, "accounts", "update", {"balance": 0}, {"id": 1}).success
+        accounts.execute(
+            "create trigger refuse_restore before update on accounts"
+            " for each row execute function refuse_restore()"
+        )
+        threading.Event().wait(1.3)
+        tm.rollback(tm.begin())  # tx_begin reaps lazily: left for later
+        assert tm.status(expired)["status"] == "active"
+        assert tm.reap() == 1
+        assert tm.status(expired)["status"] == "failed"
+    assert claims_left(accounts) == 0
+
+
 @pytest.mark.timeout(20)
 def test_the_handle_after_its_block(accounts: Conn, dsn: str) -> None:
     """A handle kept past its block writes nothing more: after the commit and
