@@ -154,9 +154,13 @@ security definer
 set search_path = ''
 as $$
 begin
+    -- One index probe when nothing expired. A transaction a lazy reap had to
+    -- leave (a row lock held elsewhere) waits for its `reap_after` first,
+    -- so that a long-held lock does not cost every call a lock_timeout.
     if exists (
         select 1 from resilience.transactions as t
         where t.status = 'active' and t.expires_at < pg_catalog.clock_timestamp()
+            and coalesce((t.outcome ->> 'reap_after')::timestamptz <= pg_catalog.clock_timestamp(), true)
     ) then
         perform resilience._reap_without_waiting();
     end if;

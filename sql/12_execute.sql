@@ -58,12 +58,7 @@ declare
     managed jsonb;
     shape text;
 begin
-    if exists (
-        select 1 from resilience.transactions as t
-        where t.status = 'active' and t.expires_at < pg_catalog.clock_timestamp()
-    ) then
-        perform resilience._reap_if_expired();
-    end if;
+    perform resilience._reap_if_expired();
     perform resilience._tx_for_capture(tx_id::text);
     select m.descriptor, m.shape into managed, shape from resilience.managed_tables as m
     where m.relation = _execute_prepare.relation;

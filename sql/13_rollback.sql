@@ -199,7 +199,7 @@ begin
     finished := pg_catalog.clock_timestamp();
     update resilience.transactions as t
     set status = 'rolled_back', finished_at = finished,
-        outcome = coalesce(t.outcome, '{}'::jsonb)
+        outcome = (coalesce(t.outcome, '{}'::jsonb) - 'reap_after')
             || pg_catalog.jsonb_build_object('reason', reason, 'forced_conflicts', undo -> 'conflicts')
     where t.id = tx.id;
     perform resilience._release_claims(tx.id);

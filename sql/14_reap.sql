@@ -68,6 +68,10 @@ begin
     for expired in
         select t.id, t.expires_at from resilience.transactions as t
         where t.status = 'active' and t.expires_at < pg_catalog.clock_timestamp()
+            -- Under a lock_timeout (the lazy reap), not before a transaction's
+            -- reap_after (set below when one had to be left).
+            and (pg_catalog.current_setting('lock_timeout') = '0'
+                or coalesce((t.outcome ->> 'reap_after')::timestamptz <= pg_catalog.clock_timestamp(), true))
         order by t.expires_at
         limit greatest(coalesce(max_count, 100), 0)
         for update skip locked
@@ -94,6 +98,10 @@ begin
             -- failure like any other, so that a user trigger raising it
             -- cannot keep a transaction up for every lazy reap to retry.
             if failed_state = '55P03' and pg_catalog.current_setting('lock_timeout') <> '0' then
+                update resilience.transactions as t
+                set outcome = coalesce(t.outcome, '{}'::jsonb) || pg_catalog.jsonb_build_object(
+                    'reap_after', pg_catalog.clock_timestamp() + interval '5 seconds')
+                where t.id = expired.id;
                 continue;
             end if;
             failure := pg_catalog.jsonb_build_object('during', 'timeout', 'sqlstate', failed_state,

@@ -498,6 +498,11 @@ def test_a_lazy_reap_never_makes_an_unrelated_tx_begin_wait(accounts: Conn, dsn:
             assert begun, "tx_begin waited on the report's row lock"
             left = tm.status(expired)
             assert (left["status"], left["expired"], left["claims"]) == ("active", True, 1)
+            # Left for later: no lazy reap tries it again before reap_after
+            # (each try would cost every caller the lock_timeout).
+            reap_after = left["outcome"]["reap_after"]
+            tm.rollback(tm.begin())
+            assert tm.status(expired)["outcome"]["reap_after"] == reap_after
         finally:
             report.rollback()
             report.close()
