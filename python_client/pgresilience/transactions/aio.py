@@ -85,7 +85,7 @@ class AsyncTransactionManager:
                 # A pooled connection the server closed while it sat idle
                 # (a restart, a failover, an idle timeout) fails at BEGIN,
                 # before anything of the call was sent: the pool drops it,
-                # and the call runs once more on another connection.
+                # and _run tries the call on another connection.
                 if may_retry and not began and conn.broken:
                     raise _DeadBeforeTheCall from exc
                 return call.on_error(exc)
