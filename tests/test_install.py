@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
@@ -165,6 +165,29 @@ def test_wrappers_in_the_exposed_schema_cover_the_whole_api(bare_dsn: str) -> No
     install(bare_dsn, expose=None)
     with psycopg.connect(bare_dsn, autocommit=True) as conn:
         assert conn.execute(WRAPPERS, ("api",)).fetchall() == []
+
+
+def test_wrappers_forward_only_input_arguments(conn: psycopg.Connection[Any]) -> None:
+    """A public function with OUT, INOUT, TABLE or VARIADIC parameters gets a
+    wrapper that takes the same arguments and returns the same rows (none
+    has them today; the next one must not break `install --expose`)."""
+    conn.execute(
+        """
+        create function resilience.zz_out(a int, inout b int, out c text)
+            language sql as $$ select b + a, 'c' || a $$;
+        create function resilience.zz_table(a int) returns table (x int, "y z" text)
+            language sql as $$ select g, g::text from generate_series(1, a) as g $$;
+        create function resilience.zz_variadic(variadic items int[]) returns int
+            language sql as $$ select sum(i)::int from unnest(items) as i $$;
+        create schema api_out
+        """
+    )
+    conn.execute("select resilience._expose('api_out')")
+    assert conn.execute("select * from api_out.zz_out(1, 2)").fetchall() == [(3, "c1")]
+    assert conn.execute("select * from api_out.zz_out(a => 5, b => 1)").fetchall() == [(6, "c5")]
+    assert conn.execute("select * from api_out.zz_table(2)").fetchall() == [(1, "1"), (2, "2")]
+    assert conn.execute("select api_out.zz_variadic(1, 2, 3)").fetchone() == (6,)
+    assert conn.execute("select api_out.zz_variadic(variadic array[4, 5])").fetchone() == (9,)
 
 
 def test_non_superuser_owner_installs_everything_it_may(server, make_role) -> None:  # type: ignore[no-untyped-def]

@@ -158,6 +158,41 @@ def test_janitor_reaps_expired_transactions(app, dsn):
     assert table_rows(app, "codes") == []
 
 
+def test_janitor_stop_is_bounded_while_a_reap_waits_and_it_starts_again(app, dsn):
+    """An explicit tx_reap waits on a row lock held elsewhere: stop() returns
+    after its timeout (False: the call is still running) instead of hanging;
+    the janitor then starts again, and the expired transaction is reaped."""
+    with TransactionManager(dsn) as tm:
+        tx = tm.begin(timeout=0.05)
+        tm.execute(tx, "codes", "insert", {"code": "held"})
+    time.sleep(0.1)
+    with psycopg.connect(dsn) as holder:
+        holder.execute("select * from codes where code = 'held' for update")
+        janitor = Janitor(dsn, interval=0.05).start()
+        deadline = time.monotonic() + 10
+        while (
+            time.monotonic() < deadline
+            and not app.execute(
+                "select exists (select from pg_stat_activity"
+                " where wait_event_type = 'Lock' and query like %s)",
+                ("%tx_reap%",),
+            ).fetchone()[0]
+        ):
+            time.sleep(0.02)
+        assert janitor.stop(timeout=0.2) is False
+        holder.rollback()
+    janitor.start()
+    try:
+        deadline = time.monotonic() + 10
+        while table_rows(app, "codes") and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        assert janitor.stop() is True
+    assert table_rows(app, "codes") == []
+    status = app.execute("select status from resilience.transactions where id = %s", (tx,))
+    assert status.fetchone() == ("timed_out",)
+
+
 def test_demo_walks_the_signup_example(app, dsn):
     from pgresilience.demo.transactions import run
 
