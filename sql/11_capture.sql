@@ -986,7 +986,8 @@ $body$,
 
     -- lock: claim rows the caller's own statement locked (FOR UPDATE, under
     -- its privileges and RLS). Only rows whose xmax is this very database
-    -- transaction are taken, so a caller cannot claim rows it could not lock.
+    -- transaction are taken, and only for a caller with the UPDATE privilege
+    -- FOR UPDATE needs, so a caller cannot claim rows it could not lock.
     execute pg_catalog.format($body$
 create or replace function %1$s(p_tx pg_catalog.uuid, p_tableoids pg_catalog.oid [], p_ctids pg_catalog.tid [])
 returns pg_catalog.int8
@@ -1018,6 +1019,15 @@ begin
     -- Nothing locked, nothing claimed, nothing to record.
     if coalesce(pg_catalog.cardinality(p_ctids), 0) = 0 then
         return 0;
+    end if;
+    -- Who may not lock rows of the table (SELECT ... FOR UPDATE needs UPDATE
+    -- on a column) claims none: this transaction's xmax on a row also comes
+    -- from the FOR KEY SHARE of a foreign-key check, which asks nothing.
+    if not pg_catalog.has_any_column_privilege(v_tx.owner_role, v_root, 'UPDATE') then
+        raise exception using
+            errcode = '42501',
+            message = pg_catalog.format('permission denied to lock rows of table %%s', v_root),
+            hint = 'Locking rows needs the UPDATE privilege on one of the table''s columns, as SELECT ... FOR UPDATE does.';
     end if;
     insert into resilience.claimed_tables (relation, tx_id) values (v_root, v_tx_id) on conflict do nothing;
     get diagnostics v_rows = row_count;
