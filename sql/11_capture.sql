@@ -465,6 +465,9 @@ declare
     kc text [];
     kk text [];
     kop text [];
+    -- The old key of an updated row, as the update's image insert returns it.
+    kok text [];
+    partitioned boolean;
     k_defs text;
     k_opclasses text;
     key_json text;
@@ -538,6 +541,8 @@ begin
     inner join pg_catalog.pg_operator as op on op.oid = ao.amopopr
     inner join pg_catalog.pg_namespace as opn on opn.oid = op.oprnamespace
     where i.indrelid = relation and i.indisprimary;
+    kok := array(select 'o' || k from pg_catalog.unnest(kk) as k);
+    partitioned := (select c.relkind = 'p' from pg_catalog.pg_class as c where c.oid = relation);
 
     -- Start over (when no images are to be kept) if a column's type or the
     -- key changed; otherwise only add what is missing.
@@ -782,19 +787,8 @@ begin
             get diagnostics v_rows = row_count;
         else
             -- Old and new rows pair by position: PostgreSQL appends a row's
-            -- two versions to the transition tables in the same call. Unless
-            -- a BEFORE INSERT trigger of another partition dropped a moved
-            -- row: then nothing pairs reliably, and the statement is refused.
-            select pg_catalog.count(*), (select pg_catalog.count(*) from old_rows) into v_rows, v_old_rows
-            from new_rows;
-            if v_rows <> v_old_rows then
-                raise exception using
-                    errcode = '0A000',
-                    message = pg_catalog.format(
-                        'an UPDATE of %%s that a trigger made drop moved rows (%%s old rows, %%s new) '
-                        'cannot be part of a logical transaction', v_root, v_old_rows, v_rows),
-                    hint = 'A BEFORE INSERT trigger of the destination partition returned NULL for a moved row.';
-            end if;
+            -- two versions to the transition tables in the same call.
+%22$s
             with u as (
                 insert into %2$s (tx_id, seq, op, claim, %5$s, b, a)
                 select v_tx_id, v_seq, 'u', %12$s, %13$s, w.b, w.a
@@ -804,14 +798,17 @@ begin
                     select pg_catalog.unnest(array(select %11$s from old_rows as o)) as b,
                         pg_catalog.unnest(array(select %8$s from new_rows as n)) as a
                 ) as w
-                returning %5$s, b
-            )
+                returning %5$s, %21$s
+            ),
             -- A key change claims the old key too (a claim-only row).
-            insert into %2$s (tx_id, seq, op, claim, %5$s)
-            select v_tx_id, v_seq, 'k', %14$s, %15$s
-            from u
-            where not (%16$s)
-                and not exists (select 1 from u as e where %17$s);
+            k as (
+                insert into %2$s (tx_id, seq, op, claim, %5$s)
+                select v_tx_id, v_seq, 'k', %14$s, %15$s
+                from u
+                where not (%16$s)
+                    and not exists (select 1 from u as e where %17$s)
+            )
+            select pg_catalog.count(*) into v_rows from u;
         end if;
     exception when unique_violation then
         -- Another transaction claims one of these keys: name it.
@@ -838,15 +835,32 @@ $body$,
         row_of_o,                                                            -- 11
         pg_catalog.format(claim_of, resilience._sql_keys_equal('e.', kk, kop, '(w.a).', kc)),   -- 12
         resilience._sql_list('(w.a).', kc),                                  -- 13
-        pg_catalog.format(claim_of, resilience._sql_keys_equal('e.', kk, kop, '(u.b).', kc)),   -- 14
-        resilience._sql_list('(u.b).', kc),                                  -- 15
-        resilience._sql_keys_equal('(u.b).', kc, kop, 'u.', kk),             -- 16
-        resilience._sql_keys_equal('e.', kk, kop, '(u.b).', kc),             -- 17
+        pg_catalog.format(claim_of, resilience._sql_keys_equal('e.', kk, kop, 'u.', kok)),      -- 14
+        resilience._sql_list('u.', kok),                                     -- 15
+        resilience._sql_keys_equal('u.', kok, kop, 'u.', kk),                -- 16
+        resilience._sql_keys_equal('e.', kk, kop, 'u.', kok),                -- 17
         pg_catalog.format(guard, image, resilience._sql_keys_equal('i.', kk, kop, 'n.', kn),
             resilience._sql_keys_equal('i.', kk, kop, 'o.', kn), ''),         -- 18
         pg_catalog.format(guard, image, resilience._sql_keys_equal('i.', kk, kop, 'n.', kn),
             resilience._sql_keys_equal('i.', kk, kop, 'o.', kn), ' and i.tx_id <> v_tx_id'),   -- 19
-        record_statement);                                                   -- 20
+        record_statement,                                                    -- 20
+        -- The old key only, not the whole before image.
+        (select pg_catalog.string_agg(pg_catalog.format('(b).%I as %I', x.c, x.o), ', ' order by x.ord)
+            from rows from (pg_catalog.unnest(kc), pg_catalog.unnest(kok)) with ordinality as x (c, o, ord)),  -- 21
+        -- Unless a BEFORE INSERT trigger of the partition a row moved to
+        -- dropped it: then old and new rows do not pair, and the statement
+        -- is refused. Only a partitioned table can move rows.
+        case when partitioned then $check$
+            select pg_catalog.count(*), (select pg_catalog.count(*) from old_rows) into v_rows, v_old_rows
+            from new_rows;
+            if v_rows <> v_old_rows then
+                raise exception using
+                    errcode = '0A000',
+                    message = pg_catalog.format(
+                        'an UPDATE of %s that a trigger made drop moved rows (%s old rows, %s new) '
+                        'cannot be part of a logical transaction', v_root, v_old_rows, v_rows),
+                    hint = 'A BEFORE INSERT trigger of the destination partition returned NULL for a moved row.';
+            end if;$check$ else '' end);                                     -- 22
     execute pg_catalog.format('revoke all on function %s() from public', capture_fn);
 
     -- Undo one captured statement, set-based. A row is restored only while
