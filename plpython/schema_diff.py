@@ -571,24 +571,28 @@ class _Renames:
     swapped names (a -> b, b -> a) do not undo each other."""
 
     def __init__(self) -> None:
-        self.pairs: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+        self.pairs: list[tuple[tuple[str, ...], tuple[str, ...], str | None]] = []
 
-    def add(self, old: tuple[str, ...], new: tuple[str, ...]) -> None:
-        """``old`` and ``new``: the name's parts, ``(schema, name)`` or ``(name,)``."""
+    def add(self, old: tuple[str, ...], new: tuple[str, ...], table: str | None = None) -> None:
+        """``old`` and ``new``: the name's parts, ``(schema, name)`` or ``(name,)``;
+        ``table``: the (new) table a renamed column belongs to."""
         if old != new:
-            self.pairs.append((old, new))
+            self.pairs.append((old, new, table))
 
-    def _mapping(self, sql: bool) -> dict[str, str]:
+    def _mapping(self, sql: bool, table: str | None) -> dict[str, str]:
         form = _sql_name if sql else ".".join
         mapping: dict[str, str] = {}
-        for old, new in self.pairs:
-            mapping.setdefault(form(old), form(new))
+        for old, new, owner in self.pairs:
+            if table is None or owner is None or owner == table:
+                mapping.setdefault(form(old), form(new))
         return mapping
 
-    def _substitute(self, text: str, sql: bool) -> str:
+    def _substitute(self, text: str, sql: bool, table: str | None) -> str:
         import re
 
-        mapping = self._mapping(sql)
+        mapping = self._mapping(sql, table)
+        if not mapping:
+            return text
         names = "|".join(re.escape(old) for old in sorted(mapping, key=len, reverse=True))
         pattern = rf'(?<![\w$"])(?:{names})(?![\w$"])'
         return re.sub(pattern, lambda m: mapping[m.group(0)], text)
@@ -601,20 +605,33 @@ class _Renames:
         import re
 
         text = _unquote_plain(text)
-        for old, new in self.pairs:
+        for old, new, _ in self.pairs:
             n, o = re.escape(_sql_name(new)), re.escape(_sql_name(old))
             text = re.sub(rf'(?<![\w$"]){n} AS {o}(?![\w$"])', _sql_name(new), text)
         return text
 
-    def same(self, old: Any, new: Any) -> bool:
-        """Whether ``old`` reads as ``new`` once the renames are applied to it."""
+    def same(self, old: Any, new: Any, table: str | None = None) -> bool:
+        """Whether ``old`` reads as ``new`` once the renames are applied to it.
+        ``table``: the text names columns of that table only (an index, a
+        CHECK); None: of any table (a view, a policy's subquery)."""
         if old == new:
             return True
         if not isinstance(old, str) or not isinstance(new, str) or not self.pairs:
             return False
-        if self._substitute(old, sql=False) == new:
+        if self._substitute(old, False, table) == new:
             return True
-        return self._substitute(_unquote_plain(old), sql=True) == _unquote_plain(new)
+        return self._substitute(_unquote_plain(old), True, table) == _unquote_plain(new)
+
+    def same_constraint(self, old: Any, new: Any, table: str, references: str | None) -> bool:
+        """A constraint's definition: a foreign key names its own table's
+        columns, then (after REFERENCES) the referenced table's."""
+        if old == new:
+            return True
+        if not isinstance(old, str) or not isinstance(new, str):
+            return False
+        old_own, _, old_ref = old.partition(" REFERENCES ")
+        new_own, _, new_ref = new.partition(" REFERENCES ")
+        return self.same(old_own, new_own, table) and self.same(old_ref, new_ref, references)
 
 
 def _sql_name(parts: tuple[str, ...]) -> str:
@@ -795,14 +812,18 @@ def compute_changes(deltas: Sequence[Delta]) -> list[Change]:
     renames = _Renames()
     for d in tables.values():
         if d.get("old") and d.get("new"):
-            renames.add((d["old"]["schema"], d["old"]["name"]), (d["new"]["schema"], d["new"]["name"]))
+            renames.add(
+                (d["old"]["schema"], d["old"]["name"]), (d["new"]["schema"], d["new"]["name"])
+            )
             renames.add((d["old"]["name"],), (d["new"]["name"],))
     for d in by_kind.get("column", []):
         if d.get("old") and d.get("new"):
-            renames.add((d["old"]["name"],), (d["new"]["name"],))
+            renames.add((d["old"]["name"],), (d["new"]["name"],), str(d["new"]["table"]))
     for d in by_kind.get("enum", []):
         if d.get("old") and d.get("new"):
-            renames.add((d["old"]["schema"], d["old"]["name"]), (d["new"]["schema"], d["new"]["name"]))
+            renames.add(
+                (d["old"]["schema"], d["old"]["name"]), (d["new"]["schema"], d["new"]["name"])
+            )
 
     # Table records first: they list a new table's columns and what a DROP
     # TABLE ... CASCADE took with it.
@@ -923,7 +944,7 @@ def _table_changes(
                 new={"partition_of": new_parent, "partition_bound": new.get("partition_bound")},
             ))  # fmt: skip
         for key in ("kind", "partition_key"):
-            if not renames.same(old.get(key), new.get(key)):
+            if not renames.same(old.get(key), new.get(key), name):
                 changes.append(_rated(
                     "table_property", f"{key.replace('_', ' ')} changed",
                     table=name, obj=name, old={key: old.get(key)}, new={key: new.get(key)},
@@ -998,7 +1019,7 @@ def _column_changes(d: Delta, renames: _Renames, added_tables: set[str]) -> list
 
     if old["name"] != new["name"]:
         add("column_renamed", f"clients using column {old['name']} break", old["name"], new["name"])
-    if not renames.same(old["type"], new["type"]):  # not just a renamed enum type
+    if not renames.same(old["type"], new["type"], new["table"]):  # not just a renamed enum type
         rewrites, narrowing = type_change_effect(old["type"], new["type"])
         if rewrites and narrowing:
             rule, reason = (
@@ -1028,7 +1049,7 @@ def _column_changes(d: Delta, renames: _Renames, added_tables: set[str]) -> list
                 True,
                 False,
             )
-    if not renames.same(old.get("default"), new.get("default")):
+    if not renames.same(old.get("default"), new.get("default"), new["table"]):
         if old.get("default") and not new.get("default") and new.get("not_null"):
             add(
                 "default_dropped_not_null",
@@ -1094,8 +1115,11 @@ def _constraint_changes(d: Delta, renames: _Renames, added_tables: set[str]) -> 
         return [_rated(rule, reason, table=table, obj=old["name"], old=old["definition"])]
     table = new["table"]
     changes: list[Change] = []
-    redefined = not renames.same(
-        _without_not_valid(old.get("definition")), _without_not_valid(new.get("definition"))
+    redefined = not renames.same_constraint(
+        _without_not_valid(old.get("definition")),
+        _without_not_valid(new.get("definition")),
+        table,
+        new.get("references"),
     )
     if redefined:
         # Dropped and added again under the same name, with another meaning.
@@ -1187,7 +1211,9 @@ def _index_changes(d: Delta, renames: _Renames, added_tables: set[str]) -> list[
         return [_rated(rule, reason, table=table, obj=old["name"], old=old["definition"])]
     table = new["table"]
     changes: list[Change] = []
-    if not renames.same(_unnamed_index(old["definition"]), _unnamed_index(new["definition"])):
+    if not renames.same(
+        _unnamed_index(old["definition"]), _unnamed_index(new["definition"]), table
+    ):
         rule, reason = "index_redefined", "index re-created with another definition"
         if old.get("unique") and not new.get("unique"):
             rule, reason = "index_dropped_unique", "index re-created without UNIQUE: a key is lost"
