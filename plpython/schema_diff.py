@@ -594,8 +594,9 @@ class _Renames:
         if not mapping:
             return text
         names = "|".join(re.escape(old) for old in sorted(mapping, key=len, reverse=True))
-        pattern = rf'(?<![\w$"])(?:{names})(?![\w$"])'
-        return re.sub(pattern, lambda m: mapping[m.group(0)], text)
+        # String literals are kept as they are: a renamed b leaves 'b' alone.
+        pattern = rf'({_LITERAL})|(?<![\w$"])(?:{names})(?![\w$"])'
+        return re.sub(pattern, lambda m: m.group(1) or mapping[m.group(0)], text)
 
     def without_rename_aliases(self, text: Any) -> Any:
         """PostgreSQL keeps a view's output names across a column rename by
@@ -634,6 +635,10 @@ class _Renames:
         return self.same(old_own, new_own, table) and self.same(old_ref, new_ref, references)
 
 
+# A string literal as pg_get_expr & co. print it (quotes doubled inside).
+_LITERAL = r"'(?:[^']|'')*'"
+
+
 def _sql_name(parts: tuple[str, ...]) -> str:
     """A name as PostgreSQL prints it, keywords aside (texts are compared
     after ``_unquote_plain``, which drops the quotes of a keyword)."""
@@ -650,7 +655,11 @@ def _unquote_plain(text: str) -> str:
     keyword; comparing texts, quoted or not is the same name."""
     import re
 
-    return re.sub(r'(?<![\w$"])"([a-z_][a-z0-9_$]*)"(?![\w$"])', r"\1", text)
+    return re.sub(
+        rf'({_LITERAL})|(?<![\w$"])"([a-z_][a-z0-9_$]*)"(?![\w$"])',
+        lambda m: m.group(1) or m.group(2),
+        text,
+    )
 
 
 def _unnamed_index(definition: str) -> str:

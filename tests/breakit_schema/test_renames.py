@@ -188,3 +188,22 @@ def test_schema_current_keeps_two_tables_whose_names_join_alike(tracker: Tracker
     row = tracker.conn.execute("select resilience.schema_current()").fetchone()
     assert row is not None
     assert len(row[0]["tables"]) == 2
+
+
+def test_a_string_literal_equal_to_the_old_name_stays_as_it_is(tracker: Tracker) -> None:
+    """CHECK (b <> 'b') after renaming b to c reads CHECK (c <> 'b'): the
+    literal is no name, so nothing changed but the column's name."""
+    tracker.conn.execute("create table t (b text check (b <> 'b'), d text default 'b')")
+    tracker.conn.execute("create index t_b on t (b) where b <> '\"b\"'")
+    change = one_change(tracker.migrate("alter table t rename b to c"))
+    assert (change["type"], change["column"]) == ("column_renamed", "c")
+
+
+def test_a_real_change_in_a_literal_beside_a_rename_is_still_seen(tracker: Tracker) -> None:
+    tracker.conn.execute("create table t (b text constraint ck check (b <> 'x'))")
+    changes = tracker.migrate(
+        "alter table t rename b to c",
+        "alter table t drop constraint ck",
+        "alter table t add constraint ck check (c <> 'c')",
+    )
+    assert sorted(c["type"] for c in changes) == ["column_renamed", "constraint_changed"]
