@@ -11,6 +11,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from pgresilience.schema import ChangeList
+
 from .conftest import FOLD_UNLOCK, Tracker, fold_lock, waiting_on_fold_lock
 
 
@@ -201,3 +203,25 @@ def test_lock_timeout_in_the_fold_lets_the_migration_commit(db_tracker: Tracker)
     assert db_tracker.warnings  # "schema version not recorded", with the cause
     row = conn.execute("select resilience.schema_refresh()").fetchone()
     assert row is not None and row[0]["changed"] is True
+
+
+def test_preview_twice_then_commit_records_exactly_what_it_previewed(tracker: Tracker) -> None:
+    tracker.conn.execute("create table t (a int primary key, b int)")
+    before = tracker.latest()
+    with tracker.conn.transaction():
+        tracker.conn.execute("alter table t drop column b")
+        first = tracker.conn.execute("select resilience.schema_preview()").fetchone()
+        tracker.conn.execute("alter table t add column c int")
+        second = tracker.conn.execute("select resilience.schema_preview()").fetchone()
+        assert tracker.latest() == before  # a preview records nothing
+    assert first is not None and second is not None
+    versions = tracker.since(before)
+    assert len(versions) == 1
+    committed = versions[0]
+    preview = second[0]
+    assert preview["version"] == committed.version
+    assert preview["hash"] == committed.hash
+    previewed = ChangeList.from_row(preview)
+    assert sorted(c["type"] for c in previewed) == sorted(c["type"] for c in committed)
+    assert sorted(c["type"] for c in committed) == ["column_added", "column_dropped"]
+    assert ChangeList.from_row(first[0]).max_severity == "critical"
