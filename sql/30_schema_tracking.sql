@@ -1283,7 +1283,9 @@ begin
         -- This transaction's row, and any a failed fold left behind.
         delete from resilience.schema_pending;
         perform resilience._schema_fold_pending();
-    exception when others then
+    -- query_canceled too (OTHERS leaves it out): a statement_timeout that
+    -- fires in a fold run by SET CONSTRAINTS ALL IMMEDIATE must not fail it.
+    exception when others or query_canceled then
         raise warning 'pgresilience: schema version not recorded (%: %); resilience.schema_refresh() catches up',
             sqlstate, sqlerrm;
     end;

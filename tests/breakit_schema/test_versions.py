@@ -225,3 +225,32 @@ def test_preview_twice_then_commit_records_exactly_what_it_previewed(tracker: Tr
     assert sorted(c["type"] for c in previewed) == sorted(c["type"] for c in committed)
     assert sorted(c["type"] for c in committed) == ["column_added", "column_dropped"]
     assert ChangeList.from_row(first[0]).max_severity == "critical"
+
+
+def test_statement_timeout_in_a_fold_run_by_set_constraints_spares_the_migration(
+    db_tracker: Tracker,
+) -> None:
+    """SET CONSTRAINTS ALL IMMEDIATE folds at once, waiting here for the fold
+    lock: the migration's statement_timeout fires in the fold (57014, which
+    OTHERS does not catch). Before the fix that failed the statement and the
+    whole migration; now the fold gives up with a warning and
+    schema_refresh() catches up."""
+    conn = db_tracker.conn
+    holder = psycopg.connect(conn.info.dsn, autocommit=True)
+    try:
+        fold_lock(holder)
+        with conn.transaction():
+            conn.execute("set local statement_timeout = '100ms'")
+            conn.execute("create table before_set (a int)")
+            conn.execute("set constraints all immediate")
+            conn.execute("set local statement_timeout = 0")
+            conn.execute("create table after_set (a int)")
+    finally:
+        holder.execute(FOLD_UNLOCK)
+        holder.close()
+    row = conn.execute("select to_regclass('before_set'), to_regclass('after_set')").fetchone()
+    assert row == ("before_set", "after_set")
+    assert db_tracker.warnings
+    refreshed = conn.execute("select resilience.schema_refresh()").fetchone()
+    assert refreshed is not None and refreshed[0]["changed"] is True
+    refresh_finds_nothing(conn)
