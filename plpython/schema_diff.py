@@ -856,7 +856,7 @@ def compute_changes(deltas: Sequence[Delta]) -> list[Change]:
     for d in by_kind.get("view", []):
         changes += _view_changes(d, renames)
     for d in by_kind.get("function", []):
-        changes += _function_changes(d)
+        changes += _function_changes(d, renames)
     for d in by_kind.get("enum", []):
         changes += _enum_changes(d)
 
@@ -1387,7 +1387,7 @@ _FUNCTION_ATTRS = (
 )
 
 
-def _function_changes(d: Delta) -> list[Change]:
+def _function_changes(d: Delta, renames: _Renames) -> list[Change]:
     old, new = d.get("old"), d.get("new")
     if old is None:
         sig = _signature(new)
@@ -1416,13 +1416,14 @@ def _function_changes(d: Delta) -> list[Change]:
             "function_changed", "no longer SECURITY DEFINER",
             table=None, obj=sig, old={"security_definer": True}, new={"security_definer": False},
         ))  # fmt: skip
-    if old.get("result") != new.get("result"):
+    # Arguments and result name types: a renamed enum type changes their text only.
+    if not renames.same(old.get("result"), new.get("result")):
         changes.append(_rated(
             "function_result", "result changed: callers reading its type or columns break",
             table=None, obj=sig, old={"result": old.get("result")},
             new={"result": new.get("result")},
         ))  # fmt: skip
-    changed = [k for k in _FUNCTION_ATTRS if old.get(k) != new.get(k)]
+    changed = [k for k in _FUNCTION_ATTRS if not renames.same(old.get(k), new.get(k))]
     if changed:
         changes.append(_rated(
             "function_changed", f"{', '.join(changed)} changed", table=None, obj=sig,

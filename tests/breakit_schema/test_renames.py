@@ -57,13 +57,22 @@ def test_table_renamed_to_a_quoted_name_leaves_views_and_keys_alone(tracker: Tra
     )
 
 
-def test_schema_of_an_enum_type_with_a_quoted_name(tracker: Tracker) -> None:
-    tracker.conn.execute("create type mood as enum ('ok', 'sad')")
-    tracker.conn.execute("create table t (m mood default 'ok', n mood[])")
-    tracker.conn.execute("create index tm on t (m)")
-    changes = tracker.migrate('alter type mood rename to "Mood"')
+@pytest.mark.parametrize("new_name", ["mood2", '"Mood"'])
+def test_enum_type_renamed_is_one_change(tracker: Tracker, new_name: str) -> None:
+    """Columns, defaults, a partial index, a view and a function's arguments
+    and result name the type: none of them changed."""
+    for statement in (
+        "create type mood as enum ('ok', 'sad')",
+        "create table t (m mood default 'ok', n mood[])",
+        "create index tm on t (m) where m <> 'sad'",
+        "create view vm as select m, 'ok'::mood as fixed from t",
+        "create function cheer(v mood) returns mood language sql as $$ select v $$",
+    ):
+        tracker.conn.execute(statement)  # type: ignore[arg-type]
+    changes = tracker.migrate(f"alter type mood rename to {new_name}")
     change = one_change(changes)
-    assert (change["type"], change["object"]) == ("enum_changed", "public.Mood")
+    unquoted = new_name.strip('"')
+    assert (change["type"], change["object"]) == ("enum_changed", f"public.{unquoted}")
 
 
 def test_index_renamed_to_a_quoted_name_is_index_renamed(tracker: Tracker) -> None:
