@@ -1387,6 +1387,20 @@ _FUNCTION_ATTRS = (
 )
 
 
+def _same_function_attr(
+    key: str, old: Mapping[str, Any], new: Mapping[str, Any], renames: _Renames
+) -> bool:
+    """A body given as source text (prosrc) is never rewritten by PostgreSQL:
+    if it differs, the migration changed it. A SQL-standard body (BEGIN
+    ATOMIC, read back as CREATE ... by pg_get_functiondef) follows renames."""
+    if key == "body":
+        if not str(old.get(key) or "").startswith("CREATE "):
+            return bool(old.get(key) == new.get(key))
+        # As in a view: a renamed column is printed "new AS old".
+        return renames.same(old.get(key), renames.without_rename_aliases(new.get(key)))
+    return renames.same(old.get(key), new.get(key))
+
+
 def _function_changes(d: Delta, renames: _Renames) -> list[Change]:
     old, new = d.get("old"), d.get("new")
     if old is None:
@@ -1423,7 +1437,7 @@ def _function_changes(d: Delta, renames: _Renames) -> list[Change]:
             table=None, obj=sig, old={"result": old.get("result")},
             new={"result": new.get("result")},
         ))  # fmt: skip
-    changed = [k for k in _FUNCTION_ATTRS if not renames.same(old.get(k), new.get(k))]
+    changed = [k for k in _FUNCTION_ATTRS if not _same_function_attr(k, old, new, renames)]
     if changed:
         changes.append(_rated(
             "function_changed", f"{', '.join(changed)} changed", table=None, obj=sig,

@@ -216,3 +216,29 @@ def test_a_real_change_in_a_literal_beside_a_rename_is_still_seen(tracker: Track
         "alter table t add constraint ck check (c <> 'c')",
     )
     assert sorted(c["type"] for c in changes) == ["column_renamed", "constraint_changed"]
+
+
+def test_a_function_body_rewritten_beside_a_rename_is_still_seen(tracker: Tracker) -> None:
+    """PostgreSQL never rewrites a function's source text: a body that
+    follows a column rename was changed by the migration (medium)."""
+    tracker.conn.execute("create table t (b int)")
+    tracker.conn.execute(
+        "create function get_b() returns setof int language sql as 'select b from t'"
+    )
+    changes = tracker.migrate(
+        "alter table t rename b to c",
+        "create or replace function get_b() returns setof int language sql as 'select c from t'",
+    )
+    assert sorted((c["type"], c["severity"]) for c in changes) == [
+        ("column_renamed", "high"),
+        ("function_changed", "medium"),
+    ]
+
+
+def test_a_sql_standard_body_follows_a_rename_by_itself(tracker: Tracker) -> None:
+    tracker.conn.execute("create table t (b int)")
+    tracker.conn.execute(
+        "create function get_b() returns setof int language sql begin atomic select b from t; end"
+    )
+    change = one_change(tracker.migrate("alter table t rename b to c"))
+    assert change["type"] == "column_renamed"
