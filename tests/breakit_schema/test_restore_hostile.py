@@ -1,7 +1,8 @@
 """pg_dump/pg_restore of a tracked database whose names are hostile (a
 schema with a dot and a space, quotes, unicode, overloaded functions, a
-partitioned table), restored plainly and with --disable-triggers (DDL under
-session_replication_role = replica): schema_refresh() right after finds
+partitioned table), restored plainly, with --disable-triggers (DDL under
+session_replication_role = replica), and into a database pgresilience is
+installed in after the restore: schema_refresh() right after finds
 nothing, the next migration reports only its own change."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 from conftest import Server
 from psycopg.conninfo import conninfo_to_dict
 
+from pgresilience import installer
 from pgresilience.embedded import find_bin_dir
 from pgresilience.schema import ChangeList
 
@@ -48,25 +50,35 @@ def tool(name: str, dsn: str, *args: str) -> None:
 
 @pytest.fixture
 def restored(
-    server: Server, dsn: str, tmp_path: Any, request: pytest.FixtureRequest
+    server: Server, dsn: str, bare_dsn: str, tmp_path: Any, request: pytest.FixtureRequest
 ) -> Iterator[str]:
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    """request.param: pg_restore's options, or "install after" (the dump is
+    of a database without pgresilience, installed once restored)."""
+    install_after = request.param == "install after"
+    source = bare_dsn if install_after else dsn
+    with psycopg.connect(source, autocommit=True) as conn:
         for statement in HOSTILE:
             conn.execute(statement)  # type: ignore[arg-type]  # literal test SQL
     dump = str(tmp_path / "tracked.dump")
-    tool("pg_dump", dsn, "-Fc", "-f", dump, str(conninfo_to_dict(dsn)["dbname"]))
+    tool("pg_dump", source, "-Fc", "-f", dump, str(conninfo_to_dict(source)["dbname"]))
     name = f"pgr_restored_{uuid.uuid4().hex[:12]}"
     server.create_database(name)
     try:
-        tool("pg_restore", dsn, *request.param, "-d", name, dump)
+        tool("pg_restore", dsn, *(() if install_after else request.param), "-d", name, dump)
+        if install_after:
+            installer.install(server.dsn(name))
         yield server.dsn(name)
     finally:
         server.drop_database(name)
 
 
 @pytest.mark.pg_dump
-@pytest.mark.parametrize("restored", [(), ("--disable-triggers",)], indirect=True,
-                         ids=["plain", "disable-triggers"])  # fmt: skip
+@pytest.mark.parametrize(
+    "restored",
+    [(), ("--disable-triggers",), "install after"],
+    indirect=True,
+    ids=["plain", "disable-triggers", "install-after"],
+)
 def test_restore_of_hostile_names_reports_nothing_then_only_the_next_change(restored: str) -> None:
     with psycopg.connect(restored, autocommit=True) as conn:
         row: Any = conn.execute("select resilience.schema_refresh()").fetchone()
