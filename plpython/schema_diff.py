@@ -562,34 +562,112 @@ _VOLATILE_DEFAULT = (
 
 class _Renames:
     """Identifier renames seen in this diff, to tell a text that changed only
-    because something it mentions was renamed from a real change."""
+    because something it mentions was renamed from a real change.
+
+    Texts are compared two ways: with the raw names (``partition_of`` holds
+    ``schema.name`` as is) and as PostgreSQL prints SQL (``pg_get_*def``,
+    ``format_type``: a name that is not a plain lower-case identifier is
+    quoted, ``"Big B"``). Every rename is substituted in one pass, so that
+    swapped names (a -> b, b -> a) do not undo each other."""
 
     def __init__(self) -> None:
-        self.pairs: list[tuple[str, str]] = []
+        self.pairs: list[tuple[tuple[str, ...], tuple[str, ...], str | None]] = []
 
-    def add(self, old: str, new: str) -> None:
+    def add(self, old: tuple[str, ...], new: tuple[str, ...], table: str | None = None) -> None:
+        """``old`` and ``new``: the name's parts, ``(schema, name)`` or ``(name,)``;
+        ``table``: the (new) table a renamed column belongs to."""
         if old != new:
-            self.pairs.append((old, new))
+            self.pairs.append((old, new, table))
+
+    def _mapping(self, sql: bool, table: str | None) -> dict[str, str]:
+        form = _sql_name if sql else ".".join
+        mapping: dict[str, str] = {}
+        for old, new, owner in self.pairs:
+            if table is None or owner is None or owner == table:
+                mapping.setdefault(form(old), form(new))
+        return mapping
+
+    def _substitute(self, text: str, sql: bool, table: str | None) -> str:
+        import re
+
+        mapping = self._mapping(sql, table)
+        if not mapping:
+            return text
+        names = "|".join(re.escape(old) for old in sorted(mapping, key=len, reverse=True))
+        # String literals are kept as they are: a renamed b leaves 'b' alone.
+        pattern = rf'({_LITERAL})|(?<![\w$"])(?:{names})(?![\w$"])'
+        return re.sub(pattern, lambda m: m.group(1) or mapping[m.group(0)], text)
 
     def without_rename_aliases(self, text: Any) -> Any:
         """PostgreSQL keeps a view's output names across a column rename by
         printing ``new_name AS old_name``: drop those aliases."""
-        if not isinstance(text, str):
+        if not isinstance(text, str) or not self.pairs:
             return text
         import re
 
-        for old, new in self.pairs:
-            text = re.sub(rf"(?<![\w$]){re.escape(new)} AS {re.escape(old)}(?![\w$])", new, text)
+        text = _unquote_plain(text)
+        for old, new, _ in self.pairs:
+            n, o = re.escape(_sql_name(new)), re.escape(_sql_name(old))
+            text = re.sub(rf'(?<![\w$"]){n} AS {o}(?![\w$"])', _sql_name(new), text)
         return text
 
-    def normalize(self, text: Any) -> Any:
-        if not isinstance(text, str):
-            return text
-        import re
+    def same(self, old: Any, new: Any, table: str | None = None) -> bool:
+        """Whether ``old`` reads as ``new`` once the renames are applied to it.
+        ``table``: the text names columns of that table only (an index, a
+        CHECK); None: of any table (a view, a policy's subquery)."""
+        if old == new:
+            return True
+        if not isinstance(old, str) or not isinstance(new, str) or not self.pairs:
+            return False
+        if self._substitute(old, False, table) == new:
+            return True
+        return self._substitute(_unquote_plain(old), True, table) == _unquote_plain(new)
 
-        for old, new in self.pairs:
-            text = re.sub(rf"(?<![\w$]){re.escape(old)}(?![\w$])", new, text)
-        return text
+    def same_constraint(self, old: Any, new: Any, table: str, references: str | None) -> bool:
+        """A constraint's definition: a foreign key names its own table's
+        columns, then (after REFERENCES) the referenced table's."""
+        if old == new:
+            return True
+        if not isinstance(old, str) or not isinstance(new, str):
+            return False
+        old_own, _, old_ref = old.partition(" REFERENCES ")
+        new_own, _, new_ref = new.partition(" REFERENCES ")
+        return self.same(old_own, new_own, table) and self.same(old_ref, new_ref, references)
+
+
+# A string literal as pg_get_expr & co. print it (quotes doubled inside).
+_LITERAL = r"'(?:[^']|'')*'"
+
+
+def _sql_name(parts: tuple[str, ...]) -> str:
+    """A name as PostgreSQL prints it, keywords aside (texts are compared
+    after ``_unquote_plain``, which drops the quotes of a keyword)."""
+    import re
+
+    return ".".join(
+        part if re.fullmatch(r"[a-z_][a-z0-9_$]*", part) else '"' + part.replace('"', '""') + '"'
+        for part in parts
+    )
+
+
+def _unquote_plain(text: str) -> str:
+    """``"select"`` -> ``select``: PostgreSQL quotes a plain name that is a
+    keyword; comparing texts, quoted or not is the same name."""
+    import re
+
+    return re.sub(
+        rf'({_LITERAL})|(?<![\w$"])"([a-z_][a-z0-9_$]*)"(?![\w$"])',
+        lambda m: m.group(1) or m.group(2),
+        text,
+    )
+
+
+def _unnamed_index(definition: str) -> str:
+    """``CREATE INDEX name ON ...`` without its name (quoted or not), which
+    is compared as the index's own rename."""
+    import re
+
+    return re.sub(r'^(CREATE (?:UNIQUE )?INDEX )(?:"(?:[^"]|"")*"|\S+) ON ', r"\1ON ", definition)
 
 
 def _qualified(data: Mapping[str, Any]) -> str:
@@ -743,14 +821,18 @@ def compute_changes(deltas: Sequence[Delta]) -> list[Change]:
     renames = _Renames()
     for d in tables.values():
         if d.get("old") and d.get("new"):
-            renames.add(_qualified(d["old"]), _qualified(d["new"]))
-            renames.add(d["old"]["name"], d["new"]["name"])
+            renames.add(
+                (d["old"]["schema"], d["old"]["name"]), (d["new"]["schema"], d["new"]["name"])
+            )
+            renames.add((d["old"]["name"],), (d["new"]["name"],))
     for d in by_kind.get("column", []):
         if d.get("old") and d.get("new"):
-            renames.add(d["old"]["name"], d["new"]["name"])
+            renames.add((d["old"]["name"],), (d["new"]["name"],), str(d["new"]["table"]))
     for d in by_kind.get("enum", []):
         if d.get("old") and d.get("new"):
-            renames.add(_qualified(d["old"]), _qualified(d["new"]))
+            renames.add(
+                (d["old"]["schema"], d["old"]["name"]), (d["new"]["schema"], d["new"]["name"])
+            )
 
     # Table records first: they list a new table's columns and what a DROP
     # TABLE ... CASCADE took with it.
@@ -774,7 +856,7 @@ def compute_changes(deltas: Sequence[Delta]) -> list[Change]:
     for d in by_kind.get("view", []):
         changes += _view_changes(d, renames)
     for d in by_kind.get("function", []):
-        changes += _function_changes(d)
+        changes += _function_changes(d, renames)
     for d in by_kind.get("enum", []):
         changes += _enum_changes(d)
 
@@ -851,7 +933,7 @@ def _table_changes(
                 "table_persistence", f"table set {new.get('persistence')}: rewrites the table",
                 table=name, obj=name, old=old.get("persistence"), new=new.get("persistence"),
             ))  # fmt: skip
-        old_parent, new_parent = renames.normalize(old.get("partition_of")), new.get("partition_of")
+        old_parent, new_parent = old.get("partition_of"), new.get("partition_of")
         if old_parent and not new_parent:
             changes.append(_rated(
                 "partition_detached",
@@ -862,7 +944,7 @@ def _table_changes(
             ))  # fmt: skip
         elif (
             new_parent
-            and old_parent != new_parent
+            and not renames.same(old_parent, new_parent)
             or (new_parent and old.get("partition_bound") != new.get("partition_bound"))
         ):
             changes.append(_rated(
@@ -871,7 +953,7 @@ def _table_changes(
                 new={"partition_of": new_parent, "partition_bound": new.get("partition_bound")},
             ))  # fmt: skip
         for key in ("kind", "partition_key"):
-            if renames.normalize(old.get(key)) != new.get(key):
+            if not renames.same(old.get(key), new.get(key), name):
                 changes.append(_rated(
                     "table_property", f"{key.replace('_', ' ')} changed",
                     table=name, obj=name, old={key: old.get(key)}, new={key: new.get(key)},
@@ -946,7 +1028,7 @@ def _column_changes(d: Delta, renames: _Renames, added_tables: set[str]) -> list
 
     if old["name"] != new["name"]:
         add("column_renamed", f"clients using column {old['name']} break", old["name"], new["name"])
-    if renames.normalize(old["type"]) != new["type"]:  # not just a renamed enum type
+    if not renames.same(old["type"], new["type"], new["table"]):  # not just a renamed enum type
         rewrites, narrowing = type_change_effect(old["type"], new["type"])
         if rewrites and narrowing:
             rule, reason = (
@@ -976,9 +1058,7 @@ def _column_changes(d: Delta, renames: _Renames, added_tables: set[str]) -> list
                 True,
                 False,
             )
-    if renames.normalize(old.get("default")) != new.get("default") and old.get(
-        "default"
-    ) != new.get("default"):
+    if not renames.same(old.get("default"), new.get("default"), new["table"]):
         if old.get("default") and not new.get("default") and new.get("not_null"):
             add(
                 "default_dropped_not_null",
@@ -1044,8 +1124,11 @@ def _constraint_changes(d: Delta, renames: _Renames, added_tables: set[str]) -> 
         return [_rated(rule, reason, table=table, obj=old["name"], old=old["definition"])]
     table = new["table"]
     changes: list[Change] = []
-    redefined = renames.normalize(_without_not_valid(old.get("definition"))) != (
-        _without_not_valid(new.get("definition"))
+    redefined = not renames.same_constraint(
+        _without_not_valid(old.get("definition")),
+        _without_not_valid(new.get("definition")),
+        table,
+        new.get("references"),
     )
     if redefined:
         # Dropped and added again under the same name, with another meaning.
@@ -1137,9 +1220,9 @@ def _index_changes(d: Delta, renames: _Renames, added_tables: set[str]) -> list[
         return [_rated(rule, reason, table=table, obj=old["name"], old=old["definition"])]
     table = new["table"]
     changes: list[Change] = []
-    old_def = renames.normalize(old["definition"]).replace(f" {old['name']} ON ", " ON ", 1)
-    new_def = new["definition"].replace(f" {new['name']} ON ", " ON ", 1)
-    if old_def != new_def:
+    if not renames.same(
+        _unnamed_index(old["definition"]), _unnamed_index(new["definition"]), table
+    ):
         rule, reason = "index_redefined", "index re-created with another definition"
         if old.get("unique") and not new.get("unique"):
             rule, reason = "index_dropped_unique", "index re-created without UNIQUE: a key is lost"
@@ -1204,7 +1287,7 @@ def _policy_changes(d: Delta, renames: _Renames, added_tables: set[str]) -> list
             rule, reason, table=table, obj=old["name"], old=_policy_summary(old), new=None,
         )]  # fmt: skip
     table = new["table"]
-    meaning_changed = any(renames.normalize(old.get(k)) != new.get(k) for k in _POLICY_KEYS)
+    meaning_changed = not all(renames.same(old.get(k), new.get(k)) for k in _POLICY_KEYS)
     if meaning_changed:
         return [_rated(
             "policy_changed", "policy expression, roles or command changed",
@@ -1229,7 +1312,7 @@ def _view_columns_broken(
     return [
         c["name"]
         for c in old.get("columns") or []
-        if c["name"] not in now or now[c["name"]] != renames.normalize(c.get("type"))
+        if c["name"] not in now or not renames.same(c.get("type"), now[c["name"]])
     ]
 
 
@@ -1279,8 +1362,8 @@ def _view_changes(d: Delta, renames: _Renames) -> list[Change]:
             "view_columns", f"output column(s) {', '.join(broken)} removed, renamed or retyped",
             table=name, obj=name, old=old.get("columns"), new=new.get("columns"),
         ))  # fmt: skip
-    elif renames.normalize(old.get("definition")) != renames.without_rename_aliases(
-        new.get("definition")
+    elif not renames.same(
+        old.get("definition"), renames.without_rename_aliases(new.get("definition"))
     ):
         changes.append(_rated(
             "view_changed", "view definition changed", table=name, obj=name,
@@ -1304,7 +1387,21 @@ _FUNCTION_ATTRS = (
 )
 
 
-def _function_changes(d: Delta) -> list[Change]:
+def _same_function_attr(
+    key: str, old: Mapping[str, Any], new: Mapping[str, Any], renames: _Renames
+) -> bool:
+    """A body given as source text (prosrc) is never rewritten by PostgreSQL:
+    if it differs, the migration changed it. A SQL-standard body (BEGIN
+    ATOMIC, read back as CREATE ... by pg_get_functiondef) follows renames."""
+    if key == "body":
+        if not str(old.get(key) or "").startswith("CREATE "):
+            return bool(old.get(key) == new.get(key))
+        # As in a view: a renamed column is printed "new AS old".
+        return renames.same(old.get(key), renames.without_rename_aliases(new.get(key)))
+    return renames.same(old.get(key), new.get(key))
+
+
+def _function_changes(d: Delta, renames: _Renames) -> list[Change]:
     old, new = d.get("old"), d.get("new")
     if old is None:
         sig = _signature(new)
@@ -1333,13 +1430,14 @@ def _function_changes(d: Delta) -> list[Change]:
             "function_changed", "no longer SECURITY DEFINER",
             table=None, obj=sig, old={"security_definer": True}, new={"security_definer": False},
         ))  # fmt: skip
-    if old.get("result") != new.get("result"):
+    # Arguments and result name types: a renamed enum type changes their text only.
+    if not renames.same(old.get("result"), new.get("result")):
         changes.append(_rated(
             "function_result", "result changed: callers reading its type or columns break",
             table=None, obj=sig, old={"result": old.get("result")},
             new={"result": new.get("result")},
         ))  # fmt: skip
-    changed = [k for k in _FUNCTION_ATTRS if old.get(k) != new.get(k)]
+    changed = [k for k in _FUNCTION_ATTRS if not _same_function_attr(k, old, new, renames)]
     if changed:
         changes.append(_rated(
             "function_changed", f"{', '.join(changed)} changed", table=None, obj=sig,

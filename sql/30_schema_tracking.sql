@@ -563,6 +563,7 @@ begin
     end if;
     -- Consumed: DDL after this point (SET CONSTRAINTS ... IMMEDIATE) starts afresh.
     perform pg_catalog.set_config('resilience.schema_pending_n', '0', true);
+    perform pg_catalog.set_config('resilience.schema_pending_1', '', true);
 end;
 $$;
 
@@ -1016,6 +1017,10 @@ begin
     new_version := coalesce(new_version, 0) operator(pg_catalog.+) 1;
     object_total := coalesce(object_total, 0);
 
+    -- The deltas go in before their version row: their key is checked at
+    -- the end of the fold, even after the migration's SET CONSTRAINTS ALL
+    -- IMMEDIATE (which would check it at this very insert).
+    set constraints resilience.schema_deltas_version_fkey deferred;
     with fresh as (
         select f.kind, f.object_oid, f.sub_id, f.table_oid, f.data,
             resilience._schema_object_hash(f.kind, f.data) as hash
@@ -1278,7 +1283,9 @@ begin
         -- This transaction's row, and any a failed fold left behind.
         delete from resilience.schema_pending;
         perform resilience._schema_fold_pending();
-    exception when others then
+    -- query_canceled too (OTHERS leaves it out): a statement_timeout that
+    -- fires in a fold run by SET CONSTRAINTS ALL IMMEDIATE must not fail it.
+    exception when others or query_canceled then
         raise warning 'pgresilience: schema version not recorded (%: %); resilience.schema_refresh() catches up',
             sqlstate, sqlerrm;
     end;

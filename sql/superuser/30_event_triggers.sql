@@ -49,6 +49,10 @@ begin
             perform pg_catalog.set_config('resilience.installing', 'on', true);
             return;
         end if;
+        -- Folded at commit even after the migration's SET CONSTRAINTS ALL
+        -- IMMEDIATE (which would fold at the end of this very insert, before
+        -- this statement is remembered).
+        set constraints resilience.schema_fold_at_commit deferred;
         insert into resilience.schema_pending (tx) values (pg_catalog.txid_current())
         on conflict do nothing;
         chunk := 1;

@@ -7,6 +7,11 @@ language plpgsql as $$ begin execute migration; end $$;
 -- schema_plan_run --
 select pg_temp.pgresilience_plan_run(%s);
 
+-- schema_plan_version --
+-- The version before a plan's migration runs: a SET CONSTRAINTS ALL
+-- IMMEDIATE in it folds what came before into versions of its own.
+select (resilience.schema_current() ->> 'version')::bigint;
+
 -- schema_preview --
 -- The changes this transaction's DDL would record at commit (nothing recorded).
 select resilience.schema_preview();

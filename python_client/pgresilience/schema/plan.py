@@ -91,10 +91,34 @@ def _failure(exc: psycopg.Error) -> PlanResult:
     return PlanResult(changes=None, error=message, sqlstate=exc.sqlstate)
 
 
-def _preview(conn: psycopg.Connection[Any]) -> ChangeList:
+def _version(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(query("schema_plan_version")).fetchone()
+    assert row is not None
+    return int(row[0] or 0)
+
+
+def _preview(conn: psycopg.Connection[Any], before: int) -> ChangeList:
+    """What the migration's transaction records: the versions a SET
+    CONSTRAINTS ALL IMMEDIATE in it already folded (after ``before``), then
+    the preview of the DDL since, as one change list."""
+    rows = conn.execute(query("schema_changes_since"), (before,)).fetchall()
     row = conn.execute(query("schema_preview")).fetchone()
     assert row is not None
-    return ChangeList.from_row(row[0])
+    parts = [ChangeList.from_row(r[0]) for r in rows] + [ChangeList.from_row(row[0])]
+    last = parts[-1]
+    if len(parts) == 1:
+        return last
+    changes = [c for part in parts for c in part]
+    tables = list(dict.fromkeys(t for part in parts for t in part.tables))
+    return ChangeList(
+        changes,
+        version=last.version,
+        hash=last.hash,
+        max_severity=diff.max_severity(changes),
+        tables=tables,
+        origin=last.origin,
+        diffed_in=last.diffed_in,
+    )
 
 
 def plan_sql(dsn: str, migration: str) -> PlanResult:
@@ -102,12 +126,13 @@ def plan_sql(dsn: str, migration: str) -> PlanResult:
     with psycopg.connect(dsn) as conn:  # not autocommit: one transaction
         try:
             conn.execute(query("schema_plan_runner"))
+            before = _version(conn)
             conn.execute(query("schema_plan_run"), (strip_transaction_wrapper(migration),))
         except psycopg.Error as exc:
             conn.rollback()
             return _failure(exc)
         try:
-            return PlanResult(changes=_preview(conn))
+            return PlanResult(changes=_preview(conn, before))
         except psycopg.Error as exc:  # e.g. pgresilience not installed there
             return _failure(exc)
         finally:
@@ -144,10 +169,11 @@ def plan_alembic(dsn: str, location: Path, revision: str = "head") -> PlanResult
         with engine.connect() as connection:
             transaction = connection.begin()
             try:
-                command.upgrade(_alembic_config(location, connection), revision)
                 raw = connection.connection.driver_connection
                 assert isinstance(raw, psycopg.Connection)
-                return PlanResult(changes=_preview(raw))
+                before = _version(raw)
+                command.upgrade(_alembic_config(location, connection), revision)
+                return PlanResult(changes=_preview(raw, before))
             except psycopg.Error as exc:
                 return _failure(exc)
             except Exception as exc:  # SQLAlchemy wraps the driver's error
@@ -164,7 +190,8 @@ def plan_alembic(dsn: str, location: Path, revision: str = "head") -> PlanResult
 def plan(dsn: str, path: Path, *, alembic: bool = False) -> PlanResult:
     if alembic:
         return plan_alembic(dsn, path)
-    return plan_sql(dsn, path.read_text(encoding="utf-8"))
+    # utf-8-sig: a byte order mark (editors on Windows write one) is not SQL.
+    return plan_sql(dsn, path.read_text(encoding="utf-8-sig"))
 
 
 def table_lines(changes: ChangeList) -> list[str]:
