@@ -1200,9 +1200,14 @@ begin
         exit when pg_catalog.octet_length(payload::text) operator(pg_catalog.<) 7900;
         shown := shown[1:coalesce(pg_catalog.cardinality(shown), 0) operator(pg_catalog./) 2];
     end loop;
-    perform pg_catalog.pg_notify('resilience_schema', payload::text);
-    if notify_postgrest = 'on' then
-        perform pg_catalog.pg_notify('pgrst', 'reload schema');
+    -- PREPARE TRANSACTION refuses a transaction that sent a NOTIFY (0A000):
+    -- a two-phase migration gets its version without one (a listener learns
+    -- of it at the next version's NOTIFY, or by polling).
+    if pg_catalog.current_query() operator(pg_catalog.!~*) '\mprepare\s+transaction\M' then
+        perform pg_catalog.pg_notify('resilience_schema', payload::text);
+        if notify_postgrest = 'on' then
+            perform pg_catalog.pg_notify('pgrst', 'reload schema');
+        end if;
     end if;
     return new_version;
 end;
