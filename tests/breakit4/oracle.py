@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from .conftest import call, execute
+from .conftest import begin, call, execute
 
 
 @dataclass(frozen=True)
@@ -29,11 +29,13 @@ class Step:
     data: Any = None
     match: Any = None
     name: str = ""
+    table: str = ""  # when not the scenario's default table
 
     def __repr__(self) -> str:  # readable hypothesis reports
         if self.kind in ("savepoint", "rollback_to"):
             return f"{self.kind}({self.name!r})"
-        return f"{self.kind}(data={self.data!r}, match={self.match!r})"
+        where = f"{self.table}." if self.table else ""
+        return f"{where}{self.kind}(data={self.data!r}, match={self.match!r})"
 
 
 Snapshot = Callable[[], Any]
@@ -58,12 +60,13 @@ def run_real(
                 )
                 errors.append(None)
                 continue
+            target = step.table or table
             marker = sql.Identifier(f"op_{i}")
             conn.execute(sql.SQL("savepoint {}").format(marker))
             try:
                 if step.kind == "lock":
                     # tx_run has no lock: a lock changes no row, so FOR UPDATE stands in.
-                    relation = sql.Identifier(*table.split("."))
+                    relation = sql.Identifier(*target.split("."))
                     conditions = sql.SQL(" and ").join(
                         sql.SQL("t.{} = (jsonb_populate_record(null::{}, %s)).{}").format(
                             sql.Identifier(column), relation, sql.Identifier(column)
@@ -77,7 +80,7 @@ def run_real(
                         [Jsonb(step.match)] * len(step.match),
                     )
                 else:
-                    operation = {"table": table, "operation": step.kind}
+                    operation = {"table": target, "operation": step.kind}
                     if step.data is not None:
                         operation["data"] = step.data
                     if step.match is not None:
@@ -110,9 +113,49 @@ def run_logical(
             elif step.kind == "rollback_to":
                 call(conn, "tx_rollback_to", tx, step.name)
             else:
-                result = execute(conn, tx, table, step.kind, step.data, step.match)
+                target = step.table or table
+                result = execute(conn, tx, target, step.kind, step.data, step.match)
                 assert result["success"] is True
             errors.append(None)
         except psycopg.Error as error:
             errors.append(error.sqlstate)
     return errors
+
+
+def check_scenario(
+    observer: psycopg.Connection[Any],
+    calls: psycopg.Connection[Any],
+    ender: psycopg.Connection[Any],
+    table: str,
+    steps: list[Step],
+    ending: str,
+    snapshot: Snapshot,
+    real_snapshot: Snapshot | None = None,
+) -> None:
+    """The oracle's assertions for one scenario: ``calls`` runs the real
+    transaction and then the logical one; ``ender`` (another session) commits
+    or rolls the logical one back; ``observer`` takes every snapshot outside
+    them (``real_snapshot`` inside the real transaction, on ``calls``)."""
+    before = snapshot()
+    reached, real_errors = run_real(calls, table, steps, real_snapshot or snapshot)
+    assert snapshot() == before
+    tx = begin(calls)
+    try:
+        logical_errors = run_logical(calls, tx, table, steps)
+        assert logical_errors == real_errors
+        assert snapshot() == reached
+        if ending == "rollback":
+            result = call(ender, "tx_rollback", tx)
+            assert result["success"] is True, result
+            assert result["conflicts"] == []
+            assert snapshot() == before
+        else:
+            call(ender, "tx_commit", tx)
+            assert snapshot() == reached
+    finally:
+        # a failed example must not leave claims behind for the next one
+        observer.execute(
+            "select resilience.tx_rollback(id, 'cleanup', true)"
+            " from resilience.transactions where id = %s and status = 'active'",
+            (tx,),
+        )
