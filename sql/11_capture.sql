@@ -109,8 +109,8 @@ $$;
 
 -- The shape of a table as generated code depends on it: its columns (name,
 -- type and the type's name, generated, identity, dropped), its primary
--- key, and for a partitioned table its partitions (each carries the
--- triggers).
+-- key, its owner (who owns the undo and may read the images), and for a
+-- partitioned table its partitions (each carries the triggers).
 create or replace function resilience._table_shape(relation regclass)
 returns text
 language sql
@@ -120,6 +120,7 @@ as $$
     select pg_catalog.concat_ws('|',
         (select pg_catalog.format('%I.%I', n.nspname, c.relname) from pg_catalog.pg_class as c
             inner join pg_catalog.pg_namespace as n on n.oid = c.relnamespace where c.oid = relation),
+        (select c.relowner::text from pg_catalog.pg_class as c where c.oid = relation),
         (select pg_catalog.string_agg(pg_catalog.concat_ws(':', a.attnum, a.attname, a.atttypid,
                 pg_catalog.format_type(a.atttypid, a.atttypmod),
                 a.atttypmod, a.attcollation, a.attgenerated, a.attidentity), ',' order by a.attnum)
@@ -977,6 +978,14 @@ $body$,
             (select r.rolname from pg_catalog.pg_class as c inner join pg_catalog.pg_roles as r on r.oid = c.relowner
                 where c.oid = relation));
         execute pg_catalog.format('grant select on %s to %I', image,
+            (select r.rolname from pg_catalog.pg_class as c inner join pg_catalog.pg_roles as r on r.oid = c.relowner
+                where c.oid = relation));
+        -- RLS is on and the image table is ours: without a policy a table
+        -- owner that is neither us nor BYPASSRLS reads no image, and its undo
+        -- would restore nothing and call that a success.
+        execute pg_catalog.format('drop policy if exists %I on %s', '_img_' || base || '_owner', image);
+        execute pg_catalog.format('create policy %I on %s for select to %I using (true)',
+            '_img_' || base || '_owner', image,
             (select r.rolname from pg_catalog.pg_class as c inner join pg_catalog.pg_roles as r on r.oid = c.relowner
                 where c.oid = relation));
     exception when insufficient_privilege then
