@@ -49,6 +49,9 @@ def run_real(
     state: Any = None
     conn.execute("begin")
     try:
+        # each logical call is its own database transaction: deferred
+        # constraints are checked at the end of the call, not at a far COMMIT
+        conn.execute("set constraints all immediate")
         for i, step in enumerate(steps):
             if step.kind == "savepoint":
                 conn.execute(sql.SQL("savepoint {}").format(sql.Identifier("u_" + step.name)))
@@ -66,7 +69,10 @@ def run_real(
             try:
                 if step.kind == "lock":
                     # tx_run has no lock: a lock changes no row, so FOR UPDATE stands in.
-                    relation = sql.Identifier(*target.split("."))
+                    # regclass::text is the table's name, quoted as needed
+                    row = conn.execute("select to_regclass(%s)::text", (target,)).fetchone()
+                    assert row is not None and row[0] is not None
+                    relation = sql.SQL(row[0])
                     conditions = sql.SQL(" and ").join(
                         sql.SQL("t.{} = (jsonb_populate_record(null::{}, %s)).{}").format(
                             sql.Identifier(column), relation, sql.Identifier(column)
@@ -142,7 +148,7 @@ def check_scenario(
     tx = begin(calls)
     try:
         logical_errors = run_logical(calls, tx, table, steps)
-        assert logical_errors == real_errors
+        assert logical_errors == real_errors, (logical_errors, real_errors)
         assert snapshot() == reached
         if ending == "rollback":
             result = call(ender, "tx_rollback", tx)
