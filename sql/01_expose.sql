@@ -19,10 +19,17 @@ begin
         select p.oid, p.proname,
             pg_catalog.pg_get_function_arguments(p.oid) as arguments,
             pg_catalog.pg_get_function_result(p.oid) as result,
-            p.proretset,
             p.provolatile,
-            (select pg_catalog.string_agg(pg_catalog.format('%I => %I', a.name, a.name), ', ' order by a.ord)
-                from pg_catalog.unnest(p.proargnames) with ordinality as a (name, ord)) as forwarded
+            -- Only the input arguments are forwarded (OUT and TABLE columns
+            -- are results); a VARIADIC one keeps its keyword.
+            (select pg_catalog.string_agg(
+                    pg_catalog.format(case when a.mode = 'v' then 'variadic %I => %I' else '%I => %I' end,
+                        a.name, a.name), ', ' order by a.ord)
+                from rows from (pg_catalog.unnest(p.proargnames), pg_catalog.unnest(p.proargmodes))
+                    with ordinality as a (name, mode, ord)
+                where coalesce(a.mode, 'i') in ('i', 'b', 'v')) as forwarded,
+            -- A row of OUT columns is read as columns, like a set.
+            p.proretset or 'o' = any(p.proargmodes) or 't' = any(p.proargmodes) as returns_columns
         from pg_catalog.pg_proc as p
         where p.pronamespace = 'resilience'::regnamespace
             and p.proname !~ '^_'
@@ -34,7 +41,7 @@ begin
             'set search_path = '''' as $wrapper$ select %s resilience.%I(%s) $wrapper$',
             target_schema, api.proname, api.arguments, api.result,
             case api.provolatile when 'i' then 'immutable' when 's' then 'stable' else 'volatile' end,
-            case when api.proretset then '* from' else '' end,
+            case when api.returns_columns then '* from' else '' end,
             api.proname, coalesce(api.forwarded, ''));
         select w.oid::regprocedure into strict wrapper
         from pg_catalog.pg_proc as w, pg_catalog.pg_proc as original

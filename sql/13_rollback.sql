@@ -82,7 +82,9 @@ as $$
 declare
     undo_token uuid := pg_catalog.gen_random_uuid();
     owner_role text := (select t.owner_role from resilience.transactions as t where t.id = _undo.tx_id);
-    todo jsonb;
+    pending jsonb;
+    next_step integer := 0;
+    retry jsonb := '[]'::jsonb;
     waiting jsonb := '[]'::jsonb;
     step jsonb;
     outcome jsonb;
@@ -102,15 +104,23 @@ begin
     select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
             'seq', s.seq, 'relation', s.relation::oid, 'table', s.relation::text, 'operation', s.operation,
             'rows', s.row_count) order by s.seq desc), '[]'::jsonb)
-    into todo
+    into pending
     from resilience.tx_statements as s
     where s.tx_id = _undo.tx_id and s.seq > after_seq and s.operation <> 'lock' and s.row_count > 0;
 
     -- Each success removes a step for good, and between two successes each
-    -- waiting step is tried once: this ends.
-    while pg_catalog.jsonb_array_length(todo) > 0 loop
-        step := todo -> 0;
-        todo := todo - 0;
+    -- step is tried at most once: this ends. The journal is walked by
+    -- position (no copy per step); only waiting steps move between lists.
+    loop
+        if retry <> '[]'::jsonb then
+            step := retry -> 0;
+            retry := retry - 0;
+        elsif next_step < pg_catalog.jsonb_array_length(pending) then
+            step := pending -> next_step;
+            next_step := next_step + 1;
+        else
+            exit;
+        end if;
         report := null;
         -- Only while it is still SECURITY DEFINER (its owner, the table
         -- owner, could make it run as us).
@@ -165,9 +175,11 @@ begin
         if report is null then
             -- Done: what waited may go through now, newest first, before
             -- the older steps.
-            todo := (select coalesce(pg_catalog.jsonb_agg(w.e -> 'step' order by w.n), '[]'::jsonb)
-                from pg_catalog.jsonb_array_elements(waiting) with ordinality as w (e, n)) || todo;
-            waiting := '[]'::jsonb;
+            if waiting <> '[]'::jsonb then
+                retry := (select pg_catalog.jsonb_agg(w.e -> 'step' order by w.n)
+                    from pg_catalog.jsonb_array_elements(waiting) with ordinality as w (e, n)) || retry;
+                waiting := '[]'::jsonb;
+            end if;
         else
             waiting := waiting || pg_catalog.jsonb_build_array(
                 pg_catalog.jsonb_build_object('step', step, 'report', report));
