@@ -17,8 +17,14 @@ from .conftest import begin, call, execute, rows_text, sqlstate_of
 
 SCHEMA = """
 create table parent (id int primary key);
-create table kids (id int primary key, parent int references parent on delete cascade);
-create table pets (id int primary key, parent int references parent on delete set null);
+create table kids (
+    id int primary key,
+    parent int references parent on delete cascade on update cascade
+);
+create table pets (
+    id int primary key,
+    parent int references parent on delete set null on update set null
+);
 insert into parent values (1), (2);
 insert into kids values (10, 1);
 insert into pets values (20, 1);
@@ -35,14 +41,17 @@ def _state(conn: psycopg.Connection[Any]) -> list[list[str]]:
     reason="a cascade into an unmanaged table is not captured: tx_rollback restores the parent, "
     "reports success, and the child rows stay deleted / NULL (no refusal, no RZ005)",
 )
-def test_delete_cascading_into_an_unmanaged_table_never_loses_rows(
-    conn: psycopg.Connection[Any],
+@pytest.mark.parametrize(
+    ("operation", "data"), [("delete", None), ("update", {"id": 5})], ids=["delete", "key_change"]
+)
+def test_cascade_into_an_unmanaged_table_never_loses_rows(
+    conn: psycopg.Connection[Any], operation: str, data: Any
 ) -> None:
     conn.execute(SCHEMA)
     before = _state(conn)
     tx = begin(conn)
     # Either the write is refused (nothing changed) ...
-    refused = sqlstate_of(execute, conn, tx, "parent", "delete", None, {"id": 1})
+    refused = sqlstate_of(execute, conn, tx, "parent", operation, data, {"id": 1})
     if refused is not None:
         assert _state(conn) == before
         return

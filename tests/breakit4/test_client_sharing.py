@@ -113,3 +113,24 @@ def test_body_raising_after_a_claim_conflict_rolls_back_and_keeps_the_error(
         assert tm.status(holder)["status"] == "active"
         tm.commit(holder)
     assert rows_text(ledger, "shared", "id") == ["(1,1)"]
+
+
+def test_body_raising_when_the_rollback_itself_conflicts(
+    ledger: psycopg.Connection[Any], dsn: str
+) -> None:
+    """The body's exception is what comes out of ``with``, even when the
+    rollback on the way out fails (RZ005): the failure is attached as a note,
+    the transaction stays active (nothing restored) for a forced retry."""
+    ledger.execute("create unique index ledger_v on ledger (v)")
+    with TransactionManager(dsn) as tm:
+        with pytest.raises(Planned) as caught:
+            with tm.transaction() as tx:
+                tx.insert("ledger", {"worker": 1, "round": 1, "v": "a"})
+                tx.update("ledger", {"v": "b"}, {"worker": 1, "round": 1})
+                ledger.execute("insert into ledger values (2, 2, 'a')")  # takes 'a'
+                raise Planned
+        assert len(getattr(caught.value, "__notes__", [])) == 1  # the rollback's failure
+        active = tm.active_transactions()
+        assert len(active) == 1
+        assert tm.rollback(active[0]["id"], force=True)["success"] is True
+    assert rows_text(ledger, "ledger", "worker, round") == ["(2,2,a)"]
