@@ -181,7 +181,8 @@ SQLSTATES: tuple[SqlState, ...] = (
     SqlState(
         "0A000",
         "feature not available here (no PL/Python, no privilege), or a statement a logical "
-        "transaction cannot take (TRUNCATE, an UPDATE whose moved rows a trigger dropped)",
+        "transaction cannot take (TRUNCATE, an UPDATE whose moved rows a trigger dropped, "
+        "a DELETE or key UPDATE whose foreign-key action reaches a table that is not managed)",
         NotSupported,
     ),
 )
