@@ -1096,7 +1096,14 @@ $body$,
         -- RLS is on and the image table is ours: without a policy a table
         -- owner that is neither us nor BYPASSRLS reads no image, and its undo
         -- would restore nothing and call that a success.
-        execute pg_catalog.format('drop policy if exists %I on %s', '_img_' || base || '_owner', image);
+        -- (Dropped only when there: DROP ... IF EXISTS would tell every
+        -- manage_table that it was not.)
+        if exists (
+            select 1 from pg_catalog.pg_policy as p
+            where p.polrelid = image::regclass and p.polname = '_img_' || base || '_owner'
+        ) then
+            execute pg_catalog.format('drop policy %I on %s', '_img_' || base || '_owner', image);
+        end if;
         execute pg_catalog.format('create policy %I on %s for select to %I using (true)',
             '_img_' || base || '_owner', image,
             (select r.rolname from pg_catalog.pg_class as c inner join pg_catalog.pg_roles as r on r.oid = c.relowner
