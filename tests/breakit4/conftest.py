@@ -10,35 +10,8 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
-
-
-def begin(conn: psycopg.Connection[Any], timeout_ms: int = 30000) -> str:
-    row = conn.execute("select resilience.tx_begin(%s)", (timeout_ms,)).fetchone()
-    assert row is not None
-    return str(row[0])
-
-
-def execute(
-    conn: psycopg.Connection[Any],
-    tx: str,
-    table: str,
-    operation: str,
-    data: Any = None,
-    match: Any = None,
-) -> Any:
-    row = conn.execute(
-        "select resilience.tx_execute(%s, %s, %s, %s, %s)",
-        (
-            tx,
-            table,
-            operation,
-            None if data is None else Jsonb(data),
-            None if match is None else Jsonb(match),
-        ),
-    ).fetchone()
-    assert row is not None
-    return row[0]
+from transactions.conftest import begin as begin  # the same calls, one definition
+from transactions.conftest import execute as execute
 
 
 def call(conn: psycopg.Connection[Any], function: str, *args: Any) -> Any:
