@@ -185,7 +185,7 @@ $$;
 -- FK actions (ON DELETE / ON UPDATE CASCADE, SET NULL, SET DEFAULT) of a
 -- statement on this table that reach a table we do not manage: nothing
 -- captures those rows, so a rollback could not bring them back. Null when
--- there are none (one probe of the table's own triggers); else
+-- there are none (the triggers of the table and of its partitions); else
 -- [{"child", "fk", "columns": the referenced columns}]. Called only by the
 -- generated capture functions (SECURITY DEFINER); names qualified.
 create or replace function resilience._uncaptured_actions(relation regclass, operation text)
@@ -203,7 +203,10 @@ begin
                 and a.attnum operator(pg_catalog.=) any (c.confkey))))
     from pg_catalog.pg_trigger as g
     inner join pg_catalog.pg_constraint as c on c.oid operator(pg_catalog.=) g.tgconstraint
-    where g.tgrelid operator(pg_catalog.=) relation
+    -- (pg_partition_tree lists nothing for a table that is not partitioned)
+    where (g.tgrelid operator(pg_catalog.=) relation
+            or g.tgrelid operator(pg_catalog.=) any (array(
+                select p.relid from pg_catalog.pg_partition_tree(relation) as p)))
         and g.tgfoid operator(pg_catalog.=) any (case when operation operator(pg_catalog.=) 'DELETE'
             then array['pg_catalog."RI_FKey_cascade_del"'::regproc, 'pg_catalog."RI_FKey_setnull_del"'::regproc,
                 'pg_catalog."RI_FKey_setdefault_del"'::regproc]
@@ -849,7 +852,7 @@ begin
     -- referencing this one with an action at all?
     if tg_op <> 'INSERT' and exists (
         select 1 from pg_catalog.pg_trigger as g
-        where g.tgrelid = tg_relid and g.tgfoid = any (array[
+        where %23$s and g.tgfoid = any (array[
             'pg_catalog."RI_FKey_cascade_del"'::pg_catalog.regproc, 'pg_catalog."RI_FKey_setnull_del"'::pg_catalog.regproc,
             'pg_catalog."RI_FKey_setdefault_del"'::pg_catalog.regproc, 'pg_catalog."RI_FKey_cascade_upd"'::pg_catalog.regproc,
             'pg_catalog."RI_FKey_setnull_upd"'::pg_catalog.regproc,
@@ -960,7 +963,14 @@ $body$,
                         'an UPDATE of %s that a trigger made drop moved rows (%s old rows, %s new) '
                         'cannot be part of a logical transaction', v_root, v_old_rows, v_rows),
                     hint = 'A BEFORE INSERT trigger of the destination partition returned NULL for a moved row.';
-            end if;$check$ else '' end);                                     -- 22
+            end if;$check$ else '' end,                                      -- 22
+        -- Whose triggers: a statement on a partitioned table fires the
+        -- capture of the table it names, while PostgreSQL 14 puts the
+        -- action triggers of a referenced partitioned table on its
+        -- partitions only.
+        case when partitioned
+            then 'g.tgrelid in (select p.relid from pg_catalog.pg_partition_tree(tg_relid) as p)'
+            else 'g.tgrelid = tg_relid' end);                               -- 23
     execute pg_catalog.format('revoke all on function %s() from public', capture_fn);
 
     -- Undo one captured statement, set-based. A row is restored only while

@@ -26,6 +26,7 @@ RLS_VIEW = (
     ],
     ids=["off", "false", "reset", "drop-create", "create-or-replace"],
 )
+@pytest.mark.min_server_version(15, reason="security_invoker views")
 def test_security_invoker_off_over_rls_is_critical(
     tracker: Tracker, statements: tuple[str, ...]
 ) -> None:
@@ -41,6 +42,7 @@ def test_security_invoker_off_over_rls_is_critical(
     "security_invoker view over an RLS table is not seen to read RLS, so turning its "
     "security_invoker off is rated medium",
 )
+@pytest.mark.min_server_version(15, reason="security_invoker views")
 def test_security_invoker_off_over_an_invoker_view_over_rls_is_critical(tracker: Tracker) -> None:
     for statement in RLS_VIEW:
         tracker.conn.execute(statement)  # type: ignore[arg-type]
