@@ -57,6 +57,9 @@ __all__ = ["SharedCircuitStore", "StoreUnavailable"]
 
 log = logging.getLogger("pgresilience.breakers.shared")
 
+#: resilience.circuits.name's CHECK constraint.
+MAX_NAME_LENGTH = 200
+
 CHANNEL = "resilience_circuits"
 
 #: States a process may publish (METRICS_ONLY is a local dry run; HALF_OPEN
@@ -110,6 +113,8 @@ class SharedCircuitStore:
         self._breakers: dict[str, CircuitBreaker] = {}
         self._versions: dict[str, int] = {}
         self._unsent: dict[str, Transition] = {}
+        #: Publish jobs queued and not yet handled, per circuit (under _lock).
+        self._queued: dict[str, int] = {}
         self._jobs: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -129,6 +134,14 @@ class SharedCircuitStore:
     # -- public ----------------------------------------------------------------
 
     def attach(self, breaker: CircuitBreaker) -> CircuitBreaker:
+        name = breaker.name
+        # What resilience.circuits can hold: a name it refuses would fail
+        # every round trip that carries it, the other breakers' included.
+        if not 1 <= len(name) <= MAX_NAME_LENGTH or "\x00" in name:
+            raise ValueError(
+                f"a shared circuit's name is 1 to {MAX_NAME_LENGTH} characters "
+                f"without NUL; got {name[:40]!r} ({len(name)} characters)"
+            )
         with self._lock:
             self._breakers[breaker.name] = breaker
             breaker.attach_gate(self)
@@ -202,6 +215,8 @@ class SharedCircuitStore:
     def on_transition(self, breaker: CircuitBreaker, transition: Transition) -> None:
         if transition.remote or transition.new not in _PUBLISHED:
             return  # others' news, the probe lease, or a local dry run
+        with self._lock:
+            self._queued[breaker.name] = self._queued.get(breaker.name, 0) + 1
         self._jobs.put(("publish", (breaker, transition)))
 
     # -- the background thread ----------------------------------------------------
@@ -270,6 +285,10 @@ class SharedCircuitStore:
                 self._unsent.setdefault(name, transition)
             self._lost(error)
             return None
+        except psycopg.Error:
+            # Not the connection (a privilege, a function missing): as in
+            # the serving loop, logged, and the I/O thread goes on.
+            log.exception("shared circuit state: unexpected error")
         return conn
 
     def _connect_params(self) -> dict[str, Any]:
@@ -360,6 +379,8 @@ class SharedCircuitStore:
         kind, data = job
         if kind == "publish":
             breaker, transition = data
+            with self._lock:
+                self._queued[breaker.name] -= 1
             if conn is None:
                 self._unsent[breaker.name] = transition
                 return
@@ -434,12 +455,20 @@ class SharedCircuitStore:
                 "forced": transition.manual,
             },
         )
-        if row["state"] == transition.new.value:
-            self._versions[breaker.name] = max(
-                int(row["version"]), self._versions.get(breaker.name, 0)
-            )
-        else:
+        if row["state"] != transition.new.value:
             self._adopt(breaker, row, force=True)  # refused: take the shared view
+            return
+        self._versions[breaker.name] = max(int(row["version"]), self._versions.get(breaker.name, 0))
+        with self._lock:
+            settled = not self._queued.get(breaker.name)
+        if settled and breaker.core.state.value != row["state"]:
+            # Accepted, but the local state moved on meanwhile through news
+            # older than this write (a NOTIFY handled before our row landed),
+            # or our own transitions were queued out of order by two
+            # threads: the row is now the latest word, so adopt it. A local
+            # transition still on its way is published next, and its
+            # answer settles the state again.
+            self._adopt(breaker, row, force=True)
 
     def _catch_up(self, conn: psycopg.Connection[Any], names: list[str]) -> None:
         if not names:

@@ -1,0 +1,441 @@
+"""Trying to break the shared state of docs/breakers.md ("Shared state"):
+other stores (each one stands for a process: its own connection, thread and
+owner) see transitions within the bound, one probe question per breaker per
+process, hostile names, concurrent writers, clock skew, and a database that
+is frozen.
+
+Waits are bounded polls for something to happen, never pass criteria.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgresilience.breakers import (
+    CircuitBreaker,
+    CircuitBreakerRegistry,
+    CircuitOpenError,
+    CircuitState,
+    ManualClock,
+)
+from pgresilience.breakers.shared import SharedCircuitStore
+
+MakeStore = Callable[..., SharedCircuitStore]
+
+
+class Boom(Exception):
+    """The service failed."""
+
+
+def fail() -> Any:
+    raise Boom("down")
+
+
+def ok() -> str:
+    return "ok"
+
+
+def eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Polls ``check`` until it holds or ``timeout`` passes."""
+    done = threading.Event()
+    for _ in range(int(timeout / 0.02)):
+        if check():
+            return True
+        done.wait(0.02)
+    return check()
+
+
+def shared(store: SharedCircuitStore, name: str, **options: Any) -> CircuitBreaker:
+    options.setdefault("failure_threshold", 1)
+    breaker = CircuitBreaker(name, **options)
+    store.attach(breaker)
+    return breaker
+
+
+def trip(breaker: CircuitBreaker) -> None:
+    with pytest.raises(Boom):
+        breaker.execute(fail)
+    assert breaker.state is CircuitState.OPEN
+
+
+def row(conn: psycopg.Connection[Any], name: str) -> tuple[Any, ...] | None:
+    return conn.execute(
+        "select state, version, probe_owner from resilience.circuits where name = %s", (name,)
+    ).fetchone()
+
+
+HOSTILE = [
+    "it's",
+    'a "quoted" name',
+    "semi; drop table resilience.circuits; --",
+    "%I %L %s $1 $$",
+    "ünïcödé 🔥 名前",
+    "\\ back\\slash",
+    "x" * 200,
+    "🔥" * 200,
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_names_are_shared_exactly(
+    stores: MakeStore, conn: psycopg.Connection[Any], name: str
+) -> None:
+    a, b = stores(), stores()
+    here = shared(a, name, timeout=60)
+    there = shared(b, name, timeout=60)
+    assert a.wait_connected(10) and b.wait_connected(10)
+    trip(here)
+    assert eventually(lambda: there.state is CircuitState.OPEN)
+    assert a.flush()
+    found = row(conn, name)
+    assert found is not None and found[0] == "open"
+    health = conn.execute("select resilience.circuit_health()").fetchall()
+    assert [h[0]["name"] for h in health] == [name]
+
+
+@pytest.mark.parametrize("name", ["", "x" * 201, "nul\x00byte"], ids=["empty", "201", "nul"])
+def test_a_name_the_table_refuses_is_refused_at_attach(
+    stores: MakeStore, conn: psycopg.Connection[Any], name: str
+) -> None:
+    """resilience.circuits holds names of 1 to 200 characters, and text
+    cannot hold NUL. Such a breaker used to be attached; a NUL in its name
+    then failed every refresh of the store (the other breakers' too) and
+    killed the store's thread at its next connection. Now attach says so
+    at once, and the store goes on sharing its other breakers."""
+    a, b = stores(refresh_interval=0.2), stores()
+    good_here = shared(a, "good", timeout=60)
+    with pytest.raises(ValueError):
+        a.attach(CircuitBreaker(name))
+    registry = CircuitBreakerRegistry(shared_store=a)
+    with pytest.raises(ValueError):
+        registry.get_breaker(name, shared=True)
+    assert name not in registry
+    assert registry.get_breaker(name).execute(ok) == "ok"  # a local one is fine
+    good_there = shared(b, "good", timeout=60)
+    assert a.wait_connected(10) and b.wait_connected(10)
+    trip(good_here)
+    assert eventually(lambda: good_there.state is CircuitState.OPEN)
+    conn.execute(
+        "update resilience.circuits set state = 'closed', open_until = null,"
+        " version = version + 1 where name = 'good'"
+    )  # a NOTIFY-less change
+    assert eventually(lambda: good_here.state is CircuitState.CLOSED)
+
+
+def test_a_store_without_privileges_keeps_its_thread_and_recovers(
+    stores: MakeStore, make_role: Callable[..., str], conn: psycopg.Connection[Any]
+) -> None:
+    """A role that may not call the _circuit_* functions: every round trip
+    fails with 42501. The breaker works locally, and once the role gets
+    resilience_user the store shares again (its I/O thread survived)."""
+    role_dsn = make_role("breakbrk_nobody")
+    store = stores(role_dsn, retry_interval=0.2, refresh_interval=0.2)
+    breaker = shared(store, "svc", timeout=60)
+    store.wait_connected(5)
+    trip(breaker)
+    assert breaker.execute(ok, fallback=lambda: "cached") == "cached"
+    store.flush(2)
+    assert row(conn, "svc") is None
+    conn.execute("grant resilience_user to breakbrk_nobody")
+    try:
+        breaker.reset()
+        trip(breaker)
+        assert eventually(lambda: (row(conn, "svc") or ("",))[0] == "open")
+    finally:
+        conn.execute("revoke resilience_user from breakbrk_nobody")
+
+
+def test_other_stores_see_an_open_circuit_and_its_close(stores: MakeStore) -> None:
+    a, b, c = stores(), stores(), stores()
+    here = shared(a, "svc", timeout=0.3)
+    others = [shared(s, "svc", timeout=0.3) for s in (b, c)]
+    for s in (a, b, c):
+        assert s.wait_connected(10)
+    trip(here)
+    assert eventually(lambda: all(o.state is CircuitState.OPEN for o in others))
+    for other in others:
+        with pytest.raises(CircuitOpenError):
+            other.execute(ok)
+    # The trial closes it for everyone (a shared breaker asks the database
+    # at its first call past the deadline, so a state read alone stays OPEN).
+    assert eventually(lambda: here.execute(ok, fallback=lambda: "rejected") == "ok")
+    assert eventually(lambda: all(o.state is CircuitState.CLOSED for o in others))
+
+
+def test_a_lost_notification_costs_at_most_a_refresh(
+    stores: MakeStore, conn: psycopg.Connection[Any]
+) -> None:
+    """A process that misses the NOTIFY (here: the row is changed behind
+    every store's back, as a write whose NOTIFY was lost) still learns the
+    news from its refresh."""
+    a = stores(refresh_interval=0.2)
+    breaker = shared(a, "svc", timeout=60)
+    assert a.wait_connected(10)
+    trip(breaker)
+    assert a.flush()
+    breaker_b = shared(stores(refresh_interval=0.2), "svc", timeout=60)
+    assert eventually(lambda: breaker_b.state is CircuitState.OPEN)
+    conn.execute(
+        "update resilience.circuits set state = 'closed', open_until = null,"
+        " version = version + 1 where name = 'svc'"
+    )
+    assert eventually(lambda: breaker.state is CircuitState.CLOSED)
+    assert eventually(lambda: breaker_b.state is CircuitState.CLOSED)
+
+
+def test_one_probe_question_per_process_and_one_probe_in_all(stores: MakeStore) -> None:
+    made = [stores() for _ in range(3)]
+    breakers = [shared(s, "svc", timeout=0.5) for s in made]
+    for s in made:
+        assert s.wait_connected(10)
+    trip(breakers[0])
+    assert eventually(lambda: all(b.state is CircuitState.OPEN for b in breakers))
+    assert eventually(lambda: breakers[0].retry_after == 0.0 or breakers[0].retry_after is None)
+    release = threading.Event()
+    trials: list[int] = []
+    lock = threading.Lock()
+
+    def trial(i: int) -> str:
+        with lock:
+            trials.append(i)
+        release.wait(20)
+        return "ok"
+
+    def caller(i: int) -> None:
+        breaker = breakers[i % 3]
+        for _ in range(200):
+            try:
+                breaker.execute(trial, i % 3)
+                return
+            except CircuitOpenError:
+                threading.Event().wait(0.01)
+
+    threading.Event().wait(0.6)  # past the database's deadline too
+    pool = [threading.Thread(target=caller, args=(i,)) for i in range(96)]
+    for t in pool:
+        t.start()
+    assert eventually(lambda: len(trials) >= 1)
+    threading.Event().wait(0.5)  # give a second, wrong trial a chance to start
+    with lock:
+        assert len(trials) == 1, trials
+    release.set()
+    for t in pool:
+        t.join(30)
+    assert not any(t.is_alive() for t in pool)
+    assert all(s.probe_questions <= 2 for s in made), [s.probe_questions for s in made]
+    assert made[trials[0]].probe_questions == 1
+    assert eventually(lambda: all(b.state is CircuitState.CLOSED for b in breakers))
+
+
+def test_clock_skew_between_processes_does_not_matter(stores: MakeStore) -> None:
+    """Each process has its own clock; only the database's decides."""
+    early, late = ManualClock(start=0.0), ManualClock(start=1e9)
+    a, b = stores(), stores()
+    here = shared(a, "svc", timeout=30, clock=early)
+    there = shared(b, "svc", timeout=30, clock=late)
+    assert a.wait_connected(10) and b.wait_connected(10)
+    trip(here)
+    assert eventually(lambda: there.state is CircuitState.OPEN)
+    wait = there.retry_after
+    assert wait is not None and 25 < wait <= 30
+    late.advance(31)  # its own clock says the 30 s are over; the database's does not
+    with pytest.raises(CircuitOpenError) as info:
+        there.execute(ok)
+    assert info.value.retry_after is not None and 20 < info.value.retry_after <= 30
+    wait = there.retry_after
+    assert wait is not None and 20 < wait <= 30  # adopted the database's deadline
+
+
+def test_concurrent_writers_converge_on_the_row(
+    stores: MakeStore, conn: psycopg.Connection[Any]
+) -> None:
+    """Four stores reset, trip and open one circuit at once. Whatever the
+    order, every store ends with the row's state: a store must not keep a
+    state older than its own accepted write (it used to, when a NOTIFY of
+    older news was handled before its write landed: row and three stores
+    open, the fourth closed for good)."""
+    made = [stores() for _ in range(4)]
+    breakers = [shared(s, "svc", timeout=60) for s in made]
+    for s in made:
+        assert s.wait_connected(10)
+    for _ in range(4):  # rounds: the interleaving that breaks is not every time's
+        _writers_round(made, breakers, conn)
+
+
+def _storm(breaker: CircuitBreaker, barrier: threading.Barrier) -> None:
+    barrier.wait()
+    for k in range(30):
+        if k % 3 == 0:
+            breaker.reset()
+        elif k % 3 == 1:
+            try:
+                breaker.execute(fail)
+            except (Boom, CircuitOpenError):
+                pass
+        else:
+            breaker.open(60)
+
+
+def _writers_round(
+    made: list[SharedCircuitStore], breakers: list[CircuitBreaker], conn: psycopg.Connection[Any]
+) -> None:
+    barrier = threading.Barrier(len(breakers))
+    pool = [threading.Thread(target=_storm, args=(b, barrier)) for b in breakers]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(30)
+    for s in made:
+        assert s.flush()
+    final = row(conn, "svc")
+    assert final is not None
+    expected = CircuitState(final[0])
+    assert eventually(lambda: all(b.state is expected for b in breakers)), (
+        final,
+        [b.state for b in breakers],
+    )
+
+
+# -- a database that hangs -------------------------------------------------------
+
+
+@contextmanager
+def frozen_backend(conn: psycopg.Connection[Any]) -> Iterator[int]:
+    """SIGSTOPs the backend serving the store (found by application_name),
+    and always SIGCONTs it."""
+    pids = [
+        r[0]
+        for r in conn.execute(
+            "select pid from pg_stat_activity"
+            " where application_name = 'pgresilience-circuits' and datname = current_database()"
+        )
+    ]
+    assert len(pids) == 1, pids
+    os.kill(pids[0], signal.SIGSTOP)
+    try:
+        yield pids[0]
+    finally:
+        os.kill(pids[0], signal.SIGCONT)
+
+
+def test_a_frozen_database_never_makes_closed_calls_wait_or_fail(
+    stores: MakeStore, conn: psycopg.Connection[Any]
+) -> None:
+    store = stores(request_timeout=3.0)
+    breaker = shared(store, "svc", failure_threshold=3, timeout=60)
+    assert store.wait_connected(10) and store.flush()
+    with frozen_backend(conn):
+        done = threading.Event()
+        outcomes: list[str] = []
+
+        def calls() -> None:
+            for i in range(200):
+                try:
+                    outcomes.append(breaker.execute(fail if i in (10, 11, 12) else ok))
+                except Boom:
+                    outcomes.append("boom")
+                except CircuitOpenError:
+                    outcomes.append("rejected")
+            breaker.health()
+            done.set()
+
+        thread = threading.Thread(target=calls)
+        thread.start()
+        # Finished while the database is still frozen, well before one
+        # request_timeout: no call waited for it.
+        assert done.wait(1.5), "a call waited for the frozen database"
+        thread.join(5)
+        assert outcomes[:10] == ["ok"] * 10
+        assert outcomes[10:13] == ["boom"] * 3
+        assert set(outcomes[13:]) == {"rejected"}
+        assert eventually(lambda: not store.available, 10)
+        assert "deciding locally" in breaker.health()["message"]
+        assert breaker.health()["shared_store"] == "unavailable"
+    # Back: the unsent trip is published.
+    assert eventually(lambda: (row(conn, "svc") or ("",))[0] == "open", 15)
+
+
+def test_a_frozen_database_at_probe_time_delays_one_caller_at_most(
+    stores: MakeStore, conn: psycopg.Connection[Any]
+) -> None:
+    clock = ManualClock()
+    store = stores(request_timeout=2.0)
+    breaker = shared(store, "svc", timeout=10, clock=clock)
+    assert store.wait_connected(10)
+    trip(breaker)
+    assert store.flush()
+    with frozen_backend(conn):
+        clock.advance(10)
+        results: list[str] = []
+        lock = threading.Lock()
+        finished = threading.Event()
+        barrier = threading.Barrier(32)
+
+        def caller() -> None:
+            barrier.wait()
+            try:
+                outcome = breaker.execute(ok)
+            except CircuitOpenError as error:
+                outcome = f"rejected {error.retry_after}"
+            with lock:
+                results.append(outcome)
+                if len(results) == 32:
+                    finished.set()
+
+        pool = [threading.Thread(target=caller) for _ in range(32)]
+        for t in pool:
+            t.start()
+        # 31 callers are told at once; only the asker waits, about request_timeout.
+        assert eventually(lambda: len(results) >= 31, 1.0), results
+        assert finished.wait(8)
+        for t in pool:
+            t.join(5)
+        assert results.count("rejected 0.0") == 31
+        assert results.count("ok") == 1  # decided locally: the trial ran
+    assert breaker.state is CircuitState.CLOSED
+
+
+def test_a_frozen_database_at_probe_time_does_not_hold_asyncio_tasks(
+    stores: MakeStore, conn: psycopg.Connection[Any]
+) -> None:
+    import asyncio
+
+    clock = ManualClock()
+    store = stores(request_timeout=2.0)
+    breaker = shared(store, "svc", timeout=10, clock=clock)
+    assert store.wait_connected(10)
+    trip(breaker)
+    assert store.flush()
+
+    async def call() -> str:
+        return "ok"
+
+    async def main() -> list[str]:
+        async def one() -> str:
+            try:
+                return await breaker.execute_async(call)
+            except CircuitOpenError as error:
+                return f"rejected {error.retry_after}"
+
+        clock.advance(10)
+        tasks = [asyncio.ensure_future(one()) for _ in range(30)]
+        # The loop is not blocked: all but the asker are answered at once.
+        for _ in range(100):
+            await asyncio.sleep(0.005)
+            if sum(t.done() for t in tasks) >= 29:
+                break
+        assert sum(t.done() for t in tasks) >= 29
+        return list(await asyncio.wait_for(asyncio.gather(*tasks), 8))
+
+    with frozen_backend(conn):
+        results = asyncio.run(main())
+    assert results.count("rejected 0.0") == 29
+    assert results.count("ok") == 1
