@@ -439,3 +439,113 @@ def test_a_frozen_database_at_probe_time_does_not_hold_asyncio_tasks(
         results = asyncio.run(main())
     assert results.count("rejected 0.0") == 29
     assert results.count("ok") == 1
+
+
+def test_a_cancelled_probe_asker_does_not_leak_the_question(
+    stores: MakeStore, conn: psycopg.Connection[Any]
+) -> None:
+    """The asyncio task asking the probe question is cancelled while the
+    database is frozen: the question must not stay "in flight" for ever
+    (every later caller would be rejected with retry_after 0.0)."""
+    import asyncio
+
+    store = stores(request_timeout=2.0, retry_interval=0.2)
+    # The real clock: once the database answers again, its clock decides.
+    breaker = shared(store, "svc", timeout=0.5)
+    assert store.wait_connected(10)
+    trip(breaker)
+    assert store.flush()
+
+    async def call() -> str:
+        return "ok"
+
+    async def ask_and_cancel() -> None:
+        task = asyncio.ensure_future(breaker.execute_async(call))
+        await asyncio.sleep(0.2)  # the task now waits for the frozen database
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with frozen_backend(conn):
+        threading.Event().wait(0.6)  # the open time is over, by both clocks
+        asyncio.run(ask_and_cancel())
+    # Later callers get to ask (and, the database being back, run the trial).
+    assert eventually(lambda: breaker.execute(ok, fallback=lambda: "rejected") == "ok")
+    assert breaker.state is CircuitState.CLOSED
+
+
+def test_operator_actions_reach_other_stores_but_not_a_metrics_only_one(
+    stores: MakeStore, conn: psycopg.Connection[Any]
+) -> None:
+    """force_open, disable and reset always win, in every process: a reset
+    after a disable used to leave the other processes DISABLED for good
+    (a remote CLOSED was refused in DISABLED), the row saying closed."""
+    a, b, c = stores(), stores(), stores()
+    here = shared(a, "svc", timeout=60)
+    there = shared(b, "svc", timeout=60)
+    dry = shared(c, "svc", timeout=60)
+    for s in (a, b, c):
+        assert s.wait_connected(10)
+    dry.metrics_only()
+    for action, expected in (
+        (here.force_open, CircuitState.FORCED_OPEN),
+        (here.disable, CircuitState.DISABLED),
+        (here.reset, CircuitState.CLOSED),
+    ):
+        action()
+        assert eventually(lambda: there.state is expected), expected  # noqa: B023
+        assert a.flush()
+        assert (row(conn, "svc") or ("",))[0] == expected.value
+    assert dry.state is CircuitState.METRICS_ONLY
+    # And a DISABLED store's breaker still passes everything.
+    here.disable()
+    assert eventually(lambda: there.state is CircuitState.DISABLED)
+    assert there.execute(fail, fallback=lambda: "cached") == "cached"
+
+
+def test_a_prober_that_dies_loses_its_lease(stores: MakeStore) -> None:
+    a, b = stores(probe_lease=1.0), stores(probe_lease=1.0)
+    here = shared(a, "svc", timeout=0.3)
+    there = shared(b, "svc", timeout=0.3)
+    assert a.wait_connected(10) and b.wait_connected(10)
+    trip(here)
+    assert eventually(lambda: there.state is CircuitState.OPEN)
+    hung = threading.Event()
+    release = threading.Event()
+
+    def hang() -> str:
+        hung.set()
+        release.wait(30)
+        return "too late"
+
+    prober = threading.Thread(
+        target=lambda: eventually(lambda: here.execute(hang, fallback=lambda: "") == "too late")
+    )
+    prober.start()
+    try:
+        assert hung.wait(10)
+        a.close()  # the prober's process dies mid-probe
+        with pytest.raises(CircuitOpenError):
+            there.execute(ok)  # the lease still holds
+        # Once the lease is over, the other process probes and closes.
+        assert eventually(lambda: there.execute(ok, fallback=lambda: "rejected") == "ok")
+    finally:
+        release.set()
+        prober.join(30)
+    assert there.state is CircuitState.CLOSED
+
+
+def test_close_does_not_hang_on_a_frozen_database(
+    stores: MakeStore, conn: psycopg.Connection[Any]
+) -> None:
+    store = stores(request_timeout=1.0)
+    breaker = shared(store, "svc", timeout=60)
+    assert store.wait_connected(10) and store.flush()
+    with frozen_backend(conn):
+        trip(breaker)  # a publish now hangs on the frozen backend
+        closer = threading.Thread(target=store.close)
+        closer.start()
+        closer.join(8)
+        assert not closer.is_alive(), "close() waited for the frozen database"
+    assert breaker.execute(ok, fallback=lambda: "cached") == "cached"  # still open, locally
