@@ -549,3 +549,30 @@ def test_close_does_not_hang_on_a_frozen_database(
         closer.join(8)
         assert not closer.is_alive(), "close() waited for the frozen database"
     assert breaker.execute(ok, fallback=lambda: "cached") == "cached"  # still open, locally
+
+
+def test_a_locked_row_does_not_hold_back_other_circuits_news(
+    stores: MakeStore, conn: psycopg.Connection[Any], dsn: str
+) -> None:
+    """Someone holds a lock on circuit A's row (an admin's open transaction).
+    A's writes wait lock_timeout and fail; circuit B, in the same store,
+    must still reach the other processes within the bound."""
+    a_here = stores(request_timeout=1.0, retry_interval=0.2)
+    other = stores()
+    first = shared(a_here, "a-locked", timeout=60)
+    second = shared(a_here, "b-free", timeout=60)
+    second_there = shared(other, "b-free", timeout=60)
+    assert a_here.wait_connected(10) and other.wait_connected(10)
+    trip(first)
+    assert a_here.flush()
+    first.reset()
+    assert a_here.flush()
+    with psycopg.connect(dsn) as locker:
+        locker.execute("select * from resilience.circuits where name = 'a-locked' for update")
+        trip(first)  # its publish waits for the lock, and fails
+        trip(second)
+        seen = eventually(lambda: second_there.state is CircuitState.OPEN, 8)
+        locker.rollback()
+    assert seen, "news of b-free held back behind a-locked's row lock"
+    # And once the lock is gone, A's trip is published too.
+    assert eventually(lambda: (row(conn, "a-locked") or ("",))[0] == "open", 15)

@@ -21,7 +21,10 @@ Design (docs/breakers.md has the long form):
   connection of a round trip running past ``request_timeout`` (a frozen
   backend cannot enforce its own timeouts). A hang is then handled like a
   database that is down: ``available`` turns False, the breakers decide
-  locally, unsent transitions are kept and published on reconnection.
+  locally, unsent transitions are kept and published on reconnection. A
+  row locked by someone else is not a hang: ``lock_timeout`` (half of
+  ``request_timeout``) answers first, and only that circuit's transition
+  waits, retried at each refresh.
 
 All database I/O runs in one background thread with one connection; breaker
 calls only enqueue work, except the probe question, whose one asker per
@@ -248,6 +251,7 @@ class SharedCircuitStore:
                     for notice in conn.notifies(timeout=0.0):
                         self._on_notify(notice.payload)
                     if time.monotonic() >= next_refresh:
+                        self._send_unsent(conn)
                         self._catch_up(conn, list(self._breakers))
                         next_refresh = time.monotonic() + self.refresh_interval
             except psycopg.OperationalError as error:
@@ -272,17 +276,10 @@ class SharedCircuitStore:
         self._connected.set()
         log.info("shared circuit state: connected")
         # Unsent transitions first, then catch up on what happened meanwhile.
-        pending = list(self._unsent.items())
-        self._unsent.clear()
         try:
-            for name, transition in pending:
-                breaker = self._breakers.get(name)
-                if breaker is not None:
-                    self._publish(conn, breaker, transition)
+            self._send_unsent(conn)
             self._catch_up(conn, list(self._breakers))
         except psycopg.OperationalError as error:
-            for name, transition in pending:
-                self._unsent.setdefault(name, transition)
             self._lost(error)
             return None
         except psycopg.Error:
@@ -309,7 +306,10 @@ class SharedCircuitStore:
         }
         for key, value in defaults.items():
             params.setdefault(key, value)
-        bounds = f"-c statement_timeout={millis} -c lock_timeout={millis}"
+        # A lock wait ends before the watchdog's deadline, so a row someone
+        # holds answers LockNotAvailable on a live connection (that circuit
+        # retries later) instead of counting as a hung database for all.
+        bounds = f"-c statement_timeout={millis} -c lock_timeout={max(1, millis // 2)}"
         params["options"] = f"{params['options']} {bounds}" if params.get("options") else bounds
         params["autocommit"] = True
         return params
@@ -386,9 +386,14 @@ class SharedCircuitStore:
                 return
             try:
                 self._publish(conn, breaker, transition)
+            except psycopg.errors.LockNotAvailable:
+                self._row_locked(breaker.name)
+                self._unsent[breaker.name] = transition  # sent at a later refresh
+                return
             except psycopg.OperationalError:
                 self._unsent[breaker.name] = transition
                 raise
+            self._unsent.pop(breaker.name, None)  # this one is newer
         elif kind == "probe":
             breaker, answer = data
             if not answer.set_running_or_notify_cancel():
@@ -407,6 +412,10 @@ class SharedCircuitStore:
                         "lease_seconds": self.probe_lease,
                     },
                 )
+            except psycopg.errors.LockNotAvailable:
+                self._row_locked(breaker.name)
+                answer.set_exception(StoreUnavailable())  # the asker decides locally
+                return
             except psycopg.OperationalError:
                 answer.set_exception(StoreUnavailable())
                 raise
@@ -419,6 +428,27 @@ class SharedCircuitStore:
                 data.set_exception(StoreUnavailable())
             else:
                 data.set_result(None)
+
+    def _row_locked(self, name: str) -> None:
+        # The database answered (lock_timeout): it is up, only this circuit's
+        # row is held by someone else's transaction. Other circuits go on.
+        log.warning("shared circuit state: the row of circuit %r is locked; retrying", name)
+
+    def _send_unsent(self, conn: psycopg.Connection[Any]) -> None:
+        """Publish the transitions kept back (the database was away, or the
+        row locked); one whose row is still locked waits for the next refresh."""
+        for name, transition in list(self._unsent.items()):
+            breaker = self._breakers.get(name)
+            if breaker is None:
+                self._unsent.pop(name, None)
+                continue
+            try:
+                self._publish(conn, breaker, transition)
+            except psycopg.errors.LockNotAvailable:
+                self._row_locked(name)
+                continue
+            if self._unsent.get(name) is transition:
+                del self._unsent[name]
 
     def _fetch(
         self, conn: psycopg.Connection[Any], name: str, params: dict[str, Any]
