@@ -576,3 +576,74 @@ def test_a_locked_row_does_not_hold_back_other_circuits_news(
     assert seen, "news of b-free held back behind a-locked's row lock"
     # And once the lock is gone, A's trip is published too.
     assert eventually(lambda: (row(conn, "a-locked") or ("",))[0] == "open", 15)
+
+
+def test_a_hung_shared_trial_reopens_for_everyone(stores: MakeStore) -> None:
+    """max_wait_in_half_open with shared state: the prober's trial hangs;
+    once the wait is over, its re-open reaches the others (they are not
+    left waiting on the prober's lease)."""
+    a, b = stores(probe_lease=30), stores(probe_lease=30)
+    here = shared(a, "svc", timeout=0.3, max_wait_in_half_open=0.5)
+    there = shared(b, "svc", timeout=0.3)
+    assert a.wait_connected(10) and b.wait_connected(10)
+    trip(here)
+    assert eventually(lambda: there.state is CircuitState.OPEN)
+    hung, release = threading.Event(), threading.Event()
+
+    def hang() -> str:
+        hung.set()
+        release.wait(30)
+        return "late"
+
+    prober = threading.Thread(
+        target=lambda: eventually(lambda: here.execute(hang, fallback=lambda: "") == "late")
+    )
+    prober.start()
+    try:
+        assert hung.wait(10)
+        assert a.flush()
+        # Past max_wait: the next call here re-opens (lazily) and publishes.
+        assert eventually(
+            lambda: (
+                here.execute(ok, fallback=lambda: "rejected") == "rejected"
+                and here.state is CircuitState.OPEN
+            )
+        )
+        assert a.flush()
+        # The others hear the re-open: admitted after its open time (here within
+        # the 10 s bound), not after the 30 s lease of the hung prober.
+        assert eventually(lambda: there.execute(ok, fallback=lambda: "rejected") == "ok")
+    finally:
+        release.set()
+        prober.join(30)
+
+
+def test_an_operator_half_open_episode_is_published_when_it_ends(
+    stores: MakeStore, conn: psycopg.Connection[Any]
+) -> None:
+    a, b = stores(), stores()
+    here = shared(a, "svc", timeout=60)
+    there = shared(b, "svc", timeout=60)
+    assert a.wait_connected(10) and b.wait_connected(10)
+    trip(there)
+    assert eventually(lambda: here.state is CircuitState.OPEN)
+    here.half_open()  # local: not published
+    assert a.flush()
+    assert (row(conn, "svc") or ("",))[0] == "open"
+    assert here.execute(ok) == "ok"  # ends the episode: published as an operator action
+    assert eventually(lambda: there.state is CircuitState.CLOSED)
+    assert (row(conn, "svc") or ("",))[0] == "closed"
+
+
+def test_an_unreachable_database_leaves_the_breaker_local(stores: MakeStore) -> None:
+    store = stores("host=127.0.0.1 port=1 dbname=nowhere connect_timeout=2", retry_interval=0.2)
+    breaker = shared(store, "svc", failure_threshold=2, timeout=60)
+    assert breaker.execute(ok) == "ok"
+    trip_calls = [breaker.execute(fail, fallback=lambda: "cached") for _ in range(2)]
+    assert trip_calls == ["cached", "cached"]
+    assert breaker.state is CircuitState.OPEN
+    assert eventually(lambda: breaker.health()["shared_store"] == "unavailable")
+    assert "deciding locally" in breaker.health()["message"]
+    registry = CircuitBreakerRegistry(shared_store=store)
+    assert registry.get_breaker("other", shared=True).execute(ok) == "ok"
+    assert registry.get_all_health()["other"]["shared_store"] == "unavailable"
