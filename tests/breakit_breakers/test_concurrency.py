@@ -379,3 +379,39 @@ def test_event_loops_in_several_threads_share_one_breaker(clock: ManualClock) ->
     join_all(pool)
     m = breaker.metrics
     assert (m.calls, m.failures, m.successes) == (2400, 8 * 100, 8 * 200)
+
+
+def test_cancelled_async_blocks_and_streams_give_their_slots_back(clock: ManualClock) -> None:
+    breaker = tripped(clock, half_open_max_calls=1)
+
+    @breaker
+    async def stream() -> Any:
+        yield 1
+        await asyncio.Event().wait()
+        yield 2
+
+    async def block() -> None:
+        async with breaker:
+            await asyncio.Event().wait()
+
+    async def consume() -> None:
+        async for _ in stream():
+            pass
+
+    async def main() -> None:
+        clock.advance(10)
+        for body in (block, consume) * 10:
+            task = asyncio.ensure_future(body())
+            for _ in range(5):
+                await asyncio.sleep(0)
+            with pytest.raises(CircuitOpenError):
+                await breaker.execute_async(asyncio.sleep, 0)  # the slot is taken
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert breaker.state is CircuitState.HALF_OPEN
+        assert await breaker.execute_async(asyncio.sleep, 0, "ok") == "ok"
+
+    asyncio.run(main())
+    assert breaker.state is CircuitState.CLOSED
+    assert breaker.metrics.failures == 1  # the trip only

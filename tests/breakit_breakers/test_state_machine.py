@@ -592,3 +592,73 @@ def test_health_of_an_open_circuit_says_when_it_will_retry(clock: ManualClock) -
     assert health["last_failure"]["at"].endswith("+00:00")
     error = pytest.raises(CircuitOpenError, breaker.execute, ok).value
     assert "41250ms" in str(error)
+
+
+# -- stale permits of operator actions -------------------------------------------
+
+
+def test_a_call_in_flight_across_reset_does_not_count_in_the_new_circuit(
+    clock: ManualClock,
+) -> None:
+    breaker = CircuitBreaker("c", clock=clock, failure_threshold=1)
+    with pytest.raises(Boom):
+        with breaker:
+            breaker.reset()  # a fresh circuit; this call belongs to the old one
+            raise Boom("late")
+    assert breaker.state is CircuitState.CLOSED
+    assert breaker.metrics.consecutive_failures == 0
+
+
+def test_a_trial_in_flight_across_an_operator_open_does_not_close(clock: ManualClock) -> None:
+    breaker = CircuitBreaker("c", clock=clock, failure_threshold=1, timeout=10)
+    trip(breaker)
+    clock.advance(10)
+    with breaker:  # the trial
+        breaker.open(100)
+    assert breaker.state is CircuitState.OPEN  # its late success was stale
+    assert breaker.retry_after == pytest.approx(100)
+
+
+def test_a_failed_trial_with_a_hint_stays_open_for_the_longer(clock: ManualClock) -> None:
+    breaker = CircuitBreaker("c", clock=clock, failure_threshold=1, timeout=10, backoff_factor=2)
+    trip(breaker)
+    clock.advance(10)
+    with pytest.raises(RateLimited):
+        breaker.execute(fail, RateLimited({"Retry-After": "300"}))
+    assert breaker.retry_after == pytest.approx(300)
+    clock.advance(300)
+    failures(breaker, 1)  # backoff went on counting: 10 * 2 * 2
+    assert breaker.retry_after == pytest.approx(40)
+
+
+def test_a_slow_failure_is_one_failure_and_one_slow_call(clock: ManualClock) -> None:
+    breaker = CircuitBreaker(
+        "c", clock=clock, failure_threshold=None, slow_call_duration=1.0, window_size=10
+    )
+
+    def slow_fail() -> None:
+        clock.advance(2)
+        raise Boom("slow and failed")
+
+    with pytest.raises(Boom):
+        breaker.execute(slow_fail)
+    m = breaker.metrics
+    assert (m.calls, m.failures, m.slow_calls, m.successes) == (1, 1, 1, 0)
+
+
+def test_metrics_only_reports_the_rate_it_would_have_opened_on(clock: ManualClock) -> None:
+    breaker = CircuitBreaker(
+        "c",
+        clock=clock,
+        failure_threshold=None,
+        failure_rate_threshold=0.5,
+        window_size=4,
+        minimum_calls=4,
+    )
+    breaker.metrics_only()
+    failures(breaker, 2)
+    breaker.execute(ok)
+    assert "would have opened" not in breaker.health()["message"]
+    breaker.execute(ok)  # 2 of 4: 50%
+    assert "would have opened" in breaker.health()["message"]
+    assert breaker.state is CircuitState.METRICS_ONLY
