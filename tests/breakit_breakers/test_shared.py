@@ -647,3 +647,83 @@ def test_an_unreachable_database_leaves_the_breaker_local(stores: MakeStore) -> 
     registry = CircuitBreakerRegistry(shared_store=store)
     assert registry.get_breaker("other", shared=True).execute(ok) == "ok"
     assert registry.get_all_health()["other"]["shared_store"] == "unavailable"
+
+
+def test_threads_of_one_process_racing_transitions_converge_with_the_others(
+    stores: MakeStore, conn: psycopg.Connection[Any]
+) -> None:
+    """Eight threads of one process reset, trip and open one breaker at
+    once: its transitions may be handed to the store in another order than
+    they were made. The process, the row and an observer end up agreeing."""
+    busy, observer = stores(), stores()
+    breaker = shared(busy, "svc", timeout=60)
+    watcher = shared(observer, "svc", timeout=60)
+    assert busy.wait_connected(10) and observer.wait_connected(10)
+    for _ in range(4):
+        barrier = threading.Barrier(8)
+        pool = [threading.Thread(target=_storm, args=(breaker, barrier)) for _ in range(8)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join(30)
+        assert busy.flush()
+        final = row(conn, "svc")
+        assert final is not None
+        expected = CircuitState(final[0])
+        assert eventually(lambda: breaker.state is expected and watcher.state is expected), (  # noqa: B023
+            final,
+            breaker.state,
+            watcher.state,
+        )
+
+
+def test_asyncio_tasks_at_probe_time_ask_once_and_run_the_permitted_trials(
+    stores: MakeStore,
+) -> None:
+    import asyncio
+
+    store = stores()
+    breaker = shared(store, "svc", timeout=0.3, half_open_max_calls=2, success_threshold=2)
+    assert store.wait_connected(10)
+    trip(breaker)
+    assert store.flush()
+    threading.Event().wait(0.4)  # the open time is over, by both clocks
+
+    async def main() -> list[str]:
+        release = asyncio.Event()
+        trials = 0
+
+        async def trial() -> str:
+            nonlocal trials
+            trials += 1
+            await release.wait()
+            return "ok"
+
+        async def one() -> str:
+            try:
+                return await breaker.execute_async(trial)
+            except CircuitOpenError as error:
+                return f"rejected {error.retry_after}"
+
+        # While the one question is out, every other task is turned away.
+        tasks = [asyncio.ensure_future(one()) for _ in range(256)]
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if trials == 1 and sum(t.done() for t in tasks) == 255:
+                break
+        assert trials == 1
+        # Granted: the second trial slot goes to one task of the next wave.
+        tasks += [asyncio.ensure_future(one()) for _ in range(100)]
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if sum(t.done() for t in tasks) == 354:
+                break
+        assert trials == 2
+        release.set()
+        return list(await asyncio.wait_for(asyncio.gather(*tasks), 10))
+
+    results = asyncio.run(main())
+    assert results.count("ok") == 2
+    assert results.count("rejected 0.0") == 354
+    assert store.probe_questions == 1
+    assert breaker.state is CircuitState.CLOSED
