@@ -727,3 +727,23 @@ def test_asyncio_tasks_at_probe_time_ask_once_and_run_the_permitted_trials(
     assert results.count("rejected 0.0") == 354
     assert store.probe_questions == 1
     assert breaker.state is CircuitState.CLOSED
+
+
+def test_a_probe_question_the_database_refuses_is_answered_at_once(
+    stores: MakeStore, make_role: Callable[..., str]
+) -> None:
+    """The probe question fails with an error that is not a lost connection
+    (here 42501: a role without resilience_user). The asker must decide
+    locally then, not wait out request_timeout for an answer never coming."""
+    clock = ManualClock()
+    store = stores(make_role("breakbrk_nobody"), request_timeout=30.0)
+    breaker = shared(store, "svc", timeout=10, clock=clock)
+    assert store.wait_connected(10)
+    trip(breaker)
+    clock.advance(10)
+    outcome: list[str] = []
+    asker = threading.Thread(target=lambda: outcome.append(breaker.execute(ok)))
+    asker.start()
+    asker.join(10)  # a third of request_timeout
+    assert outcome == ["ok"], "the asker waited for an answer that never came"
+    assert breaker.state is CircuitState.CLOSED

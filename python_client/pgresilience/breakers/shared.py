@@ -416,7 +416,9 @@ class SharedCircuitStore:
                 self._row_locked(breaker.name)
                 answer.set_exception(StoreUnavailable())  # the asker decides locally
                 return
-            except psycopg.OperationalError:
+            except Exception:
+                # Connection lost, or an error the database answered with
+                # (a privilege): the asker decides locally at once.
                 answer.set_exception(StoreUnavailable())
                 raise
             answer.set_result(self._probe_answer(breaker, row))
