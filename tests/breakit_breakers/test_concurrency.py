@@ -415,3 +415,52 @@ def test_cancelled_async_blocks_and_streams_give_their_slots_back(clock: ManualC
     asyncio.run(main())
     assert breaker.state is CircuitState.CLOSED
     assert breaker.metrics.failures == 1  # the trip only
+
+
+def test_calls_admitted_while_closed_never_count_as_trials(clock: ManualClock) -> None:
+    """Sixteen calls admitted while CLOSED are still running when the circuit
+    trips and its open time ends; their late successes carry stale permits
+    and must not close the circuit (no trial ran)."""
+    breaker = CircuitBreaker("c", clock=clock, failure_threshold=1, timeout=10)
+    release = threading.Event()
+    admitted = threading.Barrier(17)
+
+    def slow_call() -> str:
+        admitted.wait(10)
+        release.wait(30)
+        return "late"
+
+    pool = [threading.Thread(target=breaker.execute, args=(slow_call,)) for _ in range(16)]
+    for t in pool:
+        t.start()
+    admitted.wait(10)  # all sixteen are inside their calls
+    with pytest.raises(Boom):
+        breaker.execute(fail)
+    clock.advance(10)
+    assert breaker.state is CircuitState.HALF_OPEN
+    release.set()
+    join_all(pool)
+    assert breaker.state is CircuitState.HALF_OPEN
+    assert breaker.metrics.successes == 16
+    assert breaker.execute(ok) == "ok"  # the real trial
+    assert breaker.state is CircuitState.CLOSED
+
+
+def test_async_stream_fallback_may_be_an_async_iterable(clock: ManualClock) -> None:
+    breaker = CircuitBreaker("c", clock=clock, failure_threshold=1, timeout=10)
+
+    async def cached(prompt: str) -> Any:
+        yield f"cached {prompt}"
+
+    @breaker(fallback=cached)
+    async def stream(prompt: str) -> Any:
+        raise Boom("down before the first item")
+        yield prompt  # pragma: no cover - makes this an async generator
+
+    async def main() -> tuple[list[str], list[str]]:
+        first = [item async for item in stream("a")]  # failure before the first item
+        second = [item async for item in stream("b")]  # rejection
+        return first, second
+
+    assert asyncio.run(main()) == (["cached a"], ["cached b"])
+    assert breaker.metrics.rejections == 1
