@@ -747,3 +747,48 @@ def test_a_probe_question_the_database_refuses_is_answered_at_once(
     asker.join(10)  # a third of request_timeout
     assert outcome == ["ok"], "the asker waited for an answer that never came"
     assert breaker.state is CircuitState.CLOSED
+
+
+def test_a_failed_probe_elsewhere_replaces_the_lease_this_process_waits_for(
+    stores: MakeStore,
+) -> None:
+    a, b = stores(probe_lease=30), stores(probe_lease=30)
+    here = shared(a, "svc", timeout=0.5)
+    there = shared(b, "svc", timeout=0.5)
+    assert a.wait_connected(10) and b.wait_connected(10)
+    trip(here)
+    assert eventually(lambda: there.state is CircuitState.OPEN)
+    probing, release = threading.Event(), threading.Event()
+
+    def failing_trial() -> str:
+        probing.set()
+        release.wait(30)
+        raise Boom("still down")
+
+    def probe() -> None:
+        for _ in range(500):
+            try:
+                here.execute(failing_trial)
+                return
+            except CircuitOpenError:
+                threading.Event().wait(0.01)
+            except Boom:
+                return
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        assert probing.wait(10)
+        # Asking now, this process is told of the 30 s lease.
+        with pytest.raises(CircuitOpenError):
+            there.execute(ok)
+        assert (there.retry_after or 0.0) > 20
+        release.set()
+        prober.join(10)
+        assert here.state is CircuitState.OPEN
+        # The failed probe re-opened for 0.5 s: this process is admitted after
+        # that (within the bound), not after the lease it was told of.
+        assert eventually(lambda: there.execute(ok, fallback=lambda: "rejected") == "ok")
+    finally:
+        release.set()
+        prober.join(10)
