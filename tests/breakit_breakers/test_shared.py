@@ -779,6 +779,7 @@ def test_a_failed_probe_elsewhere_replaces_the_lease_this_process_waits_for(
     prober.start()
     try:
         assert probing.wait(10)
+        assert eventually(lambda: there.retry_after == 0.0)  # its own deadline is over too
         # Asking now, this process is told of the 30 s lease.
         with pytest.raises(CircuitOpenError):
             there.execute(ok)

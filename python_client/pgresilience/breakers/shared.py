@@ -449,6 +449,12 @@ class SharedCircuitStore:
             except psycopg.errors.LockNotAvailable:
                 self._row_locked(name)
                 continue
+            except psycopg.OperationalError:
+                raise  # the connection: kept for the reconnection
+            except psycopg.Error:
+                # Refused for good (a privilege): dropped, as a publish job
+                # would be, so that it cannot block every later refresh.
+                log.exception("shared circuit state: publishing circuit %r failed", name)
             if self._unsent.get(name) is transition:
                 del self._unsent[name]
 
