@@ -9,6 +9,7 @@ Waits are bounded polls for something to happen, never pass criteria.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
@@ -230,7 +231,7 @@ def test_one_probe_question_per_process_and_one_probe_in_all(stores: MakeStore) 
     for t in pool:
         t.join(30)
     assert not any(t.is_alive() for t in pool)
-    assert all(s.probe_questions <= 2 for s in made), [s.probe_questions for s in made]
+    assert all(s.probe_questions <= 1 for s in made), [s.probe_questions for s in made]
     assert made[trials[0]].probe_questions == 1
     assert eventually(lambda: all(b.state is CircuitState.CLOSED for b in breakers))
 
@@ -329,7 +330,7 @@ def frozen_backend(conn: psycopg.Connection[Any]) -> Iterator[int]:
 def test_a_frozen_database_never_makes_closed_calls_wait_or_fail(
     stores: MakeStore, conn: psycopg.Connection[Any]
 ) -> None:
-    store = stores(request_timeout=3.0)
+    store = stores(request_timeout=5.0)
     breaker = shared(store, "svc", failure_threshold=3, timeout=60)
     assert store.wait_connected(10) and store.flush()
     with frozen_backend(conn):
@@ -351,7 +352,7 @@ def test_a_frozen_database_never_makes_closed_calls_wait_or_fail(
         thread.start()
         # Finished while the database is still frozen, well before one
         # request_timeout: no call waited for it.
-        assert done.wait(1.5), "a call waited for the frozen database"
+        assert done.wait(2.5), "a call waited for the frozen database"
         thread.join(5)
         assert outcomes[:10] == ["ok"] * 10
         assert outcomes[10:13] == ["boom"] * 3
@@ -367,7 +368,7 @@ def test_a_frozen_database_at_probe_time_delays_one_caller_at_most(
     stores: MakeStore, conn: psycopg.Connection[Any]
 ) -> None:
     clock = ManualClock()
-    store = stores(request_timeout=2.0)
+    store = stores(request_timeout=4.0)
     breaker = shared(store, "svc", timeout=10, clock=clock)
     assert store.wait_connected(10)
     trip(breaker)
@@ -394,8 +395,8 @@ def test_a_frozen_database_at_probe_time_delays_one_caller_at_most(
         for t in pool:
             t.start()
         # 31 callers are told at once; only the asker waits, about request_timeout.
-        assert eventually(lambda: len(results) >= 31, 1.0), results
-        assert finished.wait(8)
+        assert eventually(lambda: len(results) >= 31, 2.0), results
+        assert finished.wait(10)
         for t in pool:
             t.join(5)
         assert results.count("rejected 0.0") == 31
@@ -406,10 +407,8 @@ def test_a_frozen_database_at_probe_time_delays_one_caller_at_most(
 def test_a_frozen_database_at_probe_time_does_not_hold_asyncio_tasks(
     stores: MakeStore, conn: psycopg.Connection[Any]
 ) -> None:
-    import asyncio
-
     clock = ManualClock()
-    store = stores(request_timeout=2.0)
+    store = stores(request_timeout=4.0)
     breaker = shared(store, "svc", timeout=10, clock=clock)
     assert store.wait_connected(10)
     trip(breaker)
@@ -428,12 +427,12 @@ def test_a_frozen_database_at_probe_time_does_not_hold_asyncio_tasks(
         clock.advance(10)
         tasks = [asyncio.ensure_future(one()) for _ in range(30)]
         # The loop is not blocked: all but the asker are answered at once.
-        for _ in range(100):
+        for _ in range(400):  # about half a request_timeout
             await asyncio.sleep(0.005)
             if sum(t.done() for t in tasks) >= 29:
                 break
         assert sum(t.done() for t in tasks) >= 29
-        return list(await asyncio.wait_for(asyncio.gather(*tasks), 8))
+        return list(await asyncio.wait_for(asyncio.gather(*tasks), 10))
 
     with frozen_backend(conn):
         results = asyncio.run(main())
@@ -447,8 +446,6 @@ def test_a_cancelled_probe_asker_does_not_leak_the_question(
     """The asyncio task asking the probe question is cancelled while the
     database is frozen: the question must not stay "in flight" for ever
     (every later caller would be rejected with retry_after 0.0)."""
-    import asyncio
-
     store = stores(request_timeout=2.0, retry_interval=0.2)
     # The real clock: once the database answers again, its clock decides.
     breaker = shared(store, "svc", timeout=0.5)
@@ -680,8 +677,6 @@ def test_threads_of_one_process_racing_transitions_converge_with_the_others(
 def test_asyncio_tasks_at_probe_time_ask_once_and_run_the_permitted_trials(
     stores: MakeStore,
 ) -> None:
-    import asyncio
-
     store = stores()
     breaker = shared(store, "svc", timeout=0.3, half_open_max_calls=2, success_threshold=2)
     assert store.wait_connected(10)
