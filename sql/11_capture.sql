@@ -109,8 +109,8 @@ $$;
 
 -- The shape of a table as generated code depends on it: its columns (name,
 -- type and the type's name, generated, identity, dropped), its primary
--- key, and for a partitioned table its partitions (each carries the
--- triggers).
+-- key, its owner (who owns the undo and may read the images), and for a
+-- partitioned table its partitions (each carries the triggers).
 create or replace function resilience._table_shape(relation regclass)
 returns text
 language sql
@@ -120,6 +120,7 @@ as $$
     select pg_catalog.concat_ws('|',
         (select pg_catalog.format('%I.%I', n.nspname, c.relname) from pg_catalog.pg_class as c
             inner join pg_catalog.pg_namespace as n on n.oid = c.relnamespace where c.oid = relation),
+        (select c.relowner::text from pg_catalog.pg_class as c where c.oid = relation),
         (select pg_catalog.string_agg(pg_catalog.concat_ws(':', a.attnum, a.attname, a.atttypid,
                 pg_catalog.format_type(a.atttypid, a.atttypmod),
                 a.atttypmod, a.attcollation, a.attgenerated, a.attidentity), ',' order by a.attnum)
@@ -178,6 +179,82 @@ begin
                 relation::pg_catalog.text);
     end if;
     return true;
+end;
+$$;
+
+-- FK actions (ON DELETE / ON UPDATE CASCADE, SET NULL, SET DEFAULT) of a
+-- statement on this table that reach a table we do not manage: nothing
+-- captures those rows, so a rollback could not bring them back. Null when
+-- there are none (one probe of the table's own triggers); else
+-- [{"child", "fk", "columns": the referenced columns}]. Called only by the
+-- generated capture functions (SECURITY DEFINER); names qualified.
+create or replace function resilience._uncaptured_actions(relation regclass, operation text)
+returns jsonb
+language plpgsql
+stable
+as $$
+begin
+    -- plpgsql, not sql: the session keeps the plan (it runs for every
+    -- captured UPDATE and DELETE)
+    return (select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+        'child', g.tgconstrrelid::regclass::text, 'fk', c.conname,
+        'columns', (select pg_catalog.jsonb_agg(a.attname) from pg_catalog.pg_attribute as a
+            where a.attrelid operator(pg_catalog.=) c.confrelid
+                and a.attnum operator(pg_catalog.=) any (c.confkey))))
+    from pg_catalog.pg_trigger as g
+    inner join pg_catalog.pg_constraint as c on c.oid operator(pg_catalog.=) g.tgconstraint
+    where g.tgrelid operator(pg_catalog.=) relation
+        and g.tgfoid operator(pg_catalog.=) any (case when operation operator(pg_catalog.=) 'DELETE'
+            then array['pg_catalog."RI_FKey_cascade_del"'::regproc, 'pg_catalog."RI_FKey_setnull_del"'::regproc,
+                'pg_catalog."RI_FKey_setdefault_del"'::regproc]
+            else array['pg_catalog."RI_FKey_cascade_upd"'::regproc, 'pg_catalog."RI_FKey_setnull_upd"'::regproc,
+                'pg_catalog."RI_FKey_setdefault_upd"'::regproc] end)
+        and not exists (
+            select 1 from resilience.managed_tables as m
+            where m.relation operator(pg_catalog.=)
+                coalesce(pg_catalog.pg_partition_root(g.tgconstrrelid), g.tgconstrrelid)::regclass));
+end;
+$$;
+
+-- 0A000 (like TRUNCATE: the statement is refused, nothing is lost) when
+-- such an action may have fired: a DELETE that deleted rows (the action
+-- leaves no trace to tell whether a child row was reached), an UPDATE that
+-- changed a referenced column of a row (old and new rows pair by position,
+-- as in the capture). Names qualified, no SET clause (see above).
+create or replace function resilience._refuse_uncaptured_actions(
+    relation regclass, operation text, actions jsonb, old_rows jsonb[], new_rows jsonb[]
+)
+returns void
+language plpgsql
+stable
+as $$
+declare
+    hit jsonb;
+begin
+    if operation operator(pg_catalog.=) 'DELETE' then
+        if pg_catalog.cardinality(old_rows) operator(pg_catalog.>) 0 then
+            hit := actions operator(pg_catalog.->) 0;
+        end if;
+    else
+        select x.e into hit
+        from pg_catalog.jsonb_array_elements(actions) as x (e)
+        where exists (
+            select 1
+            from rows from (pg_catalog.unnest(old_rows), pg_catalog.unnest(new_rows)) as w (b, a),
+                pg_catalog.jsonb_array_elements_text(x.e operator(pg_catalog.->) 'columns') as k (name)
+            where (w.b operator(pg_catalog.->>) k.name) is distinct from (w.a operator(pg_catalog.->>) k.name))
+        limit 1;
+    end if;
+    if hit is not null then
+        raise exception using
+            errcode = '0A000',
+            message = pg_catalog.format(
+                'this %s of %s reaches table %s through foreign key %s, which pgresilience does not manage: '
+                'a logical transaction could not restore those rows', pg_catalog.lower(operation), relation,
+                hit operator(pg_catalog.->>) 'child', hit operator(pg_catalog.->>) 'fk'),
+            hint = pg_catalog.format('Manage that table too: select resilience.manage_table(%L);',
+                hit operator(pg_catalog.->>) 'child');
+    end if;
 end;
 $$;
 
@@ -717,6 +794,7 @@ declare
     v_current pg_catalog.bool;
     v_old_rows pg_catalog.int8;
     v_op pg_catalog.text;
+    v_actions pg_catalog.jsonb;
 begin
     -- What this write is (inline, not a helper: it runs for every statement
     -- on the table): captured into a logical transaction (tx_execute's
@@ -765,6 +843,28 @@ begin
     from resilience.managed_tables as m where m.relation = v_root;
     if not found or (not v_current and not resilience._require_shape(v_root)) then
         return null;
+    end if;
+    -- Rows an FK action changed in a table we do not manage: refused. Inline
+    -- first probe (one index scan of this table's triggers): is any table
+    -- referencing this one with an action at all?
+    if tg_op <> 'INSERT' and exists (
+        select 1 from pg_catalog.pg_trigger as g
+        where g.tgrelid = tg_relid and g.tgfoid = any (array[
+            'pg_catalog."RI_FKey_cascade_del"'::pg_catalog.regproc, 'pg_catalog."RI_FKey_setnull_del"'::pg_catalog.regproc,
+            'pg_catalog."RI_FKey_setdefault_del"'::pg_catalog.regproc, 'pg_catalog."RI_FKey_cascade_upd"'::pg_catalog.regproc,
+            'pg_catalog."RI_FKey_setnull_upd"'::pg_catalog.regproc,
+            'pg_catalog."RI_FKey_setdefault_upd"'::pg_catalog.regproc]::pg_catalog.oid[])
+    ) then
+        v_actions := resilience._uncaptured_actions(tg_relid::pg_catalog.regclass, tg_op);
+        -- (two statements: a DELETE has no new_rows to even plan)
+        if v_actions is not null and tg_op = 'DELETE' then
+            perform resilience._refuse_uncaptured_actions(tg_relid::pg_catalog.regclass, tg_op, v_actions,
+                array(select pg_catalog.to_jsonb(o.*) from old_rows as o), null);
+        elsif v_actions is not null then
+            perform resilience._refuse_uncaptured_actions(tg_relid::pg_catalog.regclass, tg_op, v_actions,
+                array(select pg_catalog.to_jsonb(o.*) from old_rows as o),
+                array(select pg_catalog.to_jsonb(n.*) from new_rows as n));
+        end if;
     end if;
 
     v_seq := pg_catalog.nextval('resilience.restore_point_seq');
@@ -991,6 +1091,21 @@ $body$,
             (select r.rolname from pg_catalog.pg_class as c inner join pg_catalog.pg_roles as r on r.oid = c.relowner
                 where c.oid = relation));
         execute pg_catalog.format('grant select on %s to %I', image,
+            (select r.rolname from pg_catalog.pg_class as c inner join pg_catalog.pg_roles as r on r.oid = c.relowner
+                where c.oid = relation));
+        -- RLS is on and the image table is ours: without a policy a table
+        -- owner that is neither us nor BYPASSRLS reads no image, and its undo
+        -- would restore nothing and call that a success.
+        -- (Dropped only when there: DROP ... IF EXISTS would tell every
+        -- manage_table that it was not.)
+        if exists (
+            select 1 from pg_catalog.pg_policy as p
+            where p.polrelid = image::regclass and p.polname = '_img_' || base || '_owner'
+        ) then
+            execute pg_catalog.format('drop policy %I on %s', '_img_' || base || '_owner', image);
+        end if;
+        execute pg_catalog.format('create policy %I on %s for select to %I using (true)',
+            '_img_' || base || '_owner', image,
             (select r.rolname from pg_catalog.pg_class as c inner join pg_catalog.pg_roles as r on r.oid = c.relowner
                 where c.oid = relation));
     exception when insufficient_privilege then

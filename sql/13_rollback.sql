@@ -46,8 +46,10 @@ begin
             case when total > shown then pg_catalog.format(' and %s more steps', total - shown) else '' end,
             (select pg_catalog.string_agg(r.reason, '; ')
              from (
+                -- format() turns NULL into '': test the constraint itself.
                 select distinct coalesce(
-                    pg_catalog.format('constraint %s: %s', c ->> 'constraint', c ->> 'error'),
+                    case when c ->> 'constraint' is not null
+                        then pg_catalog.format('constraint %s: %s', c ->> 'constraint', c ->> 'error') end,
                     c ->> 'error', 'rows changed outside the transaction') as reason
                 from pg_catalog.jsonb_array_elements(conflicts) as c
                 limit shown
@@ -63,9 +65,13 @@ $$;
 
 -- Undo every captured statement of tx_id with seq > after_seq, newest
 -- first. PostgreSQL runs an FK cascade as a statement AFTER the one that
--- caused it, so strict LIFO can try to re-insert a child before its parent:
--- a step that fails is retried after the others, until a pass makes no
--- progress. Returns {"restored_rows", "conflicts"} (conflicts: forced ones).
+-- caused it, so strict LIFO can try to re-insert a child before its parent,
+-- or find a cascaded row not yet back in its after-state: a step that fails
+-- or finds rows not accounted for waits, and the waiting steps are tried
+-- again after every step that succeeds (the step that brings the parent
+-- back may be the very next one, and an older one may change the parent's
+-- key again). Whatever still waits when every step was tried is the
+-- conflict. Returns {"restored_rows", "conflicts"} (conflicts: forced ones).
 create or replace function resilience._undo(tx_id uuid, after_seq bigint, force boolean)
 returns jsonb
 language plpgsql
@@ -77,10 +83,12 @@ declare
     undo_token uuid := pg_catalog.gen_random_uuid();
     owner_role text := (select t.owner_role from resilience.transactions as t where t.id = _undo.tx_id);
     pending jsonb;
-    postponed jsonb;
-    failures jsonb;
+    next_step integer := 0;
+    retry jsonb := '[]'::jsonb;
+    waiting jsonb := '[]'::jsonb;
     step jsonb;
     outcome jsonb;
+    report jsonb;
     drifted jsonb := '[]'::jsonb;
     restored bigint := 0;
     undo_fn regprocedure;
@@ -100,27 +108,34 @@ begin
     from resilience.tx_statements as s
     where s.tx_id = _undo.tx_id and s.seq > after_seq and s.operation <> 'lock' and s.row_count > 0;
 
-    while pg_catalog.jsonb_array_length(pending) > 0 loop
-        postponed := '[]'::jsonb;
-        failures := '[]'::jsonb;
-        for step in select e from pg_catalog.jsonb_array_elements(pending) as e loop
-            -- Only while it is still SECURITY DEFINER (its owner, the table
-            -- owner, could make it run as us).
-            select m.undo_function, m.reshaped_at_seq into undo_fn, reshaped
-            from resilience.managed_tables as m
-            inner join pg_catalog.pg_proc as p on p.oid = m.undo_function and p.prosecdef
-            where m.relation = (step ->> 'relation')::oid;
-            if undo_fn is null then
-                drifted := drifted || pg_catalog.jsonb_build_array(step - 'relation' - 'rows'
-                    || pg_catalog.jsonb_build_object('error', 'table dropped, no longer managed, or its undo altered'));
-                continue;
-            end if;
-            -- Columns were added to the table after these images were taken.
-            if not force and (step ->> 'seq')::bigint <= reshaped then
-                drifted := drifted || pg_catalog.jsonb_build_array(step - 'relation' - 'rows'
-                    || pg_catalog.jsonb_build_object('error', 'columns were added to the table after capture'));
-                continue;
-            end if;
+    -- Each success removes a step for good, and between two successes each
+    -- step is tried at most once: this ends. The journal is walked by
+    -- position (no copy per step); only waiting steps move between lists.
+    loop
+        if retry <> '[]'::jsonb then
+            step := retry -> 0;
+            retry := retry - 0;
+        elsif next_step < pg_catalog.jsonb_array_length(pending) then
+            step := pending -> next_step;
+            next_step := next_step + 1;
+        else
+            exit;
+        end if;
+        report := null;
+        -- Only while it is still SECURITY DEFINER (its owner, the table
+        -- owner, could make it run as us).
+        select m.undo_function, m.reshaped_at_seq into undo_fn, reshaped
+        from resilience.managed_tables as m
+        inner join pg_catalog.pg_proc as p on p.oid = m.undo_function and p.prosecdef
+        where m.relation = (step ->> 'relation')::oid;
+        if undo_fn is null then
+            report := pg_catalog.jsonb_build_array(step - 'relation' - 'rows'
+                || pg_catalog.jsonb_build_object('error', 'table dropped, no longer managed, or its undo altered'));
+        -- Columns were added to the table after these images were taken.
+        elsif not force and (step ->> 'seq')::bigint <= reshaped then
+            report := pg_catalog.jsonb_build_array(step - 'relation' - 'rows'
+                || pg_catalog.jsonb_build_object('error', 'columns were added to the table after capture'));
+        else
             begin
                 execute pg_catalog.format('select %s($1, $2, $3, $4)', undo_fn::oid::regproc)
                 into outcome
@@ -130,11 +145,16 @@ begin
                 set constraints all immediate;
                 restored := restored + (outcome ->> 'restored_rows')::bigint;
                 -- One entry per row; its key only where the owner may read it.
-                drifted := drifted || coalesce((
+                report := (
                     select pg_catalog.jsonb_agg((step - 'relation' - 'rows') || pg_catalog.jsonb_build_object(
                         'key', case when resilience._keys_visible_to((step ->> 'relation')::oid::regclass, owner_role)
                             then k.key end))
-                    from pg_catalog.jsonb_array_elements(outcome -> 'conflicts') as k (key)), '[]'::jsonb);
+                    from pg_catalog.jsonb_array_elements(outcome -> 'conflicts') as k (key));
+                -- Forced: the rows were overwritten, and are reported.
+                if force then
+                    drifted := drifted || coalesce(report, '[]'::jsonb);
+                    report := null;
+                end if;
             -- A row lock held elsewhere that a lock_timeout gave up on (a
             -- lazy reap's) says nothing against the rows: no conflict, the
             -- caller decides (tx_reap leaves the transaction for later).
@@ -143,25 +163,36 @@ begin
             when others or assert_failure then
                 get stacked diagnostics failed_state = returned_sqlstate, failed_message = message_text,
                     failed_constraint = constraint_name;
-                postponed := postponed || pg_catalog.jsonb_build_array(step);
                 execute pg_catalog.format('select %s($1, $2, $3, false)', undo_fn::oid::regproc)
                 into outcome using tx_id, (step ->> 'seq')::bigint, 'keys';
-                failures := failures || pg_catalog.jsonb_build_array(step - 'relation'
+                report := pg_catalog.jsonb_build_array(step - 'relation'
                     || pg_catalog.jsonb_build_object('sqlstate', failed_state, 'error', failed_message,
                         'constraint', nullif(failed_constraint, ''),
                         'keys', case when resilience._keys_visible_to((step ->> 'relation')::oid::regclass, owner_role)
                             then outcome -> 'conflicts' end));
             end;
-        end loop;
-        -- Rows changed outside the transaction: never overwritten silently.
-        if not force and drifted <> '[]'::jsonb then
-            perform resilience._raise_undo_conflict(tx_id, drifted);
         end if;
-        if pg_catalog.jsonb_array_length(postponed) = pg_catalog.jsonb_array_length(pending) then
-            perform resilience._raise_undo_conflict(tx_id, failures);
+        if report is null then
+            -- Done: what waited may go through now, newest first, before
+            -- the older steps.
+            if waiting <> '[]'::jsonb then
+                retry := (select pg_catalog.jsonb_agg(w.e -> 'step' order by w.n)
+                    from pg_catalog.jsonb_array_elements(waiting) with ordinality as w (e, n)) || retry;
+                waiting := '[]'::jsonb;
+            end if;
+        else
+            waiting := waiting || pg_catalog.jsonb_build_array(
+                pg_catalog.jsonb_build_object('step', step, 'report', report));
         end if;
-        pending := postponed;
     end loop;
+    -- Rows changed outside the transaction are never overwritten silently,
+    -- and no step is skipped: nothing restored.
+    if waiting <> '[]'::jsonb then
+        perform resilience._raise_undo_conflict(tx_id, (
+            select pg_catalog.jsonb_agg(r.e order by w.n, r.m)
+            from pg_catalog.jsonb_array_elements(waiting) with ordinality as w (e, n),
+                pg_catalog.jsonb_array_elements(w.e -> 'report') with ordinality as r (e, m)));
+    end if;
 
     delete from resilience.restore_tokens as r where r.token = undo_token;
     perform pg_catalog.set_config('resilience.restoring', '', true);
@@ -188,12 +219,16 @@ begin
     end if;
     -- A failed transaction (its undo conflicted at expiry) may be retried by
     -- an admin with force: its images were kept for that.
-    if tx.status <> 'active' and not (tx.status = 'failed' and coalesce(force, false) and resilience._is_admin()) then
+    -- (RAISE refuses a NULL option: a committed one gets no hint at all.)
+    if tx.status = 'failed' and not (coalesce(force, false) and resilience._is_admin()) then
         raise exception using
             errcode = 'RZ002',
             message = pg_catalog.format('logical transaction %s is %s, not active', tx.id, tx.status),
-            hint = case when tx.status = 'failed'
-                then 'A member of resilience_admin may retry it with force => true.' end;
+            hint = 'A member of resilience_admin may retry it with force => true.';
+    elsif tx.status not in ('active', 'failed') then
+        raise exception using
+            errcode = 'RZ002',
+            message = pg_catalog.format('logical transaction %s is %s, not active', tx.id, tx.status);
     end if;
     undo := resilience._undo(tx.id, 0, coalesce(force, false));
     finished := pg_catalog.clock_timestamp();

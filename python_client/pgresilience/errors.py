@@ -170,6 +170,13 @@ SQLSTATES: tuple[SqlState, ...] = (
         InvalidOperation,
     ),
     SqlState("22P02", "a value of data/match that the column's type refuses", InvalidOperation),
+    # What else a column's type says of a value it refuses.
+    SqlState(
+        "22001", "a value of data too long for its column (varchar(n), char(n))", InvalidOperation
+    ),
+    SqlState("22003", "a number of data/match out of its column type's range", InvalidOperation),
+    SqlState("22007", "a date/time of data/match in a format its type refuses", InvalidOperation),
+    SqlState("22008", "a date/time of data/match out of its type's range", InvalidOperation),
     SqlState("42P01", "unknown table", UnknownObject),
     SqlState("42703", "unknown column", UnknownObject),
     SqlState(
@@ -181,7 +188,8 @@ SQLSTATES: tuple[SqlState, ...] = (
     SqlState(
         "0A000",
         "feature not available here (no PL/Python, no privilege), or a statement a logical "
-        "transaction cannot take (TRUNCATE, an UPDATE whose moved rows a trigger dropped)",
+        "transaction cannot take (TRUNCATE, an UPDATE whose moved rows a trigger dropped, "
+        "a DELETE or key UPDATE whose foreign-key action reaches a table that is not managed)",
         NotSupported,
     ),
 )

@@ -114,3 +114,28 @@ def test_docs_errors_md_is_generated_from_the_table():
     text = (ROOT / "docs" / "errors.md").read_text(encoding="utf-8")
     for entry in errors.SQLSTATES:
         assert f"| `{entry.code}` |" in text
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "sqlstate"),
+    [
+        ("n", "twelve", "22P02"),
+        ("code", "too long", "22001"),
+        ("n", 2**40, "22003"),
+        ("day", "not a date", "22007"),
+        ("day", "2026-13-45", "22008"),
+    ],
+)
+def test_a_value_its_column_refuses_is_invalid_operation(conn, dsn, column, value, sqlstate):
+    """Whatever the type says of a refused value (bad text, too long, out of
+    range, a bad date), the client raises InvalidOperation with that code."""
+    conn.execute(
+        "create table typed (id int primary key, n int, code varchar(3), day date);"
+        "select resilience.manage_table('typed')"
+    )
+    with TransactionManager(dsn) as tm:
+        tx = tm.begin()
+        result = tm.execute(tx, "typed", "insert", {"id": 1, column: value})
+        assert isinstance(result.error, pgresilience.InvalidOperation)
+        assert result.error.sqlstate == sqlstate
+        tm.rollback(tx)
