@@ -495,6 +495,11 @@ def test_operator_actions_reach_other_stores_but_not_a_metrics_only_one(
         assert a.flush()
         assert (row(conn, "svc") or ("",))[0] == expected.value
     assert dry.state is CircuitState.METRICS_ONLY
+    here.force_open()
+    assert eventually(lambda: there.state is CircuitState.FORCED_OPEN)
+    with pytest.raises(CircuitOpenError) as info:
+        there.execute(ok)
+    assert info.value.retry_after is None  # only a reset helps, in every process
     # And a DISABLED store's breaker still passes everything.
     here.disable()
     assert eventually(lambda: there.state is CircuitState.DISABLED)
