@@ -451,7 +451,8 @@ class CircuitCore:
         later, unless ``exact``: news newer than what this process saw
         replaces the deadline, so a failed probe elsewhere re-admits us after
         ``timeout``, not after a lease we were told to wait for). Remote
-        CLOSED clears the local streaks. Local HALF_OPEN is left alone: this
+        CLOSED clears the local streaks, and ends DISABLED (an operator's reset
+        elsewhere). Local HALF_OPEN is left alone: this
         process holds the probe and its outcome will decide. A METRICS_ONLY
         breaker is a local dry run and ignores remote news.
         """
@@ -477,7 +478,9 @@ class CircuitCore:
             if state is current:
                 return False
             if state is CLOSED:
-                if current is HALF_OPEN or current is DISABLED:
+                # DISABLED is left by a remote CLOSED too: the row says
+                # closed over disabled only after an operator's reset.
+                if current is HALF_OPEN:
                     return False
                 self.consecutive_failures = 0
                 self.consecutive_opens = 0

@@ -21,7 +21,10 @@ Design (docs/breakers.md has the long form):
   connection of a round trip running past ``request_timeout`` (a frozen
   backend cannot enforce its own timeouts). A hang is then handled like a
   database that is down: ``available`` turns False, the breakers decide
-  locally, unsent transitions are kept and published on reconnection.
+  locally, unsent transitions are kept and published on reconnection. A
+  row locked by someone else is not a hang: ``lock_timeout`` (half of
+  ``request_timeout``) answers first, and only that circuit's transition
+  waits, retried at each refresh.
 
 All database I/O runs in one background thread with one connection; breaker
 calls only enqueue work, except the probe question, whose one asker per
@@ -56,6 +59,9 @@ from .state import CircuitState
 __all__ = ["SharedCircuitStore", "StoreUnavailable"]
 
 log = logging.getLogger("pgresilience.breakers.shared")
+
+#: resilience.circuits.name's CHECK constraint.
+MAX_NAME_LENGTH = 200
 
 CHANNEL = "resilience_circuits"
 
@@ -110,6 +116,8 @@ class SharedCircuitStore:
         self._breakers: dict[str, CircuitBreaker] = {}
         self._versions: dict[str, int] = {}
         self._unsent: dict[str, Transition] = {}
+        #: Publish jobs queued and not yet handled, per circuit (under _lock).
+        self._queued: dict[str, int] = {}
         self._jobs: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -129,6 +137,14 @@ class SharedCircuitStore:
     # -- public ----------------------------------------------------------------
 
     def attach(self, breaker: CircuitBreaker) -> CircuitBreaker:
+        name = breaker.name
+        # What resilience.circuits can hold: a name it refuses would fail
+        # every round trip that carries it, the other breakers' included.
+        if not 1 <= len(name) <= MAX_NAME_LENGTH or "\x00" in name:
+            raise ValueError(
+                f"a shared circuit's name is 1 to {MAX_NAME_LENGTH} characters "
+                f"without NUL; got {name[:40]!r} ({len(name)} characters)"
+            )
         with self._lock:
             self._breakers[breaker.name] = breaker
             breaker.attach_gate(self)
@@ -202,6 +218,8 @@ class SharedCircuitStore:
     def on_transition(self, breaker: CircuitBreaker, transition: Transition) -> None:
         if transition.remote or transition.new not in _PUBLISHED:
             return  # others' news, the probe lease, or a local dry run
+        with self._lock:
+            self._queued[breaker.name] = self._queued.get(breaker.name, 0) + 1
         self._jobs.put(("publish", (breaker, transition)))
 
     # -- the background thread ----------------------------------------------------
@@ -233,6 +251,7 @@ class SharedCircuitStore:
                     for notice in conn.notifies(timeout=0.0):
                         self._on_notify(notice.payload)
                     if time.monotonic() >= next_refresh:
+                        self._send_unsent(conn)
                         self._catch_up(conn, list(self._breakers))
                         next_refresh = time.monotonic() + self.refresh_interval
             except psycopg.OperationalError as error:
@@ -257,19 +276,16 @@ class SharedCircuitStore:
         self._connected.set()
         log.info("shared circuit state: connected")
         # Unsent transitions first, then catch up on what happened meanwhile.
-        pending = list(self._unsent.items())
-        self._unsent.clear()
         try:
-            for name, transition in pending:
-                breaker = self._breakers.get(name)
-                if breaker is not None:
-                    self._publish(conn, breaker, transition)
+            self._send_unsent(conn)
             self._catch_up(conn, list(self._breakers))
         except psycopg.OperationalError as error:
-            for name, transition in pending:
-                self._unsent.setdefault(name, transition)
             self._lost(error)
             return None
+        except psycopg.Error:
+            # Not the connection (a privilege, a function missing): as in
+            # the serving loop, logged, and the I/O thread goes on.
+            log.exception("shared circuit state: unexpected error")
         return conn
 
     def _connect_params(self) -> dict[str, Any]:
@@ -290,7 +306,10 @@ class SharedCircuitStore:
         }
         for key, value in defaults.items():
             params.setdefault(key, value)
-        bounds = f"-c statement_timeout={millis} -c lock_timeout={millis}"
+        # A lock wait ends before the watchdog's deadline, so a row someone
+        # holds answers LockNotAvailable on a live connection (that circuit
+        # retries later) instead of counting as a hung database for all.
+        bounds = f"-c statement_timeout={millis} -c lock_timeout={max(1, millis // 2)}"
         params["options"] = f"{params['options']} {bounds}" if params.get("options") else bounds
         params["autocommit"] = True
         return params
@@ -360,14 +379,21 @@ class SharedCircuitStore:
         kind, data = job
         if kind == "publish":
             breaker, transition = data
+            with self._lock:
+                self._queued[breaker.name] -= 1
             if conn is None:
                 self._unsent[breaker.name] = transition
                 return
             try:
                 self._publish(conn, breaker, transition)
+            except psycopg.errors.LockNotAvailable:
+                self._row_locked(breaker.name)
+                self._unsent[breaker.name] = transition  # sent at a later refresh
+                return
             except psycopg.OperationalError:
                 self._unsent[breaker.name] = transition
                 raise
+            self._unsent.pop(breaker.name, None)  # this one is newer
         elif kind == "probe":
             breaker, answer = data
             if not answer.set_running_or_notify_cancel():
@@ -386,7 +412,13 @@ class SharedCircuitStore:
                         "lease_seconds": self.probe_lease,
                     },
                 )
-            except psycopg.OperationalError:
+            except psycopg.errors.LockNotAvailable:
+                self._row_locked(breaker.name)
+                answer.set_exception(StoreUnavailable())  # the asker decides locally
+                return
+            except Exception:
+                # Connection lost, or an error the database answered with
+                # (a privilege): the asker decides locally at once.
                 answer.set_exception(StoreUnavailable())
                 raise
             answer.set_result(self._probe_answer(breaker, row))
@@ -398,6 +430,33 @@ class SharedCircuitStore:
                 data.set_exception(StoreUnavailable())
             else:
                 data.set_result(None)
+
+    def _row_locked(self, name: str) -> None:
+        # The database answered (lock_timeout): it is up, only this circuit's
+        # row is held by someone else's transaction. Other circuits go on.
+        log.warning("shared circuit state: the row of circuit %r is locked; retrying", name)
+
+    def _send_unsent(self, conn: psycopg.Connection[Any]) -> None:
+        """Publish the transitions kept back (the database was away, or the
+        row locked); one whose row is still locked waits for the next refresh."""
+        for name, transition in list(self._unsent.items()):
+            breaker = self._breakers.get(name)
+            if breaker is None:
+                self._unsent.pop(name, None)
+                continue
+            try:
+                self._publish(conn, breaker, transition)
+            except psycopg.errors.LockNotAvailable:
+                self._row_locked(name)
+                continue
+            except psycopg.OperationalError:
+                raise  # the connection: kept for the reconnection
+            except psycopg.Error:
+                # Refused for good (a privilege): dropped, as a publish job
+                # would be, so that it cannot block every later refresh.
+                log.exception("shared circuit state: publishing circuit %r failed", name)
+            if self._unsent.get(name) is transition:
+                del self._unsent[name]
 
     def _fetch(
         self, conn: psycopg.Connection[Any], name: str, params: dict[str, Any]
@@ -434,12 +493,20 @@ class SharedCircuitStore:
                 "forced": transition.manual,
             },
         )
-        if row["state"] == transition.new.value:
-            self._versions[breaker.name] = max(
-                int(row["version"]), self._versions.get(breaker.name, 0)
-            )
-        else:
+        if row["state"] != transition.new.value:
             self._adopt(breaker, row, force=True)  # refused: take the shared view
+            return
+        self._versions[breaker.name] = max(int(row["version"]), self._versions.get(breaker.name, 0))
+        with self._lock:
+            settled = not self._queued.get(breaker.name)
+        if settled and breaker.core.state.value != row["state"]:
+            # Accepted, but the local state moved on meanwhile through news
+            # older than this write (a NOTIFY handled before our row landed),
+            # or our own transitions were queued out of order by two
+            # threads: the row is now the latest word, so adopt it. A local
+            # transition still on its way is published next, and its
+            # answer settles the state again.
+            self._adopt(breaker, row, force=True)
 
     def _catch_up(self, conn: psycopg.Connection[Any], names: list[str]) -> None:
         if not names:
