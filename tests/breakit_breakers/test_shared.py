@@ -793,3 +793,27 @@ def test_a_failed_probe_elsewhere_replaces_the_lease_this_process_waits_for(
     finally:
         release.set()
         prober.join(10)
+
+
+def test_a_removed_shared_breaker_leaves_its_store(
+    stores: MakeStore, conn: psycopg.Connection[Any]
+) -> None:
+    """registry.remove(name) also detaches a shared breaker: its store no
+    longer applies the others' transitions to it nor publishes its own."""
+    a, b = stores(), stores()
+    registry = CircuitBreakerRegistry(shared_store=a)
+    removed = registry.get_breaker("removed", shared=True, failure_threshold=1, timeout=60)
+    witness_a = registry.get_breaker("witness", shared=True, failure_threshold=1, timeout=60)
+    there, witness_b = shared(b, "removed", timeout=60), shared(b, "witness", timeout=60)
+    assert a.wait_connected(10) and b.wait_connected(10)
+    assert registry.remove("removed") is removed
+    assert removed.gate is None
+    trip(there)
+    trip(witness_b)  # published after the other: once store a has it, it had both
+    assert b.flush()
+    assert eventually(lambda: witness_a.state is CircuitState.OPEN)
+    assert removed.state is CircuitState.CLOSED
+    version = row(conn, "removed")
+    trip(removed)
+    assert a.flush()
+    assert row(conn, "removed") == version

@@ -63,6 +63,9 @@ class CircuitGate(Protocol):
     def on_transition(self, breaker: CircuitBreaker, transition: Transition) -> None:
         """This process made a transition; tell the others (must not block)."""
 
+    def detach(self, breaker: CircuitBreaker) -> None:
+        """Stop sharing this breaker's state (it goes on locally)."""
+
 
 @dataclass(frozen=True, slots=True)
 class CircuitMetrics:

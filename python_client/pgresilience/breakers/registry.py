@@ -99,8 +99,13 @@ class CircuitBreakerRegistry:
         return self._breakers.get(name)
 
     def remove(self, name: str) -> CircuitBreaker | None:
+        """Forget the breaker ``name`` (returned); a shared one also leaves its
+        store, which no longer refreshes or publishes it."""
         with self._lock:
-            return self._breakers.pop(name, None)
+            breaker = self._breakers.pop(name, None)
+        if breaker is not None and breaker.gate is not None:
+            breaker.gate.detach(breaker)
+        return breaker
 
     def names(self) -> list[str]:
         return sorted(self._breakers)
