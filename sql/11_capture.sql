@@ -513,6 +513,28 @@ as $$
         with ordinality as u (l, op, r, ord);
 $$;
 
+-- The type a column's values are imaged in, every domain layer peeled off
+-- (pg_type.typbasetype of a domain over a domain names the inner domain),
+-- with the type modifier that applies: a domain's CHECK may call a function
+-- of the table owner's, which must never run inside our SECURITY DEFINER
+-- capture or lock (as the package owner), and a NOT NULL domain must not
+-- forbid the empty image of an insert.
+create or replace function resilience._base_type(type_oid oid, type_mod integer)
+returns table (base_oid oid, base_mod integer)
+language sql
+stable
+set search_path = ''
+as $$
+    with recursive layer (oid, typmod, depth) as (
+        select type_oid, type_mod, 0
+        union all
+        select t.typbasetype, t.typtypmod, l.depth + 1
+        from layer as l inner join pg_catalog.pg_type as t on t.oid = l.oid
+        where t.typtype = 'd'
+    )
+    select l.oid, l.typmod from layer as l order by l.depth desc limit 1;
+$$;
+
 -- (Re)generate a managed table's row type, image table, functions and
 -- triggers from the catalog. Images already captured are kept: columns added
 -- since become new (null) attributes; a changed column type or primary key
@@ -601,8 +623,7 @@ begin
         pg_catalog.array_agg('k' || k.ord order by k.ord),
         pg_catalog.array_agg(pg_catalog.format('operator(%I.%s)', opn.nspname, op.oprname) order by k.ord),
         pg_catalog.string_agg(pg_catalog.format('k%s %s%s', k.ord,
-                pg_catalog.format_type(coalesce(nullif(ty.typbasetype, 0), ty.oid),
-                    case when ty.typtype = 'd' then ty.typtypmod else a.atttypmod end),
+                pg_catalog.format_type(bt.base_oid, bt.base_mod),
                 coalesce((select pg_catalog.format(' collate %I.%I', cn.nspname, co.collname)
                     from pg_catalog.pg_collation as co
                     inner join pg_catalog.pg_namespace as cn on cn.oid = co.collnamespace
@@ -613,7 +634,7 @@ begin
     from pg_catalog.pg_index as i
     cross join lateral pg_catalog.unnest(i.indkey::int2 []) with ordinality as k (attnum, ord)
     inner join pg_catalog.pg_attribute as a on a.attrelid = i.indrelid and a.attnum = k.attnum
-    inner join pg_catalog.pg_type as ty on ty.oid = a.atttypid
+    cross join lateral resilience._base_type(a.atttypid, a.atttypmod) as bt
     inner join pg_catalog.pg_opclass as oc on oc.oid = i.indclass[k.ord - 1]
     inner join pg_catalog.pg_namespace as ocn on ocn.oid = oc.opcnamespace
     inner join pg_catalog.pg_amop as ao on ao.amopfamily = oc.opcfamily and ao.amopstrategy = 3
@@ -629,11 +650,10 @@ begin
     row_relid := (select t.typrelid from pg_catalog.pg_type as t where t.oid = pg_catalog.to_regtype(row_type));
     if exists (
         select 1 from pg_catalog.pg_attribute as a
-        inner join pg_catalog.pg_type as ty on ty.oid = a.atttypid
+        cross join lateral resilience._base_type(a.atttypid, a.atttypmod) as bt
         inner join pg_catalog.pg_attribute as r on r.attrelid = row_relid and r.attname = 'c' || a.attnum
         where a.attrelid = relation and a.attnum > 0 and not a.attisdropped
-            and (r.atttypid, r.atttypmod) is distinct from (coalesce(nullif(ty.typbasetype, 0), ty.oid),
-                case when ty.typtype = 'd' then ty.typtypmod else a.atttypmod end)
+            and (r.atttypid, r.atttypmod) is distinct from (bt.base_oid, bt.base_mod)
     ) or (pg_catalog.to_regclass(image) is not null and k_defs is distinct from (
         select pg_catalog.string_agg(pg_catalog.format('%s %s%s', a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
                 coalesce((select pg_catalog.format(' collate %I.%I', cn.nspname, co.collname)
@@ -657,14 +677,13 @@ begin
 
     -- The row type: one attribute per column (by attnum), in its base type.
     for col in
-        select a.attnum, pg_catalog.format_type(coalesce(nullif(ty.typbasetype, 0), ty.oid),
-                case when ty.typtype = 'd' then ty.typtypmod else a.atttypmod end) as typ,
+        select a.attnum, pg_catalog.format_type(bt.base_oid, bt.base_mod) as typ,
             coalesce((select pg_catalog.format(' collate %I.%I', cn.nspname, co.collname)
                 from pg_catalog.pg_collation as co
                 inner join pg_catalog.pg_namespace as cn on cn.oid = co.collnamespace
                 where co.oid = a.attcollation), '') as coll
         from pg_catalog.pg_attribute as a
-        inner join pg_catalog.pg_type as ty on ty.oid = a.atttypid
+        cross join lateral resilience._base_type(a.atttypid, a.atttypmod) as bt
         where a.attrelid = relation and a.attnum > 0 and not a.attisdropped
         order by a.attnum
     loop
