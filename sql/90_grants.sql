@@ -127,6 +127,18 @@ begin
     loop
         perform resilience._mirror_privileges('resilience_user', obj.rolname);
     end loop;
+    -- Except the shared circuit state: it belongs to the app's server
+    -- processes (resilience_user, service_role). A signed-in end user must
+    -- not force the app's breakers open, disable or reset them, hold the
+    -- probe lease, or fill the table (tests/breakit_security/test_circuits.py).
+    -- Revoked explicitly: an earlier install mirrored them.
+    if exists (select 1 from pg_roles where rolname = 'authenticated') then
+        revoke execute on function
+            resilience._circuit_publish(text, text, double precision, text, text, double precision, boolean),
+            resilience._circuit_probe(text, text, double precision),
+            resilience._circuit_get(text [])
+        from authenticated;
+    end if;
 
     -- Role memberships need the ADMIN option on our roles, which a database
     -- owner without CREATEROLE lacks. Only missing ones are granted (granting
