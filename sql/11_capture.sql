@@ -586,6 +586,8 @@ declare
     record_statement text;
     part record;
     reshaped bigint;
+    table_owner name;
+    lent_create boolean;
 begin
     perform resilience._require_manageable(relation);
     -- Our own DDL below must not make the event triggers regenerate again.
@@ -1113,9 +1115,19 @@ $body$,
     -- its own table); _undo refuses to call it once it is no longer
     -- SECURITY DEFINER.
     begin
+        table_owner := (select r.rolname from pg_catalog.pg_class as c
+            inner join pg_catalog.pg_roles as r on r.oid = c.relowner where c.oid = relation);
+        -- ALTER ... OWNER wants the new owner to have CREATE on the schema:
+        -- lent for this statement only (a superuser needs none).
+        lent_create := not pg_catalog.has_schema_privilege(table_owner, 'resilience', 'CREATE');
+        if lent_create then
+            execute pg_catalog.format('grant create on schema resilience to %I', table_owner);
+        end if;
         execute pg_catalog.format('alter function %s(uuid, bigint, text, boolean) owner to %I', undo_fn,
-            (select r.rolname from pg_catalog.pg_class as c inner join pg_catalog.pg_roles as r on r.oid = c.relowner
-                where c.oid = relation));
+            table_owner);
+        if lent_create then
+            execute pg_catalog.format('revoke create on schema resilience from %I', table_owner);
+        end if;
         execute pg_catalog.format('grant usage on schema resilience to %I',
             (select r.rolname from pg_catalog.pg_class as c inner join pg_catalog.pg_roles as r on r.oid = c.relowner
                 where c.oid = relation));
@@ -1138,8 +1150,16 @@ $body$,
             (select r.rolname from pg_catalog.pg_class as c inner join pg_catalog.pg_roles as r on r.oid = c.relowner
                 where c.oid = relation));
     exception when insufficient_privilege then
-        raise warning 'pgresilience: the undo of % runs as the package owner (%): the table''s triggers do too',
-            relation, sqlerrm;
+        -- The undo would run as the package owner, and so would the
+        -- table's triggers: a table owner's code with our rights. Refused.
+        raise exception using
+            errcode = '42501',
+            message = pg_catalog.format(
+                '%s cannot be managed: its undo (and the table''s triggers) would run as the package owner %I (%s)',
+                relation, current_user, sqlerrm),
+            hint = pg_catalog.format(
+                'A superuser runs grant %I to %I (the package owner may then hand the undo to the table owner), '
+                'or installs pgresilience as a superuser.', table_owner, current_user);
     end;
 
     -- lock: claim rows the caller's own statement locked (FOR UPDATE, under
@@ -1153,6 +1173,10 @@ language plpgsql
 volatile
 security definer
 set search_path = ''
+-- It reads the table as the package owner: the table's RLS policies (its
+-- owner's code) must never run with our rights. A package owner they apply
+-- to (not superuser, not BYPASSRLS, not the table owner) gets 42501.
+set row_security = off
 -- A TID scan's custom plan looks cheaper than the generic one, so without
 -- this every call would plan the image insert again (measured: 30%% of a
 -- lock's backend time).
