@@ -181,8 +181,9 @@ SQLSTATES: tuple[SqlState, ...] = (
     SqlState("42703", "unknown column", UnknownObject),
     SqlState(
         "42501",
-        "permission denied: the target table's grants or RLS, manage_table by a non-owner, "
-        "tx_images by a non-admin",
+        "permission denied: the target table's grants or RLS, manage_table by a non-owner "
+        "or of a table whose undo would run as the package owner, tx_images by a non-admin, "
+        "the shared circuit and schema functions by an end user (authenticated)",
         PermissionDenied,
     ),
     SqlState(
