@@ -57,9 +57,12 @@ begin
         end if;
         -- Supabase's roles are NOINHERIT: membership in resilience_user alone
         -- does not let them call anything (see 90_grants.sql).
+        -- ... and only where the role may call the function itself
+        -- (90_grants.sql keeps some from authenticated).
         for grantee in
             select r.rolname from pg_catalog.pg_roles as r
             where r.rolname in ('authenticated', 'service_role')
+                and pg_catalog.has_function_privilege(r.oid, api.oid, 'execute')
         loop
             execute pg_catalog.format('grant execute on function %s to %I', wrapper, grantee);
         end loop;

@@ -185,6 +185,26 @@ begin
 end;
 $$;
 
+-- Client text we store and show again (a savepoint name, a label, a
+-- rollback reason) is bounded, with 22023: a long savepoint name failed with
+-- 54000 (the savepoints key's index row size), and a label of megabytes per
+-- transaction went into the transactions table and the audit log.
+create or replace function resilience._require_bounded(what text, value text, max_chars integer)
+returns void
+language plpgsql
+immutable
+set search_path = ''
+as $$
+begin
+    if pg_catalog.length(value) > max_chars then
+        raise exception using
+            errcode = '22023',
+            message = pg_catalog.format('%s must be at most %s characters, got %s',
+                what, max_chars, pg_catalog.length(value));
+    end if;
+end;
+$$;
+
 create or replace function resilience.tx_begin(timeout_ms integer default 30000, label text default null)
 returns uuid
 language plpgsql
@@ -203,6 +223,7 @@ begin
             errcode = '22023',
             message = pg_catalog.format('timeout_ms must be between 1 and %s, got %s', max_ms, effective_ms);
     end if;
+    perform resilience._require_bounded('label', label, 1000);
     perform resilience._reap_if_expired();
     insert into resilience.transactions (owner_role, owner_sub, started_at, expires_at, label)
     values (
@@ -232,6 +253,7 @@ begin
     if name is null or name = '' then
         raise exception using errcode = '22023', message = 'savepoint name must not be empty';
     end if;
+    perform resilience._require_bounded('savepoint name', name, 200);
     -- Re-using a name moves the savepoint, as SQL's SAVEPOINT does in effect.
     insert into resilience.savepoints as s (tx_id, name, seq)
     values (tx.id, name, pg_catalog.nextval('resilience.restore_point_seq'))

@@ -513,6 +513,28 @@ as $$
         with ordinality as u (l, op, r, ord);
 $$;
 
+-- The type a column's values are imaged in, every domain layer peeled off
+-- (pg_type.typbasetype of a domain over a domain names the inner domain),
+-- with the type modifier that applies: a domain's CHECK may call a function
+-- of the table owner's, which must never run inside our SECURITY DEFINER
+-- capture or lock (as the package owner), and a NOT NULL domain must not
+-- forbid the empty image of an insert.
+create or replace function resilience._base_type(type_oid oid, type_mod integer)
+returns table (base_oid oid, base_mod integer)
+language sql
+stable
+set search_path = ''
+as $$
+    with recursive layer (oid, typmod, depth) as (
+        select type_oid, type_mod, 0
+        union all
+        select t.typbasetype, t.typtypmod, l.depth + 1
+        from layer as l inner join pg_catalog.pg_type as t on t.oid = l.oid
+        where t.typtype = 'd'
+    )
+    select l.oid, l.typmod from layer as l order by l.depth desc limit 1;
+$$;
+
 -- (Re)generate a managed table's row type, image table, functions and
 -- triggers from the catalog. Images already captured are kept: columns added
 -- since become new (null) attributes; a changed column type or primary key
@@ -564,6 +586,8 @@ declare
     record_statement text;
     part record;
     reshaped bigint;
+    table_owner name;
+    lent_create boolean;
 begin
     perform resilience._require_manageable(relation);
     -- Our own DDL below must not make the event triggers regenerate again.
@@ -601,8 +625,7 @@ begin
         pg_catalog.array_agg('k' || k.ord order by k.ord),
         pg_catalog.array_agg(pg_catalog.format('operator(%I.%s)', opn.nspname, op.oprname) order by k.ord),
         pg_catalog.string_agg(pg_catalog.format('k%s %s%s', k.ord,
-                pg_catalog.format_type(coalesce(nullif(ty.typbasetype, 0), ty.oid),
-                    case when ty.typtype = 'd' then ty.typtypmod else a.atttypmod end),
+                pg_catalog.format_type(bt.base_oid, bt.base_mod),
                 coalesce((select pg_catalog.format(' collate %I.%I', cn.nspname, co.collname)
                     from pg_catalog.pg_collation as co
                     inner join pg_catalog.pg_namespace as cn on cn.oid = co.collnamespace
@@ -613,7 +636,7 @@ begin
     from pg_catalog.pg_index as i
     cross join lateral pg_catalog.unnest(i.indkey::int2 []) with ordinality as k (attnum, ord)
     inner join pg_catalog.pg_attribute as a on a.attrelid = i.indrelid and a.attnum = k.attnum
-    inner join pg_catalog.pg_type as ty on ty.oid = a.atttypid
+    cross join lateral resilience._base_type(a.atttypid, a.atttypmod) as bt
     inner join pg_catalog.pg_opclass as oc on oc.oid = i.indclass[k.ord - 1]
     inner join pg_catalog.pg_namespace as ocn on ocn.oid = oc.opcnamespace
     inner join pg_catalog.pg_amop as ao on ao.amopfamily = oc.opcfamily and ao.amopstrategy = 3
@@ -629,11 +652,10 @@ begin
     row_relid := (select t.typrelid from pg_catalog.pg_type as t where t.oid = pg_catalog.to_regtype(row_type));
     if exists (
         select 1 from pg_catalog.pg_attribute as a
-        inner join pg_catalog.pg_type as ty on ty.oid = a.atttypid
+        cross join lateral resilience._base_type(a.atttypid, a.atttypmod) as bt
         inner join pg_catalog.pg_attribute as r on r.attrelid = row_relid and r.attname = 'c' || a.attnum
         where a.attrelid = relation and a.attnum > 0 and not a.attisdropped
-            and (r.atttypid, r.atttypmod) is distinct from (coalesce(nullif(ty.typbasetype, 0), ty.oid),
-                case when ty.typtype = 'd' then ty.typtypmod else a.atttypmod end)
+            and (r.atttypid, r.atttypmod) is distinct from (bt.base_oid, bt.base_mod)
     ) or (pg_catalog.to_regclass(image) is not null and k_defs is distinct from (
         select pg_catalog.string_agg(pg_catalog.format('%s %s%s', a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
                 coalesce((select pg_catalog.format(' collate %I.%I', cn.nspname, co.collname)
@@ -657,14 +679,13 @@ begin
 
     -- The row type: one attribute per column (by attnum), in its base type.
     for col in
-        select a.attnum, pg_catalog.format_type(coalesce(nullif(ty.typbasetype, 0), ty.oid),
-                case when ty.typtype = 'd' then ty.typtypmod else a.atttypmod end) as typ,
+        select a.attnum, pg_catalog.format_type(bt.base_oid, bt.base_mod) as typ,
             coalesce((select pg_catalog.format(' collate %I.%I', cn.nspname, co.collname)
                 from pg_catalog.pg_collation as co
                 inner join pg_catalog.pg_namespace as cn on cn.oid = co.collnamespace
                 where co.oid = a.attcollation), '') as coll
         from pg_catalog.pg_attribute as a
-        inner join pg_catalog.pg_type as ty on ty.oid = a.atttypid
+        cross join lateral resilience._base_type(a.atttypid, a.atttypmod) as bt
         where a.attrelid = relation and a.attnum > 0 and not a.attisdropped
         order by a.attnum
     loop
@@ -1094,9 +1115,19 @@ $body$,
     -- its own table); _undo refuses to call it once it is no longer
     -- SECURITY DEFINER.
     begin
+        table_owner := (select r.rolname from pg_catalog.pg_class as c
+            inner join pg_catalog.pg_roles as r on r.oid = c.relowner where c.oid = relation);
+        -- ALTER ... OWNER wants the new owner to have CREATE on the schema:
+        -- lent for this statement only (a superuser needs none).
+        lent_create := not pg_catalog.has_schema_privilege(table_owner, 'resilience', 'CREATE');
+        if lent_create then
+            execute pg_catalog.format('grant create on schema resilience to %I', table_owner);
+        end if;
         execute pg_catalog.format('alter function %s(uuid, bigint, text, boolean) owner to %I', undo_fn,
-            (select r.rolname from pg_catalog.pg_class as c inner join pg_catalog.pg_roles as r on r.oid = c.relowner
-                where c.oid = relation));
+            table_owner);
+        if lent_create then
+            execute pg_catalog.format('revoke create on schema resilience from %I', table_owner);
+        end if;
         execute pg_catalog.format('grant usage on schema resilience to %I',
             (select r.rolname from pg_catalog.pg_class as c inner join pg_catalog.pg_roles as r on r.oid = c.relowner
                 where c.oid = relation));
@@ -1119,8 +1150,16 @@ $body$,
             (select r.rolname from pg_catalog.pg_class as c inner join pg_catalog.pg_roles as r on r.oid = c.relowner
                 where c.oid = relation));
     exception when insufficient_privilege then
-        raise warning 'pgresilience: the undo of % runs as the package owner (%): the table''s triggers do too',
-            relation, sqlerrm;
+        -- The undo would run as the package owner, and so would the
+        -- table's triggers: a table owner's code with our rights. Refused.
+        raise exception using
+            errcode = '42501',
+            message = pg_catalog.format(
+                '%s cannot be managed: its undo (and the table''s triggers) would run as the package owner %I (%s)',
+                relation, current_user, sqlerrm),
+            hint = pg_catalog.format(
+                'A superuser runs grant %I to %I (the package owner may then hand the undo to the table owner), '
+                'or installs pgresilience as a superuser.', table_owner, current_user);
     end;
 
     -- lock: claim rows the caller's own statement locked (FOR UPDATE, under
@@ -1134,6 +1173,10 @@ language plpgsql
 volatile
 security definer
 set search_path = ''
+-- It reads the table as the package owner: the table's RLS policies (its
+-- owner's code) must never run with our rights. A package owner they apply
+-- to (not superuser, not BYPASSRLS, not the table owner) gets 42501.
+set row_security = off
 -- A TID scan's custom plan looks cheaper than the generic one, so without
 -- this every call would plan the image insert again (measured: 30%% of a
 -- lock's backend time).

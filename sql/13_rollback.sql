@@ -212,6 +212,7 @@ declare
     undo jsonb;
     finished timestamptz;
 begin
+    perform resilience._require_bounded('reason', reason, 1000);
     -- Rolling back twice is harmless: the first call did the work.
     if tx.status in ('rolled_back', 'timed_out') then
         return pg_catalog.jsonb_build_object(

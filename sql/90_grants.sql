@@ -127,6 +127,27 @@ begin
     loop
         perform resilience._mirror_privileges('resilience_user', obj.rolname);
     end loop;
+    -- Except what belongs to the app's server processes and operators
+    -- (resilience_user, service_role), never to a signed-in end user:
+    -- * the shared circuit state: forcing the app's breakers open, disabling
+    --   or resetting them, holding the probe lease, filling the table
+    --   (tests/breakit_security/test_circuits.py);
+    -- * schema tracking: the whole schema with policy expressions (and,
+    --   without PL/Python, function bodies in the deltas), full catalog
+    --   re-reads, and the fold lock every migration's commit waits for
+    --   (tests/breakit_security/test_schema_api.py).
+    -- Revoked explicitly: an earlier install mirrored them. The exposed
+    -- wrappers follow (a wrapper is granted to whoever may call its function).
+    if exists (select 1 from pg_roles where rolname = 'authenticated') then
+        for obj in
+            select p.oid::regprocedure as signature from pg_proc as p
+            where p.pronamespace = 'resilience'::regnamespace
+                and p.proname in ('_circuit_publish', '_circuit_probe', '_circuit_get', 'schema_current',
+                    'schema_refresh', 'schema_preview', 'schema_history', 'schema_changes_since')
+        loop
+            execute format('revoke execute on function %s from authenticated', obj.signature);
+        end loop;
+    end if;
 
     -- Role memberships need the ADMIN option on our roles, which a database
     -- owner without CREATEROLE lacks. Only missing ones are granted (granting

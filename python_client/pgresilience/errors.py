@@ -166,7 +166,7 @@ SQLSTATES: tuple[SqlState, ...] = (
         "invalid operation or argument: bad operation, data/match shape, missing match, "
         "a match on a column whose type has no equality, unmanaged table, a table that "
         "cannot be managed (partition, inheritance child, no primary key), upsert without "
-        "a primary key, bad timeout",
+        "a primary key, bad timeout, a savepoint name (200), label or reason (1000) too long",
         InvalidOperation,
     ),
     SqlState("22P02", "a value of data/match that the column's type refuses", InvalidOperation),
@@ -181,8 +181,9 @@ SQLSTATES: tuple[SqlState, ...] = (
     SqlState("42703", "unknown column", UnknownObject),
     SqlState(
         "42501",
-        "permission denied: the target table's grants or RLS, manage_table by a non-owner, "
-        "tx_images by a non-admin",
+        "permission denied: the target table's grants or RLS, manage_table by a non-owner "
+        "or of a table whose undo would run as the package owner, tx_images by a non-admin, "
+        "the shared circuit and schema functions by an end user (authenticated)",
         PermissionDenied,
     ),
     SqlState(
