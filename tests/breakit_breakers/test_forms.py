@@ -23,17 +23,7 @@ from pgresilience.breakers import (
     Transition,
 )
 
-
-class Boom(Exception):
-    """The service failed."""
-
-
-def fail() -> Any:
-    raise Boom("down")
-
-
-def ok() -> str:
-    return "ok"
+from .conftest import Boom, fail, ok
 
 
 def tripped(clock: ManualClock, **options: Any) -> CircuitBreaker:

@@ -29,19 +29,9 @@ from pgresilience.breakers import (
 )
 from pgresilience.breakers.shared import SharedCircuitStore
 
+from .conftest import Boom, fail, ok
+
 MakeStore = Callable[..., SharedCircuitStore]
-
-
-class Boom(Exception):
-    """The service failed."""
-
-
-def fail() -> Any:
-    raise Boom("down")
-
-
-def ok() -> str:
-    return "ok"
 
 
 def eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:

@@ -20,9 +20,7 @@ from pgresilience.breakers import (
     Transition,
 )
 
-
-class Boom(Exception):
-    """The service failed."""
+from .conftest import Boom, ok
 
 
 class Recorder:
@@ -37,10 +35,6 @@ class Recorder:
 
 def fail(exc: BaseException | None = None) -> Any:
     raise exc if exc is not None else Boom("down")
-
-
-def ok() -> str:
-    return "ok"
 
 
 def failures(breaker: CircuitBreaker, n: int) -> None:
