@@ -1173,10 +1173,6 @@ language plpgsql
 volatile
 security definer
 set search_path = ''
--- It reads the table as the package owner: the table's RLS policies (its
--- owner's code) must never run with our rights. A package owner they apply
--- to (not superuser, not BYPASSRLS, not the table owner) gets 42501.
-set row_security = off
 -- A TID scan's custom plan looks cheaper than the generic one, so without
 -- this every call would plan the image insert again (measured: 30%% of a
 -- lock's backend time).
@@ -1194,6 +1190,7 @@ declare
     v_holder pg_catalog.uuid;
     v_op pg_catalog.text := 'lock';
     v_via pg_catalog.text := 'tx_execute';
+    v_row_security pg_catalog.text := pg_catalog.current_setting('row_security');
     -- All rows in one table (always so unless partitioned): ctid and tableoid
     -- then name each row exactly, with no need to pair them.
     v_one_table pg_catalog.bool := coalesce(p_tableoids[1] operator(pg_catalog.=) all (p_tableoids), false);
@@ -1214,6 +1211,16 @@ begin
     insert into resilience.claimed_tables (relation, tx_id) values (v_root, v_tx_id) on conflict do nothing;
     get diagnostics v_rows = row_count;
     v_first := v_rows > 0;
+    -- It reads the table as the package owner: the table's RLS policies (its
+    -- owner's code) must never run with our rights. A package owner they
+    -- apply to (not superuser, not BYPASSRLS, not the table owner) gets
+    -- 42501. Set here, not as the function's SET clause: the transaction
+    -- check above runs under the caller's setting, as it does in
+    -- tx_execute, or PostgreSQL plans its query again on every call (a
+    -- query on a table with RLS is planned for one row_security value).
+    -- Put back by hand below: a local setting made inside a function
+    -- outlives it unless the function's own SET clause names it.
+    perform pg_catalog.set_config('row_security', 'off', true);
     begin
         insert into %2$s (tx_id, seq, op, claim, %5$s, b)
         select v_tx_id, v_seq, 'l', %6$s, %7$s, %8$s
@@ -1232,6 +1239,7 @@ begin
         limit 1;
         perform resilience._claim_conflict(v_root, v_holder);
     end;
+    perform pg_catalog.set_config('row_security', v_row_security, true);
     -- Exactly the rows passed: each (tableoid, ctid) pair was locked by this
     -- statement. Pairs are matched as pairs when they span partitions (ctids
     -- and tableoids matched apart would take another partition's row at the

@@ -305,3 +305,25 @@ def test_a_key_no_longer_unique_locks_every_matching_row_like_the_general_path(
     assert results[FAST] == results[GENERAL]
     # Two rows with one key cannot both be claimed: refused on both paths.
     assert results[FAST][0] == ("error", "55P03")
+
+
+@pytest.mark.parametrize("setting", ["on", "off"])
+def test_a_lock_leaves_the_callers_row_security_as_it_was(
+    twins: psycopg.Connection[Any], setting: str
+) -> None:
+    """The lock function turns row_security off only while it reads the
+    table: the caller's setting holds again on return, in the same
+    database transaction, on both paths."""
+    for table in (FAST, GENERAL):
+        tx = begin(twins)
+        with twins.transaction():
+            twins.execute("select set_config('row_security', %s, true)", (setting,))
+            locked = twins.execute(
+                "select resilience.tx_execute(%s, %s, 'lock', null, %s)",
+                (tx, table, Jsonb({"p_match": 1, "select": "a"})),
+            ).fetchone()
+            assert locked is not None and locked[0]["count"] == 1
+            assert twins.execute("select current_setting('row_security')").fetchone() == (
+                setting,
+            )
+        twins.execute("select resilience.tx_rollback(%s)", (tx,))
