@@ -1,8 +1,9 @@
-"""Where a `lock` call's backend CPU goes, and what a floor-shaped lock that
-keeps the whole contract would cost (issue 11, target (f)).
+"""Step by step: where the backend CPU of a `lock` call (target (f)) and of
+a plain write on a managed table (target (e)) goes (issue 11).
 
-Measured side by side on one table (4 columns, as bench/tx_overhead.py),
-per autocommit call, backend CPU from /proc/<pid>/schedstat:
+Lock, measured side by side on one table (4 columns, as
+bench/tx_overhead.py), per autocommit call, backend CPU from
+/proc/<pid>/schedstat:
 
 * `SELECT ... FOR UPDATE` of one row (the baseline of (f));
 * `tx_execute(tx, t, 'lock', match => {"id": k})`, the package's call;
@@ -18,7 +19,13 @@ per autocommit call, backend CPU from /proc/<pid>/schedstat:
 * the floors of bench/_designs.py for (f): one function FOR UPDATE + claim,
   and the same writing journal and audit rows.
 
-Usage: python bench/lock_anatomy.py [--calls N] [--rounds N]
+Plain write (the claim guard with no claims, target (e)): a single-row
+UPDATE on an unmanaged table, on a managed one, and on managed ones whose
+capture function was altered in the scratch database only: without its
+pinned search_path, and also without SECURITY DEFINER (the floors' trigger
+has neither; ours needs both, see docs/benchmarks.md).
+
+Usage: python bench/anatomy.py [--calls N] [--rounds N]
 """
 
 from __future__ import annotations
@@ -192,17 +199,66 @@ def main() -> None:
                     cpu[label].append((backend_cpu_ns(pid) - before) / args.calls / 1e3)
             conn.execute("select resilience.tx_rollback(%s)", (tx,))
 
-        base = statistics.median(cpu["SELECT ... FOR UPDATE"])
+        report("lock", cpu, "SELECT ... FOR UPDATE", args)
+        guard_anatomy(conn, args)
+
+
+def report(what: str, cpu: dict[str, list[float]], baseline: str, args: Any) -> None:
+    base = statistics.median(cpu[baseline])
+    print(
+        f"\n{what}: backend CPU per call, median [min-max] of {args.rounds} rounds,"
+        f" {args.calls} calls each"
+    )
+    for label, values in cpu.items():
+        median = statistics.median(values)
         print(
-            f"backend CPU per call, median [min-max] of {args.rounds} rounds,"
-            f" {args.calls} calls each"
+            f"  {label:<34} {median:7.1f} us [{min(values):.1f}-{max(values):.1f}]"
+            f"  x{median / base:.2f}"
         )
-        for label, values in cpu.items():
-            median = statistics.median(values)
-            print(
-                f"  {label:<34} {median:7.1f} us [{min(values):.1f}-{max(values):.1f}]"
-                f"  x{median / base:.2f}"
-            )
+
+
+GUARD_VARIANTS = {
+    "UPDATE, unmanaged table": [],
+    "UPDATE, managed table": None,
+    "  capture without SET search_path": ["alter function {} reset search_path"],
+    "  ... and without SECURITY DEFINER": [
+        "alter function {} reset search_path",
+        "alter function {} security invoker",
+    ],
+}
+
+
+def guard_anatomy(conn: psycopg.Connection[Any], args: Any) -> None:
+    tables = {}
+    for number, (label, alterations) in enumerate(GUARD_VARIANTS.items()):
+        table = f"guard_{number}"
+        create(conn, table, "4 columns", rows=args.calls)
+        if alterations != []:
+            conn.execute("select resilience.manage_table(%s)", (table,))
+            row = conn.execute(
+                "select capture_function::regproc::text from resilience.managed_tables"
+                " where relation = %s::regclass",
+                (table,),
+            ).fetchone()
+            assert row is not None
+            for alteration in alterations or []:
+                conn.execute(sql.SQL(alteration).format(sql.SQL(row[0] + "()")))
+        tables[label] = sql.SQL("update {} set v = v + 1 where id = %s").format(
+            sql.Identifier(table)
+        )
+    pid = conn.info.backend_pid
+    cpu: dict[str, list[float]] = {label: [] for label in tables}
+    for round_no in range(args.rounds + 1):
+        conn.execute("vacuum (analyze)")
+        labels = list(tables)
+        shift = round_no % len(labels)
+        for label in labels[shift:] + labels[:shift]:
+            before = backend_cpu_ns(pid)
+            for key in range(1, args.calls + 1):
+                conn.execute(tables[label], (key,))
+            if round_no:
+                cpu[label].append((backend_cpu_ns(pid) - before) / args.calls / 1e3)
+    report("plain write, no claims", cpu, "UPDATE, unmanaged table", args)
 
 
 if __name__ == "__main__":
