@@ -749,10 +749,13 @@ begin
 
     -- The claim an image row takes: the first image of a key in a
     -- transaction claims it (always so for the transaction's first statement
-    -- on the table); %s is the alias the key is read from.
+    -- on the table); %s is the alias the key is read from. The lookup goes
+    -- through the claim index (one entry per key): the transaction test is
+    -- written so that no index can use it, or an index on tx_id would walk
+    -- every image of the transaction, on every statement.
     claim_of := pg_catalog.format(
-        'case when v_first then true when exists (select 1 from %s as e where e.claim and e.tx_id = v_tx_id and %%s) '
-        'then null else true end', image);
+        'case when v_first then true when exists (select 1 from %s as e where e.claim and %%s '
+        'and (e.tx_id = v_tx_id) is true) then null else true end', image);
 
     -- The statement's journal row and its audit row, in one statement (the
     -- capture and lock functions end with it; both run for every captured
@@ -801,6 +804,12 @@ language plpgsql
 volatile
 security definer
 set search_path = ''
+-- Claims are looked up by key through the claim index. The session plans
+-- these lookups once; an image table then often looks empty to the planner
+-- (vacuumed between transactions), and a sequential scan planned then would
+-- read every image of every transaction on each statement for as long as
+-- the session lives.
+set enable_seqscan = off
 as $capture$
 #variable_conflict use_variable
 declare
@@ -839,10 +848,12 @@ begin
         end if;
     end if;
     v_restoring := pg_catalog.current_setting('resilience.restoring', true);
-    if v_restoring <> '' and exists (
-        select 1 from resilience.restore_tokens as r where r.token::pg_catalog.text = v_restoring
-    ) then
-        return null;
+    -- Two statements: the token probe can only scan (text against uuid),
+    -- so it is planned for each run; only a restore's own writes run it.
+    if v_restoring <> '' then
+        if exists (select 1 from resilience.restore_tokens as r where r.token::pg_catalog.text = v_restoring) then
+            return null;
+        end if;
     end if;
     v_op := pg_catalog.lower(tg_op);
     if v_tx_text is null or v_tx_text = '' then
@@ -1177,6 +1188,8 @@ set search_path = ''
 -- this every call would plan the image insert again (measured: 30%% of a
 -- lock's backend time).
 set plan_cache_mode = force_generic_plan
+-- Claims are looked up through the claim index (as in the capture).
+set enable_seqscan = off
 as $lock$
 #variable_conflict use_variable
 declare
@@ -1320,6 +1333,9 @@ volatile
 security invoker
 set search_path = ''
 set plan_cache_mode = force_generic_plan
+-- By key, through the primary key: a plan made while the table was small
+-- would otherwise scan it for the whole session.
+set enable_seqscan = off
 as $lock_by_key$
 #variable_conflict use_variable
 declare
