@@ -1023,6 +1023,11 @@ language plpgsql
 volatile
 security definer
 set search_path = ''
+-- A step's images are read through the (tx_id, seq) index and its rows
+-- through the table's key: a plan a session made while the image table
+-- looked empty scanned every image for every step (a rollback of 3,000
+-- statements after a few small ones: 1.4-2.1 s instead of 0.3-0.6 s).
+set enable_seqscan = off
 as $undo$
 #variable_conflict use_variable
 declare

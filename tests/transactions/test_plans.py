@@ -123,3 +123,37 @@ def test_plain_writes_beside_many_claims_never_scan_the_images(
     # (each guarded write looks its keys up once, by scan or by index)
     after = settled(conn, image, lambda s: s[0] + s[1] >= before[0] + before[1] + CALLS - 10)
     assert after[0] - before[0] < 20, f"{after[0] - before[0]} sequential scans by plain writes"
+
+
+def test_a_rollback_never_scans_the_images_step_by_step(
+    conn: psycopg.Connection[Any], dsn: str
+) -> None:
+    """A rollback undoes one statement per step, each through its
+    (tx_id, seq) images: a session whose plans were made on small rollbacks
+    must not scan every image at every step of a long one."""
+    conn.execute("create table ledger (id bigint primary key, v int not null)")
+    conn.execute("insert into ledger select g, 0 from generate_series(1, %s) g", (CALLS,))
+    conn.execute("select resilience.manage_table('ledger')")
+    image = conn.execute(
+        "select image_table::text from resilience.managed_tables"
+        " where relation = 'ledger'::regclass"
+    ).fetchone()[0]  # type: ignore[index]
+    conn.execute("vacuum (analyze)")
+
+    def updates_then_rollback(session: psycopg.Connection[Any], count: int) -> None:
+        tx = session.execute("select resilience.tx_begin()").fetchone()[0]  # type: ignore[index]
+        for key in range(1, count + 1):
+            session.execute(
+                "select resilience.tx_execute(%s, 'ledger', 'update', %s, %s)",
+                (tx, Jsonb({"v": key}), Jsonb({"id": key})),
+            )
+        session.execute("select resilience.tx_rollback(%s)", (tx,))
+
+    with psycopg.connect(dsn, autocommit=True) as session:
+        for _ in range(8):  # small rollbacks: the undo's plans get made here
+            updates_then_rollback(session, 3)
+        before = image_stats(conn, image)
+        updates_then_rollback(session, CALLS)
+    after = settled(conn, image, lambda s: s[2] >= before[2] + CALLS)
+    assert after[0] - before[0] < 20, f"{after[0] - before[0]} sequential scans of the images"
+    assert conn.execute("select count(*) from ledger where v <> 0").fetchone() == (0,)
