@@ -323,7 +323,5 @@ def test_a_lock_leaves_the_callers_row_security_as_it_was(
                 (tx, table, Jsonb({"p_match": 1, "select": "a"})),
             ).fetchone()
             assert locked is not None and locked[0]["count"] == 1
-            assert twins.execute("select current_setting('row_security')").fetchone() == (
-                setting,
-            )
+            assert twins.execute("select current_setting('row_security')").fetchone() == (setting,)
         twins.execute("select resilience.tx_rollback(%s)", (tx,))
