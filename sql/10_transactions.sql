@@ -154,6 +154,13 @@ security definer
 set search_path = ''
 as $$
 begin
+    -- A caller at REPEATABLE READ or SERIALIZABLE reads with its transaction's
+    -- snapshot: the undo would miss the statements (and claims) of the
+    -- expired transaction committed after it, restore the rest and call it
+    -- timed_out. A lazy reap is never needed by the call it runs in.
+    if pg_catalog.current_setting('transaction_isolation') <> 'read committed' then
+        return;
+    end if;
     -- One index probe when nothing expired. A transaction a lazy reap had to
     -- leave (a row lock held elsewhere) waits for its `reap_after` first,
     -- so that a long-held lock does not cost every call a lock_timeout.

@@ -84,8 +84,8 @@ def audit_events(conn: psycopg.Connection[Any], tx_id: Any) -> list[str]:
 def expire(conn: psycopg.Connection[Any], tx_id: Any) -> None:
     """Make a transaction expired now, without waiting for its timeout."""
     conn.execute(
-        "update resilience.transactions set expires_at = clock_timestamp() - interval '1 second'"
-        " where id = %s",
+        "update resilience.transactions set started_at = clock_timestamp() - interval '2 s',"
+        " expires_at = clock_timestamp() - interval '1 s' where id = %s",
         (tx_id,),
     )
 
