@@ -139,19 +139,20 @@ create table items (id integer primary key, v integer not null, note text);
 insert into items select g, g * 10, 'n' || g from generate_series(1, 5) as g;
 grant select, insert, update, delete on items to public;
 select resilience.manage_table('items');
--- A restore (our undo sets resilience.restoring) waits on the test's gate
--- when the gate is armed: the fault then strikes inside the undo.
+-- A restore (our undo sets resilience.restoring), or any write when
+-- on_write is set, waits on the test's gate when the gate is armed: the
+-- fault then strikes inside the undo (or the write).
 create function gate_restore() returns trigger language plpgsql as $$
 begin
-    if current_setting('resilience.restoring', true) <> ''
-        and exists (select from public.gate where armed)
+    if exists (select from public.gate as g
+        where g.armed and (g.on_write or current_setting('resilience.restoring', true) <> ''))
     then
         perform pg_advisory_xact_lock(%(key)s);
     end if;
     return coalesce(new, old);
 end;
 $$;
-create table gate (armed boolean not null);
+create table gate (armed boolean not null, on_write boolean not null default false);
 insert into gate values (false);
 grant select on gate to public;
 create trigger gate_restore before insert or update or delete on items
@@ -167,14 +168,15 @@ def items(conn: psycopg.Connection[Any]) -> str:
 
 
 @contextmanager
-def gate_closed(dsn: str) -> Iterator[psycopg.Connection[Any]]:
-    """While open: restores of ``items`` wait on the gate. Yields the
-    connection holding it (an observer too); the gate opens on exit."""
+def gate_closed(dsn: str, on_write: bool = False) -> Iterator[psycopg.Connection[Any]]:
+    """While open: restores of ``items`` (every write with ``on_write``) wait
+    on the gate. Yields the connection holding it (an observer too); the gate
+    opens on exit."""
     with psycopg.connect(dsn, autocommit=True) as keeper:
-        keeper.execute("update gate set armed = true")
+        keeper.execute("update gate set armed = true, on_write = %s", (on_write,))
         keeper.execute("select pg_advisory_lock(%s)", (GATE_KEY,))
         try:
             yield keeper
         finally:
             keeper.execute("select pg_advisory_unlock_all()")
-            keeper.execute("update gate set armed = false")
+            keeper.execute("update gate set armed = false, on_write = false")
