@@ -223,3 +223,23 @@ def test_explicit_undo_with_a_snapshot_older_than_the_last_statement_restores_ev
     if outcome is None:  # it claimed success: then it must have restored all
         assert rows_text(conn, "items") == FIRST
         assert conn.execute("select count(*) from resilience._claims()").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+def test_read_only_request_never_fails_because_an_expired_transaction_waits(
+    conn: psycopg.Connection[Any], items: str, make_role: Any, method: str
+) -> None:
+    # PostgREST runs a POST to a STABLE function in a read-only transaction,
+    # and calls db-pre-request (tx_pre_request) in it.
+    tx = call(conn, "tx_begin")
+    call(conn, "tx_execute", tx, "items", "update", {"v": 1}, {"id": 1})
+    expire(conn, tx)
+    request = psycopg.connect(make_role("b5_caller", member_of=("resilience_user",)))
+    with request:
+        request.execute("set transaction read only")
+        request.execute("select set_config('request.method', %s, true)", (method,))
+        request.execute("select resilience.tx_pre_request()")
+        assert request.execute("select count(*) from items").fetchone() == (5,)
+        request.commit()
+    assert tx_row(conn, tx)[0] == "active"  # left for a read-write call
+    _assert_reaped_in_full(conn, tx)
