@@ -133,14 +133,14 @@ begin
         end;
         reaped := reaped + 1;
     end loop;
-    if out_of_time then
-        return reaped;
+    -- The caller's time is up: no purge this time.
+    if not out_of_time then
+        begin
+            purged := resilience._purge(coalesce(resilience._setting('purge_batch')::integer, 1000));
+        exception when others then
+            raise warning 'pgresilience: purge failed: %', sqlerrm;
+        end;
     end if;
-    begin
-        purged := resilience._purge(coalesce(resilience._setting('purge_batch')::integer, 1000));
-    exception when others then
-        raise warning 'pgresilience: purge failed: %', sqlerrm;
-    end;
     if reaped > 0 or (purged ->> 'transactions')::bigint > 0 or (purged ->> 'audit_rows')::bigint > 0 then
         perform resilience._audit('cleanup', null, pg_catalog.jsonb_build_object(
             'timed_out', reaped, 'purged', purged));

@@ -48,30 +48,40 @@ def _assert_reaped_in_full(conn: psycopg.Connection[Any], tx: Any) -> None:
 def test_lazy_reap_cut_by_the_callers_statement_timeout_leaves_the_transaction_active(
     conn: psycopg.Connection[Any], items: str, make_role: Any
 ) -> None:
-    # A restore that takes long (a slow user trigger) meets the statement
-    # timeout of whoever's call reaps lazily (Supabase: 8 s for authenticated).
+    # A restore that takes long (a slow user trigger, on row 5) meets the
+    # statement timeout of whoever's call reaps lazily (Supabase: 8 s for
+    # authenticated). The transaction reaped before it stays reaped.
     conn.execute(
         "create function slow() returns trigger language plpgsql as $$ begin"
-        " if current_setting('resilience.restoring', true) <> ''"
+        " if current_setting('resilience.restoring', true) <> '' and new.id = 5"
         " and exists (select from public.gate where armed) then perform pg_sleep(2); end if;"
         " return new; end $$;"
         "create trigger slow before update on items for each row execute function slow();"
     )
     owner, caller = _user(make_role, "b5_owner"), _user(make_role, "b5_caller")
     with owner, caller:
+        quick = call(owner, "tx_begin")
+        call(owner, "tx_execute", quick, "items", "update", {"v": 1}, {"id": 1})
+        expire(conn, quick)
         tx = call(owner, "tx_begin")
-        call(owner, "tx_execute", tx, "items", "update", {"v": 1}, {"id": 1})
-        expire(conn, tx)
+        call(owner, "tx_execute", tx, "items", "update", {"v": 5}, {"id": 5})
+        expire(conn, tx)  # expired after `quick`: reaped after it
         conn.execute("update gate set armed = true")
-        caller.execute("set statement_timeout = '100ms'")
+        caller.execute("set statement_timeout = '300ms'")
         call(caller, "tx_begin")  # the caller's own call goes through
+        assert tx_row(conn, quick)[0] == "timed_out"
+        assert audit_events(conn, quick)[-1] == "timeout"
         status, outcome = tx_row(conn, tx)
         # Not failed: the undo did not fail, the caller's time ran out.
         assert status == "active" and "reap_after" in outcome
-        assert rows_text(conn, "items")[0] == "(1,1,n1)"
+        assert rows_text(conn, "items") == [*FIRST[:4], "(5,5,n5)"]
         assert claims_of(conn, tx) == 1
-        assert sqlstate_of(caller.execute, "update items set v = 0 where id = 1") == "55P03"
+        assert sqlstate_of(caller.execute, "update items set v = 0 where id = 5") == "55P03"
         assert "conflict" not in audit_events(conn, tx)
+        cleanup = conn.execute(
+            "select detail ->> 'timed_out' from resilience.audit_log where event = 'cleanup'"
+        ).fetchall()
+        assert cleanup == [("1",)]
         conn.execute("update gate set armed = false")
         _assert_reaped_in_full(conn, tx)
 
