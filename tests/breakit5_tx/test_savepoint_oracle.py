@@ -178,3 +178,105 @@ def test_rollback_to_over_a_drifted_row_is_rz005_and_changes_nothing(
     assert rows_text(conn, items) == before  # row 1 was not restored alone
     status = call(conn, "tx_status", tx)
     assert (status["status"], status["operations"], status["savepoints"]) == ("active", 2, ["s"])
+
+
+CASCADE_TWINS = """
+create table lp (id integer primary key, v integer);
+create table lc (
+    id integer primary key,
+    pid integer references lp on delete cascade on update cascade,
+    w integer
+);
+create table rp (like lp including all);
+create table rc (
+    like lc including all,
+    foreign key (pid) references rp on delete cascade on update cascade
+);
+insert into lp select g, g from generate_series(1, 4) as g;
+insert into rp select * from lp;
+insert into lc select g, 1 + g % 4, g from generate_series(1, 6) as g;
+insert into rc select * from lc;
+select resilience.manage_table('lp');
+select resilience.manage_table('lc');
+"""
+
+
+def _both(conn: psycopg.Connection[Any], parent: str, child: str) -> list[list[str]]:
+    return [rows_text(conn, parent), rows_text(conn, child)]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_savepoints_over_foreign_key_cascades_match_rollback_to_savepoint(
+    conn: psycopg.Connection[Any], dsn: str, seed: int
+) -> None:
+    conn.execute(CASCADE_TWINS)
+    first = _both(conn, "lp", "lc")
+    rnd = random.Random(seed)
+    tx = call(conn, "tx_begin")
+    taken: list[str] = []
+    with psycopg.connect(dsn) as real:
+        cur = real.cursor()
+        for _ in range(25):
+            roll = rnd.random()
+            if roll < 0.15:
+                name = rnd.choice(["a", "b"])
+                call(conn, "tx_savepoint", tx, name)
+                cur.execute(sql.SQL("savepoint {}").format(sql.Identifier(name)))
+                if name in taken:
+                    taken.remove(name)
+                taken.append(name)
+                continue
+            if roll < 0.27 and taken:
+                name = rnd.choice(taken)
+                call(conn, "tx_rollback_to", tx, name)
+                cur.execute(sql.SQL("rollback to savepoint {}").format(sql.Identifier(name)))
+                del taken[taken.index(name) + 1 :]
+            else:
+                side = rnd.choice(["p", "c"])
+                op = rnd.choice(["insert", "update", "update_key", "delete"])
+                key = rnd.randint(1, 8)
+                data: dict[str, Any] | None = {
+                    ("p", "insert"): {"id": key, "v": rnd.randint(0, 9)},
+                    ("p", "update"): {"v": rnd.randint(0, 9)},
+                    ("c", "insert"): {"id": key, "pid": rnd.randint(1, 6), "w": rnd.randint(0, 9)},
+                    ("c", "update"): {"pid": rnd.randint(1, 6)},
+                }.get((side, op), {"id": rnd.randint(1, 8)} if op == "update_key" else None)
+                op = "update" if op == "update_key" else op
+                match = {"id": key} if op in ("update", "delete") else None
+                cur.execute("savepoint probe")
+                try:
+                    table = sql.Identifier("r" + side)
+                    if op == "insert":
+                        cur.execute(
+                            sql.SQL(
+                                "insert into {} select * from jsonb_populate_record(null::{}, %s)"
+                            ).format(table, table),
+                            (Jsonb(data),),
+                        )
+                    elif op == "delete":
+                        cur.execute(sql.SQL("delete from {} where id = %s").format(table), (key,))
+                    else:
+                        assert data is not None
+                        [(column, value)] = data.items()
+                        cur.execute(
+                            sql.SQL("update {} set {} = %s where id = %s").format(
+                                table, sql.Identifier(column)
+                            ),
+                            (value, key),
+                        )
+                    cur.execute("release savepoint probe")
+                    expected = None
+                except psycopg.Error as error:
+                    cur.execute("rollback to savepoint probe")
+                    expected = error.sqlstate
+                got = sqlstate_of(call, conn, "tx_execute", tx, "l" + side, op, data, match)
+                assert got == expected, (side, op, data, match)
+            oracle = [
+                [r[0] for r in real.execute("select t::text from rp as t order by t.id")],
+                [r[0] for r in real.execute("select t::text from rc as t order by t.id")],
+            ]
+            assert _both(conn, "lp", "lc") == oracle
+        real.rollback()
+    call(conn, "tx_rollback", tx)
+    assert _both(conn, "lp", "lc") == first
+    assert claims_of(conn, tx) == 0
