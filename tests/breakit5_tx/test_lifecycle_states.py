@@ -197,3 +197,46 @@ def test_commit_racing_a_rollback_in_progress_loses_with_rz002(
     assert results["commit"] == "RZ002"
     assert rows_text(conn, items) == FIRST
     assert audit_events(conn, tx) == ["begin", "execute", "execute", "rollback"]
+
+
+@pytest.mark.parametrize("racer", ["tx_commit", "tx_execute", "tx_savepoint", "tx_rollback"])
+def test_calls_racing_a_reap_in_progress_see_its_outcome(
+    conn: psycopg.Connection[Any], dsn: str, items: str, racer: str
+) -> None:
+    tx = call(conn, "tx_begin")
+    call(conn, "tx_execute", tx, items, "update", {"v": 1}, {"id": 1})
+    call(conn, "tx_execute", tx, items, "update", {"v": 2}, {"id": 2})
+    expire(conn, tx)
+    args = {
+        "tx_commit": (tx,),
+        "tx_execute": (tx, items, "update", {"v": 3}, {"id": 3}),
+        "tx_savepoint": (tx, "late"),
+        "tx_rollback": (tx,),
+    }[racer]
+    results: dict[str, Any] = {}
+    with gate_closed(dsn) as keeper:
+        with (
+            psycopg.connect(dsn, autocommit=True) as reaper,
+            psycopg.connect(dsn, autocommit=True) as owner,
+        ):
+            reaper_pid, owner_pid = backend_pid(reaper), backend_pid(owner)
+            reaping = threading.Thread(
+                target=lambda: results.setdefault("reaped", call(reaper, "tx_reap"))
+            )
+            reaping.start()
+            wait_until_waiting(keeper, reaper_pid)  # inside the undo
+            racing = threading.Thread(
+                target=lambda: results.setdefault("racer", sqlstate_of(call, owner, racer, *args))
+            )
+            racing.start()
+            wait_until_waiting(keeper, owner_pid)  # waits for the reap's outcome
+            keeper.execute("select pg_advisory_unlock_all()")
+            reaping.join(60)
+            racing.join(60)
+    assert results["reaped"] == 1
+    # A rollback of what the reaper rolled back is a no-op; the rest are RZ003.
+    assert results["racer"] == (None if racer == "tx_rollback" else "RZ003")
+    assert tx_row(conn, tx)[0] == "timed_out"
+    assert rows_text(conn, items) == FIRST
+    assert claims_of(conn, tx) == 0
+    assert audit_events(conn, tx) == ["begin", "execute", "execute", "timeout"]
