@@ -154,6 +154,18 @@ security definer
 set search_path = ''
 as $$
 begin
+    -- A lazy reap is never needed by the call it runs in, so it is left out
+    -- where it cannot work: a caller at REPEATABLE READ or SERIALIZABLE reads
+    -- with its transaction's snapshot (the undo would miss the statements and
+    -- claims of the expired transaction committed after it, restore the rest
+    -- and call it timed_out); a read-only transaction (PostgREST runs a POST
+    -- to a STABLE function read-only, with tx_pre_request; a hot standby)
+    -- would fail the caller's request with 25006.
+    if pg_catalog.current_setting('transaction_isolation') <> 'read committed'
+        or pg_catalog.current_setting('transaction_read_only') = 'on'
+    then
+        return;
+    end if;
     -- One index probe when nothing expired. A transaction a lazy reap had to
     -- leave (a row lock held elsewhere) waits for its `reap_after` first,
     -- so that a long-held lock does not cost every call a lock_timeout.

@@ -156,9 +156,11 @@ begin
                     report := null;
                 end if;
             -- A row lock held elsewhere that a lock_timeout gave up on (a
-            -- lazy reap's) says nothing against the rows: no conflict, the
-            -- caller decides (tx_reap leaves the transaction for later).
-            exception when lock_not_available then
+            -- lazy reap's), a deadlock or a serialization failure (another
+            -- write racing this undo) says nothing against the rows: no
+            -- conflict, the caller decides (tx_reap leaves the transaction
+            -- for later; tx_rollback's caller may retry).
+            exception when lock_not_available or deadlock_detected or serialization_failure then
                 raise;
             when others or assert_failure then
                 get stacked diagnostics failed_state = returned_sqlstate, failed_message = message_text,

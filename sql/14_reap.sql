@@ -64,6 +64,7 @@ declare
     failed_detail text;
     failure jsonb;
     purged jsonb := '{}'::jsonb;
+    out_of_time boolean := false;
 begin
     for expired in
         select t.id, t.expires_at from resilience.transactions as t
@@ -97,11 +98,27 @@ begin
             -- one (an explicit tx_reap: pg_cron, the janitor), 55P03 is a
             -- failure like any other, so that a user trigger raising it
             -- cannot keep a transaction up for every lazy reap to retry.
-            if failed_state = '55P03' and pg_catalog.current_setting('lock_timeout') <> '0' then
+            -- Nor is a deadlock (the owner's own write racing the expiry:
+            -- its statement holds a row the undo restores, then waits for
+            -- the transaction's row this reaper holds) or a serialization
+            -- failure, nor the caller's
+            -- own statement_timeout running out (a lazy reap runs inside
+            -- another user's call, whose timeout has nothing to do with
+            -- this undo): nothing is wrong with the rows, a later reap
+            -- succeeds. The caller's time being up, this reap stops there.
+            -- (A 57014 before the deadline, a user trigger's, stays a failure.)
+            out_of_time := failed_state = '57014'
+                and pg_catalog.current_setting('statement_timeout')::interval > interval '0'
+                and pg_catalog.statement_timestamp() + pg_catalog.current_setting('statement_timeout')::interval
+                    <= pg_catalog.clock_timestamp();
+            if (failed_state = '55P03' and pg_catalog.current_setting('lock_timeout') <> '0')
+                or failed_state in ('40P01', '40001') or out_of_time
+            then
                 update resilience.transactions as t
                 set outcome = coalesce(t.outcome, '{}'::jsonb) || pg_catalog.jsonb_build_object(
                     'reap_after', pg_catalog.clock_timestamp() + interval '5 seconds')
                 where t.id = expired.id;
+                exit when out_of_time;
                 continue;
             end if;
             failure := pg_catalog.jsonb_build_object('during', 'timeout', 'sqlstate', failed_state,
@@ -116,11 +133,14 @@ begin
         end;
         reaped := reaped + 1;
     end loop;
-    begin
-        purged := resilience._purge(coalesce(resilience._setting('purge_batch')::integer, 1000));
-    exception when others then
-        raise warning 'pgresilience: purge failed: %', sqlerrm;
-    end;
+    -- The caller's time is up: no purge this time.
+    if not out_of_time then
+        begin
+            purged := resilience._purge(coalesce(resilience._setting('purge_batch')::integer, 1000));
+        exception when others then
+            raise warning 'pgresilience: purge failed: %', sqlerrm;
+        end;
+    end if;
     if reaped > 0 or (purged ->> 'transactions')::bigint > 0 or (purged ->> 'audit_rows')::bigint > 0 then
         perform resilience._audit('cleanup', null, pg_catalog.jsonb_build_object(
             'timed_out', reaped, 'purged', purged));
