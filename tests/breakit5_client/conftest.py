@@ -12,6 +12,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,3 +68,23 @@ def child_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env.update(extra)
     return env
+
+
+def open_database_transactions(conn: Any) -> list[str]:
+    """States of the other sessions of ``conn``'s database that are inside a
+    database transaction (what an error must never leave behind)."""
+    rows = conn.execute(
+        "select state from pg_stat_activity where datname = current_database()"
+        " and pid <> pg_backend_pid() and xact_start is not null"
+        " and backend_type = 'client backend'"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def statuses(conn: Any) -> list[tuple[str, str]]:
+    """(status, outcome reason) of every logical transaction, oldest first."""
+    rows = conn.execute(
+        "select status, coalesce(outcome->>'reason', '') from resilience.transactions"
+        " order by started_at, id"
+    ).fetchall()
+    return [(r[0], r[1]) for r in rows]

@@ -24,7 +24,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from pgresilience._source_aio import AsyncConnectionSource, AsyncSource
-from pgresilience.errors import InvalidOperation, PgResilienceError, map_error
+from pgresilience.errors import InvalidOperation, map_error
 from pgresilience.queries import query
 from pgresilience.transactions import batch, core
 from pgresilience.transactions.core import Call, ExecuteResult, TxId
@@ -164,8 +164,8 @@ class AsyncTransactionManager:
         except BaseException as exc:
             try:
                 await self.rollback(tx.id, reason=core.rollback_reason(exc))
-            except PgResilienceError as rollback_error:
-                exc.add_note(f"pgresilience: rollback of {tx.id} failed too: {rollback_error}")
+            except Exception as rollback_error:  # the body's exception is the one to see
+                exc.add_note(f"pgresilience: rollback of {tx.id} failed too: {rollback_error!r}")
             raise
         await self.commit(tx.id)
 

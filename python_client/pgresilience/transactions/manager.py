@@ -25,7 +25,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from pgresilience._source import ConnectionSource, SyncSource
-from pgresilience.errors import InvalidOperation, PgResilienceError, map_error
+from pgresilience.errors import InvalidOperation, map_error
 from pgresilience.queries import query
 from pgresilience.transactions import batch, core
 from pgresilience.transactions.core import Call, ExecuteResult, TxId
@@ -163,8 +163,8 @@ class TransactionManager:
         except BaseException as exc:
             try:
                 self.rollback(tx.id, reason=core.rollback_reason(exc))
-            except PgResilienceError as rollback_error:
-                exc.add_note(f"pgresilience: rollback of {tx.id} failed too: {rollback_error}")
+            except Exception as rollback_error:  # the body's exception is the one to see
+                exc.add_note(f"pgresilience: rollback of {tx.id} failed too: {rollback_error!r}")
             raise
         self.commit(tx.id)
 
