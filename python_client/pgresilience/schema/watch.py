@@ -30,7 +30,13 @@ def watch(dsn: str, say: Callable[[str], None], *, stop: threading.Event | None 
     manager = SchemaVersionManager(dsn)
     current = manager.initialize()
     say(f"watching schema changes; current version {current.version} (hash {current.hash[:12]})")
-    for note in tracking_notes(*tracking_mode(dsn)):
+    try:
+        notes = tracking_notes(*tracking_mode(dsn))
+    except psycopg.errors.InsufficientPrivilege:
+        # The app's server role (resilience_user) may watch, but not read the
+        # package's settings: the notes on how DDL is tracked are the owner's.
+        notes = []
+    for note in notes:
         say(note)
 
     def print_version(changes: ChangeList) -> None:
