@@ -149,3 +149,45 @@ def test_a_cancelled_task_rolls_back_its_block(dsn: str, items: psycopg.Connecti
     assert _ids(items) == []
     assert [s for s, _ in statuses(items)] == ["rolled_back", "rolled_back"]
     assert open_database_transactions(items) == []
+
+
+def test_a_task_cancelled_again_while_its_block_rolls_back_still_rolls_back(
+    dsn: str, items: psycopg.Connection[Any]
+) -> None:
+    # A server shutting down cancels a request task, then cancels it again
+    # while the block's rollback is under way (the undo is made slow here).
+    items.execute(
+        "create function slow_undo() returns trigger language plpgsql as $$"
+        " begin perform pg_sleep(1); return null; end $$"
+    )
+    items.execute(
+        "create trigger slow_undo after delete on items"
+        " for each statement execute function slow_undo()"
+    )
+
+    async def app() -> None:
+        async with AsyncTransactionManager(dsn) as tm:
+            started = asyncio.Event()
+
+            async def request() -> None:
+                async with tm.transaction() as tx:
+                    await tx.insert("items", {"id": 1, "note": "written"})
+                    started.set()
+                    await asyncio.sleep(60)
+
+            task = asyncio.create_task(request())
+            await asyncio.wait_for(started.wait(), 30)
+            task.cancel()
+            await asyncio.sleep(0.3)  # the rollback's undo is running now
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(task, 30)
+            for _ in range(100):  # the rollback may finish after the task
+                if [s for s, _ in statuses(items)] == ["rolled_back"]:
+                    break
+                await asyncio.sleep(0.1)
+
+    asyncio.run(asyncio.wait_for(app(), 90))
+    assert _ids(items) == []
+    assert [s for s, _ in statuses(items)] == ["rolled_back"]
+    assert open_database_transactions(items) == []

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.pq import TransactionStatus
 
+from pgresilience._acompat import ashield
 from pgresilience._source_aio import AsyncConnectionSource, AsyncSource
 from pgresilience.errors import InvalidOperation, map_error
 from pgresilience.queries import query
@@ -163,7 +164,8 @@ class AsyncTransactionManager:
             yield tx
         except BaseException as exc:
             try:
-                await self.rollback(tx.id, reason=core.rollback_reason(exc))
+                # shielded: a task cancelled again meanwhile must not cut it short
+                await ashield(self.rollback(tx.id, reason=core.rollback_reason(exc)))
             except Exception as rollback_error:  # the body's exception is the one to see
                 exc.add_note(f"pgresilience: rollback of {tx.id} failed too: {rollback_error!r}")
             raise

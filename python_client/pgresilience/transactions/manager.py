@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.pq import TransactionStatus
 
+from pgresilience._acompat import shield
 from pgresilience._source import ConnectionSource, SyncSource
 from pgresilience.errors import InvalidOperation, map_error
 from pgresilience.queries import query
@@ -162,7 +163,8 @@ class TransactionManager:
             yield tx
         except BaseException as exc:
             try:
-                self.rollback(tx.id, reason=core.rollback_reason(exc))
+                # shielded: a task cancelled again meanwhile must not cut it short
+                shield(self.rollback(tx.id, reason=core.rollback_reason(exc)))
             except Exception as rollback_error:  # the body's exception is the one to see
                 exc.add_note(f"pgresilience: rollback of {tx.id} failed too: {rollback_error!r}")
             raise
