@@ -33,8 +33,15 @@ __all__ = ["ConnectionSource", "SyncSource", "through_proxy"]
 
 SyncSource = str | psycopg.Connection[Any] | ConnectionPool[Any]
 
-#: keyword arguments of every connection this package opens itself
-CONNECT_KWARGS: dict[str, Any] = {"autocommit": True, "prepare_threshold": None}
+#: keyword arguments of every connection this package opens itself. UTF8
+#: whatever the conninfo says: psycopg sends jsonb parameters and reads jsonb
+#: results as UTF-8, which another client_encoding would turn into other
+#: characters on their way.
+CONNECT_KWARGS: dict[str, Any] = {
+    "autocommit": True,
+    "prepare_threshold": None,
+    "client_encoding": "UTF8",
+}
 
 _CONNECTION_LOCKS: WeakKeyDictionary[psycopg.Connection[Any], Lock] = WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
