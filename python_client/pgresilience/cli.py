@@ -310,6 +310,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of the output went away (`| head`): nothing is wrong with
+        # the command. Stdout goes to /dev/null so that Python's own flush at
+        # exit does not fail on the pipe again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except Exception as exc:
         code, message = classify(exc)
         if args.debug:

@@ -5,11 +5,16 @@ with its documented exit code (docs/cli.md), never a hang; --json is JSON."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from .conftest import COMMAND, child_env, run_bounded
 
@@ -101,3 +106,41 @@ def test_plan_json_is_json_whatever_the_migration_does(
         " and attnum > 0 and not attisdropped"
     ).fetchone()
     assert columns == (2,)
+
+
+def test_watch_ends_when_its_reader_goes_away(dsn: str, conn: psycopg.Connection[Any]) -> None:
+    # `pgresilience watch | head -n 1`: once head has its line, watch must end
+    process = subprocess.Popen(
+        [COMMAND, "watch", "--dsn", dsn],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert "watching schema changes" in process.stdout.readline()
+        process.stdout.close()
+        for i in range(3):
+            conn.execute(sql.SQL("create table {} (id int)").format(sql.Identifier(f"piped_{i}")))
+            if process.poll() is not None:
+                break
+            time.sleep(0.5)
+        assert process.wait(timeout=60) == 0
+        assert process.stderr is not None
+        assert process.stderr.read() == ""
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_print_sql_into_a_reader_that_stops_early() -> None:
+    script = run_bounded(
+        ["bash", "-o", "pipefail", "-c", f"'{COMMAND}' install --print-sql | head -c 100"]
+    )
+    assert script.returncode == 0, script.stderr
+    assert len(script.stdout) == 100
+    assert script.stderr == ""

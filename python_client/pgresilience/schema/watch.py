@@ -39,9 +39,17 @@ def watch(dsn: str, say: Callable[[str], None], *, stop: threading.Event | None 
     for note in notes:
         say(note)
 
+    gone: list[OSError] = []
+
     def print_version(changes: ChangeList) -> None:
-        for line in version_lines(changes):
-            say(line)
+        try:
+            for line in version_lines(changes):
+                say(line)
+        except OSError as exc:
+            # The reader went away (`watch | head -n 5`): stop, rather than
+            # print into nothing until killed.
+            gone.append(exc)
+            stop.set()
 
     manager.on_schema_change(print_version)
     try:
@@ -51,3 +59,5 @@ def watch(dsn: str, say: Callable[[str], None], *, stop: threading.Event | None 
         say("stopped")
     finally:
         manager.close()
+    if gone:
+        raise gone[0]
