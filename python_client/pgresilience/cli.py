@@ -45,7 +45,9 @@ class CliError(Exception):
 
 
 def _dsn(args: argparse.Namespace) -> str:
-    dsn = args.dsn or os.environ.get("DATABASE_URL")
+    # An empty --dsn (a script's unset variable) is no database, never a reason
+    # to fall back on $DATABASE_URL: that may be another, more precious one.
+    dsn = args.dsn if args.dsn is not None else os.environ.get("DATABASE_URL")
     if not dsn:
         raise CliError("no database given: use --dsn DSN or set DATABASE_URL", EXIT_USAGE)
     try:

@@ -144,3 +144,15 @@ def test_print_sql_into_a_reader_that_stops_early() -> None:
     assert script.returncode == 0, script.stderr
     assert len(script.stdout) == 100
     assert script.stderr == ""
+
+
+@pytest.mark.parametrize("command", EVERY_DSN_COMMAND, ids=lambda c: c[0])
+def test_an_empty_dsn_option_never_falls_back_on_database_url(
+    dsn: str, migration: Path, command: list[str]
+) -> None:
+    # `pgresilience uninstall --dsn "$STAGING_URL"` with STAGING_URL unset
+    ran = run_bounded([COMMAND, *command, "--dsn", ""], env=child_env(DATABASE_URL=dsn))
+    assert ran.returncode == 2, ran.stderr
+    assert ran.stdout == ""
+    status = run_bounded([COMMAND, "status", "--dsn", dsn])
+    assert status.returncode == 0, "the database of $DATABASE_URL was changed"
