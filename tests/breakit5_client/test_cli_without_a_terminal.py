@@ -87,6 +87,12 @@ def test_plan_json_is_json_whatever_the_migration_does(
         "fails.sql": ("create table b (id int primary key); select 1/0;", 2, False),
         "commits.sql": ("create table c (id int primary key); commit;", 2, False),
         "empty.sql": ("", 0, True),
+        "talks.sql": (
+            "do $$ begin raise notice 'hello'; raise warning 'careful'; end $$;"
+            " create table e (id int primary key);",
+            0,
+            True,
+        ),
         "drops.sql": ("alter table kept drop column note;", 1, True),
     }
     for name, (text, code, ok) in cases.items():
