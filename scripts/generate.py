@@ -47,6 +47,7 @@ SYNC_NAMES = {
     "AEvent": "Event",
     "aevent_wait": "event_wait",
     "ainvoke": "invoke",
+    "ashield": "shield",
     "aspawn": "spawn",
     "astop": "stop",
     "_source_aio": "_source",

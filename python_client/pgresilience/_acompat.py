@@ -9,8 +9,10 @@ import asyncio
 import contextlib
 import inspect
 import threading
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 __all__ = [
     "AEvent",
@@ -19,10 +21,12 @@ __all__ = [
     "Lock",
     "aevent_wait",
     "ainvoke",
+    "ashield",
     "aspawn",
     "astop",
     "event_wait",
     "invoke",
+    "shield",
     "spawn",
     "stop",
 ]
@@ -56,6 +60,17 @@ async def ainvoke(function: Callable[..., Any], *args: Any) -> Any:
 
 def invoke(function: Callable[..., Any], *args: Any) -> Any:
     return function(*args)
+
+
+async def ashield(awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` to its end even when the caller is cancelled
+    meanwhile (the caller still gets its CancelledError): a cleanup such as a
+    rollback must not be cut short by a second cancellation."""
+    return await asyncio.shield(awaitable)
+
+
+def shield(value: T) -> T:
+    return value
 
 
 def aspawn(target: Callable[[], Coroutine[Any, Any, None]], name: str) -> asyncio.Task[None]:

@@ -15,11 +15,12 @@ others, so every source works through a pooler in transaction mode.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from weakref import WeakKeyDictionary
+from weakref import WeakKeyDictionary, WeakSet
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -31,8 +32,15 @@ __all__ = ["AsyncConnectionSource", "AsyncSource", "through_proxy"]
 
 AsyncSource = str | psycopg.AsyncConnection[Any] | AsyncConnectionPool[Any]
 
-#: keyword arguments of every connection this package opens itself
-CONNECT_KWARGS: dict[str, Any] = {"autocommit": True, "prepare_threshold": None}
+#: keyword arguments of every connection this package opens itself. UTF8
+#: whatever the conninfo says: psycopg sends jsonb parameters and reads jsonb
+#: results as UTF-8, which another client_encoding would turn into other
+#: characters on their way.
+CONNECT_KWARGS: dict[str, Any] = {
+    "autocommit": True,
+    "prepare_threshold": None,
+    "client_encoding": "UTF8",
+}
 
 _CONNECTION_LOCKS: WeakKeyDictionary[psycopg.AsyncConnection[Any], ALock] = WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
@@ -44,6 +52,27 @@ def _turns(conn: psycopg.AsyncConnection[Any]) -> ALock:
         if lock is None:
             lock = _CONNECTION_LOCKS[conn] = ALock()
         return lock
+
+
+#: every source of this process, for the fork hook below
+_SOURCES: WeakSet[AsyncConnectionSource] = WeakSet()
+
+
+def _forget_parents_pools() -> None:
+    """In a forked child (a web server's worker): a pool opened before the
+    fork holds the parent's sessions, their sockets shared with it. Used here,
+    both processes would talk on one session and read each other's replies;
+    closed here, the parent's sessions would end. So the child forgets it
+    (psycopg never closes a connection it garbage-collects after a fork) and
+    opens its own on first use. Locks held by the parent's threads at the
+    fork would never be released here: they are made anew."""
+    global _LOCKS_GUARD
+    _LOCKS_GUARD = threading.Lock()
+    for source in list(_SOURCES):
+        source.forget_parents_pool()
+
+
+os.register_at_fork(after_in_child=_forget_parents_pools)
 
 
 def through_proxy(client_port: int | None, server_port: int | None) -> bool:
@@ -71,6 +100,12 @@ class AsyncConnectionSource:
         self._pool: AsyncConnectionPool[Any] | None = None
         self._pool_lock = ALock()
         self._closed = False
+        _SOURCES.add(self)
+
+    def forget_parents_pool(self) -> None:
+        """After a fork, in the child: see ``_forget_parents_pools``."""
+        self._pool = None
+        self._pool_lock = ALock()
 
     async def _own_pool(self, conninfo: str) -> AsyncConnectionPool[Any]:
         async with self._pool_lock:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from pgresilience import __version__
 from pgresilience.errors import PgResilienceError
@@ -24,7 +25,8 @@ __all__ = ["EXIT_CODES", "CliError", "main"]
 EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "any other error (a database error, a failed step): the message says which",
-    2: "usage: unknown command or option, no database given, a migration file `plan` cannot read",
+    2: "usage: unknown command or option, no database given, a conninfo or URL that does not "
+    "parse, a migration file `plan` cannot read",
     3: "connection: the server refused or could not be reached, authentication failed, "
     "unknown database or role",
     4: "permission: the role lacks a privilege the command needs (the message names it)",
@@ -43,9 +45,15 @@ class CliError(Exception):
 
 
 def _dsn(args: argparse.Namespace) -> str:
-    dsn = args.dsn or os.environ.get("DATABASE_URL")
+    # An empty --dsn (a script's unset variable) is no database, never a reason
+    # to fall back on $DATABASE_URL: that may be another, more precious one.
+    dsn = args.dsn if args.dsn is not None else os.environ.get("DATABASE_URL")
     if not dsn:
         raise CliError("no database given: use --dsn DSN or set DATABASE_URL", EXIT_USAGE)
+    try:
+        conninfo_to_dict(dsn)  # parsed here: a typo is a usage error, not a database's
+    except psycopg.ProgrammingError as exc:
+        raise CliError(f"not a conninfo or URL: {_one_line(str(exc))}", EXIT_USAGE) from exc
     return str(dsn)
 
 
@@ -212,7 +220,13 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
             formatter_class=_formatter,
         )
         sub.add_argument("--dsn", help="conninfo or URL (default: $DATABASE_URL)")
-        sub.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+        # No default of its own: the subcommand's would override `pgresilience --debug CMD`.
+        sub.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show tracebacks on errors",
+        )
         sub.set_defaults(handler=command.handler)
         if command.name == "install":
             sub.add_argument(
@@ -298,6 +312,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of the output went away (`| head`): nothing is wrong with
+        # the command. Stdout goes to /dev/null so that Python's own flush at
+        # exit does not fail on the pipe again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except Exception as exc:
         code, message = classify(exc)
         if args.debug:

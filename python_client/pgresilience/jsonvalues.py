@@ -10,6 +10,11 @@ column keeps its scale; a json/jsonb column gets a number), non-finite
 ``Path`` as their text, bytes as bytea hex (``"\\x..."``), sets as arrays,
 an ``Enum`` as its value. Anything else raises ``TypeError`` naming the type,
 before anything is sent.
+
+The JSON text is ASCII (other characters as ``\\u`` escapes, which jsonb
+reads back as the characters): psycopg encodes jsonb parameters as UTF-8
+whatever the connection's client_encoding, and the server would read them in
+that encoding (LATIN1: "é" stored as "Ã©").
 """
 
 from __future__ import annotations
@@ -77,7 +82,7 @@ def _non_finite(value: decimal.Decimal) -> str:
 
 def dumps(value: Any) -> str:
     """JSON text of ``value`` (see the module's docstring)."""
-    text = json.dumps(value, default=_default, ensure_ascii=False)
+    text = json.dumps(value, default=_default)
     if "\\u0000" in text:
         text = _DECIMAL_IN_JSON.sub(r"\1", text)
     return text

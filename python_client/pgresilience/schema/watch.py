@@ -30,12 +30,26 @@ def watch(dsn: str, say: Callable[[str], None], *, stop: threading.Event | None 
     manager = SchemaVersionManager(dsn)
     current = manager.initialize()
     say(f"watching schema changes; current version {current.version} (hash {current.hash[:12]})")
-    for note in tracking_notes(*tracking_mode(dsn)):
+    try:
+        notes = tracking_notes(*tracking_mode(dsn))
+    except psycopg.errors.InsufficientPrivilege:
+        # The app's server role (resilience_user) may watch, but not read the
+        # package's settings: the notes on how DDL is tracked are the owner's.
+        notes = []
+    for note in notes:
         say(note)
 
+    gone: list[OSError] = []
+
     def print_version(changes: ChangeList) -> None:
-        for line in version_lines(changes):
-            say(line)
+        try:
+            for line in version_lines(changes):
+                say(line)
+        except OSError as exc:
+            # The reader went away (`watch | head -n 5`): stop, rather than
+            # print into nothing until killed.
+            gone.append(exc)
+            stop.set()
 
     manager.on_schema_change(print_version)
     try:
@@ -45,3 +59,5 @@ def watch(dsn: str, say: Callable[[str], None], *, stop: threading.Event | None 
         say("stopped")
     finally:
         manager.close()
+    if gone:
+        raise gone[0]

@@ -23,8 +23,9 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.pq import TransactionStatus
 
+from pgresilience._acompat import ashield
 from pgresilience._source_aio import AsyncConnectionSource, AsyncSource
-from pgresilience.errors import InvalidOperation, PgResilienceError, map_error
+from pgresilience.errors import InvalidOperation, map_error
 from pgresilience.queries import query
 from pgresilience.transactions import batch, core
 from pgresilience.transactions.core import Call, ExecuteResult, TxId
@@ -163,9 +164,10 @@ class AsyncTransactionManager:
             yield tx
         except BaseException as exc:
             try:
-                await self.rollback(tx.id, reason=core.rollback_reason(exc))
-            except PgResilienceError as rollback_error:
-                exc.add_note(f"pgresilience: rollback of {tx.id} failed too: {rollback_error}")
+                # shielded: a task cancelled again meanwhile must not cut it short
+                await ashield(self.rollback(tx.id, reason=core.rollback_reason(exc)))
+            except Exception as rollback_error:  # the body's exception is the one to see
+                exc.add_note(f"pgresilience: rollback of {tx.id} failed too: {rollback_error!r}")
             raise
         await self.commit(tx.id)
 

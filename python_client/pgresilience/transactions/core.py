@@ -174,5 +174,13 @@ def reap(max_count: int = 100) -> Call[int]:
 
 
 def rollback_reason(exc: BaseException) -> str:
-    """The reason recorded when ``transaction()`` rolls back on an exception."""
-    return f"{type(exc).__name__}: {exc}"[:500]
+    """The reason recorded when ``transaction()`` rolls back on an exception.
+    Whatever the exception's text, it must not stop the rollback: a ``__str__``
+    that raises, a NUL byte or a lone surrogate (a filename decoded with
+    ``surrogateescape``) would fail the call before it reached the database."""
+    try:
+        text = f"{type(exc).__name__}: {exc}"
+    except Exception:
+        text = f"{type(exc).__name__} (its text could not be read)"
+    text = text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    return text[:500]

@@ -24,8 +24,9 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.pq import TransactionStatus
 
+from pgresilience._acompat import shield
 from pgresilience._source import ConnectionSource, SyncSource
-from pgresilience.errors import InvalidOperation, PgResilienceError, map_error
+from pgresilience.errors import InvalidOperation, map_error
 from pgresilience.queries import query
 from pgresilience.transactions import batch, core
 from pgresilience.transactions.core import Call, ExecuteResult, TxId
@@ -162,9 +163,10 @@ class TransactionManager:
             yield tx
         except BaseException as exc:
             try:
-                self.rollback(tx.id, reason=core.rollback_reason(exc))
-            except PgResilienceError as rollback_error:
-                exc.add_note(f"pgresilience: rollback of {tx.id} failed too: {rollback_error}")
+                # shielded: a task cancelled again meanwhile must not cut it short
+                shield(self.rollback(tx.id, reason=core.rollback_reason(exc)))
+            except Exception as rollback_error:  # the body's exception is the one to see
+                exc.add_note(f"pgresilience: rollback of {tx.id} failed too: {rollback_error!r}")
             raise
         self.commit(tx.id)
 
