@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -53,8 +54,18 @@ def _dsn(args: argparse.Namespace) -> str:
     try:
         conninfo_to_dict(dsn)  # parsed here: a typo is a usage error, not a database's
     except psycopg.ProgrammingError as exc:
-        raise CliError(f"not a conninfo or URL: {_one_line(str(exc))}", EXIT_USAGE) from exc
+        raise CliError(
+            f"not a conninfo or URL: {_without_the_dsn(_one_line(str(exc)), dsn)}", EXIT_USAGE
+        ) from exc
     return str(dsn)
+
+
+def _without_the_dsn(message: str, dsn: str) -> str:
+    """libpq's parse error quotes the string, or the piece of it where it
+    stopped: either may hold a password, and the message goes to CI logs."""
+    return re.sub(
+        r'"([^"]{2,})"', lambda quoted: '"..."' if quoted[1] in dsn else quoted[0], message
+    ).replace(dsn, "...")
 
 
 def _install(args: argparse.Namespace) -> int:

@@ -162,3 +162,18 @@ def test_an_empty_dsn_option_never_falls_back_on_database_url(
     assert ran.stdout == ""
     status = run_bounded([COMMAND, "status", "--dsn", dsn])
     assert status.returncode == 0, "the database of $DATABASE_URL was changed"
+
+
+@pytest.mark.parametrize(
+    "conninfo",
+    [
+        "postgresql://app:s3cr3t-pw@[::1/db",
+        "host=db user=app password=s3cr3t-pw dbname",
+        "password=s3cr3t-pw host",
+    ],
+)
+def test_a_conninfo_that_does_not_parse_is_never_echoed_with_its_password(conninfo: str) -> None:
+    ran = run_bounded([COMMAND, "status", "--dsn", conninfo])
+    assert ran.returncode == 2, ran.stderr
+    assert "s3cr3t" not in ran.stderr
+    assert "not a conninfo or URL" in ran.stderr
