@@ -63,9 +63,12 @@ def _dsn(args: argparse.Namespace) -> str:
 def _without_the_dsn(message: str, dsn: str) -> str:
     """libpq's parse error quotes the string, or the piece of it where it
     stopped: either may hold a password, and the message goes to CI logs."""
-    return re.sub(
-        r'"([^"]{2,})"', lambda quoted: '"..."' if quoted[1] in dsn else quoted[0], message
-    ).replace(dsn, "...")
+
+    def hidden(quoted: re.Match[str]) -> str:
+        piece = quoted[1]
+        return '"..."' if len(piece) > 1 and piece in dsn else quoted[0]
+
+    return re.sub(r'"([^"]*)"', hidden, message).replace(dsn, "...")
 
 
 def _install(args: argparse.Namespace) -> int:
