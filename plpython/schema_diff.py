@@ -719,6 +719,18 @@ _PAIR_KEYS: dict[str, Any] = {
 }
 
 
+def _recreated_views(views: Sequence[Delta]) -> dict[str, str]:
+    """The id of each dropped view -> the id of the view created again under its name."""
+    gone = {
+        (d["old"]["schema"], d["old"]["name"]): str(d["id"]) for d in views if d.get("new") is None
+    }
+    return {
+        gone[key]: str(d["id"])
+        for d in views
+        if d.get("old") is None and (key := (d["new"]["schema"], d["new"]["name"])) in gone
+    }
+
+
 def _pair_recreated(by_kind: dict[str, list[Delta]]) -> None:
     """Merge, in place, each dropped object with the added one of the same key."""
     for kind, key in _PAIR_KEYS.items():
@@ -828,11 +840,14 @@ def compute_changes(deltas: Sequence[Delta]) -> list[Change]:
     for d in by_kind.get("column", []):
         if d.get("old") and d.get("new"):
             renames.add((d["old"]["name"],), (d["new"]["name"],), str(d["new"]["table"]))
-    for d in by_kind.get("enum", []):
-        if d.get("old") and d.get("new"):
-            renames.add(
-                (d["old"]["schema"], d["old"]["name"]), (d["new"]["schema"], d["new"]["name"])
-            )
+    # Enum types, views and functions are printed qualified in other texts
+    # (a column's type, a view over a view, a policy calling a function).
+    for kind in ("enum", "view", "function"):
+        for d in by_kind.get(kind, []):
+            if d.get("old") and d.get("new"):
+                renames.add(
+                    (d["old"]["schema"], d["old"]["name"]), (d["new"]["schema"], d["new"]["name"])
+                )
 
     # Table records first: they list a new table's columns and what a DROP
     # TABLE ... CASCADE took with it.
@@ -841,6 +856,21 @@ def compute_changes(deltas: Sequence[Delta]) -> list[Change]:
     for kind in ("column", "constraint", "index", "policy"):
         if kind in by_kind:  # implied by table_added / table_dropped
             by_kind[kind] = [d for d in by_kind[kind] if str(d.get("table_id")) not in whole_tables]
+    # A view (materialized) dropped and created again is one view: its
+    # indexes are paired with those of its new self, and indexes on a new
+    # one block no writer.
+    recreated = _recreated_views(by_kind.get("view", []))
+    by_kind["index"] = [
+        {**d, "table_id": recreated[str(d.get("table_id"))]}
+        if d.get("new") is None and str(d.get("table_id")) in recreated
+        else d
+        for d in by_kind.get("index", [])
+    ]
+    added = added | {
+        str(d["id"])
+        for d in by_kind.get("view", [])
+        if d.get("old") is None and str(d["id"]) not in recreated.values()
+    }
     _pair_recreated(by_kind)
     changes += _constraints_over_existing_indexes(by_kind)
     sub_objects = [
@@ -1059,7 +1089,14 @@ def _column_changes(d: Delta, renames: _Renames, added_tables: set[str]) -> list
                 False,
             )
     if not renames.same(old.get("default"), new.get("default"), new["table"]):
-        if old.get("default") and not new.get("default") and new.get("not_null"):
+        # A default given way to an identity (serial -> identity) still
+        # fills the column: omitting it stays fine.
+        if (
+            old.get("default")
+            and not new.get("default")
+            and new.get("not_null")
+            and not new.get("identity")
+        ):
             add(
                 "default_dropped_not_null",
                 "default dropped on a NOT NULL column: inserts that omit it fail",

@@ -581,14 +581,30 @@ security definer
 set search_path = ''
 as $$
 begin
-    with dep as (
+    with named as (
+        select pg_catalog.unnest(objects) as oid
+        -- A type's name is also printed by what uses its array type
+        -- (`mood[]`), and a relation's by what uses its row type or that
+        -- one's array (`setof users`, a column `users[]`): pg_depend points
+        -- at those types, not at the renamed object.
+        union all
+        select t.typarray from pg_catalog.pg_type as t
+        where t.oid operator(pg_catalog.=) any(objects) and t.typarray operator(pg_catalog.<>) 0
+        union all
+        select r.oid from pg_catalog.pg_class as c
+        inner join pg_catalog.pg_type as t on c.reltype = t.oid
+        cross join lateral (values (t.oid), (t.typarray)) as r (oid)
+        where c.oid operator(pg_catalog.=) any(objects) and r.oid operator(pg_catalog.<>) 0
+    ),
+
+    dep as (
         select d.classid, d.objid from pg_catalog.pg_depend as d
         where d.refclassid in (
             'pg_catalog.pg_class'::pg_catalog.regclass,
             'pg_catalog.pg_type'::pg_catalog.regclass,
             'pg_catalog.pg_proc'::pg_catalog.regclass
         )
-            and d.refobjid operator(pg_catalog.=) any(objects)
+            and d.refobjid in (select named.oid from named)
     )
 
     select

@@ -1,0 +1,294 @@
+"""Replaying a Supabase-style app's 50 migrations, one psql process per file
+as migration tools do, keeps every promise of schema version tracking
+(DESIGN.md section 2, docs/schema_tracking.md, docs/cli.md `plan`):
+
+* exactly one version per committed migration that changes a tracked
+  object, none for one that changes nothing tracked (grants, comments,
+  triggers, domains, extensions in an ignored schema), fails or rolls back;
+* its change records name the real difference, rated as the severity table
+  says (EXPECTED below, checked against docs/schema_tracking.md by hand);
+* `schema_refresh()` right after each migration finds nothing left to record;
+* `pgresilience plan FILE` run just before reports what the commit then
+  records and exits 0 below `high`, 1 at or above it, 2 when the migration
+  fails or cannot run in a transaction (CONCURRENTLY, its own BEGIN/ROLLBACK).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.breakit5_schema.conftest import (
+    APP,
+    MIGRATIONS,
+    Plan,
+    last_version,
+    plan,
+    psql,
+    records,
+    refresh,
+    runs_in_one_transaction,
+    versions_since,
+)
+
+pytestmark = pytest.mark.plpython
+
+# Per migration (file name without its timestamp): the change records of its
+# one version as (type, table or object, column, severity); None: no version.
+EXPECTED: dict[str, set[tuple[Any, ...]] | None] = {
+    "extensions": None,
+    "enums": {
+        ("enum_added", "public.order_status", None, "low"),
+        ("enum_added", "public.user_role", None, "low"),
+    },
+    "profiles": {
+        ("table_added", "public.profiles", None, "low"),
+    },
+    "handle_new_user": {
+        ("function_added", "public.handle_new_user()", None, "low"),
+    },
+    "domains_and_types": None,
+    "organizations": {
+        ("function_added", "private.is_member(org bigint)", None, "low"),
+        ("table_added", "public.audit_events", None, "low"),
+        ("table_added", "public.memberships", None, "low"),
+        ("table_added", "public.organizations", None, "low"),
+    },
+    "products": {
+        ("function_added", "public.search_products(q text)", None, "low"),
+        ("table_added", "public.products", None, "low"),
+    },
+    "orders_partitioned": {
+        ("table_added", "public.orders", None, "low"),
+        ("table_added", "public.orders_2026_01", None, "low"),
+        ("table_added", "public.orders_2026_02", None, "low"),
+    },
+    "order_items": {
+        ("table_added", "public.order_items", None, "low"),
+    },
+    "order_status_values": {
+        ("enum_changed", "public.order_status", None, "low"),
+    },
+    "reporting_views": {
+        ("view_added", "public.order_totals", None, "low"),
+        ("view_added", "public.organization_dashboard", None, "low"),
+        ("view_added", "public.public_profiles", None, "low"),
+    },
+    "product_stats_matview": {
+        ("index_added", "public.product_stats", None, "low"),
+        ("view_added", "public.product_stats", None, "low"),
+    },
+    "grants_and_comments": None,
+    "profiles_bio": {
+        ("column_added", "public.profiles", "bio", "low"),
+    },
+    "products_currency": {
+        ("column_added", "public.products", "currency", "low"),
+    },
+    "invite_codes": {
+        ("column_added", "public.organizations", "invite_code", "high"),
+    },
+    "rename_full_name": {
+        ("column_renamed", "public.profiles", "display_name", "high"),
+    },
+    "widen_display_name": {
+        ("column_type_changed", "public.profiles", "display_name", "low"),
+        ("view_changed", "public.public_profiles", None, "high"),
+    },
+    "description_required": {
+        ("nullability_changed", "public.products", "description", "high"),
+    },
+    "avatar_optional": {
+        ("nullability_changed", "public.audit_events", "action", "medium"),
+    },
+    "updated_at_default": {
+        ("default_changed", "public.profiles", "updated_at", "low"),
+    },
+    "total_check_not_valid": {
+        ("constraint_added", "public.orders", None, "low"),
+        ("constraint_added", "public.orders_2026_01", None, "low"),
+        ("constraint_added", "public.orders_2026_02", None, "low"),
+    },
+    "total_check_validate": {
+        ("constraint_changed", "public.orders", None, "low"),
+        ("constraint_changed", "public.orders_2026_01", None, "low"),
+        ("constraint_changed", "public.orders_2026_02", None, "low"),
+    },
+    "order_items_product_fk": {
+        ("constraint_added", "public.order_items", None, "medium"),
+    },
+    "products_name_trgm_concurrently": {
+        ("index_added", "public.products", None, "low"),
+    },
+    "drop_search_index_concurrently": {
+        ("index_dropped", "public.memberships", None, "medium"),
+    },
+    "slug_unique_index_concurrently": {
+        ("index_added", "public.organizations", None, "low"),
+    },
+    "slug_unique_using_index": {
+        ("constraint_added", "public.organizations", None, "low"),
+    },
+    "create_march": {
+        ("table_added", "public.orders_2026_03", None, "low"),
+    },
+    "attach_march": {
+        ("constraint_added", "public.orders_2026_03", None, "medium"),
+        ("constraint_dropped", "public.orders_2026_03", None, "medium"),
+        ("index_added", "public.orders_2026_03", None, "medium"),
+        ("primary_key_changed", "public.orders_2026_03", None, "high"),
+        ("table_changed", "public.orders_2026_03", None, "medium"),
+    },
+    "detach_january": {
+        ("table_changed", "public.orders_2026_01", None, "high"),
+    },
+    "drop_january": {
+        ("table_dropped", "public.orders_2026_01", None, "critical"),
+    },
+    "profiles_policy_initplan": {
+        ("policy_changed", "public.profiles", None, "high"),
+    },
+    "is_member_admins": {
+        ("function_changed", "private.is_member(org bigint)", None, "medium"),
+    },
+    "my_organizations": {
+        ("function_added", "public.my_organizations()", None, "low"),
+    },
+    "rename_products": {
+        ("table_renamed", "public.catalog_items", None, "high"),
+    },
+    "rename_is_member": {
+        ("function_renamed", "private.has_org_access(org bigint)", None, "high"),
+    },
+    "public_profiles_bio": {
+        ("view_changed", "public.public_profiles", None, "medium"),
+    },
+    "rename_order_totals": {
+        ("view_renamed", "public.order_summary", None, "high"),
+    },
+    # Dropped and created again with the same text: a version, no change.
+    "recreate_order_summary_same": set(),
+    "product_stats_orders": {
+        ("view_changed", "public.product_stats", None, "medium"),
+    },
+    "discount_bigint": {
+        ("column_type_changed", "public.order_items", "discount_percent", "high"),
+    },
+    "audit_rls_off": {
+        ("rls_changed", "public.audit_events", None, "critical"),
+    },
+    "drop_website": {
+        ("column_dropped", "public.profiles", "website", "critical"),
+    },
+    "order_items_identity": {
+        ("column_changed", "public.order_items", "id", "medium"),
+        ("default_changed", "public.order_items", "id", "low"),
+    },
+    "search_plain_column": {
+        ("column_changed", "public.catalog_items", "search", "medium"),
+    },
+    "rename_private_schema": {
+        ("function_renamed", "internal.has_org_access(org bigint)", None, "high"),
+    },
+    "dynamic_index": {
+        ("index_added", "public.orders_2026_02", None, "medium"),
+        ("index_added", "public.orders_2026_03", None, "medium"),
+    },
+    "email_domain_type": {
+        ("column_added", "public.audit_events", "contact", "low"),
+        ("column_type_changed", "public.catalog_items", "price", "low"),
+    },
+    "fails_halfway": None,
+    "rolled_back": None,
+}
+
+_SEVERITY = ["low", "medium", "high", "critical"]
+
+
+def _name(file: Path) -> str:
+    return file.stem.split("_", 1)[1]
+
+
+@dataclass
+class Replayed:
+    exit_code: int
+    plan: Plan
+    versions: list[dict[str, Any]]
+    refresh: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def replayed(server: Any, template_db: str) -> Iterator[tuple[str, dict[str, Replayed]]]:
+    """The whole history, replayed once into a fresh database: per file, the
+    plan run just before it, its psql exit code, the versions it left and the
+    refresh run just after."""
+    name = "pgr_b5_history"
+    server.drop_database(name)
+    dsn = server.create_database(name, template=template_db)
+    try:
+        assert psql(dsn, APP / "platform.sql") == 0
+        results: dict[str, Replayed] = {}
+        for file in MIGRATIONS:
+            before = last_version(dsn)
+            planned = plan(dsn, file)
+            assert last_version(dsn) == before, f"plan of {file.name} recorded a version"
+            code = psql(dsn, file, single_transaction=runs_in_one_transaction(file))
+            versions = versions_since(dsn, before)
+            results[_name(file)] = Replayed(code, planned, versions, refresh(dsn))
+        yield dsn, results
+    finally:
+        server.drop_database(name)
+
+
+def test_history_is_at_least_40_migrations_each_with_an_expectation() -> None:
+    assert len(MIGRATIONS) >= 40
+    assert [_name(f) for f in MIGRATIONS] == list(EXPECTED)
+
+
+@pytest.mark.parametrize("migration", list(EXPECTED))
+def test_each_migration_is_one_version_with_its_real_changes(
+    replayed: tuple[str, dict[str, Replayed]], migration: str
+) -> None:
+    result = replayed[1][migration]
+    expected = EXPECTED[migration]
+    if expected is None:
+        assert result.versions == []
+        return
+    assert result.exit_code == 0
+    assert len(result.versions) == 1
+    (version,) = result.versions
+    assert version["origin"] == "ddl"
+    assert records(version["changes"]) == expected
+    worst = max((r[3] for r in expected), key=_SEVERITY.index, default=None)
+    assert version["max_severity"] == worst
+    assert version["change_count"] == len(version["changes"])
+
+
+@pytest.mark.parametrize("migration", list(EXPECTED))
+def test_refresh_right_after_each_migration_finds_nothing(
+    replayed: tuple[str, dict[str, Replayed]], migration: str
+) -> None:
+    assert replayed[1][migration].refresh["changed"] is False
+
+
+@pytest.mark.parametrize("migration", list(EXPECTED))
+def test_plan_of_each_migration_reports_what_its_commit_records(
+    replayed: tuple[str, dict[str, Replayed]], migration: str
+) -> None:
+    result = replayed[1][migration]
+    file = next(f for f in MIGRATIONS if _name(f) == migration)
+    if result.exit_code != 0 or not runs_in_one_transaction(file):
+        # The migration fails, or cannot run inside plan's transaction.
+        assert result.plan.exit_code == 2
+        assert result.plan.report["ok"] is False
+        assert result.plan.report["error"]["sqlstate"] in ("42P01", "25001", "0A000")
+        return
+    committed = [c for v in result.versions for c in v["changes"] or []]
+    assert records(result.plan.report["changes"]) == records(committed)
+    at_or_above_high = any(_SEVERITY.index(c["severity"]) >= 2 for c in committed)
+    assert result.plan.exit_code == (1 if at_or_above_high else 0)
+    assert result.plan.report["exit_code"] == result.plan.exit_code
