@@ -848,6 +848,8 @@ def compute_changes(deltas: Sequence[Delta]) -> list[Change]:
                 renames.add(
                     (d["old"]["schema"], d["old"]["name"]), (d["new"]["schema"], d["new"]["name"])
                 )
+                if kind == "view":  # its columns are printed `view.column`, as a table's
+                    renames.add((d["old"]["name"],), (d["new"]["name"],))
 
     # Table records first: they list a new table's columns and what a DROP
     # TABLE ... CASCADE took with it.

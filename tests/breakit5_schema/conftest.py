@@ -26,9 +26,12 @@ def psql(dsn: str, file: Path, *, single_transaction: bool = True, options: str 
     args = [str(find_bin_dir() / "psql"), dsn, "-qX", "-v", "ON_ERROR_STOP=1"]
     if single_transaction:
         args.append("--single-transaction")
-    return subprocess.run(
+    done = subprocess.run(
         [*args, "-f", str(file)], capture_output=True, text=True, env=env, check=False
-    ).returncode
+    )
+    if done.returncode:
+        print(done.stderr)  # shown with a failing test
+    return done.returncode
 
 
 def runs_in_one_transaction(file: Path) -> bool:

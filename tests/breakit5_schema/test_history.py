@@ -26,6 +26,7 @@ from tests.breakit5_schema.conftest import (
     APP,
     MIGRATIONS,
     Plan,
+    current_hash,
     last_version,
     plan,
     psql,
@@ -292,3 +293,85 @@ def test_plan_of_each_migration_reports_what_its_commit_records(
     at_or_above_high = any(_SEVERITY.index(c["severity"]) >= 2 for c in committed)
     assert result.plan.exit_code == (1 if at_or_above_high else 0)
     assert result.plan.report["exit_code"] == result.plan.exit_code
+
+
+def _tool(name: str) -> str:
+    from pgresilience.embedded import find_bin_dir
+
+    return str(find_bin_dir() / name)
+
+
+@pytest.mark.pg_dump
+def test_same_schema_built_another_way_hashes_equal(
+    replayed: tuple[str, dict[str, Replayed]], server: Any, template_db: str, tmp_path: Path
+) -> None:
+    """The final schema of the 50 migrations, created again from pg_dump's
+    schema-only script (other statements, other order, other OIDs) in another
+    database: the same hash."""
+    import subprocess
+
+    dsn = replayed[0]
+    script = tmp_path / "app.sql"
+    subprocess.run(
+        [
+            _tool("pg_dump"),
+            "--schema-only",
+            "-n",
+            "public",
+            "-n",
+            "internal",
+            "-f",
+            str(script),
+            dsn,
+        ],
+        check=True,
+    )
+    # The new database has its public schema, and pgresilience's rpc()
+    # wrappers in it, already (the dump has them too: replaced by the same).
+    text = script.read_text().replace("CREATE SCHEMA public;\n", "")
+    text = text.replace("CREATE FUNCTION public.", "CREATE OR REPLACE FUNCTION public.")
+    script.write_text(text)
+    name = "pgr_b5_rebuilt"
+    server.drop_database(name)
+    other = server.create_database(name, template=template_db)
+    try:
+        assert psql(other, APP / "platform.sql") == 0
+        assert psql(other, MIGRATIONS[0]) == 0  # the extensions
+        assert psql(other, script) == 0
+        assert refresh(other)["changed"] is False
+        assert current_hash(other) == current_hash(dsn)
+    finally:
+        server.drop_database(name)
+
+
+@pytest.mark.pg_dump
+def test_dump_and_restore_of_the_history_records_nothing_then_only_the_next_migration(
+    replayed: tuple[str, dict[str, Replayed]], server: Any, tmp_path: Path
+) -> None:
+    import subprocess
+
+    dsn = replayed[0]
+    archive = tmp_path / "app.dump"
+    subprocess.run([_tool("pg_dump"), "-Fc", "-f", str(archive), dsn], check=True)
+    name = "pgr_b5_restored"
+    server.drop_database(name)
+    restored = server.create_database(name)
+    try:
+        subprocess.run(
+            [_tool("pg_restore"), "--exit-on-error", "-d", restored, str(archive)],
+            check=True,
+            capture_output=True,
+        )
+        before = last_version(restored)
+        assert before == last_version(dsn)
+        assert refresh(restored)["changed"] is False
+        assert current_hash(restored) == current_hash(dsn)
+        migration = tmp_path / "next.sql"
+        migration.write_text("alter table public.catalog_items add column sku text;")
+        assert psql(restored, migration) == 0
+        (version,) = versions_since(restored, before)
+        assert records(version["changes"]) == {
+            ("column_added", "public.catalog_items", "sku", "low")
+        }
+    finally:
+        server.drop_database(name)
