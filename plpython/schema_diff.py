@@ -572,6 +572,22 @@ class _Renames:
 
     def __init__(self) -> None:
         self.pairs: list[tuple[tuple[str, ...], tuple[str, ...], str | None]] = []
+        # Renamed enum values, as constants print them: 'old'::type -> 'new'::type.
+        self.labels: dict[str, str] = {}
+
+    def add_label(self, enum: tuple[str, ...], old: str, new: str) -> None:
+        type_name = _sql_name(enum)
+        self.labels["'" + old.replace("'", "''") + "'::" + type_name] = (
+            "'" + new.replace("'", "''") + "'::" + type_name
+        )
+
+    def _relabel(self, text: str) -> str:
+        if not self.labels:
+            return text
+        import re
+
+        pattern = "|".join(re.escape(k) for k in sorted(self.labels, key=len, reverse=True))
+        return re.sub(pattern, lambda m: self.labels[m.group(0)], text)
 
     def add(self, old: tuple[str, ...], new: tuple[str, ...], table: str | None = None) -> None:
         """``old`` and ``new``: the name's parts, ``(schema, name)`` or ``(name,)``;
@@ -617,7 +633,12 @@ class _Renames:
         CHECK); None: of any table (a view, a policy's subquery)."""
         if old == new:
             return True
-        if not isinstance(old, str) or not isinstance(new, str) or not self.pairs:
+        if not isinstance(old, str) or not isinstance(new, str):
+            return False
+        old = self._relabel(old)
+        if old == new:
+            return True
+        if not self.pairs:
             return False
         if self._substitute(old, False, table) == new:
             return True
@@ -850,6 +871,13 @@ def compute_changes(deltas: Sequence[Delta]) -> list[Change]:
                 )
                 if kind == "view":  # its columns are printed `view.column`, as a table's
                     renames.add((d["old"]["name"],), (d["new"]["name"],))
+    for d in by_kind.get("enum", []):
+        old_values = list((d.get("old") or {}).get("values") or [])
+        new_values = list((d.get("new") or {}).get("values") or [])
+        if d.get("old") and len(old_values) == len(new_values):  # RENAME VALUE keeps its place
+            for was, now in zip(old_values, new_values, strict=True):
+                if was != now and was not in new_values:
+                    renames.add_label((d["old"]["schema"], d["old"]["name"]), was, now)
 
     # Table records first: they list a new table's columns and what a DROP
     # TABLE ... CASCADE took with it.

@@ -159,6 +159,10 @@ EXPECTED: dict[str, set[tuple[Any, ...]] | None] = {
     "my_organizations": {
         ("function_added", "public.my_organizations()", None, "low"),
     },
+    # The defaults 'member'::user_role now print 'user': the same value.
+    "rename_role_value": {
+        ("enum_changed", "public.user_role", None, "high"),
+    },
     "rename_products": {
         ("table_renamed", "public.catalog_items", None, "high"),
     },

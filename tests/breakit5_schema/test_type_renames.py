@@ -129,23 +129,31 @@ def test_rename_of_domain_is_not_a_column_type_change(dsn: str, tmp_path: Path) 
     assert all(c["type"] != "column_type_changed" for v in versions for c in v["changes"] or [])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="renaming an enum value reports default_changed on every column whose "
-    "default names it ('member'::role -> 'user'::role): the default's value is unchanged",
-)
 def test_rename_of_enum_value_is_the_enum_change_only(dsn: str, tmp_path: Path) -> None:
+    """Defaults, CHECKs, policies and views naming the value print the new
+    label: the same value, not a change of theirs."""
     _migrate(
         dsn,
         tmp_path,
         "setup",
         """
-        create type public.user_role as enum ('member', 'admin');
+        create type public.user_role as enum ('member', 'admin', 'it''s');
         create table public.profiles (id int primary key,
-            role public.user_role not null default 'member');
+            role public.user_role not null default 'member',
+            check (role <> 'it''s'));
+        alter table public.profiles enable row level security;
+        create policy members on public.profiles using (role = 'member');
+        create view public.members as select id from public.profiles where role = 'member';
     """,
     )
     (version,) = _migrate(
-        dsn, tmp_path, "rename", "alter type public.user_role rename value 'member' to 'user';"
+        dsn,
+        tmp_path,
+        "rename",
+        """
+        alter type public.user_role rename value 'member' to 'user';
+        alter type public.user_role rename value 'it''s' to 'admin''s';
+    """,
     )
     assert records(version["changes"]) == {("enum_changed", "public.user_role", None, "high")}
+    assert refresh(dsn)["changed"] is False
