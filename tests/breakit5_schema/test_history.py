@@ -379,3 +379,31 @@ def test_dump_and_restore_of_the_history_records_nothing_then_only_the_next_migr
         }
     finally:
         server.drop_database(name)
+
+
+def test_whole_history_squashed_into_one_transaction_hashes_equal(
+    replayed: tuple[str, dict[str, Replayed]], server: Any, template_db: str, tmp_path: Path
+) -> None:
+    """The same 50 migrations as ONE transaction (CONCURRENTLY dropped, the
+    failing and rolled-back files left out) fold into one version, with the
+    schema hash of the file-by-file replay, and nothing for refresh."""
+    parts = []
+    for file in MIGRATIONS:
+        if EXPECTED[_name(file)] is None and "domains" not in file.name:
+            if _name(file) not in ("extensions", "grants_and_comments"):
+                continue
+        parts.append(file.read_text().replace(" concurrently", ""))
+    squashed = tmp_path / "squashed.sql"
+    squashed.write_text("\n".join(parts))
+    name = "pgr_b5_squashed"
+    server.drop_database(name)
+    other = server.create_database(name, template=template_db)
+    try:
+        assert psql(other, APP / "platform.sql") == 0
+        before = last_version(other)
+        assert psql(other, squashed) == 0
+        assert len(versions_since(other, before)) == 1
+        assert refresh(other)["changed"] is False
+        assert current_hash(other) == current_hash(replayed[0])
+    finally:
+        server.drop_database(name)
