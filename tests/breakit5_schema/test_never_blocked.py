@@ -118,3 +118,29 @@ def test_migration_by_non_superuser_owner_is_one_version(
     (version,) = versions_since(dsn, before)
     assert records(version["changes"]) == {("column_renamed", "app.accounts", "login", "high")}
     assert refresh(dsn)["changed"] is False
+
+
+def test_plan_by_non_superuser_owner_needs_resilience_user_and_commits_nothing(
+    dsn: str, tmp_path: Path, make_role: Callable[..., str]
+) -> None:
+    """docs/cli.md: plan exits 2 when the preview cannot run (a role without
+    pgresilience's grants); a non-superuser in resilience_user plans as any."""
+    from tests.breakit5_schema.conftest import plan
+
+    outsider = make_role("b5_plan_outsider")
+    member = make_role("b5_plan_member", member_of=("resilience_user",))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("create schema app")
+        conn.execute("grant usage, create on schema app to b5_plan_outsider, b5_plan_member")
+    file = tmp_path / "m.sql"
+    file.write_text("create table app.t (id int primary key);")
+    before = last_version(dsn)
+    refused = plan(outsider, file)
+    assert refused.exit_code == 2
+    assert refused.report["error"]["sqlstate"] == "42501"
+    planned = plan(member, file)
+    assert planned.exit_code == 0
+    assert records(planned.report["changes"]) == {("table_added", "app.t", None, "low")}
+    assert last_version(dsn) == before
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute("select to_regclass('app.t')").fetchone() == (None,)
