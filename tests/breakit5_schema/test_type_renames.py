@@ -157,3 +157,31 @@ def test_rename_of_enum_value_is_the_enum_change_only(dsn: str, tmp_path: Path) 
     )
     assert records(version["changes"]) == {("enum_changed", "public.user_role", None, "high")}
     assert refresh(dsn)["changed"] is False
+
+
+def test_renamed_domain_and_composite_type_leave_nothing_for_refresh(
+    dsn: str, tmp_path: Path
+) -> None:
+    """However they are rated (above), the columns, arrays and functions
+    naming a renamed domain or composite type are re-read at commit."""
+    _migrate(
+        dsn,
+        tmp_path,
+        "setup",
+        """
+        create domain public.email as text check (value like '%@%');
+        create type public.address as (street text, city text);
+        create table public.contacts (id int primary key, email public.email,
+            emails public.email[], home public.address, past public.address[]);
+        create function public.city_of(a public.address) returns text
+            language sql as 'select a.city';
+        create function public.first_email(e public.email[]) returns public.email
+            language sql as 'select e[1]';
+    """,
+    )
+    for name, text in [
+        ("domain", "alter domain public.email rename to email_address;"),
+        ("composite", "alter type public.address rename to postal_address;"),
+    ]:
+        assert len(_migrate(dsn, tmp_path, name, text)) == 1
+        assert refresh(dsn)["changed"] is False, name
