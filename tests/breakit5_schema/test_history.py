@@ -10,7 +10,13 @@ as migration tools do, keeps every promise of schema version tracking
 * `schema_refresh()` right after each migration finds nothing left to record;
 * `pgresilience plan FILE` run just before reports what the commit then
   records and exits 0 below `high`, 1 at or above it, 2 when the migration
-  fails or cannot run in a transaction (CONCURRENTLY, its own BEGIN/ROLLBACK).
+  fails or cannot run in a transaction (CONCURRENTLY, its own BEGIN/ROLLBACK);
+* with the diff off the commit path (`schema_diff_at_commit = off`), the
+  first reader rates each version the same, and so does the client from the
+  deltas a read-only reader gets;
+* the final schema hashes like the same schema built another way (pg_dump's
+  script, the history squashed into one transaction), and survives
+  pg_dump/pg_restore with nothing to record.
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
+from pgresilience.schema.diff import compute_changes
 from tests.breakit5_schema.conftest import (
     APP,
     MIGRATIONS,
@@ -224,6 +232,45 @@ class Replayed:
     plan: Plan
     versions: list[dict[str, Any]]
     refresh: dict[str, Any]
+    # Setting schema_diff_at_commit off: each version's changes as the client
+    # computes them from the deltas a read-only reader gets, before the
+    # database rates it at its first read (`versions`).
+    client_changes: list[list[dict[str, Any]]] | None = None
+
+
+def _replay(
+    server: Any, template_db: str, name: str, *, first_read: bool
+) -> Iterator[tuple[str, dict[str, Replayed]]]:
+    server.drop_database(name)
+    dsn = server.create_database(name, template=template_db)
+    try:
+        assert psql(dsn, APP / "platform.sql") == 0
+        if first_read:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(
+                    "update resilience.settings set value = 'off'"
+                    " where name = 'schema_diff_at_commit'"
+                )
+        results: dict[str, Replayed] = {}
+        for file in MIGRATIONS:
+            before = last_version(dsn)
+            planned = plan(dsn, file)
+            assert last_version(dsn) == before, f"plan of {file.name} recorded a version"
+            code = psql(dsn, file, single_transaction=runs_in_one_transaction(file))
+            client = None
+            if first_read:
+                with psycopg.connect(dsn) as reader:
+                    reader.read_only = True
+                    rows = reader.execute(
+                        "select x from resilience.schema_changes_since(%s) as x", (before,)
+                    ).fetchall()
+                assert all(x["changes"] is None for (x,) in rows)
+                client = [compute_changes(x["deltas"]) for (x,) in rows]
+            versions = versions_since(dsn, before)
+            results[_name(file)] = Replayed(code, planned, versions, refresh(dsn), client)
+        yield dsn, results
+    finally:
+        server.drop_database(name)
 
 
 @pytest.fixture(scope="module")
@@ -231,22 +278,13 @@ def replayed(server: Any, template_db: str) -> Iterator[tuple[str, dict[str, Rep
     """The whole history, replayed once into a fresh database: per file, the
     plan run just before it, its psql exit code, the versions it left and the
     refresh run just after."""
-    name = "pgr_b5_history"
-    server.drop_database(name)
-    dsn = server.create_database(name, template=template_db)
-    try:
-        assert psql(dsn, APP / "platform.sql") == 0
-        results: dict[str, Replayed] = {}
-        for file in MIGRATIONS:
-            before = last_version(dsn)
-            planned = plan(dsn, file)
-            assert last_version(dsn) == before, f"plan of {file.name} recorded a version"
-            code = psql(dsn, file, single_transaction=runs_in_one_transaction(file))
-            versions = versions_since(dsn, before)
-            results[_name(file)] = Replayed(code, planned, versions, refresh(dsn))
-        yield dsn, results
-    finally:
-        server.drop_database(name)
+    yield from _replay(server, template_db, "pgr_b5_history", first_read=False)
+
+
+@pytest.fixture(scope="module")
+def replayed_first_read(server: Any, template_db: str) -> Iterator[tuple[str, dict[str, Replayed]]]:
+    """The same, with the diff off the commit path (schema_diff_at_commit off)."""
+    yield from _replay(server, template_db, "pgr_b5_history_lazy", first_read=True)
 
 
 def test_history_is_at_least_40_migrations_each_with_an_expectation() -> None:
@@ -271,6 +309,23 @@ def test_each_migration_is_one_version_with_its_real_changes(
     worst = max((r[3] for r in expected), key=_SEVERITY.index, default=None)
     assert version["max_severity"] == worst
     assert version["change_count"] == len(version["changes"])
+
+
+@pytest.mark.parametrize("migration", list(EXPECTED))
+def test_each_migration_rated_at_first_read_and_by_the_client_alike(
+    replayed_first_read: tuple[str, dict[str, Replayed]], migration: str
+) -> None:
+    result = replayed_first_read[1][migration]
+    expected = EXPECTED[migration]
+    assert result.client_changes is not None
+    if expected is None:
+        assert result.versions == [] and result.client_changes == []
+        return
+    (version,) = result.versions
+    assert version["diffed_in"] == "database"
+    assert records(version["changes"]) == expected
+    assert [records(c) for c in result.client_changes] == [expected]
+    assert result.refresh["changed"] is False
 
 
 @pytest.mark.parametrize("migration", list(EXPECTED))
