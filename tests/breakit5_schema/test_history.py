@@ -21,6 +21,7 @@ as migration tools do, keeps every promise of schema version tracking
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,6 +237,8 @@ class Replayed:
     # computes them from the deltas a read-only reader gets, before the
     # database rates it at its first read (`versions`).
     client_changes: list[list[dict[str, Any]]] | None = None
+    # The NOTIFY resilience_schema payloads heard after the file ran.
+    notified: list[dict[str, Any]] | None = None
 
 
 def _replay(
@@ -243,8 +246,10 @@ def _replay(
 ) -> Iterator[tuple[str, dict[str, Replayed]]]:
     server.drop_database(name)
     dsn = server.create_database(name, template=template_db)
+    listener = psycopg.connect(dsn, autocommit=True)
     try:
         assert psql(dsn, APP / "platform.sql") == 0
+        listener.execute("listen resilience_schema")
         if first_read:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute(
@@ -266,10 +271,14 @@ def _replay(
                     ).fetchall()
                 assert all(x["changes"] is None for (x,) in rows)
                 client = [compute_changes(x["deltas"]) for (x,) in rows]
+            # The NOTIFY is sent at commit, before psql exits: it is queued by now.
+            heard = [json.loads(n.payload) for n in listener.notifies(timeout=0.2, stop_after=50)]
             versions = versions_since(dsn, before)
-            results[_name(file)] = Replayed(code, planned, versions, refresh(dsn), client)
+            results[_name(file)] = Replayed(code, planned, versions, refresh(dsn), client, heard)
+            listener.notifies(timeout=0.2, stop_after=50).close()  # the refresh's, if any
         yield dsn, results
     finally:
+        listener.close()
         server.drop_database(name)
 
 
@@ -326,6 +335,29 @@ def test_each_migration_rated_at_first_read_and_by_the_client_alike(
     assert records(version["changes"]) == expected
     assert [records(c) for c in result.client_changes] == [expected]
     assert result.refresh["changed"] is False
+
+
+@pytest.mark.parametrize("migration", list(EXPECTED))
+def test_each_version_is_notified_once_with_its_figures(
+    replayed: tuple[str, dict[str, Replayed]],
+    replayed_first_read: tuple[str, dict[str, Replayed]],
+    migration: str,
+) -> None:
+    at_commit = replayed[1][migration]
+    assert at_commit.notified == [
+        {
+            "version": v["version"], "hash": v["hash"], "origin": "ddl",
+            "max_severity": v["max_severity"], "change_count": v["change_count"],
+            "rated": True, "diffed_in": v["diffed_in"], "tables": v["tables"],
+            "tables_truncated": False,
+        }
+        for v in at_commit.versions
+    ]  # fmt: skip
+    lazy = replayed_first_read[1][migration]
+    assert lazy.notified is not None
+    assert [(n["version"], n["rated"], n["max_severity"]) for n in lazy.notified] == [
+        (v["version"], False, None) for v in lazy.versions
+    ]
 
 
 @pytest.mark.parametrize("migration", list(EXPECTED))
