@@ -574,6 +574,9 @@ class _Renames:
         self.pairs: list[tuple[tuple[str, ...], tuple[str, ...], str | None]] = []
         # Renamed enum values, as constants print them: 'old'::type -> 'new'::type.
         self.labels: dict[str, str] = {}
+        # Tables with a column whose type changed: PostgreSQL rebuilt their
+        # constraints and indexes and prints them with other casts.
+        self.retyped: set[str] = set()
 
     def add_label(self, enum: tuple[str, ...], old: str, new: str) -> None:
         type_name = _sql_name(enum)
@@ -644,6 +647,16 @@ class _Renames:
             return True
         return self._substitute(_unquote_plain(old), True, table) == _unquote_plain(new)
 
+    def same_rebuilt(self, old: Any, new: Any, table: str) -> bool:
+        """``same``, or, on a table whose column changed type in this diff,
+        the same once casts are left out: `char_length((name)::text)` read
+        back as `char_length(name)` after varchar -> text, `0` as `(0)::numeric`."""
+        if self.same(old, new, table):
+            return True
+        if table not in self.retyped or not isinstance(old, str) or not isinstance(new, str):
+            return False
+        return self.same(_uncast(old), _uncast(new), table)
+
     def same_constraint(self, old: Any, new: Any, table: str, references: str | None) -> bool:
         """A constraint's definition: a foreign key names its own table's
         columns, then (after REFERENCES) the referenced table's."""
@@ -653,11 +666,35 @@ class _Renames:
             return False
         old_own, _, old_ref = old.partition(" REFERENCES ")
         new_own, _, new_ref = new.partition(" REFERENCES ")
-        return self.same(old_own, new_own, table) and self.same(old_ref, new_ref, references)
+        return self.same_rebuilt(old_own, new_own, table) and self.same(
+            old_ref, new_ref, references
+        )
 
 
 # A string literal as pg_get_expr & co. print it (quotes doubled inside).
 _LITERAL = r"'(?:[^']|'')*'"
+# A cast as pg_get_expr prints it: ::name, ::schema.name, multi-word names,
+# a type modifier, array brackets.
+_NAME = r'(?:"(?:[^"]|"")+"|[a-z_][a-z0-9_$]*)'
+_CAST = (
+    rf"::{_NAME}(?:\.{_NAME})?(?: varying| precision| with(?:out)? time zone)?"
+    r"(?:\(\d+(?:,\s?\d+)?\))?(?:\[\])*"
+)
+
+
+def _uncast(text: str) -> str:
+    """Text without casts, and without the parentheses then left around a
+    lone name or constant (string literals untouched)."""
+    import re
+
+    text = re.sub(rf"({_LITERAL})|{_CAST}", lambda m: m.group(1) or "", text)
+    lone = rf'(?<![\w$"])\(({_LITERAL}|{_NAME}|-?\d+(?:\.\d+)?)\)'
+    for _ in range(8):  # nested parentheses, one level per pass
+        unwrapped = re.sub(rf"({_LITERAL})|{lone}", lambda m: m.group(1) or m.group(2), text)
+        if unwrapped == text:
+            break
+        text = unwrapped
+    return text
 
 
 def _sql_name(parts: tuple[str, ...]) -> str:
@@ -871,6 +908,9 @@ def compute_changes(deltas: Sequence[Delta]) -> list[Change]:
                 )
                 if kind == "view":  # its columns are printed `view.column`, as a table's
                     renames.add((d["old"]["name"],), (d["new"]["name"],))
+    for d in by_kind.get("column", []):
+        if d.get("old") and d.get("new") and d["old"]["type"] != d["new"]["type"]:
+            renames.retyped.add(str(d["new"]["table"]))
     for d in by_kind.get("enum", []):
         old_values = list((d.get("old") or {}).get("values") or [])
         new_values = list((d.get("new") or {}).get("values") or [])
@@ -1287,7 +1327,7 @@ def _index_changes(d: Delta, renames: _Renames, added_tables: set[str]) -> list[
         return [_rated(rule, reason, table=table, obj=old["name"], old=old["definition"])]
     table = new["table"]
     changes: list[Change] = []
-    if not renames.same(
+    if not renames.same_rebuilt(
         _unnamed_index(old["definition"]), _unnamed_index(new["definition"]), table
     ):
         rule, reason = "index_redefined", "index re-created with another definition"
