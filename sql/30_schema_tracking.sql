@@ -1265,14 +1265,23 @@ begin
     end if;
     -- Only what existed before this transaction can be named by others; a
     -- transaction that only created objects has none (tested by an array
-    -- operator: a new session plans each query it runs).
+    -- operator: a new session plans each query it runs). Except a new
+    -- partition: PostgreSQL gives every foreign key to its partitioned
+    -- table a clone naming it, on the referencing table.
     if (pending.rels operator(pg_catalog.||) pending.procs operator(pg_catalog.||) pending.types)
-        operator(pg_catalog.<@) pending.created then
+        operator(pg_catalog.<@) pending.created
+        and not ('CREATE TABLE' operator(pg_catalog.=) any(pending.commands) and exists (
+            select from pg_catalog.pg_class as c
+            where c.oid operator(pg_catalog.=) any(pending.created) and c.relispartition
+        )) then
         older := '{}';
     else
         older := array(
             select pg_catalog.unnest(pending.rels operator(pg_catalog.||) pending.procs operator(pg_catalog.||) pending.types)
-            except select pg_catalog.unnest(pending.created)
+            except select x.oid from pg_catalog.unnest(pending.created) as x (oid)
+            where not exists (
+                select from pg_catalog.pg_class as c where c.oid operator(pg_catalog.=) x.oid and c.relispartition
+            )
         );
     end if;
     if pg_catalog.cardinality(older) operator(pg_catalog.>) 0 then

@@ -108,3 +108,34 @@ def test_public_read_policy_is_critical_as_documented(dsn: str, tmp_path: Path) 
     assert _run(dsn, tmp_path, "policy", policy) == 0
     (version,) = versions_since(dsn, before)
     assert records(version["changes"]) == {("policy_changed", "public.posts", None, "critical")}
+
+
+def test_new_partition_of_a_referenced_table_leaves_nothing_for_refresh(
+    dsn: str, tmp_path: Path
+) -> None:
+    """Monthly partitions of a table other tables reference: PostgreSQL adds a
+    clone of each such foreign key, naming the new partition, on the
+    referencing table; the fold re-reads it (the hash stays right)."""
+    assert (
+        _run(
+            dsn,
+            tmp_path,
+            "setup",
+            """
+        create table public.orders (id bigint, at date, primary key (id, at))
+            partition by range (at);
+        create table public.orders_1 partition of public.orders
+            for values from ('2026-01-01') to ('2026-02-01');
+        create table public.lines (id bigint primary key, order_id bigint, order_at date,
+            foreign key (order_id, order_at) references public.orders (id, at));
+    """,
+        )
+        == 0
+    )
+    before = last_version(dsn)
+    month = "create table public.orders_2 partition of public.orders" \
+        " for values from ('2026-02-01') to ('2026-03-01');"  # fmt: skip
+    assert _run(dsn, tmp_path, "month", month) == 0
+    (version,) = versions_since(dsn, before)
+    assert ("table_added", "public.orders_2", None, "low") in records(version["changes"])
+    assert refresh(dsn)["changed"] is False
