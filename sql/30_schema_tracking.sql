@@ -581,13 +581,12 @@ security definer
 set search_path = ''
 as $$
 begin
-    with named as (
-        select pg_catalog.unnest(objects) as oid
-        -- A type's name is also printed by what uses its array type
-        -- (`mood[]`), and a relation's by what uses its row type or that
-        -- one's array (`setof users`, a column `users[]`): pg_depend points
-        -- at those types, not at the renamed object.
-        union all
+    -- A type's name is also printed by what uses its array type (`mood[]`),
+    -- and a relation's by what uses its row type or that one's array
+    -- (`setof users`, a column `users[]`): pg_depend points at those types,
+    -- not at the renamed object. (Added to the array, not joined below: the
+    -- lookup of pg_depend stays one index scan.)
+    objects := objects operator(pg_catalog.||) array(
         select t.typarray from pg_catalog.pg_type as t
         where t.oid operator(pg_catalog.=) any(objects) and t.typarray operator(pg_catalog.<>) 0
         union all
@@ -595,16 +594,15 @@ begin
         inner join pg_catalog.pg_type as t on c.reltype = t.oid
         cross join lateral (values (t.oid), (t.typarray)) as r (oid)
         where c.oid operator(pg_catalog.=) any(objects) and r.oid operator(pg_catalog.<>) 0
-    ),
-
-    dep as (
+    );
+    with dep as (
         select d.classid, d.objid from pg_catalog.pg_depend as d
         where d.refclassid in (
             'pg_catalog.pg_class'::pg_catalog.regclass,
             'pg_catalog.pg_type'::pg_catalog.regclass,
             'pg_catalog.pg_proc'::pg_catalog.regclass
         )
-            and d.refobjid in (select named.oid from named)
+            and d.refobjid operator(pg_catalog.=) any(objects)
     )
 
     select
