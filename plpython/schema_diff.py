@@ -572,6 +572,25 @@ class _Renames:
 
     def __init__(self) -> None:
         self.pairs: list[tuple[tuple[str, ...], tuple[str, ...], str | None]] = []
+        # Renamed enum values, as constants print them: 'old'::type -> 'new'::type.
+        self.labels: dict[str, str] = {}
+        # Tables with a column whose type changed: PostgreSQL rebuilt their
+        # constraints and indexes and prints them with other casts.
+        self.retyped: set[str] = set()
+
+    def add_label(self, enum: tuple[str, ...], old: str, new: str) -> None:
+        type_name = _sql_name(enum)
+        self.labels["'" + old.replace("'", "''") + "'::" + type_name] = (
+            "'" + new.replace("'", "''") + "'::" + type_name
+        )
+
+    def _relabel(self, text: str) -> str:
+        if not self.labels:
+            return text
+        import re
+
+        pattern = "|".join(re.escape(k) for k in sorted(self.labels, key=len, reverse=True))
+        return re.sub(pattern, lambda m: self.labels[m.group(0)], text)
 
     def add(self, old: tuple[str, ...], new: tuple[str, ...], table: str | None = None) -> None:
         """``old`` and ``new``: the name's parts, ``(schema, name)`` or ``(name,)``;
@@ -617,11 +636,26 @@ class _Renames:
         CHECK); None: of any table (a view, a policy's subquery)."""
         if old == new:
             return True
-        if not isinstance(old, str) or not isinstance(new, str) or not self.pairs:
+        if not isinstance(old, str) or not isinstance(new, str):
+            return False
+        old = self._relabel(old)
+        if old == new:
+            return True
+        if not self.pairs:
             return False
         if self._substitute(old, False, table) == new:
             return True
         return self._substitute(_unquote_plain(old), True, table) == _unquote_plain(new)
+
+    def same_rebuilt(self, old: Any, new: Any, table: str) -> bool:
+        """``same``, or, on a table whose column changed type in this diff,
+        the same once casts are left out: `char_length((name)::text)` read
+        back as `char_length(name)` after varchar -> text, `0` as `(0)::numeric`."""
+        if self.same(old, new, table):
+            return True
+        if table not in self.retyped or not isinstance(old, str) or not isinstance(new, str):
+            return False
+        return self.same(_uncast(old), _uncast(new), table)
 
     def same_constraint(self, old: Any, new: Any, table: str, references: str | None) -> bool:
         """A constraint's definition: a foreign key names its own table's
@@ -632,11 +666,35 @@ class _Renames:
             return False
         old_own, _, old_ref = old.partition(" REFERENCES ")
         new_own, _, new_ref = new.partition(" REFERENCES ")
-        return self.same(old_own, new_own, table) and self.same(old_ref, new_ref, references)
+        return self.same_rebuilt(old_own, new_own, table) and self.same(
+            old_ref, new_ref, references
+        )
 
 
 # A string literal as pg_get_expr & co. print it (quotes doubled inside).
 _LITERAL = r"'(?:[^']|'')*'"
+# A cast as pg_get_expr prints it: ::name, ::schema.name, multi-word names,
+# a type modifier, array brackets.
+_NAME = r'(?:"(?:[^"]|"")+"|[a-z_][a-z0-9_$]*)'
+_CAST = (
+    rf"::{_NAME}(?:\.{_NAME})?(?: varying| precision| with(?:out)? time zone)?"
+    r"(?:\(\d+(?:,\s?\d+)?\))?(?:\[\])*"
+)
+
+
+def _uncast(text: str) -> str:
+    """Text without casts, and without the parentheses then left around a
+    lone name or constant (string literals untouched)."""
+    import re
+
+    text = re.sub(rf"({_LITERAL})|{_CAST}", lambda m: m.group(1) or "", text)
+    lone = rf'(?<![\w$"])\(({_LITERAL}|{_NAME}|-?\d+(?:\.\d+)?)\)'
+    for _ in range(8):  # nested parentheses, one level per pass
+        unwrapped = re.sub(rf"({_LITERAL})|{lone}", lambda m: m.group(1) or m.group(2), text)
+        if unwrapped == text:
+            break
+        text = unwrapped
+    return text
 
 
 def _sql_name(parts: tuple[str, ...]) -> str:
@@ -717,6 +775,18 @@ _PAIR_KEYS: dict[str, Any] = {
     "function": lambda d, data: (data["schema"], data["name"], data.get("arguments") or ""),
     "enum": lambda d, data: (data["schema"], data["name"]),
 }
+
+
+def _recreated_views(views: Sequence[Delta]) -> dict[str, str]:
+    """The id of each dropped view -> the id of the view created again under its name."""
+    gone = {
+        (d["old"]["schema"], d["old"]["name"]): str(d["id"]) for d in views if d.get("new") is None
+    }
+    return {
+        gone[key]: str(d["id"])
+        for d in views
+        if d.get("old") is None and (key := (d["new"]["schema"], d["new"]["name"])) in gone
+    }
 
 
 def _pair_recreated(by_kind: dict[str, list[Delta]]) -> None:
@@ -828,11 +898,26 @@ def compute_changes(deltas: Sequence[Delta]) -> list[Change]:
     for d in by_kind.get("column", []):
         if d.get("old") and d.get("new"):
             renames.add((d["old"]["name"],), (d["new"]["name"],), str(d["new"]["table"]))
+    # Enum types, views and functions are printed qualified in other texts
+    # (a column's type, a view over a view, a policy calling a function).
+    for kind in ("enum", "view", "function"):
+        for d in by_kind.get(kind, []):
+            if d.get("old") and d.get("new"):
+                renames.add(
+                    (d["old"]["schema"], d["old"]["name"]), (d["new"]["schema"], d["new"]["name"])
+                )
+                if kind == "view":  # its columns are printed `view.column`, as a table's
+                    renames.add((d["old"]["name"],), (d["new"]["name"],))
+    for d in by_kind.get("column", []):
+        if d.get("old") and d.get("new") and d["old"]["type"] != d["new"]["type"]:
+            renames.retyped.add(str(d["new"]["table"]))
     for d in by_kind.get("enum", []):
-        if d.get("old") and d.get("new"):
-            renames.add(
-                (d["old"]["schema"], d["old"]["name"]), (d["new"]["schema"], d["new"]["name"])
-            )
+        old_values = list((d.get("old") or {}).get("values") or [])
+        new_values = list((d.get("new") or {}).get("values") or [])
+        if d.get("old") and len(old_values) == len(new_values):  # RENAME VALUE keeps its place
+            for was, now in zip(old_values, new_values, strict=True):
+                if was != now and was not in new_values:
+                    renames.add_label((d["old"]["schema"], d["old"]["name"]), was, now)
 
     # Table records first: they list a new table's columns and what a DROP
     # TABLE ... CASCADE took with it.
@@ -841,6 +926,21 @@ def compute_changes(deltas: Sequence[Delta]) -> list[Change]:
     for kind in ("column", "constraint", "index", "policy"):
         if kind in by_kind:  # implied by table_added / table_dropped
             by_kind[kind] = [d for d in by_kind[kind] if str(d.get("table_id")) not in whole_tables]
+    # A view (materialized) dropped and created again is one view: its
+    # indexes are paired with those of its new self, and indexes on a new
+    # one block no writer.
+    recreated = _recreated_views(by_kind.get("view", []))
+    by_kind["index"] = [
+        {**d, "table_id": recreated[str(d.get("table_id"))]}
+        if d.get("new") is None and str(d.get("table_id")) in recreated
+        else d
+        for d in by_kind.get("index", [])
+    ]
+    added = added | {
+        str(d["id"])
+        for d in by_kind.get("view", [])
+        if d.get("old") is None and str(d["id"]) not in recreated.values()
+    }
     _pair_recreated(by_kind)
     changes += _constraints_over_existing_indexes(by_kind)
     sub_objects = [
@@ -1059,7 +1159,14 @@ def _column_changes(d: Delta, renames: _Renames, added_tables: set[str]) -> list
                 False,
             )
     if not renames.same(old.get("default"), new.get("default"), new["table"]):
-        if old.get("default") and not new.get("default") and new.get("not_null"):
+        # A default given way to an identity (serial -> identity) still
+        # fills the column: omitting it stays fine.
+        if (
+            old.get("default")
+            and not new.get("default")
+            and new.get("not_null")
+            and not new.get("identity")
+        ):
             add(
                 "default_dropped_not_null",
                 "default dropped on a NOT NULL column: inserts that omit it fail",
@@ -1220,7 +1327,7 @@ def _index_changes(d: Delta, renames: _Renames, added_tables: set[str]) -> list[
         return [_rated(rule, reason, table=table, obj=old["name"], old=old["definition"])]
     table = new["table"]
     changes: list[Change] = []
-    if not renames.same(
+    if not renames.same_rebuilt(
         _unnamed_index(old["definition"]), _unnamed_index(new["definition"]), table
     ):
         rule, reason = "index_redefined", "index re-created with another definition"

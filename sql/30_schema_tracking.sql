@@ -581,6 +581,20 @@ security definer
 set search_path = ''
 as $$
 begin
+    -- A type's name is also printed by what uses its array type (`mood[]`),
+    -- and a relation's by what uses its row type or that one's array
+    -- (`setof users`, a column `users[]`): pg_depend points at those types,
+    -- not at the renamed object. (Added to the array, not joined below: the
+    -- lookup of pg_depend stays one index scan.)
+    objects := objects operator(pg_catalog.||) array(
+        select t.typarray from pg_catalog.pg_type as t
+        where t.oid operator(pg_catalog.=) any(objects) and t.typarray operator(pg_catalog.<>) 0
+        union all
+        select r.oid from pg_catalog.pg_class as c
+        inner join pg_catalog.pg_type as t on c.reltype = t.oid
+        cross join lateral (values (t.oid), (t.typarray)) as r (oid)
+        where c.oid operator(pg_catalog.=) any(objects) and r.oid operator(pg_catalog.<>) 0
+    );
     with dep as (
         select d.classid, d.objid from pg_catalog.pg_depend as d
         where d.refclassid in (
@@ -1249,14 +1263,23 @@ begin
     end if;
     -- Only what existed before this transaction can be named by others; a
     -- transaction that only created objects has none (tested by an array
-    -- operator: a new session plans each query it runs).
+    -- operator: a new session plans each query it runs). Except a new
+    -- partition: PostgreSQL gives every foreign key to its partitioned
+    -- table a clone naming it, on the referencing table.
     if (pending.rels operator(pg_catalog.||) pending.procs operator(pg_catalog.||) pending.types)
-        operator(pg_catalog.<@) pending.created then
+        operator(pg_catalog.<@) pending.created
+        and not ('CREATE TABLE' operator(pg_catalog.=) any(pending.commands) and exists (
+            select from pg_catalog.pg_class as c
+            where c.oid operator(pg_catalog.=) any(pending.created) and c.relispartition
+        )) then
         older := '{}';
     else
         older := array(
             select pg_catalog.unnest(pending.rels operator(pg_catalog.||) pending.procs operator(pg_catalog.||) pending.types)
-            except select pg_catalog.unnest(pending.created)
+            except select x.oid from pg_catalog.unnest(pending.created) as x (oid)
+            where not exists (
+                select from pg_catalog.pg_class as c where c.oid operator(pg_catalog.=) x.oid and c.relispartition
+            )
         );
     end if;
     if pg_catalog.cardinality(older) operator(pg_catalog.>) 0 then

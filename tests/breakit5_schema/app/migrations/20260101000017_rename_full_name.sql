@@ -1,0 +1,1 @@
+alter table public.profiles rename column full_name to display_name;

@@ -1,0 +1,1 @@
+drop index concurrently public.memberships_user_id_idx;

@@ -1,0 +1,1 @@
+create unique index concurrently organizations_slug_idx on public.organizations (slug);

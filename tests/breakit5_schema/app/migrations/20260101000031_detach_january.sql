@@ -1,0 +1,1 @@
+alter table public.orders detach partition public.orders_2026_01;

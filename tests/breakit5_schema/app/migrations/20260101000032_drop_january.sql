@@ -1,0 +1,1 @@
+drop table public.orders_2026_01;

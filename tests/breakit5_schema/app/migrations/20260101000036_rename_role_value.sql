@@ -1,0 +1,1 @@
+alter type public.user_role rename value 'member' to 'user';

@@ -1,0 +1,1 @@
+alter table public.products rename to catalog_items;

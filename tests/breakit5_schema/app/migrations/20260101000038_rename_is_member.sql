@@ -1,0 +1,1 @@
+alter function private.is_member(bigint) rename to has_org_access;

@@ -1,0 +1,1 @@
+alter view public.order_totals rename to order_summary;

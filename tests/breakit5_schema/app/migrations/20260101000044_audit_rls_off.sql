@@ -1,0 +1,1 @@
+alter table public.audit_events disable row level security;

@@ -1,0 +1,1 @@
+alter table public.catalog_items alter column search drop expression;

@@ -1,0 +1,1 @@
+alter schema private rename to internal;

@@ -1,0 +1,1 @@
+alter table public.profiles force row level security;

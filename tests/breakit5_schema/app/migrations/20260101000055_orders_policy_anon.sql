@@ -1,0 +1,1 @@
+alter policy "members read orders" on public.orders to authenticated, anon;

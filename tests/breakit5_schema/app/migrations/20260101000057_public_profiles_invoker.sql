@@ -1,0 +1,1 @@
+alter view public.public_profiles set (security_invoker = true);
