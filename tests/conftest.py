@@ -13,6 +13,7 @@ the reason, and the client-side diff runs in their place.
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,14 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgresilience import installer
 from pgresilience.embedded import EmbeddedPostgres, find_bin_dir
+
+# Tests press Ctrl-C (SIGINT) in this process and in the commands they start.
+# A run started in the background by a non-interactive shell (`make test &`,
+# some CI runners) inherits SIGINT ignored, which Python then keeps, and so
+# do the commands it starts: those tests would wait for a Ctrl-C that never
+# comes. The suite presses it as a terminal would.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Supabase's roles, as the platform creates them: PostgREST logs in as
 # `authenticator` and switches to `anon` or `authenticated` per request.
