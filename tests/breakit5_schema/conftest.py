@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-
-from pgresilience.embedded import find_bin_dir
+from breakit3.conftest import psql_binary
 
 APP = Path(__file__).parent / "app"
 MIGRATIONS = sorted((APP / "migrations").glob("*.sql"))
@@ -23,7 +22,7 @@ CLI = [sys.executable, "-m", "pgresilience.cli"]
 def psql(dsn: str, file: Path, *, single_transaction: bool = True, options: str = "") -> int:
     """Runs FILE in its own psql process (stops at the first error), returns the exit code."""
     env = dict(os.environ, PGOPTIONS=options)
-    args = [str(find_bin_dir() / "psql"), dsn, "-qX", "-v", "ON_ERROR_STOP=1"]
+    args = [psql_binary(), dsn, "-qX", "-v", "ON_ERROR_STOP=1"]
     if single_transaction:
         args.append("--single-transaction")
     done = subprocess.run(
