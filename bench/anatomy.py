@@ -16,14 +16,30 @@ bench/tx_overhead.py), per autocommit call, backend CPU from
   the package's own image table, in the scratch database only, and run
   also cut short after each step ("-> step"): the cost of each step is the
   difference to the line above it;
+* the table's generated lock by primary key (`_lock_by_key_<oid>`, the
+  invoker FOR UPDATE under the caller's grants and RLS, then the definer
+  image and claim), called directly: `tx_execute`'s lock without its
+  dispatch (table resolution, lazy reap probe, descriptor, EXECUTE);
 * the floors of bench/_designs.py for (f): one function FOR UPDATE + claim,
   and the same writing journal and audit rows.
+
+Insert (target (a)), the same way: a plain single-row INSERT, `tx_execute`
+insert, and a static per-table SECURITY INVOKER function over the same
+managed table (the lazy reap probe, the transaction id setting, a plan-cached
+INSERT of every column from the jsonb, RETURNING as jsonb), so that the
+package's own capture trigger does everything else (transaction check,
+typed image and claim, journal, audit): what a generated per-table insert
+behind `tx_execute` would cost. It does not apply column defaults (the
+benchmark names every column) nor filter RETURNING by column grants.
 
 Plain write (the claim guard with no claims, target (e)): a single-row
 UPDATE on an unmanaged table, on a managed one, and on managed ones whose
 capture function was altered in the scratch database only: without its
 pinned search_path, and also without SECURITY DEFINER (the floors' trigger
 has neither; ours needs both, see docs/benchmarks.md).
+
+Each line prints backend CPU and wall time per call, median [min-max] of
+the rounds, and the ratio of the medians to the baseline.
 
 Usage: python bench/anatomy.py [--calls N] [--rounds N]
 """
@@ -33,6 +49,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -107,6 +124,25 @@ begin
 end $f$
 """
 
+# A static per-table insert over the managed table {t}: everything but the
+# capture, which the package's own trigger does.
+STATIC_INSERT = """
+create function {fn}(p_tx uuid, p_data jsonb) returns jsonb
+language plpgsql volatile security invoker set search_path = ''
+set plan_cache_mode = force_generic_plan as $f$
+declare
+    r pg_catalog.jsonb;
+begin
+    perform resilience._reap_if_expired();
+    perform pg_catalog.set_config('resilience.tx_id', p_tx::pg_catalog.text, true);
+    insert into {t} as t select * from pg_catalog.jsonb_populate_record(null::{t}, p_data)
+    returning pg_catalog.to_jsonb(t.*) into r;
+    perform pg_catalog.set_config('resilience.tx_id', '', true);
+    return pg_catalog.jsonb_build_object('success', true, 'data', pg_catalog.jsonb_build_array(r),
+        'count', 1);
+end $f$
+"""
+
 CUTS = ["entry", "reap", "check", "privileges", "claimed table", "lock and image", "all"]
 
 
@@ -141,13 +177,19 @@ def main() -> None:
             functions[cut] = fn
         for statement in _designs.COMMON:
             conn.execute(statement)
+        lock_by_key = conn.execute(
+            "select descriptor ->> 'lock_by_key' from resilience.managed_tables"
+            " where relation = %s::regclass",
+            (table,),
+        ).fetchone()
+        assert lock_by_key is not None and lock_by_key[0]
         floor = _designs.lock_function(conn, table)
         floor_recorded = _designs.lock_function(conn, table, recorded=True)
         floor_tx = _designs.new_floor_tx(conn)
 
         keys = itertools.count(1)
 
-        def call(statement: Any, *params: Any) -> Callable[[Any], None]:
+        def call(statement: Any, *params: Any) -> Callable[[Any], object]:
             return lambda tx: conn.execute(
                 statement, tuple(tx if p is None else p() for p in params)
             )
@@ -158,7 +200,7 @@ def main() -> None:
         def match() -> Jsonb:
             return Jsonb({"id": next(keys)})
 
-        measured: dict[str, Callable[[Any], None]] = {
+        measured: dict[str, Callable[[Any], object]] = {
             "SELECT ... FOR UPDATE": call(
                 sql.SQL("select * from {} where id = %s for update").format(sql.Identifier(table)),
                 key,
@@ -170,6 +212,9 @@ def main() -> None:
                 match,
             ),
         }
+        measured["generated lock by key, direct"] = call(
+            sql.SQL("select * from {}(%s, %s)").format(sql.SQL(lock_by_key[0])), None, match
+        )
         for cut in CUTS:
             label = "one function, whole contract" if cut == "all" else f"  -> {cut}"
             measured[label] = call(
@@ -184,36 +229,84 @@ def main() -> None:
             key,
         )
 
-        pid = conn.info.backend_pid
-        cpu: dict[str, list[float]] = {label: [] for label in measured}
-        for round_no in range(args.rounds + 1):
-            conn.execute("vacuum (analyze)")
-            tx = tx_begin(conn)
-            labels = list(measured)
-            shift = round_no % len(labels)
-            for label in labels[shift:] + labels[:shift]:
-                before = backend_cpu_ns(pid)
-                for _ in range(args.calls):
-                    measured[label](tx)
-                if round_no:  # round 0 is the warm-up
-                    cpu[label].append((backend_cpu_ns(pid) - before) / args.calls / 1e3)
-            conn.execute("select resilience.tx_rollback(%s)", (tx,))
-
-        report("lock", cpu, "SELECT ... FOR UPDATE", args)
+        report("lock", measure(conn, measured, args), "SELECT ... FOR UPDATE", args)
+        insert_anatomy(conn, args)
         guard_anatomy(conn, args)
 
 
-def report(what: str, cpu: dict[str, list[float]], baseline: str, args: Any) -> None:
-    base = statistics.median(cpu[baseline])
-    print(
-        f"\n{what}: backend CPU per call, median [min-max] of {args.rounds} rounds,"
-        f" {args.calls} calls each"
+Times = dict[str, tuple[list[float], list[float]]]
+
+
+def measure(
+    conn: psycopg.Connection[Any], measured: dict[str, Callable[[Any], object]], args: Any
+) -> Times:
+    """Backend CPU and wall time per call (us) of each variant, per round:
+    VACUUM (ANALYZE) first, variants in an order rotated per round, each
+    round in a logical transaction of its own (rolled back), round 0 the
+    warm-up."""
+    pid = conn.info.backend_pid
+    times: Times = {label: ([], []) for label in measured}
+    for round_no in range(args.rounds + 1):
+        conn.execute("vacuum (analyze)")
+        tx = tx_begin(conn)
+        labels = list(measured)
+        shift = round_no % len(labels)
+        for label in labels[shift:] + labels[:shift]:
+            cpu_before, wall_before = backend_cpu_ns(pid), time.perf_counter_ns()
+            for _ in range(args.calls):
+                measured[label](tx)
+            wall, cpu = time.perf_counter_ns() - wall_before, backend_cpu_ns(pid) - cpu_before
+            if round_no:  # round 0 is the warm-up
+                times[label][0].append(cpu / args.calls / 1e3)
+                times[label][1].append(wall / args.calls / 1e3)
+        conn.execute("select resilience.tx_rollback(%s)", (tx,))
+    return times
+
+
+def insert_anatomy(conn: psycopg.Connection[Any], args: Any) -> None:
+    columns = ["id", "grp", "v", "note"]
+    for table in ("ins_plain", "ins_managed", "ins_static"):
+        create(conn, table, "4 columns")
+    for table in ("ins_managed", "ins_static"):
+        conn.execute("select resilience.manage_table(%s)", (table,))
+    conn.execute(
+        sql.SQL(STATIC_INSERT).format(
+            fn=sql.SQL("resilience.anatomy_insert"), t=sql.Identifier("public", "ins_static")
+        )
     )
-    for label, values in cpu.items():
-        median = statistics.median(values)
+    keys = itertools.count(1)
+
+    def row() -> dict[str, Any]:
+        key = next(keys)
+        return {"id": key, "grp": 1, "v": 0, "note": f"row {key}"}
+
+    plain = sql.SQL("insert into ins_plain ({}) values (%s, %s, %s, %s)").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    measured: dict[str, Callable[[Any], object]] = {
+        "INSERT": lambda tx: conn.execute(plain, tuple(row().values())),
+        "tx_execute insert": lambda tx: conn.execute(
+            "select resilience.tx_execute(%s, 'ins_managed', 'insert', %s)", (tx, Jsonb(row()))
+        ),
+        "static per-table insert": lambda tx: conn.execute(
+            "select resilience.anatomy_insert(%s, %s)", (tx, Jsonb(row()))
+        ),
+    }
+    report("insert", measure(conn, measured, args), "INSERT", args)
+
+
+def report(what: str, times: Times, baseline: str, args: Any) -> None:
+    cpu_base = statistics.median(times[baseline][0])
+    wall_base = statistics.median(times[baseline][1])
+    print(
+        f"\n{what}: per call, median [min-max] of {args.rounds} rounds, {args.calls} calls each;"
+        f" backend CPU, then wall"
+    )
+    for label, (cpu, wall) in times.items():
+        c, w = statistics.median(cpu), statistics.median(wall)
         print(
-            f"  {label:<34} {median:7.1f} us [{min(values):.1f}-{max(values):.1f}]"
-            f"  x{median / base:.2f}"
+            f"  {label:<34} cpu {c:7.1f} us [{min(cpu):.1f}-{max(cpu):.1f}] x{c / cpu_base:.2f}"
+            f"   wall {w:7.1f} us [{min(wall):.1f}-{max(wall):.1f}] x{w / wall_base:.2f}"
         )
 
 
@@ -246,19 +339,13 @@ def guard_anatomy(conn: psycopg.Connection[Any], args: Any) -> None:
         tables[label] = sql.SQL("update {} set v = v + 1 where id = %s").format(
             sql.Identifier(table)
         )
-    pid = conn.info.backend_pid
-    cpu: dict[str, list[float]] = {label: [] for label in tables}
-    for round_no in range(args.rounds + 1):
-        conn.execute("vacuum (analyze)")
-        labels = list(tables)
-        shift = round_no % len(labels)
-        for label in labels[shift:] + labels[:shift]:
-            before = backend_cpu_ns(pid)
-            for key in range(1, args.calls + 1):
-                conn.execute(tables[label], (key,))
-            if round_no:
-                cpu[label].append((backend_cpu_ns(pid) - before) / args.calls / 1e3)
-    report("plain write, no claims", cpu, "UPDATE, unmanaged table", args)
+    keys = itertools.cycle(range(1, args.calls + 1))
+
+    def update(statement: sql.Composed) -> Callable[[Any], object]:
+        return lambda tx: conn.execute(statement, (next(keys),))
+
+    measured = {label: update(statement) for label, statement in tables.items()}
+    report("plain write, no claims", measure(conn, measured, args), "UPDATE, unmanaged table", args)
 
 
 if __name__ == "__main__":
