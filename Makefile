@@ -8,6 +8,10 @@ STAMP := $(VENV)/.pgresilience-installed
 # Server binaries of other PostgreSQL versions (npm builds), for test-matrix.
 PG_CACHE ?= .cache/pg
 MATRIX ?= 14 16 17 18
+# pytest workers (pytest-xdist), each with its own embedded server: the CI
+# machine's two cores. 0 runs the suite in one process (needed with
+# PGRESILIENCE_TEST_DSN, whose one server the workers would share).
+PYTEST_WORKERS ?= 2
 
 .PHONY: setup test test-matrix lint pytest fuzz demo bench clean
 
@@ -28,12 +32,13 @@ lint: setup
 	$(BIN)/python scripts/generate.py --check
 
 pytest: setup
-	$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 ## make test-matrix: the suite on PostgreSQL 14, 16, 17 and 18 (binaries installed into
 ## $(PG_CACHE) on first use; no PL/Python there, so the client-side diff runs). make test is 15's.
 test-matrix: setup
-	VENV=$(VENV) PG_CACHE=$(PG_CACHE) PYTEST_ARGS="$(PYTEST_ARGS)" bash scripts/test-matrix.sh $(MATRIX)
+	VENV=$(VENV) PG_CACHE=$(PG_CACHE) PYTEST_WORKERS=$(PYTEST_WORKERS) PYTEST_ARGS="$(PYTEST_ARGS)" \
+		bash scripts/test-matrix.sh $(MATRIX)
 
 ## make fuzz: the oracle test with many more examples, shrinking failures
 ## (ORACLE_EXAMPLES=n to choose how many; ORACLE_TAME=1 for plain names and types)

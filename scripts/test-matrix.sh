@@ -42,7 +42,7 @@ for major in "${versions[@]}"; do
   log=$(mktemp)
   start=$SECONDS
   # shellcheck disable=SC2046
-  PGRESILIENCE_PG_BIN=$bin "$VENV/bin/pytest" -p no:cacheprovider -q $(selection "$major") \
+  PGRESILIENCE_PG_BIN=$bin "$VENV/bin/pytest" -p no:cacheprovider -q -n "${PYTEST_WORKERS:-2}" $(selection "$major") \
     ${PYTEST_ARGS:-} </dev/null 2>&1 | tee "$log"
   status=${PIPESTATUS[0]}
   result=$(grep -E '^=* ?[0-9]+ [a-z]+.* in [0-9.]+s' "$log" | tail -n 1 | sed -E 's/^=+ //; s/ =+$//')
