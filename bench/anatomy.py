@@ -313,6 +313,7 @@ def report(what: str, times: Times, baseline: str, args: Any) -> None:
 GUARD_VARIANTS = {
     "UPDATE, unmanaged table": [],
     "UPDATE, managed table": None,
+    "  capture without SET enable_seqscan": ["alter function {} reset enable_seqscan"],
     "  capture without SET search_path": ["alter function {} reset search_path"],
     "  ... and without SECURITY DEFINER": [
         "alter function {} reset search_path",

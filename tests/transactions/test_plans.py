@@ -157,3 +157,38 @@ def test_a_rollback_never_scans_the_images_step_by_step(
     after = settled(conn, image, lambda s: s[2] >= before[2] + CALLS)
     assert after[0] - before[0] < 20, f"{after[0] - before[0]} sequential scans of the images"
     assert conn.execute("select count(*) from ledger where v <> 0").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("setting", ["on", "off"])
+def test_the_capture_leaves_the_callers_enable_seqscan_as_it_was(
+    conn: psycopg.Connection[Any], setting: str
+) -> None:
+    """The capture turns sequential scans off while it looks claims up; the
+    writer's own setting holds again after each kind of write, in the same
+    database transaction: captured, plain beside claims, plain with none,
+    and one refused by a claim (caught by the writer's savepoint)."""
+    conn.execute("create table stock (id bigint primary key, v int not null)")
+    conn.execute("create table spare (id bigint primary key, v int not null)")
+    conn.execute("insert into stock select g, 0 from generate_series(1, 3) g")
+    conn.execute("insert into spare select g, 0 from generate_series(1, 3) g")
+    for table in ("stock", "spare"):
+        conn.execute("select resilience.manage_table(%s)", (table,))
+    tx = conn.execute("select resilience.tx_begin()").fetchone()[0]  # type: ignore[index]
+    conn.execute(
+        "select resilience.tx_execute(%s, 'stock', 'update', %s, %s)",
+        (tx, Jsonb({"v": 1}), Jsonb({"id": 1})),
+    )
+    writes = [
+        ("select resilience.tx_execute(%s, 'stock', 'insert', %s)", (tx, Jsonb({"id": 9, "v": 0}))),
+        ("update stock set v = v + 1 where id = 2", None),
+        ("update spare set v = v + 1 where id = 2", None),
+    ]
+    with conn.transaction():
+        conn.execute("select set_config('enable_seqscan', %s, true)", (setting,))
+        for statement, params in writes:
+            conn.execute(statement, params)
+            assert conn.execute("show enable_seqscan").fetchone() == (setting,)
+        with pytest.raises(psycopg.errors.LockNotAvailable), conn.transaction():
+            conn.execute("update stock set v = v + 1 where id = 1")
+        assert conn.execute("show enable_seqscan").fetchone() == (setting,)
+    conn.execute("select resilience.tx_rollback(%s)", (tx,))
