@@ -63,7 +63,8 @@ def test_renames_and_other_ddl_between_calls_keep_the_transaction_exact(
             " alter table {t} enable row level security;"
             ' create function "from".touch() returns trigger language plpgsql'
             " as $$ begin return new; end $$;"
-            ' create trigger touch before update on {t} for each row execute function "from".touch();'
+            " create trigger touch before update on {t}"
+            ' for each row execute function "from".touch();'
             # (the undo runs as the table owner: it needs the schema too)
             ' grant usage on schema "from" to "breakit6 owner";'
             ' alter table {t} owner to "breakit6 owner"'
