@@ -109,8 +109,9 @@ $$;
 
 -- The shape of a table as generated code depends on it: its columns (name,
 -- type and the type's name, generated, identity, dropped), its primary
--- key, its owner (who owns the undo and may read the images), and for a
--- partitioned table its partitions (each carries the triggers). Names are
+-- key, its owner (who owns the undo and may read the images), for a
+-- partitioned table its partitions (each carries the triggers), and for
+-- an ordinary one its inheritance children (refused). Names are
 -- quoted: a column name with ':' or ',' in it must not make two shapes equal.
 create or replace function resilience._table_shape(relation regclass)
 returns text
@@ -129,7 +130,12 @@ as $$
             where a.attrelid = relation and a.attnum > 0 and not a.attisdropped),
         (select i.indkey::text from pg_catalog.pg_index as i where i.indrelid = relation and i.indisprimary),
         (select pg_catalog.string_agg(p.relid::oid::text, ',' order by p.relid::oid)
-            from pg_catalog.pg_partition_tree(relation) as p where p.level > 0));
+            from pg_catalog.pg_partition_tree(relation) as p where p.level > 0),
+        -- An inheritance child added since (the table is then refused).
+        (select pg_catalog.string_agg('inherited by ' || h.inhrelid::text, ',' order by h.inhrelid)
+            from pg_catalog.pg_inherits as h
+            inner join pg_catalog.pg_class as c on c.oid = h.inhparent and c.relkind = 'r'
+            where h.inhparent = relation));
 $$;
 
 -- Does DDL regenerate managed tables' code at once: is our DDL event trigger
@@ -1107,7 +1113,7 @@ begin
             where i.tx_id = p_tx and i.seq = p_seq and i.op = 'd' and %4$s
                 and not (%5$s operator(pg_catalog.*=) i.b);
         end if;
-        insert into %2$s (%7$s) %8$s
+        insert into %15$s (%7$s) %8$s
         select %9$s from %3$s as i
         where i.tx_id = p_tx and i.seq = p_seq and i.op = 'd'
             and not exists (select 1 from %2$s as t where %4$s);
@@ -1152,7 +1158,9 @@ end;
 $undo$
 $body$,
         undo_fn,                                                             -- 1
-        target,                                                              -- 2
+        -- ONLY: rows of an inheritance child (one added since; the table is
+        -- then refused) are never the table's rows, whatever their key.
+        case when partitioned then target else 'only ' || target end,        -- 2
         image,                                                               -- 3
         resilience._sql_keys_equal('t.', kn, kop, 'i.', kk),                 -- 4
         row_of_t,                                                            -- 5
@@ -1164,7 +1172,8 @@ $body$,
         coalesce(update_vals, restore_vals),                                 -- 11
         resilience._sql_keys_equal('t.', kn, kop, '(i.a).', kc),             -- 12
         resilience._sql_keys_equal('t.', kn, kop, '(i.b).', kc),             -- 13
-        case when overriding <> '' then 'true' else 'false' end);            -- 14
+        case when overriding <> '' then 'true' else 'false' end,             -- 14
+        target);                                                             -- 15
     execute pg_catalog.format('revoke all on function %s(uuid, bigint, text, boolean) from public', undo_fn);
     -- The undo writes the table, so the table's own triggers fire: they
     -- must run with the table owner's rights, not the package owner's. The
