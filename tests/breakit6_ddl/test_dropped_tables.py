@@ -53,6 +53,26 @@ def test_drop_table_then_re_create_it_under_the_same_name_is_not_managed(
     assert call(conn, "tx_commit", tx)["status"] == "committed"
 
 
+def test_reap_after_a_table_was_dropped_contains_the_transaction(
+    conn: psycopg.Connection[Any],
+) -> None:
+    conn.execute(TWO_TABLES)
+    tx = call(conn, "tx_begin")
+    call(conn, "tx_execute", tx, "t", "update", {"v": 2}, {"id": 1})
+    call(conn, "tx_execute", tx, "u", "update", {"v": 2}, {"id": 1})
+    conn.execute("drop table u")
+    conn.execute(
+        "update resilience.transactions set started_at = clock_timestamp() - interval '2 s',"
+        " expires_at = clock_timestamp() - interval '1 s' where id = %s",
+        (tx,),
+    )
+
+    assert call(conn, "tx_reap") == 1
+    assert call(conn, "tx_status", tx)["status"] == "failed"
+    conn.execute("update t set v = 3 where id = 1")  # claims released
+    assert rows_text(conn, "t") == ["(1,3)"]
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="after a managed table was dropped, even tx_rollback(force => true) refuses (RZ005): "
