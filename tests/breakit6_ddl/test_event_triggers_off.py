@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from .conftest import call, rows_text, sqlstate_of
 
@@ -56,3 +57,21 @@ def test_ddl_while_the_event_trigger_was_disabled_is_not_captured_with_a_stale_s
     call(conn, "tx_rollback", tx)
     # What a real ROLLBACK leaves; the stale capture restored v alone.
     assert rows_text(conn, "t") == ["(1,a,z0)"]
+
+
+@pytest.mark.parametrize("disable", ["user", "resilience_capture_update", "all"])
+def test_disabling_our_triggers_is_undone_by_the_event_trigger(
+    conn: psycopg.Connection[Any], disable: str
+) -> None:
+    # The table owner's ALTER TABLE ... DISABLE TRIGGER: writes of a logical
+    # transaction were captured by nothing, and its rollback restored
+    # nothing over them (a silent loss).
+    conn.execute(TABLE)
+    tx = call(conn, "tx_begin")
+    call(conn, "tx_execute", tx, "t", "insert", {"id": 2, "v": "b"})
+    conn.execute(sql.SQL("alter table t disable trigger {}").format(sql.SQL(disable)))
+
+    call(conn, "tx_execute", tx, "t", "update", {"v": "x"}, {"id": 1})
+    assert sqlstate_of(conn.execute, "update t set v = 'plain' where id = 2") == "55P03"
+    assert call(conn, "tx_rollback", tx)["restored_rows"] == 2
+    assert rows_text(conn, "t") == ["(1,a)"]

@@ -59,3 +59,16 @@ def test_detach_partition_holding_an_updated_row_makes_the_rollback_a_conflict(
 
     assert sqlstate_of(call, conn, "tx_rollback", tx) == "RZ005"
     assert rows_text(conn, "p") == ["(1,x)"]
+
+
+def test_disabling_our_triggers_on_a_partition_is_undone_by_the_event_trigger(
+    conn: psycopg.Connection[Any],
+) -> None:
+    conn.execute(TABLE)
+    tx = call(conn, "tx_begin")
+    call(conn, "tx_execute", tx, "p", "update", {"v": "x"}, {"id": 1})
+    conn.execute("alter table p1 disable trigger user")
+
+    assert sqlstate_of(conn.execute, "update p1 set v = 'plain' where id = 1") == "55P03"
+    call(conn, "tx_rollback", tx)
+    assert rows_text(conn, "p") == ["(1,a)"]
