@@ -109,8 +109,10 @@ $$;
 
 -- The shape of a table as generated code depends on it: its columns (name,
 -- type and the type's name, generated, identity, dropped), its primary
--- key, its owner (who owns the undo and may read the images), and for a
--- partitioned table its partitions (each carries the triggers).
+-- key, its owner (who owns the undo and may read the images), for a
+-- partitioned table its partitions (each carries the triggers), and for
+-- an ordinary one its inheritance children (refused). Names are
+-- quoted: a column name with ':' or ',' in it must not make two shapes equal.
 create or replace function resilience._table_shape(relation regclass)
 returns text
 language sql
@@ -121,14 +123,19 @@ as $$
         (select pg_catalog.format('%I.%I', n.nspname, c.relname) from pg_catalog.pg_class as c
             inner join pg_catalog.pg_namespace as n on n.oid = c.relnamespace where c.oid = relation),
         (select c.relowner::text from pg_catalog.pg_class as c where c.oid = relation),
-        (select pg_catalog.string_agg(pg_catalog.concat_ws(':', a.attnum, a.attname, a.atttypid,
+        (select pg_catalog.string_agg(pg_catalog.concat_ws(':', a.attnum, pg_catalog.quote_ident(a.attname), a.atttypid,
                 pg_catalog.format_type(a.atttypid, a.atttypmod),
                 a.atttypmod, a.attcollation, a.attgenerated, a.attidentity), ',' order by a.attnum)
             from pg_catalog.pg_attribute as a
             where a.attrelid = relation and a.attnum > 0 and not a.attisdropped),
         (select i.indkey::text from pg_catalog.pg_index as i where i.indrelid = relation and i.indisprimary),
         (select pg_catalog.string_agg(p.relid::oid::text, ',' order by p.relid::oid)
-            from pg_catalog.pg_partition_tree(relation) as p where p.level > 0));
+            from pg_catalog.pg_partition_tree(relation) as p where p.level > 0),
+        -- An inheritance child added since (the table is then refused).
+        (select pg_catalog.string_agg('inherited by ' || h.inhrelid::text, ',' order by h.inhrelid)
+            from pg_catalog.pg_inherits as h
+            inner join pg_catalog.pg_class as c on c.oid = h.inhparent and c.relkind = 'r'
+            where h.inhparent = relation));
 $$;
 
 -- Does DDL regenerate managed tables' code at once: is our DDL event trigger
@@ -586,6 +593,7 @@ declare
     record_statement text;
     part record;
     reshaped bigint;
+    key_moved boolean := false;
     table_owner name;
     lent_create boolean;
 begin
@@ -647,10 +655,37 @@ begin
     kok := array(select 'o' || k from pg_catalog.unnest(kk) as k);
     partitioned := (select c.relkind = 'p' from pg_catalog.pg_class as c where c.oid = relation);
 
+    row_relid := (select t.typrelid from pg_catalog.pg_type as t where t.oid = pg_catalog.to_regtype(row_type));
+    -- A primary key replaced by one on other columns of the same types (the
+    -- key definitions below compare types only): images held are keyed, and
+    -- claim, by the old key. Kept only while every image's key is its row's
+    -- key under the new one (a key change's claim of the old key: the old
+    -- image of its statement), else the claims would guard other rows.
+    if has_images then
+        if exists (
+            select 1 from pg_catalog.unnest(kc) as k (attname)
+            where not exists (
+                select 1 from pg_catalog.pg_attribute as r
+                where r.attrelid = row_relid and r.attname = k.attname and not r.attisdropped)
+        ) then
+            key_moved := true;
+        else
+            execute pg_catalog.format(
+                'select exists (select 1 from %1$s as i where case i.op '
+                'when ''k'' then not exists (select 1 from %1$s as u where u.tx_id = i.tx_id and u.seq = i.seq '
+                'and u.op = ''u'' and row(%2$s) is not distinct from row(%3$s)) '
+                'when ''d'' then row(%2$s) is distinct from row(%4$s) '
+                'when ''l'' then row(%2$s) is distinct from row(%4$s) '
+                'else row(%2$s) is distinct from row(%5$s) end)',
+                image, resilience._sql_list('i.', kk), resilience._sql_list('(u.b).', kc),
+                resilience._sql_list('(i.b).', kc), resilience._sql_list('(i.a).', kc))
+            into key_moved;
+        end if;
+    end if;
+
     -- Start over (when no images are to be kept) if a column's type or the
     -- key changed; otherwise only add what is missing.
-    row_relid := (select t.typrelid from pg_catalog.pg_type as t where t.oid = pg_catalog.to_regtype(row_type));
-    if exists (
+    if key_moved or exists (
         select 1 from pg_catalog.pg_attribute as a
         cross join lateral resilience._base_type(a.atttypid, a.atttypmod) as bt
         inner join pg_catalog.pg_attribute as r on r.attrelid = row_relid and r.attname = 'c' || a.attnum
@@ -675,6 +710,18 @@ begin
         end if;
         execute pg_catalog.format('drop table if exists %s', image);
         execute pg_catalog.format('drop type if exists %s', row_type);
+    end if;
+
+    -- Columns dropped since the last generation (fewer live columns have an
+    -- attribute than the registry's descriptor listed): the values images
+    -- hold of them cannot come back, so the rows imaged before conflict.
+    if has_images and (
+        select pg_catalog.count(*) from pg_catalog.pg_attribute as r
+        inner join pg_catalog.pg_attribute as a
+            on a.attrelid = relation and 'c' || a.attnum = r.attname and a.attnum > 0 and not a.attisdropped
+        where r.attrelid = row_relid and r.attnum > 0 and not r.attisdropped
+    ) < pg_catalog.jsonb_array_length(reg.descriptor -> 'columns') then
+        reshaped := (select s.last_value from resilience.restore_point_seq as s);
     end if;
 
     -- The row type: one attribute per column (by attnum), in its base type.
@@ -1066,7 +1113,7 @@ begin
             where i.tx_id = p_tx and i.seq = p_seq and i.op = 'd' and %4$s
                 and not (%5$s operator(pg_catalog.*=) i.b);
         end if;
-        insert into %2$s (%7$s) %8$s
+        insert into %15$s (%7$s) %8$s
         select %9$s from %3$s as i
         where i.tx_id = p_tx and i.seq = p_seq and i.op = 'd'
             and not exists (select 1 from %2$s as t where %4$s);
@@ -1111,7 +1158,9 @@ end;
 $undo$
 $body$,
         undo_fn,                                                             -- 1
-        target,                                                              -- 2
+        -- ONLY: rows of an inheritance child (one added since; the table is
+        -- then refused) are never the table's rows, whatever their key.
+        case when partitioned then target else 'only ' || target end,        -- 2
         image,                                                               -- 3
         resilience._sql_keys_equal('t.', kn, kop, 'i.', kk),                 -- 4
         row_of_t,                                                            -- 5
@@ -1123,7 +1172,8 @@ $body$,
         coalesce(update_vals, restore_vals),                                 -- 11
         resilience._sql_keys_equal('t.', kn, kop, '(i.a).', kc),             -- 12
         resilience._sql_keys_equal('t.', kn, kop, '(i.b).', kc),             -- 13
-        case when overriding <> '' then 'true' else 'false' end);            -- 14
+        case when overriding <> '' then 'true' else 'false' end,             -- 14
+        target);                                                             -- 15
     execute pg_catalog.format('revoke all on function %s(uuid, bigint, text, boolean) from public', undo_fn);
     -- The undo writes the table, so the table's own triggers fire: they
     -- must run with the table owner's rights, not the package owner's. The

@@ -131,10 +131,11 @@ begin
         if undo_fn is null then
             report := pg_catalog.jsonb_build_array(step - 'relation' - 'rows'
                 || pg_catalog.jsonb_build_object('error', 'table dropped, no longer managed, or its undo altered'));
-        -- Columns were added to the table after these images were taken.
+        -- Columns were added to or dropped from the table after these
+        -- images were taken.
         elsif not force and (step ->> 'seq')::bigint <= reshaped then
-            report := pg_catalog.jsonb_build_array(step - 'relation' - 'rows'
-                || pg_catalog.jsonb_build_object('error', 'columns were added to the table after capture'));
+            report := pg_catalog.jsonb_build_array(step - 'relation' - 'rows' || pg_catalog.jsonb_build_object(
+                'error', 'columns were added to or dropped from the table after capture'));
         else
             begin
                 execute pg_catalog.format('select %s($1, $2, $3, $4)', undo_fn::oid::regproc)

@@ -3,8 +3,8 @@
 -- table fails with RZ007 until manage_table is run again). They never block
 -- DDL: a table that cannot be regenerated now gets a warning.
 
--- After DDL: regenerate each managed table (the root of a touched partition)
--- whose shape changed.
+-- After DDL: regenerate each managed table (the root of a touched partition,
+-- the parent of a touched inheritance child) whose shape changed.
 create or replace function resilience._managed_ddl_end()
 returns event_trigger
 language plpgsql
@@ -31,6 +31,14 @@ begin
         from pg_catalog.pg_event_trigger_ddl_commands() as c
         inner join resilience.managed_tables as m
             on m.relation = coalesce(pg_catalog.pg_partition_root(c.objid::regclass), c.objid::regclass)
+        where c.classid = 'pg_catalog.pg_class'::regclass
+        union
+        -- A table made an inheritance child of a managed one (CREATE TABLE
+        -- ... INHERITS, ALTER TABLE ... INHERIT): its parent is refused now.
+        select m.relation
+        from pg_catalog.pg_event_trigger_ddl_commands() as c
+        inner join pg_catalog.pg_inherits as h on h.inhrelid = c.objid
+        inner join resilience.managed_tables as m on m.relation = h.inhparent
         where c.classid = 'pg_catalog.pg_class'::regclass
         union
         select m.relation from resilience.managed_tables as m
