@@ -1082,6 +1082,17 @@ declare
     v_expected pg_catalog.int8;
     v_conflicts pg_catalog.jsonb;
 begin
+    -- A restore must see every row of the table. Row-level security that
+    -- applies to the table owner (FORCE ROW LEVEL SECURITY, no BYPASSRLS)
+    -- would hide rows from it: a hidden inserted row would look undone, a
+    -- hidden updated one like a conflict that force cannot overwrite.
+    if pg_catalog.row_security_active(%15$L::pg_catalog.regclass) then
+        raise exception using
+            errcode = '42501',
+            message = pg_catalog.format('cannot restore rows of %%s: row-level security applies to its owner %%I',
+                %15$L, current_user),
+            hint = 'A restore must see every row: ALTER TABLE ... NO FORCE ROW LEVEL SECURITY, or BYPASSRLS for the owner.';
+    end if;
     select pg_catalog.count(*) into v_expected from %3$s as i where i.tx_id = p_tx and i.seq = p_seq
         and i.op = pg_catalog.left(p_op, 1)::"char" and p_op <> 'keys';
     if p_op = 'insert' then

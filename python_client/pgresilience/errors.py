@@ -182,7 +182,8 @@ SQLSTATES: tuple[SqlState, ...] = (
     SqlState(
         "42501",
         "permission denied: the target table's grants or RLS, manage_table by a non-owner "
-        "or of a table whose undo would run as the package owner, tx_images by a non-admin, "
+        "or of a table whose undo would run as the package owner, a rollback of a table whose "
+        "RLS applies to its owner (FORCE), tx_images by a non-admin, "
         "the shared circuit and schema functions by an end user (authenticated)",
         PermissionDenied,
     ),

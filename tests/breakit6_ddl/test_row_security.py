@@ -1,8 +1,8 @@
 """Promise (docs/transactions.md, "Rollback"): a restore never skips a row
-silently: every row is restored, or the rollback fails with RZ005 and
-restores nothing. The undo runs with the table owner's rights, so RLS
-forced on the owner (ALTER TABLE ... FORCE ROW LEVEL SECURITY, here run
-while the transaction is open) hides rows from it."""
+silently: every row is restored, or the rollback fails and restores
+nothing. The undo runs with the table owner's rights, so RLS forced on the
+owner (ALTER TABLE ... FORCE ROW LEVEL SECURITY, here run while the
+transaction is open) would hide rows from it: refused, 42501."""
 
 from __future__ import annotations
 
@@ -22,32 +22,42 @@ select resilience.manage_table('t');
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RLS forced on the table owner hides the inserted row from the undo (run as the "
-    "owner): the rollback reports success, restored_rows 0, and the row stays",
-)
+def forced_after_a_write(
+    conn: psycopg.Connection[Any], make_role: Callable[..., str], operation: str, *args: Any
+) -> Any:
+    make_role("breakit6_rls_owner", login=False)
+    conn.execute(TABLE)
+    tx = call(conn, "tx_begin")
+    call(conn, "tx_execute", tx, "t", operation, *args)
+    conn.execute("alter table t enable row level security, force row level security")
+    return tx
+
+
+@pytest.mark.parametrize("force", [False, True])
 def test_forced_row_security_never_makes_the_rollback_skip_an_inserted_row(
-    conn: psycopg.Connection[Any], make_role: Callable[..., str]
+    conn: psycopg.Connection[Any], make_role: Callable[..., str], force: bool
 ) -> None:
-    make_role("breakit6_rls_owner", login=False)
-    conn.execute(TABLE)
-    tx = call(conn, "tx_begin")
-    call(conn, "tx_execute", tx, "t", "insert", {"id": 2, "v": "new"})
-    conn.execute("alter table t enable row level security, force row level security")
+    """The hidden inserted row would look already undone: the rollback is
+    refused (42501), restores nothing and leaves the transaction active."""
+    tx = forced_after_a_write(conn, make_role, "insert", {"id": 2, "v": "new"})
+    rows = rows_text(conn, "t")
 
-    state = sqlstate_of(call, conn, "tx_rollback", tx)
-    assert state == "RZ005" or rows_text(conn, "t") == ["(1,a)"]
+    assert sqlstate_of(call, conn, "tx_rollback", tx, None, force) == "42501"
+    assert rows_text(conn, "t") == rows == ["(1,a)", "(2,new)"]
+    assert call(conn, "tx_status", tx)["status"] == "active"
+
+    conn.execute("alter table t no force row level security")
+    call(conn, "tx_rollback", tx)
+    assert rows_text(conn, "t") == ["(1,a)"]
 
 
-def test_forced_row_security_makes_the_rollback_of_an_update_a_conflict(
-    conn: psycopg.Connection[Any], make_role: Callable[..., str]
+@pytest.mark.parametrize("force", [False, True])
+def test_forced_row_security_refuses_the_rollback_of_an_update(
+    conn: psycopg.Connection[Any], make_role: Callable[..., str], force: bool
 ) -> None:
-    make_role("breakit6_rls_owner", login=False)
-    conn.execute(TABLE)
-    tx = call(conn, "tx_begin")
-    call(conn, "tx_execute", tx, "t", "update", {"v": "x"}, {"id": 1})
-    conn.execute("alter table t enable row level security, force row level security")
+    """A hidden updated row is no conflict (force could not overwrite it):
+    the rollback is refused (42501) and restores nothing."""
+    tx = forced_after_a_write(conn, make_role, "update", {"v": "x"}, {"id": 1})
 
-    assert sqlstate_of(call, conn, "tx_rollback", tx) == "RZ005"
+    assert sqlstate_of(call, conn, "tx_rollback", tx, None, force) == "42501"
     assert rows_text(conn, "t") == ["(1,x)"]
