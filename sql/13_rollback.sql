@@ -128,7 +128,14 @@ begin
         from resilience.managed_tables as m
         inner join pg_catalog.pg_proc as p on p.oid = m.undo_function and p.prosecdef
         where m.relation = (step ->> 'relation')::oid;
-        if undo_fn is null then
+        -- A dropped table's rows cannot come back: force restores the other
+        -- tables and reports its steps, as it does drifted rows.
+        if undo_fn is null and force and not exists (
+            select 1 from pg_catalog.pg_class as c where c.oid = (step ->> 'relation')::oid
+        ) then
+            drifted := drifted || pg_catalog.jsonb_build_array(step - 'relation' - 'rows'
+                || pg_catalog.jsonb_build_object('error', 'table dropped'));
+        elsif undo_fn is null then
             report := pg_catalog.jsonb_build_array(step - 'relation' - 'rows'
                 || pg_catalog.jsonb_build_object('error', 'table dropped, no longer managed, or its undo altered'));
         -- Columns were added to or dropped from the table after these

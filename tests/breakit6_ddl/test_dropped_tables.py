@@ -73,11 +73,6 @@ def test_reap_after_a_table_was_dropped_contains_the_transaction(
     assert rows_text(conn, "t") == ["(1,3)"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after a managed table was dropped, even tx_rollback(force => true) refuses (RZ005): "
-    "the transaction's other tables can never be rolled back, only committed or reaped as failed",
-)
 def test_force_rollback_after_a_table_was_dropped_restores_the_other_tables(
     conn: psycopg.Connection[Any],
 ) -> None:
@@ -87,8 +82,12 @@ def test_force_rollback_after_a_table_was_dropped_restores_the_other_tables(
     call(conn, "tx_execute", tx, "u", "update", {"v": 2}, {"id": 1})
     conn.execute("drop table u")
 
-    call(conn, "tx_rollback", tx, None, True)
+    assert sqlstate_of(call, conn, "tx_rollback", tx) == "RZ005"
+    assert rows_text(conn, "t") == ["(1,2)"]
+    result = call(conn, "tx_rollback", tx, None, True)
     assert rows_text(conn, "t") == ["(1,1)"]
+    assert [c["error"] for c in result["conflicts"]] == ["table dropped"]
+    assert call(conn, "tx_status", tx)["status"] == "rolled_back"
 
 
 @pytest.mark.xfail(
