@@ -297,6 +297,13 @@ def test_backend_sigkilled_inside_a_rollback_loses_nothing(own_dsn: str) -> None
 
     def kill(observer: psycopg.Connection[Any], pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
+        # Until the postmaster's crash reset has ended the observer too: a
+        # connection made before it would be cut by it (seen on a loaded
+        # machine, the reset a little after _wait_for had connected).
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            observer.execute("select 1")
+            time.sleep(0.05)
 
     try:
         _strike_inside(own_dsn, lambda c: call(c, "tx_rollback", tx), kill)
