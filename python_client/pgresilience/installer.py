@@ -257,7 +257,7 @@ def install(
         report.actions.append(
             f"applied {len(files)} SQL files ({', '.join(p.stem for p in files)})"
         )
-        removed = raw.execute(query("unexpose")).fetchall()
+        removed = raw.execute(query("unexpose"), (expose,)).fetchall()
         if expose:
             rows = raw.execute(query("expose"), (expose,)).fetchall()
             report.exposed = [str(r[0]) for r in rows]
@@ -377,7 +377,11 @@ def print_sql(
     if event_triggers:
         out += [_file(path) for path in _sql_files(data_path("sql") / "superuser")]
     out += [_file(path) for path in derived]
-    out += [_inline("record_release_functions"), _inline("drop_probes"), _inline("unexpose")]
+    out += [
+        _inline("record_release_functions"),
+        _inline("drop_probes"),
+        _inline("unexpose", expose),
+    ]
     if expose:
         out.append(_inline("expose", expose))
     return "\n".join(out)

@@ -40,7 +40,9 @@ on conflict (name) do update set source = excluded.source, sha256 = excluded.sha
 select resilience._expose(%s);
 
 -- unexpose --
-select resilience._unexpose();
+-- Drop the wrappers that expose (same schema) will not re-create as they
+-- are; with no schema (--expose none), every wrapper.
+select resilience._unexpose(%s);
 
 -- installed_objects --
 -- Counts for the uninstall report: functions, tables, wrappers, event triggers.
