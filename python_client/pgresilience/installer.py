@@ -281,6 +281,7 @@ def uninstall(dsn: str, *, force: bool = False) -> list[str]:
         revision = _current_revision(sa_conn)
         if revision is None:
             return ["pgresilience is not installed here: nothing to do"]
+        raw.execute(query("refuse_app_dependents"))
         active = [str(r[0]) for r in raw.execute(query("active_transaction_ids")).fetchall()]
         if active and not force:
             shown = ", ".join(active[:3]) + (" ..." if len(active) > 3 else "")
