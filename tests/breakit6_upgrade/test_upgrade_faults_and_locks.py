@@ -181,3 +181,59 @@ def test_upgrade_from_0_1_0_whose_client_is_killed_leaves_0_1_0_working(bare_dsn
         else:
             pytest.fail("the killed client's backend stayed")
         _still_0_1_0_and_working(conn, tx)
+
+
+def test_the_0_1_0_installer_run_over_head_changes_nothing(dsn, conn, install_0_1_0):
+    """No downgrade is promised: an older installer over a newer install must
+    fail whole, leaving HEAD and its live transaction as they were."""
+    conn.execute(APP)
+    tx = _one(conn, "select resilience.tx_begin(600000, 'live')")
+    conn.execute(
+        "select resilience.tx_execute(%s, 'acct', 'update', '{\"bal\": 1}', '{\"id\": 1}')", (tx,)
+    )
+    catalog = (
+        "select p.oid::regprocedure::text, md5(p.prosrc) from pg_proc as p"
+        " where p.pronamespace in ('resilience'::regnamespace, 'public'::regnamespace) order by 1"
+    )
+    before = conn.execute(catalog).fetchall()
+
+    with pytest.raises(subprocess.CalledProcessError):
+        install_0_1_0(dsn)
+
+    assert conn.execute(catalog).fetchall() == before
+    assert _one(conn, "select version_num from resilience.alembic_version") == "0008"
+    assert _one(conn, "select resilience.tx_rollback(%s)", tx)["restored_rows"] == 1
+    assert conn.execute("select * from acct order by id").fetchall() == [(1, 100), (2, 200)]
+
+
+def test_two_upgrades_from_0_1_0_at_once_are_serialized(bare_dsn, install_0_1_0):
+    install_0_1_0(bare_dsn)
+    with psycopg.connect(bare_dsn, autocommit=True) as conn:
+        tx = _live_0_1_0(conn)
+        failures: list[BaseException] = []
+
+        def upgrade() -> None:
+            try:
+                installer.install(bare_dsn)
+            except BaseException as exc:  # noqa: BLE001 - asserted below
+                failures.append(exc)
+
+        workers = [threading.Thread(target=upgrade) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(120)
+        assert failures == []
+        assert _one(conn, "select version_num from resilience.alembic_version") == "0008"
+        assert conn.execute(
+            "select status, outcome from resilience.transactions where id = %s", (tx,)
+        ).fetchone() == ("rolled_back", {"reason": "upgrade to typed images"})
+        assert (
+            _one(
+                conn,
+                "select count(*) from resilience.audit_log where tx_id = %s and event = 'rollback'",
+                tx,
+            )
+            == 1
+        )
+        assert conn.execute("select * from acct order by id").fetchall() == [(1, 100), (2, 200)]

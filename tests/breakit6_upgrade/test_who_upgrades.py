@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgresilience import installer
+from pgresilience import SchemaVersionManager, installer
 
 from .conftest import ROOT
 
@@ -110,6 +110,10 @@ def test_a_non_superuser_owner_upgrades_0_1_0_in_use(how, owner_db, install_0_1_
     install_0_1_0(owner_dsn)
     with psycopg.connect(owner_dsn, autocommit=True) as conn:
         tx = _live(conn)
+        # Without event triggers the app records its migrations itself.
+        conn.execute("select resilience.schema_refresh()")
+        versions = "select version, hash from resilience.schema_versions order by 1"
+        before = conn.execute(versions).fetchall()
         if how == "install":
             installer.install(owner_dsn)
         else:
@@ -120,6 +124,18 @@ def test_a_non_superuser_owner_upgrades_0_1_0_in_use(how, owner_db, install_0_1_
             "select status, outcome from resilience.transactions where id = %s", (tx,)
         ).fetchone() == ("rolled_back", {"reason": "upgrade to typed images"})
         _app_works(conn)
+        # The upgrade changed nothing of the app's schema; the next migration
+        # is one version with its one change (diffed by the client here).
+        conn.execute("select resilience.schema_refresh()")
+        assert conn.execute(versions).fetchall() == before
+        conn.execute("alter table acct add column extra int")
+        conn.execute("select resilience.schema_refresh()")
+        assert len(conn.execute(versions).fetchall()) == len(before) + 1
+    with SchemaVersionManager(owner_dsn) as svm:
+        changes = svm.changes_since(before[-1][0])
+    assert [[(c["type"], c["table"], c["column"]) for c in v] for v in changes] == [
+        [("column_added", "public.acct", "extra")]
+    ]
 
 
 @pytest.mark.parametrize("how", ["install", "psql"])
