@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgresilience import installer
+from pgresilience import SchemaVersionManager, installer
 
 APP = """
 create table acct (id int primary key, bal int not null, note text);
@@ -138,14 +138,28 @@ def test_upgrade_from_0_1_0_releases_claims_and_the_app_keeps_working(bare_dsn, 
         ]
 
 
-def test_upgrade_from_0_1_0_keeps_the_shared_circuit(bare_dsn, install_0_1_0):
+def test_upgrade_from_0_1_0_keeps_the_shared_circuit_and_the_settings(bare_dsn, install_0_1_0):
     install_0_1_0(bare_dsn)
     with psycopg.connect(bare_dsn, autocommit=True) as conn:
         _live_0_1_0(conn)
+        conn.execute(
+            "update resilience.settings set value = case name"
+            " when 'retention' then '1 day' when 'notify_postgrest' then 'off'"
+            " when 'schema_tracked_schemas' then 'public,billing' when 'reap_batch' then '7' end"
+            " where name in"
+            " ('retention', 'notify_postgrest', 'schema_tracked_schemas', 'reap_batch')"
+        )
+        settings = "select name, value from resilience.settings order by name"
+        settings_before = conn.execute(settings).fetchall()
         columns = "name, state, open_until, open_count, reason, failure_rate, updated_by, version"
         before = conn.execute(f"select {columns} from resilience.circuits").fetchall()
         installer.install(bare_dsn)
         assert conn.execute(f"select {columns} from resilience.circuits").fetchall() == before
+        # Every 0.1.0 setting as the app left it; only the new one added.
+        assert sorted(set(conn.execute(settings).fetchall()) - set(settings_before)) == [
+            ("schema_diff_at_commit", "on")
+        ]
+        assert set(settings_before) <= set(conn.execute(settings).fetchall())
         health = [r[0] for r in conn.execute("select resilience.circuit_health()")]
         assert [(c["name"], c["state"], c["healthy"]) for c in health] == [
             ("ai-api", "open", False)
@@ -176,9 +190,9 @@ def test_upgrade_from_0_1_0_records_no_version_and_the_next_migration_is_exactly
         conn.execute("alter table acct add column extra int")
         after = conn.execute(versions).fetchall()
         assert after[:-1] == before and len(after) == len(before) + 1
-        changes = list(
-            conn.execute("select * from resilience.schema_changes_since(%s)", (before[-1][0],))
-        )
-        assert [
-            [(c["type"], c["table"], c["column"]) for c in row[0]["changes"]] for row in changes
-        ] == [[("column_added", "public.acct", "extra")]]
+    # Rated in the database with PL/Python, else by the client (same module).
+    with SchemaVersionManager(bare_dsn) as svm:
+        changes = svm.changes_since(before[-1][0])
+    assert [[(c["type"], c["table"], c["column"]) for c in v] for v in changes] == [
+        [("column_added", "public.acct", "extra")]
+    ]

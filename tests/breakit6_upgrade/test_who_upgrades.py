@@ -140,7 +140,7 @@ def test_a_non_superuser_owner_upgrades_0_1_0_in_use(how, owner_db, install_0_1_
 
 @pytest.mark.parametrize("how", ["install", "psql"])
 def test_installing_the_same_release_again_loses_nothing_of_a_live_transaction(
-    how, dsn, conn, tmp_path
+    how, dsn, conn, tmp_path, server_features
 ):
     tx = _live(conn)
     conn.execute(
@@ -157,7 +157,7 @@ def test_installing_the_same_release_again_loses_nothing_of_a_live_transaction(
     if how == "install":
         installer.install(dsn)
     else:
-        _psql(dsn, _script(tmp_path))
+        _psql(dsn, _script(tmp_path, *([] if server_features.plpython else ["--no-plpython"])))
 
     assert [
         conn.execute(tables.format(t)).fetchall()
