@@ -5,12 +5,15 @@ triggers calling package functions, its own tables named like ours."""
 
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
 import psycopg
 import pytest
 
 from pgresilience import installer
+
+from .conftest import ROOT
 
 WRAPPER_GRANTS = """
 select p.oid::regprocedure::text, acl.grantee::regrole::text
@@ -160,3 +163,75 @@ def test_wrappers_kept_by_the_upgrade_from_0_1_0_have_the_grants_of_a_fresh_inst
         )
         installer.install(bare_dsn)
         assert upgraded.execute(WRAPPER_ACLS).fetchall() == conn.execute(WRAPPER_ACLS).fetchall()
+
+
+APP_GRANTS_ON_THE_API = """
+select p.oid::regprocedure::text from pg_proc as p
+where p.pronamespace = 'resilience'::regnamespace
+    and has_function_privilege('app_worker', p.oid, 'execute')
+order by 1
+"""
+
+
+@pytest.mark.parametrize("first", ["0.1.0", "HEAD"])
+def test_upgrade_keeps_the_grants_the_app_gave_its_own_role_on_the_api(
+    first, bare_dsn, install_0_1_0, make_role
+):
+    make_role("app_worker")
+    if first == "0.1.0":
+        install_0_1_0(bare_dsn)
+    else:
+        installer.install(bare_dsn)
+    with psycopg.connect(bare_dsn, autocommit=True) as conn:
+        # Not a member of resilience_user: the app grants what its worker calls.
+        conn.execute("grant usage on schema resilience to app_worker")
+        conn.execute(
+            "grant execute on function resilience.tx_begin(integer, text),"
+            " resilience.tx_status(uuid), resilience.tx_rollback(uuid, text, boolean) to app_worker"
+        )
+        installer.install(bare_dsn)
+        assert conn.execute(APP_GRANTS_ON_THE_API).fetchall() == [
+            ("resilience.tx_begin(integer,text)",),
+            ("resilience.tx_rollback(uuid,text,boolean)",),
+            ("resilience.tx_status(uuid)",),
+        ]
+        assert _one(conn, "select has_schema_privilege('app_worker', 'resilience', 'usage')")
+
+
+@pytest.fixture
+def next_release_reshaping_tx_status(tmp_path, monkeypatch):
+    """A copy of this release's sql/ where tx_status gains a parameter (the
+    installer reads it instead)."""
+    sql = tmp_path / "sql"
+    shutil.copytree(ROOT / "sql", sql)
+    source = sql / "10_transactions.sql"
+    text = source.read_text(encoding="utf-8")
+    old = "create or replace function resilience.tx_status(tx_id uuid)"
+    assert text.count(old) == 1
+    new = old.replace("tx_id uuid", "tx_id uuid, verbose boolean default false")
+    source.write_text(text.replace(old, new), encoding="utf-8")
+    original = installer.data_path
+    monkeypatch.setattr(
+        installer, "data_path", lambda name: sql if name == "sql" else original(name)
+    )
+
+
+WRAPPERS_OF_TX_STATUS = """
+select p.oid::regprocedure::text from pg_proc as p
+where p.proname = 'tx_status' and p.pronamespace = 'public'::regnamespace
+"""
+
+
+def test_a_reshaped_function_replaces_its_wrapper_and_an_app_view_on_it_stops_the_upgrade(
+    dsn, conn, next_release_reshaping_tx_status
+):
+    conn.execute("create view app_status as select public.tx_status(null::uuid) as s")
+    with pytest.raises(psycopg.errors.DependentObjectsStillExist):
+        installer.install(dsn)
+    # Nothing changed: the old wrapper and the app's view are in place.
+    assert conn.execute(WRAPPERS_OF_TX_STATUS).fetchall() == [("tx_status(uuid)",)]
+    assert _one(conn, "select to_regclass('app_status') is not null")
+
+    conn.execute("drop view app_status")
+    installer.install(dsn)
+    assert conn.execute(WRAPPERS_OF_TX_STATUS).fetchall() == [("tx_status(uuid,boolean)",)]
