@@ -45,6 +45,7 @@ def test_uninstall_never_drops_the_apps_view_policy_or_function_calling_the_api(
         create policy notes_tx_known on notes using (resilience.tx_status(tx) is not null);
         create view app_statuses as
             select n.id, resilience.tx_status(n.tx) as status from notes as n;
+        create view app_audit as select t.label, t.status from resilience.transactions as t;
         create function app_begin() returns uuid language sql
             begin atomic select resilience.tx_begin(1000, 'app'); end;
         """
@@ -53,6 +54,7 @@ def test_uninstall_never_drops_the_apps_view_policy_or_function_calling_the_api(
     assert before == [
         ("function", "app_begin"),
         ("policy", "notes_tx_known"),
+        ("view", "app_audit"),
         ("view", "app_statuses"),
     ]
     with pytest.raises(psycopg.errors.DependentObjectsStillExist):

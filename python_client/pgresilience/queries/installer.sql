@@ -187,7 +187,6 @@ begin
             pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)), ', ')
     into dependents
     from pg_catalog.pg_depend as d
-    cross join lateral pg_catalog.pg_identify_object(d.refclassid, d.refobjid, d.refobjsubid) as referenced
     -- The schema of the dependent object, or of its table (a policy, rule,
     -- trigger or default has none of its own).
     cross join lateral (select coalesce(
@@ -207,7 +206,17 @@ begin
                 where n.nspname = (pg_catalog.pg_identify_object(d.classid, d.objid, d.objsubid)).schema)
         ) as nsp) as dependent
     where d.deptype = 'n'
-        and referenced.schema = 'resilience'
+        -- On a function, table (view, sequence) or type of ours.
+        and (d.refclassid, d.refobjid) in (
+            select 'pg_catalog.pg_proc'::regclass, p.oid from pg_catalog.pg_proc as p
+            where p.pronamespace = 'resilience'::regnamespace
+            union all
+            select 'pg_catalog.pg_class'::regclass, c.oid from pg_catalog.pg_class as c
+            where c.relnamespace = 'resilience'::regnamespace
+            union all
+            select 'pg_catalog.pg_type'::regclass, t.oid from pg_catalog.pg_type as t
+            where t.typnamespace = 'resilience'::regnamespace
+        )
         and dependent.nsp is distinct from 'resilience'::regnamespace
         and d.classid <> 'pg_catalog.pg_event_trigger'::regclass
         and not exists (
