@@ -1186,19 +1186,14 @@ $body$,
                 where c.oid = relation));
         -- RLS is on and the image table is ours: without a policy a table
         -- owner that is neither us nor BYPASSRLS reads no image, and its undo
-        -- would restore nothing and call that a success.
-        -- (Dropped only when there: DROP ... IF EXISTS would tell every
-        -- manage_table that it was not.)
-        if exists (
-            select 1 from pg_catalog.pg_policy as p
-            where p.polrelid = image::regclass and p.polname = '_img_' || base || '_owner'
-        ) then
-            execute pg_catalog.format('drop policy %I on %s', '_img_' || base || '_owner', image);
-        end if;
-        execute pg_catalog.format('create policy %I on %s for select to %I using (true)',
-            '_img_' || base || '_owner', image,
-            (select r.rolname from pg_catalog.pg_class as c inner join pg_catalog.pg_roles as r on r.oid = c.relowner
-                where c.oid = relation));
+        -- would restore nothing and call that a success. (Re-created only
+        -- when it changed: no lock on the image table at every install.)
+        perform resilience._policy(image::regclass, ('_img_' || base || '_owner')::name,
+            pg_catalog.format('create policy %I on %s for select to %I using (true)',
+                '_img_' || base || '_owner', image,
+                (select r.rolname from pg_catalog.pg_class as c
+                    inner join pg_catalog.pg_roles as r on r.oid = c.relowner
+                    where c.oid = relation)));
     exception when insufficient_privilege then
         -- The undo would run as the package owner, and so would the
         -- table's triggers: a table owner's code with our rights. Refused.
