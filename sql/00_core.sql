@@ -77,3 +77,32 @@ begin
     end if;
 end;
 $$;
+
+-- Create a policy of ours (statement: its CREATE POLICY) unless it is in
+-- place as that very statement made it (the statement's SHA-256 is kept as
+-- the policy's comment). DROP and CREATE POLICY lock the table ACCESS
+-- EXCLUSIVE, and every install runs the policies: re-created each time,
+-- they made an install wait for every session whose open transaction had
+-- used the table, and every call of the API wait behind the install.
+create or replace function resilience._policy(relation regclass, policy_name name, statement text)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    digest text := pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(statement, 'UTF8')), 'hex');
+    existing oid;
+begin
+    select p.oid into existing from pg_catalog.pg_policy as p
+    where p.polrelid = relation and p.polname = policy_name;
+    if existing is not null then
+        if pg_catalog.obj_description(existing, 'pg_policy') is not distinct from digest then
+            return;
+        end if;
+        execute pg_catalog.format('drop policy %I on %s', policy_name, relation);
+    end if;
+    execute statement;
+    execute pg_catalog.format('comment on policy %I on %s is %L', policy_name, relation, digest);
+end;
+$$;

@@ -13,6 +13,7 @@ declare
     api record;
     wrapper regprocedure;
     grantee name;
+    allowed boolean;
     has_user_role boolean := exists (select 1 from pg_catalog.pg_roles where rolname = 'resilience_user');
 begin
     for api in
@@ -59,12 +60,17 @@ begin
         -- does not let them call anything (see 90_grants.sql).
         -- ... and only where the role may call the function itself
         -- (90_grants.sql keeps some from authenticated).
-        for grantee in
-            select r.rolname from pg_catalog.pg_roles as r
+        -- A wrapper kept from an earlier install (_unexpose) loses what its
+        -- function no longer grants.
+        for grantee, allowed in
+            select r.rolname, pg_catalog.has_function_privilege(r.oid, api.oid, 'execute')
+            from pg_catalog.pg_roles as r
             where r.rolname in ('authenticated', 'service_role')
-                and pg_catalog.has_function_privilege(r.oid, api.oid, 'execute')
         loop
-            execute pg_catalog.format('grant execute on function %s to %I', wrapper, grantee);
+            execute pg_catalog.format(
+                case when allowed then 'grant execute on function %s to %I'
+                    else 'revoke execute on function %s from %I' end,
+                wrapper, grantee);
         end loop;
         insert into resilience.exposed_functions (signature) values (wrapper)
         on conflict do nothing;
@@ -73,7 +79,13 @@ begin
 end;
 $$;
 
-create or replace function resilience._unexpose()
+-- Drops the wrappers, except those in keep_schema that _expose(keep_schema)
+-- will re-create with the same arguments and result: CREATE OR REPLACE keeps
+-- them, with the grants the app added (anon, its own roles) and the views
+-- and policies of the app that call them, so installing again changes none
+-- of those. A wrapper whose function changed shape is dropped, RESTRICT: an
+-- app object depending on it stops the install rather than going silently.
+create or replace function resilience._unexpose(keep_schema text default null)
 returns setof regprocedure
 language plpgsql
 volatile
@@ -82,7 +94,23 @@ as $$
 declare
     wrapper regprocedure;
 begin
-    for wrapper in delete from resilience.exposed_functions returning signature loop
+    for wrapper in
+        delete from resilience.exposed_functions as e
+        where not exists (
+            select 1
+            from pg_catalog.pg_proc as w, pg_catalog.pg_proc as api
+            where w.oid = e.signature
+                and w.pronamespace = pg_catalog.to_regnamespace(keep_schema)
+                and api.pronamespace = 'resilience'::regnamespace
+                and api.proname = w.proname
+                and api.proname !~ '^_'
+                and api.prokind = 'f'
+                and api.proargtypes = w.proargtypes
+                and pg_catalog.pg_get_function_arguments(api.oid) = pg_catalog.pg_get_function_arguments(w.oid)
+                and pg_catalog.pg_get_function_result(api.oid) = pg_catalog.pg_get_function_result(w.oid)
+        )
+        returning e.signature
+    loop
         execute pg_catalog.format('drop function if exists %s', wrapper);
         return next wrapper;
     end loop;

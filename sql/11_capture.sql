@@ -346,6 +346,39 @@ begin
 end;
 $$;
 
+-- Has this one table (not its partitions) exactly our four triggers, as
+-- _generate creates them, calling this capture function? A regeneration then
+-- leaves them: dropping and re-creating them takes an ACCESS EXCLUSIVE lock on
+-- the app's table, and every install regenerates every managed table, so an
+-- install would queue behind the app's open transactions, and every reader
+-- of the table behind the install.
+create or replace function resilience._capture_triggers_in_place(target regclass, capture_fn regprocedure)
+returns boolean
+language sql
+stable
+set search_path = ''
+as $$
+    select pg_catalog.count(*) = 4
+    from pg_catalog.pg_trigger as t
+    -- tgtype: 2 before, 4 insert, 8 delete, 16 update, 32 truncate; a
+    -- statement trigger has bit 1 unset.
+    inner join (values
+        ('resilience_capture_insert'::name, capture_fn::oid, 4::smallint, null::name, 'new_rows'::name),
+        ('resilience_capture_update', capture_fn::oid, 16, 'old_rows', 'new_rows'),
+        ('resilience_capture_delete', capture_fn::oid, 8, 'old_rows', null),
+        ('resilience_guard_truncate', 'resilience._guard_truncate()'::regprocedure::oid, 34, null, null)
+    ) as w (tgname, tgfoid, tgtype, tgoldtable, tgnewtable)
+        on t.tgname = w.tgname and t.tgfoid = w.tgfoid and t.tgtype = w.tgtype
+        and t.tgoldtable is not distinct from w.tgoldtable
+        and t.tgnewtable is not distinct from w.tgnewtable
+    where t.tgrelid = target
+        and not t.tgisinternal
+        and t.tgenabled = 'O'
+        and t.tgnargs = 0
+        and t.tgqual is null
+        and pg_catalog.cardinality(t.tgattr::smallint []) = 0
+$$;
+
 -- Can `=` compare values of this type (a default btree or hash operator
 -- class for it, its base type, or the polymorphic class it belongs to)? A
 -- match filter on any other column (json, point, xml, json[]) is refused
@@ -592,6 +625,7 @@ declare
     guard text;
     record_statement text;
     part record;
+    ours record;
     reshaped bigint;
     key_moved boolean := false;
     table_owner name;
@@ -1261,19 +1295,14 @@ $body$,
                 where c.oid = relation));
         -- RLS is on and the image table is ours: without a policy a table
         -- owner that is neither us nor BYPASSRLS reads no image, and its undo
-        -- would restore nothing and call that a success.
-        -- (Dropped only when there: DROP ... IF EXISTS would tell every
-        -- manage_table that it was not.)
-        if exists (
-            select 1 from pg_catalog.pg_policy as p
-            where p.polrelid = image::regclass and p.polname = '_img_' || base || '_owner'
-        ) then
-            execute pg_catalog.format('drop policy %I on %s', '_img_' || base || '_owner', image);
-        end if;
-        execute pg_catalog.format('create policy %I on %s for select to %I using (true)',
-            '_img_' || base || '_owner', image,
-            (select r.rolname from pg_catalog.pg_class as c inner join pg_catalog.pg_roles as r on r.oid = c.relowner
-                where c.oid = relation));
+        -- would restore nothing and call that a success. (Re-created only
+        -- when it changed: no lock on the image table at every install.)
+        perform resilience._policy(image::regclass, ('_img_' || base || '_owner')::name,
+            pg_catalog.format('create policy %I on %s for select to %I using (true)',
+                '_img_' || base || '_owner', image,
+                (select r.rolname from pg_catalog.pg_class as c
+                    inner join pg_catalog.pg_roles as r on r.oid = c.relowner
+                    where c.oid = relation)));
     exception when insufficient_privilege then
         -- The undo would run as the package owner, and so would the
         -- table's triggers: a table owner's code with our rights. Refused.
@@ -1397,10 +1426,18 @@ $body$,
 
     -- Triggers on the table and on every partition (a statement on a
     -- partition fires only the partition's triggers).
-    perform resilience._drop_triggers(relation);
     for part in
         select relation as target union select p.relid::regclass from pg_catalog.pg_partition_tree(relation) as p
     loop
+        continue when resilience._capture_triggers_in_place(part.target, (capture_fn || '()')::regprocedure);
+        for ours in
+            select t.tgname from pg_catalog.pg_trigger as t
+            where t.tgrelid = part.target and not t.tgisinternal
+                and t.tgname in ('resilience_capture_insert', 'resilience_capture_update',
+                    'resilience_capture_delete', 'resilience_guard_truncate')
+        loop
+            execute pg_catalog.format('drop trigger %I on %s', ours.tgname, part.target);
+        end loop;
         execute pg_catalog.format(
             'create trigger resilience_capture_insert after insert on %s '
             'referencing new table as new_rows for each statement execute function %s()', part.target, capture_fn);

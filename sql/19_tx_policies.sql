@@ -13,23 +13,26 @@ begin
     grant select on resilience.transactions, resilience.savepoints, resilience.managed_tables
     to resilience_user;
 
-    drop policy if exists transactions_own_rows on resilience.transactions;
+    perform resilience._policy('resilience.transactions', 'transactions_own_rows', $policy$
     create policy transactions_own_rows on resilience.transactions for select to resilience_user
         using (
             (owner_role = resilience._caller_role()
                 and owner_sub is not distinct from resilience._caller_sub())
             or resilience._is_admin()
-        );
+        )
+    $policy$);
 
     -- Rows of a transaction are visible when the transaction is (its policy
     -- applies inside the subquery).
-    drop policy if exists savepoints_own_rows on resilience.savepoints;
+    perform resilience._policy('resilience.savepoints', 'savepoints_own_rows', $policy$
     create policy savepoints_own_rows on resilience.savepoints for select to resilience_user
-        using (exists (select 1 from resilience.transactions as t where t.id = tx_id));
+        using (exists (select 1 from resilience.transactions as t where t.id = tx_id))
+    $policy$);
 
-    drop policy if exists managed_tables_readable on resilience.managed_tables;
+    perform resilience._policy('resilience.managed_tables', 'managed_tables_readable', $policy$
     create policy managed_tables_readable on resilience.managed_tables for select to resilience_user
-        using (true);
+        using (true)
+    $policy$);
 
     -- Internal steps of tx_execute and tx_run, which run as the caller.
     grant execute on function

@@ -111,13 +111,14 @@ begin
         resilience._is_admin() to resilience_user;
 
     grant select on resilience.audit_log to resilience_user;
-    drop policy if exists audit_log_own_rows on resilience.audit_log;
+    perform resilience._policy('resilience.audit_log', 'audit_log_own_rows', $policy$
     create policy audit_log_own_rows on resilience.audit_log for select to resilience_user
         using (
             (actor_role = resilience._caller_role()
                 and actor_sub is not distinct from resilience._caller_sub())
             or resilience._is_admin()
-        );
+        )
+    $policy$);
 
     -- Supabase's roles are NOINHERIT: membership in resilience_user alone
     -- gives them nothing. Mirror every privilege and policy of

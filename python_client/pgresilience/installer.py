@@ -257,7 +257,7 @@ def install(
         report.actions.append(
             f"applied {len(files)} SQL files ({', '.join(p.stem for p in files)})"
         )
-        removed = raw.execute(query("unexpose")).fetchall()
+        removed = raw.execute(query("unexpose"), (expose,)).fetchall()
         if expose:
             rows = raw.execute(query("expose"), (expose,)).fetchall()
             report.exposed = [str(r[0]) for r in rows]
@@ -281,6 +281,7 @@ def uninstall(dsn: str, *, force: bool = False) -> list[str]:
         revision = _current_revision(sa_conn)
         if revision is None:
             return ["pgresilience is not installed here: nothing to do"]
+        raw.execute(query("refuse_app_dependents"))
         active = [str(r[0]) for r in raw.execute(query("active_transaction_ids")).fetchall()]
         if active and not force:
             shown = ", ".join(active[:3]) + (" ..." if len(active) > 3 else "")
@@ -377,7 +378,11 @@ def print_sql(
     if event_triggers:
         out += [_file(path) for path in _sql_files(data_path("sql") / "superuser")]
     out += [_file(path) for path in derived]
-    out += [_inline("record_release_functions"), _inline("drop_probes"), _inline("unexpose")]
+    out += [
+        _inline("record_release_functions"),
+        _inline("drop_probes"),
+        _inline("unexpose", expose),
+    ]
     if expose:
         out.append(_inline("expose", expose))
     return "\n".join(out)

@@ -40,7 +40,9 @@ on conflict (name) do update set source = excluded.source, sha256 = excluded.sha
 select resilience._expose(%s);
 
 -- unexpose --
-select resilience._unexpose();
+-- Drop the wrappers that expose (same schema) will not re-create as they
+-- are; with no schema (--expose none), every wrapper.
+select resilience._unexpose(%s);
 
 -- installed_objects --
 -- Counts for the uninstall report: functions, tables, wrappers, event triggers.
@@ -167,6 +169,73 @@ $$;
 -- active_transaction_ids --
 -- Logical transactions that uninstall would cut off, newest first.
 select id from resilience.transactions where status = 'active' order by started_at desc;
+
+-- refuse_app_dependents --
+-- Uninstall drops our functions CASCADE (capture triggers go with them): the
+-- app's own objects using ours (a view or policy calling resilience.*, a
+-- BEGIN ATOMIC function, a column default) would go silently too. Refuse,
+-- naming them. Our triggers on managed tables and our wrappers are not the app's.
+do $$
+declare
+    dependents text;
+begin
+    select pg_catalog.string_agg(distinct coalesce(
+            -- A view depends through its rewrite rule: name the view.
+            (select pg_catalog.format('view %s', r.ev_class::regclass)
+                from pg_catalog.pg_rewrite as r
+                where d.classid = 'pg_catalog.pg_rewrite'::regclass and r.oid = d.objid),
+            pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid)), ', ')
+    into dependents
+    from pg_catalog.pg_depend as d
+    -- The schema of the dependent object, or of its table (a policy, rule,
+    -- trigger or default has none of its own).
+    cross join lateral (select coalesce(
+            (select c.relnamespace from pg_catalog.pg_policy as o
+                inner join pg_catalog.pg_class as c on c.oid = o.polrelid
+                where d.classid = 'pg_catalog.pg_policy'::regclass and o.oid = d.objid),
+            (select c.relnamespace from pg_catalog.pg_rewrite as o
+                inner join pg_catalog.pg_class as c on c.oid = o.ev_class
+                where d.classid = 'pg_catalog.pg_rewrite'::regclass and o.oid = d.objid),
+            (select c.relnamespace from pg_catalog.pg_trigger as o
+                inner join pg_catalog.pg_class as c on c.oid = o.tgrelid
+                where d.classid = 'pg_catalog.pg_trigger'::regclass and o.oid = d.objid),
+            (select c.relnamespace from pg_catalog.pg_attrdef as o
+                inner join pg_catalog.pg_class as c on c.oid = o.adrelid
+                where d.classid = 'pg_catalog.pg_attrdef'::regclass and o.oid = d.objid),
+            (select n.oid from pg_catalog.pg_namespace as n
+                where n.nspname = (pg_catalog.pg_identify_object(d.classid, d.objid, d.objsubid)).schema)
+        ) as nsp) as dependent
+    where d.deptype = 'n'
+        -- On a function, table (view, sequence) or type of ours.
+        and (d.refclassid, d.refobjid) in (
+            select 'pg_catalog.pg_proc'::regclass, p.oid from pg_catalog.pg_proc as p
+            where p.pronamespace = 'resilience'::regnamespace
+            union all
+            select 'pg_catalog.pg_class'::regclass, c.oid from pg_catalog.pg_class as c
+            where c.relnamespace = 'resilience'::regnamespace
+            union all
+            select 'pg_catalog.pg_type'::regclass, t.oid from pg_catalog.pg_type as t
+            where t.typnamespace = 'resilience'::regnamespace
+        )
+        and dependent.nsp is distinct from 'resilience'::regnamespace
+        and d.classid <> 'pg_catalog.pg_event_trigger'::regclass
+        and not exists (
+            select 1 from pg_catalog.pg_trigger as t
+            inner join pg_catalog.pg_proc as f on f.oid = t.tgfoid
+            where d.classid = 'pg_catalog.pg_trigger'::regclass and t.oid = d.objid
+                and f.pronamespace = 'resilience'::regnamespace
+        )
+        and not exists (
+            select 1 from resilience.exposed_functions as e
+            where d.classid = 'pg_catalog.pg_proc'::regclass and e.signature = d.objid
+        );
+    if dependents is not null then
+        raise exception 'pgresilience: objects of the app use pgresilience: %', dependents
+            using errcode = 'dependent_objects_still_exist',
+            hint = 'Drop or change them first: uninstall drops only what install created.';
+    end if;
+end;
+$$;
 
 -- uninstall_rollback --
 -- uninstall --force: undo one active transaction (as resilience_admin or its owner).
