@@ -312,3 +312,20 @@ def test_operator_actions_on_a_shared_breaker(
     trip(breaker, 3)
     assert store.flush(10)
     assert shared()[0] == "closed"
+
+
+def test_close_sends_the_transitions_made_just_before_it(
+    conn: psycopg.Connection[Any], stores: Callable[..., SharedCircuitStore]
+) -> None:
+    """A process shutting down right after a transition (the last one is
+    often its trial closing the circuit) still publishes it: close() sends
+    what is queued before it stops, so other processes never keep a stale
+    state. Twenty times, to meet the race between the queue and the stop."""
+    for n in range(20):
+        store = stores()
+        breaker = store.attach(CircuitBreaker(f"svc{n}", failure_threshold=1, timeout=60))
+        assert store.wait_connected(10)
+        trip(breaker, 1)
+        store.close()
+        row = conn.execute("select state from resilience.circuits where name = %s", (f"svc{n}",))
+        assert row.fetchone() == ("open",), n

@@ -188,11 +188,14 @@ class SharedCircuitStore:
         return not self._unsent
 
     def close(self) -> None:
-        self._stop.set()
         thread = self._thread
         if thread is not None:
+            # Behind what is queued (often the very last transition, a
+            # circuit closed by its trial), which is sent first; _stop then
+            # ends a worker stuck on a database that does not answer.
             self._jobs.put(("stop", None))
             thread.join(10)
+        self._stop.set()
         if self._watchdog is not None:
             self._watchdog.join(10)
         for breaker in list(self._breakers.values()):
@@ -234,7 +237,8 @@ class SharedCircuitStore:
 
     def _serve(self) -> None:
         next_refresh = 0.0
-        while not self._stop.is_set():
+        stopping = False
+        while not (stopping or self._stop.is_set()):
             conn = self._conn
             if conn is None and time.monotonic() >= self._down_until:
                 conn = self._connect()
@@ -245,6 +249,11 @@ class SharedCircuitStore:
             try:
                 if job is not None:
                     if job[0] == "stop":
+                        # Transitions not sent yet (the database was away
+                        # when they were made): one last try.
+                        stopping = True
+                        if conn is not None:
+                            self._send_unsent(conn)
                         break
                     self._handle(job, conn)
                 if conn is not None:
