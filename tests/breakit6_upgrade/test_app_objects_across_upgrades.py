@@ -10,10 +10,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from releases import ROOT
 
 from pgresilience import installer
-
-from .conftest import ROOT
 
 WRAPPER_GRANTS = """
 select p.oid::regprocedure::text, acl.grantee::regrole::text

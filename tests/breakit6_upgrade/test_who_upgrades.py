@@ -14,10 +14,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from releases import ROOT
 
 from pgresilience import SchemaVersionManager, installer
-
-from .conftest import ROOT
 
 APP = """
 create table acct (id int primary key, bal int not null);

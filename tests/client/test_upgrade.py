@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from releases import LAST_V2_CORE, RELEASE_0_1_0, install_release, release_tree
 
 from pgresilience import TransactionManager, installer
 from pgresilience.installer import install, print_sql
@@ -25,7 +25,6 @@ from pgresilience.sqlscript import function_probe, statements
 from catalog import definition_listing
 
 ROOT = Path(__file__).resolve().parents[2]
-PREVIOUS_RELEASE = "dec13be"  # v0.1.0
 
 APP = """
 create table ledger (id int primary key, amount int not null, note text);
@@ -38,44 +37,14 @@ select (select string_agg(name || '=' || value, ',' order by name) from resilien
 """
 
 
-LAST_RELEASE = "5b21c1c"  # the v2 core as it last landed
-
-
-def _release_tree(tmp_path_factory, commit: str) -> Path:
-    """The source tree of a release, from git history (a fresh clone has it;
-    a shallow one does not: then the test fails, loudly)."""
-    target = tmp_path_factory.mktemp(commit)
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", commit, "sql", "plpython", "alembic", "python_client"],
-        capture_output=True,
-    )
-    if archive.returncode != 0:
-        pytest.fail(
-            f"commit {commit} not found in git history "
-            f"(clone without --depth): {archive.stderr.decode()}"
-        )
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
-    return target
-
-
 @pytest.fixture(scope="module")
 def previous_release(tmp_path_factory) -> Path:
-    return _release_tree(tmp_path_factory, PREVIOUS_RELEASE)
+    return release_tree(tmp_path_factory, RELEASE_0_1_0)
 
 
 @pytest.fixture(scope="module")
 def last_release(tmp_path_factory) -> Path:
-    return _release_tree(tmp_path_factory, LAST_RELEASE)
-
-
-def _install_previous(tree: Path, dsn: str) -> None:
-    """Install with the previous release's own installer, in its own process."""
-    env = dict(os.environ, PYTHONPATH=str(tree / "python_client"))
-    code = (
-        "import sys, pgresilience.installer as i; "
-        "assert i.__file__.startswith(sys.argv[2]), i.__file__; i.install(sys.argv[1])"
-    )
-    subprocess.run([sys.executable, "-c", code, dsn, str(tree)], env=env, check=True)
+    return release_tree(tmp_path_factory, LAST_V2_CORE)
 
 
 def _app_and_transactions(dsn: str) -> tuple[str, str]:
@@ -107,7 +76,7 @@ def test_previous_release_upgrades_to_the_catalog_of_a_fresh_install(
     fresh_name = "pgr_fresh_" + os.urandom(6).hex()
     fresh_dsn = server.create_database(fresh_name)
     try:
-        _install_previous(previous_release, bare_dsn)
+        install_release(previous_release, bare_dsn)
         undone, kept = _app_and_transactions(bare_dsn)
 
         if via == "install":
@@ -172,7 +141,7 @@ def test_the_last_release_upgrades_in_place_with_its_transactions(last_release, 
     fresh_name = "pgr_fresh_" + os.urandom(6).hex()
     fresh_dsn = server.create_database(fresh_name)
     try:
-        _install_previous(last_release, bare_dsn)
+        install_release(last_release, bare_dsn)
         undone, kept = _app_and_transactions(bare_dsn)
         install(bare_dsn)
         _assert_catalog_of_a_fresh_install(bare_dsn, fresh_dsn)

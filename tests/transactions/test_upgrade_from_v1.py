@@ -6,49 +6,20 @@ tables get their typed images; new transactions work at once."""
 
 from __future__ import annotations
 
-import io
-import subprocess
-import sys
-import tarfile
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
+from releases import RELEASE_0_1_0, install_release, release_tree
 
 from pgresilience import installer
-
-PREVIOUS_RELEASE = "dec13be"
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def previous_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The source tree of the previous release, from git history."""
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", PREVIOUS_RELEASE],
-        capture_output=True,
-        check=False,
-    )
-    if archive.returncode != 0:
-        pytest.skip(f"git history without {PREVIOUS_RELEASE}: {archive.stderr.decode()[:200]}")
-    target = tmp_path_factory.mktemp("release-0.1.0")
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(target, filter="data")
-    return target
-
-
-def install_previous(previous_release: Path, dsn: str) -> None:
-    code = (
-        "import sys; sys.path.insert(0, sys.argv[1]);"
-        " from pgresilience import installer; installer.install(sys.argv[2])"
-    )
-    subprocess.run(
-        [sys.executable, "-c", code, str(previous_release / "python_client"), dsn],
-        check=True,
-        capture_output=True,
-    )
+    return release_tree(tmp_path_factory, RELEASE_0_1_0)
 
 
 def accounts(conn: psycopg.Connection[Any]) -> list[str]:
@@ -58,7 +29,7 @@ def accounts(conn: psycopg.Connection[Any]) -> list[str]:
 def test_active_transactions_are_rolled_back_exactly_and_capture_works_after(
     previous_release: Path, bare_dsn: str
 ) -> None:
-    install_previous(previous_release, bare_dsn)
+    install_release(previous_release, bare_dsn)
     with psycopg.connect(bare_dsn, autocommit=True) as conn:
         conn.execute("""
             create table accounts (id int primary key, owner text, balance numeric(12, 2));
