@@ -241,6 +241,20 @@ begin
             errcode = 'RZ002',
             message = pg_catalog.format('logical transaction %s is %s, not active', tx.id, tx.status);
     end if;
+    -- Its 0.1.0 undo failed at the upgrade, whose revision 0005 then dropped
+    -- 0.1.0's jsonb images: nothing is left to restore, and an empty undo
+    -- must not read as a rollback.
+    if tx.status = 'failed' and tx.outcome ->> 'reason' = 'upgrade to typed images: rollback failed' then
+        raise exception using
+            errcode = 'RZ005',
+            message = pg_catalog.format('rollback of logical transaction %s cannot restore anything: its '
+                'images were dropped by the upgrade from 0.1.0, when its rollback failed; nothing was restored',
+                tx.id),
+            detail = pg_catalog.jsonb_build_object('conflicts', pg_catalog.jsonb_build_array(
+                pg_catalog.jsonb_build_object('reason', 'images dropped by the upgrade from 0.1.0',
+                    'error', tx.outcome -> 'error'))),
+            hint = 'The rows it changed stay as they are; the upgrade''s audit row (event conflict) names the error.';
+    end if;
     undo := resilience._undo(tx.id, 0, coalesce(force, false));
     finished := pg_catalog.clock_timestamp();
     update resilience.transactions as t
