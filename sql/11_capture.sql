@@ -189,6 +189,28 @@ begin
 end;
 $$;
 
+-- The trigger functions by which a foreign key's ON DELETE (operation
+-- 'DELETE') or ON UPDATE ('UPDATE') action CASCADE, SET NULL or SET DEFAULT
+-- changes the referencing rows: what capture refuses where nothing captures
+-- them, and what an insert's undo must not set off. SQL and immutable, so
+-- that it is inlined into the callers' plans; operators qualified, as it
+-- pins no search_path (that would stop the inlining).
+create or replace function resilience._fk_action_functions(operation text)
+returns oid[]
+language sql
+immutable
+as $$
+    select case when operation operator(pg_catalog.=) 'DELETE'
+        then array['pg_catalog."RI_FKey_cascade_del"'::pg_catalog.regproc,
+            'pg_catalog."RI_FKey_setnull_del"'::pg_catalog.regproc,
+            'pg_catalog."RI_FKey_setdefault_del"'::pg_catalog.regproc]::pg_catalog.oid []
+        when operation operator(pg_catalog.=) 'UPDATE'
+        then array['pg_catalog."RI_FKey_cascade_upd"'::pg_catalog.regproc,
+            'pg_catalog."RI_FKey_setnull_upd"'::pg_catalog.regproc,
+            'pg_catalog."RI_FKey_setdefault_upd"'::pg_catalog.regproc]::pg_catalog.oid []
+        else '{}'::pg_catalog.oid [] end
+$$;
+
 -- FK actions (ON DELETE / ON UPDATE CASCADE, SET NULL, SET DEFAULT) of a
 -- statement on this table that reach a table we do not manage: nothing
 -- captures those rows, so a rollback could not bring them back. Null when
@@ -214,11 +236,7 @@ begin
     where (g.tgrelid operator(pg_catalog.=) relation
             or g.tgrelid operator(pg_catalog.=) any (array(
                 select p.relid from pg_catalog.pg_partition_tree(relation) as p)))
-        and g.tgfoid operator(pg_catalog.=) any (case when operation operator(pg_catalog.=) 'DELETE'
-            then array['pg_catalog."RI_FKey_cascade_del"'::regproc, 'pg_catalog."RI_FKey_setnull_del"'::regproc,
-                'pg_catalog."RI_FKey_setdefault_del"'::regproc]
-            else array['pg_catalog."RI_FKey_cascade_upd"'::regproc, 'pg_catalog."RI_FKey_setnull_upd"'::regproc,
-                'pg_catalog."RI_FKey_setdefault_upd"'::regproc] end)
+        and g.tgfoid operator(pg_catalog.=) any (resilience._fk_action_functions(operation))
         and not exists (
             select 1 from resilience.managed_tables as m
             where m.relation operator(pg_catalog.=)
@@ -323,7 +341,7 @@ begin
 end;
 $$;
 
--- Drop our triggers from a table and its partitions.
+-- Drop our triggers from this one table (a partition has its own).
 create or replace function resilience._drop_triggers(relation regclass)
 returns void
 language plpgsql
@@ -332,16 +350,16 @@ security definer
 set search_path = ''
 as $$
 declare
-    found record;
+    ours name;
 begin
-    for found in
-        select t.tgname, t.tgrelid::regclass as target from pg_catalog.pg_trigger as t
-        where t.tgrelid in (select relation union select p.relid from pg_catalog.pg_partition_tree(relation) as p)
+    for ours in
+        select t.tgname from pg_catalog.pg_trigger as t
+        where t.tgrelid = relation
             and not t.tgisinternal
             and t.tgname in ('resilience_capture_insert', 'resilience_capture_update',
                 'resilience_capture_delete', 'resilience_guard_truncate')
     loop
-        execute pg_catalog.format('drop trigger %I on %s', found.tgname, found.target);
+        execute pg_catalog.format('drop trigger %I on %s', ours, relation);
     end loop;
 end;
 $$;
@@ -625,7 +643,6 @@ declare
     guard text;
     record_statement text;
     part record;
-    ours record;
     reshaped bigint;
     key_moved boolean := false;
     table_owner name;
@@ -965,11 +982,7 @@ begin
     -- referencing this one with an action at all?
     if tg_op <> 'INSERT' and exists (
         select 1 from pg_catalog.pg_trigger as g
-        where %23$s and g.tgfoid = any (array[
-            'pg_catalog."RI_FKey_cascade_del"'::pg_catalog.regproc, 'pg_catalog."RI_FKey_setnull_del"'::pg_catalog.regproc,
-            'pg_catalog."RI_FKey_setdefault_del"'::pg_catalog.regproc, 'pg_catalog."RI_FKey_cascade_upd"'::pg_catalog.regproc,
-            'pg_catalog."RI_FKey_setnull_upd"'::pg_catalog.regproc,
-            'pg_catalog."RI_FKey_setdefault_upd"'::pg_catalog.regproc]::pg_catalog.oid[])
+        where %23$s and g.tgfoid = any (resilience._fk_action_functions(tg_op))
     ) then
         v_actions := resilience._uncaptured_actions(tg_relid::pg_catalog.regclass, tg_op);
         -- (two statements: a DELETE has no new_rows to even plan)
@@ -1145,9 +1158,7 @@ begin
                 inner join pg_catalog.pg_constraint as c on c.oid = g.tgconstraint
                 where (g.tgrelid = %15$L::pg_catalog.regclass or g.tgrelid = any (array(
                         select p.relid from pg_catalog.pg_partition_tree(%15$L::pg_catalog.regclass) as p)))
-                    and g.tgfoid = any (array['pg_catalog."RI_FKey_cascade_del"'::pg_catalog.regproc,
-                        'pg_catalog."RI_FKey_setnull_del"'::pg_catalog.regproc,
-                        'pg_catalog."RI_FKey_setdefault_del"'::pg_catalog.regproc]::pg_catalog.oid [])
+                    and g.tgfoid = any (%16$L::pg_catalog.regproc []::pg_catalog.oid [])
                 union
                 select c.oid, c.conparentid from pg_catalog.pg_constraint as c
                 inner join up on c.oid = up.conparentid
@@ -1273,7 +1284,9 @@ $body$,
         resilience._sql_keys_equal('t.', kn, kop, '(i.a).', kc),             -- 12
         resilience._sql_keys_equal('t.', kn, kop, '(i.b).', kc),             -- 13
         case when overriding <> '' then 'true' else 'false' end,             -- 14
-        target);                                                             -- 15
+        target,                                                              -- 15
+        -- (by name: the undo runs as the table owner, who may not call it)
+        resilience._fk_action_functions('DELETE')::regproc []::text);        -- 16
     execute pg_catalog.format('revoke all on function %s(uuid, bigint, text, boolean) from public', undo_fn);
     -- The undo writes the table, so the table's own triggers fire: they
     -- must run with the table owner's rights, not the package owner's. The
@@ -1437,14 +1450,7 @@ $body$,
         select relation as target union select p.relid::regclass from pg_catalog.pg_partition_tree(relation) as p
     loop
         continue when resilience._capture_triggers_in_place(part.target, (capture_fn || '()')::regprocedure);
-        for ours in
-            select t.tgname from pg_catalog.pg_trigger as t
-            where t.tgrelid = part.target and not t.tgisinternal
-                and t.tgname in ('resilience_capture_insert', 'resilience_capture_update',
-                    'resilience_capture_delete', 'resilience_guard_truncate')
-        loop
-            execute pg_catalog.format('drop trigger %I on %s', ours.tgname, part.target);
-        end loop;
+        perform resilience._drop_triggers(part.target);
         execute pg_catalog.format(
             'create trigger resilience_capture_insert after insert on %s '
             'referencing new table as new_rows for each statement execute function %s()', part.target, capture_fn);
@@ -1568,7 +1574,9 @@ declare
 begin
     select m.* into reg from resilience.managed_tables as m where m.relation = _forget.relation;
     if exists (select 1 from pg_catalog.pg_class as c where c.oid = relation) then
-        perform resilience._drop_triggers(relation);
+        perform resilience._drop_triggers(t.target)
+        from (select relation union select p.relid::regclass from pg_catalog.pg_partition_tree(relation) as p)
+            as t (target);
     end if;
     if reg.capture_function is not null then
         execute pg_catalog.format('drop function if exists %s', reg.capture_function);
