@@ -593,6 +593,45 @@ as $$
     select l.oid, l.typmod from layer as l order by l.depth desc limit 1;
 $$;
 
+-- A table's primary key as generated code names it: its columns, their
+-- row-image attributes (c<attnum>) and image key columns (k<position>),
+-- each with the equality operator of the key index's operator class (so
+-- that a claim means what the key means), the image key columns' definitions
+-- and operator classes, and the key as jsonb_build_object arguments.
+create or replace function resilience._primary_key(
+    relation regclass,
+    out names text[], out attrs text[], out image_cols text[], out operators text[],
+    out definitions text, out opclasses text, out key_json text
+)
+language sql
+stable
+set search_path = ''
+as $$
+    select pg_catalog.array_agg(a.attname::text order by k.ord),
+        pg_catalog.array_agg('c' || a.attnum order by k.ord),
+        pg_catalog.array_agg('k' || k.ord order by k.ord),
+        pg_catalog.array_agg(pg_catalog.format('operator(%I.%s)', opn.nspname, op.oprname) order by k.ord),
+        pg_catalog.string_agg(pg_catalog.format('k%s %s%s', k.ord,
+                pg_catalog.format_type(bt.base_oid, bt.base_mod),
+                coalesce((select pg_catalog.format(' collate %I.%I', cn.nspname, co.collname)
+                    from pg_catalog.pg_collation as co
+                    inner join pg_catalog.pg_namespace as cn on cn.oid = co.collnamespace
+                    where co.oid = i.indcollation[k.ord - 1]), '')), ', ' order by k.ord),
+        pg_catalog.string_agg(pg_catalog.format('k%s %I.%I', k.ord, ocn.nspname, oc.opcname), ', ' order by k.ord),
+        pg_catalog.string_agg(pg_catalog.format('%L, i.k%s', a.attname, k.ord), ', ' order by k.ord)
+    from pg_catalog.pg_index as i
+    cross join lateral pg_catalog.unnest(i.indkey::int2 []) with ordinality as k (attnum, ord)
+    inner join pg_catalog.pg_attribute as a on a.attrelid = i.indrelid and a.attnum = k.attnum
+    cross join lateral resilience._base_type(a.atttypid, a.atttypmod) as bt
+    inner join pg_catalog.pg_opclass as oc on oc.oid = i.indclass[k.ord - 1]
+    inner join pg_catalog.pg_namespace as ocn on ocn.oid = oc.opcnamespace
+    inner join pg_catalog.pg_amop as ao on ao.amopfamily = oc.opcfamily and ao.amopstrategy = 3
+        and ao.amoplefttype = oc.opcintype and ao.amoprighttype = oc.opcintype
+    inner join pg_catalog.pg_operator as op on op.oid = ao.amopopr
+    inner join pg_catalog.pg_namespace as opn on opn.oid = op.oprnamespace
+    where i.indrelid = relation and i.indisprimary;
+$$;
+
 -- (Re)generate a managed table's row type, image table, functions and
 -- triggers from the catalog. Images already captured are kept: columns added
 -- since become new (null) attributes; a changed column type or primary key
@@ -677,32 +716,11 @@ begin
     lock_fn := pg_catalog.format('resilience.%I', '_lock_' || base);
     lock_by_key_fn := pg_catalog.format('resilience.%I', '_lock_by_key_' || base);
 
-    -- The key, with the operator class and equality operator of the primary
-    -- key's index, so that the claim index means what the key means.
-    select pg_catalog.array_agg(a.attname::text order by k.ord),
-        pg_catalog.array_agg('c' || a.attnum order by k.ord),
-        pg_catalog.array_agg('k' || k.ord order by k.ord),
-        pg_catalog.array_agg(pg_catalog.format('operator(%I.%s)', opn.nspname, op.oprname) order by k.ord),
-        pg_catalog.string_agg(pg_catalog.format('k%s %s%s', k.ord,
-                pg_catalog.format_type(bt.base_oid, bt.base_mod),
-                coalesce((select pg_catalog.format(' collate %I.%I', cn.nspname, co.collname)
-                    from pg_catalog.pg_collation as co
-                    inner join pg_catalog.pg_namespace as cn on cn.oid = co.collnamespace
-                    where co.oid = i.indcollation[k.ord - 1]), '')), ', ' order by k.ord),
-        pg_catalog.string_agg(pg_catalog.format('k%s %I.%I', k.ord, ocn.nspname, oc.opcname), ', ' order by k.ord),
-        pg_catalog.string_agg(pg_catalog.format('%L, i.k%s', a.attname, k.ord), ', ' order by k.ord)
+    -- The key (with the equality of its index's operator class, so that
+    -- the claim index means what the key means).
+    select k.names, k.attrs, k.image_cols, k.operators, k.definitions, k.opclasses, k.key_json
     into kn, kc, kk, kop, k_defs, k_opclasses, key_json
-    from pg_catalog.pg_index as i
-    cross join lateral pg_catalog.unnest(i.indkey::int2 []) with ordinality as k (attnum, ord)
-    inner join pg_catalog.pg_attribute as a on a.attrelid = i.indrelid and a.attnum = k.attnum
-    cross join lateral resilience._base_type(a.atttypid, a.atttypmod) as bt
-    inner join pg_catalog.pg_opclass as oc on oc.oid = i.indclass[k.ord - 1]
-    inner join pg_catalog.pg_namespace as ocn on ocn.oid = oc.opcnamespace
-    inner join pg_catalog.pg_amop as ao on ao.amopfamily = oc.opcfamily and ao.amopstrategy = 3
-        and ao.amoplefttype = oc.opcintype and ao.amoprighttype = oc.opcintype
-    inner join pg_catalog.pg_operator as op on op.oid = ao.amopopr
-    inner join pg_catalog.pg_namespace as opn on opn.oid = op.oprnamespace
-    where i.indrelid = relation and i.indisprimary;
+    from resilience._primary_key(relation) as k;
     kok := array(select 'o' || k from pg_catalog.unnest(kk) as k);
     partitioned := (select c.relkind = 'p' from pg_catalog.pg_class as c where c.oid = relation);
 
