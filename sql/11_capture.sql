@@ -1146,8 +1146,6 @@ declare
     v_done pg_catalog.int8 := 0;
     v_expected pg_catalog.int8;
     v_conflicts pg_catalog.jsonb;
-    v_fk record;
-    v_hit pg_catalog.bool;
 begin
     -- A restore must see every row of the table. Row-level security that
     -- applies to the table owner (FORCE ROW LEVEL SECURITY, no BYPASSRLS)
@@ -1163,57 +1161,6 @@ begin
     select pg_catalog.count(*) into v_expected from %3$s as i where i.tx_id = p_tx and i.seq = p_seq
         and i.op = pg_catalog.left(p_op, 1)::"char" and p_op <> 'keys';
     if p_op = 'insert' then
-        -- Rows of other tables written since, by anyone (the inserted row was
-        -- visible), that reference a row this step deletes would go with it
-        -- through ON DELETE CASCADE / SET NULL / SET DEFAULT, which no
-        -- image can bring back: refused (23503), never changed silently.
-        -- Rows of the same step (a self-reference) go with their parent.
-        -- The foreign keys are read now, not at generation: a new one on
-        -- another table regenerates nothing here.
-        for v_fk in
-            with recursive up as (
-                select c.oid, c.conparentid from pg_catalog.pg_trigger as g
-                inner join pg_catalog.pg_constraint as c on c.oid = g.tgconstraint
-                where (g.tgrelid = %15$L::pg_catalog.regclass or g.tgrelid = any (array(
-                        select p.relid from pg_catalog.pg_partition_tree(%15$L::pg_catalog.regclass) as p)))
-                    and g.tgfoid = any (%16$L::pg_catalog.regproc []::pg_catalog.oid [])
-                union
-                select c.oid, c.conparentid from pg_catalog.pg_constraint as c
-                inner join up on c.oid = up.conparentid
-            )
-            select c.conname, c.conrelid::pg_catalog.regclass as child, c.conrelid = %15$L::pg_catalog.regclass as self,
-                (select pg_catalog.string_agg(pg_catalog.format('(p.a).%%I operator(%%I.%%s) t.%%I', 'c' || k.pk,
-                    n.nspname, o.oprname, a.attname), ' and ' order by k.ord)
-                 from rows from (pg_catalog.unnest(c.confkey), pg_catalog.unnest(c.conkey), pg_catalog.unnest(c.conpfeqop))
-                    with ordinality as k (pk, fk, op, ord)
-                 inner join pg_catalog.pg_operator as o on o.oid = k.op
-                 inner join pg_catalog.pg_namespace as n on n.oid = o.oprnamespace
-                 inner join pg_catalog.pg_attribute as a on a.attrelid = c.conrelid and a.attnum = k.fk) as refers
-            from up inner join pg_catalog.pg_constraint as c on c.oid = up.oid
-            where up.conparentid = 0
-        loop
-            -- Read as the table owner: one who may not read the referencing
-            -- table cannot tell, and the undo goes on as PostgreSQL's own
-            -- action would (docs/transactions.md, "Rollback").
-            begin
-                execute 'select exists (select 1 from ' || v_fk.child::pg_catalog.text || ' as t, %3$s as p'
-                    || ' where p.tx_id = $1 and p.seq = $2 and p.op = ''i'' and ' || v_fk.refers
-                    || case when v_fk.self then ' and not exists (select 1 from %3$s as i'
-                        || ' where i.tx_id = $1 and i.seq = $2 and i.op = ''i'' and ' || %4$L || ')' else '' end
-                    || ')'
-                into v_hit using p_tx, p_seq;
-            exception when insufficient_privilege then
-                v_hit := false;
-            end;
-            if v_hit then
-                raise exception using
-                    errcode = '23503',
-                    constraint = v_fk.conname,
-                    message = pg_catalog.format(
-                        'deleting rows this transaction inserted into %%s would change rows of %%s written since, '
-                        'through foreign key %%I', %15$L, v_fk.child, v_fk.conname);
-            end if;
-        end loop;
         if p_force then
             select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(%6$s)) into v_conflicts
             from %3$s as i
@@ -1302,9 +1249,7 @@ $body$,
         resilience._sql_keys_equal('t.', kn, kop, '(i.a).', kc),             -- 12
         resilience._sql_keys_equal('t.', kn, kop, '(i.b).', kc),             -- 13
         case when overriding <> '' then 'true' else 'false' end,             -- 14
-        target,                                                              -- 15
-        -- (by name: the undo runs as the table owner, who may not call it)
-        resilience._fk_action_functions('DELETE')::regproc []::text);        -- 16
+        target);                                                             -- 15
     execute pg_catalog.format('revoke all on function %s(uuid, bigint, text, boolean) from public', undo_fn);
     -- The undo writes the table, so the table's own triggers fire: they
     -- must run with the table owner's rights, not the package owner's. The

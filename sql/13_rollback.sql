@@ -63,16 +63,19 @@ begin
 end;
 $$;
 
--- Undoing an UPDATE that changed a referenced key gives the old key back,
--- and the foreign keys' ON UPDATE CASCADE / SET NULL / SET DEFAULT would
--- move or clear the rows of others that reference the new key since, which
--- no image brings back: refused (23503, the foreign key named), never
--- changed silently. The transaction's own rows do not count: the rows its
--- statements changed, its update's cascade included, have its images (in
--- the referencing table's image table, a managed one) and are restored by
--- their own steps. The foreign keys are read now, as for an insert's undo.
--- Where the referencing rows cannot be read, the undo goes on as before.
-create or replace function resilience._refuse_key_cascades(tx_id uuid, seq bigint, relation regclass)
+-- Rows of others that an undo step would change through a foreign key's
+-- action, which no image brings back: refused (23503, the foreign key
+-- named), never changed silently. Deleting the rows an insert added sets
+-- off ON DELETE CASCADE / SET NULL / SET DEFAULT on the rows referencing
+-- them; giving an updated row its old key back sets off ON UPDATE ones on
+-- the rows referencing the new key. Others' rows are those written since
+-- (the inserted row was visible, the new key usable): rows with an image of
+-- this transaction in the referencing table (a managed one) are its own,
+-- restored by their own steps (its update's cascade, a self-reference in
+-- the same statement). The foreign keys are read now (one added since
+-- counts), as the package owner; where the referencing rows cannot be read,
+-- the undo goes on without this check.
+create or replace function resilience._refuse_fk_actions(tx_id uuid, seq bigint, relation regclass, operation text)
 returns void
 language plpgsql
 stable
@@ -80,7 +83,7 @@ set search_path = ''
 as $$
 declare
     image regclass := (select m.image_table from resilience.managed_tables as m
-        where m.relation = _refuse_key_cascades.relation);
+        where m.relation = _refuse_fk_actions.relation);
     fk record;
     child_key record;
     child_image regclass;
@@ -93,7 +96,8 @@ begin
             inner join pg_catalog.pg_constraint as c on c.oid = g.tgconstraint
             where (g.tgrelid = relation or g.tgrelid = any (array(
                     select p.relid from pg_catalog.pg_partition_tree(relation) as p)))
-                and g.tgfoid = any (resilience._fk_action_functions('UPDATE'))
+                and g.tgfoid = any (resilience._fk_action_functions(
+                    case operation when 'insert' then 'DELETE' else 'UPDATE' end))
             union
             select c.oid, c.conparentid from pg_catalog.pg_constraint as c
             inner join up on c.oid = up.conparentid
@@ -106,14 +110,16 @@ begin
              inner join pg_catalog.pg_operator as o on o.oid = k.op
              inner join pg_catalog.pg_namespace as n on n.oid = o.oprnamespace
              inner join pg_catalog.pg_attribute as a on a.attrelid = c.conrelid and a.attnum = k.fk) as refers,
-            -- (a null before or after counts as changed)
-            (select pg_catalog.string_agg(pg_catalog.format(
-                    'coalesce(not (p.a).%1$I operator(%2$I.%3$s) (p.b).%1$I, true)', 'c' || k.pk,
-                    n.nspname, o.oprname), ' or ' order by k.ord)
-             from rows from (pg_catalog.unnest(c.confkey), pg_catalog.unnest(c.conppeqop))
-                with ordinality as k (pk, op, ord)
-             inner join pg_catalog.pg_operator as o on o.oid = k.op
-             inner join pg_catalog.pg_namespace as n on n.oid = o.oprnamespace) as changed
+            -- An update whose referenced values stayed sets nothing off (a
+            -- null before or after counts as changed).
+            case when operation = 'insert' then 'true' else (
+                select pg_catalog.string_agg(pg_catalog.format(
+                        'coalesce(not (p.a).%1$I operator(%2$I.%3$s) (p.b).%1$I, true)', 'c' || k.pk,
+                        n.nspname, o.oprname), ' or ' order by k.ord)
+                from rows from (pg_catalog.unnest(c.confkey), pg_catalog.unnest(c.conppeqop))
+                    with ordinality as k (pk, op, ord)
+                inner join pg_catalog.pg_operator as o on o.oid = k.op
+                inner join pg_catalog.pg_namespace as n on n.oid = o.oprnamespace) end as changed
         from up inner join pg_catalog.pg_constraint as c on c.oid = up.oid
         where up.conparentid = 0
     loop
@@ -121,14 +127,14 @@ begin
         where m.relation = coalesce(pg_catalog.pg_partition_root(fk.child), fk.child);
         select k.names, k.image_cols, k.operators into child_key from resilience._primary_key(fk.child) as k;
         theirs := case when child_image is null or child_key.names is null then 'true'
-            else pg_catalog.format('not exists (select 1 from %s as i where i.tx_id = $1 and %s)',
+            else pg_catalog.format('not exists (select 1 from %s as i where i.tx_id = $1 and i.op <> ''l'' and %s)',
                 child_image, resilience._sql_keys_equal('i.', child_key.image_cols, child_key.operators,
                     't.', child_key.names)) end;
         begin
             execute pg_catalog.format(
                 'select exists (select 1 from %s as p, %s as t where p.tx_id = $1 and p.seq = $2 '
-                'and p.op = ''u'' and (%s) and %s and %s)', image, fk.child, fk.changed, fk.refers, theirs)
-            into hit using tx_id, seq;
+                'and p.op = $3 and (%s) and %s and %s)', image, fk.child, fk.changed, fk.refers, theirs)
+            into hit using tx_id, seq, pg_catalog.left(operation, 1)::"char";
         exception when insufficient_privilege then
             hit := false;
         end;
@@ -137,8 +143,10 @@ begin
                 errcode = '23503',
                 constraint = fk.conname,
                 message = pg_catalog.format(
-                    'giving rows of %s their old key back would change rows of %s written since, '
-                    'through foreign key %I', relation, fk.child, fk.conname);
+                    case operation when 'insert' then 'deleting rows this transaction inserted into %s'
+                        else 'giving rows of %s their old key back' end
+                    || ' would change rows of %s written since, through foreign key %I',
+                    relation, fk.child, fk.conname);
         end if;
     end loop;
 end;
@@ -226,9 +234,9 @@ begin
                 'error', 'columns were added to or dropped from the table after capture'));
         else
             begin
-                if step ->> 'operation' = 'update' then
-                    perform resilience._refuse_key_cascades(tx_id, (step ->> 'seq')::bigint,
-                        (step ->> 'relation')::oid::regclass);
+                if step ->> 'operation' in ('insert', 'update') then
+                    perform resilience._refuse_fk_actions(tx_id, (step ->> 'seq')::bigint,
+                        (step ->> 'relation')::oid::regclass, step ->> 'operation');
                 end if;
                 execute pg_catalog.format('select %s($1, $2, $3, $4)', undo_fn::oid::regproc)
                 into outcome
