@@ -579,10 +579,14 @@ $$;
 -- forbid the empty image of an insert.
 create or replace function resilience._base_type(type_oid oid, type_mod integer)
 returns table (base_oid oid, base_mod integer)
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
+begin
+    -- (plpgsql: the session keeps the plan; a sql function with a SET
+    -- clause is planned again at every call)
+    return query
     with recursive layer (oid, typmod, depth) as (
         select type_oid, type_mod, 0
         union all
@@ -591,6 +595,7 @@ as $$
         where t.typtype = 'd'
     )
     select l.oid, l.typmod from layer as l order by l.depth desc limit 1;
+end;
 $$;
 
 -- A table's primary key as generated code names it: its columns, their
@@ -598,15 +603,19 @@ $$;
 -- each with the equality operator of the key index's operator class (so
 -- that a claim means what the key means), the image key columns' definitions
 -- and operator classes, and the key as jsonb_build_object arguments.
+-- (plpgsql, one generic plan: a session plans this query once; a rollback's
+-- foreign-key checks run it once per table.)
 create or replace function resilience._primary_key(
     relation regclass,
     out names text[], out attrs text[], out image_cols text[], out operators text[],
     out definitions text, out opclasses text, out key_json text
 )
-language sql
+language plpgsql
 stable
 set search_path = ''
+set plan_cache_mode = force_generic_plan
 as $$
+begin
     select pg_catalog.array_agg(a.attname::text order by k.ord),
         pg_catalog.array_agg('c' || a.attnum order by k.ord),
         pg_catalog.array_agg('k' || k.ord order by k.ord),
@@ -619,6 +628,7 @@ as $$
                     where co.oid = i.indcollation[k.ord - 1]), '')), ', ' order by k.ord),
         pg_catalog.string_agg(pg_catalog.format('k%s %I.%I', k.ord, ocn.nspname, oc.opcname), ', ' order by k.ord),
         pg_catalog.string_agg(pg_catalog.format('%L, i.k%s', a.attname, k.ord), ', ' order by k.ord)
+    into names, attrs, image_cols, operators, definitions, opclasses, key_json
     from pg_catalog.pg_index as i
     cross join lateral pg_catalog.unnest(i.indkey::int2 []) with ordinality as k (attnum, ord)
     inner join pg_catalog.pg_attribute as a on a.attrelid = i.indrelid and a.attnum = k.attnum
@@ -630,6 +640,7 @@ as $$
     inner join pg_catalog.pg_operator as op on op.oid = ao.amopopr
     inner join pg_catalog.pg_namespace as opn on opn.oid = op.oprnamespace
     where i.indrelid = relation and i.indisprimary;
+end;
 $$;
 
 -- (Re)generate a managed table's row type, image table, functions and

@@ -64,40 +64,63 @@ end;
 $$;
 
 -- Rows of others that an undo step would change through a foreign key's
--- action, which no image brings back: refused (23503, the foreign key
--- named), never changed silently. Deleting the rows an insert added sets
--- off ON DELETE CASCADE / SET NULL / SET DEFAULT on the rows referencing
--- them; giving an updated row its old key back sets off ON UPDATE ones on
--- the rows referencing the new key. Others' rows are those written since
--- (the inserted row was visible, the new key usable): rows with an image of
--- this transaction in the referencing table (a managed one) are its own,
--- restored by their own steps (its update's cascade, a self-reference in
--- the same statement). The foreign keys are read now (one added since
--- counts), as the package owner; where the referencing rows cannot be read,
--- the undo goes on without this check.
-create or replace function resilience._refuse_fk_actions(tx_id uuid, seq bigint, relation regclass, operation text)
-returns void
+-- action, which no image brings back: such a step is refused (23503, the
+-- foreign key named), never run silently. Deleting the rows an insert added
+-- sets off ON DELETE CASCADE / SET NULL / SET DEFAULT on the rows
+-- referencing them; giving an updated row its old key back sets off ON
+-- UPDATE ones on the rows referencing the new key. Others' rows are those
+-- written since (the inserted row was visible, the new key usable): rows
+-- with an image of this transaction in the referencing table (a managed
+-- one) are its own, restored by their own steps (its update's cascade, a
+-- self-reference in the same statement), whatever the order the steps run
+-- in, so every step of a table is checked at once, before the first runs.
+-- The foreign keys are read at the rollback (one added since counts), the
+-- referencing rows as the package owner: where it may not read them, it
+-- cannot tell, and the undo goes on as PostgreSQL's action would.
+-- Returns {"<seq>": {"fk", "message"}} for the refused steps of this table
+-- and operation with seq > after_seq; {} for the usual table.
+create or replace function resilience._fk_action_refusals(
+    tx_id uuid, after_seq bigint, relation regclass, operation text
+)
+returns jsonb
 language plpgsql
 stable
 set search_path = ''
+-- Planned once per session: custom plans of its catalog query (which
+-- PostgreSQL keeps choosing here) cost a rollback ~1 ms per table.
+set plan_cache_mode = force_generic_plan
 as $$
 declare
     image regclass := (select m.image_table from resilience.managed_tables as m
-        where m.relation = _refuse_fk_actions.relation);
+        where m.relation = _fk_action_refusals.relation);
     fk record;
     child_key record;
     child_image regclass;
     theirs text;
-    hit boolean;
+    refused_seqs bigint [];
+    refusals jsonb := '{}'::jsonb;
 begin
+    -- No foreign key with such an action references the table (the usual
+    -- case: one index probe), or it is no longer managed (its steps are
+    -- reported as such).
+    if image is null or not exists (
+        select 1 from pg_catalog.pg_trigger as g
+        where g.tgrelid = any (array(
+                select relation union all select p.relid from pg_catalog.pg_partition_tree(relation) as p))
+            and g.tgfoid = any (resilience._fk_action_functions(
+                case operation when 'insert' then 'DELETE' else 'UPDATE' end))
+    ) then
+        return refusals;
+    end if;
     for fk in
         with recursive up as (
-            select c.oid, c.conparentid from pg_catalog.pg_trigger as g
+            -- (a partitioned table's actions may be on its partitions only)
+            select c.oid, c.conparentid
+            from (select relation as relid union select p.relid from pg_catalog.pg_partition_tree(relation) as p) as r
+            inner join pg_catalog.pg_trigger as g on g.tgrelid = r.relid
             inner join pg_catalog.pg_constraint as c on c.oid = g.tgconstraint
-            where (g.tgrelid = relation or g.tgrelid = any (array(
-                    select p.relid from pg_catalog.pg_partition_tree(relation) as p)))
-                and g.tgfoid = any (resilience._fk_action_functions(
-                    case operation when 'insert' then 'DELETE' else 'UPDATE' end))
+            where g.tgfoid = any (resilience._fk_action_functions(
+                case operation when 'insert' then 'DELETE' else 'UPDATE' end))
             union
             select c.oid, c.conparentid from pg_catalog.pg_constraint as c
             inner join up on c.oid = up.conparentid
@@ -132,23 +155,23 @@ begin
                     't.', child_key.names)) end;
         begin
             execute pg_catalog.format(
-                'select exists (select 1 from %s as p, %s as t where p.tx_id = $1 and p.seq = $2 '
-                'and p.op = $3 and (%s) and %s and %s)', image, fk.child, fk.changed, fk.refers, theirs)
-            into hit using tx_id, seq, pg_catalog.left(operation, 1)::"char";
+                'select pg_catalog.array_agg(distinct p.seq) from %s as p, %s as t where p.tx_id = $1 '
+                'and p.seq > $2 and p.op = $3 and (%s) and %s and %s', image, fk.child, fk.changed, fk.refers, theirs)
+            into refused_seqs using tx_id, after_seq, pg_catalog.left(operation, 1)::"char";
         exception when insufficient_privilege then
-            hit := false;
+            refused_seqs := null;
         end;
-        if hit then
-            raise exception using
-                errcode = '23503',
-                constraint = fk.conname,
-                message = pg_catalog.format(
+        select refusals || coalesce(pg_catalog.jsonb_object_agg(r.seq::text, pg_catalog.jsonb_build_object(
+                'fk', fk.conname,
+                'message', pg_catalog.format(
                     case operation when 'insert' then 'deleting rows this transaction inserted into %s'
                         else 'giving rows of %s their old key back' end
                     || ' would change rows of %s written since, through foreign key %I',
-                    relation, fk.child, fk.conname);
-        end if;
+                    relation, fk.child, fk.conname))), '{}'::jsonb)
+        into refusals
+        from pg_catalog.unnest(refused_seqs) as r (seq);
     end loop;
+    return refusals;
 end;
 $$;
 
@@ -185,6 +208,10 @@ declare
     failed_state text;
     failed_message text;
     failed_constraint text;
+    -- Steps whose undo would change others' rows through a foreign key's
+    -- action (_fk_action_refusals): {"<seq>": {"fk", "message"}}.
+    refusals jsonb := '{}'::jsonb;
+    checked record;
 begin
     -- Our own restore statements are neither captured nor claim-blocked.
     insert into resilience.restore_tokens (token) values (undo_token);
@@ -196,6 +223,14 @@ begin
     into pending
     from resilience.tx_statements as s
     where s.tx_id = _undo.tx_id and s.seq > after_seq and s.operation <> 'lock' and s.row_count > 0;
+    for checked in
+        select distinct (e ->> 'relation')::oid::regclass as relation, e ->> 'operation' as operation
+        from pg_catalog.jsonb_array_elements(pending) as e
+        where e ->> 'operation' in ('insert', 'update')
+            and exists (select 1 from pg_catalog.pg_class as c where c.oid = (e ->> 'relation')::oid)
+    loop
+        refusals := refusals || resilience._fk_action_refusals(tx_id, after_seq, checked.relation, checked.operation);
+    end loop;
 
     -- Each success removes a step for good, and between two successes each
     -- step is tried at most once: this ends. The journal is walked by
@@ -234,9 +269,11 @@ begin
                 'error', 'columns were added to or dropped from the table after capture'));
         else
             begin
-                if step ->> 'operation' in ('insert', 'update') then
-                    perform resilience._refuse_fk_actions(tx_id, (step ->> 'seq')::bigint,
-                        (step ->> 'relation')::oid::regclass, step ->> 'operation');
+                if refusals ? (step ->> 'seq') then
+                    raise exception using
+                        errcode = '23503',
+                        constraint = refusals -> (step ->> 'seq') ->> 'fk',
+                        message = refusals -> (step ->> 'seq') ->> 'message';
                 end if;
                 execute pg_catalog.format('select %s($1, $2, $3, $4)', undo_fn::oid::regproc)
                 into outcome
