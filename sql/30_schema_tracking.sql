@@ -497,9 +497,16 @@ begin
         coalesce(pg_catalog.array_agg(distinct e.objid) filter (
             where e.classid = 'pg_catalog.pg_type'::pg_catalog.regclass
         ), '{}'),
-        -- The event triggers keep pg_namespace entries of ALTER SCHEMA only.
+        -- A re-read of everything: the event triggers keep entries of these
+        -- catalogs for ALTER commands only (a renamed schema, collation,
+        -- extension... is printed in texts pg_depend cannot all lead to),
+        -- and DROP OWNED takes a role out of policies it reports nowhere.
         coalesce(pg_catalog.bool_or(
-            e.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass and e.command_tag = 'ALTER SCHEMA'
+            e.classid in (
+                'pg_catalog.pg_namespace'::pg_catalog.regclass, 'pg_catalog.pg_collation'::pg_catalog.regclass,
+                'pg_catalog.pg_extension'::pg_catalog.regclass, 'pg_catalog.pg_ts_config'::pg_catalog.regclass,
+                'pg_catalog.pg_opclass'::pg_catalog.regclass, 'pg_catalog.pg_operator'::pg_catalog.regclass
+            ) or e.command_tag = 'DROP OWNED'
         ), false),
         coalesce(pg_catalog.array_agg(distinct e.command_tag), '{}'),
         -- Created by this transaction: nothing older can name them, so their
@@ -580,12 +587,30 @@ stable
 security definer
 set search_path = ''
 as $$
+declare
+    descendants oid[];
 begin
     -- A type's name is also printed by what uses its array type (`mood[]`),
     -- and a relation's by what uses its row type or that one's array
     -- (`setof users`, a column `users[]`): pg_depend points at those types,
     -- not at the renamed object. (Added to the array, not joined below: the
     -- lookup of pg_depend stays one index scan.)
+    -- ALTER TABLE recurses to every level of partitions and inheritance
+    -- children (a column added, renamed, retyped; an index or key created
+    -- on each partition), but pg_depend ties a child to its direct parent
+    -- only: the whole tree below a touched relation is re-read.
+    descendants := array(
+        with recursive below (rel) as (
+            select i.inhrelid from pg_catalog.pg_inherits as i
+            where i.inhparent operator(pg_catalog.=) any(objects)
+            union
+            select i.inhrelid from pg_catalog.pg_inherits as i
+            inner join below as b on i.inhparent = b.rel
+        )
+
+        select b.rel from below as b
+    );
+    objects := objects operator(pg_catalog.||) descendants;
     objects := objects operator(pg_catalog.||) array(
         select t.typarray from pg_catalog.pg_type as t
         where t.oid operator(pg_catalog.=) any(objects) and t.typarray operator(pg_catalog.<>) 0
@@ -637,6 +662,8 @@ begin
                         from resilience.schema_objects as p
                         where p.kind = 'table' and p.object_oid operator(pg_catalog.=) any(objects)
                     )
+                union all
+                select pg_catalog.unnest(descendants)
             ) as x where x.rel is not null
         ),
         array(select distinct dep.objid from dep where dep.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass)
