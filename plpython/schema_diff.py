@@ -908,6 +908,13 @@ def compute_changes(deltas: Sequence[Delta]) -> list[Change]:
                 )
                 if kind == "view":  # its columns are printed `view.column`, as a table's
                     renames.add((d["old"]["name"],), (d["new"]["name"],))
+    # A view's output column renamed (ALTER VIEW ... RENAME COLUMN keeps its
+    # place): a view over it prints `v.new AS old`, the same view.
+    for d in by_kind.get("view", []):
+        was, now = (d.get("old") or {}).get("columns"), (d.get("new") or {}).get("columns")
+        if was and now and len(was) == len(now):
+            for before, after in zip(was, now, strict=True):
+                renames.add((before["name"],), (after["name"],), _qualified(d["new"]))
     for d in by_kind.get("column", []):
         if d.get("old") and d.get("new") and d["old"]["type"] != d["new"]["type"]:
             renames.retyped.add(str(d["new"]["table"]))

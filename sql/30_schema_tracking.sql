@@ -540,6 +540,22 @@ begin
             left join pg_catalog.pg_index as i on x.objid = i.indexrelid
             where x.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
         );
+        -- Attaching a partition, or an index to a partitioned one, may make
+        -- the partitioned indexes above it valid, up the tree: an ancestor
+        -- whose snapshot holds an invalid index is re-read.
+        rels := rels operator(pg_catalog.||) array(
+            select i.indrelid
+            from pg_catalog.pg_class as c
+            cross join lateral pg_catalog.pg_partition_ancestors(c.oid) as a (relid)
+            inner join pg_catalog.pg_index as i on a.relid = i.indrelid
+            where c.oid operator(pg_catalog.=) any(rels) and c.relispartition
+                and a.relid operator(pg_catalog.<>) c.oid
+                and exists (
+                    select from resilience.schema_objects as o
+                    where o.object_oid = i.indexrelid and o.sub_id = 0 and o.kind = 'index'
+                        and (o.data operator(pg_catalog.->>) 'valid') = 'false'
+                )
+        );
     end if;
     if 'pg_catalog.pg_constraint'::pg_catalog.regclass operator(pg_catalog.=) any(classes) then
         rels := rels operator(pg_catalog.||) array(

@@ -253,3 +253,30 @@ def test_tracked_schemas_setting_changed_between_migrations(fresh_db: Callable[[
     migrate(dsn, "alter table a.t add column y integer")
     # b.t (tracked again) and its column x are in the snapshot: nothing left
     assert refresh_finds_nothing(dsn) == []
+
+
+def test_incremental_reread_index_attach_validates_the_partitioned_indexes_up_the_tree(
+    fresh_db: Callable[[], str],
+) -> None:
+    """`CREATE INDEX ... ON ONLY` leaves a partitioned index invalid until every
+    partition has one; the last one attached makes it valid, and the one
+    above it too. The version missed the validation two levels up."""
+    dsn = fresh_db()
+    migrate(
+        dsn,
+        "create schema tree",
+        "create table tree.root (id integer not null, a integer) partition by range (id)",
+        "create table tree.mid partition of tree.root for values from (0) to (100)"
+        " partition by range (id)",
+        "create table tree.leaf partition of tree.mid for values from (0) to (50)",
+        "create index root_a on only tree.root (a)",
+        "create index mid_a on only tree.mid (a)",
+        "alter index tree.root_a attach partition tree.mid_a",
+        "create index leaf_a on tree.leaf (a)",
+    )
+    migrate(dsn, "alter index tree.mid_a attach partition tree.leaf_a")
+    assert summary(changes_of(dsn, last_version(dsn)["version"])) == [
+        ("index_changed", "index_validated", "low", "tree.mid", "mid_a", None),
+        ("index_changed", "index_validated", "low", "tree.root", "root_a", None),
+    ]
+    assert refresh_finds_nothing(dsn) == []

@@ -1,0 +1,223 @@
+"""Oracle 3: one migration reports its net difference, rated by the severity
+table (docs/schema_tracking.md, "Change records", "Severity rules",
+"Identity pairing").
+
+Whatever a migration creates, alters, renames and drops on the way (in
+savepoints rolled back too), its version lists the difference between the
+schema before and after it, each change once, and a migration that changes
+nothing net reports no change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from .conftest import (
+    assert_no_duplicate_records,
+    changes_of,
+    last_version,
+    migrate,
+    refresh_finds_nothing,
+    summary,
+)
+
+pytestmark = pytest.mark.plpython
+
+BASE = """
+create schema app;
+create type app.mood as enum ('sad', 'ok');
+create table app."name" ("type" integer primary key, "columns" varchar(15) unique,
+    "select" integer check ("select" > 0), moods app.mood[]);
+create table app.other (id integer primary key, "name" integer references app."name" ("type"));
+create table app.keys ("key" varchar(15) unique,
+    n integer references app."name" ("type") check (n > 0));
+create view app.v1 as select "type", "columns" from app."name";
+create view app.v2 as select * from app.v1;
+create materialized view app.mv as select "type" from app."name";
+create index mv_type on app.mv ("type");
+create function app.f(x integer) returns integer language sql as 'select x';
+create function app.f(x text) returns integer language sql as 'select 1';
+create procedure app.p(x integer) language sql as 'select 1';
+"""
+
+
+def _net(fresh_db: Callable[[], str], *statements: str) -> tuple[int, list[tuple[object, ...]]]:
+    """(versions made, summary of the last one's changes) for one migration over BASE."""
+    dsn = fresh_db()
+    migrate(dsn, BASE)
+    before = last_version(dsn)["version"]
+    migrate(dsn, *statements)
+    after = last_version(dsn)
+    assert refresh_finds_nothing(dsn) == []
+    if after["version"] == before:
+        return 0, []
+    changes = changes_of(dsn, after["version"])
+    assert_no_duplicate_records(changes)
+    return after["version"] - before, summary(changes)
+
+
+@pytest.mark.parametrize(
+    "statements",
+    [
+        pytest.param(
+            ['alter table app."name" add column x integer',
+             'alter table app."name" drop column x'], id="column-added-then-dropped"),
+        pytest.param(
+            ['alter table app."name" rename to "type"', 'alter table app."type" rename to "name"',
+             'alter table app."name" rename column "select" to "name"',
+             'alter table app."name" rename column "name" to "select"'], id="renamed-and-back"),
+        pytest.param(
+            ['create index i on app."name" ("select")', "drop index app.i",
+             'alter table app."name" add constraint k check ("type" > 0)',
+             'alter table app."name" drop constraint k'], id="index-and-constraint-undone"),
+        pytest.param(
+            ["savepoint s", "drop table app.other", "drop view app.v1 cascade",
+             "alter type app.mood add value 'meh'", "rollback to savepoint s"],
+            id="savepoint-rolled-back"),
+        pytest.param(
+            ["create or replace function app.f(x integer) returns integer"
+             " language sql as 'select x'"], id="create-or-replace-identical"),
+        pytest.param(["refresh materialized view app.mv"], id="refresh-materialized-view"),
+        pytest.param(
+            ["drop view app.v1 cascade",
+             'create view app.v1 as select "type", "columns" from app."name"',
+             "create view app.v2 as select * from app.v1"], id="views-over-views-recreated"),
+        pytest.param(
+            ["drop materialized view app.mv",
+             'create materialized view app.mv as select "type" from app."name"',
+             'create index mv_type on app.mv ("type")'], id="matview-and-index-recreated"),
+        pytest.param(
+            ["drop function app.f(text)",
+             "create function app.f(x text) returns integer language sql as 'select 1'",
+             "drop procedure app.p(integer)",
+             "create procedure app.p(x integer) language sql as 'select 1'"],
+            id="overloaded-function-recreated"),
+        pytest.param(
+            ['create table app.tmp (id integer primary key)',
+             'alter table app.tmp add column "name" text',
+             "create view app.tmpv as select * from app.tmp",
+             "drop table app.tmp cascade"], id="created-and-dropped"),
+    ],
+)  # fmt: skip
+def test_net_effect_nothing_net_reports_no_change(
+    fresh_db: Callable[[], str], statements: list[str]
+) -> None:
+    made, changes = _net(fresh_db, *statements)
+    assert changes == []
+    assert made in (0, 1)
+
+
+def test_net_effect_reports_the_net_difference_once(fresh_db: Callable[[], str]) -> None:
+    """A table created, altered, renamed in one migration is one table_added
+    with its final columns; a column renamed twice is one rename."""
+    made, changes = _net(
+        fresh_db,
+        "create table app.tmp (id integer primary key, a text)",
+        "alter table app.tmp rename column a to b",
+        "alter table app.tmp add column c integer",
+        'alter table app.tmp rename to "tâble.x"',
+        "savepoint s",
+        "create table app.ghost (id integer)",
+        'alter table app."name" drop column "select"',
+        "rollback to savepoint s",
+        'alter table app."name" rename column "columns" to c1',
+        'alter table app."name" rename column c1 to "type.2"',
+    )
+    assert made == 1
+    assert changes == [
+        ("column_renamed", "column_renamed", "high", "app.name", "app.name", "type.2"),
+        ("table_added", "table_added", "low", "app.tâble.x", "app.tâble.x", None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("statements", "expected"),
+    [
+        pytest.param(
+            ['alter table app.keys alter column "key" type text'],
+            [("column_type_changed", "type_metadata", "low", "app.keys", "app.keys", "key")],
+            id="varchar-to-text-on-unique"),
+        pytest.param(
+            ["alter table app.keys alter column n type bigint"],
+            [("column_type_changed", "type_rewrite", "high", "app.keys", "app.keys", "n")],
+            id="int-to-bigint-with-check-and-foreign-key"),
+        pytest.param(
+            ['alter table app."name" add constraint k2 check ("type" < 100) not valid',
+             'alter table app."name" validate constraint k2'],
+            [("constraint_added", "constraint_added", "medium", "app.name", "k2", None)],
+            id="not-valid-then-validate-in-one-migration"),
+        pytest.param(
+            ['alter table app."name" add constraint k2 check ("type" < 100) not valid'],
+            [("constraint_added", "constraint_added_not_valid", "low", "app.name", "k2", None)],
+            id="not-valid"),
+        pytest.param(
+            ['alter table app."name" rename constraint "name_select_check" to "type"'],
+            [("constraint_renamed", "constraint_renamed", "low", "app.name", "type", None)],
+            id="constraint-renamed"),
+        pytest.param(
+            ['alter index app."name_columns_key" rename to "columns"'],
+            [("constraint_renamed", "constraint_renamed", "low", "app.name", "columns", None)],
+            id="unique-index-renamed-is-its-constraint-renamed"),
+        pytest.param(
+            ['alter table app."name" drop constraint "name_columns_key"'],
+            [("constraint_dropped", "constraint_dropped_key", "high", "app.name",
+              "name_columns_key", None)],
+            id="unique-dropped"),
+        pytest.param(
+            ['alter table app."name" add constraint ex exclude using btree ("select" with =)'
+             ' deferrable initially deferred'],
+            [("constraint_added", "constraint_added", "medium", "app.name", "ex", None)],
+            id="deferrable-exclusion-added"),
+        pytest.param(
+            ["alter function app.f(integer) security definer"],
+            [("function_changed", "function_definer", "high", None, "app.f(x integer)", None)],
+            id="security-definer"),
+        pytest.param(
+            ["alter function app.f(integer) set search_path = ''",
+             "alter function app.f(text) stable"],
+            [("function_changed", "function_changed", "medium", None, "app.f(x integer)", None),
+             ("function_changed", "function_changed", "medium", None, "app.f(x text)", None)],
+            id="search-path-and-volatility"),
+        pytest.param(
+            ["drop function app.f(text)",
+             "create function app.f(x text) returns bigint language sql as 'select 1'"],
+            [("function_changed", "function_result", "high", None, "app.f(x text)", None)],
+            id="overload-recreated-with-another-result"),
+        pytest.param(
+            ["alter view app.v1 rename column \"columns\" to c"],
+            [("view_changed", "view_columns", "high", "app.v1", "app.v1", None)],
+            id="view-column-renamed"),
+        pytest.param(
+            ["alter type app.mood add value 'meh'"],
+            [("enum_changed", "enum_value_added", "low", None, "app.mood", None)],
+            id="enum-value-added-used-as-array"),
+        pytest.param(
+            ["alter type app.mood rename value 'ok' to 'fine'"],
+            [("enum_changed", "enum_value_removed", "high", None, "app.mood", None)],
+            id="enum-value-renamed"),
+        pytest.param(
+            ["drop table app.other"],
+            [("table_dropped", "table_dropped", "critical", "app.other", "app.other", None)],
+            id="table-dropped"),
+        pytest.param(
+            ['drop table app."name" cascade'],
+            [("table_dropped", "table_dropped", "critical", "app.name", "app.name", None),
+             ("constraint_dropped", "constraint_dropped_guard", "medium", "app.other",
+              "other_name_fkey", None),
+             ("constraint_dropped", "constraint_dropped_guard", "medium", "app.keys",
+              "keys_n_fkey", None),
+             ("index_dropped", "index_dropped", "medium", "app.mv", "mv_type", None),
+             ("view_dropped", "view_dropped", "high", "app.v1", "app.v1", None),
+             ("view_dropped", "view_dropped", "high", "app.v2", "app.v2", None),
+             ("view_dropped", "view_dropped", "high", "app.mv", "app.mv", None)],
+            id="drop-cascade"),
+    ],
+)  # fmt: skip
+def test_net_effect_is_rated_by_the_severity_table(
+    fresh_db: Callable[[], str], statements: list[str], expected: list[tuple[object, ...]]
+) -> None:
+    made, changes = _net(fresh_db, *statements)
+    assert made == 1
+    assert changes == sorted(expected)
