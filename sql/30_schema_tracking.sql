@@ -914,12 +914,20 @@ begin
         'resilience.schema_catalog'::pg_catalog.regclass::oid as table_oid
     into here;
     select * into stored from resilience.schema_catalog;
-    if found and stored.system_identifier = here.system_identifier and stored.database_oid = here.database_oid
+    -- Another database OID alone is a file copy of the database in this
+    -- cluster (CREATE DATABASE ... TEMPLATE: this very table kept its OID,
+    -- which a restore or pg_upgrade would not), so every OID still holds.
+    -- Pairing by name there would read the copy's first migration's renames
+    -- as drops plus adds (re-keying runs after its DDL).
+    if found and stored.system_identifier = here.system_identifier
         and stored.table_oid = here.table_oid and stored.snapshot_format = current_format then
+        if stored.database_oid operator(pg_catalog.<>) here.database_oid then
+            update resilience.schema_catalog set database_oid = here.database_oid;
+        end if;
         return;
     end if;
-    moved := found and (stored.system_identifier, stored.database_oid, stored.table_oid)
-        is distinct from (here.system_identifier, here.database_oid, here.table_oid);
+    moved := found and (stored.system_identifier, stored.table_oid)
+        is distinct from (here.system_identifier, here.table_oid);
 
     -- The rare path (a restored or upgraded database) is a function of its
     -- own: every new session compiles the functions it calls, and this one

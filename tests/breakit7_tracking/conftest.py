@@ -28,19 +28,33 @@ Statement = str | sql.Composable
 
 
 @pytest.fixture
-def fresh_db(server: Any, template_db: str) -> Iterator[Callable[[], str]]:
-    """fresh_db() -> conninfo of a new database with pgresilience installed
-    (dropped at the end of the test); cheap enough to call per example."""
+def fresh_db(server: Any, template_db: str) -> Iterator[Callable[..., str]]:
+    """fresh_db(template=None) -> conninfo of a new database with pgresilience
+    installed, or a copy of `template` (a database name); dropped at the end
+    of the test. Cheap enough to call per example."""
     names: list[str] = []
 
-    def make() -> str:
+    def make(template: str | None = None) -> str:
         name = f"pgr_bk7_{uuid.uuid4().hex[:10]}"
-        server.create_database(name, template=template_db)
+        server.create_database(name, template=template or template_db)
         names.append(name)
         return str(server.dsn(name))
 
     yield make
     for name in names:
+        server.drop_database(name)
+
+
+def database_with(server: Any, template_db: str, *statements: Statement) -> Iterator[str]:
+    """For a module-scoped fixture: the NAME of a database with pgresilience
+    installed and the statements migrated (one version), to copy per test
+    (fresh_db(template=name)) rather than migrate again."""
+    name = f"pgr_bk7_{uuid.uuid4().hex[:10]}"
+    server.create_database(name, template=template_db)
+    try:
+        migrate(str(server.dsn(name)), *statements)
+        yield name
+    finally:
         server.drop_database(name)
 
 

@@ -10,13 +10,15 @@ nothing net reports no change.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from .conftest import (
     assert_no_duplicate_records,
     changes_of,
+    database_with,
     last_version,
     migrate,
     refresh_finds_nothing,
@@ -40,13 +42,30 @@ create index mv_type on app.mv ("type");
 create function app.f(x integer) returns integer language sql as 'select x';
 create function app.f(x text) returns integer language sql as 'select 1';
 create procedure app.p(x integer) language sql as 'select 1';
+create table app.guarded (id integer);
+alter table app.guarded enable row level security;
+create policy own on app.guarded as restrictive using (id > 0);
+create policy perm on app.guarded using (id > 1);
+create view app.sec with (security_invoker) as select * from app.guarded;
+create table app.parted (id integer not null) partition by range (id);
+create table app.part1 partition of app.parted for values from (0) to (10);
 """
 
 
-def _net(fresh_db: Callable[[], str], *statements: str) -> tuple[int, list[tuple[object, ...]]]:
+@pytest.fixture(scope="module")
+def base(server: Any, template_db: str) -> Iterator[str]:
+    yield from database_with(server, template_db, BASE)
+
+
+@pytest.fixture
+def net(
+    fresh_db: Callable[..., str], base: str
+) -> Callable[..., tuple[int, list[tuple[object, ...]]]]:
+    return lambda *statements: _net(fresh_db(base), *statements)
+
+
+def _net(dsn: str, *statements: str) -> tuple[int, list[tuple[object, ...]]]:
     """(versions made, summary of the last one's changes) for one migration over BASE."""
-    dsn = fresh_db()
-    migrate(dsn, BASE)
     before = last_version(dsn)["version"]
     migrate(dsn, *statements)
     after = last_version(dsn)
@@ -102,18 +121,19 @@ def _net(fresh_db: Callable[[], str], *statements: str) -> tuple[int, list[tuple
     ],
 )  # fmt: skip
 def test_net_effect_nothing_net_reports_no_change(
-    fresh_db: Callable[[], str], statements: list[str]
+    net: Callable[..., tuple[int, list[tuple[object, ...]]]], statements: list[str]
 ) -> None:
-    made, changes = _net(fresh_db, *statements)
+    made, changes = net(*statements)
     assert changes == []
     assert made in (0, 1)
 
 
-def test_net_effect_reports_the_net_difference_once(fresh_db: Callable[[], str]) -> None:
+def test_net_effect_reports_the_net_difference_once(
+    net: Callable[..., tuple[int, list[tuple[object, ...]]]],
+) -> None:
     """A table created, altered, renamed in one migration is one table_added
     with its final columns; a column renamed twice is one rename."""
-    made, changes = _net(
-        fresh_db,
+    made, changes = net(
         "create table app.tmp (id integer primary key, a text)",
         "alter table app.tmp rename column a to b",
         "alter table app.tmp add column c integer",
@@ -198,6 +218,36 @@ def test_net_effect_reports_the_net_difference_once(fresh_db: Callable[[], str])
             [("enum_changed", "enum_value_removed", "high", None, "app.mood", None)],
             id="enum-value-renamed"),
         pytest.param(
+            ["create policy everyone on app.guarded to public using (true)"],
+            [("policy_changed", "policy_using_true", "critical", "app.guarded", "everyone", None)],
+            id="permissive-using-true-added"),
+        pytest.param(
+            ["drop policy own on app.guarded"],
+            [("policy_changed", "policy_restrictive_dropped", "critical", "app.guarded", "own",
+              None)],
+            id="restrictive-policy-dropped"),
+        pytest.param(
+            ["drop policy perm on app.guarded",
+             "create policy perm on app.guarded using (id > 2)"],
+            [("policy_changed", "policy_changed", "high", "app.guarded", "perm", None)],
+            id="policy-recreated-with-another-expression"),
+        pytest.param(
+            ["alter table app.guarded disable row level security"],
+            [("rls_changed", "rls_disabled", "critical", "app.guarded", "app.guarded", None)],
+            id="rls-disabled"),
+        pytest.param(
+            ["alter view app.sec set (security_invoker = false)"],
+            [("view_changed", "view_invoker_off", "critical", "app.sec", "app.sec", None)],
+            id="security-invoker-off-over-rls"),
+        pytest.param(
+            ['alter table app."name" add column req integer not null'],
+            [("column_added", "column_added_required", "high", "app.name", "app.name", "req")],
+            id="not-null-column-without-default"),
+        pytest.param(
+            ["alter table app.parted detach partition app.part1"],
+            [("table_changed", "partition_detached", "high", "app.part1", "app.part1", None)],
+            id="partition-detached"),
+        pytest.param(
             ["drop table app.other"],
             [("table_dropped", "table_dropped", "critical", "app.other", "app.other", None)],
             id="table-dropped"),
@@ -216,8 +266,10 @@ def test_net_effect_reports_the_net_difference_once(fresh_db: Callable[[], str])
     ],
 )  # fmt: skip
 def test_net_effect_is_rated_by_the_severity_table(
-    fresh_db: Callable[[], str], statements: list[str], expected: list[tuple[object, ...]]
+    net: Callable[..., tuple[int, list[tuple[object, ...]]]],
+    statements: list[str],
+    expected: list[tuple[object, ...]],
 ) -> None:
-    made, changes = _net(fresh_db, *statements)
+    made, changes = net(*statements)
     assert made == 1
     assert changes == sorted(expected)
