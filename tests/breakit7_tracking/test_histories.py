@@ -184,7 +184,8 @@ def statement(conn: psycopg.Connection[Any], op: tuple[int, ...]) -> sql.Composa
             return None
         table, other = sql.Identifier(*_pick(parted, b)), _pick(tables, c)
         return _sql(
-            "create table {} partition of {} for values from ({}) to ({})",
+            "create table {} partition of {} for values from ({}) to ({})"
+            + ("", " partition by range (id)")[b % 2],  # partitions of partitions
             sql.Identifier(s, TABLES[c % 4] + "_" + str(d)), table,
             sql.Literal(10 * d), sql.Literal(10 * d + 10),
         ) if a % 2 else _sql(
