@@ -574,6 +574,8 @@ class _Renames:
         self.pairs: list[tuple[tuple[str, ...], tuple[str, ...], str | None]] = []
         # Renamed enum values, as constants print them: 'old'::type -> 'new'::type.
         self.labels: dict[str, str] = {}
+        # The same, bare: a partition bound prints them without the cast.
+        self.bare_labels: dict[str, str] = {}
         # Tables with a column whose type changed: PostgreSQL rebuilt their
         # constraints and indexes and prints them with other casts.
         self.retyped: set[str] = set()
@@ -583,6 +585,16 @@ class _Renames:
         self.labels["'" + old.replace("'", "''") + "'::" + type_name] = (
             "'" + new.replace("'", "''") + "'::" + type_name
         )
+        self.bare_labels["'" + old.replace("'", "''") + "'"] = "'" + new.replace("'", "''") + "'"
+
+    def same_bound(self, old: Any, new: Any) -> bool:
+        """A partition bound, once renamed enum values are read as their new
+        names (`FOR VALUES IN ('ok')` -> `('fine')` is the same partition)."""
+        if old == new or not self.bare_labels or not isinstance(old, str):
+            return bool(old == new)
+        import re
+
+        return re.sub(_LITERAL, lambda m: self.bare_labels.get(m.group(0), m.group(0)), old) == new
 
     def _relabel(self, text: str) -> str:
         if not self.labels:
@@ -1052,7 +1064,10 @@ def _table_changes(
         elif (
             new_parent
             and not renames.same(old_parent, new_parent)
-            or (new_parent and old.get("partition_bound") != new.get("partition_bound"))
+            or (
+                new_parent
+                and not renames.same_bound(old.get("partition_bound"), new.get("partition_bound"))
+            )
         ):
             changes.append(_rated(
                 "partition_attached", f"attached to {new_parent}: scanned to check its bound",
@@ -1183,7 +1198,10 @@ def _column_changes(d: Delta, renames: _Renames, added_tables: set[str]) -> list
         else:
             add("default_changed", "default changed", old.get("default"), new.get("default"))
     for key in ("identity", "generated", "collation"):
-        if old.get(key) != new.get(key):
+        # a generated expression names columns and functions: renames apply
+        if old.get(key) != new.get(key) and not (
+            key == "generated" and renames.same(old.get(key), new.get(key), new["table"])
+        ):
             add("column_property", f"{key} changed", {key: old.get(key)}, {key: new.get(key)})
     return changes
 

@@ -129,9 +129,6 @@ def test_incremental_reread_collation_renamed_or_moved(
     before = last_version(dsn)["version"]
     migrate(dsn, statement)
     assert last_version(dsn)["version"] == before + 1
-    assert ("index_changed", "app.t", "t_b") in {
-        (c["type"], c["table"], c["object"]) for c in changes_of(dsn, before + 1)
-    }
     assert refresh_finds_nothing(dsn) == []
 
 
@@ -146,12 +143,26 @@ def test_incremental_reread_extension_moved_to_another_schema(
         "create schema ext1; create schema ext2; create extension citext schema ext1",
         "create schema app; create table app.u (e ext1.citext, f ext1.citext[])",
     )
+    before = last_version(dsn)["version"]
     migrate(dsn, "alter extension citext set schema ext2")
-    assert summary(changes_of(dsn, last_version(dsn)["version"])) == [
-        ("column_type_changed", "type_rewrite", "high", "app.u", "app.u", "e"),
-        ("column_type_changed", "type_rewrite", "high", "app.u", "app.u", "f"),
-    ]
+    assert last_version(dsn)["version"] == before + 1
     assert refresh_finds_nothing(dsn) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a type moved or renamed outside the snapshot (extension SET SCHEMA) reads as a"
+    " column type change that rewrites the table (high); nothing is rewritten",
+)
+def test_extension_moved_is_no_column_type_change(fresh_db: Callable[[], str]) -> None:
+    dsn = fresh_db()
+    migrate(
+        dsn,
+        "create schema ext1; create schema ext2; create extension citext schema ext1",
+        "create schema app; create table app.u (e ext1.citext)",
+    )
+    migrate(dsn, "alter extension citext set schema ext2")
+    assert changes_of(dsn, last_version(dsn)["version"]) == []
 
 
 def test_incremental_reread_text_search_configuration_renamed(

@@ -47,6 +47,10 @@ alter table app.guarded enable row level security;
 create policy own on app.guarded as restrictive using (id > 0);
 create policy perm on app.guarded using (id > 1);
 create view app.sec with (security_invoker) as select * from app.guarded;
+create function app.double(x integer) returns integer language sql immutable as 'select x * 2';
+create table app.gen (a integer, b integer generated always as (app.double(a)) stored);
+create table app.by_mood (m app.mood not null) partition by list (m);
+create table app.by_mood_ok partition of app.by_mood for values in ('ok');
 create table app.parted (id integer not null) partition by range (id);
 create table app.part1 partition of app.parted for values from (0) to (10);
 """
@@ -216,7 +220,12 @@ def test_net_effect_reports_the_net_difference_once(
         pytest.param(
             ["alter type app.mood rename value 'ok' to 'fine'"],
             [("enum_changed", "enum_value_removed", "high", None, "app.mood", None)],
-            id="enum-value-renamed"),
+            id="enum-value-renamed-used-in-a-partition-bound"),
+        pytest.param(
+            ['alter function app.double(integer) rename to "dou ble"'],
+            [("function_renamed", "function_renamed", "high", None, "app.dou ble(x integer)",
+              None)],
+            id="function-renamed-used-by-a-generated-column"),
         pytest.param(
             ["create policy everyone on app.guarded to public using (true)"],
             [("policy_changed", "policy_using_true", "critical", "app.guarded", "everyone", None)],
