@@ -610,11 +610,13 @@ class _Renames:
         if old != new:
             self.pairs.append((old, new, table))
 
-    def _mapping(self, sql: bool, table: str | None) -> dict[str, str]:
+    def _mapping(self, sql: bool, table: str | None, qualified: bool = False) -> dict[str, str]:
         form = _sql_name if sql else ".".join
         mapping: dict[str, str] = {}
         for old, new, owner in self.pairs:
-            if table is None or owner is None or owner == table:
+            if (table is None or owner is None or owner == table) and (
+                not qualified or len(old) > 1
+            ):
                 mapping.setdefault(form(old), form(new))
         return mapping
 
@@ -625,9 +627,31 @@ class _Renames:
         if not mapping:
             return text
         names = "|".join(re.escape(old) for old in sorted(mapping, key=len, reverse=True))
-        # String literals are kept as they are: a renamed b leaves 'b' alone.
-        pattern = rf'({_LITERAL})|(?<![\w$"])(?:{names})(?![\w$"])'
-        return re.sub(pattern, lambda m: m.group(1) or mapping[m.group(0)], text)
+        # A cast names a type, a name before "(" a function: there only a
+        # renamed type or function applies (schema.name), never a column or
+        # table of the same bare name (a column mood of type app.mood).
+        typed = self._mapping(sql, table, qualified=True)
+        typed_names = "|".join(re.escape(old) for old in sorted(typed, key=len, reverse=True))
+
+        def in_cast(cast: str) -> str:
+            if not typed:
+                return cast
+            return re.sub(
+                rf'(?<![\w$"])(?:{typed_names})(?![\w$"])', lambda m: typed[m.group(0)], cast
+            )
+
+        def replace(m: Any) -> str:
+            if m.group(1):  # a string literal: a renamed b leaves 'b' alone
+                return str(m.group(1))
+            if m.group(2):
+                return in_cast(m.group(2))
+            name = m.group(0)
+            if name not in typed and text[m.end() : m.end() + 1] == "(":
+                return str(name)
+            return mapping[name]
+
+        pattern = rf'({_LITERAL})|({_CAST})|(?<![\w$"])(?:{names})(?![\w$"])'
+        return re.sub(pattern, replace, text)
 
     def without_rename_aliases(self, text: Any) -> Any:
         """PostgreSQL keeps a view's output names across a column rename by

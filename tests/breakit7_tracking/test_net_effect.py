@@ -48,7 +48,14 @@ create policy own on app.guarded as restrictive using (id > 0);
 create policy perm on app.guarded using (id > 1);
 create view app.sec with (security_invoker) as select * from app.guarded;
 create function app.double(x integer) returns integer language sql immutable as 'select x * 2';
-create table app.gen (a integer, b integer generated always as (app.double(a)) stored);
+create table app.gen (a integer, "double" integer,
+    b integer generated always as (app.double(a)) stored);
+create table app.pets (id integer primary key, mood app.mood not null default 'ok');
+alter table app.pets enable row level security;
+create policy happy on app.pets using (mood <> 'sad'::app.mood);
+create view app.calm as select id from app.pets where mood = 'ok'::app.mood;
+create function app.sad_pets() returns bigint language sql
+    begin atomic select count(*) from app.pets where mood = 'sad'::app.mood; end;
 create table app.by_mood (m app.mood not null) partition by list (m);
 create table app.by_mood_ok partition of app.by_mood for values in ('ok');
 create table app.parted (id integer not null) partition by range (id);
@@ -226,6 +233,14 @@ def test_net_effect_reports_the_net_difference_once(
             [("function_renamed", "function_renamed", "high", None, "app.dou ble(x integer)",
               None)],
             id="function-renamed-used-by-a-generated-column"),
+        pytest.param(
+            ["alter table app.pets rename column mood to feeling"],
+            [("column_renamed", "column_renamed", "high", "app.pets", "app.pets", "feeling")],
+            id="column-renamed-named-as-its-type-cast-in-policy-view-function"),
+        pytest.param(
+            ['alter table app.gen rename column "double" to d2'],
+            [("column_renamed", "column_renamed", "high", "app.gen", "app.gen", "d2")],
+            id="column-renamed-named-as-a-function-called-beside-it"),
         pytest.param(
             ["create policy everyone on app.guarded to public using (true)"],
             [("policy_changed", "policy_using_true", "critical", "app.guarded", "everyone", None)],
