@@ -681,7 +681,24 @@ class _Renames:
             return False
         if self._substitute(old, False, table) == new:
             return True
-        return self._substitute(_unquote_plain(old), True, table) == _unquote_plain(new)
+        old, new = _unquote_plain(old), _unquote_plain(new)
+        return self._substitute(old, True, table) == new or self._aligned(old, new, table)
+
+    def _aligned(self, old: str, new: str, table: str | None) -> bool:
+        """Token by token, every difference a rename of that very name: one
+        name renamed two ways in one text (`a.name` -> `a.full_name` and
+        `p.name` -> `p.title`, a view joining authors and posts)."""
+        import re
+
+        renamed: dict[str, set[str]] = {}
+        for was, now, owner in self.pairs:
+            if len(was) == 1 and (table is None or owner is None or owner == table):
+                renamed.setdefault(_sql_name(was), set()).add(_sql_name(now))
+        tokens = re.compile(rf'{_LITERAL}|"(?:[^"]|"")+"|[\w$]+|\s+|.', re.S)
+        before, after = tokens.findall(old), tokens.findall(new)
+        return len(before) == len(after) and all(
+            a == b or b in renamed.get(a, ()) for a, b in zip(before, after, strict=True)
+        )
 
     def same_rebuilt(self, old: Any, new: Any, table: str) -> bool:
         """``same``, or, on a table whose column changed type in this diff,

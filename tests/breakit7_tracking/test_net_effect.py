@@ -50,6 +50,10 @@ create view app.sec with (security_invoker) as select * from app.guarded;
 create function app.double(x integer) returns integer language sql immutable as 'select x * 2';
 create table app.gen (a integer, "double" integer,
     b integer generated always as (app.double(a)) stored);
+create table app.authors (id integer primary key, "name" text);
+create table app.posts (id integer primary key, author integer references app.authors, "name" text);
+create view app.feed as select a."name" as author_name, p."name" as post_name
+    from app.posts as p join app.authors as a on a.id = p.author where p."name" <> a."name";
 create table app.pets (id integer primary key, mood app.mood not null default 'ok');
 alter table app.pets enable row level security;
 create policy happy on app.pets using (mood <> 'sad'::app.mood);
@@ -237,6 +241,13 @@ def test_net_effect_reports_the_net_difference_once(
             ["alter table app.pets rename column mood to feeling"],
             [("column_renamed", "column_renamed", "high", "app.pets", "app.pets", "feeling")],
             id="column-renamed-named-as-its-type-cast-in-policy-view-function"),
+        pytest.param(
+            ['alter table app.authors rename column "name" to full_name',
+             'alter table app.posts rename column "name" to title'],
+            [("column_renamed", "column_renamed", "high", "app.authors", "app.authors",
+              "full_name"),
+             ("column_renamed", "column_renamed", "high", "app.posts", "app.posts", "title")],
+            id="one-column-name-renamed-two-ways-under-a-view"),
         pytest.param(
             ['alter table app.gen rename column "double" to d2'],
             [("column_renamed", "column_renamed", "high", "app.gen", "app.gen", "d2")],
