@@ -52,6 +52,24 @@ begin
 end;
 $$;
 
+-- Catalogs of objects that tracked texts print by name but the snapshot does
+-- not hold: schemas, collations, extensions (their types), text search
+-- configurations (regconfig constants), operator classes and operators. An
+-- ALTER of one (RENAME, SET SCHEMA) re-reads everything at commit: pg_depend
+-- cannot lead to every text naming it. Inlined (sql, immutable, no SET
+-- clause): the event trigger reads it on every DDL.
+create or replace function resilience._schema_reread_all_catalogs()
+returns oid[]
+language sql
+immutable
+as $$
+    select array[
+        'pg_catalog.pg_namespace'::pg_catalog.regclass, 'pg_catalog.pg_collation'::pg_catalog.regclass,
+        'pg_catalog.pg_extension'::pg_catalog.regclass, 'pg_catalog.pg_ts_config'::pg_catalog.regclass,
+        'pg_catalog.pg_opclass'::pg_catalog.regclass, 'pg_catalog.pg_operator'::pg_catalog.regclass
+    ]::pg_catalog.oid [];
+$$;
+
 -- SHA-256 (hex) of one object: kind, a colon, then its canonical JSON text
 -- (jsonb prints keys in a fixed order). schema_diff.object_hash() agrees.
 -- No SET clause (names are qualified): it is inlined, it runs once per object.
@@ -498,15 +516,11 @@ begin
             where e.classid = 'pg_catalog.pg_type'::pg_catalog.regclass
         ), '{}'),
         -- A re-read of everything: the event triggers keep entries of these
-        -- catalogs for ALTER commands only (a renamed schema, collation,
-        -- extension... is printed in texts pg_depend cannot all lead to),
-        -- and DROP OWNED takes a role out of policies it reports nowhere.
+        -- catalogs for ALTER commands only, and DROP OWNED takes a role out
+        -- of policies it reports nowhere.
         coalesce(pg_catalog.bool_or(
-            e.classid in (
-                'pg_catalog.pg_namespace'::pg_catalog.regclass, 'pg_catalog.pg_collation'::pg_catalog.regclass,
-                'pg_catalog.pg_extension'::pg_catalog.regclass, 'pg_catalog.pg_ts_config'::pg_catalog.regclass,
-                'pg_catalog.pg_opclass'::pg_catalog.regclass, 'pg_catalog.pg_operator'::pg_catalog.regclass
-            ) or e.command_tag = 'DROP OWNED'
+            e.classid operator(pg_catalog.=) any(resilience._schema_reread_all_catalogs())
+            or e.command_tag = 'DROP OWNED'
         ), false),
         coalesce(pg_catalog.array_agg(distinct e.command_tag), '{}'),
         -- Created by this transaction: nothing older can name them, so their
@@ -606,11 +620,6 @@ as $$
 declare
     descendants oid[];
 begin
-    -- A type's name is also printed by what uses its array type (`mood[]`),
-    -- and a relation's by what uses its row type or that one's array
-    -- (`setof users`, a column `users[]`): pg_depend points at those types,
-    -- not at the renamed object. (Added to the array, not joined below: the
-    -- lookup of pg_depend stays one index scan.)
     -- ALTER TABLE recurses to every level of partitions and inheritance
     -- children (a column added, renamed, retyped; an index or key created
     -- on each partition), but pg_depend ties a child to its direct parent
@@ -627,6 +636,11 @@ begin
         select b.rel from below as b
     );
     objects := objects operator(pg_catalog.||) descendants;
+    -- A type's name is also printed by what uses its array type (`mood[]`),
+    -- and a relation's by what uses its row type or that one's array
+    -- (`setof users`, a column `users[]`): pg_depend points at those types,
+    -- not at the renamed object. (Added to the array, not joined below: the
+    -- lookup of pg_depend stays one index scan.)
     objects := objects operator(pg_catalog.||) array(
         select t.typarray from pg_catalog.pg_type as t
         where t.oid operator(pg_catalog.=) any(objects) and t.typarray operator(pg_catalog.<>) 0

@@ -126,27 +126,19 @@ begin
     ) into entries
     from pg_catalog.pg_event_trigger_ddl_commands() as c
     where not c.in_extension
-        and c.classid in (
+        and (c.classid in (
             'pg_catalog.pg_class'::pg_catalog.regclass, 'pg_catalog.pg_constraint'::pg_catalog.regclass,
             'pg_catalog.pg_policy'::pg_catalog.regclass, 'pg_catalog.pg_attrdef'::pg_catalog.regclass,
             'pg_catalog.pg_rewrite'::pg_catalog.regclass, 'pg_catalog.pg_type'::pg_catalog.regclass,
-            'pg_catalog.pg_proc'::pg_catalog.regclass,
-            -- What tracked texts print by name (a column's collation or
-            -- extension type, an index's operator class, a regconfig
-            -- constant): renamed or moved, they call for a full re-read.
-            'pg_catalog.pg_namespace'::pg_catalog.regclass, 'pg_catalog.pg_collation'::pg_catalog.regclass,
-            'pg_catalog.pg_extension'::pg_catalog.regclass, 'pg_catalog.pg_ts_config'::pg_catalog.regclass,
-            'pg_catalog.pg_opclass'::pg_catalog.regclass, 'pg_catalog.pg_operator'::pg_catalog.regclass
-        )
+            'pg_catalog.pg_proc'::pg_catalog.regclass
+        -- Schemas, collations, extensions...: their ALTER only (a full
+        -- re-read at commit, resilience._schema_reread_all_catalogs).
+        ) or c.classid operator(pg_catalog.=) any(resilience._schema_reread_all_catalogs())
+            and c.command_tag operator(pg_catalog.~~) 'ALTER %')
         -- Only the schemas never tracked are left out here (a cheap test on
         -- every statement); the setting-driven choice is made at commit, where
         -- the catalog is re-read from tracked schemas only.
-        and (c.schema_name is null or not resilience._schema_never_tracked(c.schema_name))
-        and (c.classid not in (
-            'pg_catalog.pg_namespace'::pg_catalog.regclass, 'pg_catalog.pg_collation'::pg_catalog.regclass,
-            'pg_catalog.pg_extension'::pg_catalog.regclass, 'pg_catalog.pg_ts_config'::pg_catalog.regclass,
-            'pg_catalog.pg_opclass'::pg_catalog.regclass, 'pg_catalog.pg_operator'::pg_catalog.regclass
-        ) or c.command_tag operator(pg_catalog.~~) 'ALTER %');
+        and (c.schema_name is null or not resilience._schema_never_tracked(c.schema_name));
     -- DROP OWNED reports no command, yet takes the role out of the policies
     -- it leaves (a full re-read).
     if tg_tag = 'DROP OWNED' then
