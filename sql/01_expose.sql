@@ -14,6 +14,7 @@ declare
     wrapper regprocedure;
     grantee name;
     allowed boolean;
+    is_new boolean;
     has_user_role boolean := exists (select 1 from pg_catalog.pg_roles where rolname = 'resilience_user');
 begin
     for api in
@@ -52,28 +53,34 @@ begin
             and w.proargtypes = original.proargtypes;
         execute pg_catalog.format('comment on function %s is %L', wrapper,
             'pgresilience wrapper of resilience.' || api.proname);
-        execute pg_catalog.format('revoke all on function %s from public', wrapper);
-        if has_user_role then
-            execute pg_catalog.format('grant execute on function %s to resilience_user', wrapper);
+        -- A new wrapper gets the grants its function has; one kept from an
+        -- earlier install (_unexpose) keeps the app's grants and revokes,
+        -- losing only what its function no longer grants.
+        insert into resilience.exposed_functions (signature) values (wrapper)
+        on conflict do nothing;
+        is_new := found;
+        if is_new then
+            execute pg_catalog.format('revoke all on function %s from public', wrapper);
+            if has_user_role then
+                execute pg_catalog.format('grant execute on function %s to resilience_user', wrapper);
+            end if;
         end if;
         -- Supabase's roles are NOINHERIT: membership in resilience_user alone
-        -- does not let them call anything (see 90_grants.sql).
-        -- ... and only where the role may call the function itself
-        -- (90_grants.sql keeps some from authenticated).
-        -- A wrapper kept from an earlier install (_unexpose) loses what its
-        -- function no longer grants.
+        -- does not let them call anything (see 90_grants.sql), so they are
+        -- granted directly, and only where the role may call the function
+        -- itself (90_grants.sql keeps some from authenticated).
         for grantee, allowed in
             select r.rolname, pg_catalog.has_function_privilege(r.oid, api.oid, 'execute')
             from pg_catalog.pg_roles as r
             where r.rolname in ('authenticated', 'service_role')
         loop
-            execute pg_catalog.format(
-                case when allowed then 'grant execute on function %s to %I'
-                    else 'revoke execute on function %s from %I' end,
-                wrapper, grantee);
+            if is_new or not allowed then
+                execute pg_catalog.format(
+                    case when allowed then 'grant execute on function %s to %I'
+                        else 'revoke execute on function %s from %I' end,
+                    wrapper, grantee);
+            end if;
         end loop;
-        insert into resilience.exposed_functions (signature) values (wrapper)
-        on conflict do nothing;
         return next wrapper;
     end loop;
 end;

@@ -189,6 +189,28 @@ begin
 end;
 $$;
 
+-- The trigger functions by which a foreign key's ON DELETE (operation
+-- 'DELETE') or ON UPDATE ('UPDATE') action CASCADE, SET NULL or SET DEFAULT
+-- changes the referencing rows: what capture refuses where nothing captures
+-- them, and what an insert's undo must not set off. SQL and immutable, so
+-- that it is inlined into the callers' plans; operators qualified, as it
+-- pins no search_path (that would stop the inlining).
+create or replace function resilience._fk_action_functions(operation text)
+returns oid[]
+language sql
+immutable
+as $$
+    select case when operation operator(pg_catalog.=) 'DELETE'
+        then array['pg_catalog."RI_FKey_cascade_del"'::pg_catalog.regproc,
+            'pg_catalog."RI_FKey_setnull_del"'::pg_catalog.regproc,
+            'pg_catalog."RI_FKey_setdefault_del"'::pg_catalog.regproc]::pg_catalog.oid []
+        when operation operator(pg_catalog.=) 'UPDATE'
+        then array['pg_catalog."RI_FKey_cascade_upd"'::pg_catalog.regproc,
+            'pg_catalog."RI_FKey_setnull_upd"'::pg_catalog.regproc,
+            'pg_catalog."RI_FKey_setdefault_upd"'::pg_catalog.regproc]::pg_catalog.oid []
+        else '{}'::pg_catalog.oid [] end
+$$;
+
 -- FK actions (ON DELETE / ON UPDATE CASCADE, SET NULL, SET DEFAULT) of a
 -- statement on this table that reach a table we do not manage: nothing
 -- captures those rows, so a rollback could not bring them back. Null when
@@ -214,11 +236,7 @@ begin
     where (g.tgrelid operator(pg_catalog.=) relation
             or g.tgrelid operator(pg_catalog.=) any (array(
                 select p.relid from pg_catalog.pg_partition_tree(relation) as p)))
-        and g.tgfoid operator(pg_catalog.=) any (case when operation operator(pg_catalog.=) 'DELETE'
-            then array['pg_catalog."RI_FKey_cascade_del"'::regproc, 'pg_catalog."RI_FKey_setnull_del"'::regproc,
-                'pg_catalog."RI_FKey_setdefault_del"'::regproc]
-            else array['pg_catalog."RI_FKey_cascade_upd"'::regproc, 'pg_catalog."RI_FKey_setnull_upd"'::regproc,
-                'pg_catalog."RI_FKey_setdefault_upd"'::regproc] end)
+        and g.tgfoid operator(pg_catalog.=) any (resilience._fk_action_functions(operation))
         and not exists (
             select 1 from resilience.managed_tables as m
             where m.relation operator(pg_catalog.=)
@@ -323,7 +341,7 @@ begin
 end;
 $$;
 
--- Drop our triggers from a table and its partitions.
+-- Drop our triggers from this one table (a partition has its own).
 create or replace function resilience._drop_triggers(relation regclass)
 returns void
 language plpgsql
@@ -332,16 +350,16 @@ security definer
 set search_path = ''
 as $$
 declare
-    found record;
+    ours name;
 begin
-    for found in
-        select t.tgname, t.tgrelid::regclass as target from pg_catalog.pg_trigger as t
-        where t.tgrelid in (select relation union select p.relid from pg_catalog.pg_partition_tree(relation) as p)
+    for ours in
+        select t.tgname from pg_catalog.pg_trigger as t
+        where t.tgrelid = relation
             and not t.tgisinternal
             and t.tgname in ('resilience_capture_insert', 'resilience_capture_update',
                 'resilience_capture_delete', 'resilience_guard_truncate')
     loop
-        execute pg_catalog.format('drop trigger %I on %s', found.tgname, found.target);
+        execute pg_catalog.format('drop trigger %I on %s', ours, relation);
     end loop;
 end;
 $$;
@@ -575,6 +593,45 @@ as $$
     select l.oid, l.typmod from layer as l order by l.depth desc limit 1;
 $$;
 
+-- A table's primary key as generated code names it: its columns, their
+-- row-image attributes (c<attnum>) and image key columns (k<position>),
+-- each with the equality operator of the key index's operator class (so
+-- that a claim means what the key means), the image key columns' definitions
+-- and operator classes, and the key as jsonb_build_object arguments.
+create or replace function resilience._primary_key(
+    relation regclass,
+    out names text[], out attrs text[], out image_cols text[], out operators text[],
+    out definitions text, out opclasses text, out key_json text
+)
+language sql
+stable
+set search_path = ''
+as $$
+    select pg_catalog.array_agg(a.attname::text order by k.ord),
+        pg_catalog.array_agg('c' || a.attnum order by k.ord),
+        pg_catalog.array_agg('k' || k.ord order by k.ord),
+        pg_catalog.array_agg(pg_catalog.format('operator(%I.%s)', opn.nspname, op.oprname) order by k.ord),
+        pg_catalog.string_agg(pg_catalog.format('k%s %s%s', k.ord,
+                pg_catalog.format_type(bt.base_oid, bt.base_mod),
+                coalesce((select pg_catalog.format(' collate %I.%I', cn.nspname, co.collname)
+                    from pg_catalog.pg_collation as co
+                    inner join pg_catalog.pg_namespace as cn on cn.oid = co.collnamespace
+                    where co.oid = i.indcollation[k.ord - 1]), '')), ', ' order by k.ord),
+        pg_catalog.string_agg(pg_catalog.format('k%s %I.%I', k.ord, ocn.nspname, oc.opcname), ', ' order by k.ord),
+        pg_catalog.string_agg(pg_catalog.format('%L, i.k%s', a.attname, k.ord), ', ' order by k.ord)
+    from pg_catalog.pg_index as i
+    cross join lateral pg_catalog.unnest(i.indkey::int2 []) with ordinality as k (attnum, ord)
+    inner join pg_catalog.pg_attribute as a on a.attrelid = i.indrelid and a.attnum = k.attnum
+    cross join lateral resilience._base_type(a.atttypid, a.atttypmod) as bt
+    inner join pg_catalog.pg_opclass as oc on oc.oid = i.indclass[k.ord - 1]
+    inner join pg_catalog.pg_namespace as ocn on ocn.oid = oc.opcnamespace
+    inner join pg_catalog.pg_amop as ao on ao.amopfamily = oc.opcfamily and ao.amopstrategy = 3
+        and ao.amoplefttype = oc.opcintype and ao.amoprighttype = oc.opcintype
+    inner join pg_catalog.pg_operator as op on op.oid = ao.amopopr
+    inner join pg_catalog.pg_namespace as opn on opn.oid = op.oprnamespace
+    where i.indrelid = relation and i.indisprimary;
+$$;
+
 -- (Re)generate a managed table's row type, image table, functions and
 -- triggers from the catalog. Images already captured are kept: columns added
 -- since become new (null) attributes; a changed column type or primary key
@@ -625,7 +682,6 @@ declare
     guard text;
     record_statement text;
     part record;
-    ours record;
     reshaped bigint;
     key_moved boolean := false;
     table_owner name;
@@ -660,32 +716,11 @@ begin
     lock_fn := pg_catalog.format('resilience.%I', '_lock_' || base);
     lock_by_key_fn := pg_catalog.format('resilience.%I', '_lock_by_key_' || base);
 
-    -- The key, with the operator class and equality operator of the primary
-    -- key's index, so that the claim index means what the key means.
-    select pg_catalog.array_agg(a.attname::text order by k.ord),
-        pg_catalog.array_agg('c' || a.attnum order by k.ord),
-        pg_catalog.array_agg('k' || k.ord order by k.ord),
-        pg_catalog.array_agg(pg_catalog.format('operator(%I.%s)', opn.nspname, op.oprname) order by k.ord),
-        pg_catalog.string_agg(pg_catalog.format('k%s %s%s', k.ord,
-                pg_catalog.format_type(bt.base_oid, bt.base_mod),
-                coalesce((select pg_catalog.format(' collate %I.%I', cn.nspname, co.collname)
-                    from pg_catalog.pg_collation as co
-                    inner join pg_catalog.pg_namespace as cn on cn.oid = co.collnamespace
-                    where co.oid = i.indcollation[k.ord - 1]), '')), ', ' order by k.ord),
-        pg_catalog.string_agg(pg_catalog.format('k%s %I.%I', k.ord, ocn.nspname, oc.opcname), ', ' order by k.ord),
-        pg_catalog.string_agg(pg_catalog.format('%L, i.k%s', a.attname, k.ord), ', ' order by k.ord)
+    -- The key (with the equality of its index's operator class, so that
+    -- the claim index means what the key means).
+    select k.names, k.attrs, k.image_cols, k.operators, k.definitions, k.opclasses, k.key_json
     into kn, kc, kk, kop, k_defs, k_opclasses, key_json
-    from pg_catalog.pg_index as i
-    cross join lateral pg_catalog.unnest(i.indkey::int2 []) with ordinality as k (attnum, ord)
-    inner join pg_catalog.pg_attribute as a on a.attrelid = i.indrelid and a.attnum = k.attnum
-    cross join lateral resilience._base_type(a.atttypid, a.atttypmod) as bt
-    inner join pg_catalog.pg_opclass as oc on oc.oid = i.indclass[k.ord - 1]
-    inner join pg_catalog.pg_namespace as ocn on ocn.oid = oc.opcnamespace
-    inner join pg_catalog.pg_amop as ao on ao.amopfamily = oc.opcfamily and ao.amopstrategy = 3
-        and ao.amoplefttype = oc.opcintype and ao.amoprighttype = oc.opcintype
-    inner join pg_catalog.pg_operator as op on op.oid = ao.amopopr
-    inner join pg_catalog.pg_namespace as opn on opn.oid = op.oprnamespace
-    where i.indrelid = relation and i.indisprimary;
+    from resilience._primary_key(relation) as k;
     kok := array(select 'o' || k from pg_catalog.unnest(kk) as k);
     partitioned := (select c.relkind = 'p' from pg_catalog.pg_class as c where c.oid = relation);
 
@@ -965,11 +1000,7 @@ begin
     -- referencing this one with an action at all?
     if tg_op <> 'INSERT' and exists (
         select 1 from pg_catalog.pg_trigger as g
-        where %23$s and g.tgfoid = any (array[
-            'pg_catalog."RI_FKey_cascade_del"'::pg_catalog.regproc, 'pg_catalog."RI_FKey_setnull_del"'::pg_catalog.regproc,
-            'pg_catalog."RI_FKey_setdefault_del"'::pg_catalog.regproc, 'pg_catalog."RI_FKey_cascade_upd"'::pg_catalog.regproc,
-            'pg_catalog."RI_FKey_setnull_upd"'::pg_catalog.regproc,
-            'pg_catalog."RI_FKey_setdefault_upd"'::pg_catalog.regproc]::pg_catalog.oid[])
+        where %23$s and g.tgfoid = any (resilience._fk_action_functions(tg_op))
     ) then
         v_actions := resilience._uncaptured_actions(tg_relid::pg_catalog.regclass, tg_op);
         -- (two statements: a DELETE has no new_rows to even plan)
@@ -1115,8 +1146,6 @@ declare
     v_done pg_catalog.int8 := 0;
     v_expected pg_catalog.int8;
     v_conflicts pg_catalog.jsonb;
-    v_fk record;
-    v_hit pg_catalog.bool;
 begin
     -- A restore must see every row of the table. Row-level security that
     -- applies to the table owner (FORCE ROW LEVEL SECURITY, no BYPASSRLS)
@@ -1132,59 +1161,6 @@ begin
     select pg_catalog.count(*) into v_expected from %3$s as i where i.tx_id = p_tx and i.seq = p_seq
         and i.op = pg_catalog.left(p_op, 1)::"char" and p_op <> 'keys';
     if p_op = 'insert' then
-        -- Rows of other tables written since, by anyone (the inserted row was
-        -- visible), that reference a row this step deletes would go with it
-        -- through ON DELETE CASCADE / SET NULL / SET DEFAULT, which no
-        -- image can bring back: refused (23503), never changed silently.
-        -- Rows of the same step (a self-reference) go with their parent.
-        -- The foreign keys are read now, not at generation: a new one on
-        -- another table regenerates nothing here.
-        for v_fk in
-            with recursive up as (
-                select c.oid, c.conparentid from pg_catalog.pg_trigger as g
-                inner join pg_catalog.pg_constraint as c on c.oid = g.tgconstraint
-                where (g.tgrelid = %15$L::pg_catalog.regclass or g.tgrelid = any (array(
-                        select p.relid from pg_catalog.pg_partition_tree(%15$L::pg_catalog.regclass) as p)))
-                    and g.tgfoid = any (array['pg_catalog."RI_FKey_cascade_del"'::pg_catalog.regproc,
-                        'pg_catalog."RI_FKey_setnull_del"'::pg_catalog.regproc,
-                        'pg_catalog."RI_FKey_setdefault_del"'::pg_catalog.regproc]::pg_catalog.oid [])
-                union
-                select c.oid, c.conparentid from pg_catalog.pg_constraint as c
-                inner join up on c.oid = up.conparentid
-            )
-            select c.conname, c.conrelid::pg_catalog.regclass as child, c.conrelid = %15$L::pg_catalog.regclass as self,
-                (select pg_catalog.string_agg(pg_catalog.format('(p.a).%%I operator(%%I.%%s) t.%%I', 'c' || k.pk,
-                    n.nspname, o.oprname, a.attname), ' and ' order by k.ord)
-                 from rows from (pg_catalog.unnest(c.confkey), pg_catalog.unnest(c.conkey), pg_catalog.unnest(c.conpfeqop))
-                    with ordinality as k (pk, fk, op, ord)
-                 inner join pg_catalog.pg_operator as o on o.oid = k.op
-                 inner join pg_catalog.pg_namespace as n on n.oid = o.oprnamespace
-                 inner join pg_catalog.pg_attribute as a on a.attrelid = c.conrelid and a.attnum = k.fk) as refers
-            from up inner join pg_catalog.pg_constraint as c on c.oid = up.oid
-            where up.conparentid = 0
-        loop
-            -- Read as the table owner: one who may not read the referencing
-            -- table cannot tell, and the undo goes on as PostgreSQL's own
-            -- action would (docs/transactions.md, "Rollback").
-            begin
-                execute 'select exists (select 1 from ' || v_fk.child::pg_catalog.text || ' as t, %3$s as p'
-                    || ' where p.tx_id = $1 and p.seq = $2 and p.op = ''i'' and ' || v_fk.refers
-                    || case when v_fk.self then ' and not exists (select 1 from %3$s as i'
-                        || ' where i.tx_id = $1 and i.seq = $2 and i.op = ''i'' and ' || %4$L || ')' else '' end
-                    || ')'
-                into v_hit using p_tx, p_seq;
-            exception when insufficient_privilege then
-                v_hit := false;
-            end;
-            if v_hit then
-                raise exception using
-                    errcode = '23503',
-                    constraint = v_fk.conname,
-                    message = pg_catalog.format(
-                        'deleting rows this transaction inserted into %%s would change rows of %%s written since, '
-                        'through foreign key %%I', %15$L, v_fk.child, v_fk.conname);
-            end if;
-        end loop;
         if p_force then
             select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(%6$s)) into v_conflicts
             from %3$s as i
@@ -1437,14 +1413,7 @@ $body$,
         select relation as target union select p.relid::regclass from pg_catalog.pg_partition_tree(relation) as p
     loop
         continue when resilience._capture_triggers_in_place(part.target, (capture_fn || '()')::regprocedure);
-        for ours in
-            select t.tgname from pg_catalog.pg_trigger as t
-            where t.tgrelid = part.target and not t.tgisinternal
-                and t.tgname in ('resilience_capture_insert', 'resilience_capture_update',
-                    'resilience_capture_delete', 'resilience_guard_truncate')
-        loop
-            execute pg_catalog.format('drop trigger %I on %s', ours.tgname, part.target);
-        end loop;
+        perform resilience._drop_triggers(part.target);
         execute pg_catalog.format(
             'create trigger resilience_capture_insert after insert on %s '
             'referencing new table as new_rows for each statement execute function %s()', part.target, capture_fn);
@@ -1568,7 +1537,9 @@ declare
 begin
     select m.* into reg from resilience.managed_tables as m where m.relation = _forget.relation;
     if exists (select 1 from pg_catalog.pg_class as c where c.oid = relation) then
-        perform resilience._drop_triggers(relation);
+        perform resilience._drop_triggers(t.target)
+        from (select relation union select p.relid::regclass from pg_catalog.pg_partition_tree(relation) as p)
+            as t (target);
     end if;
     if reg.capture_function is not null then
         execute pg_catalog.format('drop function if exists %s', reg.capture_function);

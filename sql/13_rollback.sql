@@ -63,6 +63,95 @@ begin
 end;
 $$;
 
+-- Rows of others that an undo step would change through a foreign key's
+-- action, which no image brings back: refused (23503, the foreign key
+-- named), never changed silently. Deleting the rows an insert added sets
+-- off ON DELETE CASCADE / SET NULL / SET DEFAULT on the rows referencing
+-- them; giving an updated row its old key back sets off ON UPDATE ones on
+-- the rows referencing the new key. Others' rows are those written since
+-- (the inserted row was visible, the new key usable): rows with an image of
+-- this transaction in the referencing table (a managed one) are its own,
+-- restored by their own steps (its update's cascade, a self-reference in
+-- the same statement). The foreign keys are read now (one added since
+-- counts), as the package owner; where the referencing rows cannot be read,
+-- the undo goes on without this check.
+create or replace function resilience._refuse_fk_actions(tx_id uuid, seq bigint, relation regclass, operation text)
+returns void
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+    image regclass := (select m.image_table from resilience.managed_tables as m
+        where m.relation = _refuse_fk_actions.relation);
+    fk record;
+    child_key record;
+    child_image regclass;
+    theirs text;
+    hit boolean;
+begin
+    for fk in
+        with recursive up as (
+            select c.oid, c.conparentid from pg_catalog.pg_trigger as g
+            inner join pg_catalog.pg_constraint as c on c.oid = g.tgconstraint
+            where (g.tgrelid = relation or g.tgrelid = any (array(
+                    select p.relid from pg_catalog.pg_partition_tree(relation) as p)))
+                and g.tgfoid = any (resilience._fk_action_functions(
+                    case operation when 'insert' then 'DELETE' else 'UPDATE' end))
+            union
+            select c.oid, c.conparentid from pg_catalog.pg_constraint as c
+            inner join up on c.oid = up.conparentid
+        )
+        select c.conname, c.conrelid::regclass as child,
+            (select pg_catalog.string_agg(pg_catalog.format('(p.a).%I operator(%I.%s) t.%I', 'c' || k.pk,
+                n.nspname, o.oprname, a.attname), ' and ' order by k.ord)
+             from rows from (pg_catalog.unnest(c.confkey), pg_catalog.unnest(c.conkey), pg_catalog.unnest(c.conpfeqop))
+                with ordinality as k (pk, fk, op, ord)
+             inner join pg_catalog.pg_operator as o on o.oid = k.op
+             inner join pg_catalog.pg_namespace as n on n.oid = o.oprnamespace
+             inner join pg_catalog.pg_attribute as a on a.attrelid = c.conrelid and a.attnum = k.fk) as refers,
+            -- An update whose referenced values stayed sets nothing off (a
+            -- null before or after counts as changed).
+            case when operation = 'insert' then 'true' else (
+                select pg_catalog.string_agg(pg_catalog.format(
+                        'coalesce(not (p.a).%1$I operator(%2$I.%3$s) (p.b).%1$I, true)', 'c' || k.pk,
+                        n.nspname, o.oprname), ' or ' order by k.ord)
+                from rows from (pg_catalog.unnest(c.confkey), pg_catalog.unnest(c.conppeqop))
+                    with ordinality as k (pk, op, ord)
+                inner join pg_catalog.pg_operator as o on o.oid = k.op
+                inner join pg_catalog.pg_namespace as n on n.oid = o.oprnamespace) end as changed
+        from up inner join pg_catalog.pg_constraint as c on c.oid = up.oid
+        where up.conparentid = 0
+    loop
+        select m.image_table into child_image from resilience.managed_tables as m
+        where m.relation = coalesce(pg_catalog.pg_partition_root(fk.child), fk.child);
+        select k.names, k.image_cols, k.operators into child_key from resilience._primary_key(fk.child) as k;
+        theirs := case when child_image is null or child_key.names is null then 'true'
+            else pg_catalog.format('not exists (select 1 from %s as i where i.tx_id = $1 and i.op <> ''l'' and %s)',
+                child_image, resilience._sql_keys_equal('i.', child_key.image_cols, child_key.operators,
+                    't.', child_key.names)) end;
+        begin
+            execute pg_catalog.format(
+                'select exists (select 1 from %s as p, %s as t where p.tx_id = $1 and p.seq = $2 '
+                'and p.op = $3 and (%s) and %s and %s)', image, fk.child, fk.changed, fk.refers, theirs)
+            into hit using tx_id, seq, pg_catalog.left(operation, 1)::"char";
+        exception when insufficient_privilege then
+            hit := false;
+        end;
+        if hit then
+            raise exception using
+                errcode = '23503',
+                constraint = fk.conname,
+                message = pg_catalog.format(
+                    case operation when 'insert' then 'deleting rows this transaction inserted into %s'
+                        else 'giving rows of %s their old key back' end
+                    || ' would change rows of %s written since, through foreign key %I',
+                    relation, fk.child, fk.conname);
+        end if;
+    end loop;
+end;
+$$;
+
 -- Undo every captured statement of tx_id with seq > after_seq, newest
 -- first. PostgreSQL runs an FK cascade as a statement AFTER the one that
 -- caused it, so strict LIFO can try to re-insert a child before its parent,
@@ -145,6 +234,10 @@ begin
                 'error', 'columns were added to or dropped from the table after capture'));
         else
             begin
+                if step ->> 'operation' in ('insert', 'update') then
+                    perform resilience._refuse_fk_actions(tx_id, (step ->> 'seq')::bigint,
+                        (step ->> 'relation')::oid::regclass, step ->> 'operation');
+                end if;
                 execute pg_catalog.format('select %s($1, $2, $3, $4)', undo_fn::oid::regproc)
                 into outcome
                 using tx_id, (step ->> 'seq')::bigint, step ->> 'operation', force;
@@ -240,6 +333,20 @@ begin
         raise exception using
             errcode = 'RZ002',
             message = pg_catalog.format('logical transaction %s is %s, not active', tx.id, tx.status);
+    end if;
+    -- Its 0.1.0 undo failed at the upgrade, whose revision 0005 then dropped
+    -- 0.1.0's jsonb images: nothing is left to restore, and an empty undo
+    -- must not read as a rollback.
+    if tx.status = 'failed' and tx.outcome ->> 'reason' = 'upgrade to typed images: rollback failed' then
+        raise exception using
+            errcode = 'RZ005',
+            message = pg_catalog.format('rollback of logical transaction %s cannot restore anything: its '
+                'images were dropped by the upgrade from 0.1.0, when its rollback failed; nothing was restored',
+                tx.id),
+            detail = pg_catalog.jsonb_build_object('conflicts', pg_catalog.jsonb_build_array(
+                pg_catalog.jsonb_build_object('reason', 'images dropped by the upgrade from 0.1.0',
+                    'error', tx.outcome -> 'error'))),
+            hint = 'The rows it changed stay as they are; the upgrade''s audit row (event conflict) names the error.';
     end if;
     undo := resilience._undo(tx.id, 0, coalesce(force, false));
     finished := pg_catalog.clock_timestamp();

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 from alembic import command
+from psycopg.conninfo import make_conninfo
 
 from pgresilience import installer
 from pgresilience._resources import data_path
@@ -209,6 +210,21 @@ def test_non_superuser_owner_installs_everything_it_may(server, make_role) -> No
         uninstall(owner_dsn)
     finally:
         server.drop_database(name)
+
+
+def test_a_role_that_may_not_create_the_schema_gets_psycopgs_error_and_nothing_is_left(
+    bare_dsn: str, make_role
+) -> None:  # type: ignore[no-untyped-def]
+    """Whichever step fails (here Alembic's first revision), install raises
+    the psycopg error with its SQLSTATE, never SQLAlchemy's wrapper of it,
+    and the database is as it was (one transaction)."""
+    make_role("pgr_may_not_create")
+    weak_dsn = make_conninfo(bare_dsn, user="pgr_may_not_create")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        install(weak_dsn)
+    with psycopg.connect(bare_dsn) as conn:
+        assert installed_revision(conn) is None
+        assert conn.execute("select to_regnamespace('resilience')").fetchone() == (None,)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, create_engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from pgresilience._resources import data_path
@@ -74,6 +75,12 @@ def _connect(dsn: str) -> Iterator[tuple[Connection, psycopg.Connection[Any]]]:
             assert isinstance(raw, psycopg.Connection)
             yield sa_conn, raw
             sa_conn.commit()
+    except DBAPIError as exc:
+        # One kind of error whichever step failed: psycopg's, with its
+        # SQLSTATE (Alembic's steps raise it wrapped by SQLAlchemy).
+        if isinstance(exc.orig, psycopg.Error):
+            raise exc.orig from exc
+        raise
     finally:
         engine.dispose()
 
@@ -225,7 +232,8 @@ def install(
     pg_cron schedule at which to run ``tx_reap()``: cron syntax
     (``"* * * * *"``), or ``"10 seconds"`` on pg_cron >= 1.5. ``plpython`` and
     ``event_triggers``: try them (False: do not, as on hosted platforms that
-    refuse them anyway).
+    refuse them anyway). A failure raises the ``psycopg.Error`` of the step
+    that failed (its ``sqlstate``), and leaves the database as it was.
     """
     report = InstallReport()
     with _connect(dsn) as (sa_conn, raw):

@@ -57,6 +57,24 @@ def test_reinstall_keeps_the_grants_the_app_added_on_the_exposed_wrappers(dsn, c
     assert conn.execute(WRAPPER_GRANTS).fetchall() == before
 
 
+def test_reinstall_keeps_the_revokes_the_app_made_on_the_exposed_wrappers(dsn, conn):
+    # The app keeps signed-in users from opening transactions through rpc()
+    # (its own server code calls them): installing again must not hand the
+    # wrapper back to them.
+    conn.execute("revoke execute on function public.tx_begin(integer, text) from authenticated")
+    conn.execute("revoke execute on function public.tx_begin(integer, text) from resilience_user")
+    wrapper_privileges = """
+        select has_function_privilege('authenticated', 'public.tx_begin(integer, text)', 'execute'),
+            has_function_privilege('resilience_user', 'public.tx_begin(integer, text)', 'execute'),
+            has_function_privilege('authenticated', 'public.tx_status(uuid)', 'execute')
+    """
+    assert conn.execute(wrapper_privileges).fetchone() == (False, False, True)
+
+    installer.install(dsn)
+
+    assert conn.execute(wrapper_privileges).fetchone() == (False, False, True)
+
+
 def test_reinstall_keeps_a_view_and_a_policy_over_the_api(dsn, conn):
     conn.execute(APP_ON_THE_API)
     tx = _one(conn, "select tx_begin(60000, 'app')")

@@ -5,6 +5,7 @@ generated SQL must quote."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import psycopg
@@ -19,11 +20,6 @@ def _one(conn: psycopg.Connection[Any], statement: str, *params: Any) -> Any:
     return row[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a 0.1.0 transaction whose undo failed at the upgrade loses its images (0005 drops "
-    "the jsonb tables): tx_rollback(force) then reports rolled_back, 0 rows, the row not restored",
-)
 def test_a_transaction_whose_undo_fails_at_the_upgrade_is_failed_and_never_reported_restored(
     bare_dsn, install_0_1_0
 ):
@@ -59,12 +55,15 @@ def test_a_transaction_whose_undo_fails_at_the_upgrade_is_failed_and_never_repor
         ).fetchall() == [("conflict", tx)]
         # Its images went with 0.1.0's jsonb tables: a forced retry cannot
         # restore the row, and must not say it did.
-        try:
-            result = _one(conn, "select resilience.tx_rollback(%s, 'retry', true)", tx)
-        except psycopg.Error as error:
-            assert error.sqlstate is not None and error.sqlstate != "XX000"
-        else:
-            assert not (result["success"] and result["status"] == "rolled_back"), result
+        with pytest.raises(psycopg.Error) as refused:
+            conn.execute("select resilience.tx_rollback(%s, 'retry', true)", (tx,))
+        assert refused.value.sqlstate == "RZ005"
+        assert json.loads(refused.value.diag.message_detail or "")["conflicts"][0]["reason"] == (
+            "images dropped by the upgrade from 0.1.0"
+        )
+        assert (
+            _one(conn, "select status from resilience.transactions where id = %s", tx) == "failed"
+        )
         assert conn.execute("select * from acct").fetchall() == [(1, 50)]
         # The row is free again for the app.
         conn.execute("update acct set bal = 60 where id = 1")

@@ -113,18 +113,26 @@ def test_a_partitioned_parent_is_checked_through_its_partitions(
     assert rows(conn, "task") == ["(10,1)"]
 
 
-def test_an_owner_who_cannot_read_the_referencing_table_still_rolls_back(
-    conn: psycopg.Connection[Any], make_role: Any
+def test_an_owner_who_cannot_read_the_referencing_table_gets_the_guarantee_too(
+    conn: psycopg.Connection[Any], dsn: str, make_role: Any
 ) -> None:
-    """The check reads the referencing table as the table's owner; an owner
-    without SELECT there cannot tell, and its rollbacks go on as before the
-    check (none refused for a table it cannot read)."""
+    """The check reads the referencing tables as the package owner: the
+    parent table's owner need not be allowed to read them, and its
+    rollbacks are neither refused for that nor left unchecked."""
     make_role("cascade_parent_owner", login=False)
     conn.execute(SCHEMA.format(action="cascade"))
     conn.execute("alter table project owner to cascade_parent_owner")
     conn.execute("select resilience.manage_table('project')")
     tx = conn.execute("select resilience.tx_begin()").fetchone()[0]  # type: ignore[index]
     execute(conn, tx, "project", "insert", {"id": 1, "name": "launch"})
-
     conn.execute("select resilience.tx_rollback(%s)", (tx,))
     assert rows(conn, "project") == []
+
+    tx = conn.execute("select resilience.tx_begin()").fetchone()[0]  # type: ignore[index]
+    execute(conn, tx, "project", "insert", {"id": 1, "name": "launch"})
+    with psycopg.connect(dsn, autocommit=True) as colleague:
+        colleague.execute("insert into task values (10, 1, 'theirs')")
+    with pytest.raises(psycopg.Error) as caught:
+        conn.execute("select resilience.tx_rollback(%s)", (tx,))
+    assert caught.value.sqlstate == "RZ005"
+    assert rows(conn, "task") == ["(10,1,theirs)"]
