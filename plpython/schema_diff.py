@@ -574,6 +574,8 @@ class _Renames:
         self.pairs: list[tuple[tuple[str, ...], tuple[str, ...], str | None]] = []
         # Renamed enum values, as constants print them: 'old'::type -> 'new'::type.
         self.labels: dict[str, str] = {}
+        # The same, bare: a partition bound prints them without the cast.
+        self.bare_labels: dict[str, str] = {}
         # Tables with a column whose type changed: PostgreSQL rebuilt their
         # constraints and indexes and prints them with other casts.
         self.retyped: set[str] = set()
@@ -583,6 +585,16 @@ class _Renames:
         self.labels["'" + old.replace("'", "''") + "'::" + type_name] = (
             "'" + new.replace("'", "''") + "'::" + type_name
         )
+        self.bare_labels["'" + old.replace("'", "''") + "'"] = "'" + new.replace("'", "''") + "'"
+
+    def same_bound(self, old: Any, new: Any) -> bool:
+        """A partition bound, once renamed enum values are read as their new
+        names (`FOR VALUES IN ('ok')` -> `('fine')` is the same partition)."""
+        if old == new or not self.bare_labels or not isinstance(old, str):
+            return bool(old == new)
+        import re
+
+        return re.sub(_LITERAL, lambda m: self.bare_labels.get(m.group(0), m.group(0)), old) == new
 
     def _relabel(self, text: str) -> str:
         if not self.labels:
@@ -598,11 +610,13 @@ class _Renames:
         if old != new:
             self.pairs.append((old, new, table))
 
-    def _mapping(self, sql: bool, table: str | None) -> dict[str, str]:
+    def _mapping(self, sql: bool, table: str | None, qualified: bool = False) -> dict[str, str]:
         form = _sql_name if sql else ".".join
         mapping: dict[str, str] = {}
         for old, new, owner in self.pairs:
-            if table is None or owner is None or owner == table:
+            if (table is None or owner is None or owner == table) and (
+                not qualified or len(old) > 1
+            ):
                 mapping.setdefault(form(old), form(new))
         return mapping
 
@@ -613,9 +627,31 @@ class _Renames:
         if not mapping:
             return text
         names = "|".join(re.escape(old) for old in sorted(mapping, key=len, reverse=True))
-        # String literals are kept as they are: a renamed b leaves 'b' alone.
-        pattern = rf'({_LITERAL})|(?<![\w$"])(?:{names})(?![\w$"])'
-        return re.sub(pattern, lambda m: m.group(1) or mapping[m.group(0)], text)
+        # A cast names a type, a name before "(" a function: there only a
+        # renamed type or function applies (schema.name), never a column or
+        # table of the same bare name (a column mood of type app.mood).
+        typed = self._mapping(sql, table, qualified=True)
+        typed_names = "|".join(re.escape(old) for old in sorted(typed, key=len, reverse=True))
+
+        def in_cast(cast: str) -> str:
+            if not typed:
+                return cast
+            return re.sub(
+                rf'(?<![\w$"])(?:{typed_names})(?![\w$"])', lambda m: typed[m.group(0)], cast
+            )
+
+        def replace(m: Any) -> str:
+            if m.group(1):  # a string literal: a renamed b leaves 'b' alone
+                return str(m.group(1))
+            if m.group(2):
+                return in_cast(m.group(2))
+            name = m.group(0)
+            if name not in typed and text[m.end() : m.end() + 1] == "(":
+                return str(name)
+            return mapping[name]
+
+        pattern = rf'({_LITERAL})|({_CAST})|(?<![\w$"])(?:{names})(?![\w$"])'
+        return re.sub(pattern, replace, text)
 
     def without_rename_aliases(self, text: Any) -> Any:
         """PostgreSQL keeps a view's output names across a column rename by
@@ -645,7 +681,24 @@ class _Renames:
             return False
         if self._substitute(old, False, table) == new:
             return True
-        return self._substitute(_unquote_plain(old), True, table) == _unquote_plain(new)
+        old, new = _unquote_plain(old), _unquote_plain(new)
+        return self._substitute(old, True, table) == new or self._aligned(old, new, table)
+
+    def _aligned(self, old: str, new: str, table: str | None) -> bool:
+        """Token by token, every difference a rename of that very name: one
+        name renamed two ways in one text (`a.name` -> `a.full_name` and
+        `p.name` -> `p.title`, a view joining authors and posts)."""
+        import re
+
+        renamed: dict[str, set[str]] = {}
+        for was, now, owner in self.pairs:
+            if len(was) == 1 and (table is None or owner is None or owner == table):
+                renamed.setdefault(_sql_name(was), set()).add(_sql_name(now))
+        tokens = re.compile(rf'{_LITERAL}|"(?:[^"]|"")+"|[\w$]+|\s+|.', re.S)
+        before, after = tokens.findall(old), tokens.findall(new)
+        return len(before) == len(after) and all(
+            a == b or b in renamed.get(a, ()) for a, b in zip(before, after, strict=True)
+        )
 
     def same_rebuilt(self, old: Any, new: Any, table: str) -> bool:
         """``same``, or, on a table whose column changed type in this diff,
@@ -908,6 +961,13 @@ def compute_changes(deltas: Sequence[Delta]) -> list[Change]:
                 )
                 if kind == "view":  # its columns are printed `view.column`, as a table's
                     renames.add((d["old"]["name"],), (d["new"]["name"],))
+    # A view's output column renamed (ALTER VIEW ... RENAME COLUMN keeps its
+    # place): a view over it prints `v.new AS old`, the same view.
+    for d in by_kind.get("view", []):
+        was, now = (d.get("old") or {}).get("columns"), (d.get("new") or {}).get("columns")
+        if was and now and len(was) == len(now):
+            for before, after in zip(was, now, strict=True):
+                renames.add((before["name"],), (after["name"],), _qualified(d["new"]))
     for d in by_kind.get("column", []):
         if d.get("old") and d.get("new") and d["old"]["type"] != d["new"]["type"]:
             renames.retyped.add(str(d["new"]["table"]))
@@ -1045,7 +1105,10 @@ def _table_changes(
         elif (
             new_parent
             and not renames.same(old_parent, new_parent)
-            or (new_parent and old.get("partition_bound") != new.get("partition_bound"))
+            or (
+                new_parent
+                and not renames.same_bound(old.get("partition_bound"), new.get("partition_bound"))
+            )
         ):
             changes.append(_rated(
                 "partition_attached", f"attached to {new_parent}: scanned to check its bound",
@@ -1176,7 +1239,10 @@ def _column_changes(d: Delta, renames: _Renames, added_tables: set[str]) -> list
         else:
             add("default_changed", "default changed", old.get("default"), new.get("default"))
     for key in ("identity", "generated", "collation"):
-        if old.get(key) != new.get(key):
+        # a generated expression names columns and functions: renames apply
+        if old.get(key) != new.get(key) and not (
+            key == "generated" and renames.same(old.get(key), new.get(key), new["table"])
+        ):
             add("column_property", f"{key} changed", {key: old.get(key)}, {key: new.get(key)})
     return changes
 

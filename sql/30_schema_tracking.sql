@@ -52,6 +52,24 @@ begin
 end;
 $$;
 
+-- Catalogs of objects that tracked texts print by name but the snapshot does
+-- not hold: schemas, collations, extensions (their types), text search
+-- configurations (regconfig constants), operator classes and operators. An
+-- ALTER of one (RENAME, SET SCHEMA) re-reads everything at commit: pg_depend
+-- cannot lead to every text naming it. Inlined (sql, immutable, no SET
+-- clause): the event trigger reads it on every DDL.
+create or replace function resilience._schema_reread_all_catalogs()
+returns oid[]
+language sql
+immutable
+as $$
+    select array[
+        'pg_catalog.pg_namespace'::pg_catalog.regclass, 'pg_catalog.pg_collation'::pg_catalog.regclass,
+        'pg_catalog.pg_extension'::pg_catalog.regclass, 'pg_catalog.pg_ts_config'::pg_catalog.regclass,
+        'pg_catalog.pg_opclass'::pg_catalog.regclass, 'pg_catalog.pg_operator'::pg_catalog.regclass
+    ]::pg_catalog.oid [];
+$$;
+
 -- SHA-256 (hex) of one object: kind, a colon, then its canonical JSON text
 -- (jsonb prints keys in a fixed order). schema_diff.object_hash() agrees.
 -- No SET clause (names are qualified): it is inlined, it runs once per object.
@@ -497,9 +515,12 @@ begin
         coalesce(pg_catalog.array_agg(distinct e.objid) filter (
             where e.classid = 'pg_catalog.pg_type'::pg_catalog.regclass
         ), '{}'),
-        -- The event triggers keep pg_namespace entries of ALTER SCHEMA only.
+        -- A re-read of everything: the event triggers keep entries of these
+        -- catalogs for ALTER commands only, and DROP OWNED takes a role out
+        -- of policies it reports nowhere.
         coalesce(pg_catalog.bool_or(
-            e.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass and e.command_tag = 'ALTER SCHEMA'
+            e.classid operator(pg_catalog.=) any(resilience._schema_reread_all_catalogs())
+            or e.command_tag = 'DROP OWNED'
         ), false),
         coalesce(pg_catalog.array_agg(distinct e.command_tag), '{}'),
         -- Created by this transaction: nothing older can name them, so their
@@ -532,6 +553,22 @@ begin
             from rows from (pg_catalog.unnest(classes), pg_catalog.unnest(objids)) as x (classid, objid)
             left join pg_catalog.pg_index as i on x.objid = i.indexrelid
             where x.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+        );
+        -- Attaching a partition, or an index to a partitioned one, may make
+        -- the partitioned indexes above it valid, up the tree: an ancestor
+        -- whose snapshot holds an invalid index is re-read.
+        rels := rels operator(pg_catalog.||) array(
+            select i.indrelid
+            from pg_catalog.pg_class as c
+            cross join lateral pg_catalog.pg_partition_ancestors(c.oid) as a (relid)
+            inner join pg_catalog.pg_index as i on a.relid = i.indrelid
+            where c.oid operator(pg_catalog.=) any(rels) and c.relispartition
+                and a.relid operator(pg_catalog.<>) c.oid
+                and exists (
+                    select from resilience.schema_objects as o
+                    where o.object_oid = i.indexrelid and o.sub_id = 0 and o.kind = 'index'
+                        and (o.data operator(pg_catalog.->>) 'valid') = 'false'
+                )
         );
     end if;
     if 'pg_catalog.pg_constraint'::pg_catalog.regclass operator(pg_catalog.=) any(classes) then
@@ -580,7 +617,25 @@ stable
 security definer
 set search_path = ''
 as $$
+declare
+    descendants oid[];
 begin
+    -- ALTER TABLE recurses to every level of partitions and inheritance
+    -- children (a column added, renamed, retyped; an index or key created
+    -- on each partition), but pg_depend ties a child to its direct parent
+    -- only: the whole tree below a touched relation is re-read.
+    descendants := array(
+        with recursive below (rel) as (
+            select i.inhrelid from pg_catalog.pg_inherits as i
+            where i.inhparent operator(pg_catalog.=) any(objects)
+            union
+            select i.inhrelid from pg_catalog.pg_inherits as i
+            inner join below as b on i.inhparent = b.rel
+        )
+
+        select b.rel from below as b
+    );
+    objects := objects operator(pg_catalog.||) descendants;
     -- A type's name is also printed by what uses its array type (`mood[]`),
     -- and a relation's by what uses its row type or that one's array
     -- (`setof users`, a column `users[]`): pg_depend points at those types,
@@ -637,6 +692,8 @@ begin
                         from resilience.schema_objects as p
                         where p.kind = 'table' and p.object_oid operator(pg_catalog.=) any(objects)
                     )
+                union all
+                select pg_catalog.unnest(descendants)
             ) as x where x.rel is not null
         ),
         array(select distinct dep.objid from dep where dep.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass)
@@ -871,12 +928,20 @@ begin
         'resilience.schema_catalog'::pg_catalog.regclass::oid as table_oid
     into here;
     select * into stored from resilience.schema_catalog;
-    if found and stored.system_identifier = here.system_identifier and stored.database_oid = here.database_oid
+    -- Another database OID alone is a file copy of the database in this
+    -- cluster (CREATE DATABASE ... TEMPLATE: this very table kept its OID,
+    -- which a restore or pg_upgrade would not), so every OID still holds.
+    -- Pairing by name there would read the copy's first migration's renames
+    -- as drops plus adds (re-keying runs after its DDL).
+    if found and stored.system_identifier = here.system_identifier
         and stored.table_oid = here.table_oid and stored.snapshot_format = current_format then
+        if stored.database_oid operator(pg_catalog.<>) here.database_oid then
+            update resilience.schema_catalog set database_oid = here.database_oid;
+        end if;
         return;
     end if;
-    moved := found and (stored.system_identifier, stored.database_oid, stored.table_oid)
-        is distinct from (here.system_identifier, here.database_oid, here.table_oid);
+    moved := found and (stored.system_identifier, stored.table_oid)
+        is distinct from (here.system_identifier, here.table_oid);
 
     -- The rare path (a restored or upgraded database) is a function of its
     -- own: every new session compiles the functions it calls, and this one

@@ -126,18 +126,24 @@ begin
     ) into entries
     from pg_catalog.pg_event_trigger_ddl_commands() as c
     where not c.in_extension
-        and c.classid in (
+        and (c.classid in (
             'pg_catalog.pg_class'::pg_catalog.regclass, 'pg_catalog.pg_constraint'::pg_catalog.regclass,
             'pg_catalog.pg_policy'::pg_catalog.regclass, 'pg_catalog.pg_attrdef'::pg_catalog.regclass,
             'pg_catalog.pg_rewrite'::pg_catalog.regclass, 'pg_catalog.pg_type'::pg_catalog.regclass,
-            'pg_catalog.pg_proc'::pg_catalog.regclass, 'pg_catalog.pg_namespace'::pg_catalog.regclass
-        )
+            'pg_catalog.pg_proc'::pg_catalog.regclass
+        -- Schemas, collations, extensions...: their ALTER only (a full
+        -- re-read at commit, resilience._schema_reread_all_catalogs).
+        ) or c.classid operator(pg_catalog.=) any(resilience._schema_reread_all_catalogs())
+            and c.command_tag operator(pg_catalog.~~) 'ALTER %')
         -- Only the schemas never tracked are left out here (a cheap test on
         -- every statement); the setting-driven choice is made at commit, where
         -- the catalog is re-read from tracked schemas only.
-        and (c.schema_name is null or not resilience._schema_never_tracked(c.schema_name))
-        and (c.classid operator(pg_catalog.<>) 'pg_catalog.pg_namespace'::pg_catalog.regclass
-            or c.command_tag = 'ALTER SCHEMA');
+        and (c.schema_name is null or not resilience._schema_never_tracked(c.schema_name));
+    -- DROP OWNED reports no command, yet takes the role out of the policies
+    -- it leaves (a full re-read).
+    if tg_tag = 'DROP OWNED' then
+        entries := pg_catalog.concat_ws(';', entries, '0,0,DROP OWNED');
+    end if;
     if entries is not null then
         perform resilience._schema_remember(entries);
     end if;
