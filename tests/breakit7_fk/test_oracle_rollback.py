@@ -1,0 +1,188 @@
+"""Oracle: with no other session writing, tx_rollback must leave every table
+exactly as a real ROLLBACK would, i.e. as it was before tx_begin, whatever
+sequence of inserts, key updates, deletes and upserts ran across parent and
+child managed tables with every foreign-key action (CASCADE, SET NULL, SET
+DEFAULT, RESTRICT, NO ACTION, DEFERRABLE INITIALLY DEFERRED, multi-column
+MATCH FULL, a UNIQUE non-key column referenced, a self-reference, a cycle).
+A false refusal (RZ005 with nobody else writing) is a break too; so is a
+savepoint rollback (`tx_rollback_to`) that does not give back the state at
+the savepoint. Sequences come from hypothesis, seeded and bounded."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from psycopg import sql
+
+from tests.conftest import Server
+
+SCHEMA = """
+create table p (
+    id integer primary key,
+    u integer unique,
+    note text,
+    unique (u, id)
+);
+create table c (
+    id integer primary key,
+    pid integer references p (id) on delete cascade on update cascade,
+    pu integer references p (u) on delete set null on update set null,
+    sup integer references c (id) on delete cascade on update cascade,
+    note text
+);
+create table g (
+    id integer primary key,
+    a integer default 10,
+    b integer default 1,
+    foreign key (a, b) references p (u, id) match full on delete set default on update cascade
+);
+create table d (
+    id integer primary key,
+    pid integer references p (id) on delete restrict,
+    cid integer references c (id) deferrable initially deferred
+);
+-- a cycle: p.owner -> c, c.pid -> p
+alter table p add column owner integer references c (id) on delete set null on update cascade;
+"""
+
+SEED = """
+insert into p (id, u, note) values (1, 10, 'one'), (2, 20, 'two');
+insert into c values (1, 1, 10, null, 'c1'), (2, 2, 20, 1, 'c2');
+update p set owner = 2 where id = 1;
+insert into g values (1, 10, 1), (2, 20, 2);
+insert into d values (1, null, 2);
+"""
+
+TABLES = ("p", "c", "g", "d")
+COLUMNS = {
+    "p": {"id": (1, 4), "u": (10, 40), "note": None, "owner": (1, 4)},
+    "c": {"id": (1, 4), "pid": (1, 4), "pu": (10, 40), "sup": (1, 4), "note": None},
+    "g": {"id": (1, 3), "a": (10, 40), "b": (1, 4)},
+    "d": {"id": (1, 3), "pid": (1, 4), "cid": (1, 4)},
+}
+
+
+def value(column: str, bounds: tuple[int, int] | None) -> st.SearchStrategy[Any]:
+    if bounds is None:
+        return st.sampled_from(["x", "y", None])
+    low, high = bounds
+    values = st.integers(low, high)
+    if bounds[0] == 10:
+        values = values.map(lambda v: v // 10 * 10)
+    return values if column == "id" else st.one_of(st.none(), values)
+
+
+@st.composite
+def operation(draw: st.DrawFn) -> tuple[str, str, dict[str, Any] | None, dict[str, Any] | None]:
+    table = draw(st.sampled_from(TABLES))
+    columns = COLUMNS[table]
+    kind = draw(st.sampled_from(["insert", "update", "update", "delete", "upsert"]))
+    if kind in ("insert", "upsert"):
+        row = {name: draw(value(name, bounds)) for name, bounds in columns.items()}
+        return kind, table, row, None
+    match = {"id": draw(value("id", columns["id"]))}
+    if kind == "delete":
+        return kind, table, None, match
+    names = draw(st.lists(st.sampled_from(sorted(columns)), min_size=1, max_size=2, unique=True))
+    return kind, table, {n: draw(value(n, columns[n])) for n in names}, match
+
+
+@pytest.fixture(scope="module")
+def oracle_dsn(server: Server, template_db: str) -> Iterator[str]:
+    """One database for the module: the examples share it, reset between them."""
+    name = "pgr_breakit7_oracle"
+    server.drop_database(name)
+    server.create_database(name, template=template_db)
+    with psycopg.connect(server.dsn(name), autocommit=True) as conn:
+        conn.execute(SCHEMA)
+        for table in TABLES:
+            conn.execute("select resilience.manage_table(%s::regclass)", (table,))
+    try:
+        yield server.dsn(name)
+    finally:
+        server.drop_database(name)
+
+
+def snapshot(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:
+    return {
+        table: [
+            r[0]
+            for r in conn.execute(
+                sql.SQL("select t::text from {} as t order by t.id").format(sql.Identifier(table))
+            )
+        ]
+        for table in TABLES
+    }
+
+
+def reset(conn: psycopg.Connection[Any]) -> None:
+    # (a failed example leaves its transaction active: its claims go)
+    for (tx,) in conn.execute(
+        "select id from resilience.transactions where status = 'active'"
+    ).fetchall():
+        conn.execute(
+            "update resilience.transactions set status = 'failed', finished_at = now()"
+            " where id = %s",
+            (tx,),
+        )
+        conn.execute("select resilience._release_claims(%s)", (tx,))
+    conn.execute("set session_replication_role = replica")  # no FK actions while clearing
+    for table in TABLES:
+        conn.execute(sql.SQL("delete from {}").format(sql.Identifier(table)))
+    conn.execute(SEED)
+    conn.execute("set session_replication_role = default")
+
+
+def run(conn: psycopg.Connection[Any], tx: Any, ops: list[Any]) -> None:
+    """Each operation in its own database transaction, as RPC calls are; one
+    that PostgreSQL refuses (a key taken, an FK check) changes nothing."""
+    for kind, table, data, match in ops:
+        try:
+            conn.execute(
+                "select resilience.tx_execute(%s, %s, %s, %s::jsonb, %s::jsonb)",
+                (
+                    tx,
+                    table,
+                    kind,
+                    None if data is None else json.dumps(data),
+                    None if match is None else json.dumps(match),
+                ),
+            )
+        except psycopg.IntegrityError:
+            pass
+
+
+@settings(
+    max_examples=40,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    before=st.lists(operation(), min_size=1, max_size=6),
+    after=st.lists(operation(), min_size=0, max_size=6),
+)
+def test_rollback_equals_real_rollback_across_every_fk_action(
+    oracle_dsn: str, before: list[Any], after: list[Any]
+) -> None:
+    with psycopg.connect(oracle_dsn, autocommit=True) as conn:
+        reset(conn)
+        initial = snapshot(conn)
+        tx = conn.execute("select resilience.tx_begin()").fetchone()[0]  # type: ignore[index]
+        run(conn, tx, before)
+        at_savepoint = snapshot(conn)
+        conn.execute("select resilience.tx_savepoint(%s, 'sp')", (tx,))
+        run(conn, tx, after)
+        conn.execute("select resilience.tx_rollback_to(%s, 'sp')", (tx,))
+        assert snapshot(conn) == at_savepoint
+        run(conn, tx, after)
+        result = conn.execute("select resilience.tx_rollback(%s)", (tx,)).fetchone()[0]  # type: ignore[index]
+        assert result["success"] is True
+        assert snapshot(conn) == initial
