@@ -84,7 +84,7 @@ create or replace function resilience._fk_action_refusals(
 )
 returns jsonb
 language plpgsql
-stable
+volatile
 set search_path = ''
 -- Planned once per session: custom plans of its catalog query (which
 -- PostgreSQL keeps choosing here) cost a rollback ~1 ms per table.
@@ -99,6 +99,7 @@ declare
     theirs text;
     refused_seqs bigint [];
     refusals jsonb := '{}'::jsonb;
+    own_key record;
 begin
     -- No foreign key with such an action references the table (the usual
     -- case: one index probe), or it is no longer managed (its steps are
@@ -112,6 +113,22 @@ begin
     ) then
         return refusals;
     end if;
+    -- The rows whose undo would set the actions off are locked first, as
+    -- the undo would: a referencing row inserted meanwhile, not committed
+    -- yet, holds a key share lock on them, so this waits for it, and the
+    -- checks below (each statement a new snapshot) see it. Without the
+    -- lock, the undo's own write would wait for it instead, after the
+    -- checks, and the action would reach a row nothing checked.
+    select k.names, k.image_cols, k.operators into own_key from resilience._primary_key(relation) as k;
+    begin
+        execute pg_catalog.format(
+            'select from %s as t where exists (select 1 from %s as p where p.tx_id = $1 and p.seq > $2 '
+            'and p.op = $3 and %s) for update of t', relation, image,
+            resilience._sql_keys_equal('p.', own_key.image_cols, own_key.operators, 't.', own_key.names))
+        using tx_id, after_seq, pg_catalog.left(operation, 1)::"char";
+    exception when insufficient_privilege then
+        null;  -- the undo takes the locks; the checks below still run
+    end;
     for fk in
         with recursive up as (
             -- (a partitioned table's actions may be on its partitions only)
