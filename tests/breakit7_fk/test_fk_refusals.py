@@ -60,7 +60,8 @@ def refused_fks(conn: psycopg.Connection[Any], tx: Any, force: bool = False) -> 
 
 
 def rows(conn: psycopg.Connection[Any], table: str) -> list[str]:
-    query = sql.SQL("select t::text from {} as t order by 1").format(sql.Identifier(table))
+    # (t.* is the row even where a column is named t)
+    query = sql.SQL("select (t.*)::text from {} as t order by 1").format(sql.Identifier(table))
     return [r[0] for r in conn.execute(query)]
 
 
