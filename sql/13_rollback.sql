@@ -89,6 +89,9 @@ set search_path = ''
 -- Planned once per session: custom plans of its catalog query (which
 -- PostgreSQL keeps choosing here) cost a rollback ~1 ms per table.
 set plan_cache_mode = force_generic_plan
+-- Image tables are mostly empty when analyzed: the referencing rows' own
+-- images are looked up by index, not scanned once per row.
+set enable_seqscan = off
 as $$
 declare
     image regclass := (select m.image_table from resilience.managed_tables as m
@@ -193,11 +196,16 @@ begin
         -- insert, its update, its update's cascade). A row that referred to
         -- it before the transaction's first image of it is others' (their
         -- row, which the transaction merely wrote since).
+        -- A row's first image is its claim (one index probe), unless the
+        -- claim is a lock, a key change's old key or older than the
+        -- savepoint: then its first image after it (a scan of the
+        -- transaction's images, on that rare path only).
         theirs := case when child_image is null or child_key.names is null or fk.referred_before is null then 'true'
-            else pg_catalog.format('not exists (select 1 from %1$s as i where i.tx_id = $1 and i.seq > $2 '
-                'and i.op in (''i'', ''u'', ''d'') and %2$s and not coalesce(%3$s, false) '
-                'and not exists (select 1 from %1$s as e where e.tx_id = $1 and e.seq > $2 '
-                'and e.op in (''i'', ''u'', ''d'') and %4$s and e.seq < i.seq))',
+            else pg_catalog.format('not exists (select 1 from %1$s as i where i.claim and %2$s and i.tx_id = $1 '
+                'and case when i.seq > $2 and i.op in (''i'', ''u'', ''d'') then not coalesce(%3$s, false) '
+                'else exists (select 1 from (select e.b from %1$s as e where e.tx_id = $1 and e.seq > $2 '
+                'and e.op in (''i'', ''u'', ''d'') and %4$s order by e.seq limit 1) as i '
+                'where not coalesce(%3$s, false)) end)',
                 child_image,
                 resilience._sql_keys_equal('i.', child_key.image_cols, child_key.operators, 't.', child_key.names),
                 fk.referred_before,
