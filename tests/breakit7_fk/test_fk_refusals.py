@@ -151,3 +151,64 @@ def test_insert_undo_refused_through_fk_to_a_partition_whose_columns_are_numbere
         other.execute("delete from child")
     assert rollback(conn, tx)["status"] == "rolled_back"
     assert rows(conn, "parent") == []
+
+
+CASCADE = (
+    "create table parent (id integer primary key);"
+    " create table child (id integer primary key,"
+    "  parent_id integer constraint child_parent references parent on delete cascade, note text);"
+    " insert into parent values (0)"
+)
+
+
+def test_insert_undo_refused_when_others_row_was_locked_then_updated(
+    conn: psycopg.Connection[Any], dsn: str
+) -> None:
+    """The transaction's first image of their row is a lock (its claim): the
+    update after it still finds the row referring to the new parent."""
+    conn.execute(CASCADE)
+    manage(conn, "parent", "child")
+    tx = begin(conn)
+    execute(conn, tx, "parent", "insert", {"id": 1})
+    with psycopg.connect(dsn, autocommit=True) as other:
+        other.execute("insert into child values (10, 1, 'theirs')")
+    execute(conn, tx, "child", "lock", None, {"id": 10})
+    execute(conn, tx, "child", "update", {"note": "touched"}, {"id": 10})
+    assert refused_fks(conn, tx) == ["child_parent"]
+    assert rows(conn, "child") == ["(10,1,touched)"]
+
+
+def test_insert_undo_refused_when_others_row_changed_key_and_back(
+    conn: psycopg.Connection[Any], dsn: str
+) -> None:
+    """Their row's key moved away and back: its claim is the old-key claim,
+    and its first image at that key still refers to the new parent."""
+    conn.execute(CASCADE)
+    manage(conn, "parent", "child")
+    tx = begin(conn)
+    execute(conn, tx, "parent", "insert", {"id": 1})
+    with psycopg.connect(dsn, autocommit=True) as other:
+        other.execute("insert into child values (10, 1, 'theirs')")
+    execute(conn, tx, "child", "update", {"id": 11}, {"id": 10})
+    execute(conn, tx, "child", "update", {"id": 10}, {"id": 11})
+    assert refused_fks(conn, tx) == ["child_parent"]
+    assert rows(conn, "child") == ["(10,1,theirs)"]
+
+
+def test_savepoint_rollback_counts_own_row_written_before_the_savepoint(
+    conn: psycopg.Connection[Any], dsn: str
+) -> None:
+    """Its own child row, inserted before the savepoint and pointed at a
+    parent inserted after it, goes back to its old parent: no refusal."""
+    conn.execute(CASCADE)
+    manage(conn, "parent", "child")
+    tx = begin(conn)
+    execute(conn, tx, "child", "insert", {"id": 10, "parent_id": 0})
+    conn.execute("select resilience.tx_savepoint(%s, 'sp')", (tx,))
+    execute(conn, tx, "parent", "insert", {"id": 1})
+    execute(conn, tx, "child", "update", {"parent_id": 1}, {"id": 10})
+    conn.execute("select resilience.tx_rollback_to(%s, 'sp')", (tx,))
+    assert rows(conn, "parent") == ["(0)"]
+    assert rows(conn, "child") == ["(10,0,)"]
+    assert rollback(conn, tx)["status"] == "rolled_back"
+    assert rows(conn, "child") == []
