@@ -59,7 +59,45 @@ insert into g values (1, 10, 1), (2, 20, 2);
 insert into d values (1, null, 2);
 """
 
-TABLES = ("p", "c", "g", "d")
+# Partitioned parent and child (a partition with its own column order,
+# keys moving across partitions), a self-reference on the partitioned child.
+PARTITIONED_SCHEMA = """
+create table p (id integer, u integer, note text, primary key (id), unique (u, id))
+    partition by range (id);
+create table p_lo partition of p for values from (minvalue) to (3);
+create table p_hi (note text, gone integer, u integer, id integer not null);
+alter table p_hi drop column gone;
+alter table p attach partition p_hi for values from (3) to (maxvalue);
+create table c (
+    id integer,
+    pid integer references p (id) on delete cascade on update cascade,
+    sup integer,
+    note text,
+    primary key (id)
+) partition by list (id);
+create table c_a partition of c for values in (1, 2);
+create table c_b partition of c for values in (3, 4);
+alter table c add foreign key (sup) references c (id) on delete set null on update cascade;
+create table g (
+    id integer primary key,
+    a integer,
+    b integer,
+    foreign key (a, b) references p (u, id) match full on delete cascade on update set null
+);
+"""
+
+PARTITIONED_SEED = """
+insert into p values (1, 10, 'one'), (3, 30, 'three');
+insert into c values (1, 1, null, 'c1'), (3, 3, 1, 'c3');
+insert into g values (1, 10, 1), (2, 30, 3);
+"""
+
+PARTITIONED_COLUMNS = {
+    "p": {"id": (1, 4), "u": (10, 40), "note": None},
+    "c": {"id": (1, 4), "pid": (1, 4), "sup": (1, 4), "note": None},
+    "g": {"id": (1, 3), "a": (10, 40), "b": (1, 4)},
+}
+
 COLUMNS = {
     "p": {"id": (1, 4), "u": (10, 40), "note": None, "owner": (1, 4)},
     "c": {"id": (1, 4), "pid": (1, 4), "pu": (10, 40), "sup": (1, 4), "note": None},
@@ -79,9 +117,11 @@ def value(column: str, bounds: tuple[int, int] | None) -> st.SearchStrategy[Any]
 
 
 @st.composite
-def operation(draw: st.DrawFn) -> tuple[str, str, dict[str, Any] | None, dict[str, Any] | None]:
-    table = draw(st.sampled_from(TABLES))
-    columns = COLUMNS[table]
+def operation(
+    draw: st.DrawFn, tables: dict[str, dict[str, Any]]
+) -> tuple[str, str, dict[str, Any] | None, dict[str, Any] | None]:
+    table = draw(st.sampled_from(sorted(tables)))
+    columns = tables[table]
     kind = draw(st.sampled_from(["insert", "update", "update", "delete", "upsert"]))
     if kind in ("insert", "upsert"):
         row = {name: draw(value(name, bounds)) for name, bounds in columns.items()}
@@ -93,15 +133,16 @@ def operation(draw: st.DrawFn) -> tuple[str, str, dict[str, Any] | None, dict[st
     return kind, table, {n: draw(value(n, columns[n])) for n in names}, match
 
 
-@pytest.fixture(scope="module")
-def oracle_dsn(server: Server, template_db: str) -> Iterator[str]:
-    """One database for the module: the examples share it, reset between them."""
-    name = "pgr_breakit7_oracle"
+def oracle_database(server: Server, template_db: str, name: str, schema: str) -> Iterator[str]:
+    """One database per schema for the module: the examples share it, reset between them."""
     server.drop_database(name)
     server.create_database(name, template=template_db)
     with psycopg.connect(server.dsn(name), autocommit=True) as conn:
-        conn.execute(SCHEMA)
-        for table in TABLES:
+        conn.execute(schema)
+        for (table,) in conn.execute(
+            "select c.relname from pg_class as c where c.relnamespace = 'public'::regnamespace"
+            " and c.relkind in ('r', 'p') and not c.relispartition"
+        ).fetchall():
             conn.execute("select resilience.manage_table(%s::regclass)", (table,))
     try:
         yield server.dsn(name)
@@ -109,7 +150,17 @@ def oracle_dsn(server: Server, template_db: str) -> Iterator[str]:
         server.drop_database(name)
 
 
-def snapshot(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:
+@pytest.fixture(scope="module")
+def oracle_dsn(server: Server, template_db: str) -> Iterator[str]:
+    yield from oracle_database(server, template_db, "pgr_breakit7_oracle", SCHEMA)
+
+
+@pytest.fixture(scope="module")
+def partitioned_dsn(server: Server, template_db: str) -> Iterator[str]:
+    yield from oracle_database(server, template_db, "pgr_breakit7_oracle_part", PARTITIONED_SCHEMA)
+
+
+def snapshot(conn: psycopg.Connection[Any], tables: Any) -> dict[str, list[str]]:
     return {
         table: [
             r[0]
@@ -117,11 +168,11 @@ def snapshot(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:
                 sql.SQL("select t::text from {} as t order by t.id").format(sql.Identifier(table))
             )
         ]
-        for table in TABLES
+        for table in tables
     }
 
 
-def reset(conn: psycopg.Connection[Any]) -> None:
+def reset(conn: psycopg.Connection[Any], tables: Any, seed: str) -> None:
     # (a failed example leaves its transaction active: its claims go)
     for (tx,) in conn.execute(
         "select id from resilience.transactions where status = 'active'"
@@ -133,9 +184,9 @@ def reset(conn: psycopg.Connection[Any]) -> None:
         )
         conn.execute("select resilience._release_claims(%s)", (tx,))
     conn.execute("set session_replication_role = replica")  # no FK actions while clearing
-    for table in TABLES:
+    for table in tables:
         conn.execute(sql.SQL("delete from {}").format(sql.Identifier(table)))
-    conn.execute(SEED)
+    conn.execute(seed)
     conn.execute("set session_replication_role = default")
 
 
@@ -158,31 +209,53 @@ def run(conn: psycopg.Connection[Any], tx: Any, ops: list[Any]) -> None:
             pass
 
 
-@settings(
+def rolls_back_as_a_real_rollback(
+    dsn: str, tables: dict[str, Any], seed: str, before: list[Any], after: list[Any]
+) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        reset(conn, tables, seed)
+        initial = snapshot(conn, tables)
+        tx = conn.execute("select resilience.tx_begin()").fetchone()[0]  # type: ignore[index]
+        run(conn, tx, before)
+        at_savepoint = snapshot(conn, tables)
+        conn.execute("select resilience.tx_savepoint(%s, 'sp')", (tx,))
+        run(conn, tx, after)
+        conn.execute("select resilience.tx_rollback_to(%s, 'sp')", (tx,))
+        assert snapshot(conn, tables) == at_savepoint
+        run(conn, tx, after)
+        result = conn.execute("select resilience.tx_rollback(%s)", (tx,)).fetchone()[0]  # type: ignore[index]
+        assert result["success"] is True
+        assert snapshot(conn, tables) == initial
+
+
+EXAMPLES = settings(
     max_examples=40,
     derandomize=True,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+
+
+@EXAMPLES
 @given(
-    before=st.lists(operation(), min_size=1, max_size=6),
-    after=st.lists(operation(), min_size=0, max_size=6),
+    before=st.lists(operation(COLUMNS), min_size=1, max_size=6),
+    after=st.lists(operation(COLUMNS), min_size=0, max_size=6),
 )
 def test_rollback_equals_real_rollback_across_every_fk_action(
     oracle_dsn: str, before: list[Any], after: list[Any]
 ) -> None:
-    with psycopg.connect(oracle_dsn, autocommit=True) as conn:
-        reset(conn)
-        initial = snapshot(conn)
-        tx = conn.execute("select resilience.tx_begin()").fetchone()[0]  # type: ignore[index]
-        run(conn, tx, before)
-        at_savepoint = snapshot(conn)
-        conn.execute("select resilience.tx_savepoint(%s, 'sp')", (tx,))
-        run(conn, tx, after)
-        conn.execute("select resilience.tx_rollback_to(%s, 'sp')", (tx,))
-        assert snapshot(conn) == at_savepoint
-        run(conn, tx, after)
-        result = conn.execute("select resilience.tx_rollback(%s)", (tx,)).fetchone()[0]  # type: ignore[index]
-        assert result["success"] is True
-        assert snapshot(conn) == initial
+    rolls_back_as_a_real_rollback(oracle_dsn, COLUMNS, SEED, before, after)
+
+
+@EXAMPLES
+@given(
+    before=st.lists(operation(PARTITIONED_COLUMNS), min_size=1, max_size=6),
+    after=st.lists(operation(PARTITIONED_COLUMNS), min_size=0, max_size=6),
+)
+def test_rollback_equals_real_rollback_across_partitioned_parent_and_child(
+    partitioned_dsn: str, before: list[Any], after: list[Any]
+) -> None:
+    rolls_back_as_a_real_rollback(
+        partitioned_dsn, PARTITIONED_COLUMNS, PARTITIONED_SEED, before, after
+    )
