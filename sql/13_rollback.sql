@@ -174,8 +174,8 @@ begin
                 and ca.attname = fa.attname) as referred_before,
             -- An update whose referenced values kept their binary image sets
             -- nothing off: PostgreSQL compares a referenced key so (1.0 ->
-            -- 1.00 cascades), not with its equality operator. A null before
-            -- or after counts as changed.
+            -- 1.00 cascades), not with its equality operator. A null on one
+            -- side only counts as changed (on both, nothing refers to it).
             case when operation = 'insert' then 'true' else (
                 select pg_catalog.format('coalesce(not pg_catalog.record_image_eq(row(%s), row(%s)), true)',
                     pg_catalog.string_agg(pg_catalog.format('(p.a).%I', 'c' || ra.attnum), ', ' order by k.ord),
