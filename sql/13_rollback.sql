@@ -84,11 +84,14 @@ create or replace function resilience._fk_action_refusals(
 )
 returns jsonb
 language plpgsql
-stable
+volatile
 set search_path = ''
 -- Planned once per session: custom plans of its catalog query (which
 -- PostgreSQL keeps choosing here) cost a rollback ~1 ms per table.
 set plan_cache_mode = force_generic_plan
+-- Image tables are mostly empty when analyzed: the referencing rows' own
+-- images are looked up by index, not scanned once per row.
+set enable_seqscan = off
 as $$
 declare
     image regclass := (select m.image_table from resilience.managed_tables as m
@@ -99,6 +102,7 @@ declare
     theirs text;
     refused_seqs bigint [];
     refusals jsonb := '{}'::jsonb;
+    own_key record;
 begin
     -- No foreign key with such an action references the table (the usual
     -- case: one index probe), or it is no longer managed (its steps are
@@ -112,6 +116,22 @@ begin
     ) then
         return refusals;
     end if;
+    -- The rows whose undo would set the actions off are locked first, as
+    -- the undo would: a referencing row inserted meanwhile, not committed
+    -- yet, holds a key share lock on them, so this waits for it, and the
+    -- checks below (each statement a new snapshot) see it. Without the
+    -- lock, the undo's own write would wait for it instead, after the
+    -- checks, and the action would reach a row nothing checked.
+    select k.names, k.image_cols, k.operators into own_key from resilience._primary_key(relation) as k;
+    begin
+        execute pg_catalog.format(
+            'select from %s as t where exists (select 1 from %s as p where p.tx_id = $1 and p.seq > $2 '
+            'and p.op = $3 and %s) for update of t', relation, image,
+            resilience._sql_keys_equal('p.', own_key.image_cols, own_key.operators, 't.', own_key.names))
+        using tx_id, after_seq, pg_catalog.left(operation, 1)::"char";
+    exception when insufficient_privilege then
+        null;  -- the undo takes the locks; the checks below still run
+    end;
     for fk in
         with recursive up as (
             -- (a partitioned table's actions may be on its partitions only)
@@ -125,34 +145,72 @@ begin
             select c.oid, c.conparentid from pg_catalog.pg_constraint as c
             inner join up on c.oid = up.conparentid
         )
+        -- Image attributes are numbered by the managed (root) tables'
+        -- columns: a constraint's own attribute numbers (a partition's, a
+        -- dropped column before them) are mapped by name.
         select c.conname, c.conrelid::regclass as child,
-            (select pg_catalog.string_agg(pg_catalog.format('(p.a).%I operator(%I.%s) t.%I', 'c' || k.pk,
-                n.nspname, o.oprname, a.attname), ' and ' order by k.ord)
+            (select pg_catalog.string_agg(pg_catalog.format('(p.a).%I operator(%I.%s) t.%I', 'c' || ra.attnum,
+                n.nspname, o.oprname, fa.attname), ' and ' order by k.ord)
              from rows from (pg_catalog.unnest(c.confkey), pg_catalog.unnest(c.conkey), pg_catalog.unnest(c.conpfeqop))
                 with ordinality as k (pk, fk, op, ord)
              inner join pg_catalog.pg_operator as o on o.oid = k.op
              inner join pg_catalog.pg_namespace as n on n.oid = o.oprnamespace
-             inner join pg_catalog.pg_attribute as a on a.attrelid = c.conrelid and a.attnum = k.fk) as refers,
-            -- An update whose referenced values stayed sets nothing off (a
-            -- null before or after counts as changed).
+             inner join pg_catalog.pg_attribute as pa on pa.attrelid = c.confrelid and pa.attnum = k.pk
+             inner join pg_catalog.pg_attribute as ra on ra.attrelid = relation and ra.attname = pa.attname
+             inner join pg_catalog.pg_attribute as fa on fa.attrelid = c.conrelid and fa.attnum = k.fk) as refers,
+            -- The same test on a before-image of the referencing table
+            -- (its managed root's attribute numbers), for its owner.
+            (select pg_catalog.string_agg(pg_catalog.format('(p.a).%I operator(%I.%s) (i.b).%I', 'c' || ra.attnum,
+                n.nspname, o.oprname, 'c' || ca.attnum), ' and ' order by k.ord)
+             from rows from (pg_catalog.unnest(c.confkey), pg_catalog.unnest(c.conkey), pg_catalog.unnest(c.conpfeqop))
+                with ordinality as k (pk, fk, op, ord)
+             inner join pg_catalog.pg_operator as o on o.oid = k.op
+             inner join pg_catalog.pg_namespace as n on n.oid = o.oprnamespace
+             inner join pg_catalog.pg_attribute as pa on pa.attrelid = c.confrelid and pa.attnum = k.pk
+             inner join pg_catalog.pg_attribute as ra on ra.attrelid = relation and ra.attname = pa.attname
+             inner join pg_catalog.pg_attribute as fa on fa.attrelid = c.conrelid and fa.attnum = k.fk
+             inner join pg_catalog.pg_attribute as ca
+                on ca.attrelid = coalesce(pg_catalog.pg_partition_root(c.conrelid), c.conrelid)
+                and ca.attname = fa.attname) as referred_before,
+            -- An update whose referenced values kept their binary image sets
+            -- nothing off: PostgreSQL compares a referenced key so (1.0 ->
+            -- 1.00 cascades), not with its equality operator. A null on one
+            -- side only counts as changed (on both, nothing refers to it).
             case when operation = 'insert' then 'true' else (
-                select pg_catalog.string_agg(pg_catalog.format(
-                        'coalesce(not (p.a).%1$I operator(%2$I.%3$s) (p.b).%1$I, true)', 'c' || k.pk,
-                        n.nspname, o.oprname), ' or ' order by k.ord)
-                from rows from (pg_catalog.unnest(c.confkey), pg_catalog.unnest(c.conppeqop))
-                    with ordinality as k (pk, op, ord)
-                inner join pg_catalog.pg_operator as o on o.oid = k.op
-                inner join pg_catalog.pg_namespace as n on n.oid = o.oprnamespace) end as changed
+                select pg_catalog.format('coalesce(not pg_catalog.record_image_eq(row(%s), row(%s)), true)',
+                    pg_catalog.string_agg(pg_catalog.format('(p.a).%I', 'c' || ra.attnum), ', ' order by k.ord),
+                    pg_catalog.string_agg(pg_catalog.format('(p.b).%I', 'c' || ra.attnum), ', ' order by k.ord))
+                from pg_catalog.unnest(c.confkey) with ordinality as k (pk, ord)
+                inner join pg_catalog.pg_attribute as pa on pa.attrelid = c.confrelid and pa.attnum = k.pk
+                inner join pg_catalog.pg_attribute as ra on ra.attrelid = relation and ra.attname = pa.attname)
+                end as changed
         from up inner join pg_catalog.pg_constraint as c on c.oid = up.oid
         where up.conparentid = 0
     loop
         select m.image_table into child_image from resilience.managed_tables as m
         where m.relation = coalesce(pg_catalog.pg_partition_root(fk.child), fk.child);
         select k.names, k.image_cols, k.operators into child_key from resilience._primary_key(fk.child) as k;
-        theirs := case when child_image is null or child_key.names is null then 'true'
-            else pg_catalog.format('not exists (select 1 from %s as i where i.tx_id = $1 and i.op <> ''l'' and %s)',
-                child_image, resilience._sql_keys_equal('i.', child_key.image_cols, child_key.operators,
-                    't.', child_key.names)) end;
+        -- A referencing row is the transaction's own when its first image
+        -- undone here (a written row's: an insert, update or delete) did
+        -- not refer to the key yet: the transaction made the reference (its
+        -- insert, its update, its update's cascade). A row that referred to
+        -- it before the transaction's first image of it is others' (their
+        -- row, which the transaction merely wrote since).
+        -- A row's first image is its claim (one index probe), unless the
+        -- claim is a lock, a key change's old key or older than the
+        -- savepoint: then its first image after it (a scan of the
+        -- transaction's images, on that rare path only).
+        theirs := case when child_image is null or child_key.names is null or fk.referred_before is null then 'true'
+            else pg_catalog.format('not exists (select 1 from %1$s as i where i.claim and %2$s and i.tx_id = $1 '
+                'and case when i.seq > $2 and i.op in (''i'', ''u'', ''d'') then not coalesce(%3$s, false) '
+                'else exists (select 1 from (select e.b from %1$s as e where e.tx_id = $1 and e.seq > $2 '
+                'and e.op in (''i'', ''u'', ''d'') and %4$s order by e.seq limit 1) as i '
+                'where not coalesce(%3$s, false)) end)',
+                child_image,
+                resilience._sql_keys_equal('i.', child_key.image_cols, child_key.operators, 't.', child_key.names),
+                fk.referred_before,
+                resilience._sql_keys_equal('e.', child_key.image_cols, child_key.operators, 't.', child_key.names))
+            end;
         begin
             execute pg_catalog.format(
                 'select pg_catalog.array_agg(distinct p.seq) from %s as p, %s as t where p.tx_id = $1 '
