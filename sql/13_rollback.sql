@@ -147,44 +147,35 @@ begin
         )
         -- Image attributes are numbered by the managed (root) tables'
         -- columns: a constraint's own attribute numbers (a partition's, a
-        -- dropped column before them) are mapped by name.
-        select c.conname, c.conrelid::regclass as child,
-            (select pg_catalog.string_agg(pg_catalog.format('(p.a).%I operator(%I.%s) t.%I', 'c' || ra.attnum,
-                n.nspname, o.oprname, fa.attname), ' and ' order by k.ord)
-             from rows from (pg_catalog.unnest(c.confkey), pg_catalog.unnest(c.conkey), pg_catalog.unnest(c.conpfeqop))
-                with ordinality as k (pk, fk, op, ord)
-             inner join pg_catalog.pg_operator as o on o.oid = k.op
-             inner join pg_catalog.pg_namespace as n on n.oid = o.oprnamespace
-             inner join pg_catalog.pg_attribute as pa on pa.attrelid = c.confrelid and pa.attnum = k.pk
-             inner join pg_catalog.pg_attribute as ra on ra.attrelid = relation and ra.attname = pa.attname
-             inner join pg_catalog.pg_attribute as fa on fa.attrelid = c.conrelid and fa.attnum = k.fk) as refers,
-            -- The same test on a before-image of the referencing table
-            -- (its managed root's attribute numbers), for its owner.
-            (select pg_catalog.string_agg(pg_catalog.format('(p.a).%I operator(%I.%s) (i.b).%I', 'c' || ra.attnum,
-                n.nspname, o.oprname, 'c' || ca.attnum), ' and ' order by k.ord)
-             from rows from (pg_catalog.unnest(c.confkey), pg_catalog.unnest(c.conkey), pg_catalog.unnest(c.conpfeqop))
-                with ordinality as k (pk, fk, op, ord)
-             inner join pg_catalog.pg_operator as o on o.oid = k.op
-             inner join pg_catalog.pg_namespace as n on n.oid = o.oprnamespace
-             inner join pg_catalog.pg_attribute as pa on pa.attrelid = c.confrelid and pa.attnum = k.pk
-             inner join pg_catalog.pg_attribute as ra on ra.attrelid = relation and ra.attname = pa.attname
-             inner join pg_catalog.pg_attribute as fa on fa.attrelid = c.conrelid and fa.attnum = k.fk
-             inner join pg_catalog.pg_attribute as ca
-                on ca.attrelid = coalesce(pg_catalog.pg_partition_root(c.conrelid), c.conrelid)
-                and ca.attname = fa.attname) as referred_before,
+        -- dropped column before them) are mapped by name, the referencing
+        -- table's to its managed root's (a before-image of it, for its owner).
+        select c.conname, c.conrelid::regclass as child, k.refers, k.referred_before,
             -- An update whose referenced values kept their binary image sets
             -- nothing off: PostgreSQL compares a referenced key so (1.0 ->
             -- 1.00 cascades), not with its equality operator. A null on one
             -- side only counts as changed (on both, nothing refers to it).
-            case when operation = 'insert' then 'true' else (
-                select pg_catalog.format('coalesce(not pg_catalog.record_image_eq(row(%s), row(%s)), true)',
-                    pg_catalog.string_agg(pg_catalog.format('(p.a).%I', 'c' || ra.attnum), ', ' order by k.ord),
-                    pg_catalog.string_agg(pg_catalog.format('(p.b).%I', 'c' || ra.attnum), ', ' order by k.ord))
-                from pg_catalog.unnest(c.confkey) with ordinality as k (pk, ord)
-                inner join pg_catalog.pg_attribute as pa on pa.attrelid = c.confrelid and pa.attnum = k.pk
-                inner join pg_catalog.pg_attribute as ra on ra.attrelid = relation and ra.attname = pa.attname)
-                end as changed
+            case when operation = 'insert' then 'true' else pg_catalog.format(
+                'coalesce(not pg_catalog.record_image_eq(row(%s), row(%s)), true)', k.new_key, k.old_key)
+            end as changed
         from up inner join pg_catalog.pg_constraint as c on c.oid = up.oid
+        cross join lateral (
+            select pg_catalog.string_agg(pg_catalog.format('(p.a).%I operator(%I.%s) t.%I', 'c' || ra.attnum,
+                    n.nspname, o.oprname, fa.attname), ' and ' order by k.ord) as refers,
+                pg_catalog.string_agg(pg_catalog.format('(p.a).%I operator(%I.%s) (i.b).%I', 'c' || ra.attnum,
+                    n.nspname, o.oprname, 'c' || ca.attnum), ' and ' order by k.ord) as referred_before,
+                pg_catalog.string_agg(pg_catalog.format('(p.a).%I', 'c' || ra.attnum), ', ' order by k.ord) as new_key,
+                pg_catalog.string_agg(pg_catalog.format('(p.b).%I', 'c' || ra.attnum), ', ' order by k.ord) as old_key
+            from rows from (pg_catalog.unnest(c.confkey), pg_catalog.unnest(c.conkey), pg_catalog.unnest(c.conpfeqop))
+                with ordinality as k (pk, fk, op, ord)
+            inner join pg_catalog.pg_operator as o on o.oid = k.op
+            inner join pg_catalog.pg_namespace as n on n.oid = o.oprnamespace
+            inner join pg_catalog.pg_attribute as pa on pa.attrelid = c.confrelid and pa.attnum = k.pk
+            inner join pg_catalog.pg_attribute as ra on ra.attrelid = relation and ra.attname = pa.attname
+            inner join pg_catalog.pg_attribute as fa on fa.attrelid = c.conrelid and fa.attnum = k.fk
+            inner join pg_catalog.pg_attribute as ca
+                on ca.attrelid = coalesce(pg_catalog.pg_partition_root(c.conrelid), c.conrelid)
+                and ca.attname = fa.attname
+        ) as k
         where up.conparentid = 0
     loop
         select m.image_table into child_image from resilience.managed_tables as m
