@@ -61,88 +61,6 @@ from psycopg.types.json import Jsonb
 from _support import backend_cpu_ns
 from tx_overhead import create, database, tx_begin
 
-# The contract-keeping one-function lock of table {t} (key id bigint), over
-# the package's image table {img} and row type {row}. {cut} ends it early.
-ONE_FUNCTION_LOCK = """
-create function {fn}(p_tx uuid, p_match jsonb, out locked_rows jsonb, out locked_count int8)
-language plpgsql volatile security definer set search_path = ''
-set plan_cache_mode = force_generic_plan as $f$
-#variable_conflict use_variable
-declare
-    v_tx resilience.transactions;
-    v_root pg_catalog.regclass := {tname}::pg_catalog.regclass;
-    v_seq pg_catalog.int8;
-    v_rows pg_catalog.int8;
-    v_first pg_catalog.bool;
-begin
-    if {cut} = 'entry' then return; end if;
-    perform resilience._reap_if_expired();
-    if {cut} = 'reap' then return; end if;
-    v_tx := resilience._tx_for_capture(p_tx::pg_catalog.text);
-    if {cut} = 'check' then return; end if;
-    if not (pg_catalog.has_table_privilege(v_tx.owner_role, v_root, 'SELECT')
-        and pg_catalog.has_any_column_privilege(v_tx.owner_role, v_root, 'UPDATE'))
-        or (select c.relrowsecurity from pg_catalog.pg_class as c where c.oid = v_root)
-    then
-        return;
-    end if;
-    if {cut} = 'privileges' then return; end if;
-    insert into resilience.claimed_tables (relation, tx_id) values (v_root, v_tx.id)
-    on conflict do nothing;
-    get diagnostics v_rows = row_count;
-    v_first := v_rows > 0;
-    if {cut} = 'claimed table' then return; end if;
-    v_seq := pg_catalog.nextval('resilience.restore_point_seq');
-    with l as (
-        select t.* from {t} as t, pg_catalog.jsonb_to_record(p_match) as m (id bigint)
-        where t.id = m.id for update of t nowait
-    ), i as (
-        insert into {img} (tx_id, seq, op, claim, k1, b)
-        select v_tx.id, v_seq, 'l',
-            case when v_first then true
-                when exists (select 1 from {img} as e
-                    where e.claim and e.tx_id = v_tx.id and e.k1 operator(pg_catalog.=) l.id)
-                then null else true end,
-            l.id, row(l.id, l.grp, l.v, l.note)::{row}
-        from l returning 1
-    )
-    select coalesce(pg_catalog.jsonb_agg(pg_catalog.to_jsonb(l.*)), '[]'),
-        (select pg_catalog.count(*) from i)
-    into locked_rows, locked_count from l;
-    if {cut} = 'lock and image' then return; end if;
-    v_rows := locked_count;
-    with s as (
-        insert into resilience.tx_statements (tx_id, seq, relation, operation, row_count)
-        values (v_tx.id, v_seq, v_root, 'lock', v_rows)
-    )
-    insert into resilience.audit_log (event, tx_id, actor_role, actor_sub, detail)
-    values ('execute', v_tx.id, v_tx.owner_role, v_tx.owner_sub, pg_catalog.jsonb_build_object(
-        'table', v_root::pg_catalog.text, 'operation', 'lock', 'rows', v_rows, 'via', 'tx_execute',
-        'duration_ms', pg_catalog.round(
-            extract(epoch from pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp())
-            * 1000, 3)));
-end $f$
-"""
-
-# A static per-table insert over the managed table {t}: everything but the
-# capture, which the package's own trigger does.
-STATIC_INSERT = """
-create function {fn}(p_tx uuid, p_data jsonb) returns jsonb
-language plpgsql volatile security invoker set search_path = ''
-set plan_cache_mode = force_generic_plan as $f$
-declare
-    r pg_catalog.jsonb;
-begin
-    perform resilience._reap_if_expired();
-    perform pg_catalog.set_config('resilience.tx_id', p_tx::pg_catalog.text, true);
-    insert into {t} as t select * from pg_catalog.jsonb_populate_record(null::{t}, p_data)
-    returning pg_catalog.to_jsonb(t.*) into r;
-    perform pg_catalog.set_config('resilience.tx_id', '', true);
-    return pg_catalog.jsonb_build_object('success', true, 'data', pg_catalog.jsonb_build_array(r),
-        'count', 1);
-end $f$
-"""
-
 CUTS = ["entry", "reap", "check", "privileges", "claimed table", "lock and image", "all"]
 
 
@@ -156,33 +74,11 @@ def main() -> None:
         variants = len(CUTS) + 4
         create(conn, table, "4 columns", rows=args.calls * variants * (args.rounds + 1))
         conn.execute("select resilience.manage_table(%s)", (table,))
-        image, row_type = conn.execute(
-            "select image_table::text, image_type::text from resilience.managed_tables"
-            " where relation = %s::regclass",
-            (table,),
-        ).fetchone() or (None, None)
-        functions = {}
-        for cut in CUTS:
-            fn = f"resilience.anatomy_lock_{CUTS.index(cut)}"
-            conn.execute(
-                sql.SQL(ONE_FUNCTION_LOCK).format(
-                    fn=sql.SQL(fn),
-                    t=sql.Identifier("public", table),
-                    tname=sql.Literal(f"public.{table}"),
-                    img=sql.SQL(str(image)),
-                    row=sql.SQL(str(row_type)),
-                    cut=sql.Literal(cut),
-                )
-            )
-            functions[cut] = fn
+        columns = ["id", "grp", "v", "note"]
+        functions = {cut: _designs.contract_lock(conn, table, columns, cut=cut) for cut in CUTS}
         for statement in _designs.COMMON:
             conn.execute(statement)
-        lock_by_key = conn.execute(
-            "select descriptor ->> 'lock_by_key' from resilience.managed_tables"
-            " where relation = %s::regclass",
-            (table,),
-        ).fetchone()
-        assert lock_by_key is not None and lock_by_key[0]
+        lock_by_key = _designs.lock_by_key(conn, table)
         floor = _designs.lock_function(conn, table)
         floor_recorded = _designs.lock_function(conn, table, recorded=True)
         floor_tx = _designs.new_floor_tx(conn)
@@ -213,7 +109,7 @@ def main() -> None:
             ),
         }
         measured["generated lock by key, direct"] = call(
-            sql.SQL("select * from {}(%s, %s)").format(sql.SQL(lock_by_key[0])), None, match
+            sql.SQL("select * from {}(%s, %s)").format(sql.SQL(lock_by_key)), None, match
         )
         for cut in CUTS:
             label = "one function, whole contract" if cut == "all" else f"  -> {cut}"
@@ -269,11 +165,7 @@ def insert_anatomy(conn: psycopg.Connection[Any], args: Any) -> None:
         create(conn, table, "4 columns")
     for table in ("ins_managed", "ins_static"):
         conn.execute("select resilience.manage_table(%s)", (table,))
-    conn.execute(
-        sql.SQL(STATIC_INSERT).format(
-            fn=sql.SQL("resilience.anatomy_insert"), t=sql.Identifier("public", "ins_static")
-        )
-    )
+    static_insert = _designs.contract_insert(conn, "ins_static")
     keys = itertools.count(1)
 
     def row() -> dict[str, Any]:
@@ -289,7 +181,7 @@ def insert_anatomy(conn: psycopg.Connection[Any], args: Any) -> None:
             "select resilience.tx_execute(%s, 'ins_managed', 'insert', %s)", (tx, Jsonb(row()))
         ),
         "static per-table insert": lambda tx: conn.execute(
-            "select resilience.anatomy_insert(%s, %s)", (tx, Jsonb(row()))
+            sql.SQL("select {}(%s, %s)").format(sql.SQL(static_insert)), (tx, Jsonb(row()))
         ),
     }
     report("insert", measure(conn, measured, args), "INSERT", args)

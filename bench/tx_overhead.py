@@ -35,6 +35,17 @@ declaring the transition table and a row-level trigger with a WHEN test;
 for (f) one function locking and claiming, and the same writing the
 journal and audit rows every captured statement writes.
 
+Designs that keep the whole contract (marked "(design)"), over tables the
+package manages, in the same rounds: for (a) a static per-table insert
+function (plan cached, no dispatch, no statement building) whose write the
+package's own capture trigger captures; for (f) one SECURITY DEFINER
+function per table doing everything the lock by primary key does (lazy
+reap probe, the check by role and JWT subject, the owner's privileges, the
+claimed-tables row, FOR UPDATE NOWAIT with the image row that is the claim,
+journal and audit; it cannot apply the caller's RLS) and the table's
+generated lock by key called directly (tx_execute's lock without its
+dispatch).
+
 Every round starts with VACUUM (ANALYZE), runs every variant once in an
 order rotated per round; one warm-up round is discarded. Two table shapes:
 4 columns (id bigint pk, grp int, v int, note text) and 6 (+ numeric,
@@ -134,10 +145,18 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
     """(a), (a2), (f) and their alternative designs: n calls per variant."""
     s = "4" if shape == "4 columns" else "6"
     _, columns, _ = SHAPES[shape]
-    for t in ("ins_plain", "ins_managed", "ins_static", "ins_recorded", "ins_dynamic", "ins_row"):
+    for t in (
+        "ins_plain",
+        "ins_managed",
+        "ins_contract",
+        "ins_static",
+        "ins_recorded",
+        "ins_dynamic",
+        "ins_row",
+    ):
         create(conn, f"{t}_{s}", shape)
     create(conn, f"lk_{s}", shape, rows=n)
-    for t in (f"ins_managed_{s}", f"lk_{s}"):
+    for t in (f"ins_managed_{s}", f"ins_contract_{s}", f"lk_{s}"):
         conn.execute("select resilience.manage_table(%s)", (t,))
     for t in (f"ins_static_{s}", f"ins_dynamic_{s}"):
         _designs.typed_image(conn, t, columns)
@@ -147,6 +166,9 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
     dispatch_recorded = _designs.static_insert(conn, f"ins_recorded_{s}")
     lock_fn = _designs.lock_function(conn, f"lk_{s}")
     lock_recorded_fn = _designs.lock_function(conn, f"lk_{s}", recorded=True)
+    contract_insert = _designs.contract_insert(conn, f"ins_contract_{s}")
+    contract_lock = _designs.contract_lock(conn, f"lk_{s}", columns)
+    lock_by_key = _designs.lock_by_key(conn, f"lk_{s}")
     keys = itertools.count(1)
     ins = {
         t: sql.SQL("insert into {} ({}) values ({})").format(
@@ -278,6 +300,38 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
                 sql.SQL("select {}(%s, %s)").format(sql.Identifier(lock_recorded_fn)), (tx, i)
             )
 
+    def in_logical_tx(name: str, body: Callable[[Any], None]) -> Callable[[Timer], None]:
+        """A contract-keeping design: its calls in one logical transaction of
+        the package's, committed after the timed part."""
+
+        def variant(timer: Timer) -> None:
+            tx = tx_begin(conn)
+            timer(name, lambda: body(tx))
+            conn.execute("select resilience.tx_commit(%s)", (tx,))
+
+        return variant
+
+    def contract_static_insert(tx: Any) -> None:
+        for _ in range(n):
+            conn.execute(
+                sql.SQL("select {}(%s, %s)").format(sql.SQL(contract_insert)),
+                (tx, Jsonb(row_of(shape, next(keys)))),
+            )
+
+    def one_function_lock(tx: Any) -> None:
+        for i in range(1, n + 1):
+            conn.execute(
+                sql.SQL("select * from {}(%s, %s)").format(sql.SQL(contract_lock)),
+                (tx, Jsonb({"id": i})),
+            )
+
+    def generated_lock_by_key(tx: Any) -> None:
+        for i in range(1, n + 1):
+            conn.execute(
+                sql.SQL("select * from {}(%s, %s)").format(sql.SQL(lock_by_key)),
+                (tx, Jsonb({"id": i})),
+            )
+
     variants = {
         "plain": plain,
         "tx_execute": tx_execute,
@@ -294,6 +348,9 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
         "floor_lock_recorded": floor_tx(
             "floor_lock_recorded", floor_lock_recorded, f"lk_{s}_lockimg"
         ),
+        "contract_insert": in_logical_tx("contract_insert", contract_static_insert),
+        "contract_lock": in_logical_tx("contract_lock", one_function_lock),
+        "lock_by_key": in_logical_tx("lock_by_key", generated_lock_by_key),
     }
     return Rounds(conn, variants, vacuum(conn), rounds=rounds).run()
 
@@ -455,6 +512,15 @@ def main() -> None:
                 ),
                 ratio_line(
                     one,
+                    "    whole contract: static per-table fn, our capture",
+                    "contract_insert",
+                    "plain",
+                    None,
+                    n,
+                    note="(design)",
+                ),
+                ratio_line(
+                    one,
                     "(a2) PostgREST header-mode INSERT vs plain INSERT",
                     "pgrst_header",
                     "plain",
@@ -571,6 +637,24 @@ def main() -> None:
                     "for_update",
                     None,
                     n,
+                ),
+                ratio_line(
+                    one,
+                    "    whole contract: one function (no RLS tables)",
+                    "contract_lock",
+                    "for_update",
+                    None,
+                    n,
+                    note="(design)",
+                ),
+                ratio_line(
+                    one,
+                    "    whole contract: generated lock by key, direct",
+                    "lock_by_key",
+                    "for_update",
+                    None,
+                    n,
+                    note="(design)",
                 ),
             ):
                 print(line, flush=True)
