@@ -146,6 +146,25 @@ begin
 end;
 $$;
 
+-- `(a type_a, b type_b)` for the values of a match filter: the columns'
+-- match types (see _describe), so that a value equals only what `=` says
+-- it equals. (A descriptor stored before match_types reads 'types'.)
+create or replace function resilience._match_definition(descriptor jsonb, names text[])
+returns text
+language plpgsql
+immutable
+set search_path = ''
+as $$
+begin
+    return (
+        select '(' || pg_catalog.string_agg(
+            pg_catalog.format('%I %s', k.name,
+                coalesce(descriptor -> 'match_types' ->> k.name, descriptor -> 'types' ->> k.name)),
+            ', ' order by k.name) || ')'
+        from pg_catalog.unnest(names) as k (name));
+end;
+$$;
+
 -- `t.col = m.col and ...` for an equality filter ({"col": null} means IS NULL).
 create or replace function resilience._match_sql(descriptor jsonb, match jsonb)
 returns text
@@ -350,7 +369,7 @@ begin
             (select pg_catalog.string_agg(pg_catalog.format('d.%I', k), ', ' order by k)
                 from pg_catalog.unnest(names) as k),
             resilience._match_sql(descriptor, match), result_sql, returning_sql,
-            resilience._record_definition(descriptor, array(select pg_catalog.jsonb_object_keys(match))),
+            resilience._match_definition(descriptor, array(select pg_catalog.jsonb_object_keys(match))),
             resilience._record_definition(descriptor, names));
     elsif operation = 'delete' then
         if data is not null then
@@ -360,7 +379,7 @@ begin
             'with w as (delete from %1$s as t using pg_catalog.jsonb_to_record($2) as m %5$s '
             'where %2$s returning %4$s as j) %3$s',
             target, resilience._match_sql(descriptor, match), result_sql, returning_sql,
-            resilience._record_definition(descriptor, array(select pg_catalog.jsonb_object_keys(match))));
+            resilience._match_definition(descriptor, array(select pg_catalog.jsonb_object_keys(match))));
     elsif operation = 'lock' then
         if data is not null then
             raise exception using errcode = '22023', message = 'lock takes no data, only match';
@@ -378,7 +397,7 @@ begin
                     '%s($3, coalesce(pg_catalog.array_agg(w.o), ''{}''), coalesce(pg_catalog.array_agg(w.c), ''{}'')) '
                     'from w', descriptor ->> 'lock')
             end,
-            resilience._record_definition(descriptor, array(select pg_catalog.jsonb_object_keys(match))));
+            resilience._match_definition(descriptor, array(select pg_catalog.jsonb_object_keys(match))));
     end if;
     raise exception using
         errcode = '22023',
