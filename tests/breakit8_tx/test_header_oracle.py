@@ -24,7 +24,8 @@ create table items (
     id integer primary key,
     v text,
     n integer not null default 0 check (n < 50),
-    "key" text unique
+    "key" text unique,
+    u integer unique deferrable initially deferred
 );
 grant select, insert, update, delete on items to authenticated;
 select resilience.manage_table('items');
@@ -33,12 +34,13 @@ create table twin.items (
     id integer primary key,
     v text,
     n integer not null default 0 check (n < 50),
-    "key" text unique
+    "key" text unique,
+    u integer unique deferrable initially deferred
 );
 """
 SEED = (
-    "insert into items (id, v, n, key)"
-    " select i, 'v' || i, i, 'k' || i from generate_series(1, 6) as i"
+    "insert into items (id, v, n, key, u)"
+    " select i, 'v' || i, i, 'k' || i, i from generate_series(1, 6) as i"
 )
 
 ids = st.integers(min_value=1, max_value=9)
@@ -48,6 +50,13 @@ names = st.sampled_from(["a", "b", "c"])
 # (statement, params strategy): run in header mode on public.items and
 # verbatim on twin.items. Errors (unique, check) must happen on both.
 PLAIN = [
+    # A swap the deferred unique constraint allows only at commit.
+    (
+        "update items set u = case id when %s then (select u from items where id = %s)"
+        " else (select u from items where id = %s) end where id in (%s, %s)",
+        ids.flatmap(lambda a: ids.map(lambda b: (a, b, a, a, b))),
+    ),
+    ("update items set u = %s where id = %s", st.tuples(st.integers(1, 8), ids)),
     ("insert into items (id, v, n) values (%s, %s, %s)", st.tuples(ids, texts, st.integers(0, 60))),
     ("update items set v = %s, n = n + 1 where id = %s", st.tuples(texts, ids)),
     ("update items set key = %s where id = %s", st.tuples(texts, ids)),
@@ -188,62 +197,71 @@ def test_header_mode_matches_a_real_transaction(
     ops = data.draw(_ops(merge))
 
     tx = str(user.rpc("tx_begin", 60000))
-    stack: list[str] = []
-    for op in ops:
-        kind = op[0]
-        if kind == "savepoint":
-            name = op[1]
-            user.rpc("tx_savepoint", tx, name)
-            twin.execute(f'savepoint "{name}"')
-            if name in stack:
-                stack.remove(name)
-            stack.append(name)
-            continue
-        if kind == "rollback_to":
-            name = op[1]
-            if name not in stack:
-                with pytest.raises(psycopg.Error) as raised:
-                    user.rpc("tx_rollback_to", tx, name)
-                assert raised.value.sqlstate == "RZ006"
+    twin.execute("set constraints all immediate")  # as each request commits
+    try:
+        stack: list[str] = []
+        for op in ops:
+            kind = op[0]
+            if kind == "savepoint":
+                name = op[1]
+                user.rpc("tx_savepoint", tx, name)
+                twin.execute(f'savepoint "{name}"')
+                if name in stack:
+                    stack.remove(name)
+                stack.append(name)
                 continue
-            user.rpc("tx_rollback_to", tx, name)
-            twin.execute(f'rollback to savepoint "{name}"')
-            del stack[stack.index(name) + 1 :]
-            assert table_text(admin, "public.items") == table_text(twin, "twin.items"), ops
-            continue
-        if kind == "sql":
-            statement, params = op[1], op[2]
-            logical: tuple[Any, ...] = (user.request, statement, params)
-            logical_kw: dict[str, Any] = {"tx": tx}
-        else:
-            _, operation, row, match, statement, params = op
-            logical = (
-                user.rpc,
-                "tx_execute",
-                tx,
-                "items",
-                operation,
-                None if row is None else json.dumps(row),
-                None if match is None else json.dumps(match),
-            )
-            logical_kw = {}
+            if kind == "rollback_to":
+                name = op[1]
+                if name not in stack:
+                    with pytest.raises(psycopg.Error) as raised:
+                        user.rpc("tx_rollback_to", tx, name)
+                    assert raised.value.sqlstate == "RZ006"
+                    continue
+                user.rpc("tx_rollback_to", tx, name)
+                twin.execute(f'rollback to savepoint "{name}"')
+                del stack[stack.index(name) + 1 :]
+                assert table_text(admin, "public.items") == table_text(twin, "twin.items"), ops
+                continue
+            if kind == "sql":
+                statement, params = op[1], op[2]
+                logical: tuple[Any, ...] = (user.request, statement, params)
+                logical_kw: dict[str, Any] = {"tx": tx}
+            else:
+                _, operation, row, match, statement, params = op
+                logical = (
+                    user.rpc,
+                    "tx_execute",
+                    tx,
+                    "items",
+                    operation,
+                    None if row is None else json.dumps(row),
+                    None if match is None else json.dumps(match),
+                )
+                logical_kw = {}
 
-        twin.execute("savepoint __stmt")
-        expected = _failed(twin.execute, statement, params)
-        if expected is None:
-            twin.execute("release savepoint __stmt")
-        else:
-            twin.execute("rollback to savepoint __stmt")
-        got = _failed(*logical, **logical_kw)
-        assert got == expected, (op, ops)
+            twin.execute("savepoint __stmt")
+            expected = _failed(twin.execute, statement, params)
+            if expected is None:
+                twin.execute("release savepoint __stmt")
+            else:
+                twin.execute("rollback to savepoint __stmt")
+            got = _failed(*logical, **logical_kw)
+            assert got == expected, (op, ops)
 
-    if commit:
-        assert user.rpc("tx_commit", tx)["success"] is True
-        twin.commit()
-    else:
-        result = user.rpc("tx_rollback", tx)
-        assert result["success"] is True, result
+        if commit:
+            assert user.rpc("tx_commit", tx)["success"] is True
+            twin.commit()
+        else:
+            result = user.rpc("tx_rollback", tx)
+            assert result["success"] is True, result
+            twin.rollback()
+        assert table_text(admin, "public.items") == table_text(twin, "twin.items"), ops
+        # No claim is left behind: a plain write on every row goes through.
+        user.request("update items set n = n where true")
+    finally:
+        # A failed example leaves nothing behind for the next one.
         twin.rollback()
-    assert table_text(admin, "public.items") == table_text(twin, "twin.items"), ops
-    # No claim is left behind: a plain write on every row goes through.
-    user.request("update items set n = n where true")
+        admin.execute(
+            "select resilience.tx_rollback(id, 'cleanup', true) from resilience.transactions"
+            " where status = 'active'"
+        )
