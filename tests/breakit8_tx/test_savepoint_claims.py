@@ -71,29 +71,27 @@ def test_rollback_to_releases_only_the_claims_taken_after_it(
     assert table_text(admin, "items") == ["(1,v1)", "(2,v2)", "(3,bob3)", "(4,bob4)"]
 
 
-@pytest.mark.parametrize(
-    ("name", "sqlstate"),
-    [
-        ("ü \"'; drop table items; --", None),
-        ("x" * 200, None),
-        ("x" * 201, "22023"),
-        ("", "22023"),
-        (None, "22023"),
-    ],
-)
-def test_hostile_savepoint_names(
-    pair: tuple[Rest, Rest, Any], name: str | None, sqlstate: str | None
-) -> None:
+NAMES = [
+    ("ü \"'; drop table items; --", None),
+    ("x" * 200, None),
+    ("x" * 201, "22023"),
+    ("", "22023"),
+    (None, "22023"),
+]
+
+
+def test_hostile_savepoint_names(pair: tuple[Rest, Rest, Any]) -> None:
     alice, _, admin = pair
     before = table_text(admin, "items")
     tx = str(alice.rpc("tx_begin", 60000))
-    try:
-        alice.rpc("tx_savepoint", tx, name)
-    except psycopg.Error as error:
-        assert error.sqlstate == sqlstate, str(error)
-        return
-    assert sqlstate is None
-    alice.request("update items set v = 'x' where id = 1", tx=tx)
-    alice.rpc("tx_rollback_to", tx, name)
-    assert table_text(admin, "items") == before
+    for name, sqlstate in NAMES:
+        try:
+            alice.rpc("tx_savepoint", tx, name)
+        except psycopg.Error as error:
+            assert error.sqlstate == sqlstate, (name, str(error))
+            continue
+        assert sqlstate is None, name
+        alice.request("update items set v = 'x' where id = 1", tx=tx)
+        alice.rpc("tx_rollback_to", tx, name)
+        assert table_text(admin, "items") == before
     assert alice.rpc("tx_commit", tx)["success"] is True

@@ -52,11 +52,13 @@ def views(server: Server, database: str, dsn: str) -> Iterator[tuple[Rest, Rest,
             bob.close()
 
 
-@pytest.mark.parametrize("view", ["items_view", "items_instead"])
-def test_writes_through_a_view_are_captured_and_claimed(
-    views: tuple[Rest, Rest, Any], view: str
-) -> None:
+def test_writes_through_a_view_are_captured_and_claimed(views: tuple[Rest, Rest, Any]) -> None:
     alice, bob, admin = views
+    for view in ("items_view", "items_instead"):
+        _through(alice, bob, admin, view)
+
+
+def _through(alice: Rest, bob: Rest, admin: Any, view: str) -> None:
     before = table_text(admin, "items")
     tx = str(alice.rpc("tx_begin", 60000))
     for statement in (
