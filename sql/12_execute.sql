@@ -34,7 +34,18 @@ begin
             errcode = '22023', message = pg_catalog.format('invalid table name %L', table_name);
     end if;
     resolved := pg_catalog.to_regclass(pg_catalog.format('%I.%I', parts[1], parts[2]));
-    if resolved is null then
+    -- supabase-js names a table by its exact name ('User', as Prisma
+    -- creates it); here names are SQL identifiers: say how to quote it.
+    if resolved is null and pg_catalog.strpos(table_name, '"') = 0 and table_name <> pg_catalog.lower(table_name) then
+        raise exception using
+            errcode = '42P01',
+            message = pg_catalog.format('table %I.%I does not exist', parts[1], parts[2]),
+            hint = pg_catalog.format('Names are read as SQL identifiers (unquoted means lower case): '
+                'for the table named exactly %s, pass %s.', table_name,
+                (select pg_catalog.string_agg(pg_catalog.quote_ident(p.part), '.' order by p.ord)
+                    from pg_catalog.unnest(pg_catalog.string_to_array(table_name, '.'))
+                        with ordinality as p (part, ord)));
+    elsif resolved is null then
         raise exception using
             errcode = '42P01',
             message = pg_catalog.format('table %I.%I does not exist', parts[1], parts[2]);

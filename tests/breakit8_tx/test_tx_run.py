@@ -234,3 +234,17 @@ def test_a_batch_in_header_mode_rolls_back_with_the_logical_transaction(
     _run(user, [{"table": PARENT, "operation": "delete", "match": {"ü name": "kept"}}], tx=tx)
     assert user.rpc("tx_rollback", tx)["success"] is True
     assert _state(admin) == before
+
+
+def test_a_mixed_case_name_as_supabase_js_writes_it_gets_a_hint(app: tuple[Rest, Any]) -> None:
+    """supabase-js names a table exactly ('User', as Prisma creates it); here
+    names are SQL identifiers: the 42P01 says how to quote it."""
+    user, admin = app
+    admin.execute('create table "User" (id integer primary key)')
+    admin.execute('grant select, insert on "User" to authenticated')
+    for name, quoted in (("User", '"User"'), ("public.User", 'public."User"')):
+        with pytest.raises(psycopg.errors.UndefinedTable) as raised:
+            _run(user, [{"table": name, "operation": "insert", "data": {"id": 1}}])
+        assert raised.value.diag.message_hint is not None
+        assert "pass " + quoted in raised.value.diag.message_hint
+    _run(user, [{"table": '"User"', "operation": "insert", "data": {"id": 1}}])
