@@ -39,6 +39,37 @@ select resilience.manage_table('items');
 """
 
 
+POSTGREST = [
+    (
+        'WITH pgrst_source AS (INSERT INTO TARGET("id", "v") SELECT pgrst_body."id",'
+        ' pgrst_body."v" FROM (SELECT %s::json AS json_data) pgrst_payload,'
+        " LATERAL (SELECT CASE WHEN json_typeof(pgrst_payload.json_data) = 'array'"
+        " THEN pgrst_payload.json_data ELSE json_build_array(pgrst_payload.json_data) END AS val)"
+        " pgrst_uniform_json, LATERAL (SELECT * FROM json_populate_recordset(null::TARGET,"
+        " pgrst_uniform_json.val) AS _) AS pgrst_body RETURNING TARGET.*)"
+        " SELECT '' AS total_result_set, pg_catalog.count(_postgrest_t) AS page_total,"
+        " coalesce(json_agg(_postgrest_t), '[]') AS body"
+        " FROM (SELECT * FROM pgrst_source) _postgrest_t",
+        '[{"id": 50, "v": "p"}, {"id": 51, "v": "q"}]',
+    ),
+    (
+        'WITH pgrst_source AS (UPDATE TARGET SET "v" = pgrst_body."v" FROM'
+        ' (SELECT %s::json AS json_data) pgrst_payload, LATERAL (SELECT "v" FROM'
+        " json_populate_record(null::TARGET, pgrst_payload.json_data) AS _) AS pgrst_body"
+        " WHERE TARGET.\"id\" = ANY('{1,50,60}'::integer[]) RETURNING 1)"
+        " SELECT '' AS total_result_set, pg_catalog.count(_postgrest_t) AS page_total"
+        " FROM (SELECT * FROM pgrst_source) _postgrest_t",
+        '{"v": "patched"}',
+    ),
+    (
+        'WITH pgrst_source AS (DELETE FROM TARGET WHERE TARGET."id" = ANY(%s::integer[])'
+        " RETURNING 1) SELECT '' AS total_result_set, pg_catalog.count(_postgrest_t)"
+        " FROM (SELECT * FROM pgrst_source) _postgrest_t",
+        "{51,2}",
+    ),
+]
+
+
 @pytest.fixture
 def views(server: Server, database: str, dsn: str) -> Iterator[tuple[Rest, Rest, Any]]:
     with psycopg.connect(dsn, autocommit=True) as admin:
@@ -56,6 +87,17 @@ def test_writes_through_a_view_are_captured_and_claimed(views: tuple[Rest, Rest,
     alice, bob, admin = views
     for view in ("items_view", "items_instead"):
         _through(alice, bob, admin, view)
+    # The statements PostgREST itself sends for POST, PATCH and DELETE (a
+    # writable CTE over json_populate_recordset), on the view and the table.
+    before = table_text(admin, "items")
+    tx = str(alice.rpc("tx_begin", 60000))
+    for target, shift in (('"public"."items_view"', "5"), ('"public"."items"', "6")):
+        for statement, body in POSTGREST:
+            alice.request(statement.replace("TARGET", target), (body.replace("5", shift),), tx=tx)
+    with pytest.raises(psycopg.errors.LockNotAvailable):
+        bob.request("update items set v = 'b' where id = 1")
+    assert alice.rpc("tx_rollback", tx)["success"] is True
+    assert table_text(admin, "items") == before
 
 
 def _through(alice: Rest, bob: Rest, admin: Any, view: str) -> None:
