@@ -248,3 +248,26 @@ def test_a_mixed_case_name_as_supabase_js_writes_it_gets_a_hint(app: tuple[Rest,
         assert raised.value.diag.message_hint is not None
         assert "pass " + quoted in raised.value.diag.message_hint
     _run(user, [{"table": '"User"', "operation": "insert", "data": {"id": 1}}])
+
+
+def test_a_lock_in_a_header_mode_batch_claims_nothing(
+    app: tuple[Rest, Any], server: Server, database: str
+) -> None:
+    """Header mode captures the batch's writes; a lock is no write: it is the
+    plain FOR UPDATE NOWAIT of the call, and the row stays free afterwards
+    (tx_execute's lock is the one that claims)."""
+    user, admin = app
+    user.request("insert into " + PARENT + ' ("ü name") values (%s)', ("free",))  # noqa: S608
+    tx = str(user.rpc("tx_begin", 60000))
+    locked = _run(
+        user, [{"table": PARENT, "operation": "lock", "match": {"ü name": "free"}}], tx=tx
+    )
+    assert locked["results"][0]["count"] == 1
+    other = Rest(server, database, sub="other")
+    try:
+        other.request("update " + PARENT + " set \"0\" = 'other' where \"ü name\" = 'free'")  # noqa: S608
+    finally:
+        other.close()
+    assert user.rpc("tx_status", tx)["status"] == "active"
+    assert user.rpc("tx_rollback", tx)["success"] is True
+    assert admin.execute('select "0" from ' + PARENT).fetchone() == ("other",)  # noqa: S608
