@@ -397,6 +397,33 @@ as $$
         and pg_catalog.cardinality(t.tgattr::smallint []) = 0
 $$;
 
+-- The type a column's values are imaged in, every domain layer peeled off
+-- (pg_type.typbasetype of a domain over a domain names the inner domain),
+-- with the type modifier that applies: a domain's CHECK may call a function
+-- of the table owner's, which must never run inside our SECURITY DEFINER
+-- capture or lock (as the package owner), and a NOT NULL domain must not
+-- forbid the empty image of an insert.
+create or replace function resilience._base_type(type_oid oid, type_mod integer)
+returns table (base_oid oid, base_mod integer)
+language plpgsql
+stable
+set search_path = ''
+as $$
+begin
+    -- (plpgsql: the session keeps the plan; a sql function with a SET
+    -- clause is planned again at every call)
+    return query
+    with recursive layer (oid, typmod, depth) as (
+        select type_oid, type_mod, 0
+        union all
+        select t.typbasetype, t.typtypmod, l.depth + 1
+        from layer as l inner join pg_catalog.pg_type as t on t.oid = l.oid
+        where t.typtype = 'd'
+    )
+    select l.oid, l.typmod from layer as l order by l.depth desc limit 1;
+end;
+$$;
+
 -- Can `=` compare values of this type (a default btree or hash operator
 -- class for it, its base type, or the polymorphic class it belongs to)? A
 -- match filter on any other column (json, point, xml, json[]) is refused
@@ -418,16 +445,23 @@ begin
     if ty.typcategory = 'A' and ty.typelem <> 0 then
         return resilience._has_equality(ty.typelem);
     end if;
+    -- A type without a class of its own compares with the class of a type
+    -- it is binary-coercible to (varchar with text's, cidr with inet's),
+    -- as `=` does.
     return exists (
         select 1 from pg_catalog.pg_opclass as o
         inner join pg_catalog.pg_am as a on a.oid = o.opcmethod
         where a.amname in ('btree', 'hash') and o.opcdefault
-            and o.opcintype = any (array[ty.oid, case ty.typtype
+            and (o.opcintype = any (array[ty.oid, case ty.typtype
                 when 'e' then 'pg_catalog.anyenum'::regtype
                 when 'r' then 'pg_catalog.anyrange'::regtype
                 when 'm' then 'pg_catalog.anymultirange'::regtype
                 when 'c' then 'pg_catalog.record'::regtype
-            end]));
+            end]) or exists (
+                select 1 from pg_catalog.pg_cast as c
+                where c.castsource = ty.oid and c.casttarget = o.opcintype
+                    and c.castmethod = 'b' and c.castcontext = 'i'
+            )));
 end;
 $$;
 
@@ -469,6 +503,15 @@ as $$
         'types', (select coalesce(pg_catalog.jsonb_object_agg(a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)),
                 '{}')
             from pg_catalog.pg_attribute as a
+            where a.attrelid = relation and a.attnum > 0 and not a.attisdropped),
+        -- The types a match filter reads its values in: the base type
+        -- without a modifier, as `col = value` compares in SQL (a value is
+        -- not rounded to numeric(6,2) or timestamp(0) first, nor checked by
+        -- a domain, so it matches only rows that equal it).
+        'match_types', (select coalesce(pg_catalog.jsonb_object_agg(a.attname,
+                    pg_catalog.format_type(b.base_oid, -1)), '{}')
+            from pg_catalog.pg_attribute as a
+            cross join lateral resilience._base_type(a.atttypid, a.atttypmod) as b
             where a.attrelid = relation and a.attnum > 0 and not a.attisdropped),
         'lock', (select m.lock_function::oid::regproc::text from resilience.managed_tables as m
             where m.relation = _describe.relation)
@@ -569,33 +612,6 @@ as $$
         ' and ' order by u.ord)
     from rows from (pg_catalog.unnest(left_names), pg_catalog.unnest(operators), pg_catalog.unnest(right_names))
         with ordinality as u (l, op, r, ord);
-$$;
-
--- The type a column's values are imaged in, every domain layer peeled off
--- (pg_type.typbasetype of a domain over a domain names the inner domain),
--- with the type modifier that applies: a domain's CHECK may call a function
--- of the table owner's, which must never run inside our SECURITY DEFINER
--- capture or lock (as the package owner), and a NOT NULL domain must not
--- forbid the empty image of an insert.
-create or replace function resilience._base_type(type_oid oid, type_mod integer)
-returns table (base_oid oid, base_mod integer)
-language plpgsql
-stable
-set search_path = ''
-as $$
-begin
-    -- (plpgsql: the session keeps the plan; a sql function with a SET
-    -- clause is planned again at every call)
-    return query
-    with recursive layer (oid, typmod, depth) as (
-        select type_oid, type_mod, 0
-        union all
-        select t.typbasetype, t.typtypmod, l.depth + 1
-        from layer as l inner join pg_catalog.pg_type as t on t.oid = l.oid
-        where t.typtype = 'd'
-    )
-    select l.oid, l.typmod from layer as l order by l.depth desc limit 1;
-end;
 $$;
 
 -- A table's primary key as generated code names it: its columns, their
@@ -1504,7 +1520,7 @@ $body$,
             lock_by_key_fn,                                                  -- 1
             key_names::text,                                                 -- 2
             target,                                                          -- 3
-            resilience._record_definition(described, key_names),            -- 4
+            resilience._match_definition(described, key_names),             -- 4
             resilience._match_sql(described,
                 (select pg_catalog.jsonb_object_agg(k, 0) from pg_catalog.unnest(key_names) as k)),  -- 5
             lock_fn);                                                        -- 6

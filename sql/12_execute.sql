@@ -34,7 +34,18 @@ begin
             errcode = '22023', message = pg_catalog.format('invalid table name %L', table_name);
     end if;
     resolved := pg_catalog.to_regclass(pg_catalog.format('%I.%I', parts[1], parts[2]));
-    if resolved is null then
+    -- supabase-js names a table by its exact name ('User', as Prisma
+    -- creates it); here names are SQL identifiers: say how to quote it.
+    if resolved is null and pg_catalog.strpos(table_name, '"') = 0 and table_name <> pg_catalog.lower(table_name) then
+        raise exception using
+            errcode = '42P01',
+            message = pg_catalog.format('table %I.%I does not exist', parts[1], parts[2]),
+            hint = pg_catalog.format('Names are read as SQL identifiers (unquoted means lower case): '
+                'for the table named exactly %s, pass %s.', table_name,
+                (select pg_catalog.string_agg(pg_catalog.quote_ident(p.part), '.' order by p.ord)
+                    from pg_catalog.unnest(pg_catalog.string_to_array(table_name, '.'))
+                        with ordinality as p (part, ord)));
+    elsif resolved is null then
         raise exception using
             errcode = '42P01',
             message = pg_catalog.format('table %I.%I does not exist', parts[1], parts[2]);
@@ -142,6 +153,25 @@ begin
     return (
         select '(' || pg_catalog.string_agg(
             pg_catalog.format('%I %s', k.name, descriptor -> 'types' ->> k.name), ', ' order by k.name) || ')'
+        from pg_catalog.unnest(names) as k (name));
+end;
+$$;
+
+-- `(a type_a, b type_b)` for the values of a match filter: the columns'
+-- match types (see _describe), so that a value equals only what `=` says
+-- it equals. (A descriptor stored before match_types reads 'types'.)
+create or replace function resilience._match_definition(descriptor jsonb, names text[])
+returns text
+language plpgsql
+immutable
+set search_path = ''
+as $$
+begin
+    return (
+        select '(' || pg_catalog.string_agg(
+            pg_catalog.format('%I %s', k.name,
+                coalesce(descriptor -> 'match_types' ->> k.name, descriptor -> 'types' ->> k.name)),
+            ', ' order by k.name) || ')'
         from pg_catalog.unnest(names) as k (name));
 end;
 $$;
@@ -350,7 +380,7 @@ begin
             (select pg_catalog.string_agg(pg_catalog.format('d.%I', k), ', ' order by k)
                 from pg_catalog.unnest(names) as k),
             resilience._match_sql(descriptor, match), result_sql, returning_sql,
-            resilience._record_definition(descriptor, array(select pg_catalog.jsonb_object_keys(match))),
+            resilience._match_definition(descriptor, array(select pg_catalog.jsonb_object_keys(match))),
             resilience._record_definition(descriptor, names));
     elsif operation = 'delete' then
         if data is not null then
@@ -360,7 +390,7 @@ begin
             'with w as (delete from %1$s as t using pg_catalog.jsonb_to_record($2) as m %5$s '
             'where %2$s returning %4$s as j) %3$s',
             target, resilience._match_sql(descriptor, match), result_sql, returning_sql,
-            resilience._record_definition(descriptor, array(select pg_catalog.jsonb_object_keys(match))));
+            resilience._match_definition(descriptor, array(select pg_catalog.jsonb_object_keys(match))));
     elsif operation = 'lock' then
         if data is not null then
             raise exception using errcode = '22023', message = 'lock takes no data, only match';
@@ -378,7 +408,7 @@ begin
                     '%s($3, coalesce(pg_catalog.array_agg(w.o), ''{}''), coalesce(pg_catalog.array_agg(w.c), ''{}'')) '
                     'from w', descriptor ->> 'lock')
             end,
-            resilience._record_definition(descriptor, array(select pg_catalog.jsonb_object_keys(match))));
+            resilience._match_definition(descriptor, array(select pg_catalog.jsonb_object_keys(match))));
     end if;
     raise exception using
         errcode = '22023',

@@ -41,11 +41,13 @@ begin
         resilience._descriptor(regclass),
         resilience._describe(regclass),
         resilience._has_equality(oid),
+        resilience._base_type(oid, integer),
         resilience._returning_sql(regclass, jsonb),
         resilience._execute_sql(regclass, text, jsonb, jsonb, uuid, jsonb),
         resilience._match_sql(jsonb, jsonb),
         resilience._require_columns(jsonb, text []),
-        resilience._record_definition(jsonb, text [])
+        resilience._record_definition(jsonb, text []),
+        resilience._match_definition(jsonb, text [])
     to resilience_user;
 end;
 $$;
