@@ -150,7 +150,8 @@ class Race:
     def expire(self, tx: Any) -> None:
         self.admin.execute(
             "update resilience.transactions"
-            " set expires_at = clock_timestamp() - interval '1 second' where id = %s",
+            " set started_at = clock_timestamp() - interval '2 seconds',"
+            " expires_at = clock_timestamp() - interval '1 second' where id = %s",
             (tx,),
         )
 
