@@ -3,7 +3,8 @@ plain writes) on one table until its deadline and reports what it did.
 
 Rows 1..12 are counters: a writer appends its token to `hist` and adds one
 to `n` (a logical transaction after `lock` read the row: no lost update).
-Keys 100..105 are inserted and deleted by logical transactions only.
+Keys 100..105 are inserted, deleted and moved to another key (a key
+change) by logical transactions only.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def _call(connection: psycopg.Connection[Any], function: str, *args: Any) -> Any
 
 def logical_worker(dsn: str, sub: str, seed: int, seconds: float) -> dict[str, Any]:
     """Transactions of `sub`: per transaction, its id, the intended ending,
-    and the operations that succeeded [(op, key)]."""
+    and the operations that succeeded [(op, key, new key)]."""
     rng = random.Random(seed)
     done: list[dict[str, Any]] = []
     unexpected: list[str] = []
@@ -57,7 +58,7 @@ def logical_worker(dsn: str, sub: str, seed: int, seconds: float) -> dict[str, A
                 unexpected.append(f"tx_begin: {error.sqlstate} {error}")
                 continue
             token = str(tx)[:13]
-            ops: list[tuple[str, int]] = []
+            ops: list[tuple[str, int, int]] = []
             for _ in range(rng.randint(1, 3)):
                 try:
                     if rng.random() < 0.7:
@@ -73,17 +74,25 @@ def logical_worker(dsn: str, sub: str, seed: int, seconds: float) -> dict[str, A
                             {"n": row["n"] + 1, "hist": f"{row['hist']} {token}"},
                             {"id": key},
                         )
-                        ops.append(("update", key))
-                    elif rng.random() < 0.5:
+                        ops.append(("update", key, key))
+                    elif rng.random() < 0.4:
                         key = rng.choice(MOVING)
                         data = {"id": key, "v": "moving", "hist": token}
                         _call(conn, "tx_execute", tx, "acct", "insert", data)
-                        ops.append(("insert", key))
+                        ops.append(("insert", key, key))
+                    elif rng.random() < 0.5:
+                        key, new = rng.sample(MOVING, 2)
+                        # A key change claims both keys.
+                        moved = _call(
+                            conn, "tx_execute", tx, "acct", "update", {"id": new}, {"id": key}
+                        )
+                        if moved["count"]:
+                            ops.append(("move", key, new))
                     else:
                         key = rng.choice(MOVING)
                         gone = _call(conn, "tx_execute", tx, "acct", "delete", None, {"id": key})
                         if gone["count"]:
-                            ops.append(("delete", key))
+                            ops.append(("delete", key, key))
                 except psycopg.Error as error:
                     if error.sqlstate not in EXPECTED:
                         unexpected.append(f"execute: {error.sqlstate} {error}")
