@@ -185,3 +185,44 @@ def test_header_write_racing_its_own_rollback(race: Race) -> None:
         race.call(alice, "tx_rollback", tx)
         assert race.rows()[0] == ROW_1
     race.assert_settled()
+
+
+def test_two_multi_row_calls_in_opposite_orders(race: Race) -> None:
+    """Claims are checked after a statement wrote its rows, so two calls in
+    flight that write the same rows in opposite orders still meet as database
+    row locks: PostgreSQL breaks the deadlock (40P01 for one call, nothing of
+    it kept); the claims then answer the retry at once (55P03)."""
+    race.admin.execute(
+        """
+        create function public.pause() returns trigger language plpgsql as $$
+        begin perform pg_advisory_xact_lock_shared(9); return new; end $$;
+        create trigger pause before update on public.acct
+            for each row execute function public.pause();
+        """
+    )
+    gate = race.session("gate", autocommit=False)
+    gate.execute("select pg_advisory_xact_lock(9)")
+    alice, bob = race.session(), race.session("bob")
+    first, second = race.begin(alice), race.begin(bob)
+    forward = [{"id": 1, "v": "alice"}, {"id": 2, "v": "alice"}]
+    backward = [{"id": 2, "v": "bob"}, {"id": 1, "v": "bob"}]
+    one = Step(lambda: race.execute(alice, first, "upsert", forward))
+    other = Step(lambda: race.execute(bob, second, "upsert", backward))
+    one.start()
+    race.wait_blocked(race.pid(alice))  # row 1 locked, paused before updating it
+    other.start()
+    race.wait_blocked(race.pid(bob))  # row 2 locked, paused
+    gate.commit()
+    states = [one.sqlstate(), other.sqlstate()]
+    race.admin.execute("drop trigger pause on public.acct")
+    assert sorted(states, key=str) == ["40P01", None]
+    winner, loser = (
+        ((alice, first), (bob, second)) if states[0] is None else ((bob, second), (alice, first))
+    )
+    retry = forward if loser[1] == first else backward
+    with pytest.raises(psycopg.errors.LockNotAvailable):
+        race.execute(loser[0], loser[1], "upsert", retry)
+    race.call(loser[0], "tx_rollback", loser[1])
+    race.call(winner[0], "tx_rollback", winner[1])
+    assert race.rows()[:2] == [ROW_1, '(2,"row 2",20,"")']
+    race.assert_settled()
