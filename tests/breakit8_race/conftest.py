@@ -78,9 +78,12 @@ class Race:
     sessions: list[psycopg.Connection[Any]] = field(default_factory=list)
     pids: dict[int, int] = field(default_factory=dict)
 
-    def session(self, sub: str = "alice", *, autocommit: bool = True) -> psycopg.Connection[Any]:
-        """A connection as role race_user, JWT subject `sub` (the owner)."""
-        connection = psycopg.connect(self.user_dsn, autocommit=True)
+    def session(
+        self, sub: str = "alice", *, autocommit: bool = True, superuser: bool = False
+    ) -> psycopg.Connection[Any]:
+        """A connection as role race_user (or the superuser, an admin), JWT
+        subject `sub` (the owner)."""
+        connection = psycopg.connect(self.dsn if superuser else self.user_dsn, autocommit=True)
         connection.execute(
             "select set_config('request.jwt.claims', %s, false)", (json.dumps({"sub": sub}),)
         )
@@ -98,6 +101,13 @@ class Race:
         values = [psycopg.types.json.Jsonb(a) if isinstance(a, dict | list) else a for a in args]
         marks = ", ".join(["%s"] * len(values))
         row = connection.execute(f"select resilience.{function}({marks})", values).fetchone()
+        assert row is not None
+        return row[0]
+
+    @staticmethod
+    def admin_call(connection: psycopg.Connection[Any], statement: str, *args: Any) -> Any:
+        """A statement's one value (as the connection's role: reset it for admin)."""
+        row = connection.execute(statement, args).fetchone()  # type: ignore[arg-type]
         assert row is not None
         return row[0]
 
