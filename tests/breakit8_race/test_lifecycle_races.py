@@ -8,6 +8,8 @@ Each "open" step runs the call inside a database transaction left open
 
 from __future__ import annotations
 
+import psycopg
+
 from .conftest import Race, Step
 
 ORIGINAL_1 = '(1,"row 1",10,"")'
@@ -205,5 +207,46 @@ def test_savepoint_after_a_rollback_in_flight_fails_finished(race: Race) -> None
     race.wait_blocked(race.pid(saver))
     roller.commit()
     assert blocked.sqlstate() == "RZ002"
+    assert race.rows() == before
+    race.assert_settled()
+
+
+def test_commit_waits_for_the_owners_execute_in_flight(race: Race) -> None:
+    tx, _ = _written(race)
+    writer, committer = race.session(), race.session()
+    writer.autocommit = False
+    race.execute(writer, tx, "update", {"v": "in flight"}, {"id": 2})
+    blocked = Step(lambda: race.call(committer, "tx_commit", tx))
+    blocked.start()
+    race.wait_blocked(race.pid(committer))
+    writer.commit()
+    assert blocked.outcome()["operations"] == 3
+    assert race.rows()[1] == '(2,"in flight",20,"")'
+    plain = race.session("bob")
+    assert race.plain(plain, "update public.acct set n = 2 where id = 2") is None
+    race.assert_settled()
+
+
+def test_rollback_killed_while_waiting_changes_nothing(race: Race) -> None:
+    """The rollback's backend is terminated while its undo waits for a row
+    lock: the database transaction dies whole, the logical one is untouched
+    (active, its claims held), and a later rollback restores everything."""
+    tx, before = _written(race)
+    after = race.rows()
+    reader = race.session("carol", autocommit=False)
+    reader.execute("select * from public.acct where id = 1 for share")
+    roller = race.session()
+    blocked = Step(lambda: race.call(roller, "tx_rollback", tx))
+    blocked.start()
+    race.wait_blocked(race.pid(roller))
+    race.admin.execute("select pg_terminate_backend(%s)", (race.pid(roller),))
+    blocked.join(30)
+    assert isinstance(blocked.error, psycopg.OperationalError)  # the connection is gone
+    reader.commit()
+    assert race.status(tx) == "active"
+    assert race.rows() == after
+    plain = race.session("bob")
+    assert race.plain(plain, "update public.acct set n = 1 where id = 1") == "55P03"
+    assert race.call(race.session(), "tx_rollback", tx)["restored_rows"] == 2
     assert race.rows() == before
     race.assert_settled()
