@@ -10,6 +10,8 @@ and its commit would then silently keep the forced value.
 
 from __future__ import annotations
 
+import psycopg
+
 from .conftest import Race, Step
 
 ROW_1 = '(1,"row 1",10,"")'
@@ -93,4 +95,39 @@ def test_claim_after_a_forced_retry_in_flight_goes_on_the_restored_row(race: Rac
     race.call(bob, "tx_rollback", other)
     assert race.rows()[0] == ROW_1
     assert race.status(failed) == "rolled_back"
+    race.assert_settled()
+
+
+def test_forced_retry_names_the_holder_on_a_partitioned_composite_key(race: Race) -> None:
+    race.admin.execute(
+        """
+        create table public.pk2 (a integer, "b c" text collate "C", v text, primary key (a, "b c"))
+            partition by list (a);
+        create table public.pk2_1 partition of public.pk2 for values in (1);
+        create table public.pk2_2 partition of public.pk2 for values in (2);
+        insert into public.pk2 values (1, 'x', 'one'), (2, 'y', 'two');
+        select resilience.manage_table('public.pk2');
+        grant select, insert, update, delete on public.pk2 to race_user;
+        """
+    )
+    alice, bob = race.session(), race.session("bob")
+    failed = race.begin(alice)
+    race.call(alice, "tx_execute", failed, "pk2", "update", {"v": "alice"}, {"a": 2, "b c": "y"})
+    race.admin.execute("set session_replication_role = replica")
+    race.admin.execute("update public.pk2 set v = 'bypass' where a = 2")
+    race.admin.execute("reset session_replication_role")
+    race.expire(failed)
+    race.admin.execute("select resilience.tx_reap()")
+    assert race.status(failed) == "failed"
+    other = race.begin(bob)
+    race.call(bob, "tx_execute", other, "pk2", "update", {"v": "bob"}, {"a": 2, "b c": "y"})
+    try:
+        race.admin.execute("select resilience.tx_rollback(%s, force => true)", (failed,))
+    except psycopg.errors.LockNotAvailable as error:
+        assert str(other) in str(error)
+    else:
+        raise AssertionError("the forced retry overwrote bob's claimed row")
+    race.call(bob, "tx_commit", other)
+    rows = race.admin.execute("select p::text from public.pk2 as p order by a").fetchall()
+    assert rows == [("(1,x,one)",), ("(2,y,bob)",)]
     race.assert_settled()
