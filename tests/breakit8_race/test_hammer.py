@@ -23,7 +23,7 @@ import breakit8_race.hammer as hammer
 
 from .conftest import Race
 
-SECONDS = 6.0
+SECONDS = 5.0
 
 
 def test_hammer_invariants(race: Race) -> None:
