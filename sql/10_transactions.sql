@@ -100,7 +100,9 @@ $$;
 -- The claims are its image rows: committed and rolled-back transactions'
 -- images are deleted with them (nothing can restore them any more); a failed
 -- transaction keeps its images, unclaimed, until retention, so that an admin
--- can retry with force. Called only by our SECURITY DEFINER functions.
+-- can retry with force: its claim rows become `claim = false` (outside the
+-- claim index, yet known, so that the retry can take them back: _reclaim).
+-- Called only by our SECURITY DEFINER functions.
 create or replace function resilience._release_claims(tx_id uuid, keep_images boolean default false)
 returns void
 language plpgsql
@@ -112,13 +114,52 @@ declare
 begin
     for image in select resilience._tx_image_tables(_release_claims.tx_id) loop
         if keep_images then
-            execute pg_catalog.format('update %s as i set claim = null where i.tx_id = $1 and i.claim', image)
+            execute pg_catalog.format('update %s as i set claim = false where i.tx_id = $1 and i.claim', image)
             using tx_id;
         else
             execute pg_catalog.format('delete from %s as i where i.tx_id = $1', image) using tx_id;
         end if;
     end loop;
     delete from resilience.claimed_tables as c where c.tx_id = _release_claims.tx_id;
+end;
+$$;
+
+-- A failed transaction's forced retry takes its claims back before its
+-- undo: they were released when it failed, so another logical transaction
+-- may claim one of its rows since, and the undo's writes (not claim-checked,
+-- and forced) would overwrite that row under the other's claim, whose commit
+-- would then keep the forced value. Re-claiming meets such a claim on the
+-- claim index (waiting, as a capture does, only for a call in flight):
+-- 55P03 naming the holder, nothing restored. Called only by tx_rollback.
+create or replace function resilience._reclaim(tx_id uuid)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    managed record;
+    holder uuid;
+begin
+    for managed in
+        select m.relation, m.image_table from resilience.managed_tables as m
+        where m.image_table in (select resilience._tx_image_tables(_reclaim.tx_id))
+    loop
+        begin
+            execute pg_catalog.format(
+                'update %s as i set claim = true where i.tx_id = $1 and i.claim = false', managed.image_table)
+            using tx_id;
+        exception when unique_violation then
+            execute pg_catalog.format(
+                'select e.tx_id from %1$s as i inner join %1$s as e on e.claim and e.tx_id <> $1 and %2$s '
+                'where i.tx_id = $1 and i.claim = false limit 1',
+                managed.image_table,
+                coalesce((select resilience._sql_keys_equal('e.', k.image_cols, k.operators, 'i.', k.image_cols)
+                    from resilience._primary_key(managed.relation) as k), 'false'))
+            into holder using tx_id;
+            perform resilience._claim_conflict(managed.relation, holder);
+        end;
+    end loop;
 end;
 $$;
 

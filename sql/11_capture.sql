@@ -1596,6 +1596,11 @@ set search_path = ''
 as $$
 begin
     perform resilience._require_table_owner(table_name);
+    -- A call in flight may be claiming rows of the table right now, its
+    -- claims not yet visible: wait for the table's writers first (their calls
+    -- hold it; _forget's drops would wait for them anyway, after the check),
+    -- so that the check below sees what they claimed.
+    execute pg_catalog.format('lock table %s in share row exclusive mode', table_name);
     if exists (
         select 1 from resilience.claimed_tables as c
         inner join resilience.transactions as t on t.id = c.tx_id

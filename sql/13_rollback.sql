@@ -434,6 +434,10 @@ begin
                     'error', tx.outcome -> 'error'))),
             hint = 'The rows it changed stay as they are; the upgrade''s audit row (event conflict) names the error.';
     end if;
+    -- Its claims were released when it failed: others' claims since win.
+    if tx.status = 'failed' then
+        perform resilience._reclaim(tx.id);
+    end if;
     undo := resilience._undo(tx.id, 0, coalesce(force, false));
     finished := pg_catalog.clock_timestamp();
     update resilience.transactions as t
