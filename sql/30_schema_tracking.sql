@@ -1507,10 +1507,13 @@ $$;
 -- commit, without recording anything: the fold runs in a subtransaction that
 -- is rolled back (its version, snapshot, audit row and NOTIFY with it), and
 -- the DDL collected so far stays pending for the real commit. Without event
--- triggers there is nothing collected: the preview then compares the whole
--- catalog with the last version (as schema_refresh() would).
+-- triggers, or with tracking switched off (setting schema_tracking), there
+-- is nothing collected: the preview then compares the whole catalog with the
+-- last version (as schema_refresh() would), so that `pgresilience plan`
+-- never calls a DROP TABLE "no schema change".
 -- Shape: a schema_changes_since() row plus "preview": true; "changes" is
--- null (and "deltas" given) where PL/Python is missing.
+-- null (and "deltas" given) where PL/Python is missing. With no change, the
+-- current version's row with no changes, no tables and no commands.
 create or replace function resilience.schema_preview()
 returns jsonb
 language plpgsql
@@ -1528,7 +1531,7 @@ begin
         if exists (
             select from pg_catalog.pg_event_trigger as e
             where e.evtname = 'resilience_schema_ddl_end' and e.evtenabled operator(pg_catalog.<>) 'D'
-        ) then
+        ) and coalesce(resilience._setting('schema_tracking'), 'on') = 'on' then
             new_version := resilience._schema_fold_pending();
         else
             select * into everything from resilience._schema_all_ids();
@@ -1556,7 +1559,8 @@ begin
         -- Nothing tracked changed: the current version, no changes.
         select resilience._schema_version_json(v)
             operator(pg_catalog.||) pg_catalog.jsonb_build_object(
-                'changes', '[]'::jsonb, 'change_count', 0, 'max_severity', null
+                'changes', '[]'::jsonb, 'change_count', 0, 'max_severity', null,
+                'tables', '[]'::jsonb, 'commands', '[]'::jsonb
             )
         into result
         from resilience.schema_versions as v

@@ -7,6 +7,11 @@ language plpgsql as $$ begin execute migration; end $$;
 -- schema_plan_run --
 select pg_temp.pgresilience_plan_run(%s);
 
+-- schema_plan_reset_role --
+-- After the migration: back to the plan's own role (a `set role` in it
+-- stays in force until the transaction ends).
+reset role;
+
 -- schema_plan_version --
 -- The version before a plan's migration runs: a SET CONSTRAINTS ALL
 -- IMMEDIATE in it folds what came before into versions of its own.

@@ -37,7 +37,9 @@ _LEADING_BEGIN = re.compile(
     re.I | re.S,
 )
 _TRAILING_COMMIT = re.compile(
-    rf"(?:commit|end)(?:\s+(?:work|transaction))?\s*;?(?:\s|{_COMMENT})*\Z", re.I | re.S
+    # Not the end of a name (`... rename to backend;`).
+    rf"(?<![\w$\"])(?:commit|end)(?:\s+(?:work|transaction))?\s*;?(?:\s|{_COMMENT})*\Z",
+    re.I | re.S,
 )
 
 
@@ -121,6 +123,14 @@ def _preview(conn: psycopg.Connection[Any], before: int) -> ChangeList:
     )
 
 
+def _rollback(conn: psycopg.Connection[Any]) -> None:
+    # A backend killed mid-migration (an operator, a lock-timeout reaper)
+    # leaves no transaction to roll back: the migration's error is the
+    # verdict (exit 2), not "cannot connect".
+    if not conn.closed:
+        conn.rollback()
+
+
 def plan_sql(dsn: str, migration: str) -> PlanResult:
     """Run ``migration`` (SQL text) in one transaction, preview, roll back."""
     with psycopg.connect(dsn) as conn:  # not autocommit: one transaction
@@ -128,15 +138,18 @@ def plan_sql(dsn: str, migration: str) -> PlanResult:
             conn.execute(query("schema_plan_runner"))
             before = _version(conn)
             conn.execute(query("schema_plan_run"), (strip_transaction_wrapper(migration),))
+            # The commit's fold runs whatever role the migration switched to
+            # (SECURITY DEFINER); the preview runs as the plan's own role.
+            conn.execute(query("schema_plan_reset_role"))
         except psycopg.Error as exc:
-            conn.rollback()
+            _rollback(conn)
             return _failure(exc)
         try:
             return PlanResult(changes=_preview(conn, before))
         except psycopg.Error as exc:  # e.g. pgresilience not installed there
             return _failure(exc)
         finally:
-            conn.rollback()
+            _rollback(conn)
 
 
 def _alembic_config(location: Path, connection: Any) -> Any:
@@ -173,6 +186,7 @@ def plan_alembic(dsn: str, location: Path, revision: str = "head") -> PlanResult
                 assert isinstance(raw, psycopg.Connection)
                 before = _version(raw)
                 command.upgrade(_alembic_config(location, connection), revision)
+                raw.execute(query("schema_plan_reset_role"))
                 return PlanResult(changes=_preview(raw, before))
             except psycopg.Error as exc:
                 return _failure(exc)
