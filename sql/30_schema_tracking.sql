@@ -1507,7 +1507,7 @@ $$;
 -- commit, without recording anything: the fold runs in a subtransaction that
 -- is rolled back (its version, snapshot, audit row and NOTIFY with it), and
 -- the DDL collected so far stays pending for the real commit. Without event
--- triggers, or with tracking switched off (setting schema_tracking), there
+-- triggers (either disabled), or with tracking off (setting schema_tracking), there
 -- is nothing collected: the preview then compares the whole catalog with the
 -- last version (as schema_refresh() would), so that `pgresilience plan`
 -- never calls a DROP TABLE "no schema change".
@@ -1528,10 +1528,14 @@ declare
 begin
     begin
         perform resilience._schema_lock();
-        if exists (
-            select from pg_catalog.pg_event_trigger as e
-            where e.evtname = 'resilience_schema_ddl_end' and e.evtenabled operator(pg_catalog.<>) 'D'
-        ) and coalesce(resilience._setting('schema_tracking'), 'on') = 'on' then
+        -- Both event triggers: without the sql_drop one, dropped objects
+        -- are never collected.
+        if (
+            select pg_catalog.count(*) from pg_catalog.pg_event_trigger as e
+            where e.evtname in ('resilience_schema_ddl_end', 'resilience_schema_sql_drop')
+                and e.evtenabled operator(pg_catalog.<>) 'D'
+        ) operator(pg_catalog.=) 2
+        and coalesce(resilience._setting('schema_tracking'), 'on') = 'on' then
             new_version := resilience._schema_fold_pending();
         else
             select * into everything from resilience._schema_all_ids();

@@ -22,16 +22,30 @@ select (resilience.schema_current() ->> 'version')::bigint;
 select resilience.schema_preview();
 
 -- schema_tracking_mode --
--- How DDL becomes versions here: event triggers enabled? PL/Python diff
--- installed? run at commit (setting schema_diff_at_commit on) rather than by
--- the first reader?
+-- How DDL becomes versions here: event triggers enabled (both: without the
+-- sql_drop one a DROP TABLE is never recorded)? PL/Python diff installed?
+-- run at commit (setting schema_diff_at_commit on) rather than by the first
+-- reader? tracking on (setting schema_tracking)?
 select
-    exists (
-        select from pg_event_trigger
+    (
+        select count(*) from pg_event_trigger
         where evtname in ('resilience_schema_ddl_end', 'resilience_schema_sql_drop') and evtenabled <> 'D'
-    ),
+    ) = 2,
     to_regprocedure('resilience._schema_diff(json)') is not null,
-    coalesce(resilience._setting('schema_diff_at_commit'), 'on') = 'on';
+    coalesce(resilience._setting('schema_diff_at_commit'), 'on') = 'on',
+    coalesce(resilience._setting('schema_tracking'), 'on') = 'on';
+
+-- schema_tracking_mode_catalog --
+-- The same from the catalog alone, for a role that may not read the
+-- package's settings (resilience_user): the settings taken as their defaults.
+select
+    (
+        select count(*) from pg_event_trigger
+        where evtname in ('resilience_schema_ddl_end', 'resilience_schema_sql_drop') and evtenabled <> 'D'
+    ) = 2,
+    to_regprocedure('resilience._schema_diff(json)') is not null,
+    true,
+    true;
 
 -- schema_history_rated --
 -- The last N versions, newest first, each with its changes or, where the
