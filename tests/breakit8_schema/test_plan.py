@@ -14,6 +14,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from pgresilience.schema._core import ChangeList
+
 SETUP = """
 create table accounts (id int primary key, email text not null, note text);
 insert into accounts values (1, 'a@example.com', null);
@@ -287,8 +289,10 @@ def test_a_migration_that_switches_role_is_still_rated(
     # The oracle: the same migration committed for real records that change.
     with psycopg.connect(dsn) as real:
         real.execute(migration)
-    last = app.execute("select resilience.schema_changes_since(0)").fetchall()[-1][0]
-    assert [(c["type"], c["severity"]) for c in last["changes"]] == [("column_dropped", "critical")]
+    last = ChangeList.from_row(
+        app.execute("select resilience.schema_changes_since(0)").fetchall()[-1][0]
+    )
+    assert [(c["type"], c["severity"]) for c in last] == [("column_dropped", "critical")]
 
 
 def test_with_tracking_switched_off_a_drop_is_not_waved_through(

@@ -65,7 +65,7 @@ def test_a_rolled_back_preview_leaves_nothing(conn: psycopg.Connection[Any], dsn
 
 
 def test_the_preview_announces_the_version_the_commit_records(
-    conn: psycopg.Connection[Any], dsn: str, diff_mode: str
+    conn: psycopg.Connection[Any], dsn: str, diff_mode: str, server_features: Any
 ) -> None:
     set_diff_mode(dsn, diff_mode)
     conn.execute("create table users (id int primary key, email text)")
@@ -97,7 +97,8 @@ def test_the_preview_announces_the_version_the_commit_records(
         ]
     )
     assert [n["version"] for n in notices] == [committed["version"]]
-    assert notices[0]["rated"] is (diff_mode == "at_commit")
+    # Rated at commit only where PL/Python diffs at commit.
+    assert notices[0]["rated"] is (diff_mode == "at_commit" and server_features.plpython)
 
 
 def test_a_preview_does_not_hold_up_another_sessions_migration(
