@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,6 +169,44 @@ def _alembic_config(location: Path, connection: Any) -> Any:
     return config
 
 
+class _TransactionControl(Exception):
+    """A migration tried to end the plan's transaction."""
+
+
+# Statements that end the transaction (a revision's `op.execute("COMMIT")`,
+# the old recipe for ALTER TYPE ... ADD VALUE): run on the plan's connection
+# they would commit the migration for real. ROLLBACK TO (a savepoint) is safe.
+_ENDS_TRANSACTION = re.compile(
+    rf"\A(?:\s|{_COMMENT})*(?:commit|end|abort|prepare\s+transaction"
+    r"|rollback(?!\s+(?:work\s+|transaction\s+)?to\b))\b",
+    re.I | re.S,
+)
+_ENDED_MESSAGE = (
+    "the migration ended the plan's transaction ({what}): transaction control cannot be planned"
+)
+
+
+def _guard_transaction(engine: Any) -> None:
+    """Refuse, before it reaches the server, what would commit the plan."""
+    from sqlalchemy import event
+
+    def statement(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        if _ENDS_TRANSACTION.match(sql):
+            raise _TransactionControl(_ENDED_MESSAGE.format(what=" ".join(sql.split())[:60]))
+
+    def commit(conn: Any) -> None:
+        raise _TransactionControl(_ENDED_MESSAGE.format(what="Connection.commit()"))
+
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "commit", commit)
+
+
+def _transaction_id(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(query("schema_plan_transaction")).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def plan_alembic(dsn: str, location: Path, revision: str = "head") -> PlanResult:
     """``alembic upgrade head`` in one transaction on our connection, preview, roll back.
     ``location``: alembic.ini, or the script directory (with env.py)."""
@@ -178,25 +217,49 @@ def plan_alembic(dsn: str, location: Path, revision: str = "head") -> PlanResult
     engine = create_engine(
         "postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=NullPool
     )
+    _guard_transaction(engine)
     try:
         with engine.connect() as connection:
             transaction = connection.begin()
+            raw = connection.connection.driver_connection
+            assert isinstance(raw, psycopg.Connection)
             try:
-                raw = connection.connection.driver_connection
-                assert isinstance(raw, psycopg.Connection)
+                for name in ("table", "function", "trigger", "arm"):
+                    raw.execute(query(f"schema_plan_guard_{name}"))
                 before = _version(raw)
+                xid = _transaction_id(raw)
                 command.upgrade(_alembic_config(location, connection), revision)
+                if _transaction_id(raw) != xid:
+                    # Ended in a way no guard saw (a COMMIT among several
+                    # statements, the driver's own commit()): say so plainly.
+                    return PlanResult(
+                        changes=None,
+                        error=_ENDED_MESSAGE.format(what="a COMMIT")
+                        + "; what ran before it WAS COMMITTED",
+                        sqlstate="0A000",
+                    )
                 raw.execute(query("schema_plan_reset_role"))
                 return PlanResult(changes=_preview(raw, before))
             except psycopg.Error as exc:
                 return _failure(exc)
+            except _TransactionControl as exc:
+                return PlanResult(changes=None, error=str(exc), sqlstate="0A000")
             except Exception as exc:  # SQLAlchemy wraps the driver's error
                 cause = getattr(exc, "orig", None)
                 if isinstance(cause, psycopg.Error):
                     return _failure(cause)
+                if isinstance(cause, _TransactionControl):
+                    return PlanResult(changes=None, error=str(cause), sqlstate="0A000")
+                if "autocommit_block" in {f.name for f in traceback.extract_tb(exc.__traceback__)}:
+                    # Alembic asserts when the transaction is not its own.
+                    what = "an autocommit_block() (it commits what ran before it)"
+                    return PlanResult(
+                        changes=None, error=_ENDED_MESSAGE.format(what=what), sqlstate="0A000"
+                    )
                 return PlanResult(changes=None, error=f"{type(exc).__name__}: {exc}")
             finally:
-                transaction.rollback()
+                if not raw.closed:
+                    transaction.rollback()
     finally:
         engine.dispose()
 
