@@ -1507,7 +1507,8 @@ $$;
 -- commit, without recording anything: the fold runs in a subtransaction that
 -- is rolled back (its version, snapshot, audit row and NOTIFY with it), and
 -- the DDL collected so far stays pending for the real commit. Without event
--- triggers (either disabled), or with tracking off (setting schema_tracking), there
+-- triggers (either disabled), or with tracking off (setting schema_tracking,
+-- or resilience.installing set by the transaction), there
 -- is nothing collected: the preview then compares the whole catalog with the
 -- last version (as schema_refresh() would), so that `pgresilience plan`
 -- never calls a DROP TABLE "no schema change".
@@ -1535,7 +1536,8 @@ begin
             where e.evtname in ('resilience_schema_ddl_end', 'resilience_schema_sql_drop')
                 and e.evtenabled operator(pg_catalog.<>) 'D'
         ) operator(pg_catalog.=) 2
-        and coalesce(resilience._setting('schema_tracking'), 'on') = 'on' then
+        and coalesce(resilience._setting('schema_tracking'), 'on') = 'on'
+        and pg_catalog.current_setting('resilience.installing', true) is distinct from 'on' then
             new_version := resilience._schema_fold_pending();
         else
             select * into everything from resilience._schema_all_ids();

@@ -397,3 +397,36 @@ def test_a_role_outside_resilience_user_gets_2_naming_the_privilege(
     code, out, _ = run_plan(stranger_dsn, "create table stranger_area.t (id int);")
     assert code == 2
     assert "SQLSTATE 42501" in out and "permission denied" in out
+
+
+def test_a_database_without_pgresilience_is_not_called_a_failed_migration(
+    bare_dsn: str, run_plan: Plan
+) -> None:
+    code, out, _ = run_plan(bare_dsn, "create table t (id int);")
+    assert code == 2
+    assert out.splitlines()[0] == (
+        "the plan could not start (the migration did not run) (SQLSTATE 3F000); "
+        "nothing was committed:"
+    )
+    with psycopg.connect(bare_dsn) as conn:
+        assert conn.execute("select to_regclass('t')").fetchone() == (None,)
+
+
+def test_a_preview_cut_short_by_the_migrations_own_timeout_says_so(
+    app: psycopg.Connection[Any], dsn: str, run_plan: Plan
+) -> None:
+    before = state(app)
+    code, out, _ = run_plan(dsn, "set statement_timeout = '1ms'; drop table accounts;")
+    assert code == 2
+    assert out.startswith("the migration ran but its preview failed (SQLSTATE 57014)")
+    assert state(app) == before
+
+
+def test_a_migration_that_asks_not_to_be_tracked_is_still_planned(
+    app: psycopg.Connection[Any], dsn: str, run_plan: Plan
+) -> None:
+    """resilience.installing = on (the installer's own switch) makes the event
+    triggers collect nothing; the plan still sees the DROP."""
+    code, out, _ = run_plan(dsn, "set local resilience.installing = 'on'; drop table accounts;")
+    assert code == 1
+    assert "critical  table_dropped  public.accounts" in out

@@ -51,6 +51,9 @@ class PlanResult:
     changes: ChangeList | None
     error: str | None = None
     sqlstate: str | None = None
+    # Where it failed: "migration", or "setup"/"preview" (the migration did
+    # not run, or ran and the preview could not).
+    stage: str = "migration"
 
     def exit_code(self, fail_on: str) -> int:
         if self.changes is None:
@@ -84,14 +87,14 @@ def strip_transaction_wrapper(text: str) -> str:
     return text
 
 
-def _failure(exc: psycopg.Error) -> PlanResult:
+def _failure(exc: psycopg.Error, stage: str = "migration") -> PlanResult:
     diag = exc.diag
     message = diag.message_primary or str(exc)
     if diag.message_detail:
         message += f"\nDETAIL: {diag.message_detail}"
     if diag.context:
         message += f"\nCONTEXT: {diag.context.strip()}"
-    return PlanResult(changes=None, error=message, sqlstate=exc.sqlstate)
+    return PlanResult(changes=None, error=message, sqlstate=exc.sqlstate, stage=stage)
 
 
 def _version(conn: psycopg.Connection[Any]) -> int:
@@ -138,6 +141,10 @@ def plan_sql(dsn: str, migration: str) -> PlanResult:
         try:
             conn.execute(query("schema_plan_runner"))
             before = _version(conn)
+        except psycopg.Error as exc:  # e.g. pgresilience not installed there
+            _rollback(conn)
+            return _failure(exc, "setup")
+        try:
             conn.execute(query("schema_plan_run"), (strip_transaction_wrapper(migration),))
             # The commit's fold runs whatever role the migration switched to
             # (SECURITY DEFINER); the preview runs as the plan's own role.
@@ -147,8 +154,8 @@ def plan_sql(dsn: str, migration: str) -> PlanResult:
             return _failure(exc)
         try:
             return PlanResult(changes=_preview(conn, before))
-        except psycopg.Error as exc:  # e.g. pgresilience not installed there
-            return _failure(exc)
+        except psycopg.Error as exc:  # e.g. a statement_timeout the migration set
+            return _failure(exc, "preview")
         finally:
             _rollback(conn)
 
@@ -290,8 +297,12 @@ def table_lines(changes: ChangeList) -> list[str]:
 
 def report_lines(result: PlanResult, fail_on: str) -> list[str]:
     if result.changes is None:
+        what = {
+            "setup": "the plan could not start (the migration did not run)",
+            "preview": "the migration ran but its preview failed",
+        }.get(result.stage, "migration failed")
         return [
-            f"migration failed (SQLSTATE {result.sqlstate or '?'}); nothing was committed:",
+            f"{what} (SQLSTATE {result.sqlstate or '?'}); nothing was committed:",
             *(f"  {line}" for line in (result.error or "").splitlines()),
         ]
     changes = result.changes
