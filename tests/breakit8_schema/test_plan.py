@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
 
 from pgresilience.schema._core import ChangeList
+
+from .conftest import fresh_database
 
 SETUP = """
 create table accounts (id int primary key, email text not null, note text);
@@ -28,6 +30,16 @@ State = tuple[Any, ...]
 def app(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
     conn.execute(SETUP)
     return conn
+
+
+@pytest.fixture(scope="module")
+def shared(server: Any, template_db: str) -> Iterator[tuple[str, psycopg.Connection[Any]]]:
+    """One database for the module's plans that must leave it untouched
+    (each checks that it did): (dsn, autocommit connection)."""
+    for dsn in fresh_database(server, template_db):
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(SETUP)
+            yield dsn, conn
 
 
 def state(conn: psycopg.Connection[Any]) -> State:
@@ -112,8 +124,13 @@ def test_a_failing_migration_exits_2_with_its_error_and_leaves_nothing(
     ],
 )  # fmt: skip
 def test_what_cannot_run_in_one_transaction_fails_the_plan(
-    app: psycopg.Connection[Any], dsn: str, run_plan: Plan, name: str, migration: str, sqlstate: str
+    shared: tuple[str, psycopg.Connection[Any]],
+    run_plan: Plan,
+    name: str,
+    migration: str,
+    sqlstate: str,
 ) -> None:
+    dsn, app = shared
     before = state(app)
     code, out, _ = run_plan(dsn, migration, "--json")
     report = json.loads(out)
@@ -135,8 +152,9 @@ def test_what_cannot_run_in_one_transaction_fails_the_plan(
     ids=["empty", "blank", "comments", "empty wrapper", "bom", "no ddl"],
 )
 def test_a_migration_without_ddl_is_no_schema_change(
-    app: psycopg.Connection[Any], dsn: str, run_plan: Plan, migration: str
+    shared: tuple[str, psycopg.Connection[Any]], run_plan: Plan, migration: str
 ) -> None:
+    dsn, app = shared
     before = state(app)
     code, out, _ = run_plan(dsn, migration)
     assert code == 0

@@ -71,7 +71,7 @@ def _comparable(changes: list[dict[str, Any]]) -> list[str]:
 
 
 @settings(
-    max_examples=10,
+    max_examples=8,
     derandomize=True,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
