@@ -158,6 +158,10 @@ def test_with_the_event_triggers_disabled_both_say_refresh(
     code, lines = status(dsn, capsys)
     assert [line for line in lines if ONLY_AFTER_REFRESH in line], lines
     assert not [line for line in lines if line.startswith("tracking: on")], lines
+    assert cli.main(["status", "--dsn", dsn]) == 0
+    header = capsys.readouterr().out.split("\n[")[0]
+    assert "DDL tracked at commit" not in header, header
+    assert "event triggers: 4 (1 of schema tracking's disabled" in header, header
     with Watcher(dsn) as watcher:
         watcher.wait_for(says_refresh)
 
