@@ -448,3 +448,31 @@ def test_a_migration_that_asks_not_to_be_tracked_is_still_planned(
     code, out, _ = run_plan(dsn, "set local resilience.installing = 'on'; drop table accounts;")
     assert code == 1
     assert "critical  table_dropped  public.accounts" in out
+
+
+def test_concurrent_plans_each_see_only_their_own_migration(
+    shared: tuple[str, psycopg.Connection[Any]],
+) -> None:
+    """CI runs jobs in parallel against one database: four plans at once,
+    each with its own migration, each rated alone; nothing committed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pgresilience.schema.plan import plan_sql
+
+    dsn, app = shared
+    before = state(app)
+    migrations = {
+        f"public.parallel_{i}": f"create table parallel_{i} (id int); "
+        f"alter table accounts add column added_by_{i} int;"
+        for i in range(4)
+    }
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        planned = pool.map(lambda m: plan_sql(dsn, m), migrations.values())
+        results = dict(zip(migrations, planned, strict=True))
+    for table, result in results.items():
+        assert result.changes is not None, result.error
+        assert sorted((c["type"], c["table"]) for c in result.changes) == [
+            ("column_added", "public.accounts"),
+            ("table_added", table),
+        ]
+    assert state(app) == before
