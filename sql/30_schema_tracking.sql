@@ -1507,10 +1507,14 @@ $$;
 -- commit, without recording anything: the fold runs in a subtransaction that
 -- is rolled back (its version, snapshot, audit row and NOTIFY with it), and
 -- the DDL collected so far stays pending for the real commit. Without event
--- triggers there is nothing collected: the preview then compares the whole
--- catalog with the last version (as schema_refresh() would).
+-- triggers (either disabled), or with tracking off (setting schema_tracking,
+-- or resilience.installing set by the transaction), there
+-- is nothing collected: the preview then compares the whole catalog with the
+-- last version (as schema_refresh() would), so that `pgresilience plan`
+-- never calls a DROP TABLE "no schema change".
 -- Shape: a schema_changes_since() row plus "preview": true; "changes" is
--- null (and "deltas" given) where PL/Python is missing.
+-- null (and "deltas" given) where PL/Python is missing. With no change, the
+-- current version's row with no changes, no tables and no commands.
 create or replace function resilience.schema_preview()
 returns jsonb
 language plpgsql
@@ -1525,10 +1529,15 @@ declare
 begin
     begin
         perform resilience._schema_lock();
-        if exists (
-            select from pg_catalog.pg_event_trigger as e
-            where e.evtname = 'resilience_schema_ddl_end' and e.evtenabled operator(pg_catalog.<>) 'D'
-        ) then
+        -- Both event triggers: without the sql_drop one, dropped objects
+        -- are never collected.
+        if (
+            select pg_catalog.count(*) from pg_catalog.pg_event_trigger as e
+            where e.evtname in ('resilience_schema_ddl_end', 'resilience_schema_sql_drop')
+                and e.evtenabled operator(pg_catalog.<>) 'D'
+        ) operator(pg_catalog.=) 2
+        and coalesce(resilience._setting('schema_tracking'), 'on') = 'on'
+        and pg_catalog.current_setting('resilience.installing', true) is distinct from 'on' then
             new_version := resilience._schema_fold_pending();
         else
             select * into everything from resilience._schema_all_ids();
@@ -1556,7 +1565,8 @@ begin
         -- Nothing tracked changed: the current version, no changes.
         select resilience._schema_version_json(v)
             operator(pg_catalog.||) pg_catalog.jsonb_build_object(
-                'changes', '[]'::jsonb, 'change_count', 0, 'max_severity', null
+                'changes', '[]'::jsonb, 'change_count', 0, 'max_severity', null,
+                'tables', '[]'::jsonb, 'commands', '[]'::jsonb
             )
         into result
         from resilience.schema_versions as v

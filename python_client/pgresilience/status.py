@@ -46,12 +46,13 @@ def _feature_sections() -> list[tuple[str, Section]]:
 def _installation(conn: psycopg.Connection[Any], revision: str) -> list[str]:
     row = conn.execute(query("status_installation")).fetchone()
     assert row is not None
-    functions, tables, wrappers, wrapper_schemas, plpython, event_triggers, roles = row
+    functions, tables, wrappers, wrapper_schemas, plpython, event_triggers, roles, disabled = row
     head = head_revision()
     upgrade = "" if revision == head else f" (upgrade available: {head})"
+    tracked = event_triggers and not disabled
     lines = [
         f"installed: revision {revision}{upgrade}",
-        _server_line(conn, plpython=plpython, event_triggers=event_triggers),
+        _server_line(conn, plpython=plpython, event_triggers=event_triggers if tracked else 0),
         f"schema resilience: {tables} tables, {functions} functions",
         f"exposed wrappers: {wrappers}"
         + (f" in schema {', '.join(wrapper_schemas)}" if wrapper_schemas else " (none)"),
@@ -64,6 +65,9 @@ def _installation(conn: psycopg.Connection[Any], revision: str) -> list[str]:
         "event triggers: "
         + (
             f"{event_triggers} (DDL tracked at commit)"
+            if tracked
+            else f"{event_triggers} ({disabled} of schema tracking's disabled: DDL tracking "
+            "falls back to resilience.schema_refresh())"
             if event_triggers
             else "none (DDL tracking falls back to resilience.schema_refresh())"
         ),

@@ -66,7 +66,12 @@ select
     (select count(*) from pg_event_trigger e join pg_proc p on p.oid = e.evtfoid
         where p.pronamespace = 'resilience'::regnamespace),
     (select coalesce(array_agg(rolname::text order by rolname), '{}') from pg_roles
-        where rolname in ('resilience_user', 'resilience_admin'));
+        where rolname in ('resilience_user', 'resilience_admin')),
+    -- Schema tracking's two, disabled (ALTER EVENT TRIGGER ... DISABLE): DDL
+    -- then becomes a version only through schema_refresh().
+    (select count(*) from pg_event_trigger
+        where evtname in ('resilience_schema_ddl_end', 'resilience_schema_sql_drop')
+            and evtenabled = 'D');
 
 -- schedule_reaper --
 -- Run tx_reap() from pg_cron at this interval; false where pg_cron is absent.

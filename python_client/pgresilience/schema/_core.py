@@ -106,13 +106,21 @@ def rated_history(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return entries
 
 
-def tracking_notes(event_triggers: bool, plpython: bool, at_commit: bool) -> list[str]:
+def tracking_notes(
+    event_triggers: bool, plpython: bool, at_commit: bool, *, tracking: bool = True
+) -> list[str]:
     """What a user must know about how changes reach them here (status, watch).
     ``plpython``: the database can diff (PL/Python diff installed);
     ``at_commit``: it does so at each commit (setting schema_diff_at_commit on)
-    rather than when a version is first read."""
+    rather than when a version is first read; ``tracking``: setting
+    schema_tracking is on."""
     notes: list[str] = []
-    if not event_triggers:
+    if not tracking:
+        notes.append(
+            "tracking: OFF (setting schema_tracking): schema changes appear ONLY after "
+            "resilience.schema_refresh() (call it after every migration)"
+        )
+    elif not event_triggers:
         notes.append(
             "no event triggers here: schema changes appear ONLY after "
             "resilience.schema_refresh() (call it after every migration)"

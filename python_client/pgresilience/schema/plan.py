@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,9 @@ _LEADING_BEGIN = re.compile(
     re.I | re.S,
 )
 _TRAILING_COMMIT = re.compile(
-    rf"(?:commit|end)(?:\s+(?:work|transaction))?\s*;?(?:\s|{_COMMENT})*\Z", re.I | re.S
+    # Not the end of a name (`... rename to backend;`).
+    rf"(?<![\w$\"])(?:commit|end)(?:\s+(?:work|transaction))?\s*;?(?:\s|{_COMMENT})*\Z",
+    re.I | re.S,
 )
 
 
@@ -48,6 +51,9 @@ class PlanResult:
     changes: ChangeList | None
     error: str | None = None
     sqlstate: str | None = None
+    # Where it failed: "migration", or "setup"/"preview" (the migration did
+    # not run, or ran and the preview could not).
+    stage: str = "migration"
 
     def exit_code(self, fail_on: str) -> int:
         if self.changes is None:
@@ -81,14 +87,14 @@ def strip_transaction_wrapper(text: str) -> str:
     return text
 
 
-def _failure(exc: psycopg.Error) -> PlanResult:
+def _failure(exc: psycopg.Error, stage: str = "migration") -> PlanResult:
     diag = exc.diag
     message = diag.message_primary or str(exc)
     if diag.message_detail:
         message += f"\nDETAIL: {diag.message_detail}"
     if diag.context:
         message += f"\nCONTEXT: {diag.context.strip()}"
-    return PlanResult(changes=None, error=message, sqlstate=exc.sqlstate)
+    return PlanResult(changes=None, error=message, sqlstate=exc.sqlstate, stage=stage)
 
 
 def _version(conn: psycopg.Connection[Any]) -> int:
@@ -121,22 +127,37 @@ def _preview(conn: psycopg.Connection[Any], before: int) -> ChangeList:
     )
 
 
+def _rollback(conn: psycopg.Connection[Any]) -> None:
+    # A backend killed mid-migration (an operator, a lock-timeout reaper)
+    # leaves no transaction to roll back: the migration's error is the
+    # verdict (exit 2), not "cannot connect".
+    if not conn.closed:
+        conn.rollback()
+
+
 def plan_sql(dsn: str, migration: str) -> PlanResult:
     """Run ``migration`` (SQL text) in one transaction, preview, roll back."""
     with psycopg.connect(dsn) as conn:  # not autocommit: one transaction
         try:
             conn.execute(query("schema_plan_runner"))
             before = _version(conn)
+        except psycopg.Error as exc:  # e.g. pgresilience not installed there
+            _rollback(conn)
+            return _failure(exc, "setup")
+        try:
             conn.execute(query("schema_plan_run"), (strip_transaction_wrapper(migration),))
+            # The commit's fold runs whatever role the migration switched to
+            # (SECURITY DEFINER); the preview runs as the plan's own role.
+            conn.execute(query("schema_plan_reset_role"))
         except psycopg.Error as exc:
-            conn.rollback()
+            _rollback(conn)
             return _failure(exc)
         try:
             return PlanResult(changes=_preview(conn, before))
-        except psycopg.Error as exc:  # e.g. pgresilience not installed there
-            return _failure(exc)
+        except psycopg.Error as exc:  # e.g. a statement_timeout the migration set
+            return _failure(exc, "preview")
         finally:
-            conn.rollback()
+            _rollback(conn)
 
 
 def _alembic_config(location: Path, connection: Any) -> Any:
@@ -155,6 +176,44 @@ def _alembic_config(location: Path, connection: Any) -> Any:
     return config
 
 
+class _TransactionControl(Exception):
+    """A migration tried to end the plan's transaction."""
+
+
+# Statements that end the transaction (a revision's `op.execute("COMMIT")`,
+# the old recipe for ALTER TYPE ... ADD VALUE): run on the plan's connection
+# they would commit the migration for real. ROLLBACK TO (a savepoint) is safe.
+_ENDS_TRANSACTION = re.compile(
+    rf"\A(?:\s|{_COMMENT})*(?:commit|end|abort|prepare\s+transaction"
+    r"|rollback(?!\s+(?:work\s+|transaction\s+)?to\b))\b",
+    re.I | re.S,
+)
+_ENDED_MESSAGE = (
+    "the migration ended the plan's transaction ({what}): transaction control cannot be planned"
+)
+
+
+def _guard_transaction(engine: Any) -> None:
+    """Refuse, before it reaches the server, what would commit the plan."""
+    from sqlalchemy import event
+
+    def statement(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        if _ENDS_TRANSACTION.match(sql):
+            raise _TransactionControl(_ENDED_MESSAGE.format(what=" ".join(sql.split())[:60]))
+
+    def commit(conn: Any) -> None:
+        raise _TransactionControl(_ENDED_MESSAGE.format(what="Connection.commit()"))
+
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "commit", commit)
+
+
+def _transaction_id(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(query("schema_plan_transaction")).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def plan_alembic(dsn: str, location: Path, revision: str = "head") -> PlanResult:
     """``alembic upgrade head`` in one transaction on our connection, preview, roll back.
     ``location``: alembic.ini, or the script directory (with env.py)."""
@@ -165,24 +224,49 @@ def plan_alembic(dsn: str, location: Path, revision: str = "head") -> PlanResult
     engine = create_engine(
         "postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=NullPool
     )
+    _guard_transaction(engine)
     try:
         with engine.connect() as connection:
             transaction = connection.begin()
+            raw = connection.connection.driver_connection
+            assert isinstance(raw, psycopg.Connection)
             try:
-                raw = connection.connection.driver_connection
-                assert isinstance(raw, psycopg.Connection)
+                for name in ("table", "function", "trigger", "arm"):
+                    raw.execute(query(f"schema_plan_guard_{name}"))
                 before = _version(raw)
+                xid = _transaction_id(raw)
                 command.upgrade(_alembic_config(location, connection), revision)
+                if _transaction_id(raw) != xid:
+                    # Ended in a way no guard saw (a COMMIT among several
+                    # statements, the driver's own commit()): say so plainly.
+                    return PlanResult(
+                        changes=None,
+                        error=_ENDED_MESSAGE.format(what="a COMMIT")
+                        + "; what ran before it WAS COMMITTED",
+                        sqlstate="0A000",
+                    )
+                raw.execute(query("schema_plan_reset_role"))
                 return PlanResult(changes=_preview(raw, before))
             except psycopg.Error as exc:
                 return _failure(exc)
+            except _TransactionControl as exc:
+                return PlanResult(changes=None, error=str(exc), sqlstate="0A000")
             except Exception as exc:  # SQLAlchemy wraps the driver's error
                 cause = getattr(exc, "orig", None)
                 if isinstance(cause, psycopg.Error):
                     return _failure(cause)
+                if isinstance(cause, _TransactionControl):
+                    return PlanResult(changes=None, error=str(cause), sqlstate="0A000")
+                if "autocommit_block" in {f.name for f in traceback.extract_tb(exc.__traceback__)}:
+                    # Alembic asserts when the transaction is not its own.
+                    what = "an autocommit_block() (it commits what ran before it)"
+                    return PlanResult(
+                        changes=None, error=_ENDED_MESSAGE.format(what=what), sqlstate="0A000"
+                    )
                 return PlanResult(changes=None, error=f"{type(exc).__name__}: {exc}")
             finally:
-                transaction.rollback()
+                if not raw.closed:
+                    transaction.rollback()
     finally:
         engine.dispose()
 
@@ -213,8 +297,12 @@ def table_lines(changes: ChangeList) -> list[str]:
 
 def report_lines(result: PlanResult, fail_on: str) -> list[str]:
     if result.changes is None:
+        what = {
+            "setup": "the plan could not start (the migration did not run)",
+            "preview": "the migration ran but its preview failed",
+        }.get(result.stage, "migration failed")
         return [
-            f"migration failed (SQLSTATE {result.sqlstate or '?'}); nothing was committed:",
+            f"{what} (SQLSTATE {result.sqlstate or '?'}); nothing was committed:",
             *(f"  {line}" for line in (result.error or "").splitlines()),
         ]
     changes = result.changes

@@ -19,7 +19,7 @@ def status_lines(conn: psycopg.Connection[Any]) -> list[str]:
     latest, count, tracking, notify_postgrest, _ = row
     mode = conn.execute(query("schema_tracking_mode")).fetchone()
     assert mode is not None
-    event_triggers, plpython, at_commit = mode
+    event_triggers, plpython, at_commit, _ = mode
     lines: list[str] = []
     if latest:
         lines.append(
@@ -40,10 +40,10 @@ def status_lines(conn: psycopg.Connection[Any]) -> list[str]:
     else:
         lines.append("current version: none (run resilience.schema_refresh())")
     lines.append(f"versions recorded: {count}")
-    if tracking != "on":
-        lines.append("tracking: OFF (setting schema_tracking); schema_refresh() records drift")
-    elif event_triggers:
+    if tracking == "on" and event_triggers:
         lines.append("tracking: on (event triggers fold each transaction's DDL at commit)")
-    lines += tracking_notes(bool(event_triggers), bool(plpython), bool(at_commit))
+    lines += tracking_notes(
+        bool(event_triggers), bool(plpython), bool(at_commit), tracking=tracking == "on"
+    )
     lines.append(f"NOTIFY pgrst on change: {notify_postgrest or 'off'}")
     return lines

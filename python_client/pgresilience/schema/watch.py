@@ -15,13 +15,19 @@ from pgresilience.schema.manager import SchemaVersionManager
 __all__ = ["watch"]
 
 
-def tracking_mode(dsn: str) -> tuple[bool, bool, bool]:
-    """(event triggers enabled, PL/Python diff available, diff at commit) in
-    that database."""
+def tracking_mode(dsn: str) -> tuple[bool, bool, bool, bool]:
+    """(event triggers enabled, PL/Python diff available, diff at commit,
+    tracking on) in that database. A role that may not read the package's
+    settings (the app's resilience_user) gets the catalog's answer, the
+    settings taken as their defaults: it still learns that without event
+    triggers changes appear only after schema_refresh()."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute(query("schema_tracking_mode")).fetchone()
+        try:
+            row = conn.execute(query("schema_tracking_mode")).fetchone()
+        except psycopg.errors.InsufficientPrivilege:
+            row = conn.execute(query("schema_tracking_mode_catalog")).fetchone()
     assert row is not None
-    return bool(row[0]), bool(row[1]), bool(row[2])
+    return bool(row[0]), bool(row[1]), bool(row[2]), bool(row[3])
 
 
 def watch(dsn: str, say: Callable[[str], None], *, stop: threading.Event | None = None) -> None:
@@ -30,13 +36,8 @@ def watch(dsn: str, say: Callable[[str], None], *, stop: threading.Event | None 
     manager = SchemaVersionManager(dsn)
     current = manager.initialize()
     say(f"watching schema changes; current version {current.version} (hash {current.hash[:12]})")
-    try:
-        notes = tracking_notes(*tracking_mode(dsn))
-    except psycopg.errors.InsufficientPrivilege:
-        # The app's server role (resilience_user) may watch, but not read the
-        # package's settings: the notes on how DDL is tracked are the owner's.
-        notes = []
-    for note in notes:
+    event_triggers, plpython, at_commit, tracking = tracking_mode(dsn)
+    for note in tracking_notes(event_triggers, plpython, at_commit, tracking=tracking):
         say(note)
 
     gone: list[OSError] = []
