@@ -25,7 +25,7 @@ from psycopg.pq import TransactionStatus
 
 from pgresilience._acompat import ashield
 from pgresilience._source_aio import AsyncConnectionSource, AsyncSource
-from pgresilience.errors import InvalidOperation, map_error
+from pgresilience.errors import InvalidOperation, TransactionNotActive, map_error
 from pgresilience.queries import query
 from pgresilience.transactions import batch, core
 from pgresilience.transactions.core import Call, ExecuteResult, TxId
@@ -163,13 +163,29 @@ class AsyncTransactionManager:
         try:
             yield tx
         except BaseException as exc:
-            try:
-                # shielded: a task cancelled again meanwhile must not cut it short
-                await ashield(self.rollback(tx.id, reason=core.rollback_reason(exc)))
-            except Exception as rollback_error:  # the body's exception is the one to see
-                exc.add_note(f"pgresilience: rollback of {tx.id} failed too: {rollback_error!r}")
+            await self._roll_back_after(tx.id, exc)
             raise
-        await self.commit(tx.id)
+        try:
+            await self.commit(tx.id)
+        except BaseException as exc:
+            # A commit cut short (a cancelled task, Ctrl-C, a lost connection)
+            # would leave the transaction active, its rows claimed until it
+            # expires. If the commit went through after all, the rollback
+            # finds it committed (RZ002) and changes nothing.
+            await self._roll_back_after(tx.id, exc, ended_is_fine=True)
+            raise
+
+    async def _roll_back_after(
+        self, tx_id: str, exc: BaseException, *, ended_is_fine: bool = False
+    ) -> None:
+        """``transaction()``'s rollback when ``exc`` ends the block; ``exc``
+        is the exception to see, a failed rollback only adds a note to it."""
+        try:
+            # shielded: a task cancelled again meanwhile must not cut it short
+            await ashield(self.rollback(tx_id, reason=core.rollback_reason(exc)))
+        except Exception as rollback_error:
+            if not (ended_is_fine and isinstance(rollback_error, TransactionNotActive)):
+                exc.add_note(f"pgresilience: rollback of {tx_id} failed too: {rollback_error!r}")
 
 
 class AsyncTransaction:

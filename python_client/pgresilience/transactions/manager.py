@@ -26,7 +26,7 @@ from psycopg.pq import TransactionStatus
 
 from pgresilience._acompat import shield
 from pgresilience._source import ConnectionSource, SyncSource
-from pgresilience.errors import InvalidOperation, map_error
+from pgresilience.errors import InvalidOperation, TransactionNotActive, map_error
 from pgresilience.queries import query
 from pgresilience.transactions import batch, core
 from pgresilience.transactions.core import Call, ExecuteResult, TxId
@@ -162,13 +162,29 @@ class TransactionManager:
         try:
             yield tx
         except BaseException as exc:
-            try:
-                # shielded: a task cancelled again meanwhile must not cut it short
-                shield(self.rollback(tx.id, reason=core.rollback_reason(exc)))
-            except Exception as rollback_error:  # the body's exception is the one to see
-                exc.add_note(f"pgresilience: rollback of {tx.id} failed too: {rollback_error!r}")
+            self._roll_back_after(tx.id, exc)
             raise
-        self.commit(tx.id)
+        try:
+            self.commit(tx.id)
+        except BaseException as exc:
+            # A commit cut short (a cancelled task, Ctrl-C, a lost connection)
+            # would leave the transaction active, its rows claimed until it
+            # expires. If the commit went through after all, the rollback
+            # finds it committed (RZ002) and changes nothing.
+            self._roll_back_after(tx.id, exc, ended_is_fine=True)
+            raise
+
+    def _roll_back_after(
+        self, tx_id: str, exc: BaseException, *, ended_is_fine: bool = False
+    ) -> None:
+        """``transaction()``'s rollback when ``exc`` ends the block; ``exc``
+        is the exception to see, a failed rollback only adds a note to it."""
+        try:
+            # shielded: a task cancelled again meanwhile must not cut it short
+            shield(self.rollback(tx_id, reason=core.rollback_reason(exc)))
+        except Exception as rollback_error:
+            if not (ended_is_fine and isinstance(rollback_error, TransactionNotActive)):
+                exc.add_note(f"pgresilience: rollback of {tx_id} failed too: {rollback_error!r}")
 
 
 class Transaction:

@@ -1,0 +1,197 @@
+"""One manager shared by a whole app: many threads, many asyncio tasks, each
+with its own logical transaction (README: "share one manager between all
+threads or tasks"), and tasks cancelled mid-call."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgresilience import (
+    AsyncTransactionManager,
+    ClaimConflict,
+    TransactionManager,
+)
+
+
+def balances(conn: psycopg.Connection[Any]) -> dict[int, int]:
+    return dict(conn.execute("select id, balance from accounts").fetchall())
+
+
+def active_count(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(
+        "select count(*) from resilience.transactions where status = 'active'"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def holding(conn: psycopg.Connection[Any]) -> list[tuple[str, int]]:
+    """Active transactions that wrote something (and so hold claims)."""
+    return conn.execute(
+        "select t.label, count(*)::int from resilience.transactions as t"
+        " join resilience.tx_statements as s on s.tx_id = t.id"
+        " where t.status = 'active' group by t.label"
+    ).fetchall()
+
+
+def statements_by_label(conn: psycopg.Connection[Any]) -> dict[str, set[int]]:
+    """Which rows each labelled transaction's journal says it wrote (the
+    statement rows carry the table and count; the audit rows the detail)."""
+    rows = conn.execute(
+        "select t.label, count(s.*) from resilience.transactions as t"
+        " left join resilience.tx_statements as s on s.tx_id = t.id group by t.label"
+    ).fetchall()
+    return {label: count for label, count in rows}
+
+
+def test_threads_share_one_sync_manager(accounts: psycopg.Connection[Any], dsn: str) -> None:
+    """16 threads, one manager with a pool of 4: each thread's transaction
+    writes only its own row; those whose body raises leave nothing behind."""
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(16)
+
+    def worker(tm: TransactionManager, i: int) -> None:
+        try:
+            barrier.wait()
+            for round_ in range(3):
+                try:
+                    with tm.transaction(label=f"t{i}.{round_}") as tx:
+                        tx.update("accounts", {"balance": i * 10 + round_}, match={"id": i})
+                        tx.update("accounts", {"owner": f"thread {i}"}, match={"id": i})
+                        if i % 3 == 0:
+                            raise ValueError("the body fails")
+                except ValueError:
+                    pass
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    with TransactionManager(dsn, pool_size=4) as tm:
+        threads = [threading.Thread(target=worker, args=(tm, i)) for i in range(1, 17)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert errors == []
+    expected = {i: (100 if i % 3 == 0 else i * 10 + 2) for i in range(1, 17)}
+    got = balances(accounts)
+    assert {i: got[i] for i in expected} == expected
+    assert all(got[i] == 100 for i in range(17, 41))
+    assert active_count(accounts) == 0
+    # each transaction journaled its own two statements, no more, no less
+    counts = statements_by_label(accounts)
+    assert set(counts) == {f"t{i}.{r}" for i in range(1, 17) for r in range(3)}
+    assert set(counts.values()) == {2}
+
+
+def test_tasks_share_one_async_manager(accounts: psycopg.Connection[Any], dsn: str) -> None:
+    """40 tasks on a pool of 3, interleaving at every await; half of them
+    meet another task's claim and must see ClaimConflict, never wait."""
+
+    async def main() -> list[Any]:
+        async with AsyncTransactionManager(dsn, pool_size=3) as tm:
+
+            async def task(i: int) -> str:
+                row = (i % 20) + 1
+                try:
+                    async with tm.transaction(label=f"a{i}") as tx:
+                        await tx.update("accounts", {"balance": i}, match={"id": row})
+                        await asyncio.sleep(0.05)
+                        await tx.update("accounts", {"owner": f"task {i}"}, match={"id": row})
+                    return "committed"
+                except ClaimConflict as exc:
+                    assert exc.sqlstate == "55P03"
+                    return "conflict"
+
+            return await asyncio.gather(*(task(i) for i in range(40)))
+
+    outcomes = asyncio.run(main())
+    assert active_count(accounts) == 0
+    owners = dict(accounts.execute("select id, owner from accounts").fetchall())
+    got = balances(accounts)
+    committed = [i for i, o in enumerate(outcomes) if o == "committed"]
+    assert committed, outcomes
+    for i in committed:  # a committed task's row holds that task's two writes, together
+        row = (i % 20) + 1
+        if owners[row] == f"task {i}":
+            assert got[row] == i
+    for row in range(1, 21):  # every row written ends with one task's pair of writes
+        assert owners[row].startswith("task ")
+        assert got[row] == int(owners[row].split()[1])
+
+
+def test_random_cancellations_leave_no_transaction_behind(
+    accounts: psycopg.Connection[Any], dsn: str
+) -> None:
+    """asyncio.wait_for timeouts hitting tasks anywhere inside
+    ``async with tm.transaction()``: a cancelled task's writes are gone, a
+    finished one's kept, and no logical transaction stays active (holding
+    claims for its whole timeout)."""
+    rnd = random.Random(8)
+    timeouts = [rnd.uniform(0.0, 0.08) for _ in range(30)]
+
+    async def main() -> list[str]:
+        async with AsyncTransactionManager(dsn, pool_size=4) as tm:
+
+            async def body(i: int) -> None:
+                async with tm.transaction(label=f"c{i}") as tx:
+                    await tx.update("accounts", {"balance": 1000 + i}, match={"id": i + 1})
+                    await tx.update("accounts", {"owner": f"c{i}"}, match={"id": i + 1})
+
+            async def task(i: int) -> str:
+                try:
+                    await asyncio.wait_for(body(i), timeouts[i])
+                    return "done"
+                except TimeoutError:
+                    return "cancelled"
+
+            outcomes = await asyncio.gather(*(task(i) for i in range(30)))
+            # the manager still works after all that
+            async with tm.transaction() as tx:
+                await tx.update("accounts", {"balance": 7}, match={"id": 40})
+            return outcomes
+
+    outcomes = asyncio.run(main())
+    got = balances(accounts)
+    owners = dict(accounts.execute("select id, owner from accounts").fetchall())
+    for i, outcome in enumerate(outcomes):
+        if outcome == "done":
+            assert (got[i + 1], owners[i + 1]) == (1000 + i, f"c{i}")
+    assert got[40] == 7
+    # A begin() cancelled while its database transaction commits leaves a
+    # transaction that wrote nothing and holds no claim (it expires; see
+    # test_begin_cancelled_at_its_commit); none that wrote may stay active.
+    assert holding(accounts) == []
+    for i in range(30):  # all or nothing per transaction
+        assert (got[i + 1] == 1000 + i) == (owners[i + 1] == f"c{i}")
+
+
+@pytest.mark.parametrize("pool_size", [1, 4])
+def test_one_user_connection_shared_by_tasks(
+    accounts: psycopg.Connection[Any], dsn: str, pool_size: int
+) -> None:
+    """The app's own AsyncConnection given to the manager: 20 tasks take turns
+    on it, each result is its own call's (a task never reads another's)."""
+
+    async def main() -> None:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as own:
+            tm = AsyncTransactionManager(own, pool_size=pool_size)
+
+            async def task(i: int) -> None:
+                tx = await tm.begin(label=f"u{i}")
+                result = await tm.execute(tx, "accounts", "update", {"balance": i}, {"id": i})
+                assert result.success and result.data[0]["id"] == i
+                status = await tm.status(tx)
+                assert status["label"] == f"u{i}"
+                await tm.commit(tx)
+
+            await asyncio.gather(*(task(i) for i in range(1, 21)))
+
+    asyncio.run(main())
+    got = balances(accounts)
+    assert all(got[i] == i for i in range(1, 21))
