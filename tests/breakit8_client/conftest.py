@@ -51,3 +51,7 @@ def stopped() -> Iterator[Callable[[list[int]], None]]:
             os.kill(pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
+
+
+# PgBouncer in transaction mode, as tests/client provides it.
+from client.conftest import bouncer  # noqa: E402, F401

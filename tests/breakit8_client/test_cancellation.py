@@ -58,13 +58,6 @@ def ctrl_c_after(seconds: float) -> Iterator[None]:
         timer.cancel()
 
 
-def wait_until(check: Callable[[], bool], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "gave up waiting"
-        time.sleep(0.05)
-
-
 # -- the commit of transaction() interrupted ------------------------------------
 
 
