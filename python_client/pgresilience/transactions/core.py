@@ -58,6 +58,9 @@ class Call(Generic[T]):
     params: Mapping[str, Any]
     parse: Callable[[Rows], T]
     on_error: Callable[[psycopg.Error], T] = field(default=raise_mapped)
+    #: the call that undoes this one's result when the caller never sees it
+    #: (interrupted once the statement had run: its commit may have happened)
+    undo: Callable[[T], Call[Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,7 @@ def begin(timeout: float | None = 30.0, label: str | None = None) -> Call[str]:
         "tx_begin",
         {"timeout_ms": _timeout_ms(timeout), "label": label},
         lambda rows: str(_scalar(rows)),
+        undo=lambda tx_id: rollback(tx_id, "begun by a call that was interrupted"),
     )
 
 

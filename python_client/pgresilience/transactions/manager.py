@@ -26,7 +26,12 @@ from psycopg.pq import TransactionStatus
 
 from pgresilience._acompat import shield
 from pgresilience._source import ConnectionSource, SyncSource
-from pgresilience.errors import InvalidOperation, TransactionNotActive, map_error
+from pgresilience.errors import (
+    InvalidOperation,
+    TransactionNotActive,
+    TransactionNotFound,
+    map_error,
+)
 from pgresilience.queries import query
 from pgresilience.transactions import batch, core
 from pgresilience.transactions.core import Call, ExecuteResult, TxId
@@ -65,16 +70,33 @@ class TransactionManager:
     # -- I/O ---------------------------------------------------------------
     def _run(self, call: Call[T]) -> T:
         others = self._connections.others_to_try
+        read: list[core.Rows] = []  # the statement's rows, once it ran
         try:
             while True:
                 try:
-                    return self._attempt(call, may_retry=others > 0)
+                    return self._attempt(call, may_retry=others > 0, read=read)
                 except _DeadBeforeTheCall:
                     others -= 1
         except psycopg.Error as exc:  # no connection: raised, whatever the call
             raise map_error(exc) from exc
+        except BaseException as exc:
+            # Interrupted after the statement ran (a cancelled task, Ctrl-C,
+            # the connection lost at COMMIT): the commit may have happened,
+            # and its result (a new transaction's id) nobody will see.
+            if read and call.undo is not None:
+                self._undo_unseen(call.undo(call.parse(read[0])), exc)
+            raise
 
-    def _attempt(self, call: Call[T], *, may_retry: bool) -> T:
+    def _undo_unseen(self, undo: Call[Any], exc: BaseException) -> None:
+        try:
+            # shielded: a task cancelled again meanwhile must not cut it short
+            shield(self._run(undo))
+        except TransactionNotFound:
+            pass  # the commit did not happen: nothing to undo
+        except Exception as undo_error:
+            exc.add_note(f"pgresilience: undoing an unseen result failed: {undo_error!r}")
+
+    def _attempt(self, call: Call[T], *, may_retry: bool, read: list[core.Rows]) -> T:
         with self._connections.connection() as conn:
             _refuse_open_transaction(conn)
             began = False
@@ -83,6 +105,7 @@ class TransactionManager:
                     began = True
                     cursor = conn.execute(query(call.query), call.params, prepare=False)
                     rows = cursor.fetchall()
+                    read.append(rows)
             except psycopg.Error as exc:
                 # A pooled connection the server closed while it sat idle
                 # (a restart, a failover, an idle timeout) fails at BEGIN,
