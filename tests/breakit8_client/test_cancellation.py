@@ -211,3 +211,40 @@ def test_sigstopped_backend_and_wait_for(
 
     asyncio.run(main())
     assert balance(accounts, 1) == 7
+
+
+def test_commit_whose_session_is_killed_rolls_back(
+    accounts: psycopg.Connection[Any], dsn: str
+) -> None:
+    """pg_terminate_backend on the session of ``transaction()``'s commit: the
+    commit's fate is unknown to the client (DatabaseError, connection lost),
+    so the block rolls back on another connection rather than leaving the
+    claims until the transaction expires."""
+    from pgresilience import DatabaseError
+
+    with TransactionManager(dsn, pool_size=2) as tm, psycopg.connect(dsn) as locker:
+        with pytest.raises(DatabaseError):
+            with tm.transaction(label="commit-killed") as tx:
+                tx.update("accounts", {"balance": 1}, match={"id": 1})
+                tx_id, _ = tx_row(accounts, "commit-killed")
+                locker.execute(
+                    "select 1 from resilience.transactions where id = %s for update", (tx_id,)
+                )
+
+                def kill_the_waiting_commit() -> None:
+                    while True:
+                        waiting = accounts.execute(
+                            "select pid from pg_stat_activity where wait_event_type = 'Lock'"
+                            " and datname = current_database()"
+                        ).fetchall()
+                        if waiting:
+                            accounts.execute("select pg_terminate_backend(%s)", (waiting[0][0],))
+                            locker.rollback()
+                            return
+                        time.sleep(0.05)
+
+                threading.Thread(target=kill_the_waiting_commit, daemon=True).start()
+        with tm.transaction() as other:
+            other.update("accounts", {"balance": 2}, match={"id": 1})
+    assert tx_row(accounts, "commit-killed")[1] == "rolled_back"
+    assert balance(accounts, 1) == 2

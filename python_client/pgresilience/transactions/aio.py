@@ -194,8 +194,10 @@ class AsyncTransactionManager:
             # A commit cut short (a cancelled task, Ctrl-C, a lost connection)
             # would leave the transaction active, its rows claimed until it
             # expires. If the commit went through after all, the rollback
-            # finds it committed (RZ002) and changes nothing.
-            await self._roll_back_after(tx.id, exc, ended_is_fine=True)
+            # finds it committed (RZ002) and changes nothing. A commit the
+            # database refused (RZ003: expired) stays as it is, for the reaper.
+            if core.commit_unanswered(exc):
+                await self._roll_back_after(tx.id, exc, ended_is_fine=True)
             raise
 
     async def _roll_back_after(

@@ -193,8 +193,10 @@ class TransactionManager:
             # A commit cut short (a cancelled task, Ctrl-C, a lost connection)
             # would leave the transaction active, its rows claimed until it
             # expires. If the commit went through after all, the rollback
-            # finds it committed (RZ002) and changes nothing.
-            self._roll_back_after(tx.id, exc, ended_is_fine=True)
+            # finds it committed (RZ002) and changes nothing. A commit the
+            # database refused (RZ003: expired) stays as it is, for the reaper.
+            if core.commit_unanswered(exc):
+                self._roll_back_after(tx.id, exc, ended_is_fine=True)
             raise
 
     def _roll_back_after(
