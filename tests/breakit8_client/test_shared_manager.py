@@ -195,3 +195,78 @@ def test_one_user_connection_shared_by_tasks(
     asyncio.run(main())
     got = balances(accounts)
     assert all(got[i] == i for i in range(1, 21))
+
+
+def _threads(count: int, target: Any) -> list[BaseException]:
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            target(i)
+        except BaseException as exc:  # reported to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(1, count + 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return errors
+
+
+@pytest.mark.parametrize("source", ["connection", "pool"])
+def test_threads_share_the_apps_connection_or_pool(
+    accounts: psycopg.Connection[Any], dsn: str, source: str
+) -> None:
+    """The app's own (non-autocommit, psycopg's default) connection or
+    psycopg_pool pool, shared by 12 threads through one manager."""
+    from psycopg_pool import ConnectionPool
+
+    if source == "connection":
+        given: Any = psycopg.connect(dsn)
+    else:
+        given = ConnectionPool(dsn, min_size=1, max_size=3, open=True)
+    try:
+        tm = TransactionManager(given)
+
+        def work(i: int) -> None:
+            with tm.transaction(label=f"{source}{i}") as tx:
+                rows = tx.update("accounts", {"balance": i}, match={"id": i})
+                assert [r["id"] for r in rows] == [i]
+                assert tx.status()["label"] == f"{source}{i}"
+
+        assert _threads(12, work) == []
+    finally:
+        given.close()
+    got = balances(accounts)
+    assert all(got[i] == i for i in range(1, 13))
+    assert active_count(accounts) == 0
+
+
+def test_the_apps_connection_inside_its_own_transaction_is_refused(
+    accounts: psycopg.Connection[Any], dsn: str
+) -> None:
+    """README: a call while the app's connection is inside the app's own
+    transaction is refused with InvalidOperation (its commit would vanish
+    with the app's rollback); the app's transaction is left as it was."""
+    from pgresilience import InvalidOperation
+
+    with psycopg.connect(dsn) as own:
+        own.execute("update accounts set owner = 'app' where id = 5")
+        tm = TransactionManager(own)
+        with pytest.raises(InvalidOperation):
+            tm.begin()
+        own.rollback()
+        tx = tm.begin()
+        tm.commit(tx)
+
+    async def main() -> None:
+        async with await psycopg.AsyncConnection.connect(dsn) as aown:
+            await aown.execute("select 1")
+            atm = AsyncTransactionManager(aown)
+            with pytest.raises(InvalidOperation):
+                await atm.begin()
+
+    asyncio.run(main())
+    assert active_count(accounts) == 0
+    assert accounts.execute("select owner from accounts where id = 5").fetchone() == ("owner 5",)
