@@ -65,36 +65,30 @@ def tm(accounts: psycopg.Connection[Any], dsn: str) -> Any:
         yield manager
 
 
-@pytest.mark.parametrize(
-    ("data", "match", "cls", "sqlstate"),
-    [
-        ({"code": "abcd"}, {"id": 1}, InvalidOperation, "22001"),
-        ({"amount": 1000}, {"id": 1}, InvalidOperation, "22003"),
-        ({"day": "yesterday-ish"}, {"id": 1}, InvalidOperation, "22007"),
-        ({"day": "2026-13-45"}, {"id": 1}, InvalidOperation, "22008"),
-        ({"id": "one"}, {"id": 1}, InvalidOperation, "22P02"),
-        ({"amount": 1}, {"id": "one"}, InvalidOperation, "22P02"),
-        ({"nope": 1}, {"id": 1}, UnknownObject, "42703"),
-        ({"amount": 1}, {"nope": 1}, UnknownObject, "42703"),
-        ({"amount": -1}, {"id": 1}, DatabaseError, "23514"),  # the table's own check
-    ],
-)
-def test_value_errors(
-    tm: TransactionManager,
-    data: dict[str, Any],
-    match: dict[str, Any],
-    cls: type[PgResilienceError],
-    sqlstate: str,
-) -> None:
+VALUE_ERRORS: list[tuple[dict[str, Any], dict[str, Any], type[PgResilienceError], str]] = [
+    ({"code": "abcd"}, {"id": 1}, InvalidOperation, "22001"),
+    ({"amount": 1000}, {"id": 1}, InvalidOperation, "22003"),
+    ({"day": "yesterday-ish"}, {"id": 1}, InvalidOperation, "22007"),
+    ({"day": "2026-13-45"}, {"id": 1}, InvalidOperation, "22008"),
+    ({"id": "one"}, {"id": 1}, InvalidOperation, "22P02"),
+    ({"amount": 1}, {"id": "one"}, InvalidOperation, "22P02"),
+    ({"nope": 1}, {"id": 1}, UnknownObject, "42703"),
+    ({"amount": 1}, {"nope": 1}, UnknownObject, "42703"),
+    ({"amount": -1}, {"id": 1}, DatabaseError, "23514"),  # the table's own check
+]
+
+
+def test_value_errors(tm: TransactionManager) -> None:
     tx = tm.begin()
-    result = tm.execute(tx, "typed", "update", data, match)
-    assert not result.success and result.error is not None
-    check(result.error, cls, sqlstate)
-    with pytest.raises(cls) as raised:  # the handle of transaction() raises the same
-        with tm.transaction() as handle:
-            handle.update("typed", data, match)
-    check(raised.value, cls, sqlstate)
-    assert tm.status(tx)["status"] == "active"  # a failed call leaves the transaction as it was
+    for data, match, cls, sqlstate in VALUE_ERRORS:
+        result = tm.execute(tx, "typed", "update", data, match)
+        assert not result.success and result.error is not None
+        check(result.error, cls, sqlstate)
+        with pytest.raises(cls) as raised:  # the handle of transaction() raises the same
+            with tm.transaction() as handle:
+                handle.update("typed", data, match)
+        check(raised.value, cls, sqlstate)
+    assert tm.status(tx)["status"] == "active"  # failed calls leave the transaction as it was
 
 
 def test_lifecycle_errors(tm: TransactionManager, accounts: psycopg.Connection[Any]) -> None:

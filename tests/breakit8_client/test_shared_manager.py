@@ -171,16 +171,13 @@ def test_random_cancellations_leave_no_transaction_behind(
         assert (got[i + 1] == 1000 + i) == (owners[i + 1] == f"c{i}")
 
 
-@pytest.mark.parametrize("pool_size", [1, 4])
-def test_one_user_connection_shared_by_tasks(
-    accounts: psycopg.Connection[Any], dsn: str, pool_size: int
-) -> None:
+def test_one_user_connection_shared_by_tasks(accounts: psycopg.Connection[Any], dsn: str) -> None:
     """The app's own AsyncConnection given to the manager: 20 tasks take turns
     on it, each result is its own call's (a task never reads another's)."""
 
     async def main() -> None:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as own:
-            tm = AsyncTransactionManager(own, pool_size=pool_size)
+            tm = AsyncTransactionManager(own)
 
             async def task(i: int) -> None:
                 tx = await tm.begin(label=f"u{i}")
