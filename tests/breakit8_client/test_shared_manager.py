@@ -267,3 +267,21 @@ def test_the_apps_connection_inside_its_own_transaction_is_refused(
     asyncio.run(main())
     assert active_count(accounts) == 0
     assert accounts.execute("select owner from accounts where id = 5").fetchone() == ("owner 5",)
+
+
+def test_the_apps_own_writes_on_a_shared_connection_are_not_captured(
+    accounts: psycopg.Connection[Any], dsn: str
+) -> None:
+    """After a call on the app's connection, the app's own plain writes on it
+    belong to no logical transaction: the transaction's rollback leaves them."""
+    with psycopg.connect(dsn, autocommit=True) as own:
+        tm = TransactionManager(own)
+        tx = tm.begin()
+        tm.execute(tx, "accounts", "update", {"balance": 1}, {"id": 7}).unwrap()
+        own.execute("update accounts set owner = 'plain' where id = 8")
+        with own.transaction():
+            own.execute("update accounts set owner = 'plain too' where id = 9")
+        assert tm.rollback(tx)["status"] == "rolled_back"
+    owners = dict(accounts.execute("select id, owner from accounts where id in (7, 8, 9)"))
+    assert owners == {7: "owner 7", 8: "plain", 9: "plain too"}
+    assert balances(accounts)[7] == 100
