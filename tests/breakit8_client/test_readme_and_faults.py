@@ -188,3 +188,26 @@ def test_through_pgbouncer_with_cancellations(
     ).fetchall()
     assert held == []
     assert other_backends(accounts) is not None
+
+
+def test_through_pgbouncer_after_its_server_sessions_were_killed(
+    accounts: psycopg.Connection[Any], dsn: str, bouncer: Any
+) -> None:
+    """Every server session PgBouncer keeps is terminated while the manager's
+    pool sits idle (a failover behind the pooler): the next calls still run,
+    and a transaction begun before goes on."""
+    with TransactionManager(bouncer.dsn(dsn), pool_size=3) as tm:
+        tx = tm.begin(label="behind-bouncer")
+        tm.execute(tx, "accounts", "update", {"balance": 1}, {"id": 1}).unwrap()
+        accounts.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity"
+            " where datname = current_database() and pid <> pg_backend_pid()"
+            " and backend_type = 'client backend'"
+        )
+        for _ in range(4):  # every pooled connection, and then some
+            assert tm.status(tx)["status"] == "active"
+        result = tm.execute(tx, "accounts", "update", {"balance": 2}, {"id": 2})
+        assert result.success, result.error
+        tm.commit(tx)
+    got = accounts.execute("select balance from accounts where id in (1, 2) order by id")
+    assert got.fetchall() == [(1,), (2,)]
