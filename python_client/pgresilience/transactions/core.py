@@ -16,7 +16,7 @@ from typing import Any, Generic, NoReturn, TypeVar
 
 import psycopg
 
-from pgresilience.errors import InvalidOperation, PgResilienceError, map_error
+from pgresilience.errors import DatabaseError, InvalidOperation, PgResilienceError, map_error
 from pgresilience.jsonvalues import to_jsonb
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "active",
     "begin",
     "commit",
+    "commit_unanswered",
     "execute",
     "raise_mapped",
     "reap",
@@ -58,6 +59,9 @@ class Call(Generic[T]):
     params: Mapping[str, Any]
     parse: Callable[[Rows], T]
     on_error: Callable[[psycopg.Error], T] = field(default=raise_mapped)
+    #: the call that undoes this one's result when the caller never sees it
+    #: (interrupted once the statement had run: its commit may have happened)
+    undo: Callable[[T], Call[Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,7 @@ def begin(timeout: float | None = 30.0, label: str | None = None) -> Call[str]:
         "tx_begin",
         {"timeout_ms": _timeout_ms(timeout), "label": label},
         lambda rows: str(_scalar(rows)),
+        undo=lambda tx_id: rollback(tx_id, "begun by a call that was interrupted"),
     )
 
 
@@ -171,6 +176,17 @@ def active() -> Call[list[dict[str, Any]]]:
 
 def reap(max_count: int = 100) -> Call[int]:
     return Call("tx_reap", {"max_count": max_count}, lambda rows: int(_scalar(rows)))
+
+
+def commit_unanswered(exc: BaseException) -> bool:
+    """Whether a commit that raised ``exc`` left the transaction's fate
+    unknown: interrupted (a cancelled task, Ctrl-C) or its connection lost,
+    rather than refused by the database (RZ002, RZ003, ...), whose answer
+    stands."""
+    if not isinstance(exc, PgResilienceError):
+        return True
+    lost = exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P"))
+    return isinstance(exc, DatabaseError) and lost
 
 
 def rollback_reason(exc: BaseException) -> str:

@@ -26,7 +26,12 @@ from psycopg.pq import TransactionStatus
 
 from pgresilience._acompat import shield
 from pgresilience._source import ConnectionSource, SyncSource
-from pgresilience.errors import InvalidOperation, map_error
+from pgresilience.errors import (
+    InvalidOperation,
+    TransactionNotActive,
+    TransactionNotFound,
+    map_error,
+)
 from pgresilience.queries import query
 from pgresilience.transactions import batch, core
 from pgresilience.transactions.core import Call, ExecuteResult, TxId
@@ -65,16 +70,33 @@ class TransactionManager:
     # -- I/O ---------------------------------------------------------------
     def _run(self, call: Call[T]) -> T:
         others = self._connections.others_to_try
+        read: list[core.Rows] = []  # the statement's rows, once it ran
         try:
             while True:
                 try:
-                    return self._attempt(call, may_retry=others > 0)
+                    return self._attempt(call, may_retry=others > 0, read=read)
                 except _DeadBeforeTheCall:
                     others -= 1
         except psycopg.Error as exc:  # no connection: raised, whatever the call
             raise map_error(exc) from exc
+        except BaseException as exc:
+            # Interrupted after the statement ran (a cancelled task, Ctrl-C,
+            # the connection lost at COMMIT): the commit may have happened,
+            # and its result (a new transaction's id) nobody will see.
+            if read and call.undo is not None:
+                self._undo_unseen(call.undo(call.parse(read[0])), exc)
+            raise
 
-    def _attempt(self, call: Call[T], *, may_retry: bool) -> T:
+    def _undo_unseen(self, undo: Call[Any], exc: BaseException) -> None:
+        try:
+            # shielded: a task cancelled again meanwhile must not cut it short
+            shield(self._run(undo))
+        except TransactionNotFound:
+            pass  # the commit did not happen: nothing to undo
+        except Exception as undo_error:
+            exc.add_note(f"pgresilience: undoing an unseen result failed: {undo_error!r}")
+
+    def _attempt(self, call: Call[T], *, may_retry: bool, read: list[core.Rows]) -> T:
         with self._connections.connection() as conn:
             _refuse_open_transaction(conn)
             began = False
@@ -83,6 +105,7 @@ class TransactionManager:
                     began = True
                     cursor = conn.execute(query(call.query), call.params, prepare=False)
                     rows = cursor.fetchall()
+                    read.append(rows)
             except psycopg.Error as exc:
                 # A pooled connection the server closed while it sat idle
                 # (a restart, a failover, an idle timeout) fails at BEGIN,
@@ -162,13 +185,31 @@ class TransactionManager:
         try:
             yield tx
         except BaseException as exc:
-            try:
-                # shielded: a task cancelled again meanwhile must not cut it short
-                shield(self.rollback(tx.id, reason=core.rollback_reason(exc)))
-            except Exception as rollback_error:  # the body's exception is the one to see
-                exc.add_note(f"pgresilience: rollback of {tx.id} failed too: {rollback_error!r}")
+            self._roll_back_after(tx.id, exc)
             raise
-        self.commit(tx.id)
+        try:
+            self.commit(tx.id)
+        except BaseException as exc:
+            # A commit cut short (a cancelled task, Ctrl-C, a lost connection)
+            # would leave the transaction active, its rows claimed until it
+            # expires. If the commit went through after all, the rollback
+            # finds it committed (RZ002) and changes nothing. A commit the
+            # database refused (RZ003: expired) stays as it is, for the reaper.
+            if core.commit_unanswered(exc):
+                self._roll_back_after(tx.id, exc, ended_is_fine=True)
+            raise
+
+    def _roll_back_after(
+        self, tx_id: str, exc: BaseException, *, ended_is_fine: bool = False
+    ) -> None:
+        """``transaction()``'s rollback when ``exc`` ends the block; ``exc``
+        is the exception to see, a failed rollback only adds a note to it."""
+        try:
+            # shielded: a task cancelled again meanwhile must not cut it short
+            shield(self.rollback(tx_id, reason=core.rollback_reason(exc)))
+        except Exception as rollback_error:
+            if not (ended_is_fine and isinstance(rollback_error, TransactionNotActive)):
+                exc.add_note(f"pgresilience: rollback of {tx_id} failed too: {rollback_error!r}")
 
 
 class Transaction:
