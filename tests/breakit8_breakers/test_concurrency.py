@@ -28,7 +28,11 @@ def tripped(max_calls: int = 1, **options: Any) -> tuple[CircuitBreaker, ManualC
     """A breaker whose open timeout just ended: the next calls are trials."""
     clock = ManualClock()
     breaker = CircuitBreaker(
-        "svc", clock=clock, failure_threshold=1, timeout=10.0, half_open_max_calls=max_calls,
+        "svc",
+        clock=clock,
+        failure_threshold=1,
+        timeout=10.0,
+        half_open_max_calls=max_calls,
         **options,
     )
     with pytest.raises(Boom):

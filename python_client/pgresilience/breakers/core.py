@@ -443,7 +443,14 @@ class CircuitCore:
         return REJECTED
 
     def apply_remote(
-        self, state: CircuitState, now: float, open_for: float, reason: str, *, exact: bool = False
+        self,
+        state: CircuitState,
+        now: float,
+        open_for: float,
+        reason: str,
+        *,
+        exact: bool = False,
+        probe_over: bool = False,
     ) -> bool:
         """Adopt a transition another process made. True if anything changed.
 
@@ -453,8 +460,11 @@ class CircuitCore:
         ``timeout``, not after a lease we were told to wait for). Remote
         CLOSED clears the local streaks, and ends DISABLED (an operator's reset
         elsewhere). Local HALF_OPEN is left alone: this
-        process holds the probe and its outcome will decide. A METRICS_ONLY
-        breaker is a local dry run and ignores remote news.
+        process holds the probe and its outcome will decide; unless
+        ``probe_over``: a CLOSED written by another process after our grant
+        (an operator's reset, or the process that took over an expired
+        lease) ends our episode, and trials still running become history. A
+        METRICS_ONLY breaker is a local dry run and ignores remote news.
         """
         with self.lock:
             current = self.state
@@ -480,7 +490,7 @@ class CircuitCore:
             if state is CLOSED:
                 # DISABLED is left by a remote CLOSED too: the row says
                 # closed over disabled only after an operator's reset.
-                if current is HALF_OPEN:
+                if current is HALF_OPEN and not probe_over:
                     return False
                 self.consecutive_failures = 0
                 self.consecutive_opens = 0

@@ -552,7 +552,16 @@ class SharedCircuitStore:
                 CircuitState.OPEN, now, float(row.get("lease_for") or 0), reason, exact=True
             )
         else:
+            # News newer than our grant, written by another process, ends a
+            # probe of ours: a reset (operators always win) or a close by the
+            # process that took over our expired lease. A hung trial must not
+            # keep this process half-open, nor its late failure re-open all.
             breaker.core.apply_remote(
-                state, now, float(row.get("open_for") or 0), reason, exact=True
+                state,
+                now,
+                float(row.get("open_for") or 0),
+                reason,
+                exact=True,
+                probe_over=not force and row.get("updated_by") != self.owner,
             )
         breaker.dispatch_pending()
