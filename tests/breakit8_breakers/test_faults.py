@@ -160,7 +160,7 @@ def test_frozen_backend_calls_never_wait_and_news_is_published_on_resume(
     finally:
         os.kill(pid, signal.SIGCONT)
     assert wait_for(lambda: store.available)
-    assert wait_for(lambda: row_state(conn, "ai") == "closed")
+    assert wait_for(lambda: row_state(conn, "ai") == "closed"), (row_state(conn, "ai"), conn.execute("select resilience.circuit_health()").fetchall())
 
 
 def test_asyncio_tasks_at_probe_time_on_a_frozen_backend(
@@ -274,3 +274,31 @@ def test_three_processes_of_eight_threads_run_one_probe(
     assert lines.count("open") == 3, lines
     assert sum(int(line.split()[1]) for line in lines if line.startswith("trials")) == 1
     assert conn.execute("select state from resilience.circuits").fetchone() == ("closed",)
+
+
+def test_a_flapping_circuit_on_a_locked_row_does_not_hold_back_the_others(
+    store: SharedCircuitStore, conn: psycopg.Connection[Any], dsn: str
+) -> None:
+    """"That circuit's transition is kept and retried at each refresh, its
+    probe is decided locally, and the store stays available for its other
+    circuits, whose news goes on reaching the other processes": also when
+    the locked circuit keeps changing (each change used to wait lock_timeout
+    in the one I/O thread, in a queue every other circuit waits in)."""
+    locked, other = attach(store, "locked"), attach(store, "other")
+    assert store.wait_connected(10)
+    locked.force_open()
+    locked.reset()
+    assert store.flush()
+    with psycopg.connect(dsn) as admin:
+        admin.execute("select * from resilience.circuits where name = 'locked' for update")
+        for _ in range(10):  # an operator (or a flapping service) keeps it moving
+            locked.force_open()
+            locked.reset()
+        for _ in range(2):
+            with pytest.raises(Boom):
+                other.execute(fail)
+        # One lock wait (half of request_timeout) and a refresh, not twenty.
+        assert wait_for(lambda: row_state(conn, "other") == "open", 3 * REQUEST_TIMEOUT)
+        assert store.available
+        admin.rollback()
+    assert wait_for(lambda: row_state(conn, "locked") == "closed")

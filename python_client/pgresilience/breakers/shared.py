@@ -116,6 +116,12 @@ class SharedCircuitStore:
         self._breakers: dict[str, CircuitBreaker] = {}
         self._versions: dict[str, int] = {}
         self._unsent: dict[str, Transition] = {}
+        #: Circuits whose row was locked by someone else at the last try (I/O
+        #: thread only): until the next refresh retries them, their publish
+        #: jobs go straight to _unsent and their probes are decided locally,
+        #: so a circuit that keeps changing costs one lock wait per refresh,
+        #: not one per transition in the queue every circuit waits in.
+        self._locked: set[str] = set()
         #: Publish jobs queued and not yet handled, per circuit (under _lock).
         self._queued: dict[str, int] = {}
         self._jobs: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -390,7 +396,7 @@ class SharedCircuitStore:
             breaker, transition = data
             with self._lock:
                 self._queued[breaker.name] -= 1
-            if conn is None:
+            if conn is None or breaker.name in self._locked:
                 self._unsent[breaker.name] = transition
                 return
             try:
@@ -407,8 +413,8 @@ class SharedCircuitStore:
             breaker, answer = data
             if not answer.set_running_or_notify_cancel():
                 return  # the asker gave up waiting and decided locally
-            if conn is None:
-                answer.set_exception(StoreUnavailable())
+            if conn is None or breaker.name in self._locked:
+                answer.set_exception(StoreUnavailable())  # the asker decides locally
                 return
             self.probe_questions += 1
             try:
@@ -444,10 +450,12 @@ class SharedCircuitStore:
         # The database answered (lock_timeout): it is up, only this circuit's
         # row is held by someone else's transaction. Other circuits go on.
         log.warning("shared circuit state: the row of circuit %r is locked; retrying", name)
+        self._locked.add(name)
 
     def _send_unsent(self, conn: psycopg.Connection[Any]) -> None:
         """Publish the transitions kept back (the database was away, or the
         row locked); one whose row is still locked waits for the next refresh."""
+        self._locked.clear()  # tried again now; still locked ones are marked again
         for name, transition in list(self._unsent.items()):
             breaker = self._breakers.get(name)
             if breaker is None:
