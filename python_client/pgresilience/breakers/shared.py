@@ -139,6 +139,9 @@ class SharedCircuitStore:
         # The watchdog outlives the I/O thread: a round trip hung when
         # close() is called must still be cut, or close() waits on it.
         self._io_finished = False
+        #: Backend of the connection the watchdog cut: terminated on
+        #: reconnection, so that a write it had received cannot land late.
+        self._abandoned_pid: int | None = None
 
     # -- public ----------------------------------------------------------------
 
@@ -284,6 +287,7 @@ class SharedCircuitStore:
             self.mode = "poll" if through_proxy(conn.info.port, server_port) else "listen"
             if self.mode == "listen":
                 self._round_trip(conn, "circuit_listen", None)
+            self._terminate_abandoned(conn)
         except psycopg.Error as error:
             self._lost(error)
             return None
@@ -302,6 +306,22 @@ class SharedCircuitStore:
             # the serving loop, logged, and the I/O thread goes on.
             log.exception("shared circuit state: unexpected error")
         return conn
+
+    def _terminate_abandoned(self, conn: psycopg.Connection[Any]) -> None:
+        """End the backend of the round trip the watchdog gave up on: frozen,
+        it may still hold our last statement and run it when it resumes (a
+        stale transition landing over newer ones). The signal waits for it to
+        resume; it then dies before running anything. Not behind a pooler,
+        whose backend ids are not the server's."""
+        pid, self._abandoned_pid = self._abandoned_pid, None
+        if pid is None or self.mode != "listen":
+            return
+        try:
+            self._round_trip(conn, "circuit_terminate", {"pid": pid})
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error:
+            log.warning("shared circuit state: could not end the abandoned backend %s", pid)
 
     def _connect_params(self) -> dict[str, Any]:
         """The conninfo plus our bounds, where it does not set its own:
@@ -372,6 +392,10 @@ class SharedCircuitStore:
         )
         self._connected.clear()
         self._down_until = time.monotonic() + self.retry_interval
+        try:
+            self._abandoned_pid = conn.info.backend_pid
+        except psycopg.Error:
+            pass
         try:
             with socket.socket(fileno=os.dup(conn.fileno())) as sock:
                 sock.shutdown(socket.SHUT_RDWR)
