@@ -65,6 +65,10 @@ MAX_NAME_LENGTH = 200
 
 CHANNEL = "resilience_circuits"
 
+#: Longest open time sent (100 years): an operator's open(float("inf"))
+#: must open every process, and the database's timestamps end in 294276.
+MAX_OPEN_SECONDS = 100 * 365.25 * 86400.0
+
 #: States a process may publish (METRICS_ONLY is a local dry run; HALF_OPEN
 #: is the probe lease, taken through _circuit_probe).
 _PUBLISHED = frozenset(
@@ -129,6 +133,7 @@ class SharedCircuitStore:
         self._thread: threading.Thread | None = None
         self._watchdog: threading.Thread | None = None
         self._stop = threading.Event()
+        self._closed = False
         self._conn: psycopg.Connection[Any] | None = None
         self._down_until = 0.0
         self._connected = threading.Event()
@@ -147,6 +152,10 @@ class SharedCircuitStore:
 
     def attach(self, breaker: CircuitBreaker) -> CircuitBreaker:
         name = breaker.name
+        if self._closed:
+            # Its I/O thread is gone: the breaker would share nothing, say
+            # "available", and wait request_timeout at every probe.
+            raise RuntimeError("this SharedCircuitStore is closed")
         # What resilience.circuits can hold: a name it refuses would fail
         # every round trip that carries it, the other breakers' included.
         if not 1 <= len(name) <= MAX_NAME_LENGTH or "\x00" in name:
@@ -197,6 +206,7 @@ class SharedCircuitStore:
         return not self._unsent
 
     def close(self) -> None:
+        self._closed = True
         thread = self._thread
         if thread is not None:
             # Behind what is queued (often the very last transition, a
@@ -209,6 +219,7 @@ class SharedCircuitStore:
             self._watchdog.join(10)
         for breaker in list(self._breakers.values()):
             self.detach(breaker)
+        self._connected.clear()
 
     def __enter__(self) -> SharedCircuitStore:
         return self
@@ -527,7 +538,11 @@ class SharedCircuitStore:
             {
                 "name": breaker.name,
                 "state": transition.new.value,
-                "open_seconds": max(0.0, remaining) if transition.new is CircuitState.OPEN else 0.0,
+                "open_seconds": (
+                    min(max(0.0, remaining), MAX_OPEN_SECONDS)
+                    if transition.new is CircuitState.OPEN
+                    else 0.0
+                ),
                 "reason": transition.reason,
                 "owner": self.owner,
                 "failure_rate": breaker.metrics.failure_rate,
