@@ -287,3 +287,26 @@ def test_a_process_whose_lease_was_taken_over_learns_the_new_probes_outcome(
     finally:
         release.set()
         thread.join()
+
+
+def test_backoff_follows_the_circuits_history_whoever_probes(
+    stores: Callable[..., SharedCircuitStore], conn: psycopg.Connection[Any]
+) -> None:
+    """Each re-open straight from HALF_OPEN multiplies the open time: the
+    third open of the circuit lasts timeout x factor^2 also when the process
+    whose probe failed is not the one whose probe failed before (in a fleet,
+    whoever asks first probes)."""
+    options = {"timeout": 0.3, "backoff_factor": 4.0, "max_timeout": 100.0}
+    a, b = shared(stores("a"), **options), shared(stores("b"), **options)
+    trip(a)
+    assert wait_for(lambda: b.state is CircuitState.OPEN)
+    time.sleep(0.35)
+    trip(a)  # A's probe fails: open for 1.2 s (second open)
+    assert a.retry_after == pytest.approx(1.2, abs=0.1)
+    assert wait_for(lambda: (b.retry_after or 0) > 0.8)
+    time.sleep(1.25)
+    trip(b)  # B's probe fails: the circuit's third open in a row
+    assert b.retry_after == pytest.approx(4.8, abs=0.2)
+    assert b.gate is not None and b.gate.flush()  # type: ignore[attr-defined]
+    [(open_count,)] = conn.execute("select open_count from resilience.circuits").fetchall()
+    assert open_count == 3

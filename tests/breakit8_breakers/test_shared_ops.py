@@ -218,3 +218,83 @@ def test_close_sends_a_trip_made_just_before(
     assert found is not None and found["state"] == "open"
     with pytest.raises(CircuitOpenError):
         breaker.execute(lambda: "x")  # goes on locally
+
+
+def test_health_is_json_and_errors_survive_a_process_pool(
+    stores: Callable[..., SharedCircuitStore],
+) -> None:
+    import json
+    import pickle
+
+    a = shared(stores("a"))
+    local = CircuitBreaker("local", failure_threshold=1)
+    for breaker in (a, local):
+        with pytest.raises(Boom):
+            breaker.execute(fail)
+        json.dumps(breaker.health())
+        with pytest.raises(CircuitOpenError) as info:
+            breaker.execute(lambda: "x")
+        copy = pickle.loads(pickle.dumps(info.value))
+        assert (copy.name, copy.state) == (breaker.name, CircuitState.OPEN)
+        assert str(copy).startswith(f"circuit {breaker.name!r} is open - retry in ")
+
+
+def test_circuit_health_is_readable_by_end_users_through_the_exposed_wrapper(
+    stores: Callable[..., SharedCircuitStore], conn: psycopg.Connection[Any]
+) -> None:
+    a = shared(stores("a"))
+    with pytest.raises(Boom):
+        a.execute(fail)
+    assert a.gate is not None and a.gate.flush()  # type: ignore[attr-defined]
+    with conn.transaction():
+        conn.execute("set local role anon")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select public.circuit_health()")
+        raise psycopg.Rollback()
+    with conn.transaction():
+        conn.execute("set local role authenticated")
+        [(health,)] = conn.execute("select public.circuit_health()").fetchall()
+        assert health["state"] == "open" and health["healthy"] is False
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(
+                "select resilience._circuit_publish('ai', 'closed', 0, 'x', 'y', null, true)"
+            )
+        raise psycopg.Rollback()
+
+
+def test_a_database_away_keeps_only_the_latest_transition_per_circuit(
+    dsn: str,
+    make_role: Callable[..., str],
+    conn: psycopg.Connection[Any],
+) -> None:
+    """The unsent transitions are bounded: the latest per circuit, published
+    on reconnection; the probe is decided locally at once meanwhile."""
+    app = make_role("breakit8_away", member_of=("resilience_user",))
+    with SharedCircuitStore(
+        app, owner="away", refresh_interval=0.2, request_timeout=1.0, retry_interval=0.2
+    ) as store:
+        breaker = shared(store, failure_threshold=1, timeout=0.05)
+        conn.execute("alter role breakit8_away nologin")
+        conn.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity where usename = 'breakit8_away'"
+        )
+        try:
+            assert wait_for(lambda: not store.available)
+            for _ in range(30):  # 30 trips and recoveries while away
+                with pytest.raises(Boom):
+                    breaker.execute(fail)
+                time.sleep(0.06)
+                started = time.monotonic()
+                assert breaker.execute(lambda: "ok") == "ok"
+                assert time.monotonic() - started < 0.5  # decided locally, no wait
+            assert len(store._unsent) == 1  # noqa: SLF001 - the documented bound
+        finally:
+            conn.execute("alter role breakit8_away login")
+        assert wait_for(lambda: store.available)
+        assert store.flush()
+        found = row(conn)
+        assert found is not None and found["state"] == "closed"
+        events = conn.execute(
+            "select count(*) from resilience.audit_log where event = 'circuit_state'"
+        ).fetchone()
+        assert events is not None and events[0] <= 2  # not 60

@@ -523,6 +523,9 @@ class SharedCircuitStore:
         breaker waits for the right time."""
         if row.get("granted"):
             self._versions[breaker.name] = int(row["version"])
+            # News of an earlier failed probe may still wait behind this
+            # answer (and will be skipped as older): back off from the row.
+            breaker.core.adopt_open_count(int(row.get("open_count") or 0))
             return True
         self._adopt(breaker, row, force=True)
         return row["state"] in ("closed", "disabled")
@@ -596,7 +599,12 @@ class SharedCircuitStore:
                 return
             # Someone else probes: stay (or become) open until they decide.
             breaker.core.apply_remote(
-                CircuitState.OPEN, now, float(row.get("lease_for") or 0), reason, exact=True
+                CircuitState.OPEN,
+                now,
+                float(row.get("lease_for") or 0),
+                reason,
+                exact=True,
+                open_count=int(row.get("open_count") or 0),
             )
         else:
             # News newer than our grant, written by another process, ends a
@@ -610,5 +618,6 @@ class SharedCircuitStore:
                 reason,
                 exact=True,
                 probe_over=not force and row.get("updated_by") != self.owner,
+                open_count=int(row.get("open_count") or 0),
             )
         breaker.dispatch_pending()
