@@ -331,3 +331,35 @@ def test_a_write_the_frozen_backend_had_received_does_not_land_after_resume(
     assert store.flush()
     assert row_state(conn, "ai") == "closed"
     assert breaker.state is CircuitState.CLOSED
+
+
+def test_a_probe_asker_cancelled_while_waiting_leaks_nothing(
+    store: SharedCircuitStore, dsn: str
+) -> None:
+    breaker = attach(store)
+    assert store.wait_connected(10)
+    for _ in range(2):
+        with pytest.raises(Boom):
+            breaker.execute(fail)
+    assert store.flush()
+    time.sleep(0.35)
+
+    async def scenario() -> None:
+        with psycopg.connect(dsn) as admin:
+            admin.execute("select * from resilience.circuits where name = 'ai' for update")
+            asker = asyncio.create_task(breaker.execute_async(asyncio.sleep, 0, "trial"))
+            await asyncio.sleep(0.1)  # asking: the row lock holds the answer back
+            assert not breaker.core.probe_in_flight or not asker.done()
+            with pytest.raises(CircuitOpenError) as info:
+                await breaker.execute_async(asyncio.sleep, 0, "other")
+            assert info.value.retry_after == 0.0  # one question in flight
+            asker.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asker
+            assert not breaker.core.probe_in_flight
+            admin.rollback()
+        assert await breaker.execute_async(asyncio.sleep, 0, "trial") == "trial"
+
+    asyncio.run(scenario())
+    assert breaker.state is CircuitState.CLOSED
+    assert store.flush()
