@@ -360,3 +360,29 @@ def test_counters_stay_exact_under_threads_while_the_circuit_trips_and_recovers(
     assert metrics.rejections == outcomes["rejected"]
     assert metrics.calls + metrics.rejections == 8 * attempts
     assert outcomes["rejected"] > 0
+
+
+def test_async_stream_fallback_sync_or_async_answers_a_rejection() -> None:
+    async def scenario() -> None:
+        breaker = CircuitBreaker("svc", failure_threshold=1)
+
+        async def cached(prompt: str) -> AsyncIterator[str]:
+            yield f"cached {prompt}"
+
+        @breaker(fallback=cached)
+        async def stream(prompt: str) -> AsyncIterator[str]:
+            raise Boom(prompt)
+            yield  # pragma: no cover - an async generator
+
+        @breaker(fallback=lambda prompt: [f"listed {prompt}"])
+        async def other(prompt: str) -> AsyncIterator[str]:
+            yield prompt
+
+        assert [t async for t in stream("a")] == ["cached a"]  # the failure
+        assert [t async for t in stream("b")] == ["cached b"]  # the rejection
+        assert [t async for t in other("c")] == ["listed c"]
+        with pytest.raises(CircuitOpenError):
+            async with breaker:
+                pytest.fail("a rejected block must not run")
+
+    asyncio.run(scenario())

@@ -83,7 +83,8 @@ def test_a_trip_in_one_process_opens_the_circuit_in_the_other(
 def test_one_probe_across_processes_and_everyone_learns_its_outcome(
     stores: Callable[..., SharedCircuitStore],
 ) -> None:
-    breakers = [shared(stores(f"p{i}")) for i in range(3)]
+    made = [stores(f"p{i}") for i in range(3)]
+    breakers = [shared(store) for store in made]
     trip(breakers[0])
     assert all(wait_for(lambda b=b: b.state is CircuitState.OPEN) for b in breakers)
     time.sleep(0.35)
@@ -112,6 +113,8 @@ def test_one_probe_across_processes_and_everyone_learns_its_outcome(
         t.join()
     assert trials == 1
     assert all(wait_for(lambda b=b: b.state is CircuitState.CLOSED) for b in breakers)
+    # One probe question per breaker per process, whatever the herd.
+    assert [store.probe_questions <= 1 for store in made] == [True] * 3
 
 
 def test_an_operator_reset_elsewhere_reaches_a_process_that_is_probing(
