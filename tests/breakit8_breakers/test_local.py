@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime as dt
 import email.utils
+import math
 from typing import Any
 
 import pytest
@@ -818,3 +820,40 @@ def test_operator_actions_follow_the_documented_state_machine(
         assert breaker.state.value == model.state, step
         if model.state == "open":
             assert breaker.retry_after == pytest.approx(model.open_until - clock())
+
+
+@settings(max_examples=100, derandomize=True, deadline=None)
+@given(
+    size=st.sampled_from([1.0, 10.0, 7.5]),
+    steps=st.lists(
+        st.tuples(st.booleans(), st.sampled_from([0.0, 0.1, 0.75, 1.0, 3.0, 9.0, 25.0])),
+        max_size=80,
+    ),
+)
+def test_time_window_holds_the_calls_of_its_last_buckets(
+    size: float, steps: list[tuple[bool, float]]
+) -> None:
+    """ "calls of the last window_size seconds (10 buckets)": a call stays in
+    the window while its bucket is one of the last ten."""
+    clock = ManualClock(0.0)
+    breaker = CircuitBreaker(
+        "window",
+        clock=clock,
+        failure_threshold=None,
+        window_type="time",
+        window_size=size,
+        failure_rate_threshold=1.0,
+        minimum_calls=10**6,
+    )
+    width = size / 10
+    history: list[tuple[int, bool]] = []
+    for failed, pause in steps:
+        clock.advance(pause)
+        bucket = math.floor(clock() / width)  # the bucket arithmetic of the docs
+        history.append((bucket, failed))
+        with contextlib.suppress(Boom):
+            breaker.execute(fail if failed else ok)
+        inside = [f for b, f in history if b > bucket - 10]
+        metrics = breaker.metrics
+        assert metrics.window_calls == len(inside)
+        assert metrics.failure_rate == pytest.approx(sum(inside) / len(inside))
