@@ -733,13 +733,6 @@ def test_execute_given_an_async_function_does_not_silently_count_successes() -> 
     assert breaker.metrics.successes == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="execute_async() given a sync function: the programmer's TypeError (a str cannot "
-    "be awaited) is recorded as the service's failure, answered by the fallback and opens "
-    "the circuit. Telling it apart costs an awaitable check on the async hot path: "
-    "a design decision",
-)
 def test_execute_async_given_a_sync_function_is_not_a_service_failure() -> None:
     breaker, _ = make(failure_threshold=1)
 
@@ -857,3 +850,36 @@ def test_time_window_holds_the_calls_of_its_last_buckets(
         metrics = breaker.metrics
         assert metrics.window_calls == len(inside)
         assert metrics.failure_rate == pytest.approx(sum(inside) / len(inside))
+
+
+def test_calling_the_function_wrongly_is_the_callers_bug_not_a_service_failure() -> None:
+    """A TypeError raised by the call itself (wrong arguments) counts as
+    nothing and is never answered by the fallback, which would hide it."""
+    breaker, clock = make(failure_threshold=1)
+
+    def call_ai(prompt: str) -> str:
+        return prompt
+
+    @breaker(fallback=lambda *a, **k: "cached")
+    def decorated(prompt: str) -> str:
+        return prompt
+
+    with pytest.raises(TypeError):
+        breaker.execute(call_ai, "a", "b", fallback=lambda: "cached")
+    with pytest.raises(TypeError):
+        decorated()  # type: ignore[call-arg]
+    assert breaker.state is CircuitState.CLOSED
+    assert breaker.metrics.failures == 0
+
+    def raises_type_error(prompt: str) -> str:
+        raise TypeError("the service's client choked on its answer")
+
+    # One raised inside the function is an outcome like any other.
+    assert breaker.execute(raises_type_error, "x", fallback=lambda: "cached") == "cached"
+    assert breaker.state is CircuitState.OPEN
+    clock.advance(60)
+    with pytest.raises(TypeError):  # a trial called wrongly gives its slot back
+        breaker.execute(call_ai)
+    assert breaker.state is CircuitState.HALF_OPEN
+    assert breaker.execute(call_ai, "ok") == "ok"
+    assert breaker.state is CircuitState.CLOSED
