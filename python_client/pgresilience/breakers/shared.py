@@ -330,6 +330,7 @@ class SharedCircuitStore:
         try:
             self._round_trip(conn, "circuit_terminate", {"pid": pid})
         except psycopg.OperationalError:
+            self._abandoned_pid = pid  # the next connection tries again
             raise
         except psycopg.Error:
             log.warning("shared circuit state: could not end the abandoned backend %s", pid)
