@@ -247,10 +247,10 @@ PROCESS = textwrap.dedent(
 def test_three_processes_of_eight_threads_run_one_probe(
     dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
-    # The circuit is opened in the database for 4 s; the processes start
+    # The circuit is opened in the database for 3 s; the processes start
     # meanwhile and all hit it together once that time is up.
-    conn.execute("select resilience._circuit_publish('fleet', 'open', 4, 'test', 'parent')")
-    at = time.time() + 4.3
+    conn.execute("select resilience._circuit_publish('fleet', 'open', 3, 'test', 'parent')")
+    at = time.time() + 3.3
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", PROCESS, dsn, f"proc{i}", str(at)],
