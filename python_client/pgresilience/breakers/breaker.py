@@ -192,6 +192,9 @@ class CircuitBreaker:
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
+            if _misused(exc):
+                self._abandoned(permit, 0.0)
+                raise
             if self._failed(exc, permit, None) and fallback is not None:
                 return cast(T, fallback())
             raise
@@ -218,6 +221,9 @@ class CircuitBreaker:
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
+            if _misused(exc):
+                self._abandoned(permit, clock() - start)
+                raise
             if self._failed(exc, permit, start) and fallback is not None:
                 return cast(T, fallback())
             raise
@@ -248,6 +254,9 @@ class CircuitBreaker:
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
+            if _misused(exc):
+                self._abandoned(permit, 0.0)
+                raise
             if self._failed(exc, permit, None) and fallback is not None:
                 return cast(T, await _maybe_await(fallback()))
             raise
@@ -277,6 +286,9 @@ class CircuitBreaker:
                 async with asyncio.timeout(timeout):
                     result = await fn(*args, **kwargs)
         except BaseException as exc:
+            if _misused(exc):
+                self._abandoned(permit, clock() - start)
+                raise
             if self._failed(exc, permit, start) and fallback is not None:
                 return cast(T, await _maybe_await(fallback()))
             raise
@@ -370,6 +382,9 @@ class CircuitBreaker:
                     try:
                         result = await fn(*args, **kwargs)
                     except BaseException as exc:
+                        if _misused(exc):
+                            self._abandoned(permit, 0.0)
+                            raise
                         if self._failed(exc, permit, None) and fallback is not None:
                             return await _maybe_await(fallback(*args, **kwargs))
                         raise
@@ -391,6 +406,9 @@ class CircuitBreaker:
                 try:
                     result = fn(*args, **kwargs)
                 except BaseException as exc:
+                    if _misused(exc):
+                        self._abandoned(permit, 0.0)
+                        raise
                     if self._failed(exc, permit, None) and fallback is not None:
                         return fallback(*args, **kwargs)
                     raise
@@ -861,6 +879,16 @@ class CircuitBreaker:
     @property
     def clock(self) -> Clock:
         return self._clock
+
+
+def _misused(exc: BaseException) -> bool:
+    """A TypeError raised by the call or the await expression itself, in the
+    breaker's own frame (wrong arguments; execute_async given a function
+    whose result cannot be awaited): the caller's bug, not the service's
+    answer. Neither recorded nor answered by a fallback. Looked at only once
+    a call has raised: the hot path pays nothing."""
+    tb = exc.__traceback__
+    return type(exc) is TypeError and tb is not None and tb.tb_next is None
 
 
 def _matches(predicate: Callable[[BaseException], bool], exc: BaseException) -> bool:

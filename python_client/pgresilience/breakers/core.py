@@ -443,7 +443,15 @@ class CircuitCore:
         return REJECTED
 
     def apply_remote(
-        self, state: CircuitState, now: float, open_for: float, reason: str, *, exact: bool = False
+        self,
+        state: CircuitState,
+        now: float,
+        open_for: float,
+        reason: str,
+        *,
+        exact: bool = False,
+        probe_over: bool = False,
+        open_count: int = 0,
     ) -> bool:
         """Adopt a transition another process made. True if anything changed.
 
@@ -453,8 +461,14 @@ class CircuitCore:
         ``timeout``, not after a lease we were told to wait for). Remote
         CLOSED clears the local streaks, and ends DISABLED (an operator's reset
         elsewhere). Local HALF_OPEN is left alone: this
-        process holds the probe and its outcome will decide. A METRICS_ONLY
-        breaker is a local dry run and ignores remote news.
+        process holds the probe and its outcome will decide; unless
+        ``probe_over``: a CLOSED written by another process after our grant
+        (an operator's reset, or the process that took over an expired
+        lease) ends our episode, and trials still running become history. A
+        METRICS_ONLY breaker is a local dry run and ignores remote news.
+        ``open_count`` is the circuit's opens in a row as the row counts
+        them: whichever process probes next backs off from the whole
+        circuit's history, not from its own share of it.
         """
         with self.lock:
             current = self.state
@@ -462,6 +476,8 @@ class CircuitCore:
                 return False
             if state is OPEN:
                 until = now + open_for
+                if open_count > self.consecutive_opens and current is not HALF_OPEN:
+                    self.consecutive_opens = open_count
                 if current is OPEN:
                     if until > self.open_until + 0.001 or (
                         exact and abs(until - self.open_until) > 0.001
@@ -480,7 +496,7 @@ class CircuitCore:
             if state is CLOSED:
                 # DISABLED is left by a remote CLOSED too: the row says
                 # closed over disabled only after an operator's reset.
-                if current is HALF_OPEN:
+                if current is HALF_OPEN and not probe_over:
                     return False
                 self.consecutive_failures = 0
                 self.consecutive_opens = 0
@@ -490,6 +506,13 @@ class CircuitCore:
                 return False
             self._move(state, now, reason, open_for, remote=True)
             return True
+
+    def adopt_open_count(self, open_count: int) -> None:
+        """The circuit's opens in a row as the shared row counts them (a
+        granted probe backs off from the whole circuit's history)."""
+        with self.lock:
+            if open_count > self.consecutive_opens:
+                self.consecutive_opens = open_count
 
     def take_pending(self) -> list[Transition]:
         with self.lock:

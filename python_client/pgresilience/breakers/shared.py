@@ -65,6 +65,10 @@ MAX_NAME_LENGTH = 200
 
 CHANNEL = "resilience_circuits"
 
+#: Longest open time sent (100 years): an operator's open(float("inf"))
+#: must open every process, and the database's timestamps end in 294276.
+MAX_OPEN_SECONDS = 100 * 365.25 * 86400.0
+
 #: States a process may publish (METRICS_ONLY is a local dry run; HALF_OPEN
 #: is the probe lease, taken through _circuit_probe).
 _PUBLISHED = frozenset(
@@ -116,6 +120,12 @@ class SharedCircuitStore:
         self._breakers: dict[str, CircuitBreaker] = {}
         self._versions: dict[str, int] = {}
         self._unsent: dict[str, Transition] = {}
+        #: Circuits whose row was locked by someone else at the last try (I/O
+        #: thread only): until the next refresh retries them, their publish
+        #: jobs go straight to _unsent and their probes are decided locally,
+        #: so a circuit that keeps changing costs one lock wait per refresh,
+        #: not one per transition in the queue every circuit waits in.
+        self._locked: set[str] = set()
         #: Publish jobs queued and not yet handled, per circuit (under _lock).
         self._queued: dict[str, int] = {}
         self._jobs: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -123,6 +133,7 @@ class SharedCircuitStore:
         self._thread: threading.Thread | None = None
         self._watchdog: threading.Thread | None = None
         self._stop = threading.Event()
+        self._closed = False
         self._conn: psycopg.Connection[Any] | None = None
         self._down_until = 0.0
         self._connected = threading.Event()
@@ -133,11 +144,18 @@ class SharedCircuitStore:
         # The watchdog outlives the I/O thread: a round trip hung when
         # close() is called must still be cut, or close() waits on it.
         self._io_finished = False
+        #: Backend of the connection the watchdog cut: terminated on
+        #: reconnection, so that a write it had received cannot land late.
+        self._abandoned_pid: int | None = None
 
     # -- public ----------------------------------------------------------------
 
     def attach(self, breaker: CircuitBreaker) -> CircuitBreaker:
         name = breaker.name
+        if self._closed:
+            # Its I/O thread is gone: the breaker would share nothing, say
+            # "available", and wait request_timeout at every probe.
+            raise RuntimeError("this SharedCircuitStore is closed")
         # What resilience.circuits can hold: a name it refuses would fail
         # every round trip that carries it, the other breakers' included.
         if not 1 <= len(name) <= MAX_NAME_LENGTH or "\x00" in name:
@@ -188,6 +206,7 @@ class SharedCircuitStore:
         return not self._unsent
 
     def close(self) -> None:
+        self._closed = True
         thread = self._thread
         if thread is not None:
             # Behind what is queued (often the very last transition, a
@@ -200,6 +219,7 @@ class SharedCircuitStore:
             self._watchdog.join(10)
         for breaker in list(self._breakers.values()):
             self.detach(breaker)
+        self._connected.clear()
 
     def __enter__(self) -> SharedCircuitStore:
         return self
@@ -278,6 +298,7 @@ class SharedCircuitStore:
             self.mode = "poll" if through_proxy(conn.info.port, server_port) else "listen"
             if self.mode == "listen":
                 self._round_trip(conn, "circuit_listen", None)
+            self._terminate_abandoned(conn)
         except psycopg.Error as error:
             self._lost(error)
             return None
@@ -296,6 +317,23 @@ class SharedCircuitStore:
             # the serving loop, logged, and the I/O thread goes on.
             log.exception("shared circuit state: unexpected error")
         return conn
+
+    def _terminate_abandoned(self, conn: psycopg.Connection[Any]) -> None:
+        """End the backend of the round trip the watchdog gave up on: frozen,
+        it may still hold our last statement and run it when it resumes (a
+        stale transition landing over newer ones). The signal waits for it to
+        resume; it then dies before running anything. Not behind a pooler,
+        whose backend ids are not the server's."""
+        pid, self._abandoned_pid = self._abandoned_pid, None
+        if pid is None or self.mode != "listen":
+            return
+        try:
+            self._round_trip(conn, "circuit_terminate", {"pid": pid})
+        except psycopg.OperationalError:
+            self._abandoned_pid = pid  # the next connection tries again
+            raise
+        except psycopg.Error:
+            log.warning("shared circuit state: could not end the abandoned backend %s", pid)
 
     def _connect_params(self) -> dict[str, Any]:
         """The conninfo plus our bounds, where it does not set its own:
@@ -367,6 +405,10 @@ class SharedCircuitStore:
         self._connected.clear()
         self._down_until = time.monotonic() + self.retry_interval
         try:
+            self._abandoned_pid = conn.info.backend_pid
+        except psycopg.Error:
+            pass
+        try:
             with socket.socket(fileno=os.dup(conn.fileno())) as sock:
                 sock.shutdown(socket.SHUT_RDWR)
         except (OSError, psycopg.Error):
@@ -390,7 +432,7 @@ class SharedCircuitStore:
             breaker, transition = data
             with self._lock:
                 self._queued[breaker.name] -= 1
-            if conn is None:
+            if conn is None or breaker.name in self._locked:
                 self._unsent[breaker.name] = transition
                 return
             try:
@@ -407,8 +449,8 @@ class SharedCircuitStore:
             breaker, answer = data
             if not answer.set_running_or_notify_cancel():
                 return  # the asker gave up waiting and decided locally
-            if conn is None:
-                answer.set_exception(StoreUnavailable())
+            if conn is None or breaker.name in self._locked:
+                answer.set_exception(StoreUnavailable())  # the asker decides locally
                 return
             self.probe_questions += 1
             try:
@@ -444,10 +486,12 @@ class SharedCircuitStore:
         # The database answered (lock_timeout): it is up, only this circuit's
         # row is held by someone else's transaction. Other circuits go on.
         log.warning("shared circuit state: the row of circuit %r is locked; retrying", name)
+        self._locked.add(name)
 
     def _send_unsent(self, conn: psycopg.Connection[Any]) -> None:
         """Publish the transitions kept back (the database was away, or the
         row locked); one whose row is still locked waits for the next refresh."""
+        self._locked.clear()  # tried again now; still locked ones are marked again
         for name, transition in list(self._unsent.items()):
             breaker = self._breakers.get(name)
             if breaker is None:
@@ -480,6 +524,9 @@ class SharedCircuitStore:
         breaker waits for the right time."""
         if row.get("granted"):
             self._versions[breaker.name] = int(row["version"])
+            # News of an earlier failed probe may still wait behind this
+            # answer (and will be skipped as older): back off from the row.
+            breaker.core.adopt_open_count(int(row.get("open_count") or 0))
             return True
         self._adopt(breaker, row, force=True)
         return row["state"] in ("closed", "disabled")
@@ -495,7 +542,11 @@ class SharedCircuitStore:
             {
                 "name": breaker.name,
                 "state": transition.new.value,
-                "open_seconds": max(0.0, remaining) if transition.new is CircuitState.OPEN else 0.0,
+                "open_seconds": (
+                    min(max(0.0, remaining), MAX_OPEN_SECONDS)
+                    if transition.new is CircuitState.OPEN
+                    else 0.0
+                ),
                 "reason": transition.reason,
                 "owner": self.owner,
                 "failure_rate": breaker.metrics.failure_rate,
@@ -549,10 +600,25 @@ class SharedCircuitStore:
                 return
             # Someone else probes: stay (or become) open until they decide.
             breaker.core.apply_remote(
-                CircuitState.OPEN, now, float(row.get("lease_for") or 0), reason, exact=True
+                CircuitState.OPEN,
+                now,
+                float(row.get("lease_for") or 0),
+                reason,
+                exact=True,
+                open_count=int(row.get("open_count") or 0),
             )
         else:
+            # News newer than our grant, written by another process, ends a
+            # probe of ours: a reset (operators always win) or a close by the
+            # process that took over our expired lease. A hung trial must not
+            # keep this process half-open, nor its late failure re-open all.
             breaker.core.apply_remote(
-                state, now, float(row.get("open_for") or 0), reason, exact=True
+                state,
+                now,
+                float(row.get("open_for") or 0),
+                reason,
+                exact=True,
+                probe_over=not force and row.get("updated_by") != self.owner,
+                open_count=int(row.get("open_count") or 0),
             )
         breaker.dispatch_pending()
