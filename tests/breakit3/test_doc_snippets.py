@@ -73,7 +73,7 @@ def run_psql(code: str, dsn: str, tmp_path: Path) -> str:
     return done.stdout
 
 
-@pytest.mark.timeout(20)
+@pytest.mark.timeout(60)
 def test_readme_quickstart_python(conn: Conn, dsn: str, tmp_path: Path) -> None:
     """README "Quickstart": the tables, then "From Python (psycopg)": the
     other writer meets the claim (55P03), the rollback makes the name John
@@ -95,7 +95,7 @@ def test_readme_quickstart_python(conn: Conn, dsn: str, tmp_path: Path) -> None:
     assert [s for (s,) in states] == ["committed", "rolled_back", "rolled_back"]
 
 
-@pytest.mark.timeout(20)
+@pytest.mark.timeout(60)
 def test_readme_quickstart_sql(conn: Conn, dsn: str, tmp_path: Path) -> None:
     """README "From SQL" in psql after the Quickstart tables: John's insert
     rolled back (LIFO, all or nothing), Jane and her profile from tx_run."""
@@ -108,7 +108,7 @@ def test_readme_quickstart_sql(conn: Conn, dsn: str, tmp_path: Path) -> None:
     assert rows == [("Jane", "hi")]
 
 
-@pytest.mark.timeout(20)
+@pytest.mark.timeout(60)
 def test_readme_schema_versions_and_breakers(conn: Conn, dsn: str, tmp_path: Path) -> None:
     python = blocks("README.md", "python")[1]
     out = run_python(python, dsn, tmp_path)
@@ -117,7 +117,7 @@ def test_readme_schema_versions_and_breakers(conn: Conn, dsn: str, tmp_path: Pat
     assert "'ai-api'" in health and "'healthy': True" in health
 
 
-@pytest.mark.timeout(20)
+@pytest.mark.timeout(60)
 def test_breakers_guide_snippets(dsn: str, tmp_path: Path) -> None:
     """docs/breakers.md: the local example, then the shared-state example."""
     local, shared = blocks("docs/breakers.md", "python")
@@ -129,7 +129,7 @@ def test_breakers_guide_snippets(dsn: str, tmp_path: Path) -> None:
     assert "'shared_store': 'available'" in out[0]
 
 
-@pytest.mark.timeout(20)
+@pytest.mark.timeout(60)
 def test_batch_guide_snippets_in_order(conn: Conn, dsn: str, tmp_path: Path) -> None:
     """docs/batch_and_security.md: the tables, the tx_run whose result the
     page prints in a comment, then the Python batch."""

@@ -51,7 +51,7 @@ def store_backend(conn: Conn, owner: str) -> int:
     return int(row[0])
 
 
-@pytest.mark.timeout(20)
+@pytest.mark.timeout(60)
 def test_close_while_the_database_hangs_is_bounded(conn: Conn, dsn: str, frozen: list[int]) -> None:
     """An app shutting down while the store's backend is frozen (SIGSTOP) and
     a transition is on its way: close() returns and the store's threads end,
@@ -77,7 +77,7 @@ def test_close_while_the_database_hangs_is_bounded(conn: Conn, dsn: str, frozen:
     assert leftover == []
 
 
-@pytest.mark.timeout(20)
+@pytest.mark.timeout(60)
 def test_many_threads_on_one_breaker_while_the_database_hangs(
     conn: Conn, dsn: str, frozen: list[int]
 ) -> None:
@@ -139,7 +139,7 @@ def test_many_threads_on_one_breaker_while_the_database_hangs(
         store.close()  # bounded even while frozen; the fixture resumes the backend
 
 
-@pytest.mark.timeout(20)
+@pytest.mark.timeout(60)
 def test_a_transition_made_while_the_store_is_cut_off_is_published_on_reconnect(
     conn: Conn, dsn: str
 ) -> None:

@@ -34,7 +34,7 @@ from .test_client_in_apps import _sync_transfers, _transfer_pairs, balances, cla
 Conn = psycopg.Connection[Any]
 
 
-@pytest.mark.timeout(20)
+@pytest.mark.timeout(60)
 def test_threads_share_a_manager_through_the_pooler(
     accounts: Conn, dsn: str, bouncer: Bouncer
 ) -> None:
@@ -57,7 +57,7 @@ def test_threads_share_a_manager_through_the_pooler(
     assert prepared == (0,)
 
 
-@pytest.mark.timeout(20)
+@pytest.mark.timeout(60)
 def test_claims_and_expiry_across_backends(accounts: Conn, dsn: str, bouncer: Bouncer) -> None:
     """A claim taken through one client connection is seen through another
     (55P03 at once, no wait); an expired transaction is TransactionExpired
@@ -88,7 +88,7 @@ def test_claims_and_expiry_across_backends(accounts: Conn, dsn: str, bouncer: Bo
     assert balances(accounts, 5) == [1]
 
 
-@pytest.mark.timeout(20)
+@pytest.mark.timeout(60)
 def test_header_mode_through_the_pooler(accounts: Conn, dsn: str, bouncer: Bouncer) -> None:
     """PostgREST's way: one database transaction setting request.headers
     (x-resilience-tx) locally, then a plain write; through the pooler it is
@@ -122,7 +122,7 @@ def _fail() -> None:
     raise ConnectionError("503")
 
 
-@pytest.mark.timeout(20)
+@pytest.mark.timeout(60)
 def test_shared_breakers_through_the_pooler(conn: Conn, dsn: str, bouncer: Bouncer) -> None:
     """Two stores (two processes' worth) through the pooler: both notice it
     (poll mode), a trip in one reaches the other by its refresh, and at probe
@@ -183,7 +183,7 @@ def test_shared_breakers_through_the_pooler(conn: Conn, dsn: str, bouncer: Bounc
     assert state == "closed"
 
 
-@pytest.mark.timeout(20)
+@pytest.mark.timeout(60)
 def test_the_apps_own_connection_through_the_pooler(
     accounts: Conn, dsn: str, bouncer: Bouncer
 ) -> None:
@@ -203,7 +203,7 @@ def test_the_apps_own_connection_through_the_pooler(
     assert prepared == (0,)
 
 
-@pytest.mark.timeout(20)
+@pytest.mark.timeout(60)
 def test_schema_listener_through_the_pooler(conn: Conn, dsn: str, bouncer: Bouncer) -> None:
     """README "Which URL for what": given a transaction pooler, the schema
     manager notices and polls; a migration committed directly reaches the
@@ -229,7 +229,7 @@ def test_schema_listener_through_the_pooler(conn: Conn, dsn: str, bouncer: Bounc
     assert seen and seen[0] > start
 
 
-@pytest.mark.timeout(20)
+@pytest.mark.timeout(60)
 def test_postgrest_requests_through_the_pooler(accounts: Conn, dsn: str, bouncer: Bouncer) -> None:
     """Supabase's path: PostgREST requests (set local role, JWT claims and
     headers in one database transaction each) through the transaction pooler,
@@ -260,7 +260,7 @@ def test_postgrest_requests_through_the_pooler(accounts: Conn, dsn: str, bouncer
     assert balances(accounts, 8, 9) == [100, 100]
 
 
-@pytest.mark.timeout(20)
+@pytest.mark.timeout(60)
 def test_backends_killed_between_calls_behind_the_pooler(
     accounts: Conn, dsn: str, bouncer: Bouncer
 ) -> None:
