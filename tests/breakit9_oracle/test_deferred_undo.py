@@ -7,6 +7,7 @@ naming the table and the constraint, nothing restored."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import psycopg
@@ -139,3 +140,24 @@ def test_a_deferred_violation_left_by_the_undo_is_rz005_naming_table_and_constra
     assert rows(db) == before_attempt
     db.execute("delete from dpar where id = 5")
     assert rollback(db, tx)["success"] is True
+
+
+def test_the_reaper_walks_back_past_a_deferred_foreign_key_one_call_passed(
+    db: psycopg.Connection[Any],
+) -> None:
+    before = rows(db)
+    tx = str(db.execute("select resilience.tx_begin(2000)").fetchone()[0])  # type: ignore[index]
+    in_one_call(
+        db,
+        tx,
+        "update dchild set pid = 4 where id = 1",
+        "update dchild set pid = 2 where id = 1",
+    )
+    while db.execute(
+        "select expires_at > clock_timestamp() from resilience.transactions where id = %s", (tx,)
+    ).fetchone() == (True,):
+        time.sleep(0.1)
+    db.execute("select resilience.tx_reap()")
+    status = db.execute("select resilience.tx_status(%s)", (tx,)).fetchone()[0]  # type: ignore[index]
+    assert status["status"] == "timed_out", status
+    assert rows(db) == before
