@@ -95,6 +95,8 @@ SCHEMA = [
     "create table nk (k numeric primary key, v text)",
     "create table fk8 (k float8 primary key, v int)",
     "create table jk (k jsonb primary key, v int)",
+    "create table rk (k numrange primary key, v int)",
+    "create table ak (k text[] primary key, t timestamptz)",
     # A schema and a table named with quotes, spaces and unicode; a NOT NULL
     # domain with a default.
     "create domain nn_text as text not null default 'dflt'",
@@ -222,6 +224,8 @@ KEYS: dict[str, dict[str, list[str]]] = {
     "nk": {"k": ["1", "1.0", "1.00", "-0", "0", "NaN", "Infinity"]},
     "fk8": {"k": ["0", "-0", "NaN", "Infinity", "1e-300"]},
     "jk": {"k": ["1.0", "1.00", '{"a": 1}', '"x"', "null", "[]"]},
+    "rk": {"k": ["[1.0,2)", "[1.00,2.0)", "empty", "(,)", "[NaN,NaN]"]},
+    "ak": {"k": ["{}", "{a,NULL}", "[0:1]={a,b}", "{a,b}", '{""}']},
     'Tab"le': {"Id": ["1", "2", "3"]},
 }
 
