@@ -40,8 +40,9 @@ begin
         message = pg_catalog.format(
             'rollback of logical transaction %s cannot restore %s%s: %s; nothing was restored',
             tx_id,
-            (select pg_catalog.string_agg(pg_catalog.format('%s %s (seq %s)', c.e ->> 'operation', c.e ->> 'table',
-                c.e ->> 'seq'), ', ' order by c.n)
+            (select pg_catalog.string_agg(pg_catalog.format('%s %s', c.e ->> 'operation', c.e ->> 'table')
+                || case when c.e ->> 'seq' is not null then pg_catalog.format(' (seq %s)', c.e ->> 'seq') else '' end,
+                ', ' order by c.n)
              from pg_catalog.jsonb_array_elements(conflicts) with ordinality as c (e, n) where c.n <= shown),
             case when total > shown then pg_catalog.format(' and %s more steps', total - shown) else '' end,
             (select pg_catalog.string_agg(r.reason, '; ')
@@ -257,6 +258,8 @@ declare
     failed_state text;
     failed_message text;
     failed_constraint text;
+    failed_table text;
+    failed_schema text;
     -- Steps whose undo would change others' rows through a foreign key's
     -- action (_fk_action_refusals): {"<seq>": {"fk", "message"}}.
     refusals jsonb := '{}'::jsonb;
@@ -265,6 +268,12 @@ begin
     -- Our own restore statements are neither captured nor claim-blocked.
     insert into resilience.restore_tokens (token) values (undo_token);
     perform pg_catalog.set_config('resilience.restoring', undo_token::text, true);
+    -- Deferrable constraints are checked once, after the last step (below):
+    -- the undo walks back through the states the transaction's own calls
+    -- passed through inside one database transaction (a row moved in two
+    -- statements past a deferred foreign key, a deferred unique swap), which
+    -- only their commit had to satisfy.
+    set constraints all deferred;
 
     select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
             'seq', s.seq, 'relation', s.relation::oid, 'table', s.relation::text, 'operation', s.operation,
@@ -327,9 +336,6 @@ begin
                 execute pg_catalog.format('select %s($1, $2, $3, $4)', undo_fn::oid::regproc)
                 into outcome
                 using tx_id, (step ->> 'seq')::bigint, step ->> 'operation', force;
-                -- Deferred constraints are checked here, inside the step,
-                -- not at commit where no error could be turned into RZ005.
-                set constraints all immediate;
                 restored := restored + (outcome ->> 'restored_rows')::bigint;
                 -- One entry per row; its key only where the owner may read it.
                 report := (
@@ -382,6 +388,21 @@ begin
             from pg_catalog.jsonb_array_elements(waiting) with ordinality as w (e, n),
                 pg_catalog.jsonb_array_elements(w.e -> 'report') with ordinality as r (e, m)));
     end if;
+    -- The deferred checks, here and not at commit, where no error could be
+    -- turned into RZ005. No single step is to blame: the table and the
+    -- constraint are named.
+    begin
+        set constraints all immediate;
+    exception when lock_not_available or deadlock_detected or serialization_failure then
+        raise;
+    when others then
+        get stacked diagnostics failed_state = returned_sqlstate, failed_message = message_text,
+            failed_constraint = constraint_name, failed_table = table_name, failed_schema = schema_name;
+        perform resilience._raise_undo_conflict(tx_id, pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+            'operation', 'deferred check', 'seq', null,
+            'table', case when failed_table <> '' then pg_catalog.format('%I.%I', failed_schema, failed_table) end,
+            'sqlstate', failed_state, 'error', failed_message, 'constraint', nullif(failed_constraint, ''))));
+    end;
 
     delete from resilience.restore_tokens as r where r.token = undo_token;
     perform pg_catalog.set_config('resilience.restoring', '', true);
