@@ -5,7 +5,8 @@ The database reads each value into its column's type from JSON text, so a
 value is written as the text PostgreSQL's input function for that type reads
 back exactly: ``Decimal`` as a JSON number with all its digits (a numeric
 column keeps its scale; a json/jsonb column gets a number), non-finite
-``Decimal`` as ``"NaN"``/``"Infinity"``, date/time values in ISO 8601,
+``Decimal`` and ``float`` as ``"NaN"``/``"Infinity"``/``"-Infinity"`` (JSON has
+no such numbers; float, numeric and text columns read the text), date/time values in ISO 8601,
 ``timedelta`` in seconds and microseconds, ``UUID``, IP addresses and
 ``Path`` as their text, bytes as bytea hex (``"\\x..."``), sets as arrays,
 an ``Enum`` as its value. Anything else raises ``TypeError`` naming the type,
@@ -24,6 +25,7 @@ import decimal
 import enum
 import ipaddress
 import json
+import math
 import pathlib
 import re
 import secrets
@@ -80,9 +82,31 @@ def _non_finite(value: decimal.Decimal) -> str:
     return "-Infinity" if value.is_signed() else "Infinity"
 
 
+def _finite_floats(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by its text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: _finite_floats(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_floats(item) for item in value]
+    return value
+
+
 def dumps(value: Any) -> str:
     """JSON text of ``value`` (see the module's docstring)."""
-    text = json.dumps(value, default=_default)
+    try:
+        text = json.dumps(value, default=_default, allow_nan=False)
+    except ValueError as error:
+        if not str(error).startswith("Out of range float"):
+            raise  # a circular structure
+        # Rare, so walked only then: a non-finite float, where json.dumps
+        # would write NaN/Infinity, which no JSON parser reads.
+        text = json.dumps(
+            _finite_floats(value),
+            default=lambda item: _finite_floats(_default(item)),
+            allow_nan=False,
+        )
     if "\\u0000" in text:
         text = _DECIMAL_IN_JSON.sub(r"\1", text)
     return text

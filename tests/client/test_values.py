@@ -146,6 +146,20 @@ def test_non_finite_decimals_are_numerics(kinds: psycopg.Connection[Any], dsn: s
     ]
 
 
+def test_non_finite_floats_travel_as_their_text() -> None:
+    """JSON has no NaN or Infinity (json.dumps would write tokens no parser
+    reads): they travel as the text float and numeric columns read, nested or
+    not, in sets too; finite floats stay numbers."""
+    sent = dumps(
+        {"x": float("nan"), "y": [float("inf"), (float("-inf"), 0.5)], "z": {float("nan")}}
+    )
+    assert json.loads(sent) == {"x": "NaN", "y": ["Infinity", ["-Infinity", 0.5]], "z": ["NaN"]}
+    circular: list[Any] = []
+    circular.append(circular)
+    with pytest.raises(ValueError, match="Circular"):
+        dumps(circular)
+
+
 class Opaque:
     pass
 
