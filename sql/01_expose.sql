@@ -15,6 +15,7 @@ declare
     grantee name;
     allowed boolean;
     is_new boolean;
+    theirs regprocedure;
     has_user_role boolean := exists (select 1 from pg_catalog.pg_roles where rolname = 'resilience_user');
 begin
     for api in
@@ -38,6 +39,22 @@ begin
             and p.prokind = 'f'
             and p.prorettype not in ('trigger'::regtype, 'event_trigger'::regtype)
     loop
+        -- A function of the app's own with this name: CREATE OR REPLACE would
+        -- overwrite it (and uninstall then drop it), and an overload would make
+        -- the app's calls of it ambiguous (42725). Refused, naming it.
+        select p.oid::pg_catalog.regprocedure into theirs
+        from pg_catalog.pg_proc as p
+        where p.pronamespace = target_schema::regnamespace
+            and p.proname = api.proname
+            and not exists (select 1 from resilience.exposed_functions as e where e.signature::pg_catalog.oid = p.oid)
+        limit 1;
+        if found then
+            raise exception using
+                errcode = '42723',
+                message = pg_catalog.format('%s is not a pgresilience wrapper: exposing resilience.%I in schema %I would replace or overload it',
+                    theirs, api.proname, target_schema),
+                hint = 'Rename your function, or expose the wrappers in another schema (install --expose SCHEMA, or --expose none).';
+        end if;
         execute pg_catalog.format(
             'create or replace function %I.%I(%s) returns %s language sql %s security invoker '
             'set search_path = '''' as $wrapper$ select %s resilience.%I(%s) $wrapper$',

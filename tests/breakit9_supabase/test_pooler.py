@@ -1,0 +1,180 @@
+"""Through a transaction pooler (PgBouncer 1.18, transaction mode, two server
+connections per user and database): the README's "Which URL for what" —
+the transaction managers work on it, PostgREST-style requests keep their
+identity and header to themselves, and the LISTEN-based features notice the
+pooler and poll."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgresilience import ClaimConflict, SchemaVersionManager, TransactionManager
+from pgresilience.breakers import CircuitBreaker
+from pgresilience.breakers.shared import SharedCircuitStore
+
+from .supa import ALICE, BOB, Rest, table_rows
+
+LEDGER = """
+create table ledger (id int primary key, worker int not null, n int not null);
+insert into ledger values (0, -1, 0);
+select resilience.manage_table('ledger');
+"""
+
+
+def test_transaction_managers_of_many_threads_share_the_pooler(
+    project: str, owner_dsn: str, pooler: Any
+) -> None:
+    with psycopg.connect(owner_dsn, autocommit=True) as owner:
+        owner.execute(LEDGER)
+    expected = {"(0,-1,0)"}
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker(w: int, tm: TransactionManager) -> None:
+        try:
+            for i in range(8):
+                key = w * 100 + i
+                try:
+                    with tm.transaction(timeout=30.0, label=f"w{w}") as tx:
+                        tx.insert("ledger", {"id": key, "worker": w, "n": i})
+                        tx.update("ledger", {"n": i + 1}, match={"id": key})
+                        if i % 3 == 0:  # the shared row: claims meet, nobody waits
+                            tx.update("ledger", {"n": key}, match={"id": 0})
+                        if i % 2:
+                            raise KeyError("roll back")
+                except KeyError:
+                    continue
+                except ClaimConflict:
+                    continue
+                with lock:
+                    expected.add(f"({key},{w},{i + 1})")
+                    if i % 3 == 0:
+                        expected.discard(next(r for r in expected if r.startswith("(0,")))
+                        expected.add(f"(0,-1,{key})")
+            tx_id = tm.begin(timeout=30.0)  # one call at a time, then rolled back
+            tm.execute(tx_id, "ledger", "insert", {"id": w * 100 + 99, "worker": w, "n": 0})
+            tm.rollback(tx_id)
+            batch = tm.run(
+                [
+                    {
+                        "table": "ledger",
+                        "operation": "insert",
+                        "data": {"id": w * 100 + 50, "worker": w, "n": 50},
+                    }
+                ]
+            )
+            assert batch.success, batch.error
+            with lock:
+                expected.add(f"({w * 100 + 50},{w},50)")
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+
+    with TransactionManager(pooler.dsn(owner_dsn), pool_size=4) as tm:
+        threads = [threading.Thread(target=worker, args=(w, tm)) for w in range(1, 7)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, errors
+        assert tm.active_transactions() == []
+    assert set(table_rows(project, "ledger")) == expected
+
+
+def test_postgrest_requests_through_the_pooler_keep_identity_and_header_apart(
+    project: str, pooler: Any
+) -> None:
+    """Four PostgREST-like clients on two server connections: Alice's header
+    and identity never reach Bob's plain writes that share her backend."""
+    before = table_rows(project)
+    url = pooler.dsn(project, user="authenticator")
+    # PostgREST behind a transaction pooler runs with db-prepared-statements = false.
+    conns = [psycopg.connect(url, autocommit=True, prepare_threshold=None) for _ in range(4)]
+    try:
+        starter = Rest(conns[0], sub=ALICE)
+        txs = [starter.rpc("tx_begin") for _ in range(2)]
+        errors: list[BaseException] = []
+
+        def alice(conn: psycopg.Connection[Any], tx: Any) -> None:
+            try:
+                writer = Rest(conn, sub=ALICE, headers={"x-resilience-tx": str(tx)})
+                for i in range(15):
+                    writer.request("insert into todos (title) values (%s)", (f"a{i}",))
+            except BaseException as error:
+                errors.append(error)
+
+        def bob(conn: psycopg.Connection[Any]) -> None:
+            try:
+                writer = Rest(conn, sub=BOB)
+                for i in range(15):
+                    writer.request("insert into todos (title) values (%s)", (f"b{i}",))
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [
+            threading.Thread(target=alice, args=(conns[0], txs[0])),
+            threading.Thread(target=alice, args=(conns[1], txs[1])),
+            threading.Thread(target=bob, args=(conns[2],)),
+            threading.Thread(target=bob, args=(conns[3],)),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, errors
+        for tx in txs:
+            assert starter.rpc("tx_status", tx_id=tx)["rows"] == 15
+            assert starter.rpc("tx_rollback", tx_id=tx)["restored_rows"] == 15
+    finally:
+        for conn in conns:
+            conn.close()
+    after = table_rows(project)
+    added = [row for row in after if row not in before]
+    assert len(added) == 30 and all(BOB in row for row in added)
+
+
+def test_schema_watcher_behind_the_pooler_polls_and_still_sees_each_version(
+    owner_dsn: str, pooler: Any
+) -> None:
+    seen: list[int] = []
+    arrived = threading.Event()
+    with SchemaVersionManager(pooler.dsn(owner_dsn), poll_interval=0.2) as svm:
+        first = svm.initialize().version
+
+        def on_change(changes: Any) -> None:
+            seen.append(changes.version)
+            arrived.set()
+
+        svm.on_schema_change(on_change)
+        with psycopg.connect(owner_dsn, autocommit=True) as owner:
+            owner.execute("create table notes (id int primary key)")
+            owner.execute("select resilience.schema_refresh()")  # no event triggers here
+        assert arrived.wait(20)
+        assert svm.mode == "poll"
+    assert seen and seen[-1] > first
+
+
+@pytest.mark.timeout(120)
+def test_shared_circuits_behind_the_pooler_learn_each_others_transitions(
+    owner_dsn: str, pooler: Any
+) -> None:
+    url = pooler.dsn(owner_dsn)
+    one = SharedCircuitStore(url, refresh_interval=0.2)
+    two = SharedCircuitStore(url, refresh_interval=0.2)
+    try:
+        mine = one.attach(CircuitBreaker("ai-api", failure_threshold=2, timeout=60.0))
+        theirs = two.attach(CircuitBreaker("ai-api", failure_threshold=2, timeout=60.0))
+        assert one.wait_connected(10) and two.wait_connected(10)
+        mine.force_open()
+        deadline = time.monotonic() + 20
+        while theirs.state != mine.state and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert theirs.state.value == mine.state.value == "forced_open"
+        assert (one.mode, two.mode) == ("poll", "poll")
+    finally:
+        one.close()
+        two.close()

@@ -1,0 +1,146 @@
+"""The wrappers of the exposed schema behave as `resilience.*` does, errors
+included (same SQLSTATE), and installing them never overwrites or shadows a
+function of the app's own."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgresilience import installer
+
+from .supa import ALICE, Rest, sqlstate
+
+UNKNOWN = str(uuid.UUID(int=7))
+
+# (function, arguments; "TX" stands for an active transaction of the caller's), SQLSTATE
+BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
+    ("tx_begin", {"timeout_ms": 0}, "22023"),
+    ("tx_begin", {"label": "x" * 1001}, "22023"),
+    ("tx_status", {"tx_id": UNKNOWN}, "RZ001"),
+    ("tx_commit", {"tx_id": UNKNOWN}, "RZ001"),
+    ("tx_execute", {"tx_id": "TX", "table_name": "nope", "operation": "insert"}, "42P01"),
+    ("tx_execute", {"tx_id": "TX", "table_name": "todos", "operation": "explode"}, "22023"),
+    (
+        "tx_execute",
+        {"tx_id": "TX", "table_name": "todos", "operation": "insert", "data": {"nope": 1}},
+        "42703",
+    ),
+    (
+        "tx_execute",
+        {"tx_id": "TX", "table_name": "todos", "operation": "update", "data": {"title": "t"}},
+        "22023",
+    ),
+    (
+        "tx_execute",
+        {
+            "tx_id": "TX",
+            "table_name": "resilience.transactions",
+            "operation": "delete",
+            "match": {"status": "active"},
+        },
+        "22023",
+    ),
+    ("tx_rollback_to", {"tx_id": "TX", "name": "missing"}, "RZ006"),
+    ("tx_images", {"tx_id": "TX"}, "42501"),
+    ("tx_run", {"operations": [{"table": "todos", "operation": "x"}]}, "22023"),
+    ("schema_current", {}, "42501"),
+]
+
+
+@pytest.mark.parametrize(
+    ("function", "args", "expected"), BAD_CALLS, ids=[f"{f}-{e}" for f, _, e in BAD_CALLS]
+)
+def test_a_wrapper_fails_with_the_sqlstate_of_the_function_it_wraps(
+    authenticator: psycopg.Connection[Any], function: str, args: dict[str, Any], expected: str
+) -> None:
+    alice = Rest(authenticator, sub=ALICE)
+    tx = alice.rpc("tx_begin")
+    args = {k: (tx if v == "TX" else v) for k, v in args.items()}
+    for schema in ("public", "resilience"):
+        assert sqlstate(lambda s=schema: alice.rpc(function, schema=s, **args)) == expected, schema
+
+
+def test_an_app_table_named_like_a_wrapper_changes_nothing(
+    owner_dsn: str, authenticator: psycopg.Connection[Any]
+) -> None:
+    with psycopg.connect(owner_dsn, autocommit=True) as owner:
+        owner.execute("create table tx_status (tx_id uuid primary key, note text)")
+        owner.execute("grant select on tx_status to authenticated")
+    alice = Rest(authenticator, sub=ALICE)
+    tx = alice.rpc("tx_begin")
+    assert alice.rpc("tx_status", tx_id=tx)["status"] == "active"
+    assert alice.request("select count(*) from tx_status") == [(0,)]
+
+
+APP_FUNCTIONS = [
+    # Same name and arguments: install used to overwrite it silently (and
+    # uninstall then dropped it).
+    "create function public.tx_status(tx_id uuid) returns jsonb language sql"
+    " as $$ select '{\"mine\": true}'::jsonb $$",
+    # Another result type: install failed with a hint to drop the app's function.
+    "create function public.tx_status(id uuid) returns text language sql as $$ select 'mine' $$",
+    # An overload: the app's own `select tx_begin()` became ambiguous (42725).
+    "create function public.tx_begin() returns text language sql as $$ select 'mine' $$",
+]
+
+
+@pytest.mark.parametrize("function", APP_FUNCTIONS, ids=["same", "other_result", "overload"])
+def test_install_refuses_to_replace_or_overload_an_app_function_of_a_wrapper_name(
+    server: Any, owner_role: str, function: str
+) -> None:
+    name = f"pgr_supa_{uuid.uuid4().hex[:12]}"
+    server.create_database(name, owner=owner_role)
+    try:
+        owner_dsn = server.dsn(name, user=owner_role)
+        with psycopg.connect(owner_dsn, autocommit=True) as owner:
+            owner.execute(function)
+            definition = owner.execute(
+                "select pg_get_functiondef(p.oid) from pg_proc as p"
+                " where pronamespace = 'public'::regnamespace"
+            ).fetchall()
+        with pytest.raises(psycopg.Error) as refused:
+            installer.install(owner_dsn, plpython=False, event_triggers=False)
+        assert refused.value.sqlstate == "42723"
+        with psycopg.connect(owner_dsn, autocommit=True) as owner:
+            assert (
+                owner.execute(
+                    "select pg_get_functiondef(p.oid) from pg_proc as p"
+                    " where pronamespace = 'public'::regnamespace"
+                ).fetchall()
+                == definition
+            )
+            assert owner.execute("select to_regnamespace('resilience')").fetchone() == (None,)
+        # Elsewhere it installs, and leaves the app's function alone.
+        with psycopg.connect(owner_dsn, autocommit=True) as owner:
+            owner.execute("create schema api")
+        installer.install(owner_dsn, plpython=False, event_triggers=False, expose="api")
+        installer.uninstall(owner_dsn)
+        with psycopg.connect(owner_dsn, autocommit=True) as owner:
+            assert (
+                owner.execute(
+                    "select pg_get_functiondef(p.oid) from pg_proc as p"
+                    " where pronamespace = 'public'::regnamespace"
+                ).fetchall()
+                == definition
+            )
+    finally:
+        server.drop_database(name)
+
+
+def test_installing_again_keeps_the_wrappers_and_their_grants(
+    owner_dsn: str, authenticator: psycopg.Connection[Any]
+) -> None:
+    with psycopg.connect(owner_dsn, autocommit=True) as owner:
+        owner.execute("grant execute on function public.tx_status(uuid) to anon")
+    installer.install(owner_dsn, plpython=False, event_triggers=False)
+    alice = Rest(authenticator, sub=ALICE)
+    tx = alice.rpc("tx_begin")
+    assert alice.rpc("tx_status", tx_id=tx)["status"] == "active"
+    with psycopg.connect(owner_dsn, autocommit=True) as owner:
+        assert owner.execute(
+            "select has_function_privilege('anon', 'public.tx_status(uuid)', 'execute')"
+        ).fetchone() == (True,)
