@@ -40,11 +40,11 @@ def owner_role(server) -> str:  # type: ignore[no-untyped-def]
     return OWNER
 
 
-@pytest.fixture
-def project(server, owner_role: str) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """Superuser conninfo of the project's database: installed by the owner,
-    table `todos` (RLS by auth.uid()) managed."""
-    name = f"pgr_supa_{uuid.uuid4().hex[:12]}"
+@pytest.fixture(scope="session")
+def project_template(server, owner_role: str) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """The project, set up once: auth.uid(), pgresilience installed by the
+    owner, table `todos` (RLS by auth.uid()) managed."""
+    name = f"pgr_supa_tpl_{uuid.uuid4().hex[:12]}"
     server.create_database(name, owner=owner_role)
     try:
         with psycopg.connect(server.dsn(name), autocommit=True) as admin:
@@ -52,6 +52,17 @@ def project(server, owner_role: str) -> Iterator[str]:  # type: ignore[no-untype
         installer.install(server.dsn(name, user=owner_role), plpython=False, event_triggers=False)
         with psycopg.connect(server.dsn(name, user=owner_role), autocommit=True) as owner:
             owner.execute(APP)
+        yield name
+    finally:
+        server.drop_database(name)
+
+
+@pytest.fixture
+def project(server, owner_role: str, project_template: str) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """Superuser conninfo of a fresh copy of the project's database."""
+    name = f"pgr_supa_{uuid.uuid4().hex[:12]}"
+    server.create_database(name, template=project_template, owner=owner_role)
+    try:
         yield server.dsn(name)
     finally:
         server.drop_database(name)

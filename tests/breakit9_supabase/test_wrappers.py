@@ -51,17 +51,16 @@ BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("function", "args", "expected"), BAD_CALLS, ids=[f"{f}-{e}" for f, _, e in BAD_CALLS]
-)
 def test_a_wrapper_fails_with_the_sqlstate_of_the_function_it_wraps(
-    authenticator: psycopg.Connection[Any], function: str, args: dict[str, Any], expected: str
+    authenticator: psycopg.Connection[Any],
 ) -> None:
     alice = Rest(authenticator, sub=ALICE)
     tx = alice.rpc("tx_begin")
-    args = {k: (tx if v == "TX" else v) for k, v in args.items()}
-    for schema in ("public", "resilience"):
-        assert sqlstate(lambda s=schema: alice.rpc(function, schema=s, **args)) == expected, schema
+    for function, template, expected in BAD_CALLS:
+        args = {k: (tx if v == "TX" else v) for k, v in template.items()}
+        for schema in ("public", "resilience"):
+            failed = sqlstate(lambda s=schema, f=function, a=args: alice.rpc(f, schema=s, **a))
+            assert failed == expected, (schema, function, args)
 
 
 def test_an_app_table_named_like_a_wrapper_changes_nothing(
@@ -88,45 +87,35 @@ APP_FUNCTIONS = [
 ]
 
 
-@pytest.mark.parametrize("function", APP_FUNCTIONS, ids=["same", "other_result", "overload"])
 def test_install_refuses_to_replace_or_overload_an_app_function_of_a_wrapper_name(
-    server: Any, owner_role: str, function: str
+    server: Any, owner_role: str
 ) -> None:
     name = f"pgr_supa_{uuid.uuid4().hex[:12]}"
     server.create_database(name, owner=owner_role)
+    definition = (
+        "select pg_get_functiondef(p.oid) from pg_proc as p"
+        " where pronamespace = 'public'::regnamespace"
+    )
     try:
         owner_dsn = server.dsn(name, user=owner_role)
-        with psycopg.connect(owner_dsn, autocommit=True) as owner:
-            owner.execute(function)
-            definition = owner.execute(
-                "select pg_get_functiondef(p.oid) from pg_proc as p"
-                " where pronamespace = 'public'::regnamespace"
-            ).fetchall()
-        with pytest.raises(psycopg.Error) as refused:
-            installer.install(owner_dsn, plpython=False, event_triggers=False)
-        assert refused.value.sqlstate == "42723"
-        with psycopg.connect(owner_dsn, autocommit=True) as owner:
-            assert (
-                owner.execute(
-                    "select pg_get_functiondef(p.oid) from pg_proc as p"
-                    " where pronamespace = 'public'::regnamespace"
-                ).fetchall()
-                == definition
-            )
-            assert owner.execute("select to_regnamespace('resilience')").fetchone() == (None,)
+        for function in APP_FUNCTIONS:
+            with psycopg.connect(owner_dsn, autocommit=True) as owner:
+                owner.execute("drop function if exists public.tx_status, public.tx_begin")
+                owner.execute(function)
+                before = owner.execute(definition).fetchall()
+            with pytest.raises(psycopg.Error) as refused:
+                installer.install(owner_dsn, plpython=False, event_triggers=False)
+            assert refused.value.sqlstate == "42723", function
+            with psycopg.connect(owner_dsn, autocommit=True) as owner:
+                assert owner.execute(definition).fetchall() == before
+                assert owner.execute("select to_regnamespace('resilience')").fetchone() == (None,)
         # Elsewhere it installs, and leaves the app's function alone.
         with psycopg.connect(owner_dsn, autocommit=True) as owner:
             owner.execute("create schema api")
         installer.install(owner_dsn, plpython=False, event_triggers=False, expose="api")
         installer.uninstall(owner_dsn)
         with psycopg.connect(owner_dsn, autocommit=True) as owner:
-            assert (
-                owner.execute(
-                    "select pg_get_functiondef(p.oid) from pg_proc as p"
-                    " where pronamespace = 'public'::regnamespace"
-                ).fetchall()
-                == definition
-            )
+            assert owner.execute(definition).fetchall() == before
     finally:
         server.drop_database(name)
 
