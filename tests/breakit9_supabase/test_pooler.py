@@ -6,6 +6,7 @@ pooler and poll."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -13,7 +14,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgresilience import ClaimConflict, SchemaVersionManager, TransactionManager
+from pgresilience import (
+    AsyncTransactionManager,
+    ClaimConflict,
+    SchemaVersionManager,
+    TransactionManager,
+)
 from pgresilience.breakers import CircuitBreaker
 from pgresilience.breakers.shared import SharedCircuitStore
 
@@ -178,3 +184,33 @@ def test_shared_circuits_behind_the_pooler_learn_each_others_transitions(
     finally:
         one.close()
         two.close()
+
+
+def test_async_manager_of_many_tasks_through_the_pooler(
+    project: str, owner_dsn: str, pooler: Any
+) -> None:
+    with psycopg.connect(owner_dsn, autocommit=True) as owner:
+        owner.execute(LEDGER)
+    before = set(table_rows(project, "ledger"))
+
+    async def main() -> set[str]:
+        committed: set[str] = set()
+        async with AsyncTransactionManager(pooler.dsn(owner_dsn), pool_size=3) as tm:
+
+            async def task(k: int) -> None:
+                try:
+                    async with tm.transaction(label=f"t{k}") as tx:
+                        await tx.insert("ledger", {"id": 1000 + k, "worker": k, "n": 0})
+                        await tx.update("ledger", {"n": k}, match={"id": 1000 + k})
+                        if k % 2:
+                            raise KeyError("roll back")
+                    committed.add(f"({1000 + k},{k},{k})")
+                except KeyError:
+                    pass
+
+            await asyncio.gather(*(task(k) for k in range(20)))
+            assert await tm.active_transactions() == []
+        return committed
+
+    committed = asyncio.run(main())
+    assert set(table_rows(project, "ledger")) == before | committed
