@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from typing import Any
 
 import psycopg
@@ -19,6 +20,8 @@ from pgresilience import (
     ClaimConflict,
     SchemaVersionManager,
     TransactionManager,
+    installer,
+    status,
 )
 from pgresilience.breakers import CircuitBreaker
 from pgresilience.breakers.shared import SharedCircuitStore
@@ -214,3 +217,23 @@ def test_async_manager_of_many_tasks_through_the_pooler(
 
     committed = asyncio.run(main())
     assert set(table_rows(project, "ledger")) == before | committed
+
+
+def test_install_status_and_uninstall_run_through_the_pooler(
+    server: Any, owner_role: str, pooler: Any
+) -> None:
+    """README: `install`, `uninstall`, `status` take any URL, the transaction
+    pooler's included (as the project's non-superuser owner)."""
+    name = f"pgr_supa_{uuid.uuid4().hex[:12]}"
+    server.create_database(name, owner=owner_role)
+    try:
+        url = pooler.dsn(server.dsn(name, user=owner_role))
+        for _ in range(2):  # the second one upgrades in place: every query again
+            installer.install(url, plpython=False, event_triggers=False)
+        # (the command connects so: autocommit, nothing prepared server-side)
+        with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
+            for _ in range(3):
+                assert any("[to do]" in line for line in status.status_lines(conn))
+        assert any("removed schema resilience" in line for line in installer.uninstall(url))
+    finally:
+        server.drop_database(name)
