@@ -13,6 +13,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,16 +118,18 @@ pidfile = {dir}/pgbouncer.pid
 """
 
 
-@pytest.fixture(scope="module")
-def pooler(server) -> Iterator[Pooler]:  # type: ignore[no-untyped-def]
+@contextmanager
+def running_pooler(server, port: int | None = None) -> Iterator[Pooler]:  # type: ignore[no-untyped-def]
+    """A PgBouncer in front of the test server, on `port` (a free one by default)."""
     binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
     if not os.access(binary, os.X_OK):
         pytest.fail("pgbouncer is not installed: `make setup` installs it (apt package pgbouncer)")
     target = conninfo_to_dict(server.admin_dsn)
     workdir = Path(tempfile.mkdtemp(prefix="pgr-b9-pooler-"))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
+    if port is None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
     (workdir / "pgbouncer.ini").write_text(
         POOLER_INI.format(
             host=target.get("host", "127.0.0.1"),
@@ -164,3 +167,9 @@ def pooler(server) -> Iterator[Pooler]:  # type: ignore[no-untyped-def]
         process.terminate()
         process.wait(timeout=30)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def pooler(server) -> Iterator[Pooler]:  # type: ignore[no-untyped-def]
+    with running_pooler(server) as running:
+        yield running

@@ -10,9 +10,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg_pool import ConnectionPool
 
 from pgresilience import TransactionManager
 
+from .conftest import running_pooler
 from .supa import table_rows
 
 LEDGER = """
@@ -85,3 +87,54 @@ def test_a_call_whose_server_connection_is_killed_mid_statement_changes_nothing(
         assert tm.execute(tx, "ledger", "update", {"n": 6}, match={"id": 1}).count == 1
         assert tm.rollback(tx)["restored_rows"] == 1
     assert table_rows(project, "ledger") == before
+
+
+def test_calls_go_on_after_the_pooler_restarted(server: Any, project: str, owner_dsn: str) -> None:
+    """A pooler restart (a Supavisor deploy) closes every client connection:
+    each of the manager's fails at BEGIN and the call runs on a new one."""
+    with psycopg.connect(owner_dsn, autocommit=True) as owner:
+        owner.execute(LEDGER)
+    before = table_rows(project, "ledger")
+    with running_pooler(server) as first:
+        port = first.port
+        tm = TransactionManager(first.dsn(owner_dsn), pool_size=3)
+        tx = tm.begin()
+        tm.execute(tx, "ledger", "update", {"n": 1}, match={"id": 1})
+    try:
+        with running_pooler(server, port) as again:
+            assert again.port == port
+            assert tm.status(tx)["rows"] == 1
+            assert tm.rollback(tx)["status"] == "rolled_back"
+    finally:
+        tm.close()
+    assert table_rows(project, "ledger") == before
+
+
+def test_the_apps_own_pool_through_the_pooler_survives_a_restart_of_it(
+    server: Any, project: str, owner_dsn: str
+) -> None:
+    """The app's psycopg_pool pool, with psycopg's defaults (statements
+    prepared after 5 runs): the manager prepares nothing, and after a pooler
+    restart every dead connection of the pool is skipped."""
+    with psycopg.connect(owner_dsn, autocommit=True) as owner:
+        owner.execute(LEDGER)
+    before = table_rows(project, "ledger")
+    with running_pooler(server) as first:
+        port = first.port
+        pool = ConnectionPool(first.dsn(owner_dsn), min_size=3, max_size=3, open=True)
+        pool.wait(10)
+        tm = TransactionManager(pool)
+        for n in range(12):  # the same statements, again and again
+            tx = tm.begin()
+            tm.execute(tx, "ledger", "update", {"n": n}, match={"id": 1})
+            tm.commit(tx)
+        tx = tm.begin()
+        tm.execute(tx, "ledger", "update", {"n": 100}, match={"id": 1})
+    try:
+        with running_pooler(server, port):
+            assert tm.status(tx)["rows"] == 1
+            assert tm.rollback(tx)["status"] == "rolled_back"
+    finally:
+        tm.close()
+        pool.close()
+    assert table_rows(project, "ledger") == [row.replace(",0)", ",11)") for row in before]
