@@ -89,10 +89,11 @@ class Pooler:
     log in as themselves."""
 
     port: int
+    address: str = "127.0.0.1"
 
     def dsn(self, direct: str, user: str | None = None) -> str:
         params = conninfo_to_dict(direct)
-        params.update(host="127.0.0.1", port=str(self.port))
+        params.update(host=self.address, port=str(self.port))
         if user is not None:
             params["user"] = user
         return make_conninfo(**params)
@@ -103,7 +104,7 @@ POOLER_INI = """
 * = host={host} port={server_port}
 
 [pgbouncer]
-listen_addr = 127.0.0.1
+listen_addr = {address}
 listen_port = {port}
 unix_socket_dir =
 auth_type = trust
@@ -119,8 +120,11 @@ pidfile = {dir}/pgbouncer.pid
 
 
 @contextmanager
-def running_pooler(server, port: int | None = None) -> Iterator[Pooler]:  # type: ignore[no-untyped-def]
-    """A PgBouncer in front of the test server, on `port` (a free one by default)."""
+def running_pooler(  # type: ignore[no-untyped-def]
+    server, port: int | None = None, address: str = "127.0.0.1"
+) -> Iterator[Pooler]:
+    """A PgBouncer in front of the test server, on `address`:`port` (a free
+    port by default)."""
     binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
     if not os.access(binary, os.X_OK):
         pytest.fail("pgbouncer is not installed: `make setup` installs it (apt package pgbouncer)")
@@ -134,6 +138,7 @@ def running_pooler(server, port: int | None = None) -> Iterator[Pooler]:  # type
         POOLER_INI.format(
             host=target.get("host", "127.0.0.1"),
             server_port=target.get("port", "5432"),
+            address=address,
             port=port,
             dir=workdir,
         )
@@ -156,13 +161,13 @@ def running_pooler(server, port: int | None = None) -> Iterator[Pooler]:  # type
         deadline = time.monotonic() + 15
         while True:
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                with socket.create_connection((address, port), timeout=1):
                     break
             except OSError as exc:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("pgbouncer did not start") from exc
                 time.sleep(0.1)
-        yield Pooler(port)
+        yield Pooler(port, address)
     finally:
         process.terminate()
         process.wait(timeout=30)
