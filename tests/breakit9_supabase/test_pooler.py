@@ -263,3 +263,49 @@ def test_schema_watcher_notices_a_pooler_on_the_servers_own_port(
                 owner.execute("create table notes (id int primary key)")
                 owner.execute("select resilience.schema_refresh()")
             assert arrived.wait(3)
+
+
+def test_parallel_header_requests_racing_the_commit_are_in_or_refused(
+    project: str, pooler: Any
+) -> None:
+    """Promise.all of header writes while another request commits: each
+    write is either captured before the commit (and kept) or refused with
+    RZ002; none lands uncaptured after it."""
+    url = pooler.dsn(project, user="authenticator")
+    conns = [psycopg.connect(url, autocommit=True, prepare_threshold=None) for _ in range(5)]
+    try:
+        owner = Rest(conns[0], sub=ALICE)
+        tx = owner.rpc("tx_begin")
+        kept: list[str] = []
+        refused: list[str] = []
+        started = threading.Barrier(5)
+
+        def writer(conn: psycopg.Connection[Any], w: int) -> None:
+            client = Rest(conn, sub=ALICE, headers={"x-resilience-tx": str(tx)})
+            started.wait()
+            for i in range(30):
+                title = f"w{w}-{i}"
+                try:
+                    client.request("insert into todos (title) values (%s)", (title,))
+                    kept.append(title)
+                except psycopg.Error as error:
+                    assert error.sqlstate == "RZ002", error
+                    refused.append(title)
+
+        threads = [threading.Thread(target=writer, args=(conns[w], w)) for w in range(1, 5)]
+        for thread in threads:
+            thread.start()
+        started.wait()
+        deadline = time.monotonic() + 20
+        while len(kept) < 10 and time.monotonic() < deadline:  # mid-stream
+            time.sleep(0.005)
+        assert owner.rpc("tx_commit", tx_id=tx)["status"] == "committed"
+        for thread in threads:
+            thread.join()
+        assert len(kept) + len(refused) == 120
+        assert owner.rpc("tx_status", tx_id=tx)["rows"] == len(kept)
+        titles = owner.request("select title from todos")
+        assert sorted(t for (t,) in titles) == sorted(kept)
+    finally:
+        for conn in conns:
+            conn.close()
