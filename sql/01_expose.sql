@@ -16,8 +16,14 @@ declare
     allowed boolean;
     is_new boolean;
     theirs regprocedure;
+    -- The schema by its name as given (as PostgREST's db-schemas names it),
+    -- not parsed as an identifier: "Api" is not api.
+    target oid := (select n.oid from pg_catalog.pg_namespace as n where n.nspname = target_schema);
     has_user_role boolean := exists (select 1 from pg_catalog.pg_roles where rolname = 'resilience_user');
 begin
+    if target is null then
+        raise exception using errcode = '3F000', message = pg_catalog.format('schema %I does not exist', target_schema);
+    end if;
     for api in
         select p.oid, p.proname,
             pg_catalog.pg_get_function_arguments(p.oid) as arguments,
@@ -44,7 +50,7 @@ begin
         -- the app's calls of it ambiguous (42725). Refused, naming it.
         select p.oid::pg_catalog.regprocedure into theirs
         from pg_catalog.pg_proc as p
-        where p.pronamespace = target_schema::regnamespace
+        where p.pronamespace = target
             and p.proname = api.proname
             and not exists (select 1 from resilience.exposed_functions as e where e.signature::pg_catalog.oid = p.oid)
         limit 1;
@@ -65,7 +71,7 @@ begin
         select w.oid::regprocedure into strict wrapper
         from pg_catalog.pg_proc as w, pg_catalog.pg_proc as original
         where original.oid = api.oid
-            and w.pronamespace = target_schema::regnamespace
+            and w.pronamespace = target
             and w.proname = api.proname
             and w.proargtypes = original.proargtypes;
         execute pg_catalog.format('comment on function %s is %L', wrapper,
@@ -124,7 +130,7 @@ begin
             select 1
             from pg_catalog.pg_proc as w, pg_catalog.pg_proc as api
             where w.oid = e.signature
-                and w.pronamespace = pg_catalog.to_regnamespace(keep_schema)
+                and w.pronamespace = (select n.oid from pg_catalog.pg_namespace as n where n.nspname = keep_schema)
                 and api.pronamespace = 'resilience'::regnamespace
                 and api.proname = w.proname
                 and api.proname !~ '^_'

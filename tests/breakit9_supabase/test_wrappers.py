@@ -133,3 +133,25 @@ def test_installing_again_keeps_the_wrappers_and_their_grants(
         assert owner.execute(
             "select has_function_privilege('anon', 'public.tx_status(uuid)', 'execute')"
         ).fetchone() == (True,)
+
+
+def test_an_exposed_schema_named_with_capitals_takes_the_wrappers_and_keeps_them(
+    owner_dsn: str, authenticator: psycopg.Connection[Any]
+) -> None:
+    """`--expose Api` names the schema "Api" (as PostgREST's db-schemas does):
+    it used to be read as an identifier (api), and the install failed."""
+    with psycopg.connect(owner_dsn, autocommit=True) as owner:
+        owner.execute('create schema "Api"; grant usage on schema "Api" to authenticated')
+    installer.install(owner_dsn, plpython=False, event_triggers=False, expose="Api")
+    with psycopg.connect(owner_dsn, autocommit=True) as owner:
+        owner.execute('grant execute on function "Api".tx_status(uuid) to anon')
+    installer.install(owner_dsn, plpython=False, event_triggers=False, expose="Api")
+    alice = Rest(authenticator, sub=ALICE)
+    tx = alice.rpc("tx_begin", schema="Api")
+    assert alice.rpc("tx_status", schema="Api", tx_id=tx)["status"] == "active"
+    assert sqlstate(lambda: alice.rpc("tx_status", tx_id=tx)) == "42883"  # none left in public
+    with psycopg.connect(owner_dsn, autocommit=True) as owner:
+        kept = owner.execute(
+            """select has_function_privilege('anon', '"Api".tx_status(uuid)', 'execute')"""
+        ).fetchone()
+    assert kept == (True,)
