@@ -113,7 +113,7 @@ pool_mode = transaction
 default_pool_size = 2
 max_client_conn = 200
 server_reset_query =
-ignore_startup_parameters = extra_float_digits,options
+ignore_startup_parameters = {ignore}
 logfile = {dir}/pgbouncer.log
 pidfile = {dir}/pgbouncer.pid
 """
@@ -121,10 +121,13 @@ pidfile = {dir}/pgbouncer.pid
 
 @contextmanager
 def running_pooler(  # type: ignore[no-untyped-def]
-    server, port: int | None = None, address: str = "127.0.0.1"
+    server,
+    port: int | None = None,
+    address: str = "127.0.0.1",
+    ignore: str = "extra_float_digits,options",
 ) -> Iterator[Pooler]:
     """A PgBouncer in front of the test server, on `address`:`port` (a free
-    port by default)."""
+    port by default), ignoring the startup parameters `ignore`."""
     binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
     if not os.access(binary, os.X_OK):
         pytest.fail("pgbouncer is not installed: `make setup` installs it (apt package pgbouncer)")
@@ -140,6 +143,7 @@ def running_pooler(  # type: ignore[no-untyped-def]
             server_port=target.get("port", "5432"),
             address=address,
             port=port,
+            ignore=ignore,
             dir=workdir,
         )
     )

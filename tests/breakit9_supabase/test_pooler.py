@@ -309,3 +309,23 @@ def test_parallel_header_requests_racing_the_commit_are_in_or_refused(
     finally:
         for conn in conns:
             conn.close()
+
+
+def test_shared_circuits_behind_a_pooler_refusing_startup_options_say_why_and_work_locally(
+    server: Any, owner_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """README: the store's server-side timeouts need `ignore_startup_parameters
+    = options` at the pooler. Without it the store never connects: it logs
+    the pooler's refusal (it used to log nothing), and the breakers decide
+    locally."""
+    with running_pooler(server, ignore="extra_float_digits") as strict:
+        store = SharedCircuitStore(strict.dsn(owner_dsn), retry_interval=0.2)
+        try:
+            with caplog.at_level("WARNING", logger="pgresilience.breakers.shared"):
+                breaker = store.attach(CircuitBreaker("ai-api", failure_threshold=2))
+                assert not store.wait_connected(1.5)
+                assert breaker.execute(lambda: "answer") == "answer"
+        finally:
+            store.close()
+    refusals = [r for r in caplog.records if "unsupported startup parameter" in r.getMessage()]
+    assert len(refusals) == 1  # once, not at every retry
