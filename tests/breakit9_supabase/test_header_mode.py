@@ -267,3 +267,20 @@ def test_a_cascade_into_other_users_rows_rolls_back_and_its_failure_names_no_val
     carol.request("delete from comments where slug = 'bob-slug'")
     assert alice.rpc("tx_rollback", tx_id=tx)["status"] == "rolled_back"
     assert table_rows(project, "comments") == before
+
+
+def test_header_writes_after_a_savepoint_go_with_rollback_to_and_the_rest_commits(
+    project: str, authenticator: psycopg.Connection[Any]
+) -> None:
+    alice = Rest(authenticator, sub=ALICE)
+    tx = alice.rpc("tx_begin")
+    in_tx = _in_tx(authenticator, tx)
+    in_tx.request("insert into todos (title) values ('before')")
+    alice.rpc("tx_savepoint", tx_id=tx, name="s")
+    in_tx.request("insert into todos (title) values ('after')")
+    in_tx.request("update todos set title = 'changed' where title = 'before'")
+    alice.rpc("tx_rollback_to", tx_id=tx, name="s")
+    assert alice.rpc("tx_commit", tx_id=tx)["status"] == "committed"
+    assert [row.split(",")[2] for row in table_rows(project)] == ["before"]
+    # Committed: the rows are free for a plain write of anyone allowed.
+    assert alice.request("update todos set title = 'free' returning title") == [("free",)]
