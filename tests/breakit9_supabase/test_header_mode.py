@@ -75,7 +75,7 @@ def test_a_header_naming_no_transaction_fails_the_write_with_rz001(
     assert table_rows(project) == before
 
 
-def test_uuid_spellings_postgresql_accepts_name_the_same_transaction(
+def test_uuid_spellings_postgresql_accepts_name_the_same_transaction_an_empty_header_none(
     project: str, authenticator: psycopg.Connection[Any]
 ) -> None:
     alice = Rest(authenticator, sub=ALICE)
@@ -87,6 +87,10 @@ def test_uuid_spellings_postgresql_accepts_name_the_same_transaction(
     assert alice.rpc("tx_status", tx_id=tx)["rows"] == 2
     alice.rpc("tx_rollback", tx_id=tx)
     assert table_rows(project) == before
+    Rest(authenticator, sub=ALICE, headers={"x-resilience-tx": ""}).request(
+        "insert into todos (title) values ('plain')"
+    )
+    assert any("plain" in row for row in table_rows(project))
 
 
 def test_a_finished_or_expired_transaction_in_the_header_refuses_the_write(
@@ -104,15 +108,7 @@ def test_a_finished_or_expired_transaction_in_the_header_refuses_the_write(
     assert table_rows(project) == before
 
 
-def test_an_empty_header_is_no_transaction(
-    project: str, authenticator: psycopg.Connection[Any]
-) -> None:
-    writer = Rest(authenticator, sub=ALICE, headers={"x-resilience-tx": ""})
-    writer.request("insert into todos (title) values ('plain')")
-    assert any("plain" in row for row in table_rows(project))
-
-
-def test_tx_execute_writes_into_its_own_transaction_whatever_the_header_says(
+def test_tx_execute_writes_into_its_own_transaction_and_tx_run_into_the_headers(
     project: str, authenticator: psycopg.Connection[Any]
 ) -> None:
     alice = Rest(authenticator, sub=ALICE)
@@ -124,20 +120,12 @@ def test_tx_execute_writes_into_its_own_transaction_whatever_the_header_says(
         "tx_execute", tx_id=mine, table_name="todos", operation="insert", data={"title": "x"}
     )
     assert alice.rpc("tx_status", tx_id=mine)["rows"] == 1
-    alice.rpc("tx_rollback", tx_id=mine)
-    assert table_rows(project) == before
-
-
-def test_tx_run_in_a_header_request_joins_the_transaction(
-    project: str, authenticator: psycopg.Connection[Any]
-) -> None:
-    alice = Rest(authenticator, sub=ALICE)
-    before = table_rows(project)
-    tx = alice.rpc("tx_begin")
-    _in_tx(authenticator, tx).rpc(
+    # tx_run, a plain batch, joins the header's transaction.
+    _in_tx(authenticator, mine).rpc(
         "tx_run", operations=[{"table": "todos", "operation": "insert", "data": {"title": "r"}}]
     )
-    alice.rpc("tx_rollback", tx_id=tx)
+    assert alice.rpc("tx_status", tx_id=mine)["rows"] == 2
+    alice.rpc("tx_rollback", tx_id=mine)
     assert table_rows(project) == before
 
 
