@@ -9,6 +9,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from pgresilience.advice import follow_ups
+
 from .supa import ALICE, Rest
 
 HOOK = "select resilience.tx_pre_request()"
@@ -41,3 +43,10 @@ def test_the_hook_runs_for_signed_in_requests_and_for_anon_after_the_readmes_gra
         anon.rpc("tx_begin")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         anon.request("select count(*) from resilience.transactions")
+
+
+def test_the_installers_advice_for_the_hook_names_the_anon_grant(owner_dsn: str) -> None:
+    with psycopg.connect(owner_dsn, autocommit=True) as conn:
+        todo = follow_ups(conn)
+    hook = [f for f in todo if "db_pre_request = 'resilience.tx_pre_request'" in f.sql]
+    assert hook and all("to anon" in f.why for f in hook)
