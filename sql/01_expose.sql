@@ -47,12 +47,16 @@ begin
     loop
         -- A function of the app's own with this name: CREATE OR REPLACE would
         -- overwrite it (and uninstall then drop it), and an overload would make
-        -- the app's calls of it ambiguous (42725). Refused, naming it.
+        -- the app's calls of it ambiguous (42725). Refused, naming it. A wrapper
+        -- of an earlier install that the registry lost (a restore of the app's
+        -- schema alone) still carries our comment: it is taken back.
         select p.oid::pg_catalog.regprocedure into theirs
         from pg_catalog.pg_proc as p
         where p.pronamespace = target
             and p.proname = api.proname
             and not exists (select 1 from resilience.exposed_functions as e where e.signature::pg_catalog.oid = p.oid)
+            and (pg_catalog.obj_description(p.oid, 'pg_proc') is distinct from 'pgresilience wrapper of resilience.' || api.proname
+                or p.proargtypes operator(pg_catalog.<>) (select o.proargtypes from pg_catalog.pg_proc as o where o.oid = api.oid))
         limit 1;
         if found then
             raise exception using

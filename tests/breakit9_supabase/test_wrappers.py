@@ -155,3 +155,22 @@ def test_an_exposed_schema_named_with_capitals_takes_the_wrappers_and_keeps_them
             """select has_function_privilege('anon', '"Api".tx_status(uuid)', 'execute')"""
         ).fetchone()
     assert kept == (True,)
+
+
+def test_wrappers_the_registry_lost_are_taken_back_by_the_next_install(
+    project: str, owner_dsn: str, authenticator: psycopg.Connection[Any]
+) -> None:
+    """A restore of the app's schema alone brings our wrappers back without
+    their registry rows: they carry our comment, and install adopts them
+    (the app-function refusal above is for functions without it)."""
+    with psycopg.connect(project, autocommit=True) as admin:
+        admin.execute("delete from resilience.exposed_functions")
+    installer.install(owner_dsn, plpython=False, event_triggers=False)
+    alice = Rest(authenticator, sub=ALICE)
+    assert alice.rpc("tx_status", tx_id=alice.rpc("tx_begin"))["status"] == "active"
+    with psycopg.connect(project, autocommit=True) as admin:
+        registered = admin.execute("select count(*) from resilience.exposed_functions").fetchone()
+        exposed = admin.execute(
+            "select count(*) from pg_proc where pronamespace = 'public'::regnamespace"
+        ).fetchone()
+    assert registered == exposed
