@@ -15,8 +15,15 @@ declare
     grantee name;
     allowed boolean;
     is_new boolean;
+    theirs regprocedure;
+    -- The schema by its name as given (as PostgREST's db-schemas names it),
+    -- not parsed as an identifier: "Api" is not api.
+    target oid := (select n.oid from pg_catalog.pg_namespace as n where n.nspname = target_schema);
     has_user_role boolean := exists (select 1 from pg_catalog.pg_roles where rolname = 'resilience_user');
 begin
+    if target is null then
+        raise exception using errcode = '3F000', message = pg_catalog.format('schema %I does not exist', target_schema);
+    end if;
     for api in
         select p.oid, p.proname,
             pg_catalog.pg_get_function_arguments(p.oid) as arguments,
@@ -38,6 +45,26 @@ begin
             and p.prokind = 'f'
             and p.prorettype not in ('trigger'::regtype, 'event_trigger'::regtype)
     loop
+        -- A function of the app's own with this name: CREATE OR REPLACE would
+        -- overwrite it (and uninstall then drop it), and an overload would make
+        -- the app's calls of it ambiguous (42725). Refused, naming it. A wrapper
+        -- of an earlier install that the registry lost (a restore of the app's
+        -- schema alone) still carries our comment: it is taken back.
+        select p.oid::pg_catalog.regprocedure into theirs
+        from pg_catalog.pg_proc as p
+        where p.pronamespace = target
+            and p.proname = api.proname
+            and not exists (select 1 from resilience.exposed_functions as e where e.signature::pg_catalog.oid = p.oid)
+            and (pg_catalog.obj_description(p.oid, 'pg_proc') is distinct from 'pgresilience wrapper of resilience.' || api.proname
+                or p.proargtypes operator(pg_catalog.<>) (select o.proargtypes from pg_catalog.pg_proc as o where o.oid = api.oid))
+        limit 1;
+        if found then
+            raise exception using
+                errcode = '42723',
+                message = pg_catalog.format('%s is not a pgresilience wrapper: exposing resilience.%I in schema %I would replace or overload it',
+                    theirs, api.proname, target_schema),
+                hint = 'Rename your function, or expose the wrappers in another schema (install --expose SCHEMA, or --expose none).';
+        end if;
         execute pg_catalog.format(
             'create or replace function %I.%I(%s) returns %s language sql %s security invoker '
             'set search_path = '''' as $wrapper$ select %s resilience.%I(%s) $wrapper$',
@@ -48,7 +75,7 @@ begin
         select w.oid::regprocedure into strict wrapper
         from pg_catalog.pg_proc as w, pg_catalog.pg_proc as original
         where original.oid = api.oid
-            and w.pronamespace = target_schema::regnamespace
+            and w.pronamespace = target
             and w.proname = api.proname
             and w.proargtypes = original.proargtypes;
         execute pg_catalog.format('comment on function %s is %L', wrapper,
@@ -107,7 +134,7 @@ begin
             select 1
             from pg_catalog.pg_proc as w, pg_catalog.pg_proc as api
             where w.oid = e.signature
-                and w.pronamespace = pg_catalog.to_regnamespace(keep_schema)
+                and w.pronamespace = (select n.oid from pg_catalog.pg_namespace as n where n.nspname = keep_schema)
                 and api.pronamespace = 'resilience'::regnamespace
                 and api.proname = w.proname
                 and api.proname !~ '^_'

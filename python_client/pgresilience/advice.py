@@ -18,6 +18,13 @@ PRE_REQUEST = (
     "alter role authenticator set pgrst.db_pre_request = 'resilience.tx_pre_request'; "
     "notify pgrst, 'reload config';"
 )
+# Every request then runs the hook as its role, anon's too, which may call
+# nothing of the package (README, "As a database owner that is not superuser").
+ANON_HOOK = (
+    " (requests made with the anon key then fail with 42501 unless you also run "
+    "`grant usage on schema resilience to anon; "
+    "grant execute on function resilience.tx_pre_request() to anon;`)"
+)
 
 
 @dataclass(frozen=True)
@@ -84,7 +91,8 @@ def follow_ups(conn: psycopg.Connection[Any]) -> list[FollowUp]:
                 "superuser",
                 PRE_REQUEST,
                 "PostgREST's db-pre-request is not resilience.tx_pre_request (on PostgreSQL "
-                "16+ only a superuser or a holder of authenticator's ADMIN option may set it)",
+                "16+ only a superuser or a holder of authenticator's ADMIN option may set it)"
+                + ANON_HOOK,
             )
         )
     elif authenticator and not pre_request:
@@ -105,7 +113,7 @@ def follow_ups(conn: psycopg.Connection[Any]) -> list[FollowUp]:
                 "owner",
                 PRE_REQUEST,
                 "PostgREST's db-pre-request is not resilience.tx_pre_request: a write "
-                "meeting an expired claim fails with 55P03 until the next reap",
+                "meeting an expired claim fails with 55P03 until the next reap" + ANON_HOOK,
             )
         )
     return todo

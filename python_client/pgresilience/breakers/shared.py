@@ -136,6 +136,8 @@ class SharedCircuitStore:
         self._closed = False
         self._conn: psycopg.Connection[Any] | None = None
         self._down_until = 0.0
+        #: The last connection failure logged while not connected (see _lost).
+        self._failure_logged: str | None = None
         self._connected = threading.Event()
         # The round trip in flight: its deadline and connection (watchdog).
         self._watch = threading.Condition(threading.Lock())
@@ -304,6 +306,7 @@ class SharedCircuitStore:
             return None
         self._conn = conn
         self._connected.set()
+        self._failure_logged = None
         log.info("shared circuit state: connected")
         # Unsent transitions first, then catch up on what happened meanwhile.
         try:
@@ -415,8 +418,13 @@ class SharedCircuitStore:
             pass  # already closed: the I/O thread has moved on
 
     def _lost(self, error: BaseException) -> None:
-        if self._connected.is_set() or self._conn is not None:
+        # Logged when the connection goes, and when a connection attempt
+        # fails for a new reason: a store that never connected (a pooler
+        # refusing the startup `options`, a wrong password) says why once,
+        # not at every retry.
+        if self._connected.is_set() or self._conn is not None or str(error) != self._failure_logged:
             log.warning("shared circuit state: database unreachable (%s); using local state", error)
+            self._failure_logged = str(error)
         self._connected.clear()
         self._down_until = time.monotonic() + self.retry_interval
         conn, self._conn = self._conn, None
