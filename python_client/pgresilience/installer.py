@@ -301,6 +301,8 @@ def uninstall(dsn: str, *, force: bool = False) -> list[str]:
         counts = raw.execute(query("installed_objects")).fetchone()
         assert counts is not None
         command.downgrade(_alembic_config(sa_conn), "base")
+    with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
+        conn.execute(query("drop_unused_roles"))
     functions, tables, wrappers, event_triggers = counts
     return lines + [
         f"removed schema resilience (revision {revision}): {tables} tables, {functions} functions",

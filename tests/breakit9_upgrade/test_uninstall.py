@@ -1,0 +1,81 @@
+"""`pgresilience uninstall` with managed tables and logical transactions in
+flight: refused (exit 6, nothing touched) without --force; with it, every
+transaction rolled back, then exactly what install created removed: the
+app's tables, their rows, their own triggers and functions stay, nothing of
+the package remains. Installed again, everything works as on a fresh one."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import psycopg
+import pytest
+from catalog import definition_listing
+from conftest import Server, _unique
+
+from breakit9_upgrade.world import (
+    SCHEMA,
+    finish_and_check,
+    manage_all,
+    put_in_flight,
+    snapshot,
+)
+from pgresilience import installer
+
+CLI = [sys.executable, "-m", "pgresilience.cli"]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(CLI + list(args), capture_output=True, text=True, timeout=120)
+
+
+def _fresh(server: Server, request: pytest.FixtureRequest) -> str:
+    name = _unique("pgr_b9")
+    server.create_database(name)
+    request.addfinalizer(lambda: server.drop_database(name))
+    return server.dsn(name)
+
+
+@pytest.mark.plpython
+def test_uninstall_with_transactions_in_flight_refuses_then_force_restores_and_leaves_no_trace(
+    server: Server, request: pytest.FixtureRequest
+) -> None:
+    dsn = _fresh(server, request)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        # The app's own PL/Python, there before the package: uninstall keeps it.
+        conn.execute("create extension plpython3u")
+        conn.execute(SCHEMA)
+        initial = snapshot(conn)
+    before_install = definition_listing(dsn)
+    assert _cli("status", "--dsn", dsn).returncode == 5
+
+    installer.install(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        manage_all(conn)
+        state = put_in_flight(conn)
+    assert _cli("status", "--dsn", dsn).returncode == 0
+    listing = definition_listing(dsn)
+
+    refused = _cli("uninstall", "--dsn", dsn)
+    assert refused.returncode == 6, refused
+    assert "3 logical transactions are active" in refused.stderr
+    assert definition_listing(dsn) == listing
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert snapshot(conn) == state.after
+
+    done = _cli("uninstall", "--dsn", dsn, "--force")
+    assert done.returncode == 0, done
+    assert "rolled back 3 active logical transactions" in done.stdout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert snapshot(conn) == initial
+    assert definition_listing(dsn) == before_install
+    assert _cli("status", "--dsn", dsn).returncode == 5
+    again = _cli("uninstall", "--dsn", dsn)
+    assert again.returncode == 0 and "not installed" in again.stdout, again
+
+    # The roles stay: other databases of this server (the suite's) use them.
+    installer.install(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        manage_all(conn)
+        finish_and_check(conn, put_in_flight(conn))
