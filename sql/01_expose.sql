@@ -16,7 +16,14 @@ declare
     allowed boolean;
     is_new boolean;
     has_user_role boolean := exists (select 1 from pg_catalog.pg_roles where rolname = 'resilience_user');
+    -- By name as given (the wrappers are created in %I of it): a cast to
+    -- regnamespace would fold "Api" to api and refuse quotes.
+    target oid := (select n.oid from pg_catalog.pg_namespace as n where n.nspname = target_schema);
 begin
+    if target is null then
+        raise exception using errcode = '3F000',
+            message = pg_catalog.format('schema %I does not exist', target_schema);
+    end if;
     for api in
         select p.oid, p.proname,
             pg_catalog.pg_get_function_arguments(p.oid) as arguments,
@@ -38,6 +45,22 @@ begin
             and p.prokind = 'f'
             and p.prorettype not in ('trigger'::regtype, 'event_trigger'::regtype)
     loop
+        -- CREATE OR REPLACE would silently take over a function of the app's
+        -- own with this signature, and uninstall would then drop it.
+        select w.oid::regprocedure into wrapper
+        from pg_catalog.pg_proc as w, pg_catalog.pg_proc as original
+        where original.oid = api.oid
+            and w.pronamespace = target
+            and w.proname = api.proname
+            and w.proargtypes = original.proargtypes
+            and not exists (select 1 from resilience.exposed_functions as e where e.signature = w.oid);
+        if wrapper is not null then
+            raise exception using
+                errcode = '42723',
+                message = pg_catalog.format('function %s exists and is not a pgresilience wrapper', wrapper),
+                hint = 'Rename or drop it, or expose the wrappers in another schema '
+                    '(pgresilience install --expose SCHEMA, or --expose none).';
+        end if;
         execute pg_catalog.format(
             'create or replace function %I.%I(%s) returns %s language sql %s security invoker '
             'set search_path = '''' as $wrapper$ select %s resilience.%I(%s) $wrapper$',
@@ -48,7 +71,7 @@ begin
         select w.oid::regprocedure into strict wrapper
         from pg_catalog.pg_proc as w, pg_catalog.pg_proc as original
         where original.oid = api.oid
-            and w.pronamespace = target_schema::regnamespace
+            and w.pronamespace = target
             and w.proname = api.proname
             and w.proargtypes = original.proargtypes;
         execute pg_catalog.format('comment on function %s is %L', wrapper,
@@ -107,7 +130,8 @@ begin
             select 1
             from pg_catalog.pg_proc as w, pg_catalog.pg_proc as api
             where w.oid = e.signature
-                and w.pronamespace = pg_catalog.to_regnamespace(keep_schema)
+                and w.pronamespace = (
+                    select n.oid from pg_catalog.pg_namespace as n where n.nspname = keep_schema)
                 and api.pronamespace = 'resilience'::regnamespace
                 and api.proname = w.proname
                 and api.proname !~ '^_'

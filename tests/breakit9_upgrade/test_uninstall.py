@@ -11,7 +11,6 @@ import sys
 
 import psycopg
 import pytest
-from catalog import definition_listing
 from conftest import Server, _unique
 
 from breakit9_upgrade.world import (
@@ -22,6 +21,8 @@ from breakit9_upgrade.world import (
     snapshot,
 )
 from pgresilience import installer
+
+from catalog import definition_listing
 
 CLI = [sys.executable, "-m", "pgresilience.cli"]
 

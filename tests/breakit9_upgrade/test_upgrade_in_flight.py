@@ -1,16 +1,19 @@
 """Upgrading over the last v2-core release with real state in flight: open
 logical transactions with images on hostile tables, a savepoint, claims,
 shared circuits and schema versions. After `install` of HEAD each of them
-finishes as it would have before, and the catalog is a fresh HEAD install's."""
+finishes as it would have before, and the catalog is a fresh HEAD install's.
+Over 0.1.0, the upgrade rolls them back first, as documented. `status`
+tells each state as it is."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from catalog import definition_listing
 from conftest import Server, _unique
 from releases import LAST_V2_CORE, RELEASE_0_1_0, install_release, release_tree
 
@@ -25,6 +28,27 @@ from breakit9_upgrade.world import (
     snapshot,
 )
 from pgresilience import installer
+from pgresilience.status import head_revision
+
+from catalog import definition_listing
+
+CLI = [sys.executable, "-m", "pgresilience.cli"]
+
+
+def _status(dsn: str) -> str:
+    """`pgresilience status`, which must succeed: the database has the package."""
+    done = subprocess.run(CLI + ["status", "--dsn", dsn], capture_output=True, text=True)
+    assert done.returncode == 0, done
+    return done.stdout
+
+
+def _status_of_an_earlier_release(dsn: str) -> None:
+    """Truthful about an earlier release: its revision, the upgrade, and no
+    section this client would read with functions that release lacks."""
+    out = _status(dsn)
+    assert f"(upgrade available: {head_revision()})" in out, out
+    assert "run pgresilience install to upgrade" in out
+    assert "[logical transactions]" not in out
 
 
 @pytest.fixture(scope="module")
@@ -41,23 +65,10 @@ def _fresh(server: Server, request: pytest.FixtureRequest) -> str:
 
 def _circuits(conn: psycopg.Connection[Any]) -> list[str]:
     rows = conn.execute(
-        "select (name, state, open_until, open_count, reason, failure_rate, updated_at, updated_by)::text"
-        " from resilience.circuits order by name"
+        "select (name, state, open_until, open_count, reason, failure_rate, updated_at,"
+        " updated_by)::text from resilience.circuits order by name"
     ).fetchall()
     return [r[0] for r in rows]
-
-
-def test_a_head_install_finishes_in_flight_transactions_exactly(
-    server: Server, request: pytest.FixtureRequest
-) -> None:
-    dsn = _fresh(server, request)
-    installer.install(dsn)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(SCHEMA)
-        manage_all(conn)
-        state = put_in_flight(conn)
-        installer.install(dsn)  # the same release again, transactions open
-        finish_and_check(conn, state)
 
 
 def test_upgrade_from_v2_core_keeps_transactions_claims_circuits_and_versions(
@@ -76,9 +87,12 @@ def test_upgrade_from_v2_core_keeps_transactions_claims_circuits_and_versions(
         call(conn, "select resilience.schema_refresh()")
         version = call(conn, "select resilience.schema_current()")
         state = put_in_flight(conn)
+        _status_of_an_earlier_release(dsn)
 
         installer.install(dsn)
 
+        out = _status(dsn)
+        assert "logical transactions: 3 active" in out and "upgrade available" not in out, out
         assert _circuits(conn) == circuits
         assert call(conn, "select resilience.schema_current()")["version"] == version["version"]
         # The upgrade is not a migration of the app's schema: nothing to record.
@@ -109,8 +123,10 @@ def test_upgrade_from_0_1_0_rolls_every_open_transaction_back_exactly_as_documen
         manage_all(conn, TABLES[:2])  # 0.1.0 could not manage partitioned tables
         initial = snapshot(conn)
         state = put_in_flight(conn, v1=True)
+        _status_of_an_earlier_release(dsn)
 
         installer.install(dsn)
+        assert "logical transactions: 0 active" in _status(dsn)
 
         # 0.1.0's images were jsonb, which has no float -0: that one value
         # comes back as 0 (documented), every other exactly.
@@ -131,10 +147,4 @@ def test_upgrade_from_0_1_0_rolls_every_open_transaction_back_exactly_as_documen
         execute(conn, tx, '"Odd ""Schema""".select', "delete", None, {"tx_id": 1})
         call(conn, "select resilience.tx_rollback(%s)", tx)
         assert snapshot(conn) == {**initial, odd: lost}
-
-    fresh = _fresh(server, request)
-    installer.install(fresh)
-    with psycopg.connect(fresh, autocommit=True) as conn:
-        conn.execute(SCHEMA)
-        manage_all(conn, TABLES[:2])
-    assert definition_listing(dsn) == definition_listing(fresh)
+    # The catalog against a fresh install: tests/transactions/test_upgrade_from_v1.py.
