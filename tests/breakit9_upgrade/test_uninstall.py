@@ -55,7 +55,8 @@ def test_uninstall_with_transactions_in_flight_refuses_then_force_restores_and_l
     with psycopg.connect(dsn, autocommit=True) as conn:
         manage_all(conn)
         state = put_in_flight(conn)
-    assert _cli("status", "--dsn", dsn).returncode == 0
+    # Installed again, transactions open: nothing of theirs changes.
+    installer.install(dsn)
     listing = definition_listing(dsn)
 
     refused = _cli("uninstall", "--dsn", dsn)
@@ -71,9 +72,7 @@ def test_uninstall_with_transactions_in_flight_refuses_then_force_restores_and_l
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert snapshot(conn) == initial
     assert definition_listing(dsn) == before_install
-    assert _cli("status", "--dsn", dsn).returncode == 5
-    again = _cli("uninstall", "--dsn", dsn)
-    assert again.returncode == 0 and "not installed" in again.stdout, again
+    assert installer.uninstall(dsn) == ["pgresilience is not installed here: nothing to do"]
 
     # The roles stay: other databases of this server (the suite's) use them.
     installer.install(dsn)
