@@ -15,6 +15,8 @@ from conftest import Server, _unique
 
 from breakit9_upgrade.world import (
     SCHEMA,
+    call,
+    execute,
     finish_and_check,
     manage_all,
     put_in_flight,
@@ -47,6 +49,10 @@ def test_uninstall_with_transactions_in_flight_refuses_then_force_restores_and_l
         # The app's own PL/Python, there before the package: uninstall keeps it.
         conn.execute("create extension plpython3u")
         conn.execute(SCHEMA)
+        conn.execute(
+            "create table public.acc (id integer primary key, email text unique);"
+            " insert into public.acc values (5, 'x@example.org')"
+        )
         initial = snapshot(conn)
     before_install = definition_listing(dsn)
     assert _cli("status", "--dsn", dsn).returncode == 5
@@ -54,21 +60,37 @@ def test_uninstall_with_transactions_in_flight_refuses_then_force_restores_and_l
     installer.install(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
         manage_all(conn)
+        conn.execute("select resilience.manage_table('public.acc')")
         state = put_in_flight(conn)
+        deleter = call(conn, "select resilience.tx_begin()")
+        execute(conn, deleter, "public.acc", "delete", None, {"id": 5})
+        # Outside any logical transaction, the deleted row's email is taken.
+        conn.execute("insert into public.acc values (6, 'x@example.org')")
+        state.after = snapshot(conn)
     # Installed again, transactions open: nothing of theirs changes.
     installer.install(dsn)
     listing = definition_listing(dsn)
 
     refused = _cli("uninstall", "--dsn", dsn)
     assert refused.returncode == 6, refused
-    assert "3 logical transactions are active" in refused.stderr
+    assert "4 logical transactions are active" in refused.stderr
     assert definition_listing(dsn) == listing
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert snapshot(conn) == state.after
 
+    # force overwrites drift, never a constraint: one undo refused stops it
+    # whole, nothing removed, until the app settles the row.
+    stuck = _cli("uninstall", "--dsn", dsn, "--force")
+    assert stuck.returncode == 1 and "RZ005" in stuck.stderr, stuck
+    assert "acc_email_key" in stuck.stderr
+    assert definition_listing(dsn) == listing
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert snapshot(conn) == state.after
+        conn.execute("delete from public.acc where id = 6")
+
     done = _cli("uninstall", "--dsn", dsn, "--force")
     assert done.returncode == 0, done
-    assert "rolled back 3 active logical transactions" in done.stdout
+    assert "rolled back 4 active logical transactions" in done.stdout
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert snapshot(conn) == initial
     assert definition_listing(dsn) == before_install
