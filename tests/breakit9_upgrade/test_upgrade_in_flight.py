@@ -28,7 +28,7 @@ from breakit9_upgrade.world import (
     snapshot,
 )
 from pgresilience import installer
-from pgresilience.status import head_revision
+from pgresilience.status import head_revision, status_lines
 
 from catalog import definition_listing
 
@@ -148,3 +148,15 @@ def test_upgrade_from_0_1_0_rolls_every_open_transaction_back_exactly_as_documen
         call(conn, "select resilience.tx_rollback(%s)", tx)
         assert snapshot(conn) == {**initial, odd: lost}
     # The catalog against a fresh install: tests/transactions/test_upgrade_from_v1.py.
+
+
+def test_status_of_a_database_a_newer_release_installed_says_so_without_reading_it(
+    conn: psycopg.Connection[Any],
+) -> None:
+    conn.execute("update resilience.alembic_version set version_num = '9999_from_the_future'")
+    lines = status_lines(conn)
+    assert (
+        f"installed: revision 9999_from_the_future (by a newer pgresilience: this one knows"
+        f" up to {head_revision()})" in lines
+    ), lines
+    assert "  use the pgresilience that installed it for its sections" in lines
