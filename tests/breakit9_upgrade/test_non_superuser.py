@@ -50,6 +50,9 @@ def owner_db(server: Server, request: pytest.FixtureRequest) -> Callable[[], str
         # What manage_table's hint asks a superuser for: the package owner
         # runs the undo of APP2's tables, so it must be able to act as APP2.
         admin.execute(f"grant {APP2} to {OWNER}")
+        # The package's roles exist (the suite's template): on PostgreSQL 16+
+        # only their creator (or a superuser) may grant them.
+        admin.execute(f"grant resilience_user to {APP2}")
 
     def make() -> str:
         name = _unique("pgr_b9own")
@@ -105,7 +108,6 @@ def test_owner_upgrades_from_v2_core_and_uninstalls_with_both_roles_transactions
     install_release(v2_tree, dsn)
     with psycopg.connect(dsn, autocommit=True) as owner:
         manage_all(owner)
-        owner.execute(f"grant resilience_user to {APP2}")
         with psycopg.connect(dsn_app2, autocommit=True) as app2:
             app2.execute("select resilience.manage_table('app2.things')")
         tx2, rows2, rows2_after = _app2_tx(dsn_app2)
