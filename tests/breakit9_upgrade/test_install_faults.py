@@ -19,7 +19,15 @@ from conftest import Server, _unique
 from psycopg.conninfo import make_conninfo
 from releases import LAST_V2_CORE, install_release, release_tree
 
-from breakit9_upgrade.world import SCHEMA, finish_and_check, manage_all, put_in_flight, snapshot
+from breakit9_upgrade.world import (
+    SCHEMA,
+    call,
+    execute,
+    finish_and_check,
+    manage_all,
+    put_in_flight,
+    snapshot,
+)
 from pgresilience import installer
 from pgresilience.embedded import EmbeddedPostgres
 
@@ -146,3 +154,52 @@ def test_an_upgrade_terminated_midway_leaves_the_release_and_its_transactions(
             assert snapshot(conn) == state.after
         installer.install(dsn)
         finish_and_check(conn, state)
+
+
+def test_installs_under_live_logical_transactions_fail_none_and_lose_nothing(
+    server: Server, request: pytest.FixtureRequest
+) -> None:
+    """Installing again while the app's logical transactions run (a deploy
+    that re-runs `pgresilience install`): no call fails, every rollback is
+    exact."""
+    dsn = _fresh(server, request)
+    installer.install(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(SCHEMA)
+        manage_all(conn)
+        before = snapshot(conn)
+    stop = threading.Event()
+    errors: list[Exception] = []
+    rounds = [0, 0]
+
+    def worker(i: int) -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while not stop.is_set():
+                try:
+                    tx = call(conn, "select resilience.tx_begin()")
+                    region = ("eu", "us")[i]
+                    for key in (1, 2):
+                        match = {"region": region, "id": key}
+                        execute(conn, tx, "public.orders", "update", {"Note": "w"}, match)
+                    odd = '"Odd ""Schema""".select'
+                    execute(conn, tx, odd, "update", {"d": 5 + i}, {"tx_id": i + 1})
+                    call(conn, "select resilience.tx_rollback(%s)", tx)
+                    rounds[i] += 1
+                except Exception as exc:  # reported below
+                    errors.append(exc)
+                    return
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(2):
+            installer.install(dsn)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    assert errors == []
+    assert all(rounds), rounds
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert snapshot(conn) == before
