@@ -273,7 +273,7 @@ select
         cross join unnest(s.setconfig) as cfg
         where r.rolname = 'authenticator'
             and s.setdatabase in (0, (select d.oid from pg_database as d where d.datname = current_database()))
-            and cfg like 'pgrst.db\_pre\_request=%tx\_pre\_request%'),
+            and cfg ~ '^pgrst[.]db_pre_request=.*tx_pre_request'),
     (select rolsuper from pg_roles where rolname = current_user),
     quote_ident(current_user),
     (select string_agg(format('grant %I to %I;', m.granted, m.member), ' ' order by m.member, m.granted)
