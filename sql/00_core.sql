@@ -45,13 +45,19 @@ as $$
     );
 $$;
 
+-- The package's owner counts too: it owns every table the API guards (a
+-- non-superuser owner, Supabase's postgres, is in no role of ours, and its
+-- `uninstall --force` must roll back every role's transactions).
 create or replace function resilience._is_admin()
 returns boolean
 language sql
 stable
 as $$
-    select exists (select 1 from pg_catalog.pg_roles as r where r.rolname = 'resilience_admin')
-        and pg_catalog.pg_has_role(resilience._caller_role(), 'resilience_admin', 'member');
+    select (exists (select 1 from pg_catalog.pg_roles as r where r.rolname = 'resilience_admin')
+            and pg_catalog.pg_has_role(resilience._caller_role(), 'resilience_admin', 'member'))
+        or pg_catalog.pg_has_role(resilience._caller_role(), (
+            select n.nspowner from pg_catalog.pg_namespace as n where n.nspname = 'resilience'
+        ), 'member');
 $$;
 
 -- One audit row. The actor is the caller, or, with on_behalf_of, the owner

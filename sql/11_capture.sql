@@ -534,7 +534,7 @@ begin
     inner join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
     where c.oid = relation;
     if target.relkind not in ('r', 'p') or target.nspname in ('resilience', 'pg_catalog', 'information_schema')
-        or target.nspname like 'pg\_temp%'
+        or target.nspname operator(pg_catalog.~) '^pg_temp'
     then
         raise exception using
             errcode = '22023',

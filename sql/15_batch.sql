@@ -25,7 +25,7 @@ immutable
 set search_path = ''
 as $$
 declare
-    parts text [] := pg_catalog.regexp_match(ref, '^([0-9]{1,9})\.(?:([0-9]{1,9})\.)?(.+)$');
+    parts text [] := pg_catalog.regexp_match(ref, '^([0-9]{1,9})[.](?:([0-9]{1,9})[.])?(.+)$');
     source integer;
     row_no integer;
     source_rows jsonb;

@@ -1282,7 +1282,7 @@ begin
     -- PREPARE TRANSACTION refuses a transaction that sent a NOTIFY (0A000):
     -- a two-phase migration gets its version without one (a listener learns
     -- of it at the next version's NOTIFY, or by polling).
-    if pg_catalog.current_query() operator(pg_catalog.!~*) '\mprepare\s+transaction\M' then
+    if pg_catalog.current_query() operator(pg_catalog.!~*) '[[:<:]]prepare[[:space:]]+transaction[[:>:]]' then
         perform pg_catalog.pg_notify('resilience_schema', payload::text);
         if notify_postgrest = 'on' then
             perform pg_catalog.pg_notify('pgrst', 'reload schema');

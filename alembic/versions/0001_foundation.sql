@@ -4,14 +4,25 @@ comment on schema resilience is 'pgresilience: logical transactions, schema trac
 
 -- Cluster-wide NOLOGIN roles; creating them needs CREATEROLE, so a database
 -- owner without it still gets everything else (the installer says so).
+-- Another database's install may be creating them at this very moment (the
+-- advisory lock is per database): then ours waits for it and fails with
+-- 23505, and the role exists, which is all this needs.
 do $$
 begin
-    if not exists (select 1 from pg_roles where rolname = 'resilience_user') then
-        create role resilience_user nologin;
-    end if;
-    if not exists (select 1 from pg_roles where rolname = 'resilience_admin') then
-        create role resilience_admin nologin;
-    end if;
+    begin
+        if not exists (select 1 from pg_roles where rolname = 'resilience_user') then
+            create role resilience_user nologin;
+        end if;
+    exception when unique_violation then
+        null;
+    end;
+    begin
+        if not exists (select 1 from pg_roles where rolname = 'resilience_admin') then
+            create role resilience_admin nologin;
+        end if;
+    exception when unique_violation then
+        null;
+    end;
 exception when insufficient_privilege then
     raise warning 'pgresilience: cannot create roles resilience_user/resilience_admin (needs CREATEROLE); only the owner can use the API';
 end;

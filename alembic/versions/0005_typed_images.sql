@@ -103,19 +103,19 @@ begin
         from pg_trigger as t
         join pg_proc as p on p.oid = t.tgfoid
         where p.pronamespace = 'resilience'::regnamespace
-            and (p.proname like '\_capture\_%' or p.proname = '_guard_truncate')
+            and (p.proname ~ '^_capture_' or p.proname = '_guard_truncate')
     loop
         execute format('drop trigger if exists %I on %s', obj.tgname, obj.relation);
     end loop;
     for obj in
         select c.oid::regclass as image from pg_class as c
-        where c.relnamespace = 'resilience'::regnamespace and c.relkind = 'r' and c.relname like '\_img\_%'
+        where c.relnamespace = 'resilience'::regnamespace and c.relkind = 'r' and c.relname ~ '^_img_'
     loop
         execute format('drop table if exists %s', obj.image);
     end loop;
     for obj in
         select t.oid::regtype as row_type from pg_type as t
-        where t.typnamespace = 'resilience'::regnamespace and t.typtype = 'c' and t.typname like '\_row\_%'
+        where t.typnamespace = 'resilience'::regnamespace and t.typtype = 'c' and t.typname ~ '^_row_'
     loop
         execute format('drop type if exists %s cascade', obj.row_type);
     end loop;

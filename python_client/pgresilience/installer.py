@@ -8,6 +8,7 @@ described in docs/architecture.md.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,6 +57,13 @@ class InstallReport:
 
     def lines(self) -> list[str]:
         return self.actions + [f"warning: {w}" for w in self.warnings]
+
+
+# Alembic's `context` and `op` are module globals: two installs at once in
+# one process (threads; into two databases, as the per-database advisory
+# lock lets them) ran each other's migrations on the wrong connection and
+# hung. Only the Alembic step is serialized.
+_ALEMBIC = threading.Lock()
 
 
 @contextmanager
@@ -240,7 +248,8 @@ def install(
         _collect_notices(raw, report)
         raw.execute(query("install_lock"))
         before = _current_revision(sa_conn)
-        command.upgrade(_alembic_config(sa_conn), "head")
+        with _ALEMBIC:
+            command.upgrade(_alembic_config(sa_conn), "head")
         report.revision = _current_revision(sa_conn)
         if before == report.revision:
             report.actions.append(f"schema resilience already at revision {before}")
@@ -300,7 +309,10 @@ def uninstall(dsn: str, *, force: bool = False) -> list[str]:
             lines.append(f"rolled back {len(active)} active logical transactions first (--force)")
         counts = raw.execute(query("installed_objects")).fetchone()
         assert counts is not None
-        command.downgrade(_alembic_config(sa_conn), "base")
+        with _ALEMBIC:
+            command.downgrade(_alembic_config(sa_conn), "base")
+    with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
+        conn.execute(query("drop_unused_roles"))
     functions, tables, wrappers, event_triggers = counts
     return lines + [
         f"removed schema resilience (revision {revision}): {tables} tables, {functions} functions",

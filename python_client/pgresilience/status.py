@@ -24,10 +24,14 @@ TESTED_MAJORS = range(14, 19)
 Section = Callable[[psycopg.Connection[Any]], list[str]]
 
 
-def head_revision() -> str | None:
+def _scripts() -> ScriptDirectory:
     config = Config()
     config.set_main_option("script_location", str(data_path("alembic")))
-    return ScriptDirectory.from_config(config).get_current_head()
+    return ScriptDirectory.from_config(config)
+
+
+def head_revision() -> str | None:
+    return _scripts().get_current_head()
 
 
 def _feature_sections() -> list[tuple[str, Section]]:
@@ -48,7 +52,12 @@ def _installation(conn: psycopg.Connection[Any], revision: str) -> list[str]:
     assert row is not None
     functions, tables, wrappers, wrapper_schemas, plpython, event_triggers, roles, disabled = row
     head = head_revision()
-    upgrade = "" if revision == head else f" (upgrade available: {head})"
+    if revision == head:
+        upgrade = ""
+    elif revision in {r.revision for r in _scripts().walk_revisions()}:
+        upgrade = f" (upgrade available: {head})"
+    else:
+        upgrade = f" (by a newer pgresilience: this one knows up to {head})"
     tracked = event_triggers and not disabled
     lines = [
         f"installed: revision {revision}{upgrade}",
@@ -100,6 +109,16 @@ def status_lines(conn: psycopg.Connection[Any]) -> list[str]:
     if revision is None:
         return lines + ["not installed (run: pgresilience install)"]
     lines += _installation(conn, revision)
+    if revision != head_revision():
+        # The sections read the database with this release's functions, which
+        # another release's install may lack or define otherwise.
+        older = revision in {r.revision for r in _scripts().walk_revisions()}
+        step = (
+            "run pgresilience install to upgrade (this release's sections need its functions)"
+            if older
+            else "use the pgresilience that installed it for its sections"
+        )
+        return lines + ["", "[to do]", f"  {step}"]
     for title, section in _feature_sections():
         lines += ["", f"[{title}]"] + [f"  {line}" for line in section(conn)]
     todo = follow_ups(conn)

@@ -96,7 +96,7 @@ returns boolean
 language sql
 immutable
 as $$
-    select schema_name operator(pg_catalog.~~) 'pg\_%'
+    select schema_name operator(pg_catalog.~) '^pg_'
         or schema_name operator(pg_catalog.=) 'information_schema'
         or schema_name operator(pg_catalog.=) 'resilience';
 $$;
@@ -120,7 +120,7 @@ begin
     select pg_catalog.string_agg(
         c.classid::text || ',' || c.objid::text || ',' || c.command_tag
         || case when c.command_tag = 'CREATE INDEX'
-            and pg_catalog.current_query() operator(pg_catalog.~*) 'create\s+(unique\s+)?index\s+concurrently\M'
+            and pg_catalog.current_query() operator(pg_catalog.~*) 'create[[:space:]]+(unique[[:space:]]+)?index[[:space:]]+concurrently[[:>:]]'
             then ' CONCURRENTLY' else '' end,
         ';'
     ) into entries

@@ -273,7 +273,7 @@ select
         cross join unnest(s.setconfig) as cfg
         where r.rolname = 'authenticator'
             and s.setdatabase in (0, (select d.oid from pg_database as d where d.datname = current_database()))
-            and cfg like 'pgrst.db\_pre\_request=%tx\_pre\_request%'),
+            and cfg ~ '^pgrst[.]db_pre_request=.*tx_pre_request'),
     (select rolsuper from pg_roles where rolname = current_user),
     quote_ident(current_user),
     (select string_agg(format('grant %I to %I;', m.granted, m.member), ' ' order by m.member, m.granted)
@@ -289,3 +289,25 @@ select (select rolsuper from pg_roles where rolname = current_user)
     (select rolsuper from pg_roles where rolname = current_user)
     or current_setting('server_version_num')::int < 160000
     or pg_has_role('authenticator', 'MEMBER WITH ADMIN OPTION');
+
+-- drop_unused_roles --
+-- After uninstall has committed: two databases uninstalled at once each saw
+-- the other's grants and kept the cluster-wide roles; the last one out, its
+-- own grants gone, now sees none and drops them (another database that
+-- still uses them, or a role without CREATEROLE, keeps them).
+do $$
+declare
+    role_name text;
+begin
+    foreach role_name in array array['resilience_user', 'resilience_admin'] loop
+        begin
+            if exists (select 1 from pg_catalog.pg_roles where rolname = role_name) then
+                execute pg_catalog.format('drop role %I', role_name);
+            end if;
+        exception when dependent_objects_still_exist or insufficient_privilege
+            or undefined_object then
+            null;
+        end;
+    end loop;
+end;
+$$;

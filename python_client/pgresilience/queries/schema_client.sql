@@ -25,7 +25,7 @@ create temporary table pgresilience_plan_guard (armed boolean);
 create function pg_temp.pgresilience_plan_guard() returns trigger
 language plpgsql as $$
 begin
-    if current_query() ~* '^\s*set\s+constraints' then
+    if current_query() ~* '^[[:space:]]*set[[:space:]]+constraints' then
         return null;
     end if;
     raise exception using

@@ -45,5 +45,5 @@ from pg_db_role_setting as s
 inner join pg_roles as r on r.oid = s.setrole
 cross join unnest(s.setconfig) as cfg
 where s.setdatabase in (0, (select d.oid from pg_database as d where d.datname = current_database()))
-    and cfg like 'pgrst.db\_pre\_request=%'
+    and cfg ~ '^pgrst[.]db_pre_request='
 order by r.rolname;
