@@ -32,7 +32,7 @@ EXIT_CODES: dict[int, str] = {
     "unknown database or role",
     4: "permission: the role lacks a privilege the command needs (the message names it)",
     5: "not installed: `status` found no pgresilience in the database",
-    6: "refused: `uninstall` while logical transactions are active (see `--force`)",
+    6: "refused: `uninstall` while logical transactions are active or failed (see `--force`)",
 }
 EXIT_USAGE, EXIT_CONNECTION, EXIT_PERMISSION, EXIT_NOT_INSTALLED, EXIT_REFUSED = 2, 3, 4, 5, 6
 
@@ -95,7 +95,11 @@ def _uninstall(args: argparse.Namespace) -> int:
     try:
         lines = uninstall(_dsn(args), force=args.force)
     except ActiveTransactions as exc:
-        raise CliError(f"{exc}; finish them, or run again with --force", EXIT_REFUSED) from exc
+        raise CliError(
+            f"{exc}; finish them (a failed one: retry its rollback with force as an admin), "
+            "or run again with --force",
+            EXIT_REFUSED,
+        ) from exc
     for line in lines:
         print(line)
     return 0
@@ -166,7 +170,9 @@ COMMANDS = (
         "remove everything install created",
         "Remove schema resilience, the exposed wrappers, the event triggers and, when no "
         "other database uses them, the roles. Refuses while logical transactions are "
-        "active, whose half-done writes would stay; --force rolls them back first.",
+        "active, whose half-done writes would stay, or failed, whose images are the only "
+        "record of rows their rollback never restored; --force rolls the active ones back "
+        "first and drops the failed ones' images.",
     ),
     Command(
         "status",
@@ -279,7 +285,8 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
             sub.add_argument(
                 "--force",
                 action="store_true",
-                help="roll back active logical transactions first (their writes are undone)",
+                help="roll back active logical transactions first (their writes are undone); "
+                "drop failed ones' images",
             )
     return top, subs
 

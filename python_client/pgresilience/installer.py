@@ -39,7 +39,8 @@ NO_EVENT_TRIGGERS = (
 
 class ActiveTransactions(PgResilienceError):
     """``uninstall`` refused: logical transactions are active, and removing the
-    package would leave their half-done writes in place."""
+    package would leave their half-done writes in place; or failed ones hold
+    the only record (their images) of rows their rollback could not restore."""
 
 
 @dataclass
@@ -288,10 +289,16 @@ def install(
     return report
 
 
+def _some(ids: list[str]) -> str:
+    return ", ".join(ids[:3]) + (" ..." if len(ids) > 3 else "")
+
+
 def uninstall(dsn: str, *, force: bool = False) -> list[str]:
     """Remove exactly what install created; idempotent. Refuses while logical
-    transactions are active (``ActiveTransactions``) unless ``force``, which
-    rolls them back first (``force => true``: drift does not stop it)."""
+    transactions are active, or failed ones hold images of rows their rollback
+    could not restore (``ActiveTransactions``), unless ``force``, which rolls
+    the active ones back first (``force => true``: drift does not stop it) and
+    drops the failed ones' images with the package."""
     lines = []
     with _connect(dsn) as (sa_conn, raw):
         raw.execute(query("install_lock"))
@@ -300,13 +307,27 @@ def uninstall(dsn: str, *, force: bool = False) -> list[str]:
             return ["pgresilience is not installed here: nothing to do"]
         raw.execute(query("refuse_app_dependents"))
         active = [str(r[0]) for r in raw.execute(query("active_transaction_ids")).fetchall()]
-        if active and not force:
-            shown = ", ".join(active[:3]) + (" ..." if len(active) > 3 else "")
-            raise ActiveTransactions(f"{len(active)} logical transactions are active ({shown})")
+        failed = [str(r[0]) for r in raw.execute(query("failed_transaction_ids")).fetchall()]
+        if (active or failed) and not force:
+            raise ActiveTransactions(
+                "; ".join(
+                    f"{len(ids)} logical transactions {what} ({_some(ids)})"
+                    for ids, what in (
+                        (active, "are active"),
+                        (failed, "failed: their images hold rows their rollback never restored"),
+                    )
+                    if ids
+                )
+            )
         for tx_id in active:
             raw.execute(query("uninstall_rollback"), (tx_id,))
         if active:
             lines.append(f"rolled back {len(active)} active logical transactions first (--force)")
+        if failed:
+            lines.append(
+                f"dropped the images of {len(failed)} failed logical transactions, "
+                "whose rows were never restored (--force)"
+            )
         counts = raw.execute(query("installed_objects")).fetchone()
         assert counts is not None
         with _ALEMBIC:

@@ -103,3 +103,35 @@ def test_uninstall_of_0_1_0_with_live_state_by_head(bare_dsn, install_0_1_0):
         ]
         assert _one(conn, "select to_regnamespace('resilience')") is None
         assert _one(conn, "select count(*) from pg_trigger where tgrelid = 'acct'::regclass") == 0
+
+
+def test_uninstall_refuses_while_a_failed_transaction_holds_images_and_force_drops_them(dsn, conn):
+    """A failed transaction's images are the only record of the rows its
+    rollback could not restore (docs/transactions.md): uninstall keeps them
+    unless told, like an active transaction's."""
+    conn.execute(APP)
+    tx = _one(conn, "select resilience.tx_begin(60000, 'will fail')")
+    conn.execute(
+        "select resilience.tx_execute(%s, 'acct', 'update', '{\"bal\": 1}', '{\"id\": 1}')", (tx,)
+    )
+    # A write that bypassed the guards (replica mode) changed the row, so the
+    # reaper's rollback fails: `failed`, claims released, images kept.
+    conn.execute("set session_replication_role = replica")
+    conn.execute("update acct set bal = 7 where id = 1")
+    conn.execute("reset session_replication_role")
+    conn.execute(
+        "update resilience.transactions set started_at = clock_timestamp() - interval '2 seconds',"
+        " expires_at = clock_timestamp() - interval '1 second' where id = %s",
+        (tx,),
+    )
+    conn.execute("select resilience.tx_reap()")
+    assert _one(conn, "select status from resilience.transactions where id = %s", tx) == "failed"
+
+    with pytest.raises(installer.ActiveTransactions, match=f"1 logical transactions failed.*{tx}"):
+        installer.uninstall(dsn)
+    assert _one(conn, "select status from resilience.transactions where id = %s", tx) == "failed"
+
+    lines = installer.uninstall(dsn, force=True)
+    assert any("dropped the images of 1 failed" in line for line in lines)
+    assert _one(conn, "select to_regnamespace('resilience')") is None
+    assert conn.execute("select id, bal from acct order by id").fetchall() == [(1, 7), (2, 200)]

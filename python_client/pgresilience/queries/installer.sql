@@ -175,6 +175,11 @@ $$;
 -- Logical transactions that uninstall would cut off, newest first.
 select id from resilience.transactions where status = 'active' order by started_at desc;
 
+-- failed_transaction_ids --
+-- Logical transactions whose rollback failed: their images are the only
+-- record of the rows it could not restore, and uninstall would drop them.
+select id from resilience.transactions where status = 'failed' order by started_at desc;
+
 -- refuse_app_dependents --
 -- Uninstall drops our functions CASCADE (capture triggers go with them): the
 -- app's own objects using ours (a view or policy calling resilience.*, a
