@@ -4,13 +4,6 @@ way a migration does (no PL/Python, no event triggers)."""
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from pgbouncer import free_port, running_pgbouncer
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -128,54 +122,26 @@ def running_pooler(  # type: ignore[no-untyped-def]
 ) -> Iterator[Pooler]:
     """A PgBouncer in front of the test server, on `address`:`port` (a free
     port by default), ignoring the startup parameters `ignore`."""
-    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-    if not os.access(binary, os.X_OK):
-        pytest.fail("pgbouncer is not installed: `make setup` installs it (apt package pgbouncer)")
     target = conninfo_to_dict(server.admin_dsn)
-    workdir = Path(tempfile.mkdtemp(prefix="pgr-b9-pooler-"))
     if port is None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-    (workdir / "pgbouncer.ini").write_text(
-        POOLER_INI.format(
-            host=target.get("host", "127.0.0.1"),
-            server_port=target.get("port", "5432"),
-            address=address,
-            port=port,
-            ignore=ignore,
-            dir=workdir,
+        port = free_port()
+
+    def write_config(workdir: Path) -> None:
+        (workdir / "pgbouncer.ini").write_text(
+            POOLER_INI.format(
+                host=target.get("host", "127.0.0.1"),
+                server_port=target.get("port", "5432"),
+                address=address,
+                port=port,
+                ignore=ignore,
+                dir=workdir,
+            )
         )
-    )
-    # trust: the server (which trusts local logins) sees each client's own user
-    (workdir / "users.txt").write_text(f'"{OWNER}" ""\n"authenticator" ""\n')
-    command = [binary, str(workdir / "pgbouncer.ini")]
-    if os.geteuid() == 0:  # PgBouncer refuses to run as root
-        user = pwd.getpwnam("postgres")
-        os.chown(workdir, user.pw_uid, user.pw_gid)
-        command = [
-            "setpriv",
-            f"--reuid={user.pw_uid}",
-            f"--regid={user.pw_gid}",
-            "--init-groups",
-            *command,
-        ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with socket.create_connection((address, port), timeout=1):
-                    break
-            except OSError as exc:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("pgbouncer did not start") from exc
-                time.sleep(0.1)
+        # trust: the server (which trusts local logins) sees each client's own user
+        (workdir / "users.txt").write_text(f'"{OWNER}" ""\n"authenticator" ""\n')
+
+    with running_pgbouncer(write_config, address, port):
         yield Pooler(port, address)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
