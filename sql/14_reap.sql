@@ -46,9 +46,10 @@ $$;
 -- pg_cron or the Janitor (a lazy tx_reap runs only when a transaction
 -- expired, and purged nothing as long as none did). Two index probes when
 -- nothing is due; a batch of at most 100 otherwise (one caller at a time),
--- which never fails the caller nor waits on a lock (lock_timeout, errors
--- swallowed: the next call tries again), and is skipped where a lazy reap is (a read-only transaction,
--- REPEATABLE READ or SERIALIZABLE).
+-- which never fails the caller nor waits on a lock (lock_timeout, errors,
+-- a bad retention setting included, swallowed: the next call tries again),
+-- and is skipped where a lazy reap is (a read-only transaction, REPEATABLE
+-- READ or SERIALIZABLE).
 create or replace function resilience._purge_if_due()
 returns void
 language plpgsql
@@ -66,20 +67,19 @@ begin
     then
         return;
     end if;
+    -- (A retention setting that is no interval fails here, not the caller.)
     horizon := pg_catalog.clock_timestamp() - coalesce(resilience._setting('retention'), '7 days')::interval;
     -- One lazy purger at a time (the others would wait on the same rows).
     if (exists (select 1 from resilience.transactions as t where t.finished_at < horizon)
             or exists (select 1 from resilience.audit_log as a where a.at < horizon))
         and pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('resilience._purge_if_due'))
     then
-        begin
-            purged := resilience._purge(least(coalesce(resilience._setting('purge_batch')::integer, 1000), 100));
-            perform resilience._audit('cleanup', null, pg_catalog.jsonb_build_object(
-                'timed_out', 0, 'purged', purged));
-        exception when others then
-            null;
-        end;
+        purged := resilience._purge(least(coalesce(resilience._setting('purge_batch')::integer, 1000), 100));
+        perform resilience._audit('cleanup', null, pg_catalog.jsonb_build_object(
+            'timed_out', 0, 'purged', purged));
     end if;
+exception when others then
+    null;
 end;
 $$;
 

@@ -131,3 +131,13 @@ def test_retention_is_applied_without_a_janitor(conn, make_role):
             tx = call(alice, "select resilience.tx_begin()")
             call(alice, "select resilience.tx_commit(%s)", tx)
         assert call(conn, "select count(*) from resilience.transactions where id = %s", old) == 0
+
+
+def test_a_bad_retention_setting_fails_no_call(conn, make_role):
+    """A user would see every tx_begin fail because an operator wrote a
+    retention setting that is no interval."""
+    dsns = clients(make_role, conn)
+    conn.execute("update resilience.settings set value = 'forever' where name = 'retention'")
+    with connect(dsns["lc_alice"]) as alice:
+        tx = call(alice, "select resilience.tx_begin()")
+        call(alice, "select resilience.tx_commit(%s)", tx)
