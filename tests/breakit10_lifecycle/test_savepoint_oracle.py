@@ -46,7 +46,7 @@ def _run_sequence(
     ref.execute("begin")
     logical: list[str] = []  # savepoint names, oldest first (a re-take moves one)
     sql_stack: list[str] = []  # SQL's stack of takes (a re-take pushes another)
-    next_id = 100
+    next_id = call(ref, "select max(id) + 1 from items_ref")
     for _ in range(steps):
         existing = [r[0] for r in ref.execute("select id from items_ref order by id")]
         choice = rng.random()
@@ -59,7 +59,7 @@ def _run_sequence(
             logical.append(name)
             sql_stack.append(name)
         elif choice < 0.35:
-            name = rng.choice(NAMES)
+            name = rng.choice(logical if logical and rng.random() < 0.8 else NAMES)
             if name not in logical:
                 with sqlstate("RZ006"):
                     call(user, "select resilience.tx_rollback_to(%s, %s)", tx, name)
@@ -87,6 +87,28 @@ def _run_sequence(
             }
             call(user, "select resilience.tx_execute(%s, 'items', 'insert', %s)", tx, Jsonb(data))
             ref.execute("insert into items_ref values (%(id)s, %(v)s, %(note)s, %(tag)s)", data)
+        elif choice < 0.62:
+            # A key change (the old key and the new one both claimed).
+            key = rng.choice(existing)
+            call(
+                user,
+                "select resilience.tx_execute(%s, 'items', 'update', %s, %s)",
+                tx,
+                Jsonb({"id": next_id}),
+                Jsonb({"id": key}),
+            )
+            ref.execute("update items_ref set id = %s where id = %s", (next_id, key))
+            next_id += 1
+        elif choice < 0.7:
+            key = rng.choice(existing) if rng.random() < 0.6 else next_id
+            next_id += key == next_id
+            data = {"id": key, "v": rng.randint(0, 99), "note": rng.choice([None, "u"])}
+            call(user, "select resilience.tx_execute(%s, 'items', 'upsert', %s)", tx, Jsonb(data))
+            ref.execute(
+                "insert into items_ref (id, v, note) values (%(id)s, %(v)s, %(note)s)"
+                " on conflict (id) do update set v = excluded.v, note = excluded.note",
+                data,
+            )
         elif choice < 0.85:
             key = rng.choice(existing)
             data = {"v": rng.randint(0, 99)}
@@ -134,5 +156,13 @@ def test_savepoints_behave_like_sql_savepoints(conn, make_role):
     dsns = clients(make_role, conn)
     _setup(conn)
     with connect(dsns["lc_alice"]) as user, connect(conn.info.dsn) as ref:
-        for seed in range(6):
-            _run_sequence(random.Random(seed), user, ref, conn, steps=30)
+        for seed in range(8):
+            _run_sequence(random.Random(seed), user, ref, conn, steps=40)
+        counts = dict(
+            conn.execute(
+                "select event, count(*) from resilience.audit_log group by event"
+            ).fetchall()
+        )
+        # The sequences did exercise what they compare.
+        assert counts["rollback"] >= 30 and counts["savepoint"] >= 30, counts
+        assert counts["commit"] >= 2, counts
