@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from breakit10_lifecycle.support import audit, call, clients, connect, sqlstate
+from breakit10_lifecycle.support import audit, call, clients, connect, expire, sqlstate
 
 
 class Request:
@@ -233,3 +233,37 @@ def test_audit_trail_of_a_lifecycle(conn, server, database, make_role):
                 with u1.open() if who is u1 else bob.transaction():
                     (u1.conn if who is u1 else bob).execute("truncate resilience.audit_log")
         assert len(audit(conn, tx)) == len(trail)
+
+
+def test_reaper_rows_belong_to_the_owner_under_jwt(conn, server, database, make_role):
+    """A signed-in user would not find the `timeout` / `conflict` rows of
+    their own transactions reaped inside someone else's call (or another
+    user would): the reaper acts for the owner, role and JWT sub."""
+    dsns = clients(make_role, conn)
+    _table(conn)
+    with (
+        psycopg.connect(server.dsn(database, user="authenticator"), autocommit=True) as pgrst,
+        connect(dsns["lc_bob"]) as bob,
+    ):
+        u1 = Request(pgrst, "authenticated", "user-1")
+        u2 = Request(pgrst, "authenticated", "user-2")
+        timed = u1("select resilience.tx_begin(60000)")
+        u1(EXEC + "'notes', 'update', '{\"body\": \"t\"}', '{\"id\": 1}')", timed)
+        failing = u1("select resilience.tx_begin(60000)")
+        u1(EXEC + "'notes', 'update', '{\"body\": \"f\"}', '{\"id\": 2}')", failing)
+        conn.execute("set session_replication_role = replica")
+        conn.execute("update notes set body = 'drift' where id = 2")
+        conn.execute("set session_replication_role = origin")
+        expire(conn, timed)
+        expire(conn, failing)
+        call(bob, "select resilience.tx_begin()")  # reaps both, lazily
+        for tx, event in ((timed, "timeout"), (failing, "conflict")):
+            rows_seen = u1(
+                "select jsonb_agg(a.event) from resilience.audit_log a where tx_id = %s", tx
+            )
+            assert rows_seen[-1] == event, rows_seen
+            assert u2("select count(*) from resilience.audit_log where tx_id = %s", tx) == 0
+            assert call(bob, "select count(*) from resilience.audit_log where tx_id = %s", tx) == 0
+            last = audit(conn, tx)[-1]
+            assert last[:3] == (event, "authenticated", "user-1"), last
+        assert u1("select resilience.tx_status(%s)", failing)["status"] == "failed"
