@@ -171,3 +171,36 @@ def test_lazy_reap_in_a_header_mode_request_is_not_captured_into_it(conn, make_r
         call(bob, "select resilience.tx_rollback(%s)", mine)
         assert rows(conn, "slow") == ["(1,0)", "(2,0)"]
         assert call(alice, "select resilience.tx_status(%s)", expired)["status"] == "timed_out"
+
+
+def test_expiry_after_the_capture_of_a_long_call(conn, make_role):
+    """A user would see a write that was captured before the deadline but
+    whose call ended after it either lost (not undone by the reaper), or
+    committed by a tx_commit after the deadline."""
+    dsns = clients(make_role, conn)
+    _table(conn)
+    conn.execute(
+        "create function slow_after() returns trigger language plpgsql as $$"
+        " begin perform pg_sleep(1); return null; end $$;"
+        # Fires after resilience_capture_update (triggers fire by name).
+        "create trigger zz_slow_after after update on slow"
+        " for each statement execute function slow_after();"
+    )
+    with connect(dsns["lc_alice"]) as alice, connect(dsns["lc_bob"]) as bob:
+        tx = call(alice, "select resilience.tx_begin(400)")
+        try:
+            call(
+                alice,
+                "select resilience.tx_execute(%s, 'slow', 'update', '{\"v\": 3}', '{\"id\": 1}')",
+                tx,
+            )
+        except psycopg.Error as error:
+            # A machine slow enough to expire it before the capture: the RZ003 path.
+            assert error.sqlstate == "RZ003"
+            assert rows(conn, "slow") == ["(1,0)", "(2,0)"]
+            return
+        with sqlstate("RZ003"):
+            call(alice, "select resilience.tx_commit(%s)", tx)
+        assert call(bob, "select resilience.tx_reap()") == 1
+        assert rows(conn, "slow") == ["(1,0)", "(2,0)"]
+        assert call(alice, "select resilience.tx_status(%s)", tx)["status"] == "timed_out"
