@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg.types.json import Jsonb
 
 from breakit10_lifecycle.support import audit, call, clients, connect, expire, rows, sqlstate
@@ -270,3 +271,38 @@ def test_savepoint_calls_on_finished_or_expired_transactions(conn, make_role):
         ):
             with sqlstate("RZ003"):
                 call(alice, statement, expired)
+
+
+def test_rollback_to_refuses_to_cascade_into_rows_others_wrote_since(conn, make_role):
+    """A user would see rollback_to delete (through ON DELETE CASCADE) a row
+    another user wrote since, referencing a row the transaction inserted
+    after the savepoint: the documented refusal (RZ005, 23503) holds for
+    rollback_to as for tx_rollback, and nothing is restored."""
+    dsns = clients(make_role, conn)
+    _tables(conn)
+    with connect(dsns["lc_alice"]) as alice, connect(dsns["lc_bob"]) as bob:
+        tx = call(alice, "select resilience.tx_begin()")
+        call(alice, "select resilience.tx_savepoint(%s, 'sp')", tx)
+        call(alice, "select resilience.tx_execute(%s, 'parent', 'insert', '{\"id\": 3}')", tx)
+        call(
+            alice,
+            "select resilience.tx_execute(%s, 'child', 'update', '{\"v\": 7}', '{\"id\": 10}')",
+            tx,
+        )
+        bob.execute("insert into child values (30, 3, 0)")
+        with pytest.raises(psycopg.Error) as caught:
+            call(alice, "select resilience.tx_rollback_to(%s, 'sp')", tx)
+        assert caught.value.sqlstate == "RZ005"
+        assert "23503" in (caught.value.diag.message_detail or "")
+        assert rows(conn, "child") == ["(10,1,7)", "(11,1,1)", "(20,2,2)", "(30,3,0)"]
+        assert rows(conn, "parent") == ["(1,p1)", "(2,p2)", "(3,)"]
+        status = call(alice, "select resilience.tx_status(%s)", tx)
+        assert (status["status"], status["operations"], status["savepoints"]) == (
+            "active",
+            2,
+            ["sp"],
+        )
+        bob.execute("delete from child where id = 30")
+        call(alice, "select resilience.tx_rollback_to(%s, 'sp')", tx)
+        assert rows(conn, "parent") == ["(1,p1)", "(2,p2)"]
+        assert rows(conn, "child") == ["(10,1,0)", "(11,1,1)", "(20,2,2)"]
