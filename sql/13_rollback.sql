@@ -540,6 +540,7 @@ declare
     marker bigint;
     undo jsonb;
     image regclass;
+    kept boolean;
 begin
     perform resilience._require_active(tx);
     select s.seq into marker from resilience.savepoints as s where s.tx_id = tx.id and s.name = tx_rollback_to.name;
@@ -552,9 +553,20 @@ begin
     -- The undone statements leave the transaction, and so do the claims only
     -- they held: a claim is the first image of its key, so every image of a
     -- key claimed after the savepoint is after it too.
+    -- A table left without images of the transaction has no claims of it
+    -- either: it leaves claimed_tables (unmanage_table refused it with
+    -- 55006, and plain writes probed its claims, until the transaction
+    -- ended).
     for image in select resilience._tx_image_tables(tx.id) loop
         execute pg_catalog.format('delete from %s as i where i.tx_id = $1 and i.seq > $2', image)
         using tx.id, marker;
+        execute pg_catalog.format('select exists (select 1 from %s as i where i.tx_id = $1)', image)
+        into kept using tx.id;
+        if not kept then
+            delete from resilience.claimed_tables as c
+            where c.tx_id = tx.id
+                and c.relation = (select m.relation from resilience.managed_tables as m where m.image_table = image);
+        end if;
     end loop;
     delete from resilience.tx_statements as s where s.tx_id = tx.id and s.seq > marker;
     delete from resilience.savepoints as s where s.tx_id = tx.id and s.seq > marker;

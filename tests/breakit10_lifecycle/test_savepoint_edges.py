@@ -11,6 +11,8 @@ from psycopg.types.json import Jsonb
 
 from breakit10_lifecycle.support import audit, call, clients, connect, expire, rows, sqlstate
 
+EXEC = "select resilience.tx_execute(%s, "
+
 
 def _tables(conn: psycopg.Connection[Any]) -> None:
     conn.execute(
@@ -305,4 +307,46 @@ def test_rollback_to_refuses_to_cascade_into_rows_others_wrote_since(conn, make_
         bob.execute("delete from child where id = 30")
         call(alice, "select resilience.tx_rollback_to(%s, 'sp')", tx)
         assert rows(conn, "parent") == ["(1,p1)", "(2,p2)"]
+        assert rows(conn, "child") == ["(10,1,0)", "(11,1,1)", "(20,2,2)"]
+
+
+def test_rollback_to_gives_back_a_table_it_no_longer_claims(conn, make_role):
+    """The table's owner would see unmanage_table refused (55006, 'rows of
+    the table are claimed') while the only rows of it the transaction ever
+    claimed were given back by rollback_to; and the transaction would claim
+    that table's rows wrongly when it writes it again."""
+    dsns = clients(make_role, conn)
+    _tables(conn)
+    with connect(dsns["lc_alice"]) as alice, connect(dsns["lc_bob"]) as bob:
+        tx = call(alice, "select resilience.tx_begin()")
+        call(
+            alice,
+            "select resilience.tx_execute(%s, 'child', 'update', '{\"v\": 5}', '{\"id\": 10}')",
+            tx,
+        )
+        call(alice, "select resilience.tx_savepoint(%s, 'sp')", tx)
+        call(
+            alice,
+            EXEC + "'parent', 'update', %s, %s)",
+            tx,
+            Jsonb({"name": "x"}),
+            Jsonb({"id": 1}),
+        )
+        call(alice, "select resilience.tx_rollback_to(%s, 'sp')", tx)
+        conn.execute("select resilience.unmanage_table('parent')")
+        with sqlstate("55006"):
+            conn.execute("select resilience.unmanage_table('child')")
+        conn.execute("select resilience.manage_table('parent')")
+        call(
+            alice,
+            EXEC + "'parent', 'update', %s, %s)",
+            tx,
+            Jsonb({"name": "y"}),
+            Jsonb({"id": 2}),
+        )
+        with sqlstate("55P03"):
+            bob.execute("update parent set name = 'bob' where id = 2")
+        bob.execute("update parent set name = 'bob' where id = 1")
+        call(alice, "select resilience.tx_rollback(%s)", tx)
+        assert rows(conn, "parent") == ["(1,bob)", "(2,p2)"]
         assert rows(conn, "child") == ["(10,1,0)", "(11,1,1)", "(20,2,2)"]
