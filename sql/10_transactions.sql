@@ -278,6 +278,7 @@ begin
     end if;
     perform resilience._require_bounded('label', label, 1000);
     perform resilience._reap_if_expired();
+    perform resilience._purge_if_due();
     insert into resilience.transactions (owner_role, owner_sub, started_at, expires_at, label)
     values (
         resilience._caller_role(), resilience._caller_sub(), started,

@@ -234,6 +234,35 @@ $$;
 -- back may be the very next one, and an older one may change the parent's
 -- key again). Whatever still waits when every step was tried is the
 -- conflict. Returns {"restored_rows", "conflicts"} (conflicts: forced ones).
+-- The deferrable constraints an undo of these tables can meet, as lists
+-- for SET CONSTRAINTS (schema-qualified names): the tables' own (unique,
+-- primary key, exclusion, foreign keys, constraint triggers) and the foreign
+-- keys that reference them; `initially_deferred` those of them declared
+-- INITIALLY DEFERRED. A name that also names a constraint that is not
+-- deferrable in its schema is left out (SET CONSTRAINTS would refuse it):
+-- that constraint is then checked at each undo step. Null for none.
+create or replace function resilience._deferrable_constraints(relations oid[])
+returns table (names text, initially_deferred text)
+language sql
+stable
+set search_path = ''
+as $$
+    select pg_catalog.string_agg(q.name, ', ' order by q.name),
+        pg_catalog.string_agg(q.name, ', ' order by q.name) filter (where q.initially_deferred)
+    from (
+        select pg_catalog.format('%I.%I', n.nspname, c.conname) as name,
+            pg_catalog.bool_or(c.condeferred) as initially_deferred
+        from pg_catalog.pg_constraint as c
+        inner join pg_catalog.pg_namespace as n on n.oid = c.connamespace
+        where c.condeferrable and (c.conrelid = any (relations) or c.confrelid = any (relations))
+            and not exists (
+                select 1 from pg_catalog.pg_constraint as o
+                where o.connamespace = c.connamespace and o.conname = c.conname and not o.condeferrable
+            )
+        group by n.nspname, c.conname
+    ) as q;
+$$;
+
 create or replace function resilience._undo(tx_id uuid, after_seq bigint, force boolean)
 returns jsonb
 language plpgsql
@@ -264,23 +293,36 @@ declare
     -- action (_fk_action_refusals): {"<seq>": {"fk", "message"}}.
     refusals jsonb := '{}'::jsonb;
     checked record;
+    -- The deferrable constraints the undo can meet (_deferrable_constraints).
+    deferrable_names text;
+    initially_deferred_names text;
 begin
     -- Our own restore statements are neither captured nor claim-blocked.
     insert into resilience.restore_tokens (token) values (undo_token);
     perform pg_catalog.set_config('resilience.restoring', undo_token::text, true);
-    -- Deferrable constraints are checked once, after the last step (below):
-    -- the undo walks back through the states the transaction's own calls
-    -- passed through inside one database transaction (a row moved in two
-    -- statements past a deferred foreign key, a deferred unique swap), which
-    -- only their commit had to satisfy.
-    set constraints all deferred;
-
     select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
             'seq', s.seq, 'relation', s.relation::oid, 'table', s.relation::text, 'operation', s.operation,
             'rows', s.row_count) order by s.seq desc), '[]'::jsonb)
     into pending
     from resilience.tx_statements as s
     where s.tx_id = _undo.tx_id and s.seq > after_seq and s.operation <> 'lock' and s.row_count > 0;
+    -- Deferrable constraints are checked once, after the last step (below):
+    -- the undo walks back through the states the transaction's own calls
+    -- passed through inside one database transaction (a row moved in two
+    -- statements past a deferred foreign key, a deferred unique swap), which
+    -- only their commit had to satisfy. Only the constraints the undo can
+    -- meet, and given back their declared deferral afterwards: the undo
+    -- runs inside its caller's database transaction (a lazy reap inside
+    -- another user's call), whose own deferred constraints (SET CONSTRAINTS
+    -- ALL IMMEDIATE fired them, and kept them immediate for the rest of
+    -- that transaction) are none of its business.
+    select d.names, d.initially_deferred into deferrable_names, initially_deferred_names
+    from resilience._deferrable_constraints((
+        select pg_catalog.array_agg(distinct (e ->> 'relation')::oid)
+        from pg_catalog.jsonb_array_elements(pending) as e)) as d;
+    if deferrable_names is not null then
+        execute pg_catalog.format('set constraints %s deferred', deferrable_names);
+    end if;
     for checked in
         select distinct (e ->> 'relation')::oid::regclass as relation, e ->> 'operation' as operation
         from pg_catalog.jsonb_array_elements(pending) as e
@@ -392,7 +434,9 @@ begin
     -- turned into RZ005. No single step is to blame: the table and the
     -- constraint are named.
     begin
-        set constraints all immediate;
+        if deferrable_names is not null then
+            execute pg_catalog.format('set constraints %s immediate', deferrable_names);
+        end if;
     exception when lock_not_available or deadlock_detected or serialization_failure then
         raise;
     when others then
@@ -403,6 +447,9 @@ begin
             'table', case when failed_table <> '' then pg_catalog.format('%I.%I', failed_schema, failed_table) end,
             'sqlstate', failed_state, 'error', failed_message, 'constraint', nullif(failed_constraint, ''))));
     end;
+    if initially_deferred_names is not null then
+        execute pg_catalog.format('set constraints %s deferred', initially_deferred_names);
+    end if;
 
     delete from resilience.restore_tokens as r where r.token = undo_token;
     perform pg_catalog.set_config('resilience.restoring', '', true);
@@ -493,6 +540,7 @@ declare
     marker bigint;
     undo jsonb;
     image regclass;
+    kept boolean;
 begin
     perform resilience._require_active(tx);
     select s.seq into marker from resilience.savepoints as s where s.tx_id = tx.id and s.name = tx_rollback_to.name;
@@ -505,9 +553,20 @@ begin
     -- The undone statements leave the transaction, and so do the claims only
     -- they held: a claim is the first image of its key, so every image of a
     -- key claimed after the savepoint is after it too.
+    -- A table left without images of the transaction has no claims of it
+    -- either: it leaves claimed_tables (unmanage_table refused it with
+    -- 55006, and plain writes probed its claims, until the transaction
+    -- ended).
     for image in select resilience._tx_image_tables(tx.id) loop
         execute pg_catalog.format('delete from %s as i where i.tx_id = $1 and i.seq > $2', image)
         using tx.id, marker;
+        execute pg_catalog.format('select exists (select 1 from %s as i where i.tx_id = $1)', image)
+        into kept using tx.id;
+        if not kept then
+            delete from resilience.claimed_tables as c
+            where c.tx_id = tx.id
+                and c.relation = (select m.relation from resilience.managed_tables as m where m.image_table = image);
+        end if;
     end loop;
     delete from resilience.tx_statements as s where s.tx_id = tx.id and s.seq > marker;
     delete from resilience.savepoints as s where s.tx_id = tx.id and s.seq > marker;

@@ -42,6 +42,47 @@ begin
 end;
 $$;
 
+-- The purge, lazily: tx_begin calls this, so that retention holds without
+-- pg_cron or the Janitor (a lazy tx_reap runs only when a transaction
+-- expired, and purged nothing as long as none did). Two index probes when
+-- nothing is due; a batch of at most 100 otherwise (one caller at a time),
+-- which never fails the caller nor waits on a lock (lock_timeout, errors,
+-- a bad retention setting included, swallowed: the next call tries again),
+-- and is skipped where a lazy reap is (a read-only transaction, REPEATABLE
+-- READ or SERIALIZABLE).
+create or replace function resilience._purge_if_due()
+returns void
+language plpgsql
+volatile
+security definer
+set search_path = ''
+set lock_timeout = '50ms'
+as $$
+declare
+    horizon timestamptz;
+    purged jsonb;
+begin
+    if pg_catalog.current_setting('transaction_isolation') <> 'read committed'
+        or pg_catalog.current_setting('transaction_read_only') = 'on'
+    then
+        return;
+    end if;
+    -- (A retention setting that is no interval fails here, not the caller.)
+    horizon := pg_catalog.clock_timestamp() - coalesce(resilience._setting('retention'), '7 days')::interval;
+    -- One lazy purger at a time (the others would wait on the same rows).
+    if (exists (select 1 from resilience.transactions as t where t.finished_at < horizon)
+            or exists (select 1 from resilience.audit_log as a where a.at < horizon))
+        and pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('resilience._purge_if_due'))
+    then
+        purged := resilience._purge(least(coalesce(resilience._setting('purge_batch')::integer, 1000), 100));
+        perform resilience._audit('cleanup', null, pg_catalog.jsonb_build_object(
+            'timed_out', 0, 'purged', purged));
+    end if;
+exception when others then
+    null;
+end;
+$$;
+
 -- Roll back expired transactions (timed_out). Failures are contained: a
 -- transaction whose undo fails for ANY reason (a conflict, a constraint, a
 -- user trigger) becomes failed, with the error in its outcome and a
