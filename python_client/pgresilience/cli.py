@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -18,7 +17,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgresilience import __version__
-from pgresilience.errors import PgResilienceError
+from pgresilience.errors import PgResilienceError, conninfo_problem
 
 __all__ = ["EXIT_CODES", "CliError", "main"]
 
@@ -57,26 +56,13 @@ def _dsn(args: argparse.Namespace) -> str:
     dsn = args.dsn if args.dsn is not None else os.environ.get("DATABASE_URL")
     if not dsn:
         raise CliError("no database given: use --dsn DSN or set DATABASE_URL", EXIT_USAGE)
-    try:
-        params = conninfo_to_dict(dsn)  # parsed here: a typo is a usage error, not a database's
-    except psycopg.ProgrammingError as exc:
-        raise CliError(
-            f"not a conninfo or URL: {_without_the_dsn(_one_line(str(exc)), dsn)}", EXIT_USAGE
-        ) from exc
+    problem = conninfo_problem(dsn)  # parsed here: a typo is a usage error, not a database's
+    if problem is not None:
+        raise CliError(problem, EXIT_USAGE)
+    params = conninfo_to_dict(dsn)
     if "connect_timeout" not in params and not os.environ.get("PGCONNECT_TIMEOUT"):
         return make_conninfo(dsn, connect_timeout=CONNECT_TIMEOUT)
     return str(dsn)
-
-
-def _without_the_dsn(message: str, dsn: str) -> str:
-    """libpq's parse error quotes the string, or the piece of it where it
-    stopped: either may hold a password, and the message goes to CI logs."""
-
-    def hidden(quoted: re.Match[str]) -> str:
-        piece = quoted[1]
-        return '"..."' if len(piece) > 1 and piece in dsn else quoted[0]
-
-    return re.sub(r'"([^"]*)"', hidden, message).replace(dsn, "...")
 
 
 def _install(args: argparse.Namespace) -> int:
