@@ -146,3 +146,46 @@ def test_threads_and_tasks_share_the_managers_at_once(
     assert rows == {owner: ks for owner, ks in kept.items() if ks}
     active = "select count(*) from resilience.transactions where status = 'active'"
     assert conn.execute(active).fetchone() == (0,)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="known limitation: one AsyncTransactionManager's pool and lock belong to one "
+    "event loop; loops running at once in threads get RuntimeError or wait forever "
+    "(docs/transactions.md, known limitations)",
+)
+def test_one_async_manager_shared_by_event_loops_running_at_once(
+    conn: psycopg.Connection[Any], dsn: str
+) -> None:
+    """A user with a global AsyncTransactionManager called from threads that
+    each run their own loop (asgiref's async_to_sync does) would see calls
+    fail with "bound to a different event loop" or hang."""
+    conn.execute("create table marks (id bigint generated always as identity primary key, v int)")
+    conn.execute("select resilience.manage_table('marks')")
+    outcome: dict[str, Any] = {}
+
+    with_loops = AsyncTransactionManager(dsn, pool_size=1)
+
+    def loop_thread(name: str) -> None:
+        async def calls() -> None:
+            for i in range(10):
+                tx = await with_loops.begin()
+                assert (await with_loops.execute(tx, "marks", "insert", {"v": i})).success
+                await with_loops.rollback(tx)
+
+        try:
+            asyncio.run(asyncio.wait_for(calls(), 3))
+            outcome[name] = "ok"
+        except BaseException as exc:
+            outcome[name] = exc
+
+    threads = [
+        threading.Thread(target=loop_thread, args=(f"loop{i}",), daemon=True) for i in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert outcome == {f"loop{i}": "ok" for i in range(3)}, outcome
