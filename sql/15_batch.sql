@@ -18,7 +18,7 @@
 -- object {"index", "table", "operation", "error", "detail"}.
 
 -- The value {"$ref": "..."} points to, from the results so far.
-create or replace function resilience._batch_ref(ref text, results jsonb, op_index integer)
+create or replace function resilience._batch_ref(ref text, results jsonb[], op_index integer)
 returns jsonb
 language plpgsql
 immutable
@@ -43,7 +43,7 @@ begin
             errcode = '22023',
             message = pg_catalog.format('$ref %L must refer to an earlier operation (this is operation %s)', ref, op_index);
     end if;
-    source_rows := results operator(pg_catalog.->) source operator(pg_catalog.->) 'data';
+    source_rows := results[source operator(pg_catalog.+) 1] operator(pg_catalog.->) 'data';
     found_row := source_rows operator(pg_catalog.->) row_no;
     if found_row is null then
         raise exception using
@@ -61,7 +61,7 @@ end;
 $$;
 
 -- One row object with every {"$ref": ...} column value replaced.
-create or replace function resilience._batch_resolve_row(row_value jsonb, results jsonb, op_index integer)
+create or replace function resilience._batch_resolve_row(row_value jsonb, results jsonb[], op_index integer)
 returns jsonb
 language sql
 immutable
@@ -80,7 +80,7 @@ as $$
 $$;
 
 -- data (a row or an array of rows) or match (a row), references resolved.
-create or replace function resilience._batch_resolve(value jsonb, results jsonb, op_index integer)
+create or replace function resilience._batch_resolve(value jsonb, results jsonb[], op_index integer)
 returns jsonb
 language sql
 immutable
@@ -144,7 +144,13 @@ security invoker
 set search_path = ''
 as $$
 declare
-    results jsonb := '[]'::jsonb;
+    -- One entry per operation done. An array, appended to in place: a jsonb
+    -- value would be copied whole by every append (10,000 operations took
+    -- minutes).
+    results jsonb [] := '{}';
+    -- Each table's descriptor, read once per batch (not once per operation).
+    descriptors jsonb := '{}';
+    descriptor jsonb;
     operation jsonb;
     op_index integer := -1;
     op_name text;
@@ -180,10 +186,16 @@ begin
             data := resilience._batch_resolve(operation operator(pg_catalog.->) 'data', results, op_index);
             match := resilience._batch_resolve(operation operator(pg_catalog.->) 'match', results, op_index);
             relation := resilience._resolve_table(operation operator(pg_catalog.->>) 'table');
-            statement := resilience._execute_sql(relation, op_name, data, match);
+            descriptor := descriptors operator(pg_catalog.->) relation::oid::text;
+            if descriptor is null then
+                descriptor := resilience._descriptor(relation);
+                descriptors := descriptors operator(pg_catalog.||)
+                    pg_catalog.jsonb_build_object(relation::oid::text, descriptor);
+            end if;
+            statement := resilience._execute_sql(relation, op_name, data, match, null, descriptor);
             execute statement into rows_json, row_count using data, match;
             -- No row: a one-row insert a BEFORE trigger skipped.
-            results := results operator(pg_catalog.||) pg_catalog.jsonb_build_array(
+            results := pg_catalog.array_append(results,
                 pg_catalog.jsonb_build_object('data', coalesce(rows_json, '[]'::pg_catalog.jsonb),
                     'count', coalesce(row_count, 0)));
         end loop;
@@ -209,7 +221,7 @@ begin
             )::text,
             hint = coalesce(nullif(failed_hint, ''), 'Nothing was written: the whole batch was undone.');
     end;
-    return pg_catalog.jsonb_build_object('success', true, 'results', results);
+    return pg_catalog.jsonb_build_object('success', true, 'results', pg_catalog.to_jsonb(results));
 end;
 $$;
 
@@ -218,9 +230,9 @@ do $$
 begin
     if exists (select 1 from pg_roles where rolname = 'resilience_user') then
         grant execute on function
-            resilience._batch_ref(text, jsonb, integer),
-            resilience._batch_resolve_row(jsonb, jsonb, integer),
-            resilience._batch_resolve(jsonb, jsonb, integer),
+            resilience._batch_ref(text, jsonb [], integer),
+            resilience._batch_resolve_row(jsonb, jsonb [], integer),
+            resilience._batch_resolve(jsonb, jsonb [], integer),
             resilience._batch_check(jsonb, integer)
         to resilience_user;
     end if;

@@ -26,7 +26,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgresilience._acompat import ALock
-from pgresilience.errors import PgResilienceError
+from pgresilience.errors import DatabaseError, PgResilienceError, conninfo_problem
 
 __all__ = ["AsyncConnectionSource", "AsyncSource", "through_proxy"]
 
@@ -112,6 +112,11 @@ class AsyncConnectionSource:
             if self._closed:
                 raise PgResilienceError("closed: this manager's connections are closed")
             if self._pool is None:
+                # Parsed first: libpq's parse error would quote the conninfo,
+                # password and all, into the message an app logs.
+                problem = conninfo_problem(conninfo)
+                if problem is not None:
+                    raise DatabaseError(problem)
                 # One plain connection first: a wrong conninfo fails now with
                 # the server's own error, not with a pool timeout 30 s later.
                 probe = await psycopg.AsyncConnection.connect(conninfo, **CONNECT_KWARGS)

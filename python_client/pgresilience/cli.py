@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgresilience import __version__
-from pgresilience.errors import PgResilienceError
+from pgresilience.errors import PgResilienceError, conninfo_problem
 
 __all__ = ["EXIT_CODES", "CliError", "main"]
 
@@ -36,6 +35,12 @@ EXIT_CODES: dict[int, str] = {
 }
 EXIT_USAGE, EXIT_CONNECTION, EXIT_PERMISSION, EXIT_NOT_INSTALLED, EXIT_REFUSED = 2, 3, 4, 5, 6
 
+#: seconds a connection attempt may take, unless the DSN (connect_timeout) or
+#: $PGCONNECT_TIMEOUT says otherwise: a host that accepts the connection and
+#: never answers (a hung server or pooler) must not hold the command for
+#: psycopg's default of 130 s.
+CONNECT_TIMEOUT = 10
+
 
 class CliError(Exception):
     """A failure the command reports in one line, with its exit code."""
@@ -51,24 +56,13 @@ def _dsn(args: argparse.Namespace) -> str:
     dsn = args.dsn if args.dsn is not None else os.environ.get("DATABASE_URL")
     if not dsn:
         raise CliError("no database given: use --dsn DSN or set DATABASE_URL", EXIT_USAGE)
-    try:
-        conninfo_to_dict(dsn)  # parsed here: a typo is a usage error, not a database's
-    except psycopg.ProgrammingError as exc:
-        raise CliError(
-            f"not a conninfo or URL: {_without_the_dsn(_one_line(str(exc)), dsn)}", EXIT_USAGE
-        ) from exc
+    problem = conninfo_problem(dsn)  # parsed here: a typo is a usage error, not a database's
+    if problem is not None:
+        raise CliError(problem, EXIT_USAGE)
+    params = conninfo_to_dict(dsn)
+    if "connect_timeout" not in params and not os.environ.get("PGCONNECT_TIMEOUT"):
+        return make_conninfo(dsn, connect_timeout=CONNECT_TIMEOUT)
     return str(dsn)
-
-
-def _without_the_dsn(message: str, dsn: str) -> str:
-    """libpq's parse error quotes the string, or the piece of it where it
-    stopped: either may hold a password, and the message goes to CI logs."""
-
-    def hidden(quoted: re.Match[str]) -> str:
-        piece = quoted[1]
-        return '"..."' if len(piece) > 1 and piece in dsn else quoted[0]
-
-    return re.sub(r'"([^"]*)"', hidden, message).replace(dsn, "...")
 
 
 def _install(args: argparse.Namespace) -> int:
@@ -140,7 +134,7 @@ def _demo(args: argparse.Namespace) -> int:
     from pgresilience.demo import run_demo
 
     # Only an explicit --dsn: $DATABASE_URL may be a database that matters.
-    run_demo(args.dsn, lambda line: print(line, flush=True))
+    run_demo(_dsn(args) if args.dsn else None, lambda line: print(line, flush=True))
     return 0
 
 
@@ -239,7 +233,11 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
             description=command.description,
             formatter_class=_formatter,
         )
-        sub.add_argument("--dsn", help="conninfo or URL (default: $DATABASE_URL)")
+        sub.add_argument(
+            "--dsn",
+            help="conninfo or URL (default: $DATABASE_URL); connecting gives up after "
+            f"{CONNECT_TIMEOUT} s unless it sets connect_timeout (or $PGCONNECT_TIMEOUT does)",
+        )
         # No default of its own: the subcommand's would override `pgresilience --debug CMD`.
         sub.add_argument(
             "--debug",

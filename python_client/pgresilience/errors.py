@@ -8,10 +8,12 @@ of codes: docs/errors.md is generated from it
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 __all__ = [
     "SQLSTATES",
@@ -26,6 +28,8 @@ __all__ = [
     "SavepointNotFound",
     "SqlState",
     "TableChanged",
+    "conninfo_problem",
+    "hide_conninfo",
     "TransactionExpired",
     "TransactionNotActive",
     "TransactionNotFound",
@@ -248,3 +252,32 @@ def errors_markdown() -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def hide_conninfo(message: str, conninfo: str) -> str:
+    """``message`` without ``conninfo`` or any quoted piece of it: libpq's
+    parse errors quote the string, or the piece where they stopped, and
+    either may hold a password (messages end up in logs)."""
+
+    def hidden(quoted: re.Match[str]) -> str:
+        piece = quoted[1]
+        return '"..."' if len(piece) > 1 and piece in conninfo else quoted[0]
+
+    return re.sub(r'"([^"]*)"', hidden, message).replace(conninfo, "...")
+
+
+def conninfo_problem(conninfo: str) -> str | None:
+    """Why ``conninfo`` is neither a libpq conninfo nor a URL, in one line
+    that repeats nothing of it; None when it parses. A SQLAlchemy URL
+    (``postgresql+psycopg://``), a common ``DATABASE_URL``, is named."""
+    try:
+        conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as exc:
+        message = hide_conninfo(" ".join(str(exc).split()), conninfo)
+        sqlalchemy = re.match(r"(postgres(?:ql)?)\+[^:/@]*://", conninfo)
+        if sqlalchemy:
+            message += (
+                f" (a SQLAlchemy URL: libpq's starts with {sqlalchemy[1]}://, without the +driver)"
+            )
+        return f"not a conninfo or URL: {message}"
+    return None

@@ -12,6 +12,7 @@ describes the call, and the managers execute it (sync or async).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,9 +49,13 @@ def operation(
 
 def ref(index: int, column: str, *, row: int | None = None) -> dict[str, str]:
     """A value taken from an earlier operation's result: column ``column`` of
-    its first row, or of row ``row`` (0-based)."""
+    its first row, or of row ``row`` (0-based). A column whose name starts
+    with digits and a dot (``"2.x"``) is written with its row explicitly:
+    ``"0.2.x"`` would read as row 2, column ``x``."""
     if index < 0 or (row is not None and row < 0):
         raise ValueError("operation and row indexes are 0-based and not negative")
+    if row is None and re.match(r"[0-9]+[.]", column):
+        row = 0
     path = f"{index}.{column}" if row is None else f"{index}.{row}.{column}"
     return {"$ref": path}
 
