@@ -64,7 +64,7 @@ def parse_dump(text: str) -> dict[Key, str]:
         lines = [
             line
             for line in text[m.end() : end].splitlines()
-            if line.strip() and not line.startswith("--") and not line.startswith("\\")
+            if line.strip() and not line.startswith(("--", "\\", "SET "))
         ]
         objects[(m.group(2), m.group(3), m.group(1))] = "\n".join(lines)
     return objects
@@ -108,6 +108,18 @@ class Renames:
             text = text.replace(f"'{old}'", f"'{new}'")
         return text
 
+    def apply_name(self, name: str) -> str:
+        """In pg_dump's headers names are printed unquoted."""
+        for old, new in self.words:
+            plain = new.strip('"').replace('""', '"')
+            if name == old:
+                name = plain
+            elif name.startswith(old + " "):  # "table constraint"
+                name = plain + name[len(old) :]
+            elif name.endswith(" " + old):
+                name = name[: -len(old)] + plain
+        return name
+
     def __bool__(self) -> bool:
         return bool(self.words or self.literals)
 
@@ -133,15 +145,16 @@ class Difference:
     changed: set[str]  # units whose text changed
     added: set[str]  # relations / functions / types that appeared
     dropped: set[str]
+    keys: list[tuple[Key, str | None, str | None]] = field(default_factory=list)
 
 
 def difference(before: Snapshot, after: Snapshot, renames: Renames) -> Difference:
     old = {
-        (k[0], renames.apply(k[1]), renames.apply(k[2])): renames.apply(v, k[0] != "TYPE")
+        (k[0], renames.apply_name(k[1]), renames.apply_name(k[2])): renames.apply(v, k[0] != "TYPE")
         for k, v in before.objects.items()
     }
     old_indexes = {
-        (renames.apply(s), renames.apply(i)): renames.apply(t)
+        (renames.apply_name(s), renames.apply_name(i)): renames.apply_name(t)
         for (s, i), t in before.indexes.items()
     }
     indexes = {**old_indexes, **after.indexes}
@@ -156,6 +169,7 @@ def difference(before: Snapshot, after: Snapshot, renames: Renames) -> Differenc
             continue
         unit = _unit(key, rels, indexes)
         diff.changed.add(unit)
+        diff.keys.append((key, old.get(key), after.objects.get(key)))
         if key[0] in RELATION_TYPES | {"FUNCTION", "PROCEDURE", "TYPE"}:
             if key not in old:
                 diff.added.add(unit)
@@ -175,7 +189,12 @@ def change_unit(change: dict[str, Any]) -> str:
 
 
 def is_rename(change: dict[str, Any]) -> bool:
-    return change["type"].endswith("_renamed") or change.get("rule") in RENAME_RULES
+    return (
+        change["type"].endswith("_renamed")
+        or change.get("rule") in RENAME_RULES
+        # an enum type's rename is an enum_changed record (docs: severity rules)
+        or str(change.get("reason", "")).startswith("type renamed")
+    )
 
 
 def rated_changes(conn: psycopg.Connection[Any], version: int) -> list[dict[str, Any]]:

@@ -68,10 +68,10 @@ class Oracle:
         )
         # A dropped object of a table renamed in the same migration names
         # the table by its old name: read through the renames.
-        reported = {renames.apply(change_unit(c)) for c in changes if not is_rename(c)}
+        reported = {_renamed_unit(renames, change_unit(c)) for c in changes if not is_rename(c)}
         assert reported == diff.changed, (
             f"reported {sorted(reported)} but the dump changed {sorted(diff.changed)}:"
-            f" {where}; changes {changes}"
+            f" {where}; changes {changes}; dump {diff.keys}"
         )
         for c in changes:
             if c["type"].endswith("_added") and c["type"].split("_")[0] in (
@@ -89,6 +89,11 @@ class Oracle:
             if migration[0].expect or not raw.changed:
                 assert got == migration[0].expect, f"{where}: {changes}"
         return after
+
+
+def _renamed_unit(renames: Renames, unit: str) -> str:
+    schema, _, name = unit.rpartition(".")
+    return f"{schema}.{renames.apply_name(name)}"
 
 
 @settings(
