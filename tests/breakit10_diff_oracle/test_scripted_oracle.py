@@ -176,3 +176,31 @@ def test_a_migration_then_its_inverse_gives_back_the_original_hash(
         assert refreshed["hash"] == start and not refreshed["changed"], refreshed
     finally:
         oracle.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="known limitation: sequences are not in the snapshot, so a default whose text changed"
+    " only because its sequence was renamed reads as default_changed (docs/schema_tracking.md Limits)",
+)
+def test_renaming_a_sequence_a_default_uses_is_no_change(server: Any, template_db: str) -> None:
+    """A user would see `ALTER SEQUENCE s RENAME` reported as a default change
+    of every column whose default calls nextval() on it, though no default
+    changed: the text names the sequence by its new name."""
+    oracle = Oracle(server, template_db, True)
+    conn = oracle.conn
+    try:
+        with conn.transaction():
+            conn.execute(base_sql("app"))
+            conn.execute("alter table app.t2 alter column b5 set default nextval('app.sq1')")
+        before = Snapshot.take(oracle.dsn, conn)
+        current = _current(conn)
+        before.version, before.hash = current["version"], current["hash"]
+        conn.execute("alter sequence app.sq1 rename to sq_renamed")
+        oracle.check(
+            [Step(["alter sequence app.sq1 rename to sq_renamed"], Renames([("sq1", "sq_renamed")]))],
+            before,
+        )
+    finally:
+        oracle.close()
