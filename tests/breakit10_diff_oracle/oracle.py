@@ -36,6 +36,7 @@ IGNORED_TYPES = {
     "SCHEMA",
     "EXTENSION",
     "DEFAULT ACL",
+    "DOMAIN",
 }
 RELATION_TYPES = {"TABLE", "VIEW", "MATERIALIZED VIEW"}
 # Tracker change types that say "renamed" (the oracle sees them as no change
@@ -114,7 +115,7 @@ class Renames:
             plain = new.strip('"').replace('""', '"')
             if name == old:
                 name = plain
-            elif name.startswith(old + " "):  # "table constraint"
+            elif name.startswith((old + " ", old + "(")):  # "table constraint", "f(int)"
                 name = plain + name[len(old) :]
             elif name.endswith(" " + old):
                 name = name[: -len(old)] + plain

@@ -96,6 +96,43 @@ CASES: list[tuple[list[str], list[tuple[str, str]], set[tuple[str, str]] | None]
         {("function_added", "low")},
     ),
     ([f'drop table {S}."select" cascade'], [], None),
+    # functions: attributes, rename
+    ([f"alter function {S}.f1(int) stable"], [], {("function_changed", "medium")}),
+    ([f"alter function {S}.f1(int) set search_path = ''"], [], {("function_changed", "medium")}),
+    ([f"alter function {S}.f1(int) rename to f9"], [("f1", "f9")], {("function_renamed", "high")}),
+    # columns: generated, collation, a quoted rename
+    (
+        [f'alter table {S}."Big T" add column g int generated always as (a1 * 2) stored'],
+        [],
+        {("column_added", "high")},
+    ),
+    ([f'alter table {S}."Big T" alter column a2 type text collate "C"'], [], None),
+    ([f'alter table {S}."Big T" rename column a1 to "select"'], [("a1", '"select"')], None),
+    # constraints: exclusion, deferrable, NOT VALID then VALIDATE
+    ([f"alter table {S}.t2 add constraint ex exclude using btree (b5 with =)"], [], None),
+    (
+        [f"alter table {S}.t2 alter constraint t2_b_t1_fkey deferrable initially deferred"],
+        [],
+        {("constraint_changed", "low")},
+    ),
+    ([f"alter table {S}.t2 add constraint ck check (b5 > 0) not valid"], [], {("constraint_added", "low")}),
+    ([f"alter table {S}.t2 validate constraint ck"], [], {("constraint_changed", "low")}),
+    # policies with roles
+    (
+        [f'create policy pr on {S}."Big T" as restrictive for select to anon using (true)'],
+        [],
+        None,
+    ),
+    ([f'alter policy pr on {S}."Big T" to authenticated, anon'], [], {("policy_changed", "high")}),
+    ([f'drop policy pr on {S}."Big T"'], [], {("policy_changed", "critical")}),
+    # partitions: a new partition, an index on the tree, a unlogged table set logged
+    ([f"create table {S}.pt_p3 partition of {S}.pt for values from (20) to (30)"], [], None),
+    ([f"create index pti on {S}.pt (k)"], [], None),
+    ([f"create unlogged table {S}.u (x int)"], [], {("table_added", "low")}),
+    ([f"alter table {S}.u set logged"], [], {("table_changed", "high")}),
+    # domains are not tracked; a column of a domain type is
+    ([f"create domain {S}.dm as int check (value > 0)"], [], set()),
+    ([f"alter table {S}.u add column dmc {S}.dm"], [], {("column_added", "low")}),
 ]
 
 
