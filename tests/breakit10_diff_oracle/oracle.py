@@ -201,7 +201,9 @@ def is_rename(change: dict[str, Any]) -> bool:
 def rated_changes(conn: psycopg.Connection[Any], version: int) -> list[dict[str, Any]]:
     """The version's changes through the SQL API (rated there when the diff
     runs at the first read), checked against the client's diff of its deltas."""
-    rows = [r[0] for r in conn.execute("select resilience.schema_changes_since(%s)", (version - 1,))]
+    rows = [
+        r[0] for r in conn.execute("select resilience.schema_changes_since(%s)", (version - 1,))
+    ]
     row = next(r for r in rows if r["version"] == version)
     changes = row["changes"]
     if changes is None:  # no PL/Python: the client rates

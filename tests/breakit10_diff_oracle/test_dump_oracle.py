@@ -75,11 +75,17 @@ class Oracle:
         )
         for c in changes:
             if c["type"].endswith("_added") and c["type"].split("_")[0] in (
-                "table", "view", "function", "enum"
+                "table",
+                "view",
+                "function",
+                "enum",
             ):
                 assert change_unit(c) in diff.added, f"{c} but not new in the dump: {where}"
             if c["type"].endswith("_dropped") and c["type"].split("_")[0] in (
-                "table", "view", "function", "enum"
+                "table",
+                "view",
+                "function",
+                "enum",
             ):
                 assert change_unit(c) in diff.dropped, f"{c} but not gone from the dump: {where}"
         if not renames:

@@ -62,9 +62,13 @@ CASES: list[tuple[list[str], list[tuple[str, str]], set[tuple[str, str]] | None]
         [],
         {("default_changed", "low")},
     ),
-    ([f"alter type {S}.mood rename value 'ok' to 'fine'"], [("'ok'", "'fine'")], {("enum_changed", "high")}),
+    (
+        [f"alter type {S}.mood rename value 'ok' to 'fine'"],
+        [("'ok'", "'fine'")],
+        {("enum_changed", "high")},
+    ),
     ([f"alter type {S}.mood rename to feeling"], [("mood", "feeling")], None),
-    ([f"alter table {S}.t1 rename to \"Big T\""], [("t1", '"Big T"')], {("table_renamed", "high")}),
+    ([f'alter table {S}.t1 rename to "Big T"'], [("t1", '"Big T"')], {("table_renamed", "high")}),
     # partitions
     (
         [f"alter table {S}.pt attach partition {S}.pt_p2 for values from (10) to (20)"],
@@ -88,8 +92,15 @@ CASES: list[tuple[list[str], list[tuple[str, str]], set[tuple[str, str]] | None]
     # a table whose name is a reserved word and an internal-looking alias
     ([f'create table {S}."select" (o int, "w""x" text)'], [], {("table_added", "low")}),
     ([f'create materialized view {S}.mv as select o from {S}."select"'], [], None),
-    ([f'create index on {S}.mv (o)'], [], None),
-    ([f"drop materialized view {S}.mv", f'create materialized view {S}.mv as select o from {S}."select"'], [], None),
+    ([f"create index on {S}.mv (o)"], [], None),
+    (
+        [
+            f"drop materialized view {S}.mv",
+            f'create materialized view {S}.mv as select o from {S}."select"',
+        ],
+        [],
+        None,
+    ),
     (
         [f"create procedure {S}.pr(a int) language sql as 'select 1'"],
         [],
@@ -115,7 +126,11 @@ CASES: list[tuple[list[str], list[tuple[str, str]], set[tuple[str, str]] | None]
         [],
         {("constraint_changed", "low")},
     ),
-    ([f"alter table {S}.t2 add constraint ck check (b5 > 0) not valid"], [], {("constraint_added", "low")}),
+    (
+        [f"alter table {S}.t2 add constraint ck check (b5 > 0) not valid"],
+        [],
+        {("constraint_added", "low")},
+    ),
     ([f"alter table {S}.t2 validate constraint ck"], [], {("constraint_changed", "low")}),
     # policies with roles
     (
@@ -172,20 +187,50 @@ INVERSES = [
     ("alter table {s}.t1 add column z int", "alter table {s}.t1 drop column z"),
     ("alter table {s}.t1 rename column a1 to a1x", "alter table {s}.t1 rename column a1x to a1"),
     ("alter table {s}.t1 rename to t1x", "alter table {s}.t1x rename to t1"),
-    ("alter table {s}.t2 alter column b5 type bigint", "alter table {s}.t2 alter column b5 type int"),
-    ("alter table {s}.t1 alter column a2 type text", "alter table {s}.t1 alter column a2 type varchar(20)"),
-    ("alter table {s}.t1 alter column a3 drop default", "alter table {s}.t1 alter column a3 set default 'x'"),
-    ("alter table {s}.t2 alter column b5 drop not null", "alter table {s}.t2 alter column b5 set not null"),
+    (
+        "alter table {s}.t2 alter column b5 type bigint",
+        "alter table {s}.t2 alter column b5 type int",
+    ),
+    (
+        "alter table {s}.t1 alter column a2 type text",
+        "alter table {s}.t1 alter column a2 type varchar(20)",
+    ),
+    (
+        "alter table {s}.t1 alter column a3 drop default",
+        "alter table {s}.t1 alter column a3 set default 'x'",
+    ),
+    (
+        "alter table {s}.t2 alter column b5 drop not null",
+        "alter table {s}.t2 alter column b5 set not null",
+    ),
     ("drop index {s}.i1", "create index i1 on {s}.t1 (a1)"),
-    ("alter table {s}.t1 drop constraint t1_a5_check", "alter table {s}.t1 add constraint t1_a5_check check (a5 > 0)"),
-    ("alter table {s}.t2 drop constraint t2_b_t1_fkey", "alter table {s}.t2 add constraint t2_b_t1_fkey foreign key (b_t1) references {s}.t1"),
+    (
+        "alter table {s}.t1 drop constraint t1_a5_check",
+        "alter table {s}.t1 add constraint t1_a5_check check (a5 > 0)",
+    ),
+    (
+        "alter table {s}.t2 drop constraint t2_b_t1_fkey",
+        "alter table {s}.t2 add constraint t2_b_t1_fkey foreign key (b_t1) references {s}.t1",
+    ),
     ("alter table {s}.t2 drop constraint t2_pkey", "alter table {s}.t2 add primary key (b_id)"),
     ("drop view {s}.v1", "create view {s}.v1 as select a_id as v_id, a1 as v_a1 from {s}.t1"),
-    ("drop function {s}.f1(int)", "create function {s}.f1(x int) returns int language sql as 'select x + 1'"),
+    (
+        "drop function {s}.f1(int)",
+        "create function {s}.f1(x int) returns int language sql as 'select x + 1'",
+    ),
     ("drop policy p1 on {s}.t1", "create policy p1 on {s}.t1 using (a1 > 0)"),
-    ("alter table {s}.t1 disable row level security", "alter table {s}.t1 enable row level security"),
-    ("alter type {s}.mood rename value 'ok' to 'fine'", "alter type {s}.mood rename value 'fine' to 'ok'"),
-    ("alter table {s}.pt detach partition {s}.pt_p1", "alter table {s}.pt attach partition {s}.pt_p1 for values from (0) to (10)"),
+    (
+        "alter table {s}.t1 disable row level security",
+        "alter table {s}.t1 enable row level security",
+    ),
+    (
+        "alter type {s}.mood rename value 'ok' to 'fine'",
+        "alter type {s}.mood rename value 'fine' to 'ok'",
+    ),
+    (
+        "alter table {s}.pt detach partition {s}.pt_p1",
+        "alter table {s}.pt attach partition {s}.pt_p1 for values from (0) to (10)",
+    ),
     ("drop table {s}.pt_p2", "create table {s}.pt_p2 (k int, d int)"),
 ]
 
@@ -219,7 +264,8 @@ def test_a_migration_then_its_inverse_gives_back_the_original_hash(
     strict=True,
     raises=AssertionError,
     reason="known limitation: sequences are not in the snapshot, so a default whose text changed"
-    " only because its sequence was renamed reads as default_changed (docs/schema_tracking.md Limits)",
+    " only because its sequence was renamed reads as default_changed"
+    " (docs/schema_tracking.md Limits)",
 )
 def test_renaming_a_sequence_a_default_uses_is_no_change(server: Any, template_db: str) -> None:
     """A user would see `ALTER SEQUENCE s RENAME` reported as a default change
@@ -236,7 +282,12 @@ def test_renaming_a_sequence_a_default_uses_is_no_change(server: Any, template_d
         before.version, before.hash = current["version"], current["hash"]
         conn.execute("alter sequence app.sq1 rename to sq_renamed")
         oracle.check(
-            [Step(["alter sequence app.sq1 rename to sq_renamed"], Renames([("sq1", "sq_renamed")]))],
+            [
+                Step(
+                    ["alter sequence app.sq1 rename to sq_renamed"],
+                    Renames([("sq1", "sq_renamed")]),
+                )
+            ],
             before,
         )
     finally:

@@ -89,9 +89,10 @@ class World:
     def rel_objects(self, kind: str) -> list[tuple[str, str]]:
         """(object name, table) of constraints ('c'), indexes ('i'), policies ('p')."""
         queries = {
-            "c": "select conname, c.relname from pg_constraint k join pg_class c on c.oid = k.conrelid",
-            "i": "select x.relname, c.relname from pg_index i join pg_class x on x.oid = i.indexrelid"
-            " join pg_class c on c.oid = i.indrelid"
+            "c": "select conname, c.relname from pg_constraint k"
+            " join pg_class c on c.oid = k.conrelid",
+            "i": "select x.relname, c.relname from pg_index i"
+            " join pg_class x on x.oid = i.indexrelid join pg_class c on c.oid = i.indrelid"
             " where not exists (select from pg_constraint where conindid = x.oid)",
             "p": "select polname, c.relname from pg_policy p join pg_class c on c.oid = p.polrelid",
         }
@@ -122,11 +123,34 @@ def steps(w: World, draw: Draw) -> Step:  # noqa: C901 (a vocabulary)
     choice = draw(
         st.sampled_from(
             [
-                "add_column", "drop_column", "rename_column", "type_change", "default",
-                "not_null", "check", "unique", "fk", "drop_constraint", "rename_constraint",
-                "create_index", "drop_index", "rename_index", "index_concurrently",
-                "view", "function", "policy", "rls", "enum", "sequence", "comment", "grant",
-                "trigger", "partition", "create_table", "drop_table", "rename_table",
+                "add_column",
+                "drop_column",
+                "rename_column",
+                "type_change",
+                "default",
+                "not_null",
+                "check",
+                "unique",
+                "fk",
+                "drop_constraint",
+                "rename_constraint",
+                "create_index",
+                "drop_index",
+                "rename_index",
+                "index_concurrently",
+                "view",
+                "function",
+                "policy",
+                "rls",
+                "enum",
+                "sequence",
+                "comment",
+                "grant",
+                "trigger",
+                "partition",
+                "create_table",
+                "drop_table",
+                "rename_table",
             ]
         )
     )
@@ -246,7 +270,9 @@ def steps(w: World, draw: Draw) -> Step:  # noqa: C901 (a vocabulary)
         )
     if choice == "function":
         variant = draw(st.sampled_from(["same", "body", "overload", "result", "drop_create_same"]))
-        same = f"create or replace function {s}.f1(x int) returns int language sql as 'select x + 1'"
+        same = (
+            f"create or replace function {s}.f1(x int) returns int language sql as 'select x + 1'"
+        )
         sql = {
             "same": [same],
             "drop_create_same": [f"drop function {s}.f1(int)", same],
@@ -363,8 +389,10 @@ def steps(w: World, draw: Draw) -> Step:  # noqa: C901 (a vocabulary)
         )
     if choice == "trigger":
         return Step(
-            [f"create trigger {w.fresh('tg')} before insert on {t}"
-             f" for each row execute function {s}.trg()"],
+            [
+                f"create trigger {w.fresh('tg')} before insert on {t}"
+                f" for each row execute function {s}.trg()"
+            ],
             expect=set(),
         )
     if choice == "partition":
