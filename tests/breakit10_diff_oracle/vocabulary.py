@@ -134,6 +134,7 @@ def steps(w: World, draw: Draw) -> Step:  # noqa: C901 (a vocabulary)
                 "fk",
                 "drop_constraint",
                 "rename_constraint",
+                "deferrable",
                 "create_index",
                 "drop_index",
                 "rename_index",
@@ -219,6 +220,13 @@ def steps(w: World, draw: Draw) -> Step:  # noqa: C901 (a vocabulary)
     if choice == "fk":
         return Step([f"alter table {t} add foreign key ({c}) references {s}.t1"])
     cons = w.rel_objects("c")
+    if choice == "deferrable" and cons:
+        name, on = draw(st.sampled_from(cons))
+        # ALTER CONSTRAINT takes foreign keys only (others fail: skipped)
+        return Step(
+            [f"alter table {_t(w, on)} alter constraint {qi(name)} deferrable initially deferred"],
+            expect={("constraint_changed", "low")},
+        )
     if choice in ("drop_constraint", "rename_constraint") and cons:
         name, on = draw(st.sampled_from(cons))
         if choice == "drop_constraint":
