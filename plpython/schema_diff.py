@@ -1251,8 +1251,17 @@ _CONSTRAINT_KEYS = {"unique", "exclusion"}
 
 
 def _without_not_valid(definition: Any) -> Any:
-    if isinstance(definition, str) and definition.endswith(" NOT VALID"):
-        return definition[: -len(" NOT VALID")]
+    """The definition without what is reported on its own: NOT VALID (the
+    validated flag) and the deferrability pg_get_constraintdef() appends
+    (`ALTER CONSTRAINT ... DEFERRABLE` is a deferrability change, not a
+    re-created constraint)."""
+    if not isinstance(definition, str):
+        return definition
+    if definition.endswith(" NOT VALID"):
+        definition = definition[: -len(" NOT VALID")]
+    for suffix in (" INITIALLY DEFERRED", " DEFERRABLE"):
+        if definition.endswith(suffix):
+            definition = definition[: -len(suffix)]
     return definition
 
 
