@@ -185,6 +185,23 @@ begin
 end;
 $$;
 
+-- Whether a lazy reap or purge may run in the caller's database transaction.
+-- Neither is ever needed by the call it runs in, so both are left out where
+-- they cannot work: a caller at REPEATABLE READ or SERIALIZABLE reads with its
+-- transaction's snapshot (an undo would miss the statements and claims of the
+-- expired transaction committed after it, restore the rest and call it
+-- timed_out); a read-only transaction (PostgREST runs a POST to a STABLE
+-- function read-only, with tx_pre_request; a hot standby) would fail the
+-- caller's request with 25006. No SET clause, so that it is inlined.
+create or replace function resilience._lazy_work_allowed()
+returns boolean
+language sql
+stable
+as $$
+    select pg_catalog.current_setting('transaction_isolation') = 'read committed'
+        and pg_catalog.current_setting('transaction_read_only') = 'off'
+$$;
+
 -- Roll back expired transactions if there are any: a cheap index probe on
 -- the common path. Called by tx_begin and tx_execute ("lazily").
 create or replace function resilience._reap_if_expired()
@@ -195,16 +212,7 @@ security definer
 set search_path = ''
 as $$
 begin
-    -- A lazy reap is never needed by the call it runs in, so it is left out
-    -- where it cannot work: a caller at REPEATABLE READ or SERIALIZABLE reads
-    -- with its transaction's snapshot (the undo would miss the statements and
-    -- claims of the expired transaction committed after it, restore the rest
-    -- and call it timed_out); a read-only transaction (PostgREST runs a POST
-    -- to a STABLE function read-only, with tx_pre_request; a hot standby)
-    -- would fail the caller's request with 25006.
-    if pg_catalog.current_setting('transaction_isolation') <> 'read committed'
-        or pg_catalog.current_setting('transaction_read_only') = 'on'
-    then
+    if not resilience._lazy_work_allowed() then
         return;
     end if;
     -- One index probe when nothing expired. A transaction a lazy reap had to

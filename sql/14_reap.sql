@@ -62,9 +62,7 @@ declare
     horizon timestamptz;
     purged jsonb;
 begin
-    if pg_catalog.current_setting('transaction_isolation') <> 'read committed'
-        or pg_catalog.current_setting('transaction_read_only') = 'on'
-    then
+    if not resilience._lazy_work_allowed() then
         return;
     end if;
     -- (A retention setting that is no interval fails here, not the caller.)
