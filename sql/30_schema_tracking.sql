@@ -1218,25 +1218,6 @@ begin
     on conflict (group_oid) do update set hash = excluded.hash;
 
     new_hash := resilience._schema_hash();
-    -- Objects re-created as they were (DROP + CREATE of the same policy,
-    -- view, function, constraint or index): new OIDs, the same schema. The
-    -- snapshot keeps the new OIDs; no version. Not when an object kept its
-    -- OID and changed (a swap of names leaves the hash as it was), nor for
-    -- tables and columns, whose drop loses rows.
-    if origin operator(pg_catalog.<>) 'baseline'
-        and new_hash = (
-            select v.hash from resilience.schema_versions as v
-            where v.version operator(pg_catalog.=) (new_version operator(pg_catalog.-) 1)
-        )
-        and not exists (
-            select from resilience.schema_deltas as d
-            where d.version operator(pg_catalog.=) new_version
-                and (d.kind in ('table', 'column') or (d.old_data is not null and d.new_data is not null))
-        )
-    then
-        delete from resilience.schema_deltas as d where d.version operator(pg_catalog.=) new_version;
-        return null;
-    end if;
     -- Both settings in one read (resilience._setting reads one; a new
     -- session plans each statement it runs).
     select
