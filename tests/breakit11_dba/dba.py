@@ -58,8 +58,7 @@ def versions_since(dsn: str, version: int) -> list[dict[str, Any]]:
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows = [
-            r[0]
-            for r in conn.execute("select resilience.schema_changes_since(%s)", (version,))
+            r[0] for r in conn.execute("select resilience.schema_changes_since(%s)", (version,))
         ]
     for row in rows:
         if row.get("changes") is None:
@@ -88,6 +87,3 @@ def changes(versions: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], text=True, capture_output=True, check=False)
-
-
-

@@ -39,9 +39,11 @@ create table "select"."from" (
     user_id bigint references "Ünïcode Schéma"."Üsers" (id),
     amount numeric(10, 2));
 create view "select"."where" with (security_barrier) as
-    select f.id, u."e-mail" from "select"."from" f join "Ünïcode Schéma"."Üsers" u on u.id = f.user_id;
+    select f.id, u."e-mail" from "select"."from" f
+    join "Ünïcode Schéma"."Üsers" u on u.id = f.user_id;
 create function "select".total(uid bigint) returns table (n bigint, s numeric)
-    language sql stable as $$ select count(*), sum(amount) from "select"."from" where user_id = uid $$;
+    language sql stable as
+    $$ select count(*), sum(amount) from "select"."from" where user_id = uid $$;
 alter table "select"."from" enable row level security;
 create policy own on "select"."from" as restrictive for select
     using (user_id = current_setting('app.uid')::bigint);
@@ -96,7 +98,8 @@ FILES = [
         begin;
         drop function "select".total(bigint);
         create function "select".total(uid bigint) returns table (cnt bigint, s numeric)
-            language sql stable as $$ select count(*), sum(amount) from "select"."from" where user_id = uid $$;
+            language sql stable as
+            $$ select count(*), sum(amount) from "select"."from" where user_id = uid $$;
         commit;
         """,
         [("function_changed", "high")],
@@ -171,7 +174,8 @@ FILES = [
         create index if not exists ev_at on ev (at);
         alter type "select"."order" add value if not exists 'new';
         create or replace function "select".total(uid bigint) returns table (n bigint, s numeric)
-            language sql stable as $$ select count(*), sum(amount) from "select"."from" where user_id = uid $$;
+            language sql stable as
+            $$ select count(*), sum(amount) from "select"."from" where user_id = uid $$;
         alter table scratch alter column b set statistics -1;
         """,
         # on the partitioned table and its partition
@@ -221,8 +225,10 @@ INVERSES = [
         'alter table "Ünïcode Schéma"."Üsers" alter column age type bigint',
         'alter table "Ünïcode Schéma"."Üsers" alter column age type int',
     ),
-    ('alter view "select"."where" reset (security_barrier)',
-     'alter view "select"."where" set (security_barrier)'),
+    (
+        'alter view "select"."where" reset (security_barrier)',
+        'alter view "select"."where" set (security_barrier)',
+    ),
     (
         'alter table "select"."from" disable row level security',
         'alter table "select"."from" enable row level security',

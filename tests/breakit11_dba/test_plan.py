@@ -30,13 +30,19 @@ COMMIT;
         "START TRANSACTION;\ncreate index accounts_legacy on public.accounts (legacy);\nEND;\n",
         "medium",
     ),
-    "concurrently": ("create index concurrently accounts_legacy on public.accounts (legacy);", None),
+    "concurrently": (
+        "create index concurrently accounts_legacy on public.accounts (legacy);",
+        None,
+    ),
     "two-transactions": (
         "begin; alter table public.accounts add column a int; commit;\n"
         "begin; alter table public.accounts add column b int; commit;\n",
         None,
     ),
-    "fails-midway": ("begin;\nalter table public.accounts add column x int;\nselect 1/0;\ncommit;\n", None),
+    "fails-midway": (
+        "begin;\nalter table public.accounts add column x int;\nselect 1/0;\ncommit;\n",
+        None,
+    ),
     "no-op": ("select 1;", "none"),
 }
 RANK = ["none", "low", "medium", "high", "critical"]

@@ -25,7 +25,8 @@ def test_installing_into_a_restored_app_schema_records_no_phantom_drops(
         dsn,
         """
         begin;
-        create table public.orders (id bigint generated always as identity primary key, total numeric);
+        create table public.orders (
+            id bigint generated always as identity primary key, total numeric);
         create view public.big_orders as select id from public.orders where total > 100;
         commit;
         """,
