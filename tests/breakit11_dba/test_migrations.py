@@ -163,6 +163,28 @@ FILES = [
         id="renames-of-everything",
     ),
     pytest.param(
+        """
+        begin;
+        set lock_timeout = '2s';
+        alter table scratch add column x int;
+        reset all;
+        commit;
+        """,
+        [("column_added", "low")],
+        id="reset-all-after-the-ddl",
+    ),
+    pytest.param(
+        """
+        begin;
+        alter table scratch add column x int;
+        reset all;
+        alter table "select"."from" add column y int;
+        commit;
+        """,
+        [("column_added", "low"), ("column_added", "low")],
+        id="reset-all-between-statements",
+    ),
+    pytest.param(
         "begin; alter table scratch add column x int; rollback;",
         [],
         id="rolled-back",
@@ -272,3 +294,34 @@ def test_an_inverse_migration_brings_the_hash_back(
     assert len(versions_since(app, version)) == 1
     assert schema_dump(app) == dump_before
     assert last_version(app)[1] == hash_before
+
+
+@pytest.mark.parametrize(
+    "drop",
+    [
+        "drop sequence invoice_no cascade;",
+        "drop function next_code() cascade;",
+        "begin; set lock_timeout = '1s'; drop sequence invoice_no cascade; commit;",
+    ],
+)
+def test_a_default_dropped_by_cascade_is_its_migrations_change(dsn: str, drop: str) -> None:
+    """DROP SEQUENCE / FUNCTION / EXTENSION ... CASCADE drops the column
+    defaults using it and reports nothing else of their tables: the version
+    of that migration carries the default_changed (it recorded no version,
+    and the next migration of the table reported the dropped default as its
+    own)."""
+    psql(
+        dsn,
+        """
+        begin;
+        create sequence invoice_no;
+        create function next_code() returns int language sql as 'select 7';
+        create table invoices (
+            no bigint default nextval('invoice_no'), code int default next_code(), note text);
+        commit;
+        """,
+    )
+    versions, dumped_change = migrate(dsn, drop)
+    assert dumped_change and len(versions) == 1
+    assert ("default_changed", "low") in changes(versions)
+    assert refresh(dsn)["changed"] is False
