@@ -111,3 +111,36 @@ def test_concurrently_is_rated_below_the_plain_form_and_an_invalid_index_is_flag
     assert last_version(table)[0] == before  # the failed command fired nothing
     assert refresh(table)["max_severity"] == "high"
     assert changes(versions_since(table, before)) == [("index_invalid", "high")]
+
+
+@pytest.mark.parametrize(
+    ("migration", "severity"),
+    [
+        pytest.param("alter policy own on docs using (true)", "critical", id="alter-permissive"),
+        pytest.param(
+            "drop policy own on docs; create policy own on docs using (true)",
+            "critical",
+            id="recreate-permissive",
+        ),
+        pytest.param("alter policy hide on docs using (true)", "critical", id="alter-restrictive"),
+        pytest.param(
+            "alter policy own on docs using (owner = session_user)", "high", id="other-expression"
+        ),
+    ],
+)
+def test_a_policy_made_using_true_is_as_critical_as_adding_one(
+    dsn: str, conn: psycopg.Connection[Any], migration: str, severity: str
+) -> None:
+    """Adding a permissive policy USING (true) and dropping a restrictive one
+    are critical (every row exposed). Making an existing policy USING (true)
+    exposes the same rows; it was rated high (an expression change)."""
+    conn.execute(
+        "create table docs (id int, owner text); alter table docs enable row level security;"
+        " create policy own on docs using (owner = current_user);"
+        " create policy hide on docs as restrictive using (owner <> 'banned')"
+    )
+    before = last_version(dsn)[0]
+    with conn.transaction():
+        for statement in migration.split("; "):
+            conn.execute(statement)
+    assert changes(versions_since(dsn, before)) == [("policy_changed", severity)]
