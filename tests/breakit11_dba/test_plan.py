@@ -44,6 +44,13 @@ COMMIT;
         None,
     ),
     "no-op": ("select 1;", "none"),
+    # RESET ALL cleared what the DDL before it had noted: the plan said "no
+    # schema change" (exit 0) for a dropped column.
+    "reset-all": (
+        "BEGIN;\nSET lock_timeout = '2s';\nalter table public.accounts drop column legacy;\n"
+        "RESET ALL;\nCOMMIT;\n",
+        "critical",
+    ),
 }
 RANK = ["none", "low", "medium", "high", "critical"]
 
