@@ -549,7 +549,9 @@ begin
         or pg_catalog.current_setting('resilience.schema_pending_n', true) = '' then
         full_scan := full_scan or exists (
             select from resilience.schema_pending as p
-            where p.tx operator(pg_catalog.=) pg_catalog.txid_current()
+            -- (no xid yet: nothing of this transaction's is pending, as in a
+            -- schema_preview() before any DDL; none is assigned here)
+            where p.tx operator(pg_catalog.=) pg_catalog.txid_current_if_assigned()
         );
     end if;
 
