@@ -54,6 +54,8 @@ COMMIT;
 }
 RANK = ["none", "low", "medium", "high", "critical"]
 
+pytestmark = pytest.mark.pg_dump
+
 
 @pytest.mark.parametrize("name", list(FILES))
 def test_plan_exit_codes_and_nothing_committed(dsn: str, tmp_path: Path, name: str) -> None:
