@@ -521,8 +521,10 @@ begin
         coalesce(pg_catalog.bool_or(
             e.classid operator(pg_catalog.=) any(resilience._schema_reread_all_catalogs())
             or e.command_tag = 'DROP OWNED'
+            -- _schema_remember's mark: entries of this transaction were lost
+            or e.classid = 0
         ), false),
-        coalesce(pg_catalog.array_agg(distinct e.command_tag), '{}'),
+        coalesce(pg_catalog.array_agg(distinct e.command_tag) filter (where e.classid <> 0), '{}'),
         -- Created by this transaction: nothing older can name them, so their
         -- dependents need no re-read (those created since are pending too).
         coalesce(pg_catalog.array_agg(distinct e.objid) filter (
@@ -540,6 +542,18 @@ begin
             pg_catalog.split_part(entry.line, ',', 2)::oid,
             pg_catalog.split_part(entry.line, ',', 3)
     ) as e (classid, objid, command_tag);
+    -- This transaction's row is pending but its entries are gone: the
+    -- migration ran RESET ALL after its DDL (transaction-local settings are
+    -- reset too). Only a re-read of everything finds what it changed.
+    if pg_catalog.current_setting('resilience.schema_pending_n', true) is null
+        or pg_catalog.current_setting('resilience.schema_pending_n', true) = '' then
+        full_scan := full_scan or exists (
+            select from resilience.schema_pending as p
+            -- (no xid yet: nothing of this transaction's is pending, as in a
+            -- schema_preview() before any DDL; none is assigned here)
+            where p.tx operator(pg_catalog.=) pg_catalog.txid_current_if_assigned()
+        );
+    end if;
 
     -- Dropped objects are gone from the catalog: the snapshot knows their table.
     rels := array(
@@ -1373,9 +1387,10 @@ as $$
 begin
     begin
         perform resilience._schema_lock();
-        -- This transaction's row, and any a failed fold left behind.
-        delete from resilience.schema_pending;
+        -- Folded while this transaction's row is there (_schema_take_pending
+        -- looks for it); then the row goes, and any a failed fold left behind.
         perform resilience._schema_fold_pending();
+        delete from resilience.schema_pending;
     -- query_canceled too (OTHERS leaves it out): a statement_timeout that
     -- fires in a fold run by SET CONSTRAINTS ALL IMMEDIATE must not fail it.
     exception when others or query_canceled then
@@ -1631,4 +1646,6 @@ begin
 end;
 $$;
 
-select resilience._schema_baseline();
+-- The installer takes the baseline (_schema_baseline) as its last step, after
+-- exposing the wrappers: a wrapper it takes back (a restore of the app's
+-- schema alone) must not be in the baseline.

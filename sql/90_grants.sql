@@ -73,7 +73,22 @@ as $$
 $$;
 
 revoke all on schema resilience from public;
-revoke all on all functions in schema resilience from public;
+-- Only the functions this role owns (or a role it belongs to): where a
+-- superuser installed PL/Python into an owner's install, REVOKE on its
+-- _schema_diff would fail the owner's next install (42501).
+do $$
+declare
+    fn regprocedure;
+begin
+    for fn in
+        select p.oid::regprocedure from pg_catalog.pg_proc as p
+        where p.pronamespace = 'resilience'::regnamespace
+            and pg_catalog.pg_has_role(p.proowner, 'USAGE')
+    loop
+        execute pg_catalog.format('revoke all on function %s from public', fn);
+    end loop;
+end;
+$$;
 revoke all on all tables in schema resilience from public;
 
 do $$

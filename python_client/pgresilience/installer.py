@@ -282,6 +282,7 @@ def install(
             report.actions.append(f"exposed {len(rows)} wrappers in schema {expose}")
         elif removed:
             report.actions.append(f"removed {len(removed)} exposed wrappers")
+        raw.execute(query("baseline"))
         if schedule_reaper:
             _schedule_reaper(raw, schedule_reaper, report)
         report.follow_ups = follow_ups(raw)
@@ -426,6 +427,7 @@ def print_sql(
     ]
     if expose:
         out.append(_inline("expose", expose))
+    out.append(_inline("baseline"))
     return "\n".join(out)
 
 

@@ -43,6 +43,7 @@ as $$
 declare
     chunk integer := coalesce(nullif(pg_catalog.current_setting('resilience.schema_pending_n', true), '')::integer, 0);
     collected text;
+    lost boolean;
 begin
     if chunk = 0 then
         if resilience._schema_in_installer() then
@@ -55,8 +56,15 @@ begin
         set constraints resilience.schema_fold_at_commit deferred;
         insert into resilience.schema_pending (tx) values (pg_catalog.txid_current())
         on conflict do nothing;
+        lost := not found;
         chunk := 1;
         perform pg_catalog.set_config('resilience.schema_pending_n', '1', true);
+        if lost then
+            -- The row was there: an earlier statement of this transaction
+            -- wrote it, and a RESET ALL since lost its entries. Marked for a
+            -- re-read of everything at commit (_schema_take_pending).
+            entries := '0,0,;' operator(pg_catalog.||) entries;
+        end if;
     end if;
     collected := coalesce(pg_catalog.current_setting('resilience.schema_pending_' || chunk, true), '');
     if pg_catalog.length(collected) operator(pg_catalog.>) 32000 then
@@ -165,15 +173,24 @@ begin
     if resilience._schema_tracking_skipped() then
         return;
     end if;
-    select pg_catalog.string_agg(d.classid::text || ',' || d.objid::text || ',' || tg_tag, ';') into entries
+    select pg_catalog.string_agg(s.classid::text || ',' || s.objid::text || ',' || tg_tag, ';') into entries
     from pg_catalog.pg_event_trigger_dropped_objects() as d
     -- PostgreSQL 14 reports no schema_name for a column default (15+ do);
-    -- its address names the schema first on every version.
+    -- its address names the schema first on every version. A dropped
+    -- default is noted as its table (the snapshot has no row of its own to
+    -- find the table by at commit): DROP EXTENSION, FUNCTION or SEQUENCE
+    -- ... CASCADE drops a default and reports nothing else of the table.
     cross join lateral (
-        select case when d.classid operator(pg_catalog.=) 'pg_catalog.pg_attrdef'::pg_catalog.regclass
-            then d.address_names[1] else d.schema_name end as schema_name
-    ) as s
-    where not d.is_temporary
+        select
+            case when d.classid operator(pg_catalog.=) 'pg_catalog.pg_attrdef'::pg_catalog.regclass
+                then d.address_names[1] else d.schema_name end,
+            case when d.classid operator(pg_catalog.=) 'pg_catalog.pg_attrdef'::pg_catalog.regclass
+                then 'pg_catalog.pg_class'::pg_catalog.regclass else d.classid end,
+            case when d.classid operator(pg_catalog.=) 'pg_catalog.pg_attrdef'::pg_catalog.regclass
+                then pg_catalog.to_regclass(pg_catalog.format('%I.%I', d.address_names[1], d.address_names[2]))::oid
+                else d.objid end
+    ) as s (schema_name, classid, objid)
+    where not d.is_temporary and s.objid is not null
         and d.classid in (
             'pg_catalog.pg_class'::pg_catalog.regclass, 'pg_catalog.pg_constraint'::pg_catalog.regclass,
             'pg_catalog.pg_policy'::pg_catalog.regclass, 'pg_catalog.pg_attrdef'::pg_catalog.regclass,

@@ -39,6 +39,11 @@ on conflict (name) do update set source = excluded.source, sha256 = excluded.sha
 -- expose --
 select resilience._expose(%s);
 
+-- baseline --
+-- The first snapshot (version 1), once the wrappers are exposed: those it takes
+-- back from a restored schema are not the app's. Nothing when versions exist.
+select resilience._schema_baseline();
+
 -- unexpose --
 -- Drop the wrappers that expose (same schema) will not re-create as they
 -- are; with no schema (--expose none), every wrapper.
