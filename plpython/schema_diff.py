@@ -253,11 +253,14 @@ RULES: dict[str, Rule] = {
     ),
     "rls_forced": Rule("rls_changed", "FORCE row level security changed", MEDIUM, "-"),
     "policy_restrictive_dropped": Rule(
-        "policy_changed", "restrictive policy dropped (rows exposed)", CRITICAL, "security exposure"
+        "policy_changed",
+        "restrictive policy dropped, or its expression made using (true) (rows exposed)",
+        CRITICAL,
+        "security exposure",
     ),
     "policy_using_true": Rule(
         "policy_changed",
-        "permissive policy using (true) added (every row exposed)",
+        "permissive policy using (true) added, or an expression made it (every row exposed)",
         CRITICAL,
         "security exposure",
     ),
@@ -1433,6 +1436,10 @@ def _index_changes(d: Delta, renames: _Renames, added_tables: set[str]) -> list[
 _POLICY_KEYS = ("command", "permissive", "roles", "using", "check")
 
 
+def _using_true(data: Mapping[str, Any]) -> bool:
+    return (data.get("using") or "").strip("() ") == "true"
+
+
 def _policy_summary(data: Mapping[str, Any]) -> dict[str, Any]:
     return {"name": data["name"], **{k: data.get(k) for k in _POLICY_KEYS}}
 
@@ -1441,7 +1448,7 @@ def _policy_changes(d: Delta, renames: _Renames, added_tables: set[str]) -> list
     old, new = d.get("old"), d.get("new")
     if old is None:
         table = new["table"]
-        if new.get("permissive") and (new.get("using") or "").strip("() ") == "true":
+        if new.get("permissive") and _using_true(new):
             rule, reason = (
                 "policy_using_true",
                 f"permissive policy using (true): every row exposed to {', '.join(new['roles'])}",
@@ -1470,6 +1477,28 @@ def _policy_changes(d: Delta, renames: _Renames, added_tables: set[str]) -> list
         )]  # fmt: skip
     table = new["table"]
     meaning_changed = not all(renames.same(old.get(k), new.get(k)) for k in _POLICY_KEYS)
+    if (
+        meaning_changed
+        and _using_true(new)
+        and not _using_true(old)
+        and (new.get("permissive") or not old.get("permissive"))
+    ):
+        # As open as adding such a policy (permissive) or dropping it
+        # (restrictive): ALTER POLICY ... USING (true), or DROP and CREATE.
+        if new.get("permissive"):
+            rule, reason = (
+                "policy_using_true",
+                f"policy now using (true): every row exposed to {', '.join(new['roles'])}",
+            )
+        else:
+            rule, reason = (
+                "policy_restrictive_dropped",
+                "restrictive policy now using (true): rows it hid are exposed",
+            )
+        return [_rated(
+            rule, reason, table=table, obj=new["name"],
+            old=_policy_summary(old), new=_policy_summary(new),
+        )]  # fmt: skip
     if meaning_changed:
         return [_rated(
             "policy_changed", "policy expression, roles or command changed",

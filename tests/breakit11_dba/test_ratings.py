@@ -113,12 +113,6 @@ def test_concurrently_is_rated_below_the_plain_form_and_an_invalid_index_is_flag
     assert changes(versions_since(table, before)) == [("index_invalid", "high")]
 
 
-USING_TRUE_LIMIT = (
-    "a policy made USING (true) is rated as an expression change, high "
-    "(docs/schema_tracking.md, Limits)"
-)
-
-
 @pytest.mark.parametrize(
     ("migration", "severity"),
     [
@@ -126,19 +120,16 @@ USING_TRUE_LIMIT = (
             "alter policy own on docs using (true)",
             "critical",
             id="alter-permissive",
-            marks=pytest.mark.xfail(strict=True, reason=USING_TRUE_LIMIT),
         ),
         pytest.param(
             "drop policy own on docs; create policy own on docs using (true)",
             "critical",
             id="recreate-permissive",
-            marks=pytest.mark.xfail(strict=True, reason=USING_TRUE_LIMIT),
         ),
         pytest.param(
             "alter policy hide on docs using (true)",
             "critical",
             id="alter-restrictive",
-            marks=pytest.mark.xfail(strict=True, reason=USING_TRUE_LIMIT),
         ),
         pytest.param(
             "alter policy own on docs using (owner = session_user)", "high", id="other-expression"
@@ -150,7 +141,7 @@ def test_a_policy_made_using_true_is_as_critical_as_adding_one(
 ) -> None:
     """Adding a permissive policy USING (true) and dropping a restrictive one
     are critical (every row exposed). Making an existing policy USING (true)
-    exposes the same rows; it is rated high (an expression change)."""
+    exposes the same rows, so it is critical too."""
     conn.execute(
         "create table docs (id int, owner text); alter table docs enable row level security;"
         " create policy own on docs using (owner = current_user);"

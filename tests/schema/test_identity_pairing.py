@@ -88,8 +88,13 @@ def test_policy_dropped_and_created_again(tracker: Tracker) -> None:
         "drop policy own on t", "create policy own on t using (owner = current_user)"
     )
     assert list(same) == []
+    changed = tracker.migrate(
+        "drop policy own on t", "create policy own on t using (owner = session_user)"
+    )
+    assert summary(changed) == {("policy_changed", "public.t", None, "high")}
+    # Made USING (true): every row exposed, as adding such a policy would.
     widened = tracker.migrate("drop policy own on t", "create policy own on t using (true)")
-    assert summary(widened) == {("policy_changed", "public.t", None, "high")}
+    assert summary(widened) == {("policy_changed", "public.t", None, "critical")}
 
 
 def test_constraint_dropped_and_added_again_with_another_definition(tracker: Tracker) -> None:

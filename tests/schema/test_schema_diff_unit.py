@@ -370,12 +370,15 @@ def test_rls_disabled_is_critical_and_enabled_is_high() -> None:
         (None, policy(permissive=False), "medium"),
         (policy(), None, "high"),
         (policy(permissive=False), None, "critical"),
-        (policy(), policy(using="true"), "high"),
+        (policy(), policy(using="owner = current_user"), "high"),
+        (policy(), policy(using="true"), "critical"),
+        (policy(permissive=False), policy(using="true", permissive=False), "critical"),
         (policy(), policy(roles=["anon", "authenticated"]), "high"),
         (policy(), policy("renamed"), "low"),
     ],
     ids=["added", "added-using-true", "restrictive-added", "dropped", "restrictive-dropped",
-         "using-changed", "roles-changed", "renamed"],
+         "using-changed", "made-using-true", "restrictive-made-using-true", "roles-changed",
+         "renamed"],
 )  # fmt: skip
 def test_policy_changes(old: Any, new: Any, severity: str) -> None:
     change = only([delta("policy", "700", old, new)])
