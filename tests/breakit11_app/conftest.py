@@ -34,3 +34,20 @@ def user(shop: str) -> Iterator[Callable[[str], Rest]]:
     yield make
     for conn in conns:
         conn.close()
+
+
+@pytest.fixture
+def oracle_shop(server: Any, template_db: str) -> Iterator[str]:
+    """A second shop, for the real-transaction oracle: its open transaction
+    must not hold row locks the logical run would wait for."""
+    import uuid
+
+    name = f"pgr_oracle_{uuid.uuid4().hex[:12]}"
+    server.create_database(name, template=template_db)
+    try:
+        with psycopg.connect(server.dsn(name), autocommit=True) as admin:
+            admin.execute(AUTH)
+            admin.execute(SHOP)
+        yield server.dsn(name)
+    finally:
+        server.drop_database(name)
