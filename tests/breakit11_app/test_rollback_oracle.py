@@ -39,7 +39,7 @@ STEPS = st.lists(
 
 
 @seed(20261202)
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)
 @given(steps=STEPS)
 def test_rollback_equals_real_rollback(
     shop: str, oracle_shop: str, steps: list[Any]
