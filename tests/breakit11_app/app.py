@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (SQL reads best on one line)
 """A small shop on Supabase/PostgREST, built the way an app developer would,
 and requests sent exactly as PostgREST sends them (one database transaction
 per request, `set local role`, claims and headers as local settings)."""
@@ -212,7 +213,9 @@ def sqlstate(call: Any) -> str | None:
     return None
 
 
-def snapshot(conn: psycopg.Connection[Any], tables: tuple[str, ...] = TABLES) -> dict[str, list[str]]:
+def snapshot(
+    conn: psycopg.Connection[Any], tables: tuple[str, ...] = TABLES
+) -> dict[str, list[str]]:
     """Every row of every table as text, sorted: what the oracle compares."""
     out = {}
     for table in tables:

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (SQL reads best on one line)
 """The shop's operations, each both as the SQL statement PostgREST would send
 and as the `tx_execute` call supabase-js would make, and the real-transaction
 oracle that runs the SQL inside one database transaction."""
@@ -54,83 +55,142 @@ LINES = st.integers(1, 3)
 SKUS = st.sampled_from(["apple", "APPLE", "Pear", "mug-1", "kiwi"])  # kiwi: no such product
 JSONB = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=4),
-    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=3), inner, max_size=2),
+    lambda inner: (
+        st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=3), inner, max_size=2)
+    ),
     max_leaves=4,
 )
 NOTES = st.none() | st.text(max_size=6).filter(lambda s: "\x00" not in s)
 PRICES = st.sampled_from([Decimal("0.50"), Decimal("1.005"), Decimal("0"), Decimal("12345.67")])
-DAYS = st.sampled_from(["2026-11-30 23:59:59+00", "2026-12-01 00:00:00+00", "2026-12-31 12:00:00+00",
-                        "2027-01-02 00:00:00+00"])  # the last has no partition: 23514
+DAYS = st.sampled_from(
+    [
+        "2026-11-30 23:59:59+00",
+        "2026-12-01 00:00:00+00",
+        "2026-12-31 12:00:00+00",
+        "2027-01-02 00:00:00+00",
+    ]
+)  # the last has no partition: 23514
 
 
 def _order_new(oid: int, note: str | None, meta: Any) -> Op:
-    return Op("order_new", "insert into public.orders (id, note, meta) values (%s, %s, %s::jsonb)",
-              (oid, note, None if meta is None else json.dumps(meta)), ("orders", "insert", {"id": oid, "note": note, "meta": meta}, None))
+    return Op(
+        "order_new",
+        "insert into public.orders (id, note, meta) values (%s, %s, %s::jsonb)",
+        (oid, note, None if meta is None else json.dumps(meta)),
+        ("orders", "insert", {"id": oid, "note": note, "meta": meta}, None),
+    )
 
 
 def _order_status(oid: int, status: str) -> Op:
-    return Op("order_status", "update public.orders set status = %s::public.order_status where id = %s",
-              (status, oid), ("orders", "update", {"status": status}, {"id": oid}))
+    return Op(
+        "order_status",
+        "update public.orders set status = %s::public.order_status where id = %s",
+        (status, oid),
+        ("orders", "update", {"status": status}, {"id": oid}),
+    )
 
 
 def _order_upsert(oid: int, note: str | None) -> Op:
-    return Op("order_upsert",
-              "insert into public.orders (id, note) values (%s, %s)"
-              " on conflict (id) do update set note = excluded.note",
-              (oid, note), ("orders", "upsert", {"id": oid, "note": note}, None))
+    return Op(
+        "order_upsert",
+        "insert into public.orders (id, note) values (%s, %s)"
+        " on conflict (id) do update set note = excluded.note",
+        (oid, note),
+        ("orders", "upsert", {"id": oid, "note": note}, None),
+    )
 
 
 def _order_delete(oid: int) -> Op:
-    return Op("order_delete", "delete from public.orders where id = %s", (oid,),
-              ("orders", "delete", None, {"id": oid}))
+    return Op(
+        "order_delete",
+        "delete from public.orders where id = %s",
+        (oid,),
+        ("orders", "delete", None, {"id": oid}),
+    )
 
 
 def _item_add(oid: int, line: int, sku: str, qty: int, price: Decimal) -> Op:
-    return Op("item_add",
-              "insert into public.order_items (order_id, line, sku, qty, unit_price) values (%s, %s, %s, %s, %s)",
-              (oid, line, sku, qty, price),
-              ("order_items", "insert",
-               {"order_id": oid, "line": line, "sku": sku, "qty": qty, "unit_price": str(price)}, None))
+    return Op(
+        "item_add",
+        "insert into public.order_items (order_id, line, sku, qty, unit_price) values (%s, %s, %s, %s, %s)",
+        (oid, line, sku, qty, price),
+        (
+            "order_items",
+            "insert",
+            {"order_id": oid, "line": line, "sku": sku, "qty": qty, "unit_price": str(price)},
+            None,
+        ),
+    )
 
 
 def _item_qty(oid: int, line: int, qty: int) -> Op:
-    return Op("item_qty", "update public.order_items set qty = %s where order_id = %s and line = %s",
-              (qty, oid, line), ("order_items", "update", {"qty": qty}, {"order_id": oid, "line": line}))
+    return Op(
+        "item_qty",
+        "update public.order_items set qty = %s where order_id = %s and line = %s",
+        (qty, oid, line),
+        ("order_items", "update", {"qty": qty}, {"order_id": oid, "line": line}),
+    )
 
 
 def _item_delete_sku(oid: int, sku: str) -> Op:
-    return Op("item_delete", "delete from public.order_items where order_id = %s and sku = %s",
-              (oid, sku), ("order_items", "delete", None, {"order_id": oid, "sku": sku}))
+    return Op(
+        "item_delete",
+        "delete from public.order_items where order_id = %s and sku = %s",
+        (oid, sku),
+        ("order_items", "delete", None, {"order_id": oid, "sku": sku}),
+    )
 
 
 def _stock_set(sku: str, on_hand: int) -> Op:
-    return Op("stock_set", "update public.inventory set on_hand = %s where sku = %s", (on_hand, sku),
-              ("inventory", "update", {"on_hand": on_hand}, {"sku": sku}))
+    return Op(
+        "stock_set",
+        "update public.inventory set on_hand = %s where sku = %s",
+        (on_hand, sku),
+        ("inventory", "update", {"on_hand": on_hand}, {"sku": sku}),
+    )
 
 
 def _stock_take(sku: str, qty: int) -> Op:
-    return Op("stock_take", "update public.inventory set on_hand = on_hand - %s where sku = %s",
-              (qty, sku), None)
+    return Op(
+        "stock_take",
+        "update public.inventory set on_hand = on_hand - %s where sku = %s",
+        (qty, sku),
+        None,
+    )
 
 
 def _event(eid: int, at: str, kind: str) -> Op:
-    return Op("event", "insert into public.events (id, at, kind) values (%s, %s, %s)", (eid, at, kind),
-              ("events", "insert", {"id": eid, "at": at, "kind": kind}, None))
+    return Op(
+        "event",
+        "insert into public.events (id, at, kind) values (%s, %s, %s)",
+        (eid, at, kind),
+        ("events", "insert", {"id": eid, "at": at, "kind": kind}, None),
+    )
 
 
 def _event_move(eid: int, at: str) -> Op:
-    return Op("event_move", "update public.events set at = %s where id = %s", (at, eid),
-              ("events", "update", {"at": at}, {"id": eid}))
+    return Op(
+        "event_move",
+        "update public.events set at = %s where id = %s",
+        (at, eid),
+        ("events", "update", {"at": at}, {"id": eid}),
+    )
 
 
 def _lock(oid: int) -> Op:
-    return Op("lock", "select 1 from public.orders where id = %s for update nowait", (oid,),
-              ("orders", "lock", None, {"id": oid}))
+    return Op(
+        "lock",
+        "select 1 from public.orders where id = %s for update nowait",
+        (oid,),
+        ("orders", "lock", None, {"id": oid}),
+    )
 
 
 OPS = st.one_of(
     st.builds(_order_new, ORDER_IDS, NOTES, JSONB),
-    st.builds(_order_status, ORDER_IDS, st.sampled_from(["draft", "placed", "shipped", "cancelled"])),
+    st.builds(
+        _order_status, ORDER_IDS, st.sampled_from(["draft", "placed", "shipped", "cancelled"])
+    ),
     st.builds(_order_upsert, ORDER_IDS, NOTES),
     st.builds(_order_delete, ORDER_IDS),
     st.builds(_item_add, ORDER_IDS, LINES, SKUS, st.integers(-1, 3), PRICES),

@@ -29,8 +29,12 @@ def test_tx_execute_match_on_citext_key(user, conn, operation: str) -> None:
     a = user(ALICE)
     tx = a.rpc("tx_begin")
     result = a.rpc(
-        "tx_execute", tx_id=tx, table_name="inventory", operation=operation,
-        data={"on_hand": 9} if operation == "update" else None, match={"sku": "APPLE"},
+        "tx_execute",
+        tx_id=tx,
+        table_name="inventory",
+        operation=operation,
+        data={"on_hand": 9} if operation == "update" else None,
+        match={"sku": "APPLE"},
     )
     assert result["count"] == 1, result
     a.rpc("tx_rollback", tx_id=tx)
@@ -42,10 +46,20 @@ def test_tx_execute_match_on_citext_non_key(user, conn) -> None:
     a = user(ALICE)
     tx = a.rpc("tx_begin")
     a.rpc("tx_execute", tx_id=tx, table_name="orders", operation="insert", data={"id": 7})
-    a.rpc("tx_execute", tx_id=tx, table_name="order_items", operation="insert",
-          data={"order_id": 7, "line": 1, "sku": "apple", "qty": 1, "unit_price": "0.50"})
-    result = a.rpc("tx_execute", tx_id=tx, table_name="order_items", operation="delete",
-                   match={"order_id": 7, "sku": "Apple"})
+    a.rpc(
+        "tx_execute",
+        tx_id=tx,
+        table_name="order_items",
+        operation="insert",
+        data={"order_id": 7, "line": 1, "sku": "apple", "qty": 1, "unit_price": "0.50"},
+    )
+    result = a.rpc(
+        "tx_execute",
+        tx_id=tx,
+        table_name="order_items",
+        operation="delete",
+        match={"order_id": 7, "sku": "Apple"},
+    )
     assert result["count"] == 1, result
     a.rpc("tx_rollback", tx_id=tx)
 
@@ -53,8 +67,16 @@ def test_tx_execute_match_on_citext_non_key(user, conn) -> None:
 def test_tx_run_match_on_citext(user, conn) -> None:
     """tx_run builds its statements with the same helpers: same comparison."""
     a = user(ALICE)
-    result = a.rpc("tx_run", operations=[
-        {"table": "inventory", "operation": "update", "data": {"on_hand": 3}, "match": {"sku": "pear"}},
-    ])
+    result = a.rpc(
+        "tx_run",
+        operations=[
+            {
+                "table": "inventory",
+                "operation": "update",
+                "data": {"on_hand": 3},
+                "match": {"sku": "pear"},
+            },
+        ],
+    )
     assert result["results"][0]["count"] == 1, json.dumps(result)
     assert _on_hand(conn, "Pear") == 3

@@ -9,7 +9,12 @@ from decimal import Decimal
 
 import pytest
 
-from pgresilience import AsyncTransactionManager, ClaimConflict, RollbackConflict, TransactionManager
+from pgresilience import (
+    AsyncTransactionManager,
+    ClaimConflict,
+    RollbackConflict,
+    TransactionManager,
+)
 from pgresilience.transactions.batch import operation, ref
 
 from .app import ALICE, snapshot
@@ -22,8 +27,16 @@ def test_readme_python_quickstart_on_the_shop(shop: str, conn) -> None:
     with TransactionManager(shop) as tm:
         with tm.transaction(timeout=30.0, label="checkout") as tx:
             order = tx.insert("orders", {"user_id": ALICE, "meta": {"gift": True}})[0]
-            tx.insert("order_items", {"order_id": order["id"], "line": 1, "sku": "APPLE",
-                                      "qty": 2, "unit_price": Decimal("0.50")})
+            tx.insert(
+                "order_items",
+                {
+                    "order_id": order["id"],
+                    "line": 1,
+                    "sku": "APPLE",
+                    "qty": 2,
+                    "unit_price": Decimal("0.50"),
+                },
+            )
         before = snapshot(conn)
         tx_id = tm.begin(timeout=30.0)
         tm.execute(tx_id, "orders", "update", {"status": "placed"}, match={"id": order["id"]})
@@ -35,18 +48,34 @@ def test_readme_python_quickstart_on_the_shop(shop: str, conn) -> None:
         tm.rollback(tx_id)
         assert snapshot(conn) == before
 
-        batch = tm.run([
-            operation("orders", "insert", {"user_id": ALICE}),
-            operation("order_items", "insert", {"order_id": ref(0, "id"), "line": 1, "sku": "pear",
-                                                "qty": 1, "unit_price": Decimal("0.75")}),
-        ])
+        batch = tm.run(
+            [
+                operation("orders", "insert", {"user_id": ALICE}),
+                operation(
+                    "order_items",
+                    "insert",
+                    {
+                        "order_id": ref(0, "id"),
+                        "line": 1,
+                        "sku": "pear",
+                        "qty": 1,
+                        "unit_price": Decimal("0.75"),
+                    },
+                ),
+            ]
+        )
         assert batch.success, batch.error
         assert batch[1].data[0]["total"] == 0.75
-        failed = tm.run([
-            operation("orders", "insert", {"user_id": ALICE}),
-            operation("order_items", "insert", {"order_id": ref(0, "id"), "line": 1, "sku": "pear",
-                                                "qty": 0, "unit_price": 1}),
-        ])
+        failed = tm.run(
+            [
+                operation("orders", "insert", {"user_id": ALICE}),
+                operation(
+                    "order_items",
+                    "insert",
+                    {"order_id": ref(0, "id"), "line": 1, "sku": "pear", "qty": 0, "unit_price": 1},
+                ),
+            ]
+        )
         assert not failed.success and failed.error.sqlstate == "23514"
         assert conn.execute("select count(*) from public.orders").fetchone()[0] == 2
 
@@ -59,12 +88,18 @@ def test_savepoints_and_rollback_to_with_the_manager(shop: str, conn) -> None:
             tx.insert("orders", {"id": 100, "user_id": ALICE})
             tx.savepoint("items")
             mid = snapshot(conn)
-            tx.insert("order_items", {"order_id": 100, "line": 1, "sku": "mug-1", "qty": 1, "unit_price": 9.99})
+            tx.insert(
+                "order_items",
+                {"order_id": 100, "line": 1, "sku": "mug-1", "qty": 1, "unit_price": 9.99},
+            )
             tx.update("orders", {"status": "placed"}, match={"id": 100})
             tx.delete("orders", match={"id": 100})
             tx.rollback_to("items")
             assert snapshot(conn) == mid
-    assert conn.execute("select status::text from public.orders where id = 100").fetchone()[0] == "draft"
+    assert (
+        conn.execute("select status::text from public.orders where id = 100").fetchone()[0]
+        == "draft"
+    )
 
 
 def test_async_manager_rollback_refuses_drift_then_force(shop: str, conn) -> None:
@@ -90,4 +125,6 @@ def test_async_manager_rollback_refuses_drift_then_force(shop: str, conn) -> Non
         await tm.rollback(tx_id)
 
     asyncio.run(main())
-    assert conn.execute("select on_hand from public.inventory where sku = 'pear'").fetchone()[0] == 5
+    assert (
+        conn.execute("select on_hand from public.inventory where sku = 'pear'").fetchone()[0] == 5
+    )

@@ -39,11 +39,11 @@ STEPS = st.lists(
 
 
 @seed(20261202)
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=False
+)
 @given(steps=STEPS)
-def test_rollback_equals_real_rollback(
-    shop: str, oracle_shop: str, steps: list[Any]
-) -> None:
+def test_rollback_equals_real_rollback(shop: str, oracle_shop: str, steps: list[Any]) -> None:
     with (
         psycopg.connect(shop, autocommit=True) as admin,
         psycopg.connect(oracle_shop) as oracle_conn,
@@ -69,7 +69,7 @@ def test_rollback_equals_real_rollback(
                     if not savepoints:
                         continue
                     name, seen = savepoints[op % len(savepoints)]
-                    del savepoints[op % len(savepoints) + 1:]
+                    del savepoints[op % len(savepoints) + 1 :]
                     real.rollback_to(name)
                     alice.rpc("tx_rollback_to", tx_id=tx, name=name)
                     assert snapshot(admin) == seen, (i, name)
@@ -82,5 +82,7 @@ def test_rollback_equals_real_rollback(
             if oracle_conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 oracle_conn.rollback()
             # the next example starts from the seed data again
-            admin.execute("select resilience.tx_rollback(id, force => true) from resilience.transactions"
-                          " where status = 'active'")
+            admin.execute(
+                "select resilience.tx_rollback(id, force => true) from resilience.transactions"
+                " where status = 'active'"
+            )

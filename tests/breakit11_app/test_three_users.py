@@ -34,26 +34,33 @@ def _replay(conn: psycopg.Connection[Any], sub: str, op: Op) -> int:
 
 def _reset(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute("select resilience.tx_rollback(id, force => true) from resilience.transactions"
-                      " where status = 'active'")
+        admin.execute(
+            "select resilience.tx_rollback(id, force => true) from resilience.transactions"
+            " where status = 'active'"
+        )
         admin.execute("truncate public.orders, public.order_items, public.audit, public.events")
-        admin.execute("update public.inventory as i set on_hand = v.n from (values ('apple', 10),"
-                      " ('pear', 5), ('mug-1', 2)) as v (s, n) where i.sku = v.s::public.citext")
+        admin.execute(
+            "update public.inventory as i set on_hand = v.n from (values ('apple', 10),"
+            " ('pear', 5), ('mug-1', 2)) as v (s, n) where i.sku = v.s::public.citext"
+        )
 
 
 @seed(11)
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 @given(plan=PLAN)
-def test_interleaved_users_end_as_their_committed_work(shop: str, oracle_shop: str, plan: Any) -> None:
+def test_interleaved_users_end_as_their_committed_work(
+    shop: str, oracle_shop: str, plan: Any
+) -> None:
     steps, outcome = plan
     conns = [psycopg.connect(shop, user="authenticator", autocommit=True) for _ in USERS]
     try:
-        with psycopg.connect(shop, autocommit=True) as admin, psycopg.connect(
-            oracle_shop, user="authenticator", autocommit=True
-        ) as oracle:
+        with (
+            psycopg.connect(shop, autocommit=True) as admin,
+            psycopg.connect(oracle_shop, user="authenticator", autocommit=True) as oracle,
+        ):
             for dsn in (shop, oracle_shop):
                 _reset(dsn)  # each example starts from the seed data
-            rests = [Rest(c, sub) for c, sub in zip(conns, USERS)]
+            rests = [Rest(c, sub) for c, sub in zip(conns, USERS, strict=True)]
             txs = [r.rpc("tx_begin", timeout_ms=60000) for r in rests]
             done: list[tuple[int, Op, int | None]] = []
             for who, op, via_header in steps:
@@ -62,7 +69,15 @@ def test_interleaved_users_end_as_their_committed_work(shop: str, oracle_shop: s
                     done.append((who, op, count))
                 else:
                     # a failure is a documented SQLSTATE, never a crash of generated SQL
-                    assert state in {"55P03", "23505", "23503", "23514", "22P02", "22P05", "42501"}, (state, op)
+                    assert state in {
+                        "55P03",
+                        "23505",
+                        "23503",
+                        "23514",
+                        "22P02",
+                        "22P05",
+                        "42501",
+                    }, (state, op)
             for who, rest in enumerate(rests):
                 if outcome[who]:
                     assert rest.rpc("tx_commit", tx_id=txs[who])["success"] is True

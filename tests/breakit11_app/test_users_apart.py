@@ -10,7 +10,7 @@ import time
 
 import psycopg
 
-from .app import ALICE, BOB, CAROL, sqlstate, snapshot
+from .app import ALICE, BOB, CAROL, snapshot, sqlstate
 
 
 def _audit_text(rest) -> str:
@@ -24,11 +24,18 @@ def test_bobs_transaction_is_invisible_and_untouchable_for_alice(user, conn) -> 
     transaction (RZ001), sees none of his audit rows, and his data stays."""
     alice, bob = user(ALICE), user(BOB)
     tx = bob.rpc("tx_begin", label="bob-secret-label")
-    bob.rpc("tx_execute", tx_id=tx, table_name="orders", operation="insert",
-            data={"id": 42, "note": "bob-private-note"})
+    bob.rpc(
+        "tx_execute",
+        tx_id=tx,
+        table_name="orders",
+        operation="insert",
+        data={"id": 42, "note": "bob-private-note"},
+    )
     for call in (
         lambda: alice.rpc("tx_status", tx_id=tx),
-        lambda: alice.rpc("tx_execute", tx_id=tx, table_name="orders", operation="insert", data={"id": 43}),
+        lambda: alice.rpc(
+            "tx_execute", tx_id=tx, table_name="orders", operation="insert", data={"id": 43}
+        ),
         lambda: alice.rpc("tx_savepoint", tx_id=tx, name="x"),
         lambda: alice.rpc("tx_commit", tx_id=tx),
         lambda: alice.rpc("tx_rollback", tx_id=tx),
@@ -40,7 +47,10 @@ def test_bobs_transaction_is_invisible_and_untouchable_for_alice(user, conn) -> 
     assert tx not in leaked and "bob-private" not in leaked and "bob-secret" not in leaked
     assert alice.request("select count(*) from public.orders")[0][0] == 0
     assert bob.rpc("tx_commit", tx_id=tx)["success"] is True
-    assert conn.execute("select note from public.orders where id = 42").fetchone()[0] == "bob-private-note"
+    assert (
+        conn.execute("select note from public.orders where id = 42").fetchone()[0]
+        == "bob-private-note"
+    )
 
 
 def test_a_claim_conflict_names_no_hidden_row(user, conn) -> None:
@@ -50,17 +60,37 @@ def test_a_claim_conflict_names_no_hidden_row(user, conn) -> None:
     alice, bob = user(ALICE), user(BOB)
     before = snapshot(conn)
     btx = bob.rpc("tx_begin")
-    bob.rpc("tx_execute", tx_id=btx, table_name="orders", operation="insert", data={"id": 9, "note": "bob-hidden"})
-    bob.rpc("tx_execute", tx_id=btx, table_name="inventory", operation="update",
-            data={"on_hand": 7}, match={"sku": "apple"})
+    bob.rpc(
+        "tx_execute",
+        tx_id=btx,
+        table_name="orders",
+        operation="insert",
+        data={"id": 9, "note": "bob-hidden"},
+    )
+    bob.rpc(
+        "tx_execute",
+        tx_id=btx,
+        table_name="inventory",
+        operation="update",
+        data={"on_hand": 7},
+        match={"sku": "apple"},
+    )
     atx = alice.rpc("tx_begin")
     alice.rpc("tx_execute", tx_id=atx, table_name="orders", operation="insert", data={"id": 10})
     try:
-        alice.in_tx(atx).request("update public.inventory set on_hand = on_hand - 1 where sku = 'APPLE'")
+        alice.in_tx(atx).request(
+            "update public.inventory set on_hand = on_hand - 1 where sku = 'APPLE'"
+        )
     except psycopg.Error as error:
         assert error.sqlstate == "55P03"
-        text = " ".join(str(x) for x in (error.diag.message_primary, error.diag.message_detail,
-                                           error.diag.message_hint))
+        text = " ".join(
+            str(x)
+            for x in (
+                error.diag.message_primary,
+                error.diag.message_detail,
+                error.diag.message_hint,
+            )
+        )
         assert "bob-hidden" not in text and "apple" not in text.lower() and "7" not in text.split()
     else:
         raise AssertionError("Bob's claim did not stop Alice")
@@ -83,15 +113,25 @@ def test_bobs_expired_claim_never_blocks_alice(user, conn) -> None:
     bob.in_tx(btx).request("update public.inventory set on_hand = 0 where sku = 'mug-1'")
     time.sleep(0.25)
     atx = alice.rpc("tx_begin")
-    result = alice.rpc("tx_execute", tx_id=atx, table_name="inventory", operation="update",
-                       data={"on_hand": 1}, match={"sku": "MUG-1"})
+    result = alice.rpc(
+        "tx_execute",
+        tx_id=atx,
+        table_name="inventory",
+        operation="update",
+        data={"on_hand": 1},
+        match={"sku": "MUG-1"},
+    )
     assert result["count"] == 1
     assert bob.rpc("tx_status", tx_id=btx)["status"] == "timed_out"
     assert conn.execute("select count(*) from public.orders").fetchone()[0] == 0
     assert btx not in _audit_text(alice)
-    assert "timeout" in json.dumps(bob.request("select event from resilience.audit_log where tx_id = %s", (btx,)))
+    assert "timeout" in json.dumps(
+        bob.request("select event from resilience.audit_log where tx_id = %s", (btx,))
+    )
     alice.rpc("tx_commit", tx_id=atx)
-    assert conn.execute("select on_hand from public.inventory where sku = 'mug-1'").fetchone()[0] == 1
+    assert (
+        conn.execute("select on_hand from public.inventory where sku = 'mug-1'").fetchone()[0] == 1
+    )
 
 
 def test_a_failing_call_of_one_user_leaves_the_others_alone(user, conn) -> None:
@@ -103,24 +143,82 @@ def test_a_failing_call_of_one_user_leaves_the_others_alone(user, conn) -> None:
     bob.rpc("tx_execute", tx_id=btx, table_name="orders", operation="insert", data={"id": 2})
     carol.rpc("tx_execute", tx_id=ctx, table_name="orders", operation="insert", data={"id": 3})
     mid = snapshot(conn)
-    items = [{"order_id": 3, "line": 1, "sku": "apple", "qty": 1, "unit_price": "1"},
-             {"order_id": 3, "line": 2, "sku": "kiwi", "qty": 1, "unit_price": "1"}]
-    assert sqlstate(lambda: carol.rpc("tx_execute", tx_id=ctx, table_name="order_items",
-                                      operation="insert", data=items)) == "23503"
-    assert sqlstate(lambda: carol.in_tx(ctx).request(
-        "insert into public.order_items (order_id, line, sku, qty, unit_price)"
-        " values (3, 1, 'apple', 1, 1), (3, 2, 'kiwi', 1, 1)")) == "23503"
-    assert sqlstate(lambda: carol.rpc("tx_execute", tx_id=ctx, table_name="order_items", operation="insert",
-                                      data=[items[0], {**items[0], "line": 3, "qty": 0}])) == "23514"
-    assert sqlstate(lambda: carol.rpc("tx_execute", tx_id=ctx, table_name="orders", operation="update",
-                                      data={"status": "lost"}, match={"id": 3})) == "22P02"
+    items = [
+        {"order_id": 3, "line": 1, "sku": "apple", "qty": 1, "unit_price": "1"},
+        {"order_id": 3, "line": 2, "sku": "kiwi", "qty": 1, "unit_price": "1"},
+    ]
+    assert (
+        sqlstate(
+            lambda: carol.rpc(
+                "tx_execute", tx_id=ctx, table_name="order_items", operation="insert", data=items
+            )
+        )
+        == "23503"
+    )
+    assert (
+        sqlstate(
+            lambda: carol.in_tx(ctx).request(
+                "insert into public.order_items (order_id, line, sku, qty, unit_price)"
+                " values (3, 1, 'apple', 1, 1), (3, 2, 'kiwi', 1, 1)"
+            )
+        )
+        == "23503"
+    )
+    assert (
+        sqlstate(
+            lambda: carol.rpc(
+                "tx_execute",
+                tx_id=ctx,
+                table_name="order_items",
+                operation="insert",
+                data=[items[0], {**items[0], "line": 3, "qty": 0}],
+            )
+        )
+        == "23514"
+    )
+    assert (
+        sqlstate(
+            lambda: carol.rpc(
+                "tx_execute",
+                tx_id=ctx,
+                table_name="orders",
+                operation="update",
+                data={"status": "lost"},
+                match={"id": 3},
+            )
+        )
+        == "22P02"
+    )
     # Carol writing Alice's order (RLS): nothing matched, nothing changed
-    assert carol.rpc("tx_execute", tx_id=ctx, table_name="orders", operation="update",
-                     data={"note": "carol"}, match={"id": 1})["count"] == 0
-    assert sqlstate(lambda: carol.rpc("tx_execute", tx_id=ctx, table_name="orders", operation="insert",
-                                      data={"id": 4, "user_id": ALICE})) == "42501"
+    assert (
+        carol.rpc(
+            "tx_execute",
+            tx_id=ctx,
+            table_name="orders",
+            operation="update",
+            data={"note": "carol"},
+            match={"id": 1},
+        )["count"]
+        == 0
+    )
+    assert (
+        sqlstate(
+            lambda: carol.rpc(
+                "tx_execute",
+                tx_id=ctx,
+                table_name="orders",
+                operation="insert",
+                data={"id": 4, "user_id": ALICE},
+            )
+        )
+        == "42501"
+    )
     assert snapshot(conn) == mid
     assert carol.rpc("tx_status", tx_id=ctx)["rows"] == 2  # the order and its audit row
     for u, tx in ((alice, atx), (bob, btx), (carol, ctx)):
         assert u.rpc("tx_commit", tx_id=tx)["success"] is True
-    assert conn.execute("select array_agg(id order by id) from public.orders").fetchone()[0] == [1, 2, 3]
+    assert conn.execute("select array_agg(id order by id) from public.orders").fetchone()[0] == [
+        1,
+        2,
+        3,
+    ]
