@@ -80,3 +80,26 @@ def test_tx_run_match_on_citext(user, conn) -> None:
     )
     assert result["results"][0]["count"] == 1, json.dumps(result)
     assert _on_hand(conn, "Pear") == 3
+
+
+def test_domain_over_citext_key_and_citext_array(user, conn) -> None:
+    """A domain over citext (an `email` key) compares as its base type does;
+    the lock, the update by a citext[] and the upsert all find the row, and
+    the rollback restores it as written."""
+    conn.execute("create domain public.email as public.citext check (value like '%@%')")
+    conn.execute(
+        "create table public.subscribers (email public.email primary key,"
+        " tags public.citext[] not null default '{}')"
+    )
+    conn.execute("grant select, insert, update, delete on public.subscribers to authenticated")
+    conn.execute("select resilience.manage_table('public.subscribers')")
+    conn.execute("insert into public.subscribers values ('Ann@Example.com', '{News}')")
+    a = user(ALICE)
+    tx = a.rpc("tx_begin")
+    run = lambda **k: a.rpc("tx_execute", tx_id=tx, table_name="subscribers", **k)["count"]  # noqa: E731
+    assert run(operation="lock", match={"email": "ann@example.com"}) == 1
+    assert run(operation="update", data={"tags": ["x"]}, match={"tags": ["news"]}) == 1
+    assert run(operation="upsert", data={"email": "ANN@example.com", "tags": ["y"]}) == 1
+    assert a.rpc("tx_rollback", tx_id=tx)["success"] is True
+    rows = conn.execute("select s::text from public.subscribers as s").fetchall()
+    assert rows == [("(Ann@Example.com,{News})",)]
