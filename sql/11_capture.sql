@@ -465,6 +465,28 @@ begin
 end;
 $$;
 
+-- The `=` that `col = value` resolves to in SQL for values of this (base)
+-- type, schema-qualified: the operator taking the type on both sides,
+-- pg_catalog's first as the parser looks there first. Under our empty
+-- search_path a bare `=` finds only pg_catalog's, so an extension type's
+-- own (citext's, case-insensitive) would silently give way to text's
+-- through an implicit cast. Null when there is none (varchar, arrays,
+-- enums): a bare `=` then resolves in pg_catalog as it does in SQL.
+create or replace function resilience._equality_operator(type_oid oid)
+returns text
+language sql
+stable
+set search_path = ''
+as $$
+    select pg_catalog.format('operator(%I.=)', n.nspname)
+    from pg_catalog.pg_operator as o
+    inner join pg_catalog.pg_namespace as n on n.oid = o.oprnamespace
+    where o.oprname = '=' and o.oprleft = type_oid and o.oprright = type_oid
+        and o.oprresult = 'pg_catalog.bool'::pg_catalog.regtype
+    order by n.nspname <> 'pg_catalog', n.nspname
+    limit 1;
+$$;
+
 -- What tx_execute and tx_run build statements from: the table's quoted name,
 -- its columns, key, identity ALWAYS and generated columns. Stored in the
 -- registry for managed tables (read per call instead of the catalog).
@@ -513,6 +535,13 @@ as $$
             from pg_catalog.pg_attribute as a
             cross join lateral resilience._base_type(a.atttypid, a.atttypmod) as b
             where a.attrelid = relation and a.attnum > 0 and not a.attisdropped),
+        -- The operator a match filter compares them with, where `=` alone
+        -- would not find it (_equality_operator).
+        'match_ops', (select coalesce(pg_catalog.jsonb_object_agg(a.attname, e.op), '{}')
+            from pg_catalog.pg_attribute as a
+            cross join lateral resilience._base_type(a.atttypid, a.atttypmod) as b
+            cross join lateral resilience._equality_operator(b.base_oid) as e (op)
+            where a.attrelid = relation and a.attnum > 0 and not a.attisdropped and e.op is not null),
         'lock', (select m.lock_function::oid::regproc::text from resilience.managed_tables as m
             where m.relation = _describe.relation)
     );

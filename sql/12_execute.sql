@@ -176,7 +176,8 @@ begin
 end;
 $$;
 
--- `t.col = m.col and ...` for an equality filter ({"col": null} means IS NULL).
+-- `t.col = m.col and ...` for an equality filter ({"col": null} means IS NULL),
+-- `=` qualified where the descriptor says (match_ops).
 create or replace function resilience._match_sql(descriptor jsonb, match jsonb)
 returns text
 language plpgsql
@@ -200,7 +201,8 @@ begin
     select pg_catalog.string_agg(
             case when pg_catalog.jsonb_typeof(match -> k) = 'null'
                 then pg_catalog.format('t.%I is null', k)
-                else pg_catalog.format('t.%1$I = m.%1$I', k)
+                else pg_catalog.format('t.%1$I %2$s m.%1$I', k,
+                    coalesce(descriptor -> 'match_ops' ->> k, '='))
             end, ' and ' order by k),
         pg_catalog.bool_and((descriptor -> 'columns') ? k
             and (pg_catalog.jsonb_typeof(match -> k) = 'null' or (descriptor -> 'comparable') ? k))

@@ -41,6 +41,7 @@ begin
         resilience._descriptor(regclass),
         resilience._describe(regclass),
         resilience._has_equality(oid),
+        resilience._equality_operator(oid),
         resilience._base_type(oid, integer),
         resilience._returning_sql(regclass, jsonb),
         resilience._execute_sql(regclass, text, jsonb, jsonb, uuid, jsonb),
