@@ -72,7 +72,10 @@ class Holder:
     def release(self) -> None:
         with self._lock:
             if not self.conn.closed:
-                self.conn.rollback()
+                try:
+                    self.conn.rollback()
+                except psycopg.OperationalError:
+                    pass  # the server went away meanwhile
                 self.conn.close()
 
 

@@ -1,0 +1,197 @@
+"""The server crashes (`pg_ctl stop -m immediate`) and comes back while the
+app runs: logical transactions survive it as rows, the managers recover
+without restarting the app, and shared breakers keep deciding locally
+(fallback, no hang) while the database is away, then publish what they kept."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgresilience import AsyncTransactionManager, DatabaseError, TransactionManager
+from pgresilience.breakers import CircuitBreaker, CircuitState
+from pgresilience.breakers.shared import SharedCircuitStore
+from pgresilience.embedded import EmbeddedPostgres
+
+from .conftest import Holder, counters, waiting_backend
+
+
+def _reset(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("select resilience.tx_rollback(id, 'test reset', true) from"
+                  " resilience.transactions where status = 'active'")
+        c.execute("update counters set n = 0")
+        c.execute("delete from resilience.circuits")
+
+
+def _retrying(fn: Any, seconds: float = 10.0) -> Any:
+    """A call after the restart: the pool may take a moment to reconnect."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return fn()
+        except DatabaseError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_logical_transactions_survive_a_crash_and_the_manager_recovers(
+    own_server: EmbeddedPostgres,
+) -> None:
+    """A transaction begun before the crash, with a statement in it, is
+    still there after the restart: status active with one statement, commit
+    keeps exactly that statement; another rolls back exactly. The pool's
+    dead sessions are replaced on their own: the first call after the
+    restart succeeds (the dead connections fail at BEGIN and are retried)."""
+    dsn = own_server.dsn()
+    _reset(dsn)
+    with TransactionManager(dsn, pool_size=3) as tm:
+        kept = tm.begin(timeout=60)
+        tm.execute(kept, "counters", "update", {"n": 1}, match={"id": 1})
+        undone = tm.begin(timeout=60)
+        tm.execute(undone, "counters", "update", {"n": 2}, match={"id": 2})
+        own_server.crash()
+        own_server.restart()
+        status = tm.status(kept)  # no retry: the first call after the restart works
+        assert (status["status"], status["operations"], status["claims"]) == ("active", 1, 1)
+        assert tm.commit(kept)["status"] == "committed"
+        assert tm.rollback(undone)["status"] == "rolled_back"
+    assert counters(dsn) == {1: 1, 2: 0, 3: 0, 4: 0}
+
+
+def test_a_call_in_flight_at_the_crash_fails_and_leaves_nothing_half_done(
+    own_server: EmbeddedPostgres, holders: list[Holder]
+) -> None:
+    """An execute in flight (stuck on a row lock) when the server crashes
+    fails with a connection SQLSTATE (class 08 or 57P); the
+    `transaction()` block it ran in rolls back once the server is back (its
+    rollback waits for a connection, within psycopg_pool's 30 s): the
+    statement that succeeded before the crash is undone, nothing is half
+    committed, and status resolves the outcome."""
+    dsn = own_server.dsn()
+    _reset(dsn)
+    holders.append(Holder(dsn, "select * from counters where id = 2 for update"))
+    with TransactionManager(dsn, pool_size=3) as tm:
+        seen: dict[str, Any] = {}
+
+        def block() -> None:
+            with tm.transaction(timeout=60) as tx:
+                seen["tx"] = tx.id
+                tx.update("counters", {"n": 1}, match={"id": 1})
+                tx.update("counters", {"n": 2}, match={"id": 2})  # stuck
+
+        thread = threading.Thread(target=lambda: seen.update(run=_catch(block)))
+        thread.start()
+        waiting_backend(dsn, "%tx_execute%")
+        own_server.crash()
+        own_server.restart()
+        thread.join(30)
+        assert not thread.is_alive()
+        error = seen["run"]
+        assert isinstance(error, DatabaseError)
+        assert error.sqlstate is None or error.sqlstate.startswith(("08", "57P"))
+        assert not getattr(error, "__notes__", None)  # the rollback went through
+        assert tm.status(seen["tx"])["status"] == "rolled_back"
+    assert counters(dsn) == {1: 0, 2: 0, 3: 0, 4: 0}
+
+
+def _catch(fn: Any) -> BaseException | None:
+    try:
+        fn()
+    except BaseException as exc:
+        return exc
+    return None
+
+
+def test_async_manager_recovers_after_a_crash(own_server: EmbeddedPostgres) -> None:
+    """The async manager, many tasks on the same rows, before and after a
+    crash and restart in the same event loop: no task hangs, and the table
+    holds exactly the increments reported committed."""
+    dsn = own_server.dsn()
+    _reset(dsn)
+
+    async def increment(tm: AsyncTransactionManager, row: int) -> bool:
+        try:
+            async with tm.transaction(timeout=10) as tx:
+                [current] = await tx.lock("counters", {"id": row})
+                await tx.update("counters", {"n": current["n"] + 1}, match={"id": row})
+        except Exception:
+            return False
+        return True
+
+    async def main() -> int:
+        async with AsyncTransactionManager(dsn, pool_size=4) as tm:
+            first = await asyncio.gather(*(increment(tm, k % 4 + 1) for k in range(16)))
+            own_server.crash()
+            own_server.restart()
+            second = await asyncio.wait_for(
+                asyncio.gather(*(increment(tm, k % 4 + 1) for k in range(16))), 30
+            )
+            assert any(second)
+            return sum(first) + sum(second)
+
+    committed = asyncio.run(main())
+    assert sum(counters(dsn).values()) == committed
+
+
+def test_shared_breaker_while_the_database_is_down_and_after(
+    own_server: EmbeddedPostgres,
+) -> None:
+    """While the server is down: calls never wait for the database, the
+    fallback answers, the breaker opens on its own, `available` turns False
+    and health says so; the probe at the end of the open time is decided
+    locally within `request_timeout`. Once the server is back the store
+    reconnects on its own and the kept transition reaches the table."""
+    dsn = own_server.dsn()
+    _reset(dsn)
+    store = SharedCircuitStore(dsn, refresh_interval=0.1, request_timeout=0.3,
+                               retry_interval=0.2, connect_timeout=2)
+    breaker = store.attach(CircuitBreaker("down-api", failure_threshold=2, timeout=0.2))
+    try:
+        assert store.wait_connected(5)
+        own_server.crash()
+
+        def boom() -> str:
+            raise ConnectionError("503")
+
+        slowest = 0.0
+        for _ in range(6):
+            started = time.monotonic()
+            assert breaker.execute(boom, fallback=lambda: "cached") == "cached"
+            slowest = max(slowest, time.monotonic() - started)
+        assert slowest < 0.1
+        assert breaker.state is CircuitState.OPEN
+        deadline = time.monotonic() + 5
+        while store.available and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not store.available
+        assert breaker.health()["shared_store"] == "unavailable"
+        time.sleep(0.25)  # the open time is over: a probe
+        started = time.monotonic()
+        assert breaker.execute(lambda: "live", fallback=lambda: "cached") == "live"
+        assert time.monotonic() - started < 0.3 + 0.1
+        assert breaker.state is CircuitState.CLOSED
+        breaker.force_open()  # an operator's action while the database is away
+        own_server.restart()
+        assert store.wait_connected(10)
+        assert store.flush(5)
+        with psycopg.connect(dsn, autocommit=True) as c:
+            row = c.execute("select state from resilience.circuits where name = 'down-api'")
+            assert row.fetchone() == ("forced_open",)
+    finally:
+        store.close()
+
+
+@pytest.fixture(autouse=True)
+def _server_up(own_server: EmbeddedPostgres) -> None:
+    """A test that failed with the server down leaves it up for the next."""
+    try:
+        psycopg.connect(own_server.dsn(), connect_timeout=2).close()
+    except psycopg.OperationalError:
+        own_server.restart()
