@@ -90,8 +90,11 @@ def test_commit_whose_backend_is_terminated_is_rolled_back_by_transaction(
                 seen["tx"] = tx.id
                 tx.update("counters", {"n": 7}, match={"id": 3})
                 holders.append(
-                    Holder(dsn, "select 1 from resilience.transactions where id = %s for share",
-                           (tx.id,))
+                    Holder(
+                        dsn,
+                        "select 1 from resilience.transactions where id = %s for share",
+                        (tx.id,),
+                    )
                 )
 
         thread, box = _in_thread(block)
@@ -126,8 +129,11 @@ def test_commit_cut_by_a_server_timeout_is_rolled_back_by_transaction(
                 seen["tx"] = tx.id
                 tx.update("counters", {"n": 9}, match={"id": 4})
                 holders.append(
-                    Holder(dsn, "select 1 from resilience.transactions where id = %s for share",
-                           (tx.id,))
+                    Holder(
+                        dsn,
+                        "select 1 from resilience.transactions where id = %s for share",
+                        (tx.id,),
+                    )
                 )
 
         thread, box = _in_thread(block)

@@ -11,11 +11,11 @@ import time
 from typing import Any
 
 import psycopg
-import pytest
 
 from pgresilience import ClaimConflict, TransactionManager
 from pgresilience.breakers import CircuitBreaker, CircuitState
 from pgresilience.breakers.shared import SharedCircuitStore
+from pgresilience.schema import SchemaVersionManager
 
 from .conftest import ROWS, counters, make_counters, wait_for
 
@@ -164,8 +164,11 @@ def test_worker_probe_is_not_a_wait_on_a_dead_thread(dsn: str) -> None:
             time.sleep(0.05)
             started = time.monotonic()
             value = breaker.execute(lambda: "ok", fallback=lambda: "fallback")
-            return {"value": value, "seconds": time.monotonic() - started,
-                    "questions": store.probe_questions}
+            return {
+                "value": value,
+                "seconds": time.monotonic() - started,
+                "questions": store.probe_questions,
+            }
 
         result = _collect(*_fork(worker))
         assert result["value"] == "ok"
@@ -175,3 +178,31 @@ def test_worker_probe_is_not_a_wait_on_a_dead_thread(dsn: str) -> None:
         store.close()
 
 
+def test_schema_watcher_started_before_the_fork_listens_in_every_worker(dsn: str) -> None:
+    """A SchemaVersionManager listening before the fork (its callback
+    registered at import of a preloaded app): a worker still gets the
+    versions committed after the fork, and `get_current_version()` never
+    serves the version of the fork time from memory. It used to keep the
+    parent's listener thread, gone in the worker, and its `listening` flag:
+    callbacks never ran there and the current version stayed the old one."""
+    svm = SchemaVersionManager(dsn, poll_interval=0.1)
+    try:
+        svm.on_schema_change(lambda changes: None)
+        assert svm.wait_listening(5)
+        before = svm.get_current_version().version
+
+        def worker() -> dict[str, Any]:
+            got: list[int] = []
+            svm.on_schema_change(lambda changes: got.append(changes.version))
+            with psycopg.connect(dsn, autocommit=True) as c:
+                c.execute("create table made_after_the_fork (id int primary key)")
+            deadline = time.monotonic() + 5
+            while not got and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return {"delivered": got, "current": svm.get_current_version().version}
+
+        child = _collect(*_fork(worker))
+        assert child["current"] > before
+        assert child["delivered"] == [child["current"]]
+    finally:
+        svm.close()

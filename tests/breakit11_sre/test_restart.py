@@ -23,8 +23,10 @@ from .conftest import Holder, counters, waiting_backend
 
 def _reset(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute("select resilience.tx_rollback(id, 'test reset', true) from"
-                  " resilience.transactions where status = 'active'")
+        c.execute(
+            "select resilience.tx_rollback(id, 'test reset', true) from"
+            " resilience.transactions where status = 'active'"
+        )
         c.execute("update counters set n = 0")
         c.execute("delete from resilience.circuits")
 
@@ -150,8 +152,9 @@ def test_shared_breaker_while_the_database_is_down_and_after(
     reconnects on its own and the kept transition reaches the table."""
     dsn = own_server.dsn()
     _reset(dsn)
-    store = SharedCircuitStore(dsn, refresh_interval=0.1, request_timeout=0.3,
-                               retry_interval=0.2, connect_timeout=2)
+    store = SharedCircuitStore(
+        dsn, refresh_interval=0.1, request_timeout=0.3, retry_interval=0.2, connect_timeout=2
+    )
     breaker = store.attach(CircuitBreaker("down-api", failure_threshold=2, timeout=0.2))
     try:
         assert store.wait_connected(5)
