@@ -6,6 +6,8 @@ that succeeded say, and a logical transaction is all or nothing."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 import time
 from typing import Any
@@ -201,4 +203,46 @@ def test_async_deadline_on_a_stuck_execute_cancels_it_in_the_server(
             await tm.rollback(tx)
 
     asyncio.run(main())
+    assert counters(dsn) == {1: 0, 2: 0, 3: 0, 4: 0}
+
+
+def test_async_deadline_on_a_frozen_backend_is_bounded(dsn: str) -> None:
+    """A backend frozen (SIGSTOP) under an execute: `asyncio.wait_for`
+    cannot end the call at its deadline (the cancel reaches no frozen
+    backend), but psycopg gives up within 5 s more and closes the
+    connection: the task ends, nothing of the call is kept once the backend
+    resumes (its COMMIT was never sent), and the manager serves the next
+    call on a new connection."""
+    make_counters(dsn)
+    stopped: list[int] = []
+
+    async def main() -> float:
+        async with AsyncTransactionManager(dsn, pool_size=1) as tm:
+            tx = await tm.begin(timeout=30)
+            with psycopg.connect(dsn, autocommit=True) as c:
+                [(pid,)] = c.execute(
+                    "select pid from pg_stat_activity where datname = current_database()"
+                    " and backend_type = 'client backend' and pid <> pg_backend_pid()"
+                ).fetchall()
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(
+                    tm.execute(tx, "counters", "update", {"n": 1}, match={"id": 1}), 0.2
+                )
+            took = time.monotonic() - started
+            os.kill(pid, signal.SIGCONT)
+            stopped.remove(pid)
+            status = await tm.status(tx)
+            assert (status["status"], status["operations"]) == ("active", 0)
+            assert (await tm.rollback(tx))["status"] == "rolled_back"
+            return took
+
+    try:
+        took = asyncio.run(main())
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+    assert took < 0.2 + 5.0 + 1.0
     assert counters(dsn) == {1: 0, 2: 0, 3: 0, 4: 0}
