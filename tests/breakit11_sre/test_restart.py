@@ -18,7 +18,7 @@ from pgresilience.breakers import CircuitBreaker, CircuitState
 from pgresilience.breakers.shared import SharedCircuitStore
 from pgresilience.embedded import EmbeddedPostgres
 
-from .conftest import Holder, counters, waiting_backend
+from .conftest import Holder, counters, wait_for, waiting_backend
 
 
 def _reset(dsn: str) -> None:
@@ -198,3 +198,117 @@ def _server_up(own_server: EmbeddedPostgres) -> None:
         psycopg.connect(own_server.dsn(), connect_timeout=2).close()
     except psycopg.OperationalError:
         own_server.restart()
+
+
+class _CommitStall:
+    """Commits that wait for a synchronous standby that never comes: each
+    commit is durable locally, then waits (wait_event SyncRep). Terminating
+    the backend then loses the answer of a commit that did happen: the
+    unknown outcome, made exact."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+
+    def _set(self, value: str | None) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as c:
+            if value is None:
+                c.execute("alter system reset synchronous_standby_names")
+            else:
+                c.execute(f"alter system set synchronous_standby_names = '{value}'")
+            c.execute("select pg_reload_conf()")
+
+    def __enter__(self) -> _CommitStall:
+        self._set("ghost_standby")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._set(None)
+
+    def cut(self) -> None:
+        """Terminate the backend waiting in its commit, then stop stalling."""
+        with psycopg.connect(self.dsn, autocommit=True) as c:
+            pid = wait_for(
+                lambda: c.execute(
+                    "select pid from pg_stat_activity where wait_event = 'SyncRep'"
+                ).fetchone()
+            )[0]
+            c.execute("select pg_terminate_backend(%s)", (pid,))
+        self._set(None)
+
+
+def test_unknown_commit_outcomes_are_resolved(own_server: EmbeddedPostgres) -> None:
+    """Three calls whose commit happened but whose answer was lost:
+    * `begin()`: the manager rolls back the transaction nobody saw, so no
+      orphan stays active holding nothing but a slot;
+    * `execute()`: the result reports the connection's error, yet
+      the statement is in the transaction: `status()` counts it, and a
+      rollback undoes it (the app must not read `success=False` after a
+      lost connection as "did not happen");
+    * `transaction()`'s commit: the block raises the connection's error,
+      its rollback finds the transaction committed and changes nothing;
+      `status(tx.id)` resolves it: committed, the rows kept."""
+    dsn = own_server.dsn()
+    _reset(dsn)
+    with TransactionManager(dsn, pool_size=3) as tm:
+        with _CommitStall(dsn) as stall:
+            thread, box = _background(lambda: tm.begin(timeout=60))
+            stall.cut()
+            thread.join(10)
+        assert isinstance(box["error"], DatabaseError)
+        with psycopg.connect(dsn, autocommit=True) as c:
+            statuses = [r[0] for r in c.execute("select status from resilience.transactions")]
+        assert statuses == ["rolled_back"]
+
+        tx = tm.begin(timeout=60)
+        with _CommitStall(dsn) as stall:
+            thread, box = _background(
+                lambda: tm.execute(tx, "counters", "update", {"n": 5}, match={"id": 1})
+            )
+            stall.cut()
+            thread.join(10)
+        result = box["value"]
+        assert not result.success and _connection_lost(result.error)
+        assert tm.status(tx)["operations"] == 1  # it did happen
+        assert counters(dsn)[1] == 5
+        assert tm.rollback(tx)["status"] == "rolled_back"
+        assert counters(dsn)[1] == 0
+
+        seen: dict[str, str] = {}
+
+        def block() -> None:
+            with tm.transaction(timeout=60) as t:
+                seen["tx"] = t.id
+                t.update("counters", {"n": 7}, match={"id": 2})
+                stall.__enter__()
+
+        stall = _CommitStall(dsn)
+        try:
+            thread, box = _background(block)
+            stall.cut()
+            thread.join(10)
+        finally:
+            stall.__exit__()
+        assert _connection_lost(box["error"])
+        assert tm.status(seen["tx"])["status"] == "committed"
+    assert counters(dsn) == {1: 0, 2: 7, 3: 0, 4: 0}
+
+
+def _background(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, box
+
+
+def _connection_lost(error: BaseException | None) -> bool:
+    """A DatabaseError of a lost connection: 57P01, class 08, or no SQLSTATE."""
+    if not isinstance(error, DatabaseError):
+        return False
+    return error.sqlstate is None or error.sqlstate.startswith(("08", "57P"))
