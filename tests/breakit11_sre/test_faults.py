@@ -246,3 +246,33 @@ def test_async_deadline_on_a_frozen_backend_is_bounded(dsn: str) -> None:
             os.kill(pid, signal.SIGCONT)
     assert took < 0.2 + 5.0 + 1.0
     assert counters(dsn) == {1: 0, 2: 0, 3: 0, 4: 0}
+
+
+@pytest.mark.parametrize("fault", ["terminate", "statement_timeout"])
+def test_batch_cut_mid_way_keeps_nothing(dsn: str, holders: list[Holder], fault: str) -> None:
+    """`run()` (tx_run) is one database transaction: cut in its second
+    operation (stuck on a row lock) by a terminated backend or a
+    statement_timeout, it reports the error (`success` False, the fault's
+    SQLSTATE) and none of its operations is kept, the first included."""
+    make_counters(dsn)
+    conninfo = (
+        dsn if fault == "terminate" else make_conninfo(dsn, options="-c statement_timeout=200")
+    )
+    holders.append(Holder(dsn, "select * from counters where id = 2 for update"))
+    operations = [
+        {"table": "counters", "operation": "update", "data": {"n": 1}, "match": {"id": 1}},
+        {"table": "counters", "operation": "update", "data": {"n": 2}, "match": {"id": 2}},
+    ]
+    with TransactionManager(conninfo, pool_size=1) as tm:
+        thread, box = _in_thread(lambda: tm.run(operations))
+        if fault == "terminate":
+            _terminate(dsn, waiting_backend(dsn, "%tx_run%"))
+        thread.join(5)
+        result = box["value"]
+        assert not result.success
+        expected = "57P01" if fault == "terminate" else "57014"
+        assert result.error.sqlstate in (expected, None)
+        holders[0].release()
+        assert counters(dsn) == {1: 0, 2: 0, 3: 0, 4: 0}
+        assert tm.run(operations).success  # the manager goes on
+    assert counters(dsn) == {1: 1, 2: 2, 3: 0, 4: 0}
