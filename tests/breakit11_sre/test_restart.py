@@ -318,3 +318,77 @@ def _connection_lost(error: BaseException | None) -> bool:
     if not isinstance(error, DatabaseError):
         return False
     return error.sqlstate is None or error.sqlstate.startswith(("08", "57P"))
+
+
+def _lift_after(stall: _CommitStall, seconds: float) -> threading.Thread:
+    """Stop stalling commits after `seconds` (a standby that comes back)."""
+    thread = threading.Thread(target=lambda: (time.sleep(seconds), stall.__exit__()))
+    thread.start()
+    return thread
+
+
+def test_async_deadline_during_a_commit_that_happened(own_server: EmbeddedPostgres) -> None:
+    """`asyncio.wait_for` ends a call whose commit is durable but waits
+    (a synchronous standby away, back 0.5 s later): the commit stands and
+    the caller gets TimeoutError. A `begin()` so cut is rolled back by the
+    manager (no orphan); a `transaction()` so cut tries its rollback, which
+    finds it committed: status resolves it, the rows kept."""
+    dsn = own_server.dsn()
+    _reset(dsn)
+    with psycopg.connect(dsn, autocommit=True) as c:
+        known = {r[0] for r in c.execute("select id from resilience.transactions")}
+
+    async def main() -> str:
+        async with AsyncTransactionManager(dsn, pool_size=2) as tm:
+            lifted = _lift_after(_CommitStall(dsn).__enter__(), 0.5)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(tm.begin(timeout=60, label="cut"), 0.2)
+            lifted.join()
+            seen: dict[str, Any] = {}
+
+            async def block() -> None:
+                async with tm.transaction(timeout=60) as tx:
+                    seen["tx"] = tx.id
+                    await tx.update("counters", {"n": 4}, match={"id": 4})
+                    seen["lift"] = _lift_after(_CommitStall(dsn).__enter__(), 0.5)
+
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(block(), 0.4)
+            seen["lift"].join()
+            assert (await tm.status(seen["tx"]))["status"] == "committed"
+            return str(seen["tx"])
+
+    committed = asyncio.run(main())
+    with psycopg.connect(dsn, autocommit=True) as c:
+        rows = c.execute("select id, status, label from resilience.transactions").fetchall()
+    new = {(str(i) == committed, s, label) for i, s, label in rows if i not in known}
+    assert new == {(False, "rolled_back", "cut"), (True, "committed", None)}
+    assert counters(dsn)[4] == 4
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a begin() cut by asyncio.wait_for after its statement ran awaits its undo "
+    "(shielded) before raising: while the server's commits hang, the call outlives the "
+    "app's deadline",
+)
+def test_async_deadline_bounds_a_begin_whose_commits_hang(own_server: EmbeddedPostgres) -> None:
+    """`asyncio.wait_for(tm.begin(), 0.2)` returns near its deadline even when
+    every commit of the server hangs (a synchronous standby away for 2 s):
+    the app's deadline bounds the call (README), the undo of the unseen
+    transaction may go on in the background."""
+    dsn = own_server.dsn()
+    _reset(dsn)
+
+    async def main() -> float:
+        async with AsyncTransactionManager(dsn, pool_size=2) as tm:
+            lifted = _lift_after(_CommitStall(dsn).__enter__(), 2.0)
+            started = time.monotonic()
+            try:
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(tm.begin(timeout=60), 0.2)
+                return time.monotonic() - started
+            finally:
+                lifted.join()
+
+    assert asyncio.run(main()) < 1.0
