@@ -217,6 +217,15 @@ class _CommitStall:
                 c.execute(f"alter system set synchronous_standby_names = '{value}'")
             c.execute("select pg_reload_conf()")
 
+        def applied() -> bool:
+            # a new session sees it once the postmaster re-read the file,
+            # and it signals the existing sessions right then
+            with psycopg.connect(self.dsn, autocommit=True) as c:
+                row = c.execute("show synchronous_standby_names").fetchone()
+            return row == (value or "",)
+
+        wait_for(applied, 5)
+
     def __enter__(self) -> _CommitStall:
         self._set("ghost_standby")
         return self
