@@ -49,6 +49,7 @@ SYNC_NAMES = {
     "ainvoke": "invoke",
     "ashield": "shield",
     "aspawn": "spawn",
+    "aspawn_in_child": "spawn_in_child",
     "astop": "stop",
     "_source_aio": "_source",
 }

@@ -23,11 +23,13 @@ __all__ = [
     "ainvoke",
     "ashield",
     "aspawn",
+    "aspawn_in_child",
     "astop",
     "event_wait",
     "invoke",
     "shield",
     "spawn",
+    "spawn_in_child",
     "stop",
 ]
 
@@ -82,6 +84,19 @@ def spawn(target: Callable[[], None], name: str) -> threading.Thread:
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
     return thread
+
+
+def aspawn_in_child(
+    target: Callable[[], Coroutine[Any, Any, None]], name: str
+) -> asyncio.Task[None] | None:
+    """In a forked child (a fork hook): start the background worker again.
+    A task cannot (no event loop runs in a fork hook): None, and the caller
+    starts it at its next use in a loop; a thread starts now."""
+    return None
+
+
+def spawn_in_child(target: Callable[[], None], name: str) -> threading.Thread | None:
+    return spawn(target, name)
 
 
 async def astop(task: asyncio.Task[None], timeout: float) -> None:

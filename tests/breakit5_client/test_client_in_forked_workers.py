@@ -9,7 +9,6 @@ import json
 from typing import Any
 
 import psycopg
-import pytest
 
 from .conftest import run_python
 
@@ -111,11 +110,6 @@ svm.close()
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a SchemaVersionManager's listener thread does not survive a fork: a forked "
-    "worker never gets callbacks and its cache is never cleared",
-)
 def test_a_schema_manager_listening_before_a_fork_keeps_the_workers_cache_fresh(
     dsn: str,
 ) -> None:

@@ -46,6 +46,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
 from typing import Any
+from weakref import WeakSet
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -80,6 +81,24 @@ class StoreUnavailable(Exception):
     """The database could not be reached; decide locally."""
 
 
+#: every store of this process, for the fork hook below
+_STORES: WeakSet[SharedCircuitStore] = WeakSet()
+
+
+def _restart_in_child() -> None:
+    """In a forked child (a web server's worker, the app loaded before the
+    fork): see ``SharedCircuitStore._forked``."""
+    for store in list(_STORES):
+        store._forked()
+
+
+os.register_at_fork(after_in_child=_restart_in_child)
+
+
+def _default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 class SharedCircuitStore:
     """Shares the state of attached breakers through ``resilience.circuits``.
 
@@ -101,7 +120,8 @@ class SharedCircuitStore:
         keepalives_idle: int = 10,
     ) -> None:
         self.conninfo = conninfo
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._owner_given = owner is not None
+        self.owner = owner or _default_owner()
         self.probe_lease = probe_lease
         self.refresh_interval = refresh_interval
         self.connect_timeout = connect_timeout
@@ -149,6 +169,50 @@ class SharedCircuitStore:
         #: Backend of the connection the watchdog cut: terminated on
         #: reconnection, so that a write it had received cannot land late.
         self._abandoned_pid: int | None = None
+        #: The parent's connection, in a forked child: never used nor closed
+        #: here (its session is the parent's), only kept from the collector.
+        self._inherited: psycopg.Connection[Any] | None = None
+        _STORES.add(self)
+
+    def _forked(self) -> None:
+        """In a forked child: the parent's I/O thread and watchdog are not
+        here, its connection is the parent's session, and its owner name is
+        the parent's (news under it would be ignored as our own). Left so,
+        the child's breakers would publish nothing, learn nothing, wait
+        ``request_timeout`` at every probe, and say "available". So the
+        child starts afresh: its own owner name (unless one was given), its
+        own connection and threads, and a catch-up of every attached circuit.
+        The parent's queued work stays the parent's."""
+        self._inherited, self._conn = self._conn, None
+        if not self._owner_given:
+            self.owner = _default_owner()
+        self.probe_questions = 0
+        self._unsent = {}
+        self._locked = set()
+        self._queued = {}
+        self._jobs = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._down_until = 0.0
+        self._failure_logged = None
+        self._connected = threading.Event()
+        self._watch = threading.Condition(threading.Lock())
+        self._busy_until = None
+        self._busy_conn = None
+        self._io_finished = False
+        self._abandoned_pid = None
+        self._thread = self._watchdog = None
+        if not self._closed and self._breakers:
+            self._start()
+            self._jobs.put(("catch_up", list(self._breakers)))
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="pgresilience-circuits", daemon=True)
+        self._watchdog = threading.Thread(
+            target=self._watch_round_trips, name="pgresilience-circuits-watchdog", daemon=True
+        )
+        self._thread.start()
+        self._watchdog.start()
 
     # -- public ----------------------------------------------------------------
 
@@ -169,16 +233,7 @@ class SharedCircuitStore:
             self._breakers[breaker.name] = breaker
             breaker.attach_gate(self)
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="pgresilience-circuits", daemon=True
-                )
-                self._watchdog = threading.Thread(
-                    target=self._watch_round_trips,
-                    name="pgresilience-circuits-watchdog",
-                    daemon=True,
-                )
-                self._thread.start()
-                self._watchdog.start()
+                self._start()
         self._jobs.put(("catch_up", [breaker.name]))
         return breaker
 

@@ -191,6 +191,12 @@ class SchemaState:
         self.cache = SchemaCache()
         self._lock = threading.Lock()
 
+    def forked(self) -> None:
+        """In a forked child: a lock held by a thread of the parent at the
+        fork would never be released here; both locks are made anew."""
+        self._lock = threading.Lock()
+        self.cache._lock = threading.Lock()
+
     def add_callback(self, callback: Callback) -> None:
         with self._lock:
             self.callbacks.append(callback)

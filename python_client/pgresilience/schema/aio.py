@@ -23,15 +23,17 @@ pool, as for the transaction managers). Changes arrive in one of two modes:
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
+from weakref import WeakSet
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from pgresilience._acompat import AEvent, aevent_wait, ainvoke, aspawn, astop
+from pgresilience._acompat import AEvent, aevent_wait, ainvoke, aspawn, aspawn_in_child, astop
 from pgresilience._source_aio import (
     CONNECT_KWARGS,
     AsyncConnectionSource,
@@ -55,6 +57,19 @@ log = logging.getLogger("pgresilience.schema")
 
 #: application_name of the listener connection (visible in pg_stat_activity)
 LISTENER_NAME = "pgresilience-schema-listener"
+
+#: every manager of this process, for the fork hook below
+_MANAGERS: WeakSet[AsyncSchemaVersionManager] = WeakSet()
+
+
+def _listen_again_in_child() -> None:
+    """In a forked child (a web server's worker, the app loaded before the
+    fork): see ``AsyncSchemaVersionManager._forked``."""
+    for manager in list(_MANAGERS):
+        manager._forked()
+
+
+os.register_at_fork(after_in_child=_listen_again_in_child)
 
 
 class AsyncSchemaVersionManager:
@@ -97,6 +112,29 @@ class AsyncSchemaVersionManager:
         self.listening = AEvent()
         #: how many times the listener (re)connected
         self.connections = 0
+        #: a worker to start again at the next use (forked child, async)
+        self._resume = False
+        _MANAGERS.add(self)
+
+    def _forked(self) -> None:
+        """In a forked child: the parent's listener (thread or task) is not
+        here, and its ``listening`` flag would have the current version
+        served from memory for ever, callbacks never called. The child
+        forgets both and listens on a connection of its own (the pool's
+        were forgotten already: ``_source_aio``): a thread starts now, a
+        task at the next ``get_current_version()`` or ``on_schema_change()``."""
+        self.listening = AEvent()
+        self._stop = AEvent()
+        self._state.forked()
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            self._worker = aspawn_in_child(self._watch, name=LISTENER_NAME)
+            self._resume = self._worker is None
+
+    def _resume_listening(self) -> None:
+        if self._resume and self._worker is None and not self._stop.is_set():
+            self._resume = False
+            self._worker = aspawn(self._watch, name=LISTENER_NAME)
 
     # -- public API ------------------------------------------------------------
 
@@ -124,6 +162,7 @@ class AsyncSchemaVersionManager:
         if not self._initialized:
             await self.initialize()
         self._state.add_callback(callback)
+        self._resume_listening()
         if self._worker is None:
             self._stop.clear()
             self._worker = aspawn(self._watch, name=LISTENER_NAME)
@@ -143,6 +182,7 @@ class AsyncSchemaVersionManager:
     async def get_current_version(self) -> SchemaVersion:
         """The current version (``.version``, ``.hash``, ``.tables``); served
         from memory while a LISTEN connection guarantees it is fresh."""
+        self._resume_listening()
         current = self._state.current
         if current is not None and self.mode == "listen" and self.listening.is_set():
             return current

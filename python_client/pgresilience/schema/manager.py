@@ -24,15 +24,17 @@ pool, as for the transaction managers). Changes arrive in one of two modes:
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
+from weakref import WeakSet
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from pgresilience._acompat import Event, event_wait, invoke, spawn, stop
+from pgresilience._acompat import Event, event_wait, invoke, spawn, spawn_in_child, stop
 from pgresilience._source import (
     CONNECT_KWARGS,
     ConnectionSource,
@@ -56,6 +58,19 @@ log = logging.getLogger("pgresilience.schema")
 
 #: application_name of the listener connection (visible in pg_stat_activity)
 LISTENER_NAME = "pgresilience-schema-listener"
+
+#: every manager of this process, for the fork hook below
+_MANAGERS: WeakSet[SchemaVersionManager] = WeakSet()
+
+
+def _listen_again_in_child() -> None:
+    """In a forked child (a web server's worker, the app loaded before the
+    fork): see ``SchemaVersionManager._forked``."""
+    for manager in list(_MANAGERS):
+        manager._forked()
+
+
+os.register_at_fork(after_in_child=_listen_again_in_child)
 
 
 class SchemaVersionManager:
@@ -98,6 +113,29 @@ class SchemaVersionManager:
         self.listening = Event()
         #: how many times the listener (re)connected
         self.connections = 0
+        #: a worker to start again at the next use (forked child, async)
+        self._resume = False
+        _MANAGERS.add(self)
+
+    def _forked(self) -> None:
+        """In a forked child: the parent's listener (thread or task) is not
+        here, and its ``listening`` flag would have the current version
+        served from memory for ever, callbacks never called. The child
+        forgets both and listens on a connection of its own (the pool's
+        were forgotten already: ``_source``): a thread starts now, a
+        task at the next ``get_current_version()`` or ``on_schema_change()``."""
+        self.listening = Event()
+        self._stop = Event()
+        self._state.forked()
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            self._worker = spawn_in_child(self._watch, name=LISTENER_NAME)
+            self._resume = self._worker is None
+
+    def _resume_listening(self) -> None:
+        if self._resume and self._worker is None and not self._stop.is_set():
+            self._resume = False
+            self._worker = spawn(self._watch, name=LISTENER_NAME)
 
     # -- public API ------------------------------------------------------------
 
@@ -125,6 +163,7 @@ class SchemaVersionManager:
         if not self._initialized:
             self.initialize()
         self._state.add_callback(callback)
+        self._resume_listening()
         if self._worker is None:
             self._stop.clear()
             self._worker = spawn(self._watch, name=LISTENER_NAME)
@@ -144,6 +183,7 @@ class SchemaVersionManager:
     def get_current_version(self) -> SchemaVersion:
         """The current version (``.version``, ``.hash``, ``.tables``); served
         from memory while a LISTEN connection guarantees it is fresh."""
+        self._resume_listening()
         current = self._state.current
         if current is not None and self.mode == "listen" and self.listening.is_set():
             return current

@@ -16,7 +16,7 @@ from typing import Any, Generic, NoReturn, TypeVar
 
 import psycopg
 
-from pgresilience.errors import DatabaseError, InvalidOperation, PgResilienceError, map_error
+from pgresilience.errors import InvalidOperation, PgResilienceError, map_error
 from pgresilience.jsonvalues import to_jsonb
 
 __all__ = [
@@ -178,15 +178,21 @@ def reap(max_count: int = 100) -> Call[int]:
     return Call("tx_reap", {"max_count": max_count}, lambda rows: int(_scalar(rows)))
 
 
+#: What tx_commit itself answers when it refuses a commit: its verdicts on
+#: the transaction (not found, not active, expired), a permission, an argument.
+_COMMIT_REFUSALS = ("RZ", "42501", "22")
+
+
 def commit_unanswered(exc: BaseException) -> bool:
     """Whether a commit that raised ``exc`` left the transaction's fate
-    unknown: interrupted (a cancelled task, Ctrl-C) or its connection lost,
-    rather than refused by the database (RZ002, RZ003, ...), whose answer
-    stands."""
+    unknown, or ended before its verdict: interrupted (a cancelled task,
+    Ctrl-C), its connection lost, or cut short by the server (a
+    statement_timeout or lock_timeout, a cancel, a deadlock: its database
+    transaction rolled back, the logical one is still active), rather than
+    refused by the database (RZ002, RZ003, ...), whose answer stands."""
     if not isinstance(exc, PgResilienceError):
         return True
-    lost = exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P"))
-    return isinstance(exc, DatabaseError) and lost
+    return exc.sqlstate is None or not exc.sqlstate.startswith(_COMMIT_REFUSALS)
 
 
 def rollback_reason(exc: BaseException) -> str:
