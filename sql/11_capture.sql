@@ -471,7 +471,9 @@ $$;
 -- search_path a bare `=` finds only pg_catalog's, so an extension type's
 -- own (citext's, case-insensitive) would silently give way to text's
 -- through an implicit cast. Null when there is none (varchar, arrays,
--- enums): a bare `=` then resolves in pg_catalog as it does in SQL.
+-- enums): a bare `=` then resolves in pg_catalog as it does in SQL. Only the
+-- type's own operator counts (its schema, its owner): one another role
+-- created elsewhere must not run in every caller's match.
 create or replace function resilience._equality_operator(type_oid oid)
 returns text
 language sql
@@ -481,9 +483,11 @@ as $$
     select pg_catalog.format('operator(%I.=)', n.nspname)
     from pg_catalog.pg_operator as o
     inner join pg_catalog.pg_namespace as n on n.oid = o.oprnamespace
+    inner join pg_catalog.pg_type as t on t.oid = type_oid
     where o.oprname = '=' and o.oprleft = type_oid and o.oprright = type_oid
         and o.oprresult = 'pg_catalog.bool'::pg_catalog.regtype
-    order by n.nspname <> 'pg_catalog', n.nspname
+        and (n.nspname = 'pg_catalog' or (o.oprnamespace = t.typnamespace and o.oprowner = t.typowner))
+    order by n.nspname <> 'pg_catalog'
     limit 1;
 $$;
 

@@ -103,3 +103,33 @@ def test_domain_over_citext_key_and_citext_array(user, conn) -> None:
     assert a.rpc("tx_rollback", tx_id=tx)["success"] is True
     rows = conn.execute("select s::text from public.subscribers as s").fetchall()
     assert rows == [("(Ann@Example.com,{News})",)]
+
+
+def test_an_operator_another_role_put_elsewhere_is_not_the_match(user, conn) -> None:
+    """Only the type's own `=` (its schema, its owner) is taken: another
+    role's `=` for citext, in a schema whose name sorts first, always true,
+    would otherwise run in every caller's match (and match every row)."""
+    conn.execute("create role decoy_owner")
+    conn.execute("create schema aaa authorization decoy_owner")
+    conn.execute("grant usage on schema public to decoy_owner")
+    conn.execute("set role decoy_owner")
+    conn.execute(
+        "create function aaa.always(public.citext, public.citext) returns boolean"
+        " language sql immutable as 'select true'"
+    )
+    conn.execute(
+        "create operator aaa.= (leftarg = public.citext, rightarg = public.citext,"
+        " function = aaa.always)"
+    )
+    conn.execute("reset role")
+    conn.execute("select resilience.manage_table('public.inventory')")
+    chosen = conn.execute("select resilience._equality_operator('public.citext'::regtype)")
+    assert chosen.fetchone()[0] == "operator(public.=)"
+    a = user(ALICE)
+    tx = a.rpc("tx_begin")
+    result = a.rpc(
+        "tx_execute", tx_id=tx, table_name="inventory", operation="update",
+        data={"on_hand": 9}, match={"sku": "APPLE"},
+    )  # fmt: skip
+    assert result["count"] == 1, result
+    a.rpc("tx_rollback", tx_id=tx)
