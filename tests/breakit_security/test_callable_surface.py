@@ -23,7 +23,8 @@ TRANSACTION_API = {
 # tx_execute (_execute_prepare: checks the caller owns the transaction).
 INTERNAL_STEPS = {
     "_caller_role", "_caller_sub", "_is_admin", "_resolve_table", "_execute_prepare",
-    "_descriptor", "_describe", "_has_equality", "_returning_sql", "_execute_sql",
+    "_descriptor", "_describe", "_has_equality", "_equality_operator", "_returning_sql",
+    "_execute_sql",
     "_match_sql", "_match_definition", "_base_type", "_require_columns", "_record_definition",
     "_batch_ref",
     "_batch_resolve_row", "_batch_resolve", "_batch_check", "_lock_<n>", "_lock_by_key_<n>",
