@@ -1306,6 +1306,70 @@ begin
 end;
 $$;
 
+-- Reading a view's definition (pg_get_viewdef) locks the relations it reads
+-- (ACCESS SHARE, until commit). A fold holds the fold lock until its commit,
+-- so it must not wait there for a lock that another migration holds: that
+-- migration would wait at its own commit for the fold lock, and PostgreSQL
+-- would cancel one fold (its version lost until schema_refresh). Two rules
+-- keep a fold from waiting: the views this transaction changed are read
+-- before the fold lock is taken (_schema_read_own_views), and a dependent
+-- view another migration is changing is left to that migration's own
+-- version (_schema_without_busy_views).
+create or replace function resilience._schema_read_own_views()
+returns void
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+begin
+    -- Only where this transaction's DDL named a view (the event trigger's
+    -- mark): reading pg_locks costs a new session ~0.8 ms.
+    if pg_catalog.current_setting('resilience.schema_views_changed', true) is distinct from 'on' then
+        return;
+    end if;
+    -- DDL on a view (CREATE, ALTER, CREATE OR REPLACE) holds ACCESS EXCLUSIVE.
+    perform pg_catalog.pg_get_viewdef(c.oid)
+    from pg_catalog.pg_locks as l
+    inner join pg_catalog.pg_class as c on c.oid = l.relation
+    where l.pid = pg_catalog.pg_backend_pid() and l.locktype = 'relation'
+        and l.mode = 'AccessExclusiveLock' and c.relkind in ('v', 'm');
+end;
+$$;
+
+-- `rels` without the views whose definition cannot be read at once: a view
+-- another migration is changing (or one reading a relation it changes).
+-- That migration re-reads it in its own version. The read that succeeds
+-- keeps its locks, so the fold's own read of the view does not wait.
+create or replace function resilience._schema_without_busy_views(rels oid[])
+returns oid[]
+language plpgsql
+volatile
+security definer
+set search_path = ''
+set lock_timeout = '1ms'
+as $$
+declare
+    view_oid oid;
+    busy oid[] := '{}';
+begin
+    for view_oid in
+        select c.oid from pg_catalog.pg_class as c
+        where c.oid operator(pg_catalog.=) any(rels) and c.relkind in ('v', 'm')
+    loop
+        begin
+            perform pg_catalog.pg_get_viewdef(view_oid);
+        exception when lock_not_available then
+            busy := busy operator(pg_catalog.||) view_oid;
+        end;
+    end loop;
+    if pg_catalog.cardinality(busy) operator(pg_catalog.=) 0 then
+        return rels;
+    end if;
+    return array(select r.oid from pg_catalog.unnest(rels) as r (oid) where r.oid operator(pg_catalog.<>) all(busy));
+end;
+$$;
+
 -- Serializes folds: versions are numbered in commit order and every hash
 -- covers all earlier versions.
 create or replace function resilience._schema_lock()
@@ -1365,7 +1429,7 @@ begin
         select * into dependents from resilience._schema_dependents(older);
         return resilience._schema_fold(
             'ddl',
-            pending.rels operator(pg_catalog.||) dependents.dep_rels,
+            pending.rels operator(pg_catalog.||) resilience._schema_without_busy_views(dependents.dep_rels),
             pending.procs operator(pg_catalog.||) dependents.dep_procs,
             pending.types, false, pending.commands
         );
@@ -1386,6 +1450,7 @@ set search_path = ''
 as $$
 begin
     begin
+        perform resilience._schema_read_own_views();
         perform resilience._schema_lock();
         -- Folded while this transaction's row is there (_schema_take_pending
         -- looks for it); then the row goes, and any a failed fold left behind.

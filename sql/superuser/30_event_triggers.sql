@@ -118,6 +118,7 @@ set search_path = ''
 as $$
 declare
     entries text;
+    views_changed boolean;
 begin
     if resilience._schema_tracking_skipped() then
         return;
@@ -131,7 +132,8 @@ begin
             and pg_catalog.current_query() operator(pg_catalog.~*) 'create[[:space:]]+(unique[[:space:]]+)?index[[:space:]]+concurrently[[:>:]]'
             then ' CONCURRENTLY' else '' end,
         ';'
-    ) into entries
+    ), pg_catalog.bool_or(c.object_type in ('view', 'materialized view'))
+    into entries, views_changed
     from pg_catalog.pg_event_trigger_ddl_commands() as c
     where not c.in_extension
         and (c.classid in (
@@ -154,6 +156,11 @@ begin
     end if;
     if entries is not null then
         perform resilience._schema_remember(entries);
+    end if;
+    -- For the commit: its views are read before the fold lock is taken
+    -- (resilience._schema_read_own_views).
+    if views_changed then
+        perform pg_catalog.set_config('resilience.schema_views_changed', 'on', true);
     end if;
 exception when others then
     raise warning 'pgresilience: schema tracking skipped this DDL (%: %)', sqlstate, sqlerrm;
