@@ -76,11 +76,6 @@ CASES: dict[str, tuple[str, list[str]]] = {
         " create view v2 as select id from v1;",
         ["alter table a add column x int", "alter view v1 rename to v1b"],
     ),
-    "view-over-view-rename-inner": (
-        "create table a (id int); create view v1 as select id from a;"
-        " create view v2 as select id from v1;",
-        ["alter view v1 rename to v1b", "alter view v2 rename to v2b"],
-    ),
     "matview": (
         "create table a (id int); create materialized view m as select id from a;",
         ["alter table a add column x int", "alter materialized view m rename to m2"],
@@ -108,10 +103,6 @@ CASES: dict[str, tuple[str, list[str]]] = {
         "create table a (id int); create view v1 as select id from a;"
         " create view v2 as select id from v1;",
         ["drop view v1 cascade", "alter table a add column x int"],
-    ),
-    "foreign-keys": (
-        "create table p (id int primary key); create table c (id int, pid int references p);",
-        ["alter table p add column x int", "alter table c add column y int"],
     ),
     "fk-added-across": (
         "create table p (id int primary key); create table c (id int primary key, pid int);",
@@ -149,6 +140,32 @@ CASES: dict[str, tuple[str, list[str]]] = {
         " create table b (id int); create view v as select id from a;",
         ["create policy pa on a using (id in (select id from b))", "alter view v rename to vv"],
     ),
+    "three-view-chain": (
+        "create table a (id int); create view v1 as select id from a;"
+        " create view v2 as select id from v1; create view v3 as select id from v2;",
+        [
+            "alter table a add column x int",
+            "alter view v1 rename to v1b",
+            "alter view v3 rename to v3b",
+        ],
+    ),
+    "half-crossed": (
+        "create table a (id int); create table b (id int); create view vb as select id from b;",
+        [
+            "alter table a add column x int; alter view vb rename to vb2",
+            "alter table b add column y int; create table c (id int)",
+        ],
+    ),
+    "schema-rename": (
+        "create schema s; create table s.a (id int); create table b (id int);"
+        " create view s.v as select id from b;",
+        ["alter schema s rename to s2", "alter table b add column y int"],
+    ),
+    "view-security-option": (
+        "create table a (id int); create table b (id int);"
+        " create view va as select id from a; create view vb as select id from b;",
+        ["alter view va set (security_invoker = on)", "alter table b add column y int"],
+    ),
     "three-way": (
         "create table a (id int); create table b (id int);"
         " create view v as select a.id from a join b using (id);"
@@ -162,8 +179,37 @@ CASES: dict[str, tuple[str, list[str]]] = {
 }
 
 
-@pytest.mark.parametrize("order", ["forward", "reverse"])
-@pytest.mark.parametrize("case", sorted(CASES))
+SCHEMA_RENAME_XFAIL = pytest.mark.xfail(
+    strict=True,
+    reason="a schema rename takes no lock on the views it renames, so they are not read"
+    " before the fold lock: the fold waits for the other migration's table, 40P01"
+    " (docs/schema_tracking.md, Limits)",
+)
+
+
+# Cases whose two migrations differ in kind are also committed in reverse.
+BOTH_ORDERS = {
+    "view-over-view",
+    "matview",
+    "create-or-replace",
+    "drop-view-cascade",
+    "partition-attach",
+    "schema-rename",
+    "three-view-chain",
+    "half-crossed",
+}
+
+
+def _params() -> list[object]:
+    params: list[object] = []
+    for case in sorted(CASES):
+        for order in ("forward", "reverse") if case in BOTH_ORDERS else ("forward",):
+            marks = SCHEMA_RENAME_XFAIL if (case, order) == ("schema-rename", "forward") else ()
+            params.append(pytest.param(case, order, marks=marks, id=f"{case}-{order}"))
+    return params
+
+
+@pytest.mark.parametrize(("case", "order"), _params())
 def test_migrations_at_once_are_one_version_each(dsn: str, case: str, order: str) -> None:
     """Each migration is one version, no warning, no error, nothing left
     for a refresh, whichever commits first."""
@@ -184,10 +230,7 @@ CROSSED = (
     reason="each pre-fold pg_get_viewdef waits for the table the other migration holds:"
     " 40P01, 'schema version not recorded' (docs/schema_tracking.md, Limits)",
 )
-@pytest.mark.parametrize("order", ["forward", "reverse"])
-def test_crossed_migrations_each_alter_the_table_under_the_others_view(
-    dsn: str, order: str
-) -> None:
+def test_crossed_migrations_each_alter_the_table_under_the_others_view(dsn: str) -> None:
     """Each migration alters one table and renames the view over the other
     table: each reads a view whose table the other holds. Still one version
     each, no warning, nothing left for a refresh."""
@@ -195,8 +238,6 @@ def test_crossed_migrations_each_alter_the_table_under_the_others_view(
         "alter table a add column x int; alter view vb rename to vb2",
         "alter table b add column y int; alter view va rename to va2",
     ]
-    if order == "reverse":
-        migrations = migrations[::-1]
     _check(dsn, CROSSED, migrations)
 
 
@@ -216,8 +257,8 @@ create view app.item_orders as
 create materialized view app.sku_counts as select sku, count(*) from app.items group by sku;
 create function app.n_orders() returns bigint language sql as 'select count(*) from app.orders';
 insert into app.customers select g, 'c' || g from generate_series(1, 200) g;
-insert into app.orders select g, 1 + g % 200, g from generate_series(1, 2000) g;
-insert into app.items select g, 1 + g % 2000, 's' || (g % 17) from generate_series(1, 4000) g;
+insert into app.orders select g, 1 + g % 200, g from generate_series(1, 200) g;
+insert into app.items select g, 1 + g % 200, 's' || (g % 17) from generate_series(1, 400) g;
 """
 
 
