@@ -179,14 +179,6 @@ CASES: dict[str, tuple[str, list[str]]] = {
 }
 
 
-SCHEMA_RENAME_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="a schema rename takes no lock on the views it renames, so they are not read"
-    " before the fold lock: the fold waits for the other migration's table, 40P01"
-    " (docs/schema_tracking.md, Limits)",
-)
-
-
 # Cases whose two migrations differ in kind are also committed in reverse.
 BOTH_ORDERS = {
     "view-over-view",
@@ -204,8 +196,7 @@ def _params() -> list[object]:
     params: list[object] = []
     for case in sorted(CASES):
         for order in ("forward", "reverse") if case in BOTH_ORDERS else ("forward",):
-            marks = SCHEMA_RENAME_XFAIL if (case, order) == ("schema-rename", "forward") else ()
-            params.append(pytest.param(case, order, marks=marks, id=f"{case}-{order}"))
+            params.append(pytest.param(case, order, id=f"{case}-{order}"))
     return params
 
 
