@@ -1323,16 +1323,21 @@ security definer
 set search_path = ''
 as $$
 begin
-    -- Only where this transaction's DDL named a view (the event trigger's
-    -- mark): reading pg_locks costs a new session ~0.8 ms.
+    -- Only where this transaction's DDL named a view or a schema (the event
+    -- trigger's mark): reading pg_locks costs a new session ~0.8 ms.
     if pg_catalog.current_setting('resilience.schema_views_changed', true) is distinct from 'on' then
         return;
     end if;
-    -- DDL on a view (CREATE, ALTER, CREATE OR REPLACE) holds ACCESS EXCLUSIVE.
+    -- DDL on a view (CREATE, ALTER, CREATE OR REPLACE) holds ACCESS EXCLUSIVE
+    -- on it; ALTER SCHEMA ... RENAME holds it on the schema (an object lock),
+    -- not on the views it renames.
     perform pg_catalog.pg_get_viewdef(c.oid)
     from pg_catalog.pg_locks as l
-    inner join pg_catalog.pg_class as c on c.oid = l.relation
-    where l.pid = pg_catalog.pg_backend_pid() and l.locktype = 'relation'
+    inner join pg_catalog.pg_class as c
+        on (l.locktype = 'relation' and c.oid = l.relation)
+        or (l.locktype = 'object' and l.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+            and c.relnamespace = l.objid)
+    where l.pid = pg_catalog.pg_backend_pid()
         and l.mode = 'AccessExclusiveLock' and c.relkind in ('v', 'm');
 end;
 $$;

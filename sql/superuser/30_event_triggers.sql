@@ -132,7 +132,7 @@ begin
             and pg_catalog.current_query() operator(pg_catalog.~*) 'create[[:space:]]+(unique[[:space:]]+)?index[[:space:]]+concurrently[[:>:]]'
             then ' CONCURRENTLY' else '' end,
         ';'
-    ), pg_catalog.bool_or(c.object_type in ('view', 'materialized view'))
+    ), pg_catalog.bool_or(c.object_type in ('view', 'materialized view', 'schema'))
     into entries, views_changed
     from pg_catalog.pg_event_trigger_ddl_commands() as c
     where not c.in_extension
