@@ -204,6 +204,15 @@ def _params() -> list[object]:
 def test_migrations_at_once_are_one_version_each(dsn: str, case: str, order: str) -> None:
     """Each migration is one version, no warning, no error, nothing left
     for a refresh, whichever commits first."""
+    with psycopg.connect(dsn) as conn:
+        version = conn.info.server_version
+    if case == "view-security-option" and version < 150000:
+        pytest.skip("security_invoker is PostgreSQL 15+")
+    if case == "schema-rename" and order == "forward" and version < 150000:
+        pytest.xfail(
+            "PostgreSQL 14's ALTER SCHEMA RENAME takes no lock on the schema, so its views"
+            " are not read before the fold lock (docs/schema_tracking.md, Limits)"
+        )
     setup, migrations = CASES[case]
     if order == "reverse":
         migrations = migrations[::-1]
@@ -259,6 +268,8 @@ def test_parallel_pg_restore_into_an_installed_database(
     """`pg_dump -Fc` of a schema with views, restored by `pg_restore -j 4`
     into a database where pgresilience is installed: it succeeds, raises no
     tracking warning, and leaves nothing for a refresh."""
+    if not (find_bin_dir() / "pg_restore").exists():
+        pytest.skip("this server build has no pg_dump / pg_restore")
     src = "src_" + uuid.uuid4().hex[:10]
     with psycopg.connect(server.admin_dsn, autocommit=True) as admin:
         admin.execute(f"create database {src}")
