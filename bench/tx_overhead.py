@@ -148,6 +148,7 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
     for t in (
         "ins_plain",
         "ins_managed",
+        "ins_general",
         "ins_contract",
         "ins_static",
         "ins_recorded",
@@ -156,8 +157,15 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
     ):
         create(conn, f"{t}_{s}", shape)
     create(conn, f"lk_{s}", shape, rows=n)
-    for t in (f"ins_managed_{s}", f"ins_contract_{s}", f"lk_{s}"):
+    for t in (f"ins_managed_{s}", f"ins_general_{s}", f"ins_contract_{s}", f"lk_{s}"):
         conn.execute("select resilience.manage_table(%s)", (t,))
+    # tx_execute as it was before the generated insert function (the
+    # statement built and planned per call): the registry entry without it.
+    conn.execute(
+        "update resilience.managed_tables set descriptor = descriptor - 'insert_row'"
+        " where relation = %s::regclass",
+        (f"ins_general_{s}",),
+    )
     for t in (f"ins_static_{s}", f"ins_dynamic_{s}"):
         _designs.typed_image(conn, t, columns)
     _designs.typed_image(conn, f"ins_recorded_{s}", columns, recorded=True)
@@ -195,6 +203,20 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
                 conn.execute(
                     "select resilience.tx_execute(%s, %s, 'insert', %s)",
                     (tx, f"ins_managed_{s}", Jsonb(row_of(shape, next(keys)))),
+                )
+                for _ in range(n)
+            ],
+        )
+        conn.execute("select resilience.tx_commit(%s)", (tx,))
+
+    def tx_execute_general(timer: Timer) -> None:
+        tx = tx_begin(conn)
+        timer(
+            "tx_execute_general",
+            lambda: [
+                conn.execute(
+                    "select resilience.tx_execute(%s, %s, 'insert', %s)",
+                    (tx, f"ins_general_{s}", Jsonb(row_of(shape, next(keys)))),
                 )
                 for _ in range(n)
             ],
@@ -335,6 +357,7 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
     variants = {
         "plain": plain,
         "tx_execute": tx_execute,
+        "tx_execute_general": tx_execute_general,
         "pgrst_plain": pgrst_plain,
         "pgrst_header": pgrst_header,
         "for_update": for_update,
@@ -490,6 +513,15 @@ def main() -> None:
             for line in (
                 ratio_line(
                     one, "(a) tx_execute insert vs plain INSERT", "tx_execute", "plain", 2.0, n
+                ),
+                ratio_line(
+                    one,
+                    "    tx_execute, statement built per call (before)",
+                    "tx_execute_general",
+                    "plain",
+                    None,
+                    n,
+                    note="(design)",
                 ),
                 ratio_line(
                     one,

@@ -696,6 +696,24 @@ $$;
 -- triggers from the catalog. Images already captured are kept: columns added
 -- since become new (null) attributes; a changed column type or primary key
 -- can be regenerated only while the table has no images (RZ007 otherwise).
+-- The columns a client may name in an insert (not generated, not GENERATED
+-- ALWAYS AS IDENTITY) and those of them without a default, sorted as
+-- tx_execute sorts a row's keys: the two rows a table's generated insert
+-- function takes (_generate). A new default regenerates it (the event
+-- trigger compares `required` with the registry's).
+create or replace function resilience._insert_columns(relation regclass, out insertable text[], out required text[])
+language sql
+stable
+set search_path = ''
+as $$
+    select coalesce(pg_catalog.array_agg(a.attname::text order by a.attname::text), '{}'),
+        coalesce(pg_catalog.array_agg(a.attname::text order by a.attname::text)
+            filter (where not a.atthasdef and a.attidentity = ''), '{}')
+    from pg_catalog.pg_attribute as a
+    where a.attrelid = relation and a.attnum > 0 and not a.attisdropped
+        and a.attgenerated = '' and a.attidentity <> 'a';
+$$;
+
 create or replace function resilience._generate(relation regclass)
 returns void
 language plpgsql
@@ -713,6 +731,10 @@ declare
     undo_fn text;
     lock_fn text;
     lock_by_key_fn text;
+    insert_row_fn text;
+    insertable text [];
+    required text [];
+    row_into constant text := 'pg_catalog.jsonb_build_array(pg_catalog.to_jsonb(t.*)) into inserted_rows';
     described jsonb;
     key_names text [];
     target text;
@@ -775,6 +797,7 @@ begin
     undo_fn := pg_catalog.format('resilience.%I', '_undo_' || base);
     lock_fn := pg_catalog.format('resilience.%I', '_lock_' || base);
     lock_by_key_fn := pg_catalog.format('resilience.%I', '_lock_by_key_' || base);
+    insert_row_fn := pg_catalog.format('resilience.%I', '_insert_row_' || base);
 
     -- The key (with the equality of its index's operator class, so that
     -- the claim index means what the key means).
@@ -1562,6 +1585,54 @@ $body$,
     else
         execute pg_catalog.format('drop function if exists %s(uuid, jsonb)', lock_by_key_fn);
     end if;
+
+    -- insert of one row object, the common call, written out the same way:
+    -- the statement tx_execute would build for a row naming every column a
+    -- client may insert, and the one for a row naming all of them but those
+    -- with a default (identity, serial, now()). Any other row gets null back
+    -- and takes the general path; the statement is the same either way, so
+    -- defaults, triggers, grants and RLS behave the same.
+    select c.insertable, c.required into insertable, required from resilience._insert_columns(relation) as c;
+    if insertable <> '{}' then
+        execute pg_catalog.format($body$
+create or replace function %1$s(p_data pg_catalog.jsonb,
+    out inserted_rows pg_catalog.jsonb, out inserted_count pg_catalog.int8)
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+set plan_cache_mode = force_generic_plan
+as $insert_row$
+begin
+    if pg_catalog.jsonb_typeof(p_data) is distinct from 'object' then
+        return;
+    end if;
+    if p_data ?& %2$L::pg_catalog.text [] and p_data - %2$L::pg_catalog.text [] = '{}'::pg_catalog.jsonb then
+        %3$s;
+    elsif %4$L::pg_catalog.text [] <> '{}' and p_data ?& %4$L::pg_catalog.text []
+        and p_data - %4$L::pg_catalog.text [] = '{}'::pg_catalog.jsonb
+    then
+        %5$s;
+    else
+        return;
+    end if;
+    -- No row: a BEFORE trigger skipped it (count 0, as the general path says).
+    inserted_count := case when inserted_rows is null then 0 else 1 end;
+end;
+$insert_row$
+$body$,
+            insert_row_fn,                                                   -- 1
+            insertable::text,                                                -- 2
+            resilience._insert_row_sql(described, insertable, row_into),     -- 3
+            required::text,                                                  -- 4
+            case when required in ('{}', insertable) then 'return'
+                else resilience._insert_row_sql(described, required, row_into) end);  -- 5
+        perform resilience._grant_like_tx_execute(pg_catalog.format('%s(jsonb)', insert_row_fn)::regprocedure);
+        described := described || pg_catalog.jsonb_build_object('insert_row', insert_row_fn);
+    else
+        execute pg_catalog.format('drop function if exists %s(jsonb)', insert_row_fn);
+    end if;
+    described := described || pg_catalog.jsonb_build_object('insert_required', pg_catalog.to_jsonb(required));
     update resilience.managed_tables as m set descriptor = described
     where m.relation = _generate.relation;
     perform pg_catalog.set_config('resilience.generating', '', true);
@@ -1608,6 +1679,9 @@ begin
     end if;
     if reg.descriptor ? 'lock_by_key' then
         execute pg_catalog.format('drop function if exists %s(uuid, jsonb)', reg.descriptor ->> 'lock_by_key');
+    end if;
+    if reg.descriptor ? 'insert_row' then
+        execute pg_catalog.format('drop function if exists %s(jsonb)', reg.descriptor ->> 'insert_row');
     end if;
     if reg.image_table is not null then
         execute pg_catalog.format('drop table if exists %s', reg.image_table);

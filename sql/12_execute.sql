@@ -157,6 +157,27 @@ begin
 end;
 $$;
 
+-- The insert of one row object ($1) naming the columns `names` (sorted):
+-- the statement tx_execute runs for it, built per call or written once into
+-- a table's generated insert function (_generate), so that both run the same.
+create or replace function resilience._insert_row_sql(descriptor jsonb, names text[], returning_sql text)
+returns text
+language plpgsql
+immutable
+set search_path = ''
+as $$
+begin
+    return (
+        select pg_catalog.format(
+            'insert into %s as t (%s) select %s from pg_catalog.jsonb_to_record($1) as d %s returning %s',
+            descriptor ->> 'target',
+            pg_catalog.string_agg(pg_catalog.format('%I', k.name), ', ' order by k.ord),
+            pg_catalog.string_agg(pg_catalog.format('d.%I', k.name), ', ' order by k.ord),
+            resilience._record_definition(descriptor, names), returning_sql)
+        from pg_catalog.unnest(names) with ordinality as k (name, ord));
+end;
+$$;
+
 -- `(a type_a, b type_b)` for the values of a match filter: the columns'
 -- match types (see _describe), so that a value equals only what `=` says
 -- it equals. (A descriptor stored before match_types reads 'types'.)
@@ -268,7 +289,6 @@ declare
     returning_sql text := resilience._returning_sql(relation, descriptor);
     names text [];
     known boolean;
-    record_def text;
     cols text;
     data_cols text;
     key_cols text;
@@ -285,17 +305,12 @@ begin
     -- skipped it. Anything unusual (no keys, an unknown column) takes the
     -- general path below, which names the error.
     if operation = 'insert' and match is null and pg_catalog.jsonb_typeof(data) = 'object' then
-        select pg_catalog.string_agg(pg_catalog.format('%I', k), ', ' order by k),
-            pg_catalog.string_agg(pg_catalog.format('d.%I', k), ', ' order by k),
-            pg_catalog.string_agg(pg_catalog.format('%I %s', k, descriptor -> 'types' ->> k), ', ' order by k),
-            pg_catalog.bool_and((descriptor -> 'columns') ? k)
-        into cols, data_cols, record_def, known
+        select pg_catalog.array_agg(k order by k), pg_catalog.bool_and((descriptor -> 'columns') ? k)
+        into names, known
         from pg_catalog.jsonb_object_keys(data) as k;
         if known then
-            return pg_catalog.format(
-                'insert into %1$s as t (%2$s) select %3$s from pg_catalog.jsonb_to_record($1) as d (%5$s) '
-                'returning pg_catalog.jsonb_build_array(%4$s), 1::pg_catalog.int8',
-                target, cols, data_cols, returning_sql, record_def);
+            return resilience._insert_row_sql(descriptor, names,
+                pg_catalog.format('pg_catalog.jsonb_build_array(%s), 1::pg_catalog.int8', returning_sql));
         end if;
     end if;
     if operation in ('insert', 'upsert') then
@@ -451,14 +466,21 @@ begin
     descriptor := resilience._execute_prepare(tx_id, relation);
     -- The capture trigger reads this setting: the write belongs to tx_id.
     perform pg_catalog.set_config('resilience.tx_id', tx_id::text, true);
-    -- A lock by primary key by a caller who may read the whole row: the
-    -- table's generated function, whose plan the session keeps; it returns
-    -- a null count for any other match.
+    -- A lock by primary key, or an insert of one row naming the usual
+    -- columns, by a caller who may read the whole row: the table's
+    -- generated function, whose plan the session keeps; it returns a null
+    -- count for any other call (the general path returns only the granted
+    -- columns to a caller with column grants).
     if operation = 'lock' and data is null and descriptor ? 'lock_by_key'
         and pg_catalog.has_table_privilege(relation, 'SELECT')
     then
         execute pg_catalog.format('select * from %s($1, $2)', descriptor ->> 'lock_by_key')
         into rows_json, row_count using tx_id, match;
+    elsif operation = 'insert' and match is null and descriptor ? 'insert_row'
+        and pg_catalog.has_table_privilege(relation, 'SELECT')
+    then
+        execute pg_catalog.format('select * from %s($1)', descriptor ->> 'insert_row')
+        into rows_json, row_count using data;
     end if;
     if row_count is null then
         statement := resilience._execute_sql(relation, operation, data, match, tx_id, descriptor);

@@ -48,6 +48,7 @@ begin
         resilience._match_sql(jsonb, jsonb),
         resilience._require_columns(jsonb, text []),
         resilience._record_definition(jsonb, text []),
+        resilience._insert_row_sql(jsonb, text [], text),
         resilience._match_definition(jsonb, text [])
     to resilience_user;
 end;

@@ -47,8 +47,13 @@ begin
             where c.classid in ('pg_catalog.pg_namespace'::regclass, 'pg_catalog.pg_type'::regclass)
         )
     loop
+        -- A new shape, or a default set or dropped (the generated insert
+        -- function's rows).
         if (select m.shape from resilience.managed_tables as m where m.relation = managed)
             is distinct from resilience._table_shape(managed)
+            or (select m.descriptor -> 'insert_required' from resilience.managed_tables as m
+                where m.relation = managed) is distinct from (
+                select pg_catalog.to_jsonb(c.required) from resilience._insert_columns(managed) as c)
         then
             perform resilience._regenerate(managed);
         end if;

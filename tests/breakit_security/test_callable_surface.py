@@ -26,6 +26,7 @@ INTERNAL_STEPS = {
     "_descriptor", "_describe", "_has_equality", "_equality_operator", "_returning_sql",
     "_execute_sql",
     "_match_sql", "_match_definition", "_base_type", "_require_columns", "_record_definition",
+    "_insert_row_sql", "_insert_row_<n>",
     "_batch_ref",
     "_batch_resolve_row", "_batch_resolve", "_batch_check", "_lock_<n>", "_lock_by_key_<n>",
 }  # fmt: skip
