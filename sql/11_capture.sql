@@ -1601,7 +1601,9 @@ language plpgsql
 volatile
 security invoker
 set search_path = ''
-set plan_cache_mode = force_generic_plan
+-- No plan_cache_mode here: a SET clause holds for the whole call, so user
+-- triggers, defaults and RLS functions would run under it too, unlike a
+-- plain INSERT (the general path). plpgsql keeps the plan either way.
 as $insert_row$
 begin
     if pg_catalog.jsonb_typeof(p_data) is distinct from 'object' then
