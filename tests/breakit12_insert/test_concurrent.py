@@ -55,7 +55,16 @@ def _race(dsn: str, table: str, ddl: str, data: dict[str, Any]) -> Any:
 
         thread = threading.Thread(target=insert)
         thread.start()
-        time.sleep(0.3)
+        # commit once b waits for the table's lock (or has given up)
+        pid = b.info.backend_pid
+        with psycopg.connect(dsn, autocommit=True) as watch:
+            for _ in range(200):
+                waiting = watch.execute(
+                    "select wait_event_type = 'Lock' from pg_stat_activity where pid = %s", (pid,)
+                ).fetchone()[0]  # type: ignore[index]
+                if waiting or not thread.is_alive():
+                    break
+                time.sleep(0.01)
         a.execute("commit")
         thread.join(10)
         try:
@@ -74,18 +83,23 @@ UNMANAGE_RACE = pytest.mark.xfail(
 )
 
 
-@pytest.mark.parametrize(
-    "ddl", [pytest.param(d, marks=UNMANAGE_RACE) if d == "unmanage" else d for d in sorted(DDL)]
-)
-def test_ddl_while_insert_waits(conn: psycopg.Connection[Any], dsn: str, ddl: str) -> None:
+def _check(conn: psycopg.Connection[Any], dsn: str, ddl: str) -> None:
+    conn.execute("drop table if exists fast, slow, fast_r, slow_r")
     make_twins(conn, "create table {t} (id int primary key, a text, b int default 5)")
     data = {"id": 2, "a": "x", "b": 3}
     seen = {t: _race(dsn, t, DDL[ddl], data) for t in ("fast", "slow")}
-    name = (
-        {"fast": "fast_r", "slow": "slow_r"}
-        if ddl == "rename_table"
-        else {"fast": "fast", "slow": "slow"}
-    )
-    rows = {t: table_text(conn, name[t]) for t in ("fast", "slow")}
-    assert str(seen["fast"]).replace("fast", "T") == str(seen["slow"]).replace("slow", "T")
-    assert rows["fast"] == rows["slow"]
+    suffix = "_r" if ddl == "rename_table" else ""
+    rows = {t: table_text(conn, t + suffix) for t in ("fast", "slow")}
+    assert str(seen["fast"]).replace("fast", "T") == str(seen["slow"]).replace("slow", "T"), ddl
+    assert rows["fast"] == rows["slow"], ddl
+
+
+def test_ddl_while_insert_waits(conn: psycopg.Connection[Any], dsn: str) -> None:
+    for ddl in sorted(DDL):
+        if ddl != "unmanage":
+            _check(conn, dsn, ddl)
+
+
+@UNMANAGE_RACE
+def test_unmanage_while_insert_waits(conn: psycopg.Connection[Any], dsn: str) -> None:
+    _check(conn, dsn, "unmanage")
