@@ -692,10 +692,6 @@ begin
 end;
 $$;
 
--- (Re)generate a managed table's row type, image table, functions and
--- triggers from the catalog. Images already captured are kept: columns added
--- since become new (null) attributes; a changed column type or primary key
--- can be regenerated only while the table has no images (RZ007 otherwise).
 -- The columns a client may name in an insert (not generated, not GENERATED
 -- ALWAYS AS IDENTITY) and those of them without a default, sorted as
 -- tx_execute sorts a row's keys: the two rows a table's generated insert
@@ -714,6 +710,10 @@ as $$
         and a.attgenerated = '' and a.attidentity <> 'a';
 $$;
 
+-- (Re)generate a managed table's row type, image table, functions and
+-- triggers from the catalog. Images already captured are kept: columns added
+-- since become new (null) attributes; a changed column type or primary key
+-- can be regenerated only while the table has no images (RZ007 otherwise).
 create or replace function resilience._generate(relation regclass)
 returns void
 language plpgsql
