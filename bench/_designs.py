@@ -566,11 +566,12 @@ begin
 end $f$
 """
 
-# A static per-table insert over the managed table {t} (plan cached): the
-# lazy reap probe and the transaction id setting; the package's own capture
-# trigger does the rest (transaction check, typed image and claim, journal,
-# audit). It does not apply column defaults (the benchmarks name every
-# column) nor filter RETURNING by column grants.
+# A static per-table insert over the managed table {t} (plan cached):
+# tx_execute's preparation (the lazy reap probe, the transaction check before
+# the write, the registry read) and the transaction id setting; the
+# package's own capture trigger does the rest (the check again, typed image
+# and claim, journal, audit). It does not apply column defaults (the
+# benchmarks name every column) nor filter RETURNING by column grants.
 CONTRACT_INSERT = """
 create function {fn}(p_tx uuid, p_data jsonb) returns jsonb
 language plpgsql volatile security invoker set search_path = ''
@@ -578,7 +579,7 @@ set plan_cache_mode = force_generic_plan as $f$
 declare
     r pg_catalog.jsonb;
 begin
-    perform resilience._reap_if_expired();
+    perform resilience._execute_prepare(p_tx, {tname}::pg_catalog.regclass);
     perform pg_catalog.set_config('resilience.tx_id', p_tx::pg_catalog.text, true);
     insert into {t} as t select * from pg_catalog.jsonb_populate_record(null::{t}, p_data)
     returning pg_catalog.to_jsonb(t.*) into r;
@@ -623,7 +624,42 @@ def contract_lock(
 def contract_insert(conn: psycopg.Connection[Any], table: str) -> str:
     """The static per-table insert over the managed `table` (public)."""
     fn = f"resilience.contract_insert_{table}"
-    conn.execute(sql.SQL(CONTRACT_INSERT).format(fn=sql.SQL(fn), t=sql.Identifier("public", table)))
+    conn.execute(
+        sql.SQL(CONTRACT_INSERT).format(
+            fn=sql.SQL(fn),
+            t=sql.Identifier("public", table),
+            tname=sql.Literal(f"public.{table}"),
+        )
+    )
+    return fn
+
+
+# tx_execute's lock by primary key without its dispatch: the same
+# preparation (lazy reap probe, the transaction check before the lock, the
+# registry read), then the table's generated lock by key {lock}, called by
+# name (no statement built, no dynamic EXECUTE).
+CONTRACT_LOCK_BY_KEY = """
+create function {fn}(p_tx uuid, p_match jsonb, out locked_rows jsonb, out locked_count int8)
+language plpgsql volatile security invoker set search_path = '' as $f$
+begin
+    perform resilience._execute_prepare(p_tx, {tname}::pg_catalog.regclass);
+    select l.locked_rows, l.locked_count into locked_rows, locked_count
+    from {lock}(p_tx, p_match) as l;
+end $f$
+"""
+
+
+def contract_lock_by_key(conn: psycopg.Connection[Any], table: str) -> str:
+    """The managed `table`'s generated lock by key behind tx_execute's
+    preparation, called statically; returns the function's name."""
+    fn = f"resilience.contract_lock_by_key_{table}"
+    conn.execute(
+        sql.SQL(CONTRACT_LOCK_BY_KEY).format(
+            fn=sql.SQL(fn),
+            tname=sql.Literal(f"public.{table}"),
+            lock=sql.SQL(lock_by_key(conn, table)),
+        )
+    )
     return fn
 
 

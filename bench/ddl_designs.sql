@@ -5,10 +5,13 @@
 -- promises: one version per committed migration, a SHA-256 over the sorted
 -- per-object hashes of OID-free canonical JSON, the changed objects' old
 -- and new JSON (what a reader diffs and rates later, as with
--- schema_diff_at_commit = off), and a NOTIFY. They leave out what the
+-- schema_diff_at_commit = off), the views over a changed table re-read,
+-- folds serialized by a lock, and a NOTIFY. They leave out what the
 -- package adds on top: identity pairing, re-keying after a restore, the
 -- setting-driven choice of schemas, the audit row, PostgREST's reload,
--- savepoint-exact pending lists, and the error trap around every step.
+-- the error trap around every step, the installer's own DDL, and objects
+-- of their own for columns (here a table's columns are part of its JSON,
+-- so a fold writes fewer rows).
 --
 -- design.mode picks one of three:
 --   'fold at commit'   the event triggers note object ids; one deferred
@@ -121,27 +124,39 @@ $$;
 
 -- The objects one statement touched ("classid,objid" pairs), sorted into
 -- tables, functions and types: a constraint, default, policy, rule or index
--- stands for its table, a table's row type for the table.
+-- stands for its table, a table's row type for the table; and the views
+-- over a touched table or view, whose definition text may have changed
+-- with it (a renamed column), as the package re-reads dependents.
 create function design.sort_touched(pairs text [], out relations oid [], out functions oid [], out types oid [])
 language sql
 stable
 set search_path = ''
 as $$
-    with t as (
+    with recursive t as (
         select pg_catalog.split_part(p, ',', 1)::oid as classid, pg_catalog.split_part(p, ',', 2)::oid as objid
         from pg_catalog.unnest(pairs) as p
+    ), touched (oid) as (
+        select coalesce(x.indrelid, t.objid) from t
+        left join pg_catalog.pg_index as x on x.indexrelid = t.objid
+        where t.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+        union select k.conrelid from t inner join pg_catalog.pg_constraint as k on k.oid = t.objid
+        union select d.adrelid from t inner join pg_catalog.pg_attrdef as d on d.oid = t.objid
+        union select p.polrelid from t inner join pg_catalog.pg_policy as p on p.oid = t.objid
+        union select r.ev_class from t inner join pg_catalog.pg_rewrite as r on r.oid = t.objid
+        union select y.typrelid from t inner join pg_catalog.pg_type as y on y.oid = t.objid
+        where y.typrelid <> 0
+    ), dependents (oid) as (
+        select touched.oid from touched
+        union
+        select r.ev_class from dependents
+        inner join pg_catalog.pg_depend as d
+            on d.refobjid = dependents.oid and d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                and d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+        inner join pg_catalog.pg_rewrite as r on r.oid = d.objid
+        where r.ev_class <> dependents.oid
     )
     select
-        array(
-            select coalesce(x.indrelid, t.objid) from t
-            left join pg_catalog.pg_index as x on x.indexrelid = t.objid
-            where t.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-            union select k.conrelid from t inner join pg_catalog.pg_constraint as k on k.oid = t.objid
-            union select d.adrelid from t inner join pg_catalog.pg_attrdef as d on d.oid = t.objid
-            union select p.polrelid from t inner join pg_catalog.pg_policy as p on p.oid = t.objid
-            union select r.ev_class from t inner join pg_catalog.pg_rewrite as r on r.oid = t.objid
-            union select y.typrelid from t inner join pg_catalog.pg_type as y on y.oid = t.objid
-            where y.typrelid <> 0),
+        array(select dependents.oid from dependents),
         array(select t.objid from t where t.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass),
         array(select t.objid from t where t.classid = 'pg_catalog.pg_type'::pg_catalog.regclass);
 $$;
@@ -266,6 +281,8 @@ begin
         perform pg_catalog.pg_notify('design_schema', version_id::text);
         return null;
     end if;
+    -- Folds one at a time (version order is commit order).
+    perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('design fold'));
     -- The touched tables lose every child of theirs the snapshot had (a
     -- dropped constraint), then get what they have now: two statements, as
     -- an INSERT beside a DELETE of the same keys in one statement may check
@@ -283,7 +300,9 @@ begin
     into read_now, before;
     with new as (
         insert into design.snapshot (key, oid, parent, hash, body)
-        select r.key, r.oid, r.parent, pg_catalog.sha256(pg_catalog.convert_to(r.body::text, 'UTF8')), r.body
+        -- The key names the object: a renamed constraint hashes differently.
+        select r.key, r.oid, r.parent, pg_catalog.sha256(pg_catalog.convert_to(r.key || ':' || r.body::text, 'UTF8')),
+            r.body
         from pg_catalog.jsonb_to_recordset(coalesce(read_now, '[]')) as r (key text, oid oid, parent oid, body jsonb)
         returning key, body
     )

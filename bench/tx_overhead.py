@@ -39,15 +39,18 @@ Designs that keep the whole contract (marked "(design)"), over tables the
 package manages, in the same rounds: for (a) tx_execute on a twin table
 whose registry entry lacks the generated insert function (the statement
 built and planned per call, as every insert ran before it), a static
-per-table insert function (plan cached, no dispatch, no statement
-building) whose write the
+per-table insert function (tx_execute's preparation, then the INSERT:
+plan cached, no dispatch, no statement building) whose write the
 package's own capture trigger captures; for (f) one SECURITY DEFINER
 function per table doing everything the lock by primary key does (lazy
 reap probe, the check by role and JWT subject, the owner's privileges, the
 claimed-tables row, FOR UPDATE NOWAIT with the image row that is the claim,
 journal and audit; it cannot apply the caller's RLS) and the table's
-generated lock by key called directly (tx_execute's lock without its
-dispatch).
+table's generated lock by key behind tx_execute's preparation (the lazy
+reap probe, the transaction check, the registry read), called by name:
+tx_execute's lock without its dispatch. The generated lock by key called
+alone (no preparation: the transaction is checked after the rows are
+locked) is a floor.
 
 Every round starts with VACUUM (ANALYZE), runs every variant once in an
 order rotated per round; one warm-up round is discarded. Two table shapes:
@@ -180,6 +183,7 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
     contract_insert = _designs.contract_insert(conn, f"ins_contract_{s}")
     contract_lock = _designs.contract_lock(conn, f"lk_{s}", columns)
     lock_by_key = _designs.lock_by_key(conn, f"lk_{s}")
+    contract_lock_by_key = _designs.contract_lock_by_key(conn, f"lk_{s}")
     keys = itertools.count(1)
     ins = {
         t: sql.SQL("insert into {} ({}) values ({})").format(
@@ -348,6 +352,13 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
                 (tx, Jsonb({"id": i})),
             )
 
+    def prepared_lock_by_key(tx: Any) -> None:
+        for i in range(1, n + 1):
+            conn.execute(
+                sql.SQL("select * from {}(%s, %s)").format(sql.SQL(contract_lock_by_key)),
+                (tx, Jsonb({"id": i})),
+            )
+
     variants = {
         "plain": plain,
         "tx_execute": tx_execute_insert("tx_execute", f"ins_managed_{s}"),
@@ -368,6 +379,7 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
         "contract_insert": in_logical_tx("contract_insert", contract_static_insert),
         "contract_lock": in_logical_tx("contract_lock", one_function_lock),
         "lock_by_key": in_logical_tx("lock_by_key", generated_lock_by_key),
+        "contract_lock_by_key": in_logical_tx("contract_lock_by_key", prepared_lock_by_key),
     }
     return Rounds(conn, variants, vacuum(conn), rounds=rounds).run()
 
@@ -675,12 +687,20 @@ def main() -> None:
                 ),
                 ratio_line(
                     one,
-                    "    whole contract: generated lock by key, direct",
-                    "lock_by_key",
+                    "    whole contract: prepare + lock by key, static",
+                    "contract_lock_by_key",
                     "for_update",
                     None,
                     n,
                     note="(design)",
+                ),
+                ratio_line(
+                    one,
+                    "    floor: the generated lock by key alone",
+                    "lock_by_key",
+                    "for_update",
+                    None,
+                    n,
                 ),
             ):
                 print(line, flush=True)

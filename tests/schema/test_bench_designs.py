@@ -131,3 +131,24 @@ def test_a_rolled_back_migration_records_nothing(two_databases: tuple[str, str],
         conn.execute("create table app.gone_too (id int)")
         conn.rollback()
     assert versions(dsn) == before
+
+
+@pytest.mark.parametrize("mode", ["fold at commit", "read per statement"])
+def test_renames_and_dependent_views_change_the_version(
+    two_databases: tuple[str, str], mode: str
+) -> None:
+    dsn = two_databases[0]
+    install(dsn, mode)
+    run(dsn, MIGRATIONS[:2])
+    run(dsn, [["create view app.big as select id, total from app.orders where total > 100"]])
+    before = versions(dsn)[-1][1]
+    run(dsn, [["alter table app.orders rename constraint orders_total_check to total_positive"]])
+    renamed = versions(dsn)[-1]
+    assert renamed[1] != before, "a renamed constraint is another schema"
+
+    # Renaming the column changes the view's text, though the view itself
+    # was not touched by the DDL.
+    run(dsn, [["alter table app.orders rename column total to amount"]])
+    changes = {key: (b, a) for key, b, a in versions(dsn)[-1][2]}
+    assert "v:app.big" in changes
+    assert "amount" in changes["v:app.big"][1]["view"]
