@@ -161,6 +161,20 @@ as $$
         array(select t.objid from t where t.classid = 'pg_catalog.pg_type'::pg_catalog.regclass);
 $$;
 
+-- The transaction's row in design.pending, once: its deferred trigger
+-- folds at commit.
+create function design.mark_pending()
+returns void
+language plpgsql
+as $$
+begin
+    if pg_catalog.current_setting('design.marked', true) is distinct from 'on' then
+        insert into design.pending values (pg_catalog.txid_current()) on conflict do nothing;
+        perform pg_catalog.set_config('design.marked', 'on', true);
+    end if;
+end;
+$$;
+
 create function design.ddl_command_end()
 returns event_trigger
 language plpgsql
@@ -178,10 +192,7 @@ begin
     if pairs is null then
         return;
     end if;
-    if pg_catalog.current_setting('design.marked', true) is distinct from 'on' then
-        insert into design.pending values (pg_catalog.txid_current()) on conflict do nothing;
-        perform pg_catalog.set_config('design.marked', 'on', true);
-    end if;
+    perform design.mark_pending();
     select s.mode into mode from design.settings as s;
     if mode = 'read per statement' then
         -- What an earlier statement staged of these objects (a child
@@ -220,10 +231,7 @@ begin
     if dropped is null then
         return;
     end if;
-    if pg_catalog.current_setting('design.marked', true) is distinct from 'on' then
-        insert into design.pending values (pg_catalog.txid_current()) on conflict do nothing;
-        perform pg_catalog.set_config('design.marked', 'on', true);
-    end if;
+    perform design.mark_pending();
     if (select s.mode from design.settings as s) = 'read per statement' then
         delete from design.staged as g
         where g.tx = pg_catalog.txid_current()

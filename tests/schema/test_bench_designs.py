@@ -72,6 +72,11 @@ def run(dsn: str, migrations: list[list[str]]) -> None:
                     conn.execute(statement)  # type: ignore[arg-type]
 
 
+def last_changes(dsn: str) -> dict[str, tuple[Any, Any]]:
+    """The last version's changes: object key -> (JSON before, JSON after)."""
+    return {key: (before, after) for key, before, after in versions(dsn)[-1][2]}
+
+
 def versions(dsn: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         return conn.execute(
@@ -106,7 +111,7 @@ def test_changes_carry_each_object_before_and_after(
     dsn = two_databases[0]
     install(dsn, mode)
     run(dsn, MIGRATIONS[:3])
-    changes = {key: (before, after) for key, before, after in versions(dsn)[-1][2]}
+    changes = last_changes(dsn)
     before, after = changes["r:app.orders"]
     assert [c[0] for c in before["columns"]] == ["id", "customer_id", "state", "total"]
     assert [c[0] for c in after["columns"]] == ["id", "customer_id", "state", "amount"]
@@ -115,7 +120,7 @@ def test_changes_carry_each_object_before_and_after(
     assert "amount" in changes["constraint:app.orders.orders_total_check"][1]["definition"]
 
     run(dsn, MIGRATIONS[3:])
-    last = {key: (b, a) for key, b, a in versions(dsn)[-1][2]}
+    last = last_changes(dsn)
     assert last["constraint:app.orders.orders_total_check"][1] is None  # dropped
     assert last["index:app.orders_customer"][1] is None
 
@@ -149,6 +154,6 @@ def test_renames_and_dependent_views_change_the_version(
     # Renaming the column changes the view's text, though the view itself
     # was not touched by the DDL.
     run(dsn, [["alter table app.orders rename column total to amount"]])
-    changes = {key: (b, a) for key, b, a in versions(dsn)[-1][2]}
+    changes = last_changes(dsn)
     assert "v:app.big" in changes
     assert "amount" in changes["v:app.big"][1]["view"]
