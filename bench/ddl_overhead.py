@@ -104,12 +104,6 @@ def create_tables(conn: psycopg.Connection[Any], prefix: str, count: int) -> flo
     return time.perf_counter() - start
 
 
-def drop_tables(conn: psycopg.Connection[Any], prefix: str, count: int) -> None:
-    with conn.transaction():
-        for i in range(count):
-            conn.execute(sql.SQL("drop table {}").format(sql.Identifier(f"{prefix}{i}")))
-
-
 def bench_create(tracked: dict[str, str], plain: str, count: int, count_rounds: int) -> float:
     """``tracked``: label -> database; the first label's wall ratio is returned."""
 
