@@ -46,7 +46,7 @@ function per table doing everything the lock by primary key does (lazy
 reap probe, the check by role and JWT subject, the owner's privileges, the
 claimed-tables row, FOR UPDATE NOWAIT with the image row that is the claim,
 journal and audit; it cannot apply the caller's RLS) and the table's
-table's generated lock by key behind tx_execute's preparation (the lazy
+generated lock by key behind tx_execute's preparation (the lazy
 reap probe, the transaction check, the registry read), called by name:
 tx_execute's lock without its dispatch. The generated lock by key called
 alone (no preparation: the transaction is checked after the rows are
@@ -338,26 +338,17 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
                 (tx, Jsonb(row_of(shape, next(keys)))),
             )
 
-    def one_function_lock(tx: Any) -> None:
-        for i in range(1, n + 1):
-            conn.execute(
-                sql.SQL("select * from {}(%s, %s)").format(sql.SQL(contract_lock)),
-                (tx, Jsonb({"id": i})),
-            )
+    def locks_by(fn: str) -> Callable[[Any], None]:
+        """n calls of the lock function `fn` (tx, match), one row each."""
 
-    def generated_lock_by_key(tx: Any) -> None:
-        for i in range(1, n + 1):
-            conn.execute(
-                sql.SQL("select * from {}(%s, %s)").format(sql.SQL(lock_by_key)),
-                (tx, Jsonb({"id": i})),
-            )
+        def body(tx: Any) -> None:
+            for i in range(1, n + 1):
+                conn.execute(
+                    sql.SQL("select * from {}(%s, %s)").format(sql.SQL(fn)),
+                    (tx, Jsonb({"id": i})),
+                )
 
-    def prepared_lock_by_key(tx: Any) -> None:
-        for i in range(1, n + 1):
-            conn.execute(
-                sql.SQL("select * from {}(%s, %s)").format(sql.SQL(contract_lock_by_key)),
-                (tx, Jsonb({"id": i})),
-            )
+        return body
 
     variants = {
         "plain": plain,
@@ -377,9 +368,11 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
             "floor_lock_recorded", floor_lock_recorded, f"lk_{s}_lockimg"
         ),
         "contract_insert": in_logical_tx("contract_insert", contract_static_insert),
-        "contract_lock": in_logical_tx("contract_lock", one_function_lock),
-        "lock_by_key": in_logical_tx("lock_by_key", generated_lock_by_key),
-        "contract_lock_by_key": in_logical_tx("contract_lock_by_key", prepared_lock_by_key),
+        "contract_lock": in_logical_tx("contract_lock", locks_by(contract_lock)),
+        "lock_by_key": in_logical_tx("lock_by_key", locks_by(lock_by_key)),
+        "contract_lock_by_key": in_logical_tx(
+            "contract_lock_by_key", locks_by(contract_lock_by_key)
+        ),
     }
     return Rounds(conn, variants, vacuum(conn), rounds=rounds).run()
 
