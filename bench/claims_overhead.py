@@ -11,7 +11,11 @@ Alternative designs (bench/_designs.py, "(floor)"), on bench-local tables
 measured in the same rounds: an EMPTY statement-level trigger declaring
 both transition tables (what the mandated capture trigger costs before it
 does anything); statement-level capture with typed images whose row is the
-claim; row-level capture whose guard checks each written key.
+claim; row-level capture whose guard checks each written key. Designs that
+keep the whole contract of a captured write ("(design)"; statement-level and
+row-level capture, bench/_designs.py): for a plain write they owe what the
+package's guard owes (a table without claims passes after one probe, a
+claimed key, old or new, is refused).
 
 Every round starts with VACUUM (ANALYZE) and runs the variants in an order
 rotated per round; one warm-up round is discarded. Two table shapes (4 and
@@ -39,7 +43,7 @@ from tx_overhead import SHAPES, create, database, postgrest, tx_begin, vacuum
 # (grp 2) are claimed in case (2) and never written by it.
 WORKLOAD = 10_000
 ROWS = 2 * WORKLOAD
-VARIANTS = ("plain", "managed", "empty", "typed", "row")
+VARIANTS = ("plain", "managed", "empty", "typed", "row", "whole_statement", "whole_row")
 
 
 def make_tables(conn: psycopg.Connection[Any], shape: str, s: str) -> None:
@@ -61,6 +65,8 @@ def make_tables(conn: psycopg.Connection[Any], shape: str, s: str) -> None:
     )
     _designs.typed_image(conn, f"g_typed_{s}", columns)
     _designs.row_level(conn, f"g_row_{s}", "update")
+    _designs.contract_statement(conn, f"g_whole_statement_{s}", columns)
+    _designs.contract_row(conn, f"g_whole_row_{s}", columns)
 
 
 def measure(conn: psycopg.Connection[Any], s: str, width: int, n: int, rounds: int) -> Rounds:
@@ -92,7 +98,7 @@ def hold_claims(conn: psycopg.Connection[Any], s: str) -> tuple[Any, Any]:
         (tx, f"g_managed_{s}", Jsonb({"v": -1}), Jsonb({"grp": 2})),
     )
     floor_tx = _designs.new_floor_tx(conn)
-    for v in ("typed", "row"):
+    for v in ("typed", "row", "whole_statement", "whole_row"):
         postgrest(
             conn,
             {"x-resilience-tx": str(floor_tx)},
@@ -160,6 +166,24 @@ def main() -> None:
                             "plain",
                             None,
                             n,
+                        ),
+                        ratio_line(
+                            r,
+                            "    design: statement-level capture, whole contract",
+                            "whole_statement",
+                            "plain",
+                            None,
+                            n,
+                            "(design)",
+                        ),
+                        ratio_line(
+                            r,
+                            "    design: row-level capture, whole contract",
+                            "whole_row",
+                            "plain",
+                            None,
+                            n,
+                            "(design)",
                         ),
                     ):
                         print(line, flush=True)

@@ -52,6 +52,18 @@ tx_execute's lock without its dispatch. The generated lock by key called
 alone (no preparation: the transaction is checked after the rows are
 locked) is a floor.
 
+Designs that keep the whole contract of a captured write on bench-local
+tables (marked "(design)"; bench/_designs.py, statement-level capture over
+the transition tables and row-level capture, both with typed images whose
+first row per key is the claim, key changes claiming the old key, journal
+and audit rows per statement, a LIFO undo by statement that restores only
+rows still as written, all or nothing; tests/transactions/
+test_bench_contract_designs.py checks them against a real ROLLBACK): for
+(a) a CASE dispatcher + static insert function over the statement-level
+design; for (a2) the header-mode INSERT into each; for (b) and (c) the
+UPDATE and the undo of each. Each (b)/(c) variant has its own table, so
+every table takes the same writes per round.
+
 Every round starts with VACUUM (ANALYZE), runs every variant once in an
 order rotated per round; one warm-up round is discarded. Two table shapes:
 4 columns (id bigint pk, grp int, v int, note text) and 6 (+ numeric,
@@ -160,6 +172,8 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
         "ins_recorded",
         "ins_dynamic",
         "ins_row",
+        "ins_whole_statement",
+        "ins_whole_row",
     ):
         create(conn, f"{t}_{s}", shape)
     create(conn, f"lk_{s}", shape, rows=n)
@@ -176,6 +190,9 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
         _designs.typed_image(conn, t, columns)
     _designs.typed_image(conn, f"ins_recorded_{s}", columns, recorded=True)
     _designs.row_level(conn, f"ins_row_{s}", "insert")
+    _designs.contract_statement(conn, f"ins_whole_statement_{s}", columns)
+    _designs.contract_row(conn, f"ins_whole_row_{s}", columns)
+    dispatch_whole = _designs.static_insert(conn, f"ins_whole_statement_{s}")
     dispatch = _designs.static_insert(conn, f"ins_static_{s}")
     dispatch_recorded = _designs.static_insert(conn, f"ins_recorded_{s}")
     lock_fn = _designs.lock_function(conn, f"lk_{s}")
@@ -191,7 +208,14 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
             sql.SQL(", ").join(map(sql.Identifier, columns)),
             sql.SQL(", ").join(sql.Placeholder() * len(columns)),
         )
-        for t in ("ins_plain", "ins_managed", "ins_static", "ins_row")
+        for t in (
+            "ins_plain",
+            "ins_managed",
+            "ins_static",
+            "ins_row",
+            "ins_whole_statement",
+            "ins_whole_row",
+        )
     }
 
     def values(key: int) -> list[Any]:
@@ -270,10 +294,11 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
         def variant(timer: Timer) -> None:
             tx = _designs.new_floor_tx(conn)
             timer(name, lambda: body(tx))
-            # commit: release the claims (outside the timed part)
+            # commit: release the claims, drop the journal (outside the timed part)
             conn.execute(
                 sql.SQL("delete from {} where tx = %s").format(sql.Identifier(image)), (tx,)
             )
+            conn.execute("delete from floor_journal where tx = %s", (tx,))
 
         return variant
 
@@ -282,6 +307,13 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
             conn.execute(
                 sql.SQL("select {}(%s, %s, 'insert', %s)").format(sql.Identifier(dispatch)),
                 (tx, f"ins_static_{s}", Jsonb(row_of(shape, next(keys)))),
+            )
+
+    def static_whole(tx: Any) -> None:
+        for _ in range(n):
+            conn.execute(
+                sql.SQL("select {}(%s, %s, 'insert', %s)").format(sql.Identifier(dispatch_whole)),
+                (tx, f"ins_whole_statement_{s}", Jsonb(row_of(shape, next(keys)))),
             )
 
     def static_recorded(tx: Any) -> None:
@@ -309,6 +341,14 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
         header = {"x-resilience-tx": str(tx)}
         for _ in range(n):
             postgrest(conn, header, ins["ins_row"], values(next(keys)))
+
+    def pgrst_whole(table: str) -> Callable[[Any], None]:
+        def body(tx: Any) -> None:
+            header = {"x-resilience-tx": str(tx)}
+            for _ in range(n):
+                postgrest(conn, header, ins[table], values(next(keys)))
+
+        return body
 
     def floor_lock(tx: Any) -> None:
         for i in range(1, n + 1):
@@ -363,6 +403,15 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
         "dynamic": floor_tx("dynamic", dynamic, f"ins_dynamic_{s}_img"),
         "pgrst_typed": floor_tx("pgrst_typed", pgrst_typed, f"ins_static_{s}_img"),
         "pgrst_row": floor_tx("pgrst_row", pgrst_row, f"ins_row_{s}_img"),
+        "static_whole": floor_tx("static_whole", static_whole, f"ins_whole_statement_{s}_img"),
+        "pgrst_whole_statement": floor_tx(
+            "pgrst_whole_statement",
+            pgrst_whole("ins_whole_statement"),
+            f"ins_whole_statement_{s}_img",
+        ),
+        "pgrst_whole_row": floor_tx(
+            "pgrst_whole_row", pgrst_whole("ins_whole_row"), f"ins_whole_row_{s}_img"
+        ),
         "floor_lock": floor_tx("floor_lock", floor_lock, f"lk_{s}_lockimg"),
         "floor_lock_recorded": floor_tx(
             "floor_lock_recorded", floor_lock_recorded, f"lk_{s}_lockimg"
@@ -381,11 +430,25 @@ def big_update(conn: psycopg.Connection[Any], shape: str, rows: int, rounds: int
     """(b), (b'), (c) and the two alternative designs."""
     s = "4" if shape == "4 columns" else "6"
     _, columns, _ = SHAPES[shape]
-    for t in ("up_plain", "up_managed", "up_typed", "up_jsonb"):
+    # One table per variant, so that each table takes the same writes per
+    # round (its update, and its undo where it has one).
+    for t in (
+        "up_plain",
+        "up_returning",
+        "up_managed",
+        "up_executed",
+        "up_typed",
+        "up_jsonb",
+        "up_statement",
+        "up_row",
+    ):
         create(conn, f"{t}_{s}", shape, rows=rows)
-    conn.execute("select resilience.manage_table(%s)", (f"up_managed_{s}",))
+    for t in ("up_managed", "up_executed"):
+        conn.execute("select resilience.manage_table(%s)", (f"{t}_{s}",))
     _designs.typed_image(conn, f"up_typed_{s}", columns)
     _designs.jsonb_image(conn, f"up_jsonb_{s}", columns)
+    _designs.contract_statement(conn, f"up_statement_{s}", columns)
+    _designs.contract_row(conn, f"up_row_{s}", columns)
     values = itertools.count(1)
 
     def update(table: str) -> sql.Composed:
@@ -404,7 +467,7 @@ def big_update(conn: psycopg.Connection[Any], shape: str, rows: int, rounds: int
         statement = sql.SQL(
             "with w as (update {} as t set v = %s where grp = 1 returning to_jsonb(t) as j)"
             " select coalesce(jsonb_agg(w.j), '[]'), count(*) from w"
-        ).format(sql.Identifier(f"up_plain_{s}"))
+        ).format(sql.Identifier(f"up_returning_{s}"))
         timer("returning", lambda: conn.execute(statement, (next(values),)).fetchall())
 
     def tx_execute(timer: Timer) -> None:
@@ -413,13 +476,16 @@ def big_update(conn: psycopg.Connection[Any], shape: str, rows: int, rounds: int
             "tx_execute",
             lambda: conn.execute(
                 "select resilience.tx_execute(%s, %s, 'update', %s, %s)",
-                (tx, f"up_managed_{s}", Jsonb({"v": next(values)}), Jsonb({"grp": 1})),
+                (tx, f"up_executed_{s}", Jsonb({"v": next(values)}), Jsonb({"grp": 1})),
             ).fetchall(),
         )
         conn.execute("select resilience.tx_rollback(%s)", (tx,))
 
-    def design(name: str) -> Callable[[Timer], None]:
+    def design(name: str, undo: str | None = None) -> Callable[[Timer], None]:
+        """A bench-local design's UPDATE and its undo (`undo`, by default the
+        floor's own floor_undo_<table>)."""
         table = f"up_{name}_{s}"
+        undo_fn = undo or f"floor_undo_{table}"
 
         def variant(timer: Timer) -> None:
             tx = _designs.new_floor_tx(conn)
@@ -430,7 +496,7 @@ def big_update(conn: psycopg.Connection[Any], shape: str, rows: int, rounds: int
             timer(
                 f"c_{name}",
                 lambda: conn.execute(
-                    sql.SQL("select {}(%s)").format(sql.Identifier(f"floor_undo_{table}")), (tx,)
+                    sql.SQL("select {}(%s)").format(sql.Identifier(undo_fn)), (tx,)
                 ),
             )
 
@@ -443,6 +509,8 @@ def big_update(conn: psycopg.Connection[Any], shape: str, rows: int, rounds: int
         "tx_execute": tx_execute,
         "typed": design("typed"),
         "jsonb": design("jsonb"),
+        "statement": design("statement", "floor_undo"),
+        "row": design("row", "floor_undo"),
     }
     return Rounds(conn, variants, vacuum(conn), rounds=rounds).run()
 
@@ -552,6 +620,15 @@ def main() -> None:
                 ),
                 ratio_line(
                     one,
+                    "    whole contract: CASE dispatcher + static fn, bench capture",
+                    "static_whole",
+                    "plain",
+                    None,
+                    n,
+                    note="(design)",
+                ),
+                ratio_line(
+                    one,
                     "(a2) PostgREST header-mode INSERT vs plain INSERT",
                     "pgrst_header",
                     "plain",
@@ -591,6 +668,24 @@ def main() -> None:
                     n,
                 ),
                 ratio_line(
+                    one,
+                    "    design: statement-level capture, whole contract",
+                    "pgrst_whole_statement",
+                    "plain",
+                    None,
+                    n,
+                    note="(design)",
+                ),
+                ratio_line(
+                    one,
+                    "    design: row-level capture, whole contract",
+                    "pgrst_whole_row",
+                    "plain",
+                    None,
+                    n,
+                    note="(design)",
+                ),
+                ratio_line(
                     big,
                     f"(b) {rows:,}-row UPDATE in a logical tx vs unmanaged",
                     "captured",
@@ -602,6 +697,22 @@ def main() -> None:
                 ),
                 ratio_line(
                     big, "    floor: jsonb images + claims table", "b_jsonb", "forward", None
+                ),
+                ratio_line(
+                    big,
+                    "    design: statement-level capture, whole contract",
+                    "b_statement",
+                    "forward",
+                    None,
+                    note="(design)",
+                ),
+                ratio_line(
+                    big,
+                    "    design: row-level capture, whole contract",
+                    "b_row",
+                    "forward",
+                    None,
+                    note="(design)",
                 ),
                 ratio_line(
                     big,
@@ -623,6 +734,22 @@ def main() -> None:
                     "c_jsonb",
                     "forward",
                     None,
+                ),
+                ratio_line(
+                    big,
+                    "    design: statement-level capture, LIFO undo by statement",
+                    "c_statement",
+                    "forward",
+                    None,
+                    note="(design)",
+                ),
+                ratio_line(
+                    big,
+                    "    design: row-level capture, LIFO undo by statement",
+                    "c_row",
+                    "forward",
+                    None,
+                    note="(design)",
                 ),
                 ratio_line(
                     bulk,
