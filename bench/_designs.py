@@ -12,10 +12,19 @@ guarantees that matter for the figure it is compared with:
 * rollback restores set-based and only rows still equal to their after image.
 
 They omit what is not on the measured path's critical contract (audit rows,
-statement log, savepoints, RLS-aware returning). The designs at the end
-(`contract_lock`, `contract_insert`) are the exception: they keep the whole
-contract and therefore run over a table the package manages. The SQL is templated with
-psycopg.sql (identifiers only).
+statement log, savepoints, RLS-aware returning): they are floors. Two
+groups of designs are not:
+
+* `contract_lock`, `contract_insert`, `contract_lock_by_key` keep the whole
+  contract of `tx_execute` and therefore run over a table the package
+  manages;
+* `contract_statement` and `contract_row` (the last section) keep the
+  contract of a captured write on bench-local tables, by statement-level
+  and by row-level capture, with one undo (`floor_undo`) over every table
+  a transaction wrote; tests/transactions/test_bench_contract_designs.py
+  checks them against a real ROLLBACK.
+
+The SQL is templated with psycopg.sql (identifiers only).
 """
 
 from __future__ import annotations

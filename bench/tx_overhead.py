@@ -61,8 +61,9 @@ rows still as written, all or nothing; tests/transactions/
 test_bench_contract_designs.py checks them against a real ROLLBACK): for
 (a) a CASE dispatcher + static insert function over the statement-level
 design; for (a2) the header-mode INSERT into each; for (b) and (c) the
-UPDATE and the undo of each. Each (b)/(c) variant has its own table, so
-every table takes the same writes per round.
+UPDATE and the undo of each; for (d) the bulk insert into each. Each
+(b)/(c) variant has its own table, so every table takes the same writes
+per round.
 
 Every round starts with VACUUM (ANALYZE), runs every variant once in an
 order rotated per round; one warm-up round is discarded. Two table shapes:
@@ -518,10 +519,21 @@ def big_update(conn: psycopg.Connection[Any], shape: str, rows: int, rounds: int
 def bulk_insert(conn: psycopg.Connection[Any], shape: str, rows: int, rounds: int) -> Rounds:
     """(d) and two alternative designs of a managed table's insert trigger."""
     s = "4" if shape == "4 columns" else "6"
-    _, _, series = SHAPES[shape]
-    for t in ("bulk_plain", "bulk_managed", "bulk_empty", "bulk_when"):
+    _, columns, series = SHAPES[shape]
+    tables = (
+        "bulk_plain",
+        "bulk_managed",
+        "bulk_empty",
+        "bulk_when",
+        "bulk_statement",
+        "bulk_row",
+    )
+    for t in tables:
         create(conn, f"{t}_{s}", shape)
     conn.execute("select resilience.manage_table(%s)", (f"bulk_managed_{s}",))
+    # The two designs that keep the contract of a captured write.
+    _designs.contract_statement(conn, f"bulk_statement_{s}", columns)
+    _designs.contract_row(conn, f"bulk_row_{s}", columns)
     # The mandated design at its cheapest: an EMPTY statement-level trigger
     # declaring the transition table.
     _designs.run(
@@ -554,7 +566,7 @@ def bulk_insert(conn: psycopg.Connection[Any], shape: str, rows: int, rounds: in
 
         return run
 
-    variants = {t: variant(t) for t in ("bulk_plain", "bulk_managed", "bulk_empty", "bulk_when")}
+    variants = {t: variant(t) for t in tables}
     return Rounds(conn, variants, vacuum(conn), rounds=rounds).run()
 
 
@@ -771,6 +783,22 @@ def main() -> None:
                     "bulk_when",
                     "bulk_plain",
                     None,
+                ),
+                ratio_line(
+                    bulk,
+                    "    design: statement-level capture, whole contract",
+                    "bulk_statement",
+                    "bulk_plain",
+                    None,
+                    note="(design)",
+                ),
+                ratio_line(
+                    bulk,
+                    "    design: row-level capture, whole contract",
+                    "bulk_row",
+                    "bulk_plain",
+                    None,
+                    note="(design)",
                 ),
                 ratio_line(
                     one,
