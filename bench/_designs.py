@@ -1139,3 +1139,71 @@ def contract_row(conn: psycopg.Connection[Any], table: str, columns: list[str]) 
             cap=names["cap"],
             close=names["close"],
         )
+
+
+# Locks on the tables of the two designs above (the same image layout):
+# the row's image (before = after) is its claim, undone by floor_undo like
+# any statement. Two ways: lock the row (FOR UPDATE NOWAIT), then write its
+# claim, journal and audit rows in the same function; or lock it, then let
+# the table's capture take a captured no-op UPDATE of the row.
+CONTRACT_LOCKS = """
+create function {lock}(p_tx uuid, p_id bigint) returns bigint language plpgsql
+set enable_seqscan = off as $$
+declare
+    v_tx uuid := p_tx;
+    v_seq bigint;
+    r {t};
+begin
+    perform floor_check(v_tx);
+    select t.* into r from {t} t where t.id = p_id for update nowait;
+    if not found then
+        return 0;
+    end if;
+    v_seq := nextval('floor_seq');
+    insert into floor_claimed values ({tname}::regclass) on conflict do nothing;
+    insert into {img} (tx, seq, claim, k, b, a)
+    values (v_tx, v_seq, {claim}, r.id, r, r)
+    on conflict (k) where claim do nothing;
+    if not found then
+        raise exception using errcode = '55P03', message = 'claimed by another transaction';
+    end if;
+    with j as (insert into floor_journal values (v_tx, v_seq, {tname}::regclass, 'lock', 1))
+    insert into floor_audit (event, tx, actor, detail)
+    values ('execute', v_tx, current_user, jsonb_build_object('table', {tname}, 'operation', 'lock',
+        'rows', 1));
+    return 1;
+end $$;
+create function {touch}(p_tx uuid, p_id bigint) returns bigint language plpgsql as $$
+declare
+    n bigint;
+begin
+    perform floor_check(p_tx);
+    perform 1 from {t} t where t.id = p_id for update nowait;
+    if not found then
+        return 0;
+    end if;
+    perform set_config('floor.tx', p_tx::text, true);
+    update {t} t set id = t.id where t.id = p_id;
+    get diagnostics n = row_count;
+    perform set_config('floor.tx', '', true);
+    return n;
+end $$;
+"""
+
+
+def contract_locks(conn: psycopg.Connection[Any], table: str) -> tuple[str, str]:
+    """The two locks of one row by key on a table of contract_statement or
+    contract_row: (lock and claim in one function, lock and a captured
+    no-op UPDATE); returns their names."""
+    lock, touch = f"floor_lock_claim_{table}", f"floor_lock_update_{table}"
+    conn.execute(
+        sql.SQL(CONTRACT_LOCKS).format(
+            lock=ident(lock),
+            touch=ident(touch),
+            t=ident(table),
+            img=ident(f"{table}_img"),
+            tname=sql.Literal(table),
+            claim=_claim_of(f"{table}_img", "r.id", "false"),
+        )
+    )
+    return lock, touch

@@ -60,7 +60,10 @@ and audit rows per statement, a LIFO undo by statement that restores only
 rows still as written, all or nothing; tests/transactions/
 test_bench_contract_designs.py checks them against a real ROLLBACK): for
 (a) a CASE dispatcher + static insert function over the statement-level
-design; for (a2) the header-mode INSERT into each; for (b) and (c) the
+design and over the row-level one; for (a2) the header-mode INSERT into
+each; for (f) a lock function (FOR UPDATE NOWAIT, then the claim, journal
+and audit rows) and FOR UPDATE NOWAIT followed by a no-op UPDATE that the
+statement-level capture takes; for (b) and (c) the
 UPDATE and the undo of each; for (d) the bulk insert into each. Each
 (b)/(c) variant has its own table, so every table takes the same writes
 per round.
@@ -178,6 +181,11 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
     ):
         create(conn, f"{t}_{s}", shape)
     create(conn, f"lk_{s}", shape, rows=n)
+    for t in ("lk_claim", "lk_update"):
+        create(conn, f"{t}_{s}", shape, rows=n)
+        _designs.contract_statement(conn, f"{t}_{s}", columns)
+    lock_claim, _ = _designs.contract_locks(conn, f"lk_claim_{s}")
+    _, lock_update = _designs.contract_locks(conn, f"lk_update_{s}")
     for t in (f"ins_managed_{s}", f"ins_general_{s}", f"ins_contract_{s}", f"lk_{s}"):
         conn.execute("select resilience.manage_table(%s)", (t,))
     # tx_execute as it was before the generated insert function (the
@@ -194,6 +202,7 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
     _designs.contract_statement(conn, f"ins_whole_statement_{s}", columns)
     _designs.contract_row(conn, f"ins_whole_row_{s}", columns)
     dispatch_whole = _designs.static_insert(conn, f"ins_whole_statement_{s}")
+    dispatch_whole_row = _designs.static_insert(conn, f"ins_whole_row_{s}")
     dispatch = _designs.static_insert(conn, f"ins_static_{s}")
     dispatch_recorded = _designs.static_insert(conn, f"ins_recorded_{s}")
     lock_fn = _designs.lock_function(conn, f"lk_{s}")
@@ -310,12 +319,15 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
                 (tx, f"ins_static_{s}", Jsonb(row_of(shape, next(keys)))),
             )
 
-    def static_whole(tx: Any) -> None:
-        for _ in range(n):
-            conn.execute(
-                sql.SQL("select {}(%s, %s, 'insert', %s)").format(sql.Identifier(dispatch_whole)),
-                (tx, f"ins_whole_statement_{s}", Jsonb(row_of(shape, next(keys)))),
-            )
+    def static_whole(dispatcher: str, table: str) -> Callable[[Any], None]:
+        def body(tx: Any) -> None:
+            for _ in range(n):
+                conn.execute(
+                    sql.SQL("select {}(%s, %s, 'insert', %s)").format(sql.Identifier(dispatcher)),
+                    (tx, f"{table}_{s}", Jsonb(row_of(shape, next(keys)))),
+                )
+
+        return body
 
     def static_recorded(tx: Any) -> None:
         for _ in range(n):
@@ -348,6 +360,13 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
             header = {"x-resilience-tx": str(tx)}
             for _ in range(n):
                 postgrest(conn, header, ins[table], values(next(keys)))
+
+        return body
+
+    def whole_lock(fn: str) -> Callable[[Any], None]:
+        def body(tx: Any) -> None:
+            for i in range(1, n + 1):
+                conn.execute(sql.SQL("select {}(%s, %s)").format(sql.Identifier(fn)), (tx, i))
 
         return body
 
@@ -404,7 +423,18 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
         "dynamic": floor_tx("dynamic", dynamic, f"ins_dynamic_{s}_img"),
         "pgrst_typed": floor_tx("pgrst_typed", pgrst_typed, f"ins_static_{s}_img"),
         "pgrst_row": floor_tx("pgrst_row", pgrst_row, f"ins_row_{s}_img"),
-        "static_whole": floor_tx("static_whole", static_whole, f"ins_whole_statement_{s}_img"),
+        "static_whole": floor_tx(
+            "static_whole",
+            static_whole(dispatch_whole, "ins_whole_statement"),
+            f"ins_whole_statement_{s}_img",
+        ),
+        "static_whole_row": floor_tx(
+            "static_whole_row",
+            static_whole(dispatch_whole_row, "ins_whole_row"),
+            f"ins_whole_row_{s}_img",
+        ),
+        "lock_claim": floor_tx("lock_claim", whole_lock(lock_claim), f"lk_claim_{s}_img"),
+        "lock_update": floor_tx("lock_update", whole_lock(lock_update), f"lk_update_{s}_img"),
         "pgrst_whole_statement": floor_tx(
             "pgrst_whole_statement",
             pgrst_whole("ins_whole_statement"),
@@ -632,8 +662,17 @@ def main() -> None:
                 ),
                 ratio_line(
                     one,
-                    "    whole contract: CASE dispatcher + static fn, bench capture",
+                    "    design: CASE dispatcher + static fn, statement-level",
                     "static_whole",
+                    "plain",
+                    None,
+                    n,
+                    note="(design)",
+                ),
+                ratio_line(
+                    one,
+                    "    design: CASE dispatcher + static fn, row-level",
+                    "static_whole_row",
                     "plain",
                     None,
                     n,
@@ -837,6 +876,24 @@ def main() -> None:
                     one,
                     "    whole contract: prepare + lock by key, static",
                     "contract_lock_by_key",
+                    "for_update",
+                    None,
+                    n,
+                    note="(design)",
+                ),
+                ratio_line(
+                    one,
+                    "    design: FOR UPDATE NOWAIT, then claim, journal, audit",
+                    "lock_claim",
+                    "for_update",
+                    None,
+                    n,
+                    note="(design)",
+                ),
+                ratio_line(
+                    one,
+                    "    design: FOR UPDATE NOWAIT, then a captured no-op UPDATE",
+                    "lock_update",
                     "for_update",
                     None,
                     n,

@@ -56,6 +56,7 @@ def design_db(server: Server) -> Iterator[str]:
                     ).format(sql.Identifier(design))
                 )
                 getattr(designs, design)(conn, design, COLUMNS)
+                designs.contract_locks(conn, design)
                 # A user trigger writing the same table from inside a write
                 # (the row design's stack of statements).
                 conn.execute(
@@ -430,3 +431,27 @@ def test_the_owner_undoes_an_expired_transaction(table: tuple[str, str]) -> None
         assert raised.value.sqlstate == "RZ001"
         undo(conn, tx)
         assert rows(conn, name) == before
+
+
+@pytest.mark.parametrize("kind", ["claim", "update"])
+def test_a_lock_claims_the_row_and_the_undo_releases_it(table: tuple[str, str], kind: str) -> None:
+    dsn, name = table
+    t = sql.Identifier(name)
+    lock = sql.Identifier(f"floor_lock_{kind}_{name}")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        before = rows(conn, name)
+        mine = designs.new_floor_tx(conn)
+        theirs = designs.new_floor_tx(conn)
+        assert conn.execute(sql.SQL("select {}(%s, 3)").format(lock), (mine,)).fetchone() == (1,)
+        assert conn.execute(sql.SQL("select {}(%s, 99)").format(lock), (mine,)).fetchone() == (0,)
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            conn.execute(sql.SQL("select {}(%s, 3)").format(lock), (theirs,))
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            conn.execute(sql.SQL("update {} set v = 0 where id = 3").format(t))
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            in_tx(conn, theirs, sql.SQL("delete from {} where id = 3").format(t))
+        # The holder writes the row it locked.
+        in_tx(conn, mine, sql.SQL("update {} set v = -3 where id = 3").format(t))
+        undo(conn, mine)
+        assert rows(conn, name) == before
+        conn.execute(sql.SQL("update {} set v = 3 where id = 3").format(t))
