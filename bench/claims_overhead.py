@@ -12,7 +12,7 @@ measured in the same rounds: an EMPTY statement-level trigger declaring
 both transition tables (what the mandated capture trigger costs before it
 does anything); statement-level capture with typed images whose row is the
 claim; row-level capture whose guard checks each written key. Designs that
-keep the whole contract of a captured write ("(design)"; statement-level and
+keep the contract of a captured write ("(design)"; statement-level and
 row-level capture, bench/_designs.py): for a plain write they owe what the
 package's guard owes (a table without claims passes after one probe, a
 claimed key, old or new, is refused).
@@ -169,7 +169,7 @@ def main() -> None:
                         ),
                         ratio_line(
                             r,
-                            "    design: statement-level capture, whole contract",
+                            "    design: statement-level capture, contract of a write",
                             "whole_statement",
                             "plain",
                             None,
@@ -178,7 +178,7 @@ def main() -> None:
                         ),
                         ratio_line(
                             r,
-                            "    design: row-level capture, whole contract",
+                            "    design: row-level capture, contract of a write",
                             "whole_row",
                             "plain",
                             None,

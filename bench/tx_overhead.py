@@ -52,8 +52,9 @@ tx_execute's lock without its dispatch. The generated lock by key called
 alone (no preparation: the transaction is checked after the rows are
 locked) is a floor.
 
-Designs that keep the whole contract of a captured write on bench-local
-tables (marked "(design)"; bench/_designs.py, statement-level capture over
+Designs that keep the contract of a captured write on bench-local tables
+(marked "(design)"; what they leave out is named in bench/_designs.py:
+the JWT subject, a reaper, privilege separation...; statement-level capture over
 the transition tables and row-level capture, both with typed images whose
 first row per key is the claim, key changes claiming the old key, journal
 and audit rows per statement, a LIFO undo by statement that restores only
@@ -720,7 +721,7 @@ def main() -> None:
                 ),
                 ratio_line(
                     one,
-                    "    design: statement-level capture, whole contract",
+                    "    design: statement-level capture, contract of a write",
                     "pgrst_whole_statement",
                     "plain",
                     None,
@@ -729,7 +730,7 @@ def main() -> None:
                 ),
                 ratio_line(
                     one,
-                    "    design: row-level capture, whole contract",
+                    "    design: row-level capture, contract of a write",
                     "pgrst_whole_row",
                     "plain",
                     None,
@@ -751,7 +752,7 @@ def main() -> None:
                 ),
                 ratio_line(
                     big,
-                    "    design: statement-level capture, whole contract",
+                    "    design: statement-level capture, contract of a write",
                     "b_statement",
                     "forward",
                     None,
@@ -759,7 +760,7 @@ def main() -> None:
                 ),
                 ratio_line(
                     big,
-                    "    design: row-level capture, whole contract",
+                    "    design: row-level capture, contract of a write",
                     "b_row",
                     "forward",
                     None,
@@ -825,7 +826,7 @@ def main() -> None:
                 ),
                 ratio_line(
                     bulk,
-                    "    design: statement-level capture, whole contract",
+                    "    design: statement-level capture, contract of a write",
                     "bulk_statement",
                     "bulk_plain",
                     None,
@@ -833,7 +834,7 @@ def main() -> None:
                 ),
                 ratio_line(
                     bulk,
-                    "    design: row-level capture, whole contract",
+                    "    design: row-level capture, contract of a write",
                     "bulk_row",
                     "bulk_plain",
                     None,
