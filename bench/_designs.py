@@ -140,6 +140,32 @@ def run(conn: psycopg.Connection[Any], template: str, **names: str) -> None:
     )
 
 
+# The transition tables a statement-level capture trigger declares, per event.
+TRANSITION_TABLES = {
+    "insert": "new table as new_rows",
+    "update": "old table as old_rows new table as new_rows",
+    "delete": "old table as old_rows",
+}
+
+
+def statement_triggers(
+    conn: psycopg.Connection[Any], table: str, capture: str, events: tuple[str, ...]
+) -> None:
+    """One AFTER STATEMENT trigger <table>_<event> per event, declaring its
+    transition tables, executing `capture`."""
+    for event in events:
+        run(
+            conn,
+            "create trigger {trg} after {event} on {t} referencing {referencing}"
+            " for each statement execute function {cap}()",
+            trg=f"{table}_{event}",
+            t=table,
+            cap=capture,
+            event=event,
+            referencing=TRANSITION_TABLES[event],
+        )
+
+
 # --- Design T: images typed as the table's own row type, the image row is
 # the claim (partial unique index on the key), statement-level capture from
 # transition tables; rollback: one UPDATE/DELETE from the image table where
@@ -306,20 +332,7 @@ def typed_image(
         **{k: ident(v) for k, v in names.items()},
     )
     conn.execute(template)
-    for event, referencing in (
-        ("insert", "new table as new_rows"),
-        ("update", "old table as old_rows new table as new_rows"),
-    ):
-        run(
-            conn,
-            "create trigger {trg} after {event} on {t} referencing {referencing}"
-            " for each statement execute function {cap}()",
-            trg=f"{table}_{event}",
-            t=table,
-            cap=names["cap"],
-            event=event,
-            referencing=referencing,
-        )
+    statement_triggers(conn, table, names["cap"], ("insert", "update"))
 
 
 def jsonb_image(conn: psycopg.Connection[Any], table: str, columns: list[str]) -> None:
@@ -1086,21 +1099,7 @@ def contract_statement(conn: psycopg.Connection[Any], table: str, columns: list[
             claim_u=_claim_of(names["img"], "u.old_k"),
         )
     )
-    for event, referencing in (
-        ("insert", "new table as new_rows"),
-        ("update", "old table as old_rows new table as new_rows"),
-        ("delete", "old table as old_rows"),
-    ):
-        run(
-            conn,
-            "create trigger {trg} after {event} on {t} referencing {referencing}"
-            " for each statement execute function {cap}()",
-            trg=f"{table}_{event}",
-            t=table,
-            cap=names["cap"],
-            event=event,
-            referencing=referencing,
-        )
+    statement_triggers(conn, table, names["cap"], ("insert", "update", "delete"))
 
 
 def contract_row(conn: psycopg.Connection[Any], table: str, columns: list[str]) -> None:

@@ -126,7 +126,7 @@ def rows(conn: psycopg.Connection[Any], name: str) -> list[str]:
     ]
 
 
-def in_tx(conn: psycopg.Connection[Any], tx: Any, statement: sql.Composable, *args: Any) -> None:
+def in_tx(conn: psycopg.Connection[Any], tx: Any, statement: sql.Composed, *args: Any) -> None:
     """One call of a logical transaction (its own database transaction)."""
     with conn.transaction():
         conn.execute("select set_config('floor.tx', %s, true)", (str(tx),))
@@ -230,34 +230,51 @@ def test_claims_refuse_other_writers_at_once(table: tuple[str, str]) -> None:
         ).fetchall() == [(1, 1), (2, 2), (3, 3), (4, 7), (5, 8)]
 
 
-def test_a_claim_taken_meanwhile_is_refused_not_waited_for(table: tuple[str, str]) -> None:
-    """A writer that waited on the row lock of a concurrent claimer's call
-    (PostgreSQL's own lock, any design) is refused with 55P03 once that
-    call commits: it does not wait for the logical transaction."""
-    dsn, name = table
-    t = sql.Identifier(name)
+def write_behind_a_claim(
+    dsn: str, name: str, write: Callable[[psycopg.Connection[Any]], object]
+) -> Any:
+    """Runs `write` on a second connection while a call of a logical
+    transaction has updated row 6 (claiming it) and not committed yet; the
+    call commits 0.3 s later. Returns the write's error (None if it passed)
+    and the claiming transaction."""
     outcome: list[BaseException | None] = []
     with psycopg.connect(dsn, autocommit=True) as a, psycopg.connect(dsn, autocommit=True) as b:
-        first = designs.new_floor_tx(a)
-        second = designs.new_floor_tx(a)
+        tx = designs.new_floor_tx(a)
         b.execute("set lock_timeout = '10s'")
 
         def other() -> None:
             try:
-                in_tx(b, second, sql.SQL("update {} set v = -2 where id = 6").format(t))
+                write(b)
                 outcome.append(None)
             except psycopg.Error as e:
                 outcome.append(e)
 
         with a.transaction():
-            a.execute("select set_config('floor.tx', %s, true)", (str(first),))
-            a.execute(sql.SQL("update {} set v = -1 where id = 6").format(t))
+            a.execute("select set_config('floor.tx', %s, true)", (str(tx),))
+            a.execute(sql.SQL("update {} set v = -1 where id = 6").format(sql.Identifier(name)))
             thread = threading.Thread(target=other)
             thread.start()
             time.sleep(0.3)
         thread.join(15)
-        assert len(outcome) == 1
-        assert isinstance(outcome[0], psycopg.errors.LockNotAvailable)
+    assert len(outcome) == 1
+    return outcome[0], tx
+
+
+def test_a_claim_taken_meanwhile_is_refused_not_waited_for(table: tuple[str, str]) -> None:
+    """A writer of another logical transaction that waited on the row lock
+    of a claimer's call (PostgreSQL's own lock, any design) is refused with
+    55P03 once that call commits: it does not wait for the logical
+    transaction."""
+    dsn, name = table
+    t = sql.Identifier(name)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        second = designs.new_floor_tx(conn)
+    error, _ = write_behind_a_claim(
+        dsn,
+        name,
+        lambda b: in_tx(b, second, sql.SQL("update {} set v = -2 where id = 6").format(t)),
+    )
+    assert isinstance(error, psycopg.errors.LockNotAvailable)
 
 
 def test_drift_makes_the_undo_restore_nothing(table: tuple[str, str]) -> None:
@@ -338,29 +355,13 @@ def test_a_claim_taken_while_a_plain_write_waits_refuses_it(table: tuple[str, st
     plain write is refused, not let through onto the claimed row."""
     dsn, name = table
     t = sql.Identifier(name)
-    outcome: list[BaseException | None] = []
-    with psycopg.connect(dsn, autocommit=True) as a, psycopg.connect(dsn, autocommit=True) as b:
-        tx = designs.new_floor_tx(a)
-        b.execute("set lock_timeout = '10s'")
-
-        def plain() -> None:
-            try:
-                b.execute(sql.SQL("update {} set v = 999 where id = 5").format(t))
-                outcome.append(None)
-            except psycopg.Error as e:
-                outcome.append(e)
-
-        with a.transaction():
-            a.execute("select set_config('floor.tx', %s, true)", (str(tx),))
-            a.execute(sql.SQL("update {} set v = -1 where id = 5").format(t))
-            thread = threading.Thread(target=plain)
-            thread.start()
-            time.sleep(0.3)
-        thread.join(15)
-        assert len(outcome) == 1
-        assert isinstance(outcome[0], psycopg.errors.LockNotAvailable)
-        undo(a, tx)
-        assert a.execute(sql.SQL("select v from {} where id = 5").format(t)).fetchone() == (5,)
+    error, tx = write_behind_a_claim(
+        dsn, name, lambda b: b.execute(sql.SQL("update {} set v = 999 where id = 6").format(t))
+    )
+    assert isinstance(error, psycopg.errors.LockNotAvailable)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        undo(conn, tx)
+        assert conn.execute(sql.SQL("select v from {} where id = 6").format(t)).fetchone() == (6,)
 
 
 def test_one_undo_goes_back_over_every_table_newest_first(design_db: str) -> None:
