@@ -1206,3 +1206,82 @@ def contract_locks(conn: psycopg.Connection[Any], table: str) -> tuple[str, str]
         )
     )
     return lock, touch
+
+
+# The lock above with three pieces of the contract it leaves out, to see
+# what they cost (issue 11 (f)): the caller's rights apply to the row lock
+# (a SECURITY INVOKER entry) while the claim, journal and audit rows are
+# written by a SECURITY DEFINER function with a pinned search path (their
+# tables need not be writable by the caller); the owner is the caller's
+# role and JWT subject (as PostgREST sets them); a lazy probe for expired
+# transactions (one index probe; a real reaper would undo what it finds).
+CONTRACT_LOCK_FULL = """
+alter table floor_tx add column if not exists owner_sub text;
+create index if not exists floor_tx_expiring on floor_tx (expires_at) where status = 'active';
+create or replace function floor_caller_role() returns text language sql stable as $$
+    select case when current_setting('role') = 'none' then session_user::text
+        else current_setting('role') end
+$$;
+create or replace function floor_caller_sub() returns text language sql stable as $$
+    select nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub'
+$$;
+create function {claim_fn}(p_tx uuid, r {t}) returns bigint language plpgsql
+security definer set search_path = public, pg_temp as $$
+declare
+    v_tx uuid := p_tx;
+    v_seq bigint;
+begin
+    -- The lazy reap probe: one index probe when nothing expired.
+    perform 1 from floor_tx t where t.status = 'active' and t.expires_at < clock_timestamp()
+    limit 1;
+    perform 1 from floor_tx t
+    where t.id = v_tx and t.owner = floor_caller_role()
+        and t.owner_sub is not distinct from floor_caller_sub()
+        and t.status = 'active' and t.expires_at > clock_timestamp()
+    for share;
+    if not found then
+        raise exception using errcode = 'RZ001', message = 'no such transaction';
+    end if;
+    v_seq := nextval('floor_seq');
+    insert into floor_claimed values ({tname}::regclass) on conflict do nothing;
+    insert into {img} (tx, seq, claim, k, b, a)
+    values (v_tx, v_seq, {claim}, r.id, r, r)
+    on conflict (k) where claim do nothing;
+    if not found then
+        raise exception using errcode = '55P03', message = 'claimed by another transaction';
+    end if;
+    with j as (insert into floor_journal values (v_tx, v_seq, {tname}::regclass, 'lock', 1))
+    insert into floor_audit (event, tx, actor, detail)
+    values ('execute', v_tx, floor_caller_role(), jsonb_build_object('table', {tname},
+        'operation', 'lock', 'rows', 1, 'sub', floor_caller_sub()));
+    return 1;
+end $$;
+create function {lock}(p_tx uuid, p_id bigint) returns bigint language plpgsql as $$
+declare
+    r {t};
+begin
+    select t.* into r from {t} t where t.id = p_id for update nowait;
+    if not found then
+        return 0;
+    end if;
+    return {claim_fn}(p_tx, r);
+end $$;
+"""
+
+
+def contract_lock_full(conn: psycopg.Connection[Any], table: str) -> str:
+    """The lock of contract_locks with the caller's rights on the row, the
+    owner's JWT subject, a lazy reap probe and a SECURITY DEFINER claim, on
+    a table of contract_statement or contract_row; returns its name."""
+    lock = f"floor_lock_full_{table}"
+    conn.execute(
+        sql.SQL(CONTRACT_LOCK_FULL).format(
+            lock=ident(lock),
+            claim_fn=ident(f"floor_claim_full_{table}"),
+            t=ident(table),
+            img=ident(f"{table}_img"),
+            tname=sql.Literal(table),
+            claim=_claim_of(f"{table}_img", "r.id", "false"),
+        )
+    )
+    return lock

@@ -63,8 +63,9 @@ test_bench_contract_designs.py checks them against a real ROLLBACK): for
 (a) a CASE dispatcher + static insert function over the statement-level
 design and over the row-level one; for (a2) the header-mode INSERT into
 each; for (f) a lock function (FOR UPDATE NOWAIT, then the claim, journal
-and audit rows) and FOR UPDATE NOWAIT followed by a no-op UPDATE that the
-statement-level capture takes; for (b) and (c) the
+and audit rows), the same with the owner's JWT subject, a lazy reap probe
+and the claim written by a SECURITY DEFINER function, and FOR UPDATE
+NOWAIT followed by a no-op UPDATE that the statement-level capture takes; for (b) and (c) the
 UPDATE and the undo of each; for (d) the bulk insert into each. Each
 (b)/(c) variant has its own table, so every table takes the same writes
 per round.
@@ -182,11 +183,12 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
     ):
         create(conn, f"{t}_{s}", shape)
     create(conn, f"lk_{s}", shape, rows=n)
-    for t in ("lk_claim", "lk_update"):
+    for t in ("lk_claim", "lk_update", "lk_full"):
         create(conn, f"{t}_{s}", shape, rows=n)
         _designs.contract_statement(conn, f"{t}_{s}", columns)
     lock_claim, _ = _designs.contract_locks(conn, f"lk_claim_{s}")
     _, lock_update = _designs.contract_locks(conn, f"lk_update_{s}")
+    lock_full = _designs.contract_lock_full(conn, f"lk_full_{s}")
     for t in (f"ins_managed_{s}", f"ins_general_{s}", f"ins_contract_{s}", f"lk_{s}"):
         conn.execute("select resilience.manage_table(%s)", (t,))
     # tx_execute as it was before the generated insert function (the
@@ -436,6 +438,7 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
         ),
         "lock_claim": floor_tx("lock_claim", whole_lock(lock_claim), f"lk_claim_{s}_img"),
         "lock_update": floor_tx("lock_update", whole_lock(lock_update), f"lk_update_{s}_img"),
+        "lock_full": floor_tx("lock_full", whole_lock(lock_full), f"lk_full_{s}_img"),
         "pgrst_whole_statement": floor_tx(
             "pgrst_whole_statement",
             pgrst_whole("ins_whole_statement"),
@@ -886,6 +889,15 @@ def main() -> None:
                     one,
                     "    design: FOR UPDATE NOWAIT, then claim, journal, audit",
                     "lock_claim",
+                    "for_update",
+                    None,
+                    n,
+                    note="(design)",
+                ),
+                ratio_line(
+                    one,
+                    "    design: the same, + JWT owner, reap probe, definer claim",
+                    "lock_full",
                     "for_update",
                     None,
                     n,

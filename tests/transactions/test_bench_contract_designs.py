@@ -57,6 +57,7 @@ def design_db(server: Server) -> Iterator[str]:
                 )
                 getattr(designs, design)(conn, design, COLUMNS)
                 designs.contract_locks(conn, design)
+                designs.contract_lock_full(conn, design)
                 # A user trigger writing the same table from inside a write
                 # (the row design's stack of statements).
                 conn.execute(
@@ -434,7 +435,7 @@ def test_the_owner_undoes_an_expired_transaction(table: tuple[str, str]) -> None
         assert rows(conn, name) == before
 
 
-@pytest.mark.parametrize("kind", ["claim", "update"])
+@pytest.mark.parametrize("kind", ["claim", "update", "full"])
 def test_a_lock_claims_the_row_and_the_undo_releases_it(table: tuple[str, str], kind: str) -> None:
     dsn, name = table
     t = sql.Identifier(name)
@@ -456,3 +457,22 @@ def test_a_lock_claims_the_row_and_the_undo_releases_it(table: tuple[str, str], 
         undo(conn, mine)
         assert rows(conn, name) == before
         conn.execute(sql.SQL("update {} set v = 3 where id = 3").format(t))
+
+
+def test_the_full_lock_takes_the_owner_by_role_and_jwt_subject(table: tuple[str, str]) -> None:
+    dsn, name = table
+    lock = sql.Identifier(f"floor_lock_full_{name}")
+    claims = "select set_config('request.jwt.claims', %s, true)"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        tx = designs.new_floor_tx(conn)
+        conn.execute("update floor_tx set owner_sub = 'alice' where id = %s", (tx,))
+        for who in (None, '{"sub": "bob"}'):
+            with pytest.raises(psycopg.Error) as raised, conn.transaction():
+                if who:
+                    conn.execute(claims, (who,))
+                conn.execute(sql.SQL("select {}(%s, 2)").format(lock), (tx,))
+            assert raised.value.sqlstate == "RZ001"
+        with conn.transaction():
+            conn.execute(claims, ('{"sub": "alice"}',))
+            assert conn.execute(sql.SQL("select {}(%s, 2)").format(lock), (tx,)).fetchone() == (1,)
+        undo(conn, tx)
