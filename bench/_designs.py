@@ -1145,6 +1145,27 @@ def contract_row(conn: psycopg.Connection[Any], table: str, columns: list[str]) 
 # any statement. Two ways: lock the row (FOR UPDATE NOWAIT), then write its
 # claim, journal and audit rows in the same function; or lock it, then let
 # the table's capture take a captured no-op UPDATE of the row.
+# The claim of row r, locked by transaction v_tx: its image (before = after)
+# whose claim is the first of its key in the transaction, or 55P03.
+CLAIM_LOCKED_ROW = """
+    v_seq := nextval('floor_seq');
+    insert into floor_claimed values ({tname}::regclass) on conflict do nothing;
+    insert into {img} (tx, seq, claim, k, b, a)
+    values (v_tx, v_seq, {claim}, r.id, r, r)
+    on conflict (k) where claim do nothing;
+    if not found then
+        raise exception using errcode = '55P03', message = 'claimed by another transaction';
+    end if;"""
+
+
+def _claim_locked_row(table: str) -> sql.Composable:
+    return sql.SQL(CLAIM_LOCKED_ROW).format(
+        tname=sql.Literal(table),
+        img=ident(f"{table}_img"),
+        claim=_claim_of(f"{table}_img", "r.id", "false"),
+    )
+
+
 CONTRACT_LOCKS = """
 create function {lock}(p_tx uuid, p_id bigint) returns bigint language plpgsql
 set enable_seqscan = off as $$
@@ -1158,14 +1179,7 @@ begin
     if not found then
         return 0;
     end if;
-    v_seq := nextval('floor_seq');
-    insert into floor_claimed values ({tname}::regclass) on conflict do nothing;
-    insert into {img} (tx, seq, claim, k, b, a)
-    values (v_tx, v_seq, {claim}, r.id, r, r)
-    on conflict (k) where claim do nothing;
-    if not found then
-        raise exception using errcode = '55P03', message = 'claimed by another transaction';
-    end if;
+{claim_row}
     with j as (insert into floor_journal values (v_tx, v_seq, {tname}::regclass, 'lock', 1))
     insert into floor_audit (event, tx, actor, detail)
     values ('execute', v_tx, current_user, jsonb_build_object('table', {tname}, 'operation', 'lock',
@@ -1200,9 +1214,8 @@ def contract_locks(conn: psycopg.Connection[Any], table: str) -> tuple[str, str]
             lock=ident(lock),
             touch=ident(touch),
             t=ident(table),
-            img=ident(f"{table}_img"),
             tname=sql.Literal(table),
-            claim=_claim_of(f"{table}_img", "r.id", "false"),
+            claim_row=_claim_locked_row(table),
         )
     )
     return lock, touch
@@ -1242,14 +1255,7 @@ begin
     if not found then
         raise exception using errcode = 'RZ001', message = 'no such transaction';
     end if;
-    v_seq := nextval('floor_seq');
-    insert into floor_claimed values ({tname}::regclass) on conflict do nothing;
-    insert into {img} (tx, seq, claim, k, b, a)
-    values (v_tx, v_seq, {claim}, r.id, r, r)
-    on conflict (k) where claim do nothing;
-    if not found then
-        raise exception using errcode = '55P03', message = 'claimed by another transaction';
-    end if;
+{claim_row}
     with j as (insert into floor_journal values (v_tx, v_seq, {tname}::regclass, 'lock', 1))
     insert into floor_audit (event, tx, actor, detail)
     values ('execute', v_tx, floor_caller_role(), jsonb_build_object('table', {tname},
@@ -1279,9 +1285,8 @@ def contract_lock_full(conn: psycopg.Connection[Any], table: str) -> str:
             lock=ident(lock),
             claim_fn=ident(f"floor_claim_full_{table}"),
             t=ident(table),
-            img=ident(f"{table}_img"),
             tname=sql.Literal(table),
-            claim=_claim_of(f"{table}_img", "r.id", "false"),
+            claim_row=_claim_locked_row(table),
         )
     )
     return lock
