@@ -1050,7 +1050,6 @@ end $$;
 
 def _contract_names(table: str) -> dict[str, str]:
     return {
-        "t": table,
         "img": f"{table}_img",
         "cap": f"{table}_cap",
         "open": f"{table}_open",

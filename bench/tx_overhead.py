@@ -54,8 +54,8 @@ locked) is a floor.
 
 Designs that keep the contract of a captured write on bench-local tables
 (marked "(design)"; what they leave out is named in bench/_designs.py:
-the JWT subject, a reaper, privilege separation...; statement-level capture over
-the transition tables and row-level capture, both with typed images whose
+the JWT subject, a reaper, privilege separation...; statement-level
+capture over the transition tables and row-level capture, both with typed images whose
 first row per key is the claim, key changes claiming the old key, journal
 and audit rows per statement, a LIFO undo by statement that restores only
 rows still as written, all or nothing; tests/transactions/
@@ -65,10 +65,10 @@ design and over the row-level one; for (a2) the header-mode INSERT into
 each; for (f) a lock function (FOR UPDATE NOWAIT, then the claim, journal
 and audit rows), the same with the owner's JWT subject, a lazy reap probe
 and the claim written by a SECURITY DEFINER function, and FOR UPDATE
-NOWAIT followed by a no-op UPDATE that the statement-level capture takes; for (b) and (c) the
-UPDATE and the undo of each; for (d) the bulk insert into each. Each
-(b)/(c) variant has its own table, so every table takes the same writes
-per round.
+NOWAIT followed by a no-op UPDATE that the statement-level capture takes;
+for (b) and (c) the UPDATE and the undo of each; for (d) the bulk insert
+into each. Each (b)/(c) variant has its own table, so every table takes
+the same writes per round.
 
 Every round starts with VACUUM (ANALYZE), runs every variant once in an
 order rotated per round; one warm-up round is discarded. Two table shapes:
@@ -315,14 +315,9 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
 
         return variant
 
-    def static(tx: Any) -> None:
-        for _ in range(n):
-            conn.execute(
-                sql.SQL("select {}(%s, %s, 'insert', %s)").format(sql.Identifier(dispatch)),
-                (tx, f"ins_static_{s}", Jsonb(row_of(shape, next(keys)))),
-            )
+    def dispatched(dispatcher: str, table: str) -> Callable[[Any], None]:
+        """n single-row inserts into `table` through the CASE dispatcher."""
 
-    def static_whole(dispatcher: str, table: str) -> Callable[[Any], None]:
         def body(tx: Any) -> None:
             for _ in range(n):
                 conn.execute(
@@ -332,15 +327,6 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
 
         return body
 
-    def static_recorded(tx: Any) -> None:
-        for _ in range(n):
-            conn.execute(
-                sql.SQL("select {}(%s, %s, 'insert', %s)").format(
-                    sql.Identifier(dispatch_recorded)
-                ),
-                (tx, f"ins_recorded_{s}", Jsonb(row_of(shape, next(keys)))),
-            )
-
     def dynamic(tx: Any) -> None:
         for _ in range(n):
             conn.execute(
@@ -348,17 +334,9 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
                 (tx, f"ins_dynamic_{s}", Jsonb(row_of(shape, next(keys)))),
             )
 
-    def pgrst_typed(tx: Any) -> None:
-        header = {"x-resilience-tx": str(tx)}
-        for _ in range(n):
-            postgrest(conn, header, ins["ins_static"], values(next(keys)))
+    def pgrst_into(table: str) -> Callable[[Any], None]:
+        """n header-mode INSERTs into `table`, as PostgREST sends them."""
 
-    def pgrst_row(tx: Any) -> None:
-        header = {"x-resilience-tx": str(tx)}
-        for _ in range(n):
-            postgrest(conn, header, ins["ins_row"], values(next(keys)))
-
-    def pgrst_whole(table: str) -> Callable[[Any], None]:
         def body(tx: Any) -> None:
             header = {"x-resilience-tx": str(tx)}
             for _ in range(n):
@@ -366,22 +344,14 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
 
         return body
 
-    def whole_lock(fn: str) -> Callable[[Any], None]:
+    def locks_by_id(fn: str) -> Callable[[Any], None]:
+        """n calls of the lock function `fn` (tx, id), one row each."""
+
         def body(tx: Any) -> None:
             for i in range(1, n + 1):
                 conn.execute(sql.SQL("select {}(%s, %s)").format(sql.Identifier(fn)), (tx, i))
 
         return body
-
-    def floor_lock(tx: Any) -> None:
-        for i in range(1, n + 1):
-            conn.execute(sql.SQL("select {}(%s, %s)").format(sql.Identifier(lock_fn)), (tx, i))
-
-    def floor_lock_recorded(tx: Any) -> None:
-        for i in range(1, n + 1):
-            conn.execute(
-                sql.SQL("select {}(%s, %s)").format(sql.Identifier(lock_recorded_fn)), (tx, i)
-            )
 
     def in_logical_tx(name: str, body: Callable[[Any], None]) -> Callable[[Timer], None]:
         """A contract-keeping design: its calls in one logical transaction of
@@ -421,35 +391,39 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
         "pgrst_header": pgrst_header,
         "for_update": for_update,
         "lock": lock,
-        "static": floor_tx("static", static, f"ins_static_{s}_img"),
-        "static_recorded": floor_tx("static_recorded", static_recorded, f"ins_recorded_{s}_img"),
+        "static": floor_tx("static", dispatched(dispatch, "ins_static"), f"ins_static_{s}_img"),
+        "static_recorded": floor_tx(
+            "static_recorded",
+            dispatched(dispatch_recorded, "ins_recorded"),
+            f"ins_recorded_{s}_img",
+        ),
         "dynamic": floor_tx("dynamic", dynamic, f"ins_dynamic_{s}_img"),
-        "pgrst_typed": floor_tx("pgrst_typed", pgrst_typed, f"ins_static_{s}_img"),
-        "pgrst_row": floor_tx("pgrst_row", pgrst_row, f"ins_row_{s}_img"),
+        "pgrst_typed": floor_tx("pgrst_typed", pgrst_into("ins_static"), f"ins_static_{s}_img"),
+        "pgrst_row": floor_tx("pgrst_row", pgrst_into("ins_row"), f"ins_row_{s}_img"),
         "static_whole": floor_tx(
             "static_whole",
-            static_whole(dispatch_whole, "ins_whole_statement"),
+            dispatched(dispatch_whole, "ins_whole_statement"),
             f"ins_whole_statement_{s}_img",
         ),
         "static_whole_row": floor_tx(
             "static_whole_row",
-            static_whole(dispatch_whole_row, "ins_whole_row"),
+            dispatched(dispatch_whole_row, "ins_whole_row"),
             f"ins_whole_row_{s}_img",
         ),
-        "lock_claim": floor_tx("lock_claim", whole_lock(lock_claim), f"lk_claim_{s}_img"),
-        "lock_update": floor_tx("lock_update", whole_lock(lock_update), f"lk_update_{s}_img"),
-        "lock_full": floor_tx("lock_full", whole_lock(lock_full), f"lk_full_{s}_img"),
+        "lock_claim": floor_tx("lock_claim", locks_by_id(lock_claim), f"lk_claim_{s}_img"),
+        "lock_update": floor_tx("lock_update", locks_by_id(lock_update), f"lk_update_{s}_img"),
+        "lock_full": floor_tx("lock_full", locks_by_id(lock_full), f"lk_full_{s}_img"),
         "pgrst_whole_statement": floor_tx(
             "pgrst_whole_statement",
-            pgrst_whole("ins_whole_statement"),
+            pgrst_into("ins_whole_statement"),
             f"ins_whole_statement_{s}_img",
         ),
         "pgrst_whole_row": floor_tx(
-            "pgrst_whole_row", pgrst_whole("ins_whole_row"), f"ins_whole_row_{s}_img"
+            "pgrst_whole_row", pgrst_into("ins_whole_row"), f"ins_whole_row_{s}_img"
         ),
-        "floor_lock": floor_tx("floor_lock", floor_lock, f"lk_{s}_lockimg"),
+        "floor_lock": floor_tx("floor_lock", locks_by_id(lock_fn), f"lk_{s}_lockimg"),
         "floor_lock_recorded": floor_tx(
-            "floor_lock_recorded", floor_lock_recorded, f"lk_{s}_lockimg"
+            "floor_lock_recorded", locks_by_id(lock_recorded_fn), f"lk_{s}_lockimg"
         ),
         "contract_insert": in_logical_tx("contract_insert", contract_static_insert),
         "contract_lock": in_logical_tx("contract_lock", locks_by(contract_lock)),
@@ -462,7 +436,8 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
 
 
 def big_update(conn: psycopg.Connection[Any], shape: str, rows: int, rounds: int) -> Rounds:
-    """(b), (b'), (c) and the two alternative designs."""
+    """(b), (b'), (c), the two floors and the two designs that keep the
+    contract of a write."""
     s = "4" if shape == "4 columns" else "6"
     _, columns, _ = SHAPES[shape]
     # One table per variant, so that each table takes the same writes per
@@ -551,7 +526,8 @@ def big_update(conn: psycopg.Connection[Any], shape: str, rows: int, rounds: int
 
 
 def bulk_insert(conn: psycopg.Connection[Any], shape: str, rows: int, rounds: int) -> Rounds:
-    """(d) and two alternative designs of a managed table's insert trigger."""
+    """(d), two floors of a managed table's insert trigger and the two
+    designs that keep the contract of a write."""
     s = "4" if shape == "4 columns" else "6"
     _, columns, series = SHAPES[shape]
     tables = (
