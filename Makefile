@@ -31,8 +31,9 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/python scripts/generate.py --check
 
+# --durations: the slowest tests in CI's log (make test has a 15-minute budget).
 pytest: setup
-	$(BIN)/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --durations=30 $(PYTEST_ARGS)
 
 ## make test-matrix: the suite on PostgreSQL 14, 16, 17 and 18 (binaries installed into
 ## $(PG_CACHE) on first use; no PL/Python there, so the client-side diff runs). make test is 15's.

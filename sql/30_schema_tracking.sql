@@ -498,6 +498,9 @@ begin
     -- Plain assignments, not a query over the chunks: each statement a new
     -- session runs is planned once, at its first DDL's commit.
     for chunk in 1..chunks loop
+        -- Chunks are written in order: a count past the last one is no count
+        -- of ours (a set_config of the private setting), not a long loop.
+        exit when pg_catalog.current_setting('resilience.schema_pending_' operator(pg_catalog.||) chunk, true) is null;
         entries := entries operator(pg_catalog.||) pg_catalog.string_to_array(
             pg_catalog.current_setting('resilience.schema_pending_' operator(pg_catalog.||) chunk, true), ';'
         );

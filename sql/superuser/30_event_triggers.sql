@@ -30,15 +30,20 @@ $$;
 
 -- Is this transaction already appending to its pending entries (its first
 -- tracked DDL went through the error trap and wrote its schema_pending row)?
--- Reads two settings and nothing else, so it cannot fail.
+-- The count must name a chunk that exists: a count we did not write is not
+-- trusted. Reads settings and nothing else, so it cannot fail.
 create or replace function resilience._schema_appending()
 returns boolean
 language sql
 stable
 as $$
-    select coalesce(pg_catalog.current_setting('resilience.schema_pending_n', true), '')
+    select case when coalesce(pg_catalog.current_setting('resilience.schema_pending_n', true), '')
             operator(pg_catalog.~) '^[1-9][0-9]{0,8}$'
-        and coalesce(pg_catalog.current_setting('resilience.installing', true), '') operator(pg_catalog.<>) 'on';
+        then pg_catalog.current_setting(
+                'resilience.schema_pending_' operator(pg_catalog.||) pg_catalog.current_setting('resilience.schema_pending_n'),
+                true) is not null
+            and coalesce(pg_catalog.current_setting('resilience.installing', true), '') operator(pg_catalog.<>) 'on'
+        else false end;
 $$;
 
 -- Remember the objects one DDL statement touched ("classid,objid,tag;..."),
@@ -125,11 +130,23 @@ as $$
         or schema_name operator(pg_catalog.=) 'resilience';
 $$;
 
+-- The head of the client's query text (64 kB), comments taken out.
+create or replace function resilience._schema_query_head()
+returns text
+language sql
+stable
+as $$
+    select pg_catalog.regexp_replace(pg_catalog.regexp_replace(
+        pg_catalog.left(pg_catalog.current_query(), 65536),
+        -- E'' literals: their meaning does not depend on standard_conforming_strings.
+        E'/\\*([^*]|\\*+[^*/])*\\*+/', ' ', 'g'), E'--[^\n]*', ' ', 'g');
+$$;
+
 -- The objects one DDL statement touched, remembered for the commit's fold.
 -- Called by the event trigger only (pg_event_trigger_ddl_commands() needs
 -- it); no SECURITY DEFINER nor SET clause: the trigger is, names are
 -- qualified.
-create or replace function resilience._schema_note_commands(tag text)
+create or replace function resilience._schema_note_commands(tag text, first_in_transaction boolean)
 returns void
 language plpgsql
 volatile
@@ -138,13 +155,18 @@ declare
     entries text;
     views_changed boolean;
 begin
-    -- CONCURRENTLY shares its command tag with the plain form: the query says
-    -- which (it runs alone, outside any transaction block, so the query is
-    -- that one statement).
+    -- CONCURRENTLY shares its command tag with the plain form: the query
+    -- text says which. Asked only of a transaction's first tracked statement
+    -- (CONCURRENTLY runs alone, outside any transaction block), so never on
+    -- the appending path; and it must start the query, comments taken out,
+    -- so a comment in a migration that mentions it does not make a plain
+    -- index one. Only the text's head: a regular expression over a huge query
+    -- text (a seed file sent as one string) costs time and memory.
     select pg_catalog.string_agg(
         c.classid::text || ',' || c.objid::text || ',' || c.command_tag
-        || case when c.command_tag = 'CREATE INDEX'
-            and pg_catalog.current_query() operator(pg_catalog.~*) 'create[[:space:]]+(unique[[:space:]]+)?index[[:space:]]+concurrently[[:>:]]'
+        || case when c.command_tag <> 'CREATE INDEX' or not first_in_transaction then ''
+            when resilience._schema_query_head() operator(pg_catalog.~*)
+                '^[[:space:]]*create[[:space:]]+(unique[[:space:]]+)?index[[:space:]]+concurrently[[:>:]]'
             then ' CONCURRENTLY' else '' end,
         ';'
     ), pg_catalog.bool_or(c.object_type in ('view', 'materialized view', 'schema'))
@@ -239,14 +261,14 @@ set search_path = ''
 as $$
 begin
     if resilience._schema_appending() then
-        perform resilience._schema_note_commands(tg_tag);
+        perform resilience._schema_note_commands(tg_tag, false);
         return;
     end if;
     begin
         if resilience._schema_tracking_skipped() then
             return;
         end if;
-        perform resilience._schema_note_commands(tg_tag);
+        perform resilience._schema_note_commands(tg_tag, true);
     exception when others then
         raise warning 'pgresilience: schema tracking skipped this DDL (%: %)', sqlstate, sqlerrm;
     end;

@@ -18,6 +18,14 @@ from .conftest import summary
 Tracker = Any  # tests/schema/conftest.py: Tracker
 
 
+def commands(tracker: Tracker, version: Any) -> list[str]:
+    row = tracker.conn.execute(
+        "select commands from resilience.schema_versions where version = %s", (version.version,)
+    ).fetchone()
+    assert row is not None
+    return sorted(row[0])
+
+
 def test_later_statements_read_no_table_of_ours(db_tracker: Tracker) -> None:
     """With the settings and pending tables renamed away mid-migration, the
     later DDL still goes through, without a warning, and is in the version."""
@@ -36,7 +44,9 @@ def test_later_statements_read_no_table_of_ours(db_tracker: Tracker) -> None:
     assert summary(version) == {("table_added", "public.second", None, "low")}
 
 
-@pytest.mark.parametrize("value", ["garbage", "-1", "0x1", "1e3", "12345678901", " 1", "0"])
+@pytest.mark.parametrize(
+    "value", ["garbage", "-1", "0x1", "1e3", "12345678901", " 1", "0", "5", "999999999"]
+)
 def test_a_pending_count_we_did_not_write_is_not_trusted(db_tracker: Tracker, value: str) -> None:
     """A value of the internal setting that is no chunk count of ours makes
     the DDL a first one: it writes the pending row, and the version is exact."""
@@ -121,3 +131,68 @@ def test_a_thousand_statements_after_the_first_are_one_exact_version(
         " and data->>'name' = 'w'"
     ).fetchone()
     assert row == (300,)
+
+
+def test_a_pending_count_changed_mid_migration_costs_a_reread_not_a_long_commit(
+    db_tracker: Tracker,
+) -> None:
+    """A count past the chunks written is not trusted: the next DDL is a
+    first one again (the commit re-reads everything), and the commit reads
+    the chunks that exist, not 999,999,999 of them."""
+    conn = db_tracker.conn
+    conn.execute("set statement_timeout = '60s'")
+    version = db_tracker.migrate(
+        "create table public.a (id int primary key)",
+        "select set_config('resilience.schema_pending_n', '999999999', true)",
+        "create table public.b (id int primary key)",
+    )
+    assert summary(version) == {
+        ("table_added", "public.a", None, "low"),
+        ("table_added", "public.b", None, "low"),
+    }
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "create index t_v on public.t (v) -- not create index concurrently: in a transaction",
+        "/* create index concurrently t_v cannot run here */ create index t_v on public.t (v)",
+    ],
+)
+def test_a_comment_naming_concurrently_leaves_a_plain_index_plain(
+    db_tracker: Tracker, statement: str
+) -> None:
+    """First in its transaction (the only statement the query text is asked
+    of), a plain CREATE INDEX whose comment mentions CONCURRENTLY is rated
+    as the plain form."""
+    db_tracker.conn.execute("create table public.t (id int primary key, v int)")
+    version = db_tracker.migrate(statement)
+    assert summary(version) == {("index_added", "public.t", None, "medium")}
+    assert commands(db_tracker, version) == ["CREATE INDEX"]
+
+
+def test_concurrently_after_a_comment_is_still_concurrently(db_tracker: Tracker) -> None:
+    conn = db_tracker.conn
+    conn.execute("create table public.t (id int primary key, v int)")
+    before = db_tracker.latest()
+    conn.execute("-- the big one\n/* writes go on */ create index concurrently t_v on public.t (v)")
+    (version,) = db_tracker.since(before)
+    assert summary(version) == {("index_added", "public.t", None, "low")}
+    assert commands(db_tracker, version) == ["CREATE INDEX CONCURRENTLY"]
+
+
+def test_a_later_create_index_never_reads_the_query_text(db_tracker: Tracker) -> None:
+    """One query string holding a migration and its seed data (here 20 MB):
+    a CREATE INDEX after the first DDL does not scan the text, and is rated
+    as the plain form even though the text names CONCURRENTLY."""
+    conn = db_tracker.conn
+    blob = "create index concurrently " * 800_000
+    before = db_tracker.latest()
+    conn.execute(
+        "create table public.seeded (id int primary key, doc text);"
+        f" insert into public.seeded values (1, '{blob}');"
+        " create index seeded_doc on public.seeded (left(doc, 10));"
+    )
+    (version,) = db_tracker.since(before)
+    assert commands(db_tracker, version) == ["CREATE INDEX", "CREATE TABLE"]
+    assert ("index_added", "public.seeded", None, "medium") not in summary(version)
