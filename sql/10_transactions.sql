@@ -145,6 +145,10 @@ begin
         select m.relation, m.image_table from resilience.managed_tables as m
         where m.image_table in (select resilience._tx_image_tables(_reclaim.tx_id))
     loop
+        -- Claims on a table come with its claimed_tables row: plain writes
+        -- and captures probe it before they look for claims.
+        insert into resilience.claimed_tables (relation, tx_id) values (managed.relation, _reclaim.tx_id)
+        on conflict do nothing;
         begin
             execute pg_catalog.format(
                 'update %s as i set claim = true where i.tx_id = $1 and i.claim = false', managed.image_table)

@@ -68,6 +68,46 @@ begin
 end;
 $$;
 
+-- The generated code that writes a statement's claims (`writes`, which sets
+-- v_rows), for the capture and lock functions. A key claimed already makes
+-- the claiming insert fail on the claim index: 55P03 naming the holder
+-- (`holder_probe` sets v_holder, null for a key the statement holds
+-- twice), nobody waits for a logical transaction. The exception block that
+-- turns unique_violation into 55P03 is a subtransaction with its own XID,
+-- so a statement whose rows hold each key once (`keys_once`: a boolean of
+-- the generated code) enters it only when another transaction holds
+-- claims on the table (v_others, read with the statement's claimed_tables
+-- row) or the isolation is not READ COMMITTED: a batch of writes and locks
+-- in one database transaction then stays under the 64 subtransactions a
+-- backend can cache (past them, every other session's snapshots overflow
+-- to pg_subtrans). Otherwise such a statement cannot conflict: a claim on
+-- a key it wrote was made by a database transaction that wrote or locked
+-- that key and committed before this statement could, so the probe's
+-- newer snapshot sees its claimed_tables row. The exception: a table whose
+-- primary key was dropped unseen (no event trigger) can hold two rows with
+-- one key; a statement on both, or two transactions on one each at the
+-- same moment, get 23505 instead of 55P03.
+create or replace function resilience._sql_claiming(keys_once text, writes text, holder_probe text)
+returns text
+language sql
+immutable
+set search_path = ''
+as $$
+    select pg_catalog.concat_ws(E'\n',
+        '    if ' operator(pg_catalog.||) keys_once operator(pg_catalog.||) ' and not v_others',
+        '        and pg_catalog.current_setting(''transaction_isolation'') = ''read committed''',
+        '    then',
+        writes,
+        '    else',
+        '        begin',
+        writes,
+        '        exception when unique_violation then',
+        holder_probe,
+        '            perform resilience._claim_conflict(v_root, v_holder);',
+        '        end;',
+        '    end if;');
+$$;
+
 -- The logical transaction a write belongs to, checked: it exists, the caller
 -- owns it, it is active and unexpired (RZ001 / RZ002 / RZ003). Share-locked
 -- so that no commit, rollback or reap finishes it while a statement
@@ -1023,6 +1063,7 @@ declare
     v_rows pg_catalog.int8 := 0;
     v_first pg_catalog.bool;
     v_holder pg_catalog.uuid;
+    v_others pg_catalog.bool;
     v_current pg_catalog.bool;
     v_old_rows pg_catalog.int8;
     v_op pg_catalog.text;
@@ -1098,13 +1139,27 @@ begin
     end if;
 
     v_seq := pg_catalog.nextval('resilience.restore_point_seq');
-    insert into resilience.claimed_tables (relation, tx_id) values (v_root, v_tx_id) on conflict do nothing;
-    get diagnostics v_rows = row_count;
-    v_first := v_rows > 0;
-    -- A key another transaction claims makes the claiming insert fail on the
-    -- claim index (at once, or once a concurrent claimer's call commits):
-    -- 55P03, nobody waits for a logical transaction.
-    begin
+    -- Whether another transaction holds claims on the table (v_others,
+    -- _sql_claiming), and the transaction's first statement on it (v_first:
+    -- the one whose marker row goes in; two calls at once insert it once).
+    select coalesce(pg_catalog.bool_or(c.tx_id = v_tx_id), false), coalesce(pg_catalog.bool_or(c.tx_id <> v_tx_id), false)
+    into v_first, v_others
+    from resilience.claimed_tables as c where c.relation = v_root;
+    if v_first then
+        v_first := false;
+    else
+        insert into resilience.claimed_tables (relation, tx_id) values (v_root, v_tx_id) on conflict do nothing;
+        get diagnostics v_rows = row_count;
+        v_first := v_rows > 0;
+    end if;
+    -- A key claimed already: 55P03 (_sql_claiming). The primary key keeps
+    -- the keys of an insert's or a delete's rows apart; an update's rows
+    -- can hold one twice (a cascade into its own table puts a row in the
+    -- transition tables twice), so only an update of one row is sure not to.
+    if tg_op = 'UPDATE' then
+        select pg_catalog.count(*) into v_rows from (select from new_rows as n limit 2) as r;
+    end if;
+$body$ || resilience._sql_claiming('(tg_op <> ''UPDATE'' or v_rows <= 1)', $writes$
         if tg_op = 'INSERT' then
             insert into %2$s (tx_id, seq, op, claim, %5$s, a)
             select v_tx_id, v_seq, 'i', %6$s, %7$s, %8$s
@@ -1139,12 +1194,7 @@ begin
                     and not exists (select 1 from u as e where %17$s)
             )
             select pg_catalog.count(*) into v_rows from u;
-        end if;
-    exception when unique_violation then
-        -- Another transaction claims one of these keys: name it.
-%19$s
-        perform resilience._claim_conflict(v_root, v_holder);
-    end;
+        end if;$writes$, '%19$s') || $body$
     -- v_rows: an insert or delete wrote one image per row; an update
     -- counted its rows above (the claim-only rows of key changes are extra).
 %20$s
@@ -1410,6 +1460,7 @@ declare
     v_rows pg_catalog.int8;
     v_first pg_catalog.bool;
     v_holder pg_catalog.uuid;
+    v_others pg_catalog.bool;
     v_op pg_catalog.text := 'lock';
     v_via pg_catalog.text := 'tx_execute';
     v_row_security pg_catalog.text := pg_catalog.current_setting('row_security');
@@ -1430,9 +1481,19 @@ begin
             message = pg_catalog.format('permission denied to lock rows of table %%s', v_root),
             hint = 'Locking rows needs the UPDATE privilege on one of the table''s columns, as SELECT ... FOR UPDATE does.';
     end if;
-    insert into resilience.claimed_tables (relation, tx_id) values (v_root, v_tx_id) on conflict do nothing;
-    get diagnostics v_rows = row_count;
-    v_first := v_rows > 0;
+    -- Whether another transaction holds claims on the table (v_others,
+    -- _sql_claiming), and the transaction's first statement on it (v_first:
+    -- the one whose marker row goes in; two calls at once insert it once).
+    select coalesce(pg_catalog.bool_or(c.tx_id = v_tx_id), false), coalesce(pg_catalog.bool_or(c.tx_id <> v_tx_id), false)
+    into v_first, v_others
+    from resilience.claimed_tables as c where c.relation = v_root;
+    if v_first then
+        v_first := false;
+    else
+        insert into resilience.claimed_tables (relation, tx_id) values (v_root, v_tx_id) on conflict do nothing;
+        get diagnostics v_rows = row_count;
+        v_first := v_rows > 0;
+    end if;
     -- It reads the table as the package owner: the table's RLS policies (its
     -- owner's code) must never run with our rights. A package owner they
     -- apply to (not superuser, not BYPASSRLS, not the table owner) gets
@@ -1443,7 +1504,7 @@ begin
     -- Put back by hand below: a local setting made inside a function
     -- outlives it unless the function's own SET clause names it.
     perform pg_catalog.set_config('row_security', 'off', true);
-    begin
+$body$ || resilience._sql_claiming('pg_catalog.cardinality(p_ctids) = 1', $writes$
         insert into %2$s (tx_id, seq, op, claim, %5$s, b)
         select v_tx_id, v_seq, 'l', %6$s, %7$s, %8$s
         from %3$s as t
@@ -1451,16 +1512,13 @@ begin
             and (v_one_table or (t.tableoid, t.ctid) in (
                 select * from rows from (pg_catalog.unnest(p_tableoids), pg_catalog.unnest(p_ctids))))
             and t.xmax operator(pg_catalog.=) pg_catalog.pg_current_xact_id()::pg_catalog.xid;
-        get diagnostics v_rows = row_count;
-    exception when unique_violation then
+        get diagnostics v_rows = row_count;$writes$, $holder$
         select x.tx_id into v_holder from %3$s as t
         cross join lateral (select i.tx_id from %2$s as i where i.claim and i.tx_id <> v_tx_id and %4$s limit 1) as x
         where t.ctid operator(pg_catalog.=) any (p_ctids) and t.tableoid operator(pg_catalog.=) any (p_tableoids)
             and (v_one_table or (t.tableoid, t.ctid) in (
                 select * from rows from (pg_catalog.unnest(p_tableoids), pg_catalog.unnest(p_ctids))))
-        limit 1;
-        perform resilience._claim_conflict(v_root, v_holder);
-    end;
+        limit 1;$holder$) || $body$
     perform pg_catalog.set_config('row_security', v_row_security, true);
     -- Exactly the rows passed: each (tableoid, ctid) pair was locked by this
     -- statement. Pairs are matched as pairs when they span partitions (ctids

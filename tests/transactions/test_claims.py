@@ -198,3 +198,81 @@ def test_three_transactions_interleaved(clients):
         ("a", "B"),
         ("b", "B"),
     ]
+
+
+def _next_xid(conn: psycopg.Connection[Any]) -> int:
+    """The next transaction id the server will assign (reading it assigns none)."""
+    row = conn.execute("select pg_snapshot_xmax(pg_current_snapshot())::text::bigint").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_single_row_writes_and_locks_in_one_database_transaction_start_no_subtransaction(
+    clients,
+):
+    """The conversion of a claim conflict into 55P03 needs an exception block,
+    a subtransaction with an XID of its own. Entered on every statement, a
+    batch of more than 64 captured writes in one database transaction
+    overflows the backend's subtransaction cache, and every other session's
+    snapshots then go to pg_subtrans until it ends. A statement of one row,
+    with no other claims on the table, has nothing to convert: no
+    subtransaction. A statement of several rows may hold a key twice (a
+    cascade into its own table): it takes one."""
+    one, two, _ = clients
+    tx = begin(one)
+    before = _next_xid(two)
+    with one.transaction():
+        for i in range(100):
+            execute(one, tx, "codes", "insert", {"code": f"k{i}", "label": "new"})
+        for i in range(100):
+            execute(one, tx, "codes", "lock", match={"code": f"k{i}"})
+            execute(one, tx, "codes", "update", {"label": "one"}, {"code": f"k{i}"})
+        execute(one, tx, "codes", "delete", match={"code": "k0"})
+    assert _next_xid(two) - before == 1  # the database transaction's own
+    with one.transaction():
+        execute(one, tx, "codes", "update", {"label": "all"}, {"label": "one"})
+    assert _next_xid(two) - before == 3  # its own and the trap's
+    call(one, "tx_rollback", tx)
+    assert two.execute("select count(*) from codes where code like 'k%'").fetchone() == (0,)
+
+
+def test_with_claims_of_another_transaction_on_the_table_conflicts_are_still_55P03(clients):
+    """Another transaction's claims on the table (not on these rows): each
+    statement then takes the path that names a holder, and unclaimed rows
+    still go through."""
+    one, two, three = clients
+    holder = begin(one)
+    execute(one, holder, "codes", "update", {"label": "held"}, {"code": "a"})
+    other = begin(two)
+    execute(two, other, "codes", "update", {"label": "mine"}, {"code": "b"})
+    execute(two, other, "codes", "lock", match={"code": "b"})
+    execute(two, other, "codes", "insert", {"code": "c", "label": "new"})
+    for run in (
+        lambda: execute(two, other, "codes", "update", {"label": "x"}, {"code": "a"}),
+        lambda: execute(two, other, "codes", "lock", match={"code": "a"}),
+        lambda: execute(two, other, "codes", "delete", match={"code": "a"}),
+    ):
+        assert holder in (claim_error(run).diag.message_primary or "")
+    call(two, "tx_rollback", other)
+    call(one, "tx_rollback", holder)
+    assert three.execute("select code, label from codes order by code").fetchall() == [
+        ("a", "A"),
+        ("b", "B"),
+    ]
+
+
+@pytest.mark.parametrize("isolation", ["repeatable read", "serializable"])
+def test_a_claim_committed_after_a_repeatable_read_snapshot_is_55P03(clients, isolation):
+    """A lock by another logical transaction committed after this database
+    transaction's snapshot: the snapshot cannot see the claim, the claim
+    index can; the write is still refused with 55P03, not 23505."""
+    one, two, _ = clients
+    mine = begin(one)
+    theirs = begin(two)
+    one.execute(f"begin isolation level {isolation}")
+    one.execute("select count(*) from codes").fetchone()  # the snapshot is taken
+    execute(two, theirs, "codes", "lock", match={"code": "a"})
+    claim_error(lambda: execute(one, mine, "codes", "update", {"label": "x"}, {"code": "a"}))
+    one.execute("rollback")
+    call(two, "tx_rollback", theirs)
+    call(one, "tx_rollback", mine)
