@@ -76,8 +76,9 @@ $$;
 -- turns unique_violation into 55P03 is a subtransaction with its own XID,
 -- so a statement whose rows hold each key once (`keys_once`: a boolean of
 -- the generated code) enters it only when another transaction holds
--- claims on the table (v_others, read with the statement's claimed_tables
--- row) or the isolation is not READ COMMITTED: a batch of writes and locks
+-- claims on the table or its primary key is deferrable (v_may_conflict,
+-- read with the statement's claimed_tables row), or the isolation is not
+-- READ COMMITTED: a batch of writes and locks
 -- in one database transaction then stays under the 64 subtransactions a
 -- backend can cache (past them, every other session's snapshots overflow
 -- to pg_subtrans). Otherwise such a statement cannot conflict: a claim on
@@ -94,7 +95,7 @@ immutable
 set search_path = ''
 as $$
     select pg_catalog.concat_ws(E'\n',
-        '    if ' operator(pg_catalog.||) keys_once operator(pg_catalog.||) ' and not v_others',
+        '    if ' operator(pg_catalog.||) keys_once operator(pg_catalog.||) ' and not v_may_conflict',
         '        and pg_catalog.current_setting(''transaction_isolation'') = ''read committed''',
         '    then',
         writes,
@@ -1063,7 +1064,7 @@ declare
     v_rows pg_catalog.int8 := 0;
     v_first pg_catalog.bool;
     v_holder pg_catalog.uuid;
-    v_others pg_catalog.bool;
+    v_may_conflict pg_catalog.bool;
     v_current pg_catalog.bool;
     v_old_rows pg_catalog.int8;
     v_op pg_catalog.text;
@@ -1139,11 +1140,17 @@ begin
     end if;
 
     v_seq := pg_catalog.nextval('resilience.restore_point_seq');
-    -- Whether another transaction holds claims on the table (v_others,
-    -- _sql_claiming), and the transaction's first statement on it (v_first:
-    -- the one whose marker row goes in; two calls at once insert it once).
-    select coalesce(pg_catalog.bool_or(c.tx_id = v_tx_id), false), coalesce(pg_catalog.bool_or(c.tx_id <> v_tx_id), false)
-    into v_first, v_others
+    -- Whether the claims may conflict (v_may_conflict, _sql_claiming):
+    -- another transaction holds claims on the table, or its primary key is
+    -- deferrable (a key written twice then waits on the claim index, not
+    -- on the table's key). And the transaction's first statement on the
+    -- table (v_first: the one whose marker row goes in; two calls at once
+    -- insert it once).
+    select coalesce(pg_catalog.bool_or(c.tx_id = v_tx_id), false),
+        coalesce(pg_catalog.bool_or(c.tx_id <> v_tx_id), false) or exists (
+            select 1 from pg_catalog.pg_constraint as k
+            where k.conrelid = v_root and k.contype = 'p' and k.condeferrable)
+    into v_first, v_may_conflict
     from resilience.claimed_tables as c where c.relation = v_root;
     if v_first then
         v_first := false;
@@ -1460,7 +1467,7 @@ declare
     v_rows pg_catalog.int8;
     v_first pg_catalog.bool;
     v_holder pg_catalog.uuid;
-    v_others pg_catalog.bool;
+    v_may_conflict pg_catalog.bool;
     v_op pg_catalog.text := 'lock';
     v_via pg_catalog.text := 'tx_execute';
     v_row_security pg_catalog.text := pg_catalog.current_setting('row_security');
@@ -1481,11 +1488,17 @@ begin
             message = pg_catalog.format('permission denied to lock rows of table %%s', v_root),
             hint = 'Locking rows needs the UPDATE privilege on one of the table''s columns, as SELECT ... FOR UPDATE does.';
     end if;
-    -- Whether another transaction holds claims on the table (v_others,
-    -- _sql_claiming), and the transaction's first statement on it (v_first:
-    -- the one whose marker row goes in; two calls at once insert it once).
-    select coalesce(pg_catalog.bool_or(c.tx_id = v_tx_id), false), coalesce(pg_catalog.bool_or(c.tx_id <> v_tx_id), false)
-    into v_first, v_others
+    -- Whether the claims may conflict (v_may_conflict, _sql_claiming):
+    -- another transaction holds claims on the table, or its primary key is
+    -- deferrable (a key written twice then waits on the claim index, not
+    -- on the table's key). And the transaction's first statement on the
+    -- table (v_first: the one whose marker row goes in; two calls at once
+    -- insert it once).
+    select coalesce(pg_catalog.bool_or(c.tx_id = v_tx_id), false),
+        coalesce(pg_catalog.bool_or(c.tx_id <> v_tx_id), false) or exists (
+            select 1 from pg_catalog.pg_constraint as k
+            where k.conrelid = v_root and k.contype = 'p' and k.condeferrable)
+    into v_first, v_may_conflict
     from resilience.claimed_tables as c where c.relation = v_root;
     if v_first then
         v_first := false;

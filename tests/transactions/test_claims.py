@@ -276,3 +276,49 @@ def test_a_claim_committed_after_a_repeatable_read_snapshot_is_55P03(clients, is
     one.execute("rollback")
     call(two, "tx_rollback", theirs)
     call(one, "tx_rollback", mine)
+
+
+@pytest.mark.parametrize(
+    "key", ["primary key deferrable initially deferred", "primary key deferrable"]
+)
+def test_a_deferrable_key_written_twice_is_55P03_not_a_unique_violation(app, dsn, key):
+    """With the key's check deferred, a second writer of one key does not wait
+    on the table's primary key but on the claim index: the claim conflict is
+    still 55P03 naming the holder, whether the first writer is another
+    logical transaction in flight or the same statement."""
+    app.execute(f"create table dk (id int {key}, v text)")
+    app.execute("select resilience.manage_table('dk')")
+    first, second = begin(app), begin(app)
+    with psycopg.connect(dsn) as one, psycopg.connect(dsn) as two:
+        one.execute("set constraints all deferred")
+        two.execute("set constraints all deferred")
+        execute(one, first, "dk", "insert", {"id": 1, "v": "one"})
+        outcome: list[Any] = []
+
+        def second_writer() -> None:
+            try:
+                execute(two, second, "dk", "insert", {"id": 1, "v": "two"})
+                outcome.append("written")
+            except psycopg.Error as exc:
+                outcome.append(exc)
+
+        waiter = threading.Thread(target=second_writer)
+        waiter.start()
+        time.sleep(0.5)  # it waits for the first writer's call, as a write does
+        one.commit()
+        waiter.join(30)
+        (error,) = outcome
+        assert isinstance(error, psycopg.Error) and error.sqlstate == "55P03"
+        assert first in (error.diag.message_primary or "")
+        two.rollback()
+        # One statement writing a key twice, in a transaction alone on a table.
+        header = f'{{"x-resilience-tx": "{second}"}}'
+        two.execute("set constraints all deferred")
+        two.execute("select set_config('request.headers', %s, true)", (header,))
+        with pytest.raises(psycopg.Error) as twice:
+            two.execute("insert into dk values (7, 'x'), (7, 'y')")
+        assert twice.value.sqlstate == "55P03"
+        two.rollback()
+    call(app, "tx_rollback", first)
+    call(app, "tx_rollback", second)
+    assert app.execute("select count(*) from dk").fetchone() == (0,)
