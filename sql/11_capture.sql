@@ -68,6 +68,36 @@ begin
 end;
 $$;
 
+-- The generated code that reads, before a statement's claims are written,
+-- whether they may conflict (v_may_conflict, _sql_claiming): another
+-- transaction holds claims on the table, or its primary key is deferrable
+-- (a key written twice then waits on the claim index, not on the table's
+-- key). And whether this is the transaction's first statement on the table
+-- (v_first: the one whose marker row goes in; two calls at once insert it
+-- once). For the capture and lock functions.
+create or replace function resilience._sql_claim_marker()
+returns text
+language sql
+immutable
+set search_path = ''
+as $$
+    select $code$
+    select coalesce(pg_catalog.bool_or(c.tx_id = v_tx_id), false),
+        coalesce(pg_catalog.bool_or(c.tx_id <> v_tx_id), false) or exists (
+            select 1 from pg_catalog.pg_constraint as k
+            where k.conrelid = v_root and k.contype = 'p' and k.condeferrable)
+    into v_first, v_may_conflict
+    from resilience.claimed_tables as c where c.relation = v_root;
+    if v_first then
+        v_first := false;
+    else
+        insert into resilience.claimed_tables (relation, tx_id) values (v_root, v_tx_id) on conflict do nothing;
+        get diagnostics v_rows = row_count;
+        v_first := v_rows > 0;
+    end if;
+$code$::text;
+$$;
+
 -- The generated code that writes a statement's claims (`writes`, which sets
 -- v_rows), for the capture and lock functions. A key claimed already makes
 -- the claiming insert fail on the claim index: 55P03 naming the holder
@@ -1140,25 +1170,8 @@ begin
     end if;
 
     v_seq := pg_catalog.nextval('resilience.restore_point_seq');
-    -- Whether the claims may conflict (v_may_conflict, _sql_claiming):
-    -- another transaction holds claims on the table, or its primary key is
-    -- deferrable (a key written twice then waits on the claim index, not
-    -- on the table's key). And the transaction's first statement on the
-    -- table (v_first: the one whose marker row goes in; two calls at once
-    -- insert it once).
-    select coalesce(pg_catalog.bool_or(c.tx_id = v_tx_id), false),
-        coalesce(pg_catalog.bool_or(c.tx_id <> v_tx_id), false) or exists (
-            select 1 from pg_catalog.pg_constraint as k
-            where k.conrelid = v_root and k.contype = 'p' and k.condeferrable)
-    into v_first, v_may_conflict
-    from resilience.claimed_tables as c where c.relation = v_root;
-    if v_first then
-        v_first := false;
-    else
-        insert into resilience.claimed_tables (relation, tx_id) values (v_root, v_tx_id) on conflict do nothing;
-        get diagnostics v_rows = row_count;
-        v_first := v_rows > 0;
-    end if;
+    -- v_first and v_may_conflict (_sql_claim_marker).
+$body$ || resilience._sql_claim_marker() || $body$
     -- A key claimed already: 55P03 (_sql_claiming). The primary key keeps
     -- the keys of an insert's or a delete's rows apart; an update's rows
     -- can hold one twice (a cascade into its own table puts a row in the
@@ -1488,25 +1501,8 @@ begin
             message = pg_catalog.format('permission denied to lock rows of table %%s', v_root),
             hint = 'Locking rows needs the UPDATE privilege on one of the table''s columns, as SELECT ... FOR UPDATE does.';
     end if;
-    -- Whether the claims may conflict (v_may_conflict, _sql_claiming):
-    -- another transaction holds claims on the table, or its primary key is
-    -- deferrable (a key written twice then waits on the claim index, not
-    -- on the table's key). And the transaction's first statement on the
-    -- table (v_first: the one whose marker row goes in; two calls at once
-    -- insert it once).
-    select coalesce(pg_catalog.bool_or(c.tx_id = v_tx_id), false),
-        coalesce(pg_catalog.bool_or(c.tx_id <> v_tx_id), false) or exists (
-            select 1 from pg_catalog.pg_constraint as k
-            where k.conrelid = v_root and k.contype = 'p' and k.condeferrable)
-    into v_first, v_may_conflict
-    from resilience.claimed_tables as c where c.relation = v_root;
-    if v_first then
-        v_first := false;
-    else
-        insert into resilience.claimed_tables (relation, tx_id) values (v_root, v_tx_id) on conflict do nothing;
-        get diagnostics v_rows = row_count;
-        v_first := v_rows > 0;
-    end if;
+    -- v_first and v_may_conflict (_sql_claim_marker).
+$body$ || resilience._sql_claim_marker() || $body$
     -- It reads the table as the package owner: the table's RLS policies (its
     -- owner's code) must never run with our rights. A package owner they
     -- apply to (not superuser, not BYPASSRLS, not the table owner) gets
