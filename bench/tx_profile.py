@@ -6,9 +6,12 @@ Operations (4-column table: id bigint pk, grp int, v int, note text):
 tx_execute single-row insert; the same INSERT in PostgREST header mode;
 tx_execute lock of one row; a single-row UPDATE outside any logical
 transaction while --claims claims are held on other rows (the claim guard);
-a --rows-row UPDATE in header mode and its rollback.
+a --rows-row UPDATE in header mode and its rollback. Before them, --history
+logical transactions are begun and committed (an application's table of
+transactions is rarely empty: finished ones stay until their retention
+ends), then VACUUM (ANALYZE): the planner then knows the tables' sizes.
 
-Usage: python bench/tx_profile.py [--calls N] [--rows N] [--claims N]
+Usage: python bench/tx_profile.py [--calls N] [--rows N] [--claims N] [--history N]
 """
 
 from __future__ import annotations
@@ -61,6 +64,9 @@ def main() -> None:
     parser.add_argument(
         "--claims", type=int, default=10_000, help="claims held during the guard's updates"
     )
+    parser.add_argument(
+        "--history", type=int, default=30, help="finished logical transactions before profiling"
+    )
     args = parser.parse_args()
     n = args.calls
     shape = "4 columns"
@@ -72,6 +78,8 @@ def main() -> None:
         create(conn, "p_up", shape, rows=args.rows)
         for t in ("p_ins", "p_lock", "p_guard", "p_up"):
             conn.execute("select resilience.manage_table(%s)", (t,))
+        for _ in range(args.history):
+            conn.execute("select resilience.tx_commit(%s)", (tx_begin(conn),))
         conn.execute("vacuum (analyze)")
         keys = itertools.count(1)
         tx = tx_begin(conn)

@@ -142,13 +142,19 @@ $$;
 -- The logical transaction a write belongs to, checked: it exists, the caller
 -- owns it, it is active and unexpired (RZ001 / RZ002 / RZ003). Share-locked
 -- so that no commit, rollback or reap finishes it while a statement
--- captures into it. Called only by generated SECURITY DEFINER functions (so
--- it runs as the owner already): no SECURITY DEFINER, no SET clause (each
--- costs on every captured statement); every name is qualified.
+-- captures into it. Called only by SECURITY DEFINER functions (so it runs
+-- as the owner already): no SECURITY DEFINER; every name is qualified.
+-- Its own planner settings, because its callers differ: the generated
+-- functions plan with enable_seqscan off, _execute_prepare with the
+-- caller's settings, and a plan cached under one setting and costed
+-- against the other made one of them plan the check again on every call
+-- (a third of a `tx_execute` lock's time, docs/benchmarks.md).
 create or replace function resilience._tx_for_capture(tx_text text)
 returns resilience.transactions
 language plpgsql
 volatile
+set plan_cache_mode = force_generic_plan
+set enable_seqscan = off
 as $$
 declare
     tx resilience.transactions;
