@@ -10,6 +10,9 @@ a --rows-row UPDATE in header mode and its rollback. Before them, --history
 logical transactions are begun and committed (an application's table of
 transactions is rarely empty: finished ones stay until their retention
 ends), then VACUUM (ANALYZE): the planner then knows the tables' sizes.
+Each operation runs in a session of its own, as on a pooled connection
+that serves only it (what a session ran first can change what its plans
+cost later).
 
 Usage: python bench/tx_profile.py [--calls N] [--rows N] [--claims N] [--history N]
 """
@@ -17,6 +20,7 @@ Usage: python bench/tx_profile.py [--calls N] [--rows N] [--claims N] [--history
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import time
@@ -70,21 +74,25 @@ def main() -> None:
     args = parser.parse_args()
     n = args.calls
     shape = "4 columns"
-    with database() as dsn, psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("set track_functions = 'all'")
-        create(conn, "p_ins", shape)
-        create(conn, "p_lock", shape, rows=n)
-        create(conn, "p_guard", shape, rows=n + args.claims)
-        create(conn, "p_up", shape, rows=args.rows)
+    with database() as dsn, psycopg.connect(dsn, autocommit=True) as setup:
+        create(setup, "p_ins", shape)
+        create(setup, "p_lock", shape, rows=n)
+        create(setup, "p_guard", shape, rows=n + args.claims)
+        create(setup, "p_up", shape, rows=args.rows)
         for t in ("p_ins", "p_lock", "p_guard", "p_up"):
-            conn.execute("select resilience.manage_table(%s)", (t,))
+            setup.execute("select resilience.manage_table(%s)", (t,))
         for _ in range(args.history):
-            conn.execute("select resilience.tx_commit(%s)", (tx_begin(conn),))
-        conn.execute("vacuum (analyze)")
+            setup.execute("select resilience.tx_commit(%s)", (tx_begin(setup),))
+        setup.execute("vacuum (analyze)")
         keys = itertools.count(1)
-        tx = tx_begin(conn)
+        tx = tx_begin(setup)
 
-        def insert() -> None:
+        def session() -> psycopg.Connection[Any]:
+            conn = psycopg.connect(dsn, autocommit=True)
+            conn.execute("set track_functions = 'all'")
+            return conn
+
+        def insert(conn: psycopg.Connection[Any]) -> None:
             for _ in range(n):
                 k = next(keys)
                 row = {"id": k, "grp": 1, "v": 0, "note": f"row {k}"}
@@ -92,7 +100,7 @@ def main() -> None:
                     "select resilience.tx_execute(%s, 'p_ins', 'insert', %s)", (tx, Jsonb(row))
                 )
 
-        def header_insert() -> None:
+        def header_insert(conn: psycopg.Connection[Any]) -> None:
             header = {"x-resilience-tx": str(tx)}
             for _ in range(n):
                 k = next(keys)
@@ -103,50 +111,56 @@ def main() -> None:
                     (k, f"row {k}"),
                 )
 
-        def lock() -> None:
+        def lock(conn: psycopg.Connection[Any]) -> None:
             for i in range(1, n + 1):
                 conn.execute(
                     "select resilience.tx_execute(%s, 'p_lock', 'lock', match => %s)",
                     (tx, Jsonb({"id": i})),
                 )
 
-        profile(conn, "tx_execute insert", n, insert)
-        profile(conn, "PostgREST header-mode INSERT", n, header_insert)
-        profile(conn, "tx_execute lock", n, lock)
-        conn.execute("select resilience.tx_commit(%s)", (tx,))
-        holder = tx_begin(conn)  # claims rows n+1.., never written below
+        for label, operation in (
+            ("tx_execute insert", insert),
+            ("PostgREST header-mode INSERT", header_insert),
+            ("tx_execute lock", lock),
+        ):
+            with session() as conn:
+                profile(conn, label, n, functools.partial(operation, conn))
+        setup.execute("select resilience.tx_commit(%s)", (tx,))
+        holder = tx_begin(setup)  # claims rows n+1.., never written below
         postgrest(
-            conn,
+            setup,
             {"x-resilience-tx": str(holder)},
             "update p_guard set v = -1 where id > %s",
             (n,),
         )
+        with session() as conn:
 
-        def guard() -> None:
-            for i in range(1, n + 1):
-                conn.execute("update p_guard set v = v + 1 where id = %s", (i,))
+            def guard() -> None:
+                for i in range(1, n + 1):
+                    conn.execute("update p_guard set v = v + 1 where id = %s", (i,))
 
-        profile(
-            conn,
-            f"claim guard: single-row UPDATE, {args.claims:,} claims held on other rows",
-            n,
-            guard,
-        )
-        conn.execute("select resilience.tx_rollback(%s)", (holder,))
-        big = tx_begin(conn)
-        header = {"x-resilience-tx": str(big)}
-        profile(
-            conn,
-            f"{args.rows:,}-row UPDATE in header mode",
-            1,
-            lambda: postgrest(conn, header, "update p_up set v = v + 1 where grp = 1", ()),
-        )
-        profile(
-            conn,
-            f"rollback of the {args.rows:,}-row UPDATE",
-            1,
-            lambda: conn.execute("select resilience.tx_rollback(%s)", (big,)),
-        )
+            profile(
+                conn,
+                f"claim guard: single-row UPDATE, {args.claims:,} claims held on other rows",
+                n,
+                guard,
+            )
+        setup.execute("select resilience.tx_rollback(%s)", (holder,))
+        with session() as conn:
+            big = tx_begin(conn)
+            header = {"x-resilience-tx": str(big)}
+            profile(
+                conn,
+                f"{args.rows:,}-row UPDATE in header mode",
+                1,
+                lambda: postgrest(conn, header, "update p_up set v = v + 1 where grp = 1", ()),
+            )
+            profile(
+                conn,
+                f"rollback of the {args.rows:,}-row UPDATE",
+                1,
+                lambda: conn.execute("select resilience.tx_rollback(%s)", (big,)),
+            )
         print(json.dumps({"note": "times from pg_stat_user_functions, ms per operation"}))
 
 
