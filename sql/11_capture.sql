@@ -1089,15 +1089,15 @@ set enable_seqscan = off
 as $capture$
 #variable_conflict use_variable
 declare
-    v_root pg_catalog.regclass := coalesce(pg_catalog.pg_partition_root(tg_relid), tg_relid)::pg_catalog.regclass;
-    v_tx_text pg_catalog.text := pg_catalog.current_setting('resilience.tx_id', true);
+    v_root pg_catalog.regclass;
+    v_tx_text pg_catalog.text;
     v_headers pg_catalog.text;
     v_restoring pg_catalog.text;
     v_tx resilience.transactions;
     v_tx_id pg_catalog.uuid;
-    v_via pg_catalog.text := 'tx_execute';
+    v_via pg_catalog.text;
     v_seq pg_catalog.int8;
-    v_rows pg_catalog.int8 := 0;
+    v_rows pg_catalog.int8;
     v_first pg_catalog.bool;
     v_holder pg_catalog.uuid;
     v_may_conflict pg_catalog.bool;
@@ -1111,7 +1111,21 @@ begin
     -- setting, or PostgREST's x-resilience-tx header), our own restore
     -- (nothing to do), or a plain write, which only a table with claims
     -- needs to check. The common plain write (no claims on the table)
-    -- leaves after one probe.
+    -- leaves after one query, before any variable is set: each expression
+    -- plpgsql evaluates costs on every call (it is set up again in each
+    -- transaction), and this runs for every statement on the table.
+    if coalesce(pg_catalog.current_setting('resilience.tx_id', true), '') = ''
+        and pg_catalog.strpos(coalesce(pg_catalog.current_setting('request.headers', true), ''), 'x-resilience-tx') = 0
+        and not exists (
+            select 1 from resilience.claimed_tables as c
+            where c.relation = coalesce(pg_catalog.pg_partition_root(tg_relid), tg_relid))
+    then
+        return null;
+    end if;
+    v_root := coalesce(pg_catalog.pg_partition_root(tg_relid), tg_relid)::pg_catalog.regclass;
+    v_tx_text := pg_catalog.current_setting('resilience.tx_id', true);
+    v_via := 'tx_execute';
+    v_rows := 0;
     if v_tx_text is null or v_tx_text = '' then
         v_headers := pg_catalog.current_setting('request.headers', true);
         if v_headers is not null and pg_catalog.strpos(v_headers, 'x-resilience-tx') > 0 then
