@@ -97,6 +97,27 @@ COMMON = (
         return null;
     end $$
     """,
+    # Privilege separation (a capture whose images, claims and journal
+    # writers may neither read nor forge runs as their owner): the empty
+    # trigger as SECURITY DEFINER with a pinned search path, and the same
+    # with the one probe a plain write to a table without claims owes.
+    """
+    create function floor_empty_definer() returns trigger language plpgsql
+    security definer set search_path = '' as $$
+    begin
+        return null;
+    end $$
+    """,
+    """
+    create function floor_probe_definer() returns trigger language plpgsql
+    security definer set search_path = '' as $$
+    begin
+        if not exists (select 1 from public.floor_claimed as c where c.relation = tg_relid) then
+            return null;
+        end if;
+        return null;
+    end $$
+    """,
     # What the contract adds to every captured statement: its journal row
     # (LIFO rollback) and its audit row, indexed like the package's.
     "create table floor_journal (tx uuid, seq bigint, relation regclass, operation text,"

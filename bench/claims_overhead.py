@@ -10,7 +10,10 @@ how the guard's per-statement cost amortizes (no target).
 Alternative designs (bench/_designs.py, "(floor)"), on bench-local tables
 measured in the same rounds: an EMPTY statement-level trigger declaring
 both transition tables (what the mandated capture trigger costs before it
-does anything); statement-level capture with typed images whose row is the
+does anything); the same as SECURITY DEFINER with a pinned search path
+(privilege separation: a capture whose images writers may neither read
+nor forge runs as their owner), and that with the one probe a table
+without claims owes; statement-level capture with typed images whose row is the
 claim; row-level capture whose guard checks each written key. Designs that
 keep the contract of a captured write ("(design)"; statement-level and
 row-level capture, bench/_designs.py): for a plain write they owe what the
@@ -43,7 +46,17 @@ from tx_overhead import SHAPES, create, database, postgrest, tx_begin, vacuum
 # (grp 2) are claimed in case (2) and never written by it.
 WORKLOAD = 10_000
 ROWS = 2 * WORKLOAD
-VARIANTS = ("plain", "managed", "empty", "typed", "row", "whole_statement", "whole_row")
+VARIANTS = (
+    "plain",
+    "managed",
+    "empty",
+    "empty_definer",
+    "probe_definer",
+    "typed",
+    "row",
+    "whole_statement",
+    "whole_row",
+)
 
 
 def make_tables(conn: psycopg.Connection[Any], shape: str, s: str) -> None:
@@ -56,13 +69,15 @@ def make_tables(conn: psycopg.Connection[Any], shape: str, s: str) -> None:
             (WORKLOAD,),
         )
     conn.execute("select resilience.manage_table(%s)", (f"g_managed_{s}",))
-    _designs.run(
-        conn,
-        "create trigger {trg} after update on {t} referencing old table as old_rows"
-        " new table as new_rows for each statement execute function floor_empty()",
-        trg=f"g_empty_{s}_t",
-        t=f"g_empty_{s}",
-    )
+    for v in ("empty", "empty_definer", "probe_definer"):
+        _designs.run(
+            conn,
+            "create trigger {trg} after update on {t} referencing old table as old_rows"
+            " new table as new_rows for each statement execute function {fn}()",
+            trg=f"g_{v}_{s}_t",
+            t=f"g_{v}_{s}",
+            fn=f"floor_{v}",
+        )
     _designs.typed_image(conn, f"g_typed_{s}", columns)
     _designs.row_level(conn, f"g_row_{s}", "update")
     _designs.contract_statement(conn, f"g_whole_statement_{s}", columns)
@@ -147,6 +162,22 @@ def main() -> None:
                             r,
                             "    floor: EMPTY trigger + transition tables",
                             "empty",
+                            "plain",
+                            None,
+                            n,
+                        ),
+                        ratio_line(
+                            r,
+                            "    floor: the same, SECURITY DEFINER, pinned search_path",
+                            "empty_definer",
+                            "plain",
+                            None,
+                            n,
+                        ),
+                        ratio_line(
+                            r,
+                            "    floor: the same + the probe for claims on the table",
+                            "probe_definer",
                             "plain",
                             None,
                             n,

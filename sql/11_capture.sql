@@ -1111,16 +1111,18 @@ begin
     -- setting, or PostgREST's x-resilience-tx header), our own restore
     -- (nothing to do), or a plain write, which only a table with claims
     -- needs to check. The common plain write (no claims on the table)
-    -- leaves after one query, before any variable is set: each expression
+    -- leaves after one probe, before any variable is set: each expression
     -- plpgsql evaluates costs on every call (it is set up again in each
     -- transaction), and this runs for every statement on the table.
     if coalesce(pg_catalog.current_setting('resilience.tx_id', true), '') = ''
         and pg_catalog.strpos(coalesce(pg_catalog.current_setting('request.headers', true), ''), 'x-resilience-tx') = 0
-        and not exists (
+    then
+        if not exists (
             select 1 from resilience.claimed_tables as c
             where c.relation = coalesce(pg_catalog.pg_partition_root(tg_relid), tg_relid))
-    then
-        return null;
+        then
+            return null;
+        end if;
     end if;
     v_root := coalesce(pg_catalog.pg_partition_root(tg_relid), tg_relid)::pg_catalog.regclass;
     v_tx_text := pg_catalog.current_setting('resilience.tx_id', true);
