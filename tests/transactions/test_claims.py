@@ -91,6 +91,42 @@ def test_unclaimed_rows_stay_writable(clients):
     assert two.execute("select label from codes where code = 'b'").fetchone() == ("free",)
 
 
+# Request headers that do not name a logical transaction: the write is a
+# plain one (the capture trigger's early exit, or the path after it), so a
+# claimed row is refused and an unclaimed one is written and not captured.
+NOT_A_TRANSACTION = [
+    "",
+    "{}",
+    '{"x-resilience-tx": ""}',
+    '{"x-resilience-tx": null}',
+    '{"x-resilience-tx-trace": "abc"}',
+    '{"x-request-id": "x-resilience-tx"}',
+    '{"X-Resilience-Tx": "%s"}',
+]
+
+
+@pytest.mark.parametrize("headers", NOT_A_TRANSACTION)
+def test_a_write_whose_headers_name_no_transaction_is_a_plain_write(clients, headers):
+    one, two, _ = clients
+    holder = begin(one)
+    execute(one, holder, "codes", "update", {"label": "one"}, {"code": "a"})
+    captured = "select (resilience.tx_status(%s) ->> 'operations')::int"
+    before = one.execute(captured, (holder,)).fetchone()
+    other = begin(two)
+    value = headers.replace("%s", other)
+
+    def write(statement: str) -> None:
+        with two.transaction():
+            two.execute("select set_config('request.headers', %s, true)", (value,))
+            two.execute(statement)
+
+    claim_error(lambda: write("update codes set label = 'plain' where code = 'a'"))
+    write("update codes set label = 'plain' where code = 'b'")
+    assert two.execute("select label from codes where code = 'b'").fetchone() == ("plain",)
+    assert call(two, "tx_status", other)["operations"] == 0
+    assert one.execute(captured, (holder,)).fetchone() == before
+
+
 def test_commit_and_rollback_release_claims(clients):
     one, two, _ = clients
     for finish in ("tx_commit", "tx_rollback"):
