@@ -148,7 +148,7 @@ $$;
 -- functions plan with enable_seqscan off, _execute_prepare with the
 -- caller's settings, and a plan cached under one setting and costed
 -- against the other made one of them plan the check again on every call
--- (a third of a `tx_execute` lock's time, docs/benchmarks.md).
+-- (a sixth of a `tx_execute` lock's backend time, docs/benchmarks.md).
 create or replace function resilience._tx_for_capture(tx_text text)
 returns resilience.transactions
 language plpgsql
