@@ -260,6 +260,14 @@ class Replayed:
     notified: list[dict[str, Any]] | None = None
 
 
+def _notified(listener: psycopg.Connection[Any]) -> list[psycopg.Notify]:
+    """What the listener has been sent so far. The NOTIFY went out at the
+    commit, before psql exited; the listener's backend passes it on before it
+    answers the next query, so one round trip is enough (no waiting)."""
+    listener.execute("select 1")
+    return list(listener.notifies(timeout=0))
+
+
 def _replay(
     server: Any, template_db: str, name: str, *, first_read: bool
 ) -> Iterator[tuple[str, dict[str, Replayed]]]:
@@ -290,11 +298,10 @@ def _replay(
                     ).fetchall()
                 assert all(x["changes"] is None for (x,) in rows)
                 client = [compute_changes(x["deltas"]) for (x,) in rows]
-            # The NOTIFY is sent at commit, before psql exits: it is queued by now.
-            heard = [json.loads(n.payload) for n in listener.notifies(timeout=0.2, stop_after=50)]
+            heard = [json.loads(n.payload) for n in _notified(listener)]
             versions = versions_since(dsn, before)
             results[_name(file)] = Replayed(code, planned, versions, refresh(dsn), client, heard)
-            listener.notifies(timeout=0.2, stop_after=50).close()  # the refresh's, if any
+            _notified(listener)  # the refresh's, if any
         yield dsn, results
     finally:
         listener.close()
