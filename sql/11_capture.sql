@@ -1506,6 +1506,7 @@ declare
     v_op pg_catalog.text := 'lock';
     v_via pg_catalog.text := 'tx_execute';
     v_row_security pg_catalog.text := pg_catalog.current_setting('row_security');
+    v_ignored pg_catalog.text;
     -- All rows in one table (always so unless partitioned): ctid and tableoid
     -- then name each row exactly, with no need to pair them.
     v_one_table pg_catalog.bool := coalesce(p_tableoids[1] operator(pg_catalog.=) all (p_tableoids), false);
@@ -1534,7 +1535,8 @@ $body$ || resilience._sql_claim_marker() || $body$
     -- query on a table with RLS is planned for one row_security value).
     -- Put back by hand below: a local setting made inside a function
     -- outlives it unless the function's own SET clause names it.
-    perform pg_catalog.set_config('row_security', 'off', true);
+    -- (By assignment: a PERFORM is a whole query, about 1.4 us more.)
+    v_ignored := pg_catalog.set_config('row_security', 'off', true);
 $body$ || resilience._sql_claiming('pg_catalog.cardinality(p_ctids) = 1', $writes$
         insert into %2$s (tx_id, seq, op, claim, %5$s, b)
         select v_tx_id, v_seq, 'l', %6$s, %7$s, %8$s
@@ -1550,7 +1552,7 @@ $body$ || resilience._sql_claiming('pg_catalog.cardinality(p_ctids) = 1', $write
             and (v_one_table or (t.tableoid, t.ctid) in (
                 select * from rows from (pg_catalog.unnest(p_tableoids), pg_catalog.unnest(p_ctids))))
         limit 1;$holder$) || $body$
-    perform pg_catalog.set_config('row_security', v_row_security, true);
+    v_ignored := pg_catalog.set_config('row_security', v_row_security, true);
     -- Exactly the rows passed: each (tableoid, ctid) pair was locked by this
     -- statement. Pairs are matched as pairs when they span partitions (ctids
     -- and tableoids matched apart would take another partition's row at the

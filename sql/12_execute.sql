@@ -453,6 +453,9 @@ declare
     rows_json jsonb;
     row_count bigint;
     previous text := coalesce(pg_catalog.current_setting('resilience.tx_id', true), '');
+    -- set_config's result, not used: an assignment is a plain expression
+    -- (about 0.4 us), a PERFORM a whole query (about 1.8 us).
+    ignored text;
 begin
     if operation is null or operation not in ('insert', 'update', 'delete', 'upsert', 'lock') then
         raise exception using
@@ -465,7 +468,7 @@ begin
     relation := resilience._resolve_table(table_name);
     descriptor := resilience._execute_prepare(tx_id, relation);
     -- The capture trigger reads this setting: the write belongs to tx_id.
-    perform pg_catalog.set_config('resilience.tx_id', tx_id::text, true);
+    ignored := pg_catalog.set_config('resilience.tx_id', tx_id::text, true);
     -- A lock by primary key, or an insert of one row naming the usual
     -- columns, by a caller who may read the whole row: the table's
     -- generated function, whose plan the session keeps; it returns a null
@@ -486,7 +489,7 @@ begin
         statement := resilience._execute_sql(relation, operation, data, match, tx_id, descriptor);
         execute statement into rows_json, row_count using data, match, tx_id;
     end if;
-    perform pg_catalog.set_config('resilience.tx_id', previous, true);
+    ignored := pg_catalog.set_config('resilience.tx_id', previous, true);
     return pg_catalog.jsonb_build_object('success', true, 'data', coalesce(rows_json, '[]'::jsonb),
         'count', coalesce(row_count, 0));
 end;
