@@ -110,7 +110,8 @@ class UnknownObject(InvalidOperation):
 
 
 class ObjectInUse(PgResilienceError):
-    """E.g. unmanaging a table whose rows are still claimed (55006)."""
+    """E.g. unmanaging a table, or detaching a partition, whose rows are still
+    claimed (55006)."""
 
     sqlstate = "55006"
 
@@ -164,7 +165,11 @@ SQLSTATES: tuple[SqlState, ...] = (
         "truncate of a table with claims",
         ClaimConflict,
     ),
-    SqlState("55006", "unmanage_table while rows of the table are claimed", ObjectInUse),
+    SqlState(
+        "55006",
+        "unmanage_table, or DETACH PARTITION of a partition, while rows of it are claimed",
+        ObjectInUse,
+    ),
     SqlState(
         "22023",
         "invalid operation or argument: bad operation, data/match shape, missing match, "

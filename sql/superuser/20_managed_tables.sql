@@ -1,7 +1,8 @@
 -- Event triggers that keep the generated capture of managed tables in step
 -- with DDL (need superuser; without them, a captured write on a changed
--- table fails with RZ007 until manage_table is run again). They never block
--- DDL: a table that cannot be regenerated now gets a warning.
+-- table fails with RZ007 until manage_table is run again). They block no DDL
+-- but one: a table that cannot be regenerated now gets a warning; a partition
+-- holding claimed rows cannot be detached (_release_detached).
 
 -- After DDL: regenerate each managed table (the root of a touched partition,
 -- the parent of a touched inheritance child) whose shape changed.
@@ -47,6 +48,14 @@ begin
             where c.classid in ('pg_catalog.pg_namespace'::regclass, 'pg_catalog.pg_type'::regclass)
         )
     loop
+        -- A partition detached with claimed rows: refused (55006), the one
+        -- DDL this trigger stops: the claims are logical row locks, and
+        -- the rows would leave them and the undo. Not DETACH ... CONCURRENTLY
+        -- or FINALIZE: PostgreSQL committed the partition's "detach pending"
+        -- state before this runs, and a refusal would keep it there, its rows
+        -- hidden from the table's undo (docs/transactions.md, limitations).
+        perform resilience._release_detached(managed,
+            pg_catalog.current_query() operator(pg_catalog.!~*) E'\\m(concurrently|finalize)\\M');
         -- A new shape, or a default set or dropped (the generated insert
         -- function's rows).
         if (select m.shape from resilience.managed_tables as m where m.relation = managed)

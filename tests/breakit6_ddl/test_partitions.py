@@ -1,9 +1,10 @@
 """Promise (docs/transactions.md, "DDL on managed tables", "Capture"): DDL on
 a partition of a managed table regenerates the parent's capture at once;
 a partition attached while a transaction is open carries the triggers (a
-statement aimed at it directly is captured and claim-checked), and a
-partition detached with rows the transaction updated makes its rollback a
-conflict, never a silent skip."""
+statement aimed at it directly is captured and claim-checked); a partition
+holding rows the transaction updated cannot be detached (55006) until it
+ends; a partition detached without our event triggers keeps nothing that
+stops unmanaging or dropping the table."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from .conftest import call, rows_text, sqlstate_of
+from .conftest import call, rows_text, sqlstate_of, without_event_triggers
 
 TABLE = """
 create table p (id integer primary key, v text) partition by range (id);
@@ -45,7 +46,7 @@ def test_attach_partition_while_a_transaction_is_open_captures_and_guards_it(
     assert rows_text(conn, "p") == ["(1,a)", "(21,c)"]
 
 
-def test_detach_partition_holding_an_updated_row_makes_the_rollback_a_conflict(
+def test_detach_partition_holding_an_updated_row_is_refused_until_the_rollback(
     conn: psycopg.Connection[Any],
 ) -> None:
     conn.execute(TABLE)
@@ -54,12 +55,39 @@ def test_detach_partition_holding_an_updated_row_makes_the_rollback_a_conflict(
     tx = call(conn, "tx_begin")
     call(conn, "tx_execute", tx, "p", "update", {"v": "x"}, {"id": 1})
     call(conn, "tx_execute", tx, "p", "update", {"v": "y"}, {"id": 11})
+    # Its row is claimed: the partition stays (55006), so the undo reaches it.
+    assert sqlstate_of(conn.execute, "alter table p detach partition p2") == "55006"
+
+    call(conn, "tx_rollback", tx)
+    assert rows_text(conn, "p") == ["(1,a)", "(11,b)"]
     conn.execute("alter table p detach partition p2")
     # The detached table is no longer managed: plain writes are free.
     conn.execute("update p2 set v = 'z' where id = 11")
+    assert rows_text(conn, "p2") == ["(11,z)"]
 
-    assert sqlstate_of(call, conn, "tx_rollback", tx) == "RZ005"
-    assert rows_text(conn, "p") == ["(1,x)"]
+
+@pytest.mark.parametrize("end", ["unmanage_table", "drop table"])
+def test_a_partition_detached_without_event_triggers_keeps_no_trigger_of_ours_in_the_way(
+    conn: psycopg.Connection[Any], end: str
+) -> None:
+    """Without our event triggers (a non-superuser install) a DETACH goes
+    through and the detached table keeps our triggers; they must not stop
+    unmanage_table or DROP TABLE of the managed table later (they call its
+    capture function, which both drop)."""
+    conn.execute(TABLE)
+    conn.execute("create table p2 partition of p for values from (10) to (20)")
+    conn.execute("select resilience.manage_table('p')")
+    without_event_triggers(conn)
+    conn.execute("alter table p detach partition p2")
+    if end == "unmanage_table":
+        call(conn, "unmanage_table", "p")
+    else:
+        conn.execute("alter event trigger resilience_managed_sql_drop enable always; drop table p")
+    assert conn.execute(
+        "select count(*) from pg_trigger where tgname like 'resilience%'"
+    ).fetchone() == (0,)
+    assert conn.execute("select count(*) from resilience.managed_tables").fetchone() == (0,)
+    conn.execute("insert into p2 values (12, 'plain')")
 
 
 @pytest.mark.xfail(
