@@ -1767,7 +1767,7 @@ begin
     end if;
     -- And from partitions detached since (without our event triggers, or
     -- before they released them): they still call its capture function.
-    perform resilience._release_detached(relation, false);
+    perform resilience._release_detached(relation);
     if reg.capture_function is not null then
         execute pg_catalog.format('drop function if exists %s', reg.capture_function);
         execute pg_catalog.format('drop function if exists %s', reg.undo_function);
@@ -1820,15 +1820,21 @@ $$;
 
 -- Partitions detached from a managed table: our triggers stay on a table
 -- that leaves the tree (_generate made them on each partition), so they
--- name the tables detached since. While a logical transaction claims a row
--- of a detached table, or a key no partition left accepts (a row it deleted
--- from one), the DETACH is refused (55006), as unmanage_table is:
--- those rows would leave the table's claims and undo, so a write to them
--- would pass the claim and tx_rollback could not restore them. Otherwise
--- the tables leave as plain tables, without our triggers. Called by the DDL
--- event trigger after each ALTER TABLE of a managed table (a raise undoes
--- the DETACH); `refuse` false: release them, claims or not.
-create or replace function resilience._release_detached(relation regclass, refuse boolean)
+-- name the tables detached since. They leave as plain tables, our triggers
+-- dropped, unless the DETACH that just ran holds the table's ACCESS
+-- EXCLUSIVE lock while a logical transaction holds claims on the table:
+-- then it is refused (55006), as unmanage_table is. PostgreSQL's own
+-- DETACH waits for that lock, i.e. for every transaction that wrote any
+-- partition; claims are the logical transactions' row locks, and the rows
+-- of a partition detached from under them would leave their claims and
+-- undo (a deleted row would have no partition to come back to). A DETACH
+-- ... CONCURRENTLY (or FINALIZE) takes the parent's SHARE UPDATE EXCLUSIVE
+-- lock only: PostgreSQL committed the partition's detach-pending state
+-- before this runs, and a refusal would leave it there, its rows hidden
+-- from the table's undo; it is let through (docs/transactions.md, known
+-- limitations). Called by the DDL event trigger after each ALTER TABLE of
+-- a managed table (a raise undoes the DETACH), and by _forget.
+create or replace function resilience._release_detached(relation regclass)
 returns void
 language plpgsql
 volatile
@@ -1836,53 +1842,55 @@ security definer
 set search_path = ''
 as $$
 declare
-    reg resilience.managed_tables;
-    key record;
+    capture_function regprocedure;
     detached regclass[];
     target regclass;
     holder uuid;
 begin
-    select m.* into reg from resilience.managed_tables as m where m.relation = _release_detached.relation;
-    if reg.capture_function is null or reg.image_table is null then
+    select m.capture_function into capture_function
+    from resilience.managed_tables as m where m.relation = _release_detached.relation;
+    if capture_function is null then
         return;
     end if;
     detached := array(
         select distinct t.tgrelid::regclass from pg_catalog.pg_trigger as t
-        where t.tgfoid = reg.capture_function
+        where t.tgfoid = capture_function
             and t.tgrelid <> relation
             and t.tgrelid not in (select p.relid from pg_catalog.pg_partition_tree(relation) as p));
     if pg_catalog.cardinality(detached) = 0 then
         return;
     end if;
-    if refuse then
-        -- A claimed key that a detached table holds (looked up through its
-        -- part of the key index), or that no partition left accepts (a row
-        -- deleted from one; by the leaves' partition constraints, which name
-        -- only key columns: a partitioned table's primary key holds its
-        -- partition key).
-        select * into key from resilience._primary_key(relation);
-        execute pg_catalog.format(
-            'select i.tx_id from %s as i where i.claim and (%s or not exists (select from (select %s) as t where %s)) limit 1',
-            reg.image_table,
-            (select pg_catalog.string_agg(pg_catalog.format('exists (select from only %s as t where %s)',
-                    d.target, resilience._sql_keys_equal('i.', key.image_cols, key.operators, 't.', key.names)), ' or ')
-                from pg_catalog.unnest(detached) as d (target)),
-            (select pg_catalog.string_agg(pg_catalog.format('i.%I as %I', c.image_col, c.name), ', ' order by c.ord)
-                from rows from (pg_catalog.unnest(key.image_cols), pg_catalog.unnest(key.names))
-                    with ordinality as c (image_col, name, ord)),
-            coalesce((
-                select pg_catalog.string_agg('(' || pg_catalog.pg_get_partition_constraintdef(p.relid) || ')', ' or ')
-                from pg_catalog.pg_partition_tree(relation) as p where p.isleaf and p.level > 0), 'false'))
-        into holder;
+    -- The statement that detached one (its own savepoint or not): this
+    -- transaction holds ACCESS EXCLUSIVE on the detached table and on the
+    -- table it left. A table detached earlier (without our event triggers)
+    -- is only released.
+    if exists (
+        select 1 from pg_catalog.pg_locks as l
+        where l.pid = pg_catalog.pg_backend_pid() and l.locktype = 'relation'
+            and l.mode = 'AccessExclusiveLock' and l.granted
+            and l.relation = any (detached::oid[]))
+        and exists (
+        select 1 from pg_catalog.pg_locks as l
+        where l.pid = pg_catalog.pg_backend_pid() and l.locktype = 'relation'
+            and l.mode = 'AccessExclusiveLock' and l.granted
+            and l.relation in (select p.relid from pg_catalog.pg_partition_tree(_release_detached.relation) as p))
+    then
+        select c.tx_id into holder
+        from resilience.claimed_tables as c
+        inner join resilience.transactions as t on t.id = c.tx_id
+        where c.relation = _release_detached.relation and t.status = 'active'
+        order by t.started_at
+        limit 1;
         if holder is not null then
             raise exception using
                 errcode = '55006',
                 message = pg_catalog.format(
-                    'table %s has rows claimed by logical transaction %s in the partition detached (%s)',
-                    relation, holder, pg_catalog.array_to_string(detached, ', ')),
+                    'table %s has rows claimed by logical transaction %s: no partition can be detached from it',
+                    relation, holder),
                 detail = pg_catalog.jsonb_build_object(
                     'table', relation::text, 'detached', pg_catalog.to_jsonb(detached::text[]), 'holder', holder)::text,
-                hint = 'Commit or roll it back first, then detach the partition.';
+                hint = 'Commit or roll back the logical transactions writing the table first, as PostgreSQL''s '
+                    'DETACH PARTITION waits for the transactions writing it.';
         end if;
     end if;
     foreach target in array detached loop

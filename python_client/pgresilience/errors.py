@@ -167,7 +167,8 @@ SQLSTATES: tuple[SqlState, ...] = (
     ),
     SqlState(
         "55006",
-        "unmanage_table, or DETACH PARTITION of a partition, while rows of it are claimed",
+        "unmanage_table, or DETACH PARTITION of one of its partitions, while rows of the "
+        "table are claimed",
         ObjectInUse,
     ),
     SqlState(

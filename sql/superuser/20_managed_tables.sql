@@ -48,16 +48,10 @@ begin
             where c.classid in ('pg_catalog.pg_namespace'::regclass, 'pg_catalog.pg_type'::regclass)
         )
     loop
-        -- A partition detached with claimed rows: refused (55006), the one
-        -- DDL this trigger stops: the claims are logical row locks, and
-        -- the rows would leave them and the undo. Not DETACH ... CONCURRENTLY
-        -- or FINALIZE: PostgreSQL committed the partition's "detach pending"
-        -- state before this runs, and a refusal would keep it there, its rows
-        -- hidden from the table's undo (docs/transactions.md, limitations).
-        -- Told from the statement's text (an event trigger sees no more);
-        -- a text that merely mentions both words is let through too.
-        perform resilience._release_detached(managed,
-            pg_catalog.current_query() operator(pg_catalog.!~*) E'\\mdetach\\s+partition\\M.*\\m(concurrently|finalize)\\M');
+        -- A partition detached while logical transactions hold claims on
+        -- the table: refused (55006), the one DDL this trigger stops
+        -- (_release_detached says why, and which DETACH).
+        perform resilience._release_detached(managed);
         -- A new shape, or a default set or dropped (the generated insert
         -- function's rows).
         if (select m.shape from resilience.managed_tables as m where m.relation = managed)
