@@ -1,8 +1,9 @@
 -- Event triggers that keep the generated capture of managed tables in step
 -- with DDL (need superuser; without them, a captured write on a changed
 -- table fails with RZ007 until manage_table is run again). They block no DDL
--- but one: a table that cannot be regenerated now gets a warning; a partition
--- holding claimed rows cannot be detached (_release_detached).
+-- but one: a table that cannot be regenerated now gets a warning; no partition
+-- is detached while logical transactions hold claims on the table
+-- (_release_detached).
 
 -- After DDL: regenerate each managed table (the root of a touched partition,
 -- the parent of a touched inheritance child) whose shape changed.
