@@ -1845,6 +1845,7 @@ declare
     capture_function regprocedure;
     detached regclass[];
     target regclass;
+    trigger_name name;
     holder uuid;
 begin
     select m.capture_function into capture_function
@@ -1893,8 +1894,14 @@ begin
                     'DETACH PARTITION waits for the transactions writing it.';
         end if;
     end if;
-    foreach target in array detached loop
-        perform resilience._drop_triggers(target);
+    -- Ours by function, not by name: a renamed one would keep the capture
+    -- function from being dropped with the table's registry.
+    for target, trigger_name in
+        select t.tgrelid::regclass, t.tgname from pg_catalog.pg_trigger as t
+        where t.tgrelid = any (detached::oid[]) and not t.tgisinternal
+            and (t.tgfoid = capture_function or t.tgname = 'resilience_guard_truncate')
+    loop
+        execute pg_catalog.format('drop trigger %I on %s', trigger_name, target);
     end loop;
 end;
 $$;
