@@ -1865,16 +1865,13 @@ begin
     -- transaction holds ACCESS EXCLUSIVE on the detached table and on the
     -- table it left. A table detached earlier (without our event triggers)
     -- is only released.
-    if exists (
-        select 1 from pg_catalog.pg_locks as l
+    if (
+        select pg_catalog.bool_or(l.relation = any (detached::oid[]))
+            and pg_catalog.bool_or(l.relation in (
+                select p.relid from pg_catalog.pg_partition_tree(_release_detached.relation) as p))
+        from pg_catalog.pg_locks as l
         where l.pid = pg_catalog.pg_backend_pid() and l.locktype = 'relation'
-            and l.mode = 'AccessExclusiveLock' and l.granted
-            and l.relation = any (detached::oid[]))
-        and exists (
-        select 1 from pg_catalog.pg_locks as l
-        where l.pid = pg_catalog.pg_backend_pid() and l.locktype = 'relation'
-            and l.mode = 'AccessExclusiveLock' and l.granted
-            and l.relation in (select p.relid from pg_catalog.pg_partition_tree(_release_detached.relation) as p))
+            and l.mode = 'AccessExclusiveLock' and l.granted)
     then
         select c.tx_id into holder
         from resilience.claimed_tables as c
