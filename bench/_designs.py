@@ -22,7 +22,11 @@ groups of designs are not:
   contract of a captured write on bench-local tables, by statement-level
   and by row-level capture, with one undo (`floor_undo`) over every table
   a transaction wrote; tests/transactions/test_bench_contract_designs.py
-  checks them against a real ROLLBACK.
+  checks them against a real ROLLBACK. Both capture with the writer's
+  rights; `contract_separated` is the statement-level one with privilege
+  separation (its capture and undo run as the owner of the images, as the
+  package's do), and `contract_lock_separated` its lock behind
+  tx_execute's signature, handed only the locked row's (tableoid, ctid).
 
 The SQL is templated with psycopg.sql (identifiers only).
 """
@@ -38,7 +42,22 @@ from psycopg import sql
 COMMON = (
     """
     create table floor_tx (id uuid primary key, owner text not null, status text not null,
-        expires_at timestamptz not null)
+        expires_at timestamptz not null, owner_sub text)
+    """,
+    "create index floor_tx_expiring on floor_tx (expires_at) where status = 'active'",
+    # Who calls, as the package tells it inside a SECURITY DEFINER function
+    # (where current_user is the function's owner): the role set (or the
+    # session's) and the JWT subject PostgREST sets.
+    """
+    create function floor_caller_role() returns text language sql stable as $$
+        select case when current_setting('role') = 'none' then session_user::text
+            else current_setting('role') end
+    $$
+    """,
+    """
+    create function floor_caller_sub() returns text language sql stable as $$
+        select nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub'
+    $$
     """,
     "create sequence floor_seq",
     # The transaction check every design performs (exists, owner, active).
@@ -50,6 +69,24 @@ COMMON = (
         select t.id into found_id from floor_tx t
         where t.id = p_tx and t.owner = current_user and t.status = 'active'
             and t.expires_at > clock_timestamp()
+        for share;
+        if found_id is null then
+            raise exception using errcode = 'RZ001', message = 'no such transaction';
+        end if;
+        return found_id;
+    end $$
+    """,
+    # The same by the caller's role and JWT subject, for the designs whose
+    # capture runs as the owner of its images (privilege separation).
+    """
+    create function floor_check_caller(p_tx uuid) returns uuid language plpgsql as $$
+    declare
+        found_id uuid;
+    begin
+        select t.id into found_id from floor_tx t
+        where t.id = p_tx and t.owner = floor_caller_role()
+            and t.owner_sub is not distinct from floor_caller_sub()
+            and t.status = 'active' and t.expires_at > clock_timestamp()
         for share;
         if found_id is null then
             raise exception using errcode = 'RZ001', message = 'no such transaction';
@@ -791,7 +828,9 @@ declare
     done bigint := 0;
 begin
     perform 1 from floor_tx t
-    where t.id = p_tx and t.owner = current_user and t.status = 'active' for update;
+    where t.id = p_tx and t.owner = floor_caller_role()
+        and t.owner_sub is not distinct from floor_caller_sub() and t.status = 'active'
+    for update;
     if not found then
         raise exception using errcode = 'RZ001', message = 'no such transaction';
     end if;
@@ -823,6 +862,13 @@ begin
     insert into floor_audit (event, tx, actor, detail)
     values ('rollback', p_tx, current_user, jsonb_build_object('rows', done));
     return done;
+end $$;
+-- The undo as the owner of the images (privilege separation: it restores
+-- rows the caller may not write, as the package's does).
+create or replace function floor_undo_separated(p_tx uuid) returns bigint language plpgsql
+security definer set search_path = public, pg_temp as $$
+begin
+    return floor_undo(p_tx);
 end $$;
 """
 
@@ -888,7 +934,7 @@ CLAIM_OF = (
 
 CONTRACT_STATEMENT = """
 create function {cap}() returns trigger language plpgsql
-set enable_seqscan = off as $$
+{definer}set enable_seqscan = off as $$
 declare
     v_tx uuid := floor_current_tx();
     v_seq bigint;
@@ -917,7 +963,7 @@ begin
         end if;
         return null;
     end if;
-    perform floor_check(v_tx);
+    perform {check}(v_tx);
     if tg_op <> 'INSERT' and floor_uncaptured_actions(tg_relid, tg_op) then
         raise exception using errcode = '0A000',
             message = 'a foreign key action writes a table without capture';
@@ -959,7 +1005,7 @@ begin
         insert into floor_journal values (v_tx, v_seq, tg_relid::regclass, lower(tg_op), v_rows)
     )
     insert into floor_audit (event, tx, actor, detail)
-    values ('execute', v_tx, current_user, jsonb_build_object('table', tg_relid::regclass::text,
+    values ('execute', v_tx, {actor}, jsonb_build_object('table', tg_relid::regclass::text,
         'operation', lower(tg_op), 'rows', v_rows));
     return null;
 end $$;
@@ -1102,14 +1148,23 @@ def _contract_images(conn: psycopg.Connection[Any], table: str, columns: list[st
     )
 
 
-def contract_statement(conn: psycopg.Connection[Any], table: str, columns: list[str]) -> None:
+def contract_statement(
+    conn: psycopg.Connection[Any], table: str, columns: list[str], *, separated: bool = False
+) -> None:
     """The contract by statement-level capture on `table` (id bigint key):
     image table, capture and truncate triggers, undo step; floor_undo(tx)
-    undoes a transaction."""
+    undoes a transaction. `separated`: the capture runs as the owner of its
+    images (SECURITY DEFINER, pinned search path) and takes the owner by
+    the caller's role and JWT subject; floor_undo_separated undoes."""
     names = _contract_names(table)
     _contract_images(conn, table, columns)
     conn.execute(
         sql.SQL(CONTRACT_STATEMENT).format(
+            definer=sql.SQL(
+                "security definer set search_path = public, pg_temp\n" if separated else ""
+            ),
+            check=ident("floor_check_caller" if separated else "floor_check"),
+            actor=sql.SQL("floor_caller_role()" if separated else "current_user"),
             cap=ident(names["cap"]),
             img=ident(names["img"]),
             t=ident(table),
@@ -1120,6 +1175,12 @@ def contract_statement(conn: psycopg.Connection[Any], table: str, columns: list[
         )
     )
     statement_triggers(conn, table, names["cap"], ("insert", "update", "delete"))
+
+
+def contract_separated(conn: psycopg.Connection[Any], table: str, columns: list[str]) -> None:
+    """contract_statement with privilege separation (what the package owes
+    and the two designs above leave out)."""
+    contract_statement(conn, table, columns, separated=True)
 
 
 def contract_row(conn: psycopg.Connection[Any], table: str, columns: list[str]) -> None:
@@ -1249,15 +1310,6 @@ def contract_locks(conn: psycopg.Connection[Any], table: str) -> tuple[str, str]
 # role and JWT subject (as PostgREST sets them); a lazy probe for expired
 # transactions (one index probe; a real reaper would undo what it finds).
 CONTRACT_LOCK_FULL = """
-alter table floor_tx add column if not exists owner_sub text;
-create index if not exists floor_tx_expiring on floor_tx (expires_at) where status = 'active';
-create or replace function floor_caller_role() returns text language sql stable as $$
-    select case when current_setting('role') = 'none' then session_user::text
-        else current_setting('role') end
-$$;
-create or replace function floor_caller_sub() returns text language sql stable as $$
-    select nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub'
-$$;
 create function {claim_fn}(p_tx uuid, r {t}) returns bigint language plpgsql
 security definer set search_path = public, pg_temp as $$
 declare
@@ -1310,3 +1362,90 @@ def contract_lock_full(conn: psycopg.Connection[Any], table: str) -> str:
         )
     )
     return lock
+
+
+# The lock of contract_lock_full with privilege separation kept whole, behind
+# tx_execute's signature: a CASE dispatcher (table name, operation, match
+# jsonb) calls the table's lock, which locks the matched row under the
+# caller's rights and RLS (FOR UPDATE NOWAIT) and returns it as
+# tx_execute does ({"success", "data", "count"}). The SECURITY DEFINER
+# claim is handed only the row's (tableoid, ctid): it reads the row itself,
+# and only if this database transaction locked it (xmax) and the caller may
+# lock rows of the table (the xmax of a foreign key check's FOR KEY SHARE
+# asks for no privilege), so no caller can make it write an image of a row
+# of its own making.
+CONTRACT_LOCK_SEPARATED = """
+create function {claim_fn}(p_tx uuid, p_tableoid oid, p_ctid tid) returns bigint language plpgsql
+security definer set search_path = public, pg_temp set enable_seqscan = off as $$
+declare
+    v_tx uuid := p_tx;
+    v_seq bigint;
+    r {t};
+begin
+    -- The lazy reap probe: one index probe when nothing expired.
+    perform 1 from floor_tx t where t.status = 'active' and t.expires_at < clock_timestamp()
+    limit 1;
+    perform floor_check_caller(v_tx);
+    if not has_any_column_privilege(floor_caller_role(), {tname}::regclass, 'UPDATE') then
+        raise exception using errcode = '42501', message = 'permission denied to lock rows';
+    end if;
+    select t.* into r from {t} t
+    where t.ctid = p_ctid and t.tableoid = p_tableoid and t.xmax = pg_current_xact_id()::xid;
+    if not found then
+        raise exception using errcode = '55P03',
+            message = 'the row must be locked by this statement';
+    end if;
+{claim_row}
+    with j as (insert into floor_journal values (v_tx, v_seq, {tname}::regclass, 'lock', 1))
+    insert into floor_audit (event, tx, actor, detail)
+    values ('execute', v_tx, floor_caller_role(), jsonb_build_object('table', {tname},
+        'operation', 'lock', 'rows', 1, 'sub', floor_caller_sub()));
+    return 1;
+end $$;
+create function {lock}(p_tx uuid, p_match jsonb) returns jsonb language plpgsql
+set enable_seqscan = off as $$
+declare
+    v_oid oid;
+    v_ctid tid;
+    v_row jsonb;
+    n bigint := 0;
+begin
+    if jsonb_typeof(p_match) is distinct from 'object' or not p_match ? 'id'
+        or p_match - 'id' <> '{{}}'::jsonb then
+        raise exception using errcode = '22023', message = 'match the key: {{"id": ...}}';
+    end if;
+    select t.tableoid, t.ctid, to_jsonb(t.*) into v_oid, v_ctid, v_row from {t} t
+    where t.id = (p_match ->> 'id')::bigint for update nowait;
+    if found then
+        n := {claim_fn}(p_tx, v_oid, v_ctid);
+    end if;
+    return jsonb_build_object('success', true,
+        'data', case when n = 0 then '[]'::jsonb else jsonb_build_array(v_row) end, 'count', n);
+end $$;
+create function {dispatch}(p_tx uuid, p_table text, p_op text, p_data jsonb default null,
+    p_match jsonb default null) returns jsonb language plpgsql as $$
+begin
+    case p_table || ':' || p_op
+        when {tname} || ':lock' then return {lock}(p_tx, p_match);
+        else raise exception using errcode = '22023', message = 'unknown table or operation';
+    end case;
+end $$;
+"""
+
+
+def contract_lock_separated(conn: psycopg.Connection[Any], table: str) -> str:
+    """The privilege-separated lock of one row by key, behind a CASE
+    dispatcher with tx_execute's signature, on a table of contract_separated
+    (or contract_statement, contract_row); returns the dispatcher's name."""
+    dispatch = f"floor_execute_{table}"
+    conn.execute(
+        sql.SQL(CONTRACT_LOCK_SEPARATED).format(
+            claim_fn=ident(f"floor_claim_separated_{table}"),
+            lock=ident(f"floor_lock_separated_{table}"),
+            dispatch=ident(dispatch),
+            t=ident(table),
+            tname=sql.Literal(table),
+            claim_row=_claim_locked_row(table),
+        )
+    )
+    return dispatch

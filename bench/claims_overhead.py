@@ -16,9 +16,10 @@ nor forge runs as their owner), and that with the one probe a table
 without claims owes; statement-level capture with typed images whose row is the
 claim; row-level capture whose guard checks each written key. Designs that
 keep the contract of a captured write ("(design)"; statement-level and
-row-level capture, bench/_designs.py): for a plain write they owe what the
-package's guard owes (a table without claims passes after one probe, a
-claimed key, old or new, is refused).
+row-level capture, and the statement-level one with privilege separation:
+its capture SECURITY DEFINER with a pinned search path, bench/_designs.py):
+for a plain write they owe what the package's guard owes (a table without
+claims passes after one probe, a claimed key, old or new, is refused).
 
 Every round starts with VACUUM (ANALYZE) and runs the variants in an order
 rotated per round; one warm-up round is discarded. Two table shapes (4 and
@@ -56,6 +57,7 @@ VARIANTS = (
     "row",
     "whole_statement",
     "whole_row",
+    "separated",
 )
 
 
@@ -82,6 +84,7 @@ def make_tables(conn: psycopg.Connection[Any], shape: str, s: str) -> None:
     _designs.row_level(conn, f"g_row_{s}", "update")
     _designs.contract_statement(conn, f"g_whole_statement_{s}", columns)
     _designs.contract_row(conn, f"g_whole_row_{s}", columns)
+    _designs.contract_separated(conn, f"g_separated_{s}", columns)
 
 
 def measure(conn: psycopg.Connection[Any], s: str, width: int, n: int, rounds: int) -> Rounds:
@@ -113,7 +116,7 @@ def hold_claims(conn: psycopg.Connection[Any], s: str) -> tuple[Any, Any]:
         (tx, f"g_managed_{s}", Jsonb({"v": -1}), Jsonb({"grp": 2})),
     )
     floor_tx = _designs.new_floor_tx(conn)
-    for v in ("typed", "row", "whole_statement", "whole_row"):
+    for v in ("typed", "row", "whole_statement", "whole_row", "separated"):
         postgrest(
             conn,
             {"x-resilience-tx": str(floor_tx)},
@@ -211,6 +214,15 @@ def main() -> None:
                             r,
                             "    design: row-level capture, contract of a write",
                             "whole_row",
+                            "plain",
+                            None,
+                            n,
+                            "(design)",
+                        ),
+                        ratio_line(
+                            r,
+                            "    design: statement-level, privilege-separated",
+                            "separated",
                             "plain",
                             None,
                             n,

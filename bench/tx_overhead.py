@@ -59,13 +59,19 @@ capture over the transition tables and row-level capture, both with typed images
 first row per key is the claim, key changes claiming the old key, journal
 and audit rows per statement, a LIFO undo by statement that restores only
 rows still as written, all or nothing; tests/transactions/
-test_bench_contract_designs.py checks them against a real ROLLBACK): for
-(a) a CASE dispatcher + static insert function over the statement-level
-design and over the row-level one; for (a2) the header-mode INSERT into
-each; for (f) a lock function (FOR UPDATE NOWAIT, then the claim, journal
-and audit rows), the same with the owner's JWT subject, a lazy reap probe
-and the claim written by a SECURITY DEFINER function, and FOR UPDATE
-NOWAIT followed by a no-op UPDATE that the statement-level capture takes;
+test_bench_contract_designs.py checks them against a real ROLLBACK), and
+the statement-level one with privilege separation (its capture and undo
+run as the owner of the images, SECURITY DEFINER with a pinned search
+path, and take the owner by the caller's role and JWT subject): for
+(a) a CASE dispatcher + static insert function over each of the three;
+for (a2) the header-mode INSERT into each; for (f) a lock function (FOR
+UPDATE NOWAIT, then the claim, journal and audit rows), the same with the
+owner's JWT subject, a lazy reap probe and the claim written by a
+SECURITY DEFINER function (handed the locked row), the privilege-separated
+lock behind a CASE dispatcher with tx_execute's signature whose SECURITY
+DEFINER claim is handed only the row's (tableoid, ctid) and reads it
+itself, and FOR UPDATE NOWAIT followed by a no-op UPDATE that the
+statement-level capture takes;
 for (b) and (c) the UPDATE and the undo of each; for (d) the bulk insert
 into each. Each (b)/(c) variant has its own table, so every table takes
 the same writes per round.
@@ -180,15 +186,19 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
         "ins_row",
         "ins_whole_statement",
         "ins_whole_row",
+        "ins_separated",
     ):
         create(conn, f"{t}_{s}", shape)
     create(conn, f"lk_{s}", shape, rows=n)
     for t in ("lk_claim", "lk_update", "lk_full"):
         create(conn, f"{t}_{s}", shape, rows=n)
         _designs.contract_statement(conn, f"{t}_{s}", columns)
+    create(conn, f"lk_separated_{s}", shape, rows=n)
+    _designs.contract_separated(conn, f"lk_separated_{s}", columns)
     lock_claim, _ = _designs.contract_locks(conn, f"lk_claim_{s}")
     _, lock_update = _designs.contract_locks(conn, f"lk_update_{s}")
     lock_full = _designs.contract_lock_full(conn, f"lk_full_{s}")
+    lock_separated = _designs.contract_lock_separated(conn, f"lk_separated_{s}")
     for t in (f"ins_managed_{s}", f"ins_general_{s}", f"ins_contract_{s}", f"lk_{s}"):
         conn.execute("select resilience.manage_table(%s)", (t,))
     # tx_execute as it was before the generated insert function (the
@@ -204,7 +214,9 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
     _designs.row_level(conn, f"ins_row_{s}", "insert")
     _designs.contract_statement(conn, f"ins_whole_statement_{s}", columns)
     _designs.contract_row(conn, f"ins_whole_row_{s}", columns)
+    _designs.contract_separated(conn, f"ins_separated_{s}", columns)
     dispatch_whole = _designs.static_insert(conn, f"ins_whole_statement_{s}")
+    dispatch_separated = _designs.static_insert(conn, f"ins_separated_{s}")
     dispatch_whole_row = _designs.static_insert(conn, f"ins_whole_row_{s}")
     dispatch = _designs.static_insert(conn, f"ins_static_{s}")
     dispatch_recorded = _designs.static_insert(conn, f"ins_recorded_{s}")
@@ -228,6 +240,7 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
             "ins_row",
             "ins_whole_statement",
             "ins_whole_row",
+            "ins_separated",
         )
     }
 
@@ -353,6 +366,21 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
 
         return body
 
+    def dispatched_lock(dispatcher: str, table: str) -> Callable[[Any], None]:
+        """n locks of one row each through the CASE dispatcher `dispatcher`
+        with tx_execute's signature."""
+
+        def body(tx: Any) -> None:
+            for i in range(1, n + 1):
+                conn.execute(
+                    sql.SQL("select {}(%s, %s, 'lock', null, %s)").format(
+                        sql.Identifier(dispatcher)
+                    ),
+                    (tx, f"{table}_{s}", Jsonb({"id": i})),
+                )
+
+        return body
+
     def in_logical_tx(name: str, body: Callable[[Any], None]) -> Callable[[Timer], None]:
         """A contract-keeping design: its calls in one logical transaction of
         the package's, committed after the timed part."""
@@ -413,6 +441,19 @@ def single_row(conn: psycopg.Connection[Any], shape: str, n: int, rounds: int) -
         "lock_claim": floor_tx("lock_claim", locks_by_id(lock_claim), f"lk_claim_{s}_img"),
         "lock_update": floor_tx("lock_update", locks_by_id(lock_update), f"lk_update_{s}_img"),
         "lock_full": floor_tx("lock_full", locks_by_id(lock_full), f"lk_full_{s}_img"),
+        "lock_separated": floor_tx(
+            "lock_separated",
+            dispatched_lock(lock_separated, "lk_separated"),
+            f"lk_separated_{s}_img",
+        ),
+        "static_separated": floor_tx(
+            "static_separated",
+            dispatched(dispatch_separated, "ins_separated"),
+            f"ins_separated_{s}_img",
+        ),
+        "pgrst_separated": floor_tx(
+            "pgrst_separated", pgrst_into("ins_separated"), f"ins_separated_{s}_img"
+        ),
         "pgrst_whole_statement": floor_tx(
             "pgrst_whole_statement",
             pgrst_into("ins_whole_statement"),
@@ -451,6 +492,7 @@ def big_update(conn: psycopg.Connection[Any], shape: str, rows: int, rounds: int
         "up_jsonb",
         "up_statement",
         "up_row",
+        "up_separated",
     ):
         create(conn, f"{t}_{s}", shape, rows=rows)
     for t in ("up_managed", "up_executed"):
@@ -459,6 +501,7 @@ def big_update(conn: psycopg.Connection[Any], shape: str, rows: int, rounds: int
     _designs.jsonb_image(conn, f"up_jsonb_{s}", columns)
     _designs.contract_statement(conn, f"up_statement_{s}", columns)
     _designs.contract_row(conn, f"up_row_{s}", columns)
+    _designs.contract_separated(conn, f"up_separated_{s}", columns)
     values = itertools.count(1)
 
     def update(table: str) -> sql.Composed:
@@ -521,6 +564,7 @@ def big_update(conn: psycopg.Connection[Any], shape: str, rows: int, rounds: int
         "jsonb": design("jsonb"),
         "statement": design("statement", "floor_undo"),
         "row": design("row", "floor_undo"),
+        "separated": design("separated", "floor_undo_separated"),
     }
     return Rounds(conn, variants, vacuum(conn), rounds=rounds).run()
 
@@ -537,6 +581,7 @@ def bulk_insert(conn: psycopg.Connection[Any], shape: str, rows: int, rounds: in
         "bulk_when",
         "bulk_statement",
         "bulk_row",
+        "bulk_separated",
     )
     for t in tables:
         create(conn, f"{t}_{s}", shape)
@@ -544,6 +589,7 @@ def bulk_insert(conn: psycopg.Connection[Any], shape: str, rows: int, rounds: in
     # The two designs that keep the contract of a captured write.
     _designs.contract_statement(conn, f"bulk_statement_{s}", columns)
     _designs.contract_row(conn, f"bulk_row_{s}", columns)
+    _designs.contract_separated(conn, f"bulk_separated_{s}", columns)
     # The mandated design at its cheapest: an EMPTY statement-level trigger
     # declaring the transition table.
     _designs.run(
@@ -660,6 +706,15 @@ def main() -> None:
                 ),
                 ratio_line(
                     one,
+                    "    design: the same, privilege-separated",
+                    "static_separated",
+                    "plain",
+                    None,
+                    n,
+                    note="(design)",
+                ),
+                ratio_line(
+                    one,
                     "(a2) PostgREST header-mode INSERT vs plain INSERT",
                     "pgrst_header",
                     "plain",
@@ -717,6 +772,15 @@ def main() -> None:
                     note="(design)",
                 ),
                 ratio_line(
+                    one,
+                    "    design: statement-level, privilege-separated",
+                    "pgrst_separated",
+                    "plain",
+                    None,
+                    n,
+                    note="(design)",
+                ),
+                ratio_line(
                     big,
                     f"(b) {rows:,}-row UPDATE in a logical tx vs unmanaged",
                     "captured",
@@ -741,6 +805,14 @@ def main() -> None:
                     big,
                     "    design: row-level capture, contract of a write",
                     "b_row",
+                    "forward",
+                    None,
+                    note="(design)",
+                ),
+                ratio_line(
+                    big,
+                    "    design: statement-level, privilege-separated",
+                    "b_separated",
                     "forward",
                     None,
                     note="(design)",
@@ -783,6 +855,14 @@ def main() -> None:
                     note="(design)",
                 ),
                 ratio_line(
+                    big,
+                    "    design: statement-level, privilege-separated, its undo",
+                    "c_separated",
+                    "forward",
+                    None,
+                    note="(design)",
+                ),
+                ratio_line(
                     bulk,
                     f"(d) bulk insert {rows:,} rows: managed vs unmanaged",
                     "bulk_managed",
@@ -815,6 +895,14 @@ def main() -> None:
                     bulk,
                     "    design: row-level capture, contract of a write",
                     "bulk_row",
+                    "bulk_plain",
+                    None,
+                    note="(design)",
+                ),
+                ratio_line(
+                    bulk,
+                    "    design: statement-level, privilege-separated",
+                    "bulk_separated",
                     "bulk_plain",
                     None,
                     note="(design)",
@@ -874,6 +962,15 @@ def main() -> None:
                     one,
                     "    design: the same, + JWT owner, reap probe, definer claim",
                     "lock_full",
+                    "for_update",
+                    None,
+                    n,
+                    note="(design)",
+                ),
+                ratio_line(
+                    one,
+                    "    design: privilege-separated, re-read by ctid, generic call",
+                    "lock_separated",
                     "for_update",
                     None,
                     n,

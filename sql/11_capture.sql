@@ -1113,7 +1113,9 @@ begin
     -- needs to check. The common plain write (no claims on the table)
     -- leaves after one probe, before any variable is set: each expression
     -- plpgsql evaluates costs on every call (it is set up again in each
-    -- transaction), and this runs for every statement on the table.
+    -- transaction), and this runs for every statement on the table. A
+    -- plain write to a table with claims goes on to the guard with
+    -- v_tx_text null, and no second probe.
     if coalesce(pg_catalog.current_setting('resilience.tx_id', true), '') = ''
         and pg_catalog.strpos(coalesce(pg_catalog.current_setting('request.headers', true), ''), 'x-resilience-tx') = 0
     then
@@ -1123,23 +1125,23 @@ begin
         then
             return null;
         end if;
-    end if;
-    v_root := coalesce(pg_catalog.pg_partition_root(tg_relid), tg_relid)::pg_catalog.regclass;
-    v_tx_text := pg_catalog.current_setting('resilience.tx_id', true);
-    v_via := 'tx_execute';
-    v_rows := 0;
-    if v_tx_text is null or v_tx_text = '' then
-        v_headers := pg_catalog.current_setting('request.headers', true);
-        if v_headers is not null and pg_catalog.strpos(v_headers, 'x-resilience-tx') > 0 then
+    else
+        v_tx_text := pg_catalog.current_setting('resilience.tx_id', true);
+        v_via := 'tx_execute';
+        if v_tx_text is null or v_tx_text = '' then
+            -- (the header names x-resilience-tx: the test above)
+            v_headers := pg_catalog.current_setting('request.headers', true);
             v_tx_text := v_headers::pg_catalog.jsonb ->> 'x-resilience-tx';
             v_via := 'header';
-        end if;
-        if (v_tx_text is null or v_tx_text = '')
-            and not exists (select 1 from resilience.claimed_tables as c where c.relation = v_root)
-        then
-            return null;
+            if (v_tx_text is null or v_tx_text = '') and not exists (
+                select 1 from resilience.claimed_tables as c
+                where c.relation = coalesce(pg_catalog.pg_partition_root(tg_relid), tg_relid))
+            then
+                return null;
+            end if;
         end if;
     end if;
+    v_root := coalesce(pg_catalog.pg_partition_root(tg_relid), tg_relid)::pg_catalog.regclass;
     v_restoring := pg_catalog.current_setting('resilience.restoring', true);
     -- Two statements: the token probe can only scan (text against uuid),
     -- so it is planned for each run; only a restore's own writes run it.
@@ -1148,20 +1150,19 @@ begin
             return null;
         end if;
     end if;
-    v_op := pg_catalog.lower(tg_op);
     if v_tx_text is null or v_tx_text = '' then
-        -- A plain write only needs the key columns the guard compares; a
-        -- stale shape is the capture's concern, not this writer's.
-        if not exists (select 1 from resilience.managed_tables as m where m.relation = v_root) then
-            return null;
-        end if;
-        -- A plain write: only claimed rows are off limits.
+        -- A plain write: only claimed rows are off limits. It only needs
+        -- the key columns the guard compares; a stale shape is the
+        -- capture's concern, not this writer's. (No managed_tables probe:
+        -- a table with claims is managed, unmanage_table refuses it.)
 %18$s
         if v_holder is not null then
             perform resilience._claim_conflict(v_root, v_holder);
         end if;
         return null;
     end if;
+    v_op := pg_catalog.lower(tg_op);
+    v_rows := 0;
     v_tx := resilience._tx_for_capture(v_tx_text);
     v_tx_id := v_tx.id;
     -- One probe: is the table still managed, and does DDL regenerate this

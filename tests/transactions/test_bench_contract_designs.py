@@ -1,5 +1,6 @@
 """The bench-local designs that keep the contract of a captured write
-(bench/_designs.py: statement-level and row-level capture) keep it, so that
+(bench/_designs.py: statement-level and row-level capture, and the
+statement-level one with privilege separation) keep it, so that
 bench/tx_overhead.py and bench/claims_overhead.py compare the package with
 designs that owe the same: the undo leaves every row as a real ROLLBACK
 would (random statements, rows written several times, key changes), claims
@@ -27,7 +28,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 COLUMNS = ["id", "grp", "v", "note"]
-DESIGNS = ["contract_statement", "contract_row"]
+DESIGNS = ["contract_statement", "contract_row", "contract_separated"]
 
 
 def _load_designs() -> ModuleType:
@@ -58,6 +59,7 @@ def design_db(server: Server) -> Iterator[str]:
                 getattr(designs, design)(conn, design, COLUMNS)
                 designs.contract_locks(conn, design)
                 designs.contract_lock_full(conn, design)
+                designs.contract_lock_separated(conn, design)
                 # A user trigger writing the same table from inside a write
                 # (the row design's stack of statements).
                 conn.execute(
@@ -475,4 +477,119 @@ def test_the_full_lock_takes_the_owner_by_role_and_jwt_subject(table: tuple[str,
         with conn.transaction():
             conn.execute(claims, ('{"sub": "alice"}',))
             assert conn.execute(sql.SQL("select {}(%s, 2)").format(lock), (tx,)).fetchone() == (1,)
+        # The undo takes the owner the same way.
+        with pytest.raises(psycopg.Error) as raised:
+            undo(conn, tx)
+        assert raised.value.sqlstate == "RZ001"
+        with conn.transaction():
+            conn.execute(claims, ('{"sub": "alice"}',))
+            undo(conn, tx)
+
+
+@pytest.fixture
+def stranger(design_db: str) -> Iterator[str]:
+    """A role with every privilege on the designs' tables and none on their
+    images, claims, journal or audit: what a client of the package is."""
+    role = f"pgr_stranger_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(design_db, autocommit=True) as conn:
+        conn.execute(sql.SQL("create role {}").format(sql.Identifier(role)))
+        for design in DESIGNS:
+            conn.execute(
+                sql.SQL("grant select, insert, update, delete on {} to {}").format(
+                    sql.Identifier(design), sql.Identifier(role)
+                )
+            )
+    yield role
+    with psycopg.connect(design_db, autocommit=True) as conn:
+        conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
+
+
+def test_only_the_separated_design_serves_a_writer_without_rights_on_its_images(
+    table: tuple[str, str], stranger: str
+) -> None:
+    """Privilege separation, what the package owes and the two other
+    designs leave out: the separated capture and undo run as the owner of
+    the images, so a writer needs no right on them, and cannot read them."""
+    dsn, name = table
+    t = sql.Identifier(name)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        before = rows(conn, name)
+        tx = designs.new_floor_tx(conn)
+        conn.execute("update floor_tx set owner = %s where id = %s", (stranger, tx))
+        conn.execute(sql.SQL("set role {}").format(sql.Identifier(stranger)))
+        if name != "contract_separated":
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                in_tx(conn, tx, sql.SQL("update {} set v = -1 where id = 1").format(t))
+            return
+        in_tx(conn, tx, sql.SQL("update {} set v = -1 where id = 1").format(t))
+        in_tx(conn, tx, sql.SQL("insert into {} values (77, 0, 0, 'new')").format(t))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(sql.SQL("select * from {}").format(sql.Identifier(f"{name}_img")))
+        # Another role's transaction is not found.
+        conn.execute("reset role")
+        with pytest.raises(psycopg.Error) as raised:
+            in_tx(conn, tx, sql.SQL("update {} set v = -2 where id = 2").format(t))
+        assert raised.value.sqlstate == "RZ001"
+        conn.execute(sql.SQL("set role {}").format(sql.Identifier(stranger)))
+        assert conn.execute("select floor_undo_separated(%s)", (tx,)).fetchone() == (2,)
+        conn.execute("reset role")
+        assert rows(conn, name) == before
+
+
+def test_the_separated_lock_claims_only_rows_this_transaction_locked(
+    table: tuple[str, str], stranger: str
+) -> None:
+    """Its SECURITY DEFINER claim is handed a (tableoid, ctid) and reads the
+    row itself: a row this database transaction did not lock is refused
+    (55P03), so is a caller who may not lock rows of the table (42501)."""
+    dsn, name = table
+    claim = sql.Identifier(f"floor_claim_separated_{name}")
+    dispatch = sql.Identifier(f"floor_execute_{name}")
+    where = sql.SQL("select tableoid, ctid from {} where id = %s").format(sql.Identifier(name))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        before = rows(conn, name)
+        tx = designs.new_floor_tx(conn)
+        result = conn.execute(
+            sql.SQL("select {}(%s, %s, 'lock', null, %s)").format(dispatch),
+            (tx, name, '{"id": 4}'),
+        ).fetchone()
+        assert result is not None
+        assert result[0] == {
+            "success": True,
+            "data": [{"id": 4, "grp": 1, "v": 4, "note": "n4"}],
+            "count": 1,
+        }
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            conn.execute(sql.SQL("update {} set v = 0 where id = 4").format(sql.Identifier(name)))
+        located = conn.execute(where, (5,)).fetchone()
+        assert located is not None
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            conn.execute(sql.SQL("select {}(%s, %s, %s)").format(claim), (tx, *located))
+        with conn.transaction():
+            conn.execute(
+                sql.SQL("select 1 from {} where id = 5 for update").format(sql.Identifier(name))
+            )
+            assert conn.execute(
+                sql.SQL("select {}(%s, %s, %s)").format(claim), (tx, *located)
+            ).fetchone() == (1,)
+        theirs = designs.new_floor_tx(conn)
+        conn.execute("update floor_tx set owner = %s where id = %s", (stranger, theirs))
+        conn.execute(
+            sql.SQL("revoke update on {} from {}").format(
+                sql.Identifier(name), sql.Identifier(stranger)
+            )
+        )
+        conn.execute(sql.SQL("set role {}").format(sql.Identifier(stranger)))
+        located = conn.execute(where, (6,)).fetchone()
+        assert located is not None
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(sql.SQL("select {}(%s, %s, %s)").format(claim), (theirs, *located))
+        conn.execute("reset role")
+        conn.execute(
+            sql.SQL("grant update on {} to {}").format(
+                sql.Identifier(name), sql.Identifier(stranger)
+            )
+        )
         undo(conn, tx)
+        assert rows(conn, name) == before
