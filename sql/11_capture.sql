@@ -1791,6 +1791,23 @@ begin
 end;
 $$;
 
+-- The first active logical transaction holding claims on a managed table,
+-- null when none: what unmanage_table, DETACH and ATTACH PARTITION are
+-- refused on (55006). Called only by SECURITY DEFINER functions; names
+-- qualified.
+create or replace function resilience._claim_holder(relation regclass)
+returns uuid
+language sql
+stable
+as $$
+    select c.tx_id
+    from resilience.claimed_tables as c
+    inner join resilience.transactions as t on t.id operator(pg_catalog.=) c.tx_id
+    where c.relation operator(pg_catalog.=) _claim_holder.relation and t.status operator(pg_catalog.=) 'active'
+    order by t.started_at
+    limit 1;
+$$;
+
 create or replace function resilience.unmanage_table(table_name regclass)
 returns void
 language plpgsql
@@ -1805,11 +1822,7 @@ begin
     -- hold it; _forget's drops would wait for them anyway, after the check),
     -- so that the check below sees what they claimed.
     execute pg_catalog.format('lock table %s in share row exclusive mode', table_name);
-    if exists (
-        select 1 from resilience.claimed_tables as c
-        inner join resilience.transactions as t on t.id = c.tx_id
-        where c.relation = table_name and t.status = 'active'
-    ) then
+    if resilience._claim_holder(table_name) is not null then
         raise exception using
             errcode = '55006',
             message = pg_catalog.format('table %s has rows claimed by active logical transactions', table_name),
@@ -1874,12 +1887,7 @@ begin
         where l.pid = pg_catalog.pg_backend_pid() and l.locktype = 'relation'
             and l.mode = 'AccessExclusiveLock' and l.granted)
     then
-        select c.tx_id into holder
-        from resilience.claimed_tables as c
-        inner join resilience.transactions as t on t.id = c.tx_id
-        where c.relation = _release_detached.relation and t.status = 'active'
-        order by t.started_at
-        limit 1;
+        holder := resilience._claim_holder(relation);
         if holder is not null then
             raise exception using
                 errcode = '55006',
@@ -1901,6 +1909,52 @@ begin
     loop
         execute pg_catalog.format('drop trigger %I on %s', trigger_name, target);
     end loop;
+end;
+$$;
+
+-- A managed table attached as a partition of another table (ATTACH
+-- PARTITION) or made an inheritance child (ALTER TABLE ... INHERIT): a
+-- statement on its new parent fires the parent's statement triggers, not
+-- its own, so its capture and claim guard would be passed by (manage_table
+-- refuses a partition for that reason). While logical transactions hold
+-- claims on it, refused (55006; a raise undoes the DDL), as unmanage_table
+-- is. Otherwise it leaves the registry like unmanage_table, with a warning
+-- naming the table to manage: a managed root regenerates after this and
+-- captures it as any partition. Called by the DDL event trigger with the
+-- managed tables the DDL touched that have a parent now.
+create or replace function resilience._release_attached(relation regclass)
+returns void
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    parent regclass := (
+        select h.inhparent::regclass from pg_catalog.pg_inherits as h
+        where h.inhrelid = _release_attached.relation limit 1);
+    holder uuid := resilience._claim_holder(relation);
+begin
+    if parent is null then
+        return;
+    end if;
+    if holder is not null then
+        raise exception using
+            errcode = '55006',
+            message = pg_catalog.format(
+                'table %s has rows claimed by logical transaction %s: it cannot become a partition or '
+                'inheritance child of %s', relation, holder, parent),
+            detail = pg_catalog.jsonb_build_object(
+                'table', relation::text, 'parent', parent::text, 'holder', holder)::text,
+            hint = 'Commit or roll back the logical transactions writing the table first.';
+    end if;
+    -- (Its drops are DDL: our event trigger must not run on them.)
+    perform pg_catalog.set_config('resilience.generating', 'on', true);
+    perform resilience._forget(relation);
+    perform pg_catalog.set_config('resilience.generating', '', true);
+    raise warning 'pgresilience: % is no longer managed: it is now a partition or inheritance child of %; '
+        'resilience.manage_table(%) captures it', relation, parent,
+        pg_catalog.quote_literal(coalesce(pg_catalog.pg_partition_root(relation), parent)::regclass::text);
 end;
 $$;
 

@@ -1,9 +1,10 @@
 -- Event triggers that keep the generated capture of managed tables in step
 -- with DDL (need superuser; without them, a captured write on a changed
 -- table fails with RZ007 until manage_table is run again). They block no DDL
--- but one: a table that cannot be regenerated now gets a warning; no partition
+-- but two: a table that cannot be regenerated now gets a warning; no partition
 -- is detached while logical transactions hold claims on the table
--- (_release_detached).
+-- (_release_detached), and no managed table holding claims becomes a
+-- partition or inheritance child of another table (_release_attached).
 
 -- After DDL: regenerate each managed table (the root of a touched partition,
 -- the parent of a touched inheritance child) whose shape changed.
@@ -25,6 +26,21 @@ begin
     then
         return;
     end if;
+    -- A managed table that became a partition or inheritance child of
+    -- another table (ATTACH PARTITION names the parent; this transaction
+    -- holds the attached table's ACCESS EXCLUSIVE lock): refused while
+    -- claims are held, else it leaves the registry, before its new root
+    -- regenerates (_release_attached).
+    perform resilience._release_attached(m.relation)
+    from resilience.managed_tables as m
+    where exists (select 1 from pg_catalog.pg_inherits as h where h.inhrelid = m.relation)
+        and (m.relation::oid in (
+                select c.objid from pg_catalog.pg_event_trigger_ddl_commands() as c
+                where c.classid = 'pg_catalog.pg_class'::regclass)
+            or exists (
+                select 1 from pg_catalog.pg_locks as l
+                where l.pid = pg_catalog.pg_backend_pid() and l.locktype = 'relation'
+                    and l.relation = m.relation and l.mode = 'AccessExclusiveLock' and l.granted));
     -- The tables the DDL touched; after a schema or type DDL (ALTER SCHEMA
     -- ... RENAME, ALTER TYPE ... RENAME fire nothing on the table), every
     -- managed table: its shape names its schema and its columns' types.
