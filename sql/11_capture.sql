@@ -1342,14 +1342,25 @@ begin
             from %3$s as i
             where i.tx_id = p_tx and i.seq = p_seq and i.op = 'i'
                 and exists (select 1 from %2$s as t where %4$s and not (%5$s operator(pg_catalog.*=) i.a));
+        else
+            -- An inserted row that is gone was removed behind the claims
+            -- (the transaction's own later statements are undone before
+            -- this one): a conflict, never a row taken as undone. Looked
+            -- for before the delete, which would hide them among its own.
+            select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(%6$s)) into v_conflicts
+            from %3$s as i
+            where i.tx_id = p_tx and i.seq = p_seq and i.op = 'i'
+                and not exists (select 1 from %2$s as t where %4$s);
+            if v_conflicts is not null then
+                return pg_catalog.jsonb_build_object('restored_rows', 0, 'conflicts', v_conflicts);
+            end if;
         end if;
         delete from %2$s as t using %3$s as i
         where i.tx_id = p_tx and i.seq = p_seq and i.op = 'i' and %4$s
             and (p_force or %5$s operator(pg_catalog.*=) i.a);
         get diagnostics v_done = row_count;
         if not p_force and v_done < v_expected then
-            -- Rows still there differ from their after-image (absent ones
-            -- are already undone).
+            -- Rows still there differ from their after-image.
             select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(%6$s)) into v_conflicts
             from %3$s as i
             where i.tx_id = p_tx and i.seq = p_seq and i.op = 'i'
