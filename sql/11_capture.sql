@@ -1342,25 +1342,14 @@ begin
             from %3$s as i
             where i.tx_id = p_tx and i.seq = p_seq and i.op = 'i'
                 and exists (select 1 from %2$s as t where %4$s and not (%5$s operator(pg_catalog.*=) i.a));
-        else
-            -- An inserted row that is gone was removed behind the claims
-            -- (the transaction's own later statements are undone before
-            -- this one): a conflict, never a row taken as undone. Looked
-            -- for before the delete, which would hide them among its own.
-            select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(%6$s)) into v_conflicts
-            from %3$s as i
-            where i.tx_id = p_tx and i.seq = p_seq and i.op = 'i'
-                and not exists (select 1 from %2$s as t where %4$s);
-            if v_conflicts is not null then
-                return pg_catalog.jsonb_build_object('restored_rows', 0, 'conflicts', v_conflicts);
-            end if;
         end if;
         delete from %2$s as t using %3$s as i
         where i.tx_id = p_tx and i.seq = p_seq and i.op = 'i' and %4$s
             and (p_force or %5$s operator(pg_catalog.*=) i.a);
         get diagnostics v_done = row_count;
         if not p_force and v_done < v_expected then
-            -- Rows still there differ from their after-image.
+            -- Rows still there differ from their after-image (absent ones
+            -- are already undone).
             select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(%6$s)) into v_conflicts
             from %3$s as i
             where i.tx_id = p_tx and i.seq = p_seq and i.op = 'i'
@@ -1927,13 +1916,14 @@ $$;
 -- PARTITION) or made an inheritance child (ALTER TABLE ... INHERIT): a
 -- statement on its new parent fires the parent's statement triggers, not
 -- its own, so its capture and claim guard would be passed by (manage_table
--- refuses a partition for that reason). While logical transactions hold
--- claims on it, refused (55006; a raise undoes the DDL), as unmanage_table
--- is. Otherwise it leaves the registry like unmanage_table, with a warning
--- naming the table to manage: a managed root regenerates after this and
--- captures it as any partition. Called by the DDL event trigger with the
--- managed tables the DDL touched that have a parent now.
-create or replace function resilience._release_attached(relation regclass)
+-- refuses a partition for that reason). Refused (55006; a raise undoes the
+-- DDL), claims or not: a REPEATABLE READ snapshot may predate a claim, so
+-- "no claims" cannot be told at every isolation level, and unmanaging it on
+-- the way would drop images that transactions still need to roll back.
+-- unmanage_table first (it waits for the table's writers and sees every
+-- claim). Called by the DDL event trigger with the managed tables the DDL
+-- touched that have a parent now.
+create or replace function resilience._refuse_attached(relation regclass)
 returns void
 language plpgsql
 volatile
@@ -1943,29 +1933,24 @@ as $$
 declare
     parent regclass := (
         select h.inhparent::regclass from pg_catalog.pg_inherits as h
-        where h.inhrelid = _release_attached.relation limit 1);
+        where h.inhrelid = _refuse_attached.relation limit 1);
     holder uuid := resilience._claim_holder(relation);
 begin
     if parent is null then
         return;
     end if;
-    if holder is not null then
-        raise exception using
-            errcode = '55006',
-            message = pg_catalog.format(
-                'table %s has rows claimed by logical transaction %s: it cannot become a partition or '
-                'inheritance child of %s', relation, holder, parent),
-            detail = pg_catalog.jsonb_build_object(
-                'table', relation::text, 'parent', parent::text, 'holder', holder)::text,
-            hint = 'Commit or roll back the logical transactions writing the table first.';
-    end if;
-    -- (Its drops are DDL: our event trigger must not run on them.)
-    perform pg_catalog.set_config('resilience.generating', 'on', true);
-    perform resilience._forget(relation);
-    perform pg_catalog.set_config('resilience.generating', '', true);
-    raise warning 'pgresilience: % is no longer managed: it is now a partition or inheritance child of %; '
-        'resilience.manage_table(%) captures it', relation, parent,
-        pg_catalog.quote_literal(coalesce(pg_catalog.pg_partition_root(relation), parent)::regclass::text);
+    raise exception using
+        errcode = '55006',
+        message = pg_catalog.format(
+            'table %s is managed by pgresilience: it cannot become a partition or inheritance child of %s%s',
+            relation, parent,
+            case when holder is not null
+                then pg_catalog.format(' (logical transaction %s holds claims on it)', holder) else '' end),
+        detail = pg_catalog.jsonb_build_object(
+            'table', relation::text, 'parent', parent::text, 'holder', holder)::text,
+        hint = pg_catalog.format(
+            'Run select resilience.unmanage_table(%L) first (once no logical transaction holds claims on it); '
+            'a managed partitioned table captures all its partitions.', relation::text);
 end;
 $$;
 

@@ -167,9 +167,9 @@ SQLSTATES: tuple[SqlState, ...] = (
     ),
     SqlState(
         "55006",
-        "unmanage_table, DETACH PARTITION of one of its partitions, or ATTACH PARTITION "
-        "(or INHERIT) making it a partition or inheritance child of another table, while "
-        "rows of the table are claimed",
+        "unmanage_table, or DETACH PARTITION of one of its partitions, while rows of the "
+        "table are claimed; ATTACH PARTITION (or INHERIT) making a managed table a "
+        "partition or inheritance child of another table",
         ObjectInUse,
     ),
     SqlState(

@@ -3,8 +3,8 @@
 -- table fails with RZ007 until manage_table is run again). They block no DDL
 -- but two: a table that cannot be regenerated now gets a warning; no partition
 -- is detached while logical transactions hold claims on the table
--- (_release_detached), and no managed table holding claims becomes a
--- partition or inheritance child of another table (_release_attached).
+-- (_release_detached), and no managed table becomes a partition or
+-- inheritance child of another table (_refuse_attached).
 
 -- After DDL: regenerate each managed table (the root of a touched partition,
 -- the parent of a touched inheritance child) whose shape changed.
@@ -28,10 +28,9 @@ begin
     end if;
     -- A managed table that became a partition or inheritance child of
     -- another table (ATTACH PARTITION names the parent; this transaction
-    -- holds the attached table's ACCESS EXCLUSIVE lock): refused while
-    -- claims are held, else it leaves the registry, before its new root
-    -- regenerates (_release_attached).
-    perform resilience._release_attached(m.relation)
+    -- holds the attached table's ACCESS EXCLUSIVE lock): refused
+    -- (_refuse_attached).
+    perform resilience._refuse_attached(m.relation)
     from resilience.managed_tables as m
     where exists (select 1 from pg_catalog.pg_inherits as h where h.inhrelid = m.relation)
         and (m.relation::oid in (

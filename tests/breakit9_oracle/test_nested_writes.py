@@ -81,18 +81,20 @@ def test_a_trigger_that_sets_an_updated_row_back_is_rolled_back(
     assert after == before  # leaves v = 'set back', a value no commit ever showed
 
 
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=LIMITATION)
 def test_a_trigger_that_deletes_the_inserted_row_is_rolled_back(
     conn: psycopg.Connection[Any],
 ) -> None:
     before, after = rolled_back(conn, "insert into nt values (5, 'ephemeral')")
-    assert after == before
+    assert after == before  # leaves row 5, which no commit ever showed
 
 
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=LIMITATION)
 def test_a_trigger_that_rekeys_the_inserted_row_is_rolled_back(
     conn: psycopg.Connection[Any],
 ) -> None:
     before, after = rolled_back(conn, "insert into nt values (6, 'rekey')")
-    assert after == before
+    assert after == before  # leaves row 6 (its key before the trigger's update)
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=LIMITATION)
