@@ -7,9 +7,16 @@ Each operation runs on a fresh connection, so that its backend's peak
 resident memory (VmHWM in /proc/<pid>/status) is that of the operation
 alone. VmHWM counts the shared buffers the backend touched (up to
 shared_buffers, 256 MB on the embedded server); a sampler therefore also
-records, every 20 ms, the backend's private memory (RssAnon) and the sum of
-RssAnon over all the postmaster's children (the whole server's private
-memory). Table: id bigint pk, grp int, v int, note text.
+records, every 20 ms, the backend's private memory (RssAnon) and the
+server's memory: RssAnon summed over the postmaster and all its children,
+plus the largest RssShmem among them (shared memory is mapped by every
+process; counting it once). Sampled, so a peak shorter than 20 ms can be
+missed; the backend's VmHWM is exact. Table: id bigint pk, grp int, v int,
+note text.
+
+The rollback is checked against a copy of the table taken before the
+UPDATE: every row, compared as row::text both ways (EXCEPT ALL); any
+difference is printed and the command exits 1.
 
 Usage: python bench/tx_scale.py [--rows N] [--rounds N]
 """
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -54,11 +62,13 @@ def children(parent: int) -> list[int]:
 class Peak:
     backend_anon: int = 0
     server_anon: int = 0
+    server_total: int = 0
 
 
 @contextmanager
 def sampled(backend: int) -> Iterator[Peak]:
-    """Peak RssAnon of the backend and of all the postmaster's children."""
+    """Peak RssAnon of the backend; peak RssAnon of the whole server (the
+    postmaster and its children) and of it plus the shared memory mapped."""
     postmaster = status_kib(backend, "PPid")
     peak = Peak()
     done = threading.Event()
@@ -66,8 +76,11 @@ def sampled(backend: int) -> Iterator[Peak]:
     def sample() -> None:
         while not done.is_set():
             peak.backend_anon = max(peak.backend_anon, status_kib(backend, "RssAnon"))
-            total = sum(status_kib(p, "RssAnon") for p in children(postmaster))
-            peak.server_anon = max(peak.server_anon, total)
+            server = [postmaster, *children(postmaster)]
+            anon = sum(status_kib(p, "RssAnon") for p in server)
+            shared = max(status_kib(p, "RssShmem") for p in server)
+            peak.server_anon = max(peak.server_anon, anon)
+            peak.server_total = max(peak.server_total, anon + shared)
             time.sleep(0.02)
 
     thread = threading.Thread(target=sample, daemon=True)
@@ -77,6 +90,17 @@ def sampled(backend: int) -> Iterator[Peak]:
     finally:
         done.set()
         thread.join()
+
+
+# Rows of the table after the rollback that differ from the copy taken
+# before the UPDATE, either way (a row lost, added or changed in any column).
+ROWS_DIFFERING = """
+select count(*) from (
+  (select t::text from s_before t except all select t::text from s_managed t)
+  union all
+  (select t::text from s_managed t except all select t::text from s_before t)
+) differing
+"""
 
 
 def run(dsn: str, label: str, fn: Callable[[psycopg.Connection[Any]], None]) -> None:
@@ -93,7 +117,8 @@ def run(dsn: str, label: str, fn: Callable[[psycopg.Connection[Any]], None]) -> 
             f"  {label:<44} wall {wall:7.2f} s  cpu {cpu:7.2f} s"
             f"  backend VmHWM {hwm / 1024:7.1f} MiB  backend RssAnon peak"
             f" {peak.backend_anon / 1024:7.1f} MiB  server RssAnon peak"
-            f" {peak.server_anon / 1024:7.1f} MiB",
+            f" {peak.server_anon / 1024:7.1f} MiB  server RssAnon+RssShmem peak"
+            f" {peak.server_total / 1024:7.1f} MiB",
             flush=True,
         )
 
@@ -112,6 +137,8 @@ def main() -> None:
             conn.execute("select resilience.manage_table('s_managed')")
         for number in range(1, args.rounds + 1):
             with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute("drop table if exists s_before")
+                conn.execute("create unlogged table s_before as table s_managed")
                 conn.execute("vacuum (analyze)")
                 tx = tx_begin(conn)
             print(f" round {number}:")
@@ -136,8 +163,11 @@ def main() -> None:
                 lambda c, tx=tx: c.execute("select resilience.tx_rollback(%s)", (tx,)),
             )
             with psycopg.connect(dsn, autocommit=True) as conn:
-                changed = conn.execute("select count(*) from s_managed where v <> 0").fetchone()
-            print(f"  rows left changed after the rollback: {changed[0] if changed else '?'}")
+                differing = conn.execute(ROWS_DIFFERING).fetchone()
+            count = differing[0] if differing else -1
+            print(f"  rows differing from before the UPDATE, after the rollback: {count}")
+            if count != 0:
+                sys.exit(1)
 
 
 if __name__ == "__main__":
